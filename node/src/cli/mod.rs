@@ -1,0 +1,4 @@
+//! Subcommands of the `proofmesh` binary.
+
+pub mod keys;
+pub mod workflow;

@@ -1,0 +1,48 @@
+//! `proofmesh`: the proofmesh node daemon and command-line interface. A thin clap layer over the
+//! library code; each subcommand lives in its own module under `cli/`.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// proofmesh: define a workflow, submit it, get a proof.
+#[derive(Parser, Debug)]
+#[command(name = "proofmesh", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate workflow files and compute their ids.
+    #[command(subcommand)]
+    Workflow(cli::workflow::WorkflowCommand),
+    /// Generate and inspect node keys.
+    #[command(subcommand)]
+    Keys(cli::keys::KeysCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROOFMESH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Workflow(cmd) => cli::workflow::run(cmd),
+        Command::Keys(cmd) => cli::keys::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line, never a backtrace.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Canonical encoding: bincode 2 (serde mode) with the standard configuration and a hard size
+//! limit on decode, so a hostile length prefix cannot make us allocate gigabytes.
+//!
+//! Canonical because every encoded type uses only ordered containers (`Vec`, `BTreeMap`) and
+//! bincode's standard configuration is deterministic: the same value always gives the same bytes,
+//! which is what content ids and signatures are computed over.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Largest encoded message accepted anywhere in the protocol (4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why bytes could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Input is larger than the limit before decoding even starts.
+    #[error("message is {size} bytes, larger than the {limit}-byte limit")]
+    TooLarge {
+        /// Size of the input.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The bytes are not a valid encoding of the expected type.
+    #[error("undecodable message: {0}")]
+    Malformed(String),
+    /// Valid prefix, but bytes left over: not canonical.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
+}
+
+/// Encode a value canonically. Encoding our own types cannot fail (no maps with non-string
+/// keys, no unsized sequences), so this panics only on a programming error.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .expect("protocol types always encode")
+}
+
+/// Decode a value, refusing oversized input, malformed bytes and trailing garbage.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_with_limit(bytes, MAX_MESSAGE_BYTES)
+}
+
+/// As [`decode`] with a tighter limit.
+pub fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
+    if bytes.len() > limit.min(MAX_MESSAGE_BYTES) {
+        return Err(DecodeError::TooLarge { size: bytes.len(), limit: limit.min(MAX_MESSAGE_BYTES) });
+    }
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len() - read));
+    }
+    Ok(value)
+}

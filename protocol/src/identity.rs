@@ -1,0 +1,134 @@
+//! Node identities: ed25519 keys. Verification is always `verify_strict` (rejects small-order
+//! keys and non-canonical signatures), so a signature is valid for exactly one message.
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// A signing key. Its 32 secret bytes never appear in `Debug` output.
+#[derive(Clone)]
+pub struct Keypair(SigningKey);
+
+impl Keypair {
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        Keypair(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// Rebuild from the 32 secret bytes.
+    pub fn from_secret_bytes(secret: [u8; 32]) -> Self {
+        Keypair(SigningKey::from_bytes(&secret))
+    }
+
+    /// The 32 secret bytes (for writing a key file).
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// Sign raw bytes. Callers add their own domain separation (see [`crate::envelope`]).
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        Signature(self.0.sign(message).to_bytes())
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keypair(public={})", self.public())
+    }
+}
+
+/// An ed25519 public key (32 bytes), the identity of a node.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct PublicKey(pub [u8; 32]);
+
+/// Why a signature was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The public key bytes are not a valid (or are a weak) ed25519 point.
+    #[error("invalid public key {0}")]
+    BadKey(String),
+    /// The signature does not verify for this key and message.
+    #[error("signature does not verify for key {0}")]
+    BadSignature(String),
+}
+
+impl PublicKey {
+    /// Verify `sig` over `message` with ed25519 `verify_strict`.
+    pub fn verify(&self, message: &[u8], sig: &Signature) -> Result<(), SignatureError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::BadKey(self.to_string()))?;
+        if key.is_weak() {
+            return Err(SignatureError::BadKey(self.to_string()));
+        }
+        let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+        key.verify_strict(message, &sig).map_err(|_| SignatureError::BadSignature(self.to_string()))
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parse 64 hex characters (optional 0x).
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let bytes = hex::decode(s.strip_prefix("0x").unwrap_or(s)).ok()?;
+        Some(PublicKey(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", &self.to_hex()[..16])
+    }
+}
+
+/// An ed25519 signature (64 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(pub [u8; 64]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}..)", hex::encode(&self.0[..8]))
+    }
+}
+
+// serde only derives arrays up to 32 elements; encode as a byte string.
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Signature;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 signature bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Signature, E> {
+                let arr: [u8; 64] = v.try_into().map_err(|_| E::invalid_length(v.len(), &self))?;
+                Ok(Signature(arr))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Signature, A::Error> {
+                let mut out = [0u8; 64];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Signature(out))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}

@@ -1,0 +1,276 @@
+//! The messages proofmesh nodes exchange, each carried in a signed [`crate::Envelope`].
+//!
+//! Flow of one task: a requester gossips a [`Submission`]; operators gossip [`OperatorAdvert`]s
+//! and [`Heartbeat`]s; the workflow's active matchmaker sends an [`Assignment`] to an operator,
+//! which answers with an [`Acceptance`], runs the program and publishes a [`SignedResult`] (or a
+//! [`TaskFailure`]); the matchmaker checks it and gossips a [`Verdict`].
+
+use crate::envelope::MessageKind;
+use crate::identity::{Keypair, PublicKey, Signature, SignatureError};
+use crate::ids::ContentId;
+use crate::resources::Resources;
+use crate::workflow::{Program, TaskIndex, Workflow, WorkflowId};
+use crate::encoding;
+use serde::{Deserialize, Serialize};
+
+/// A 20-byte Ethereum address.
+pub type EthAddress = [u8; 20];
+
+/// Where a workflow's payment is escrowed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EscrowRef {
+    /// Chain the escrow lives on.
+    pub chain_id: u64,
+    /// Address of the market contract.
+    pub contract: EthAddress,
+}
+
+/// A requester submits a workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The workflow; its id is `workflow.id()`.
+    pub workflow: Workflow,
+    /// The requester's node key.
+    pub owner: PublicKey,
+    /// The requester's Ethereum address (escrow payer and refund recipient).
+    pub owner_eth: Option<EthAddress>,
+    /// Escrow opened for `workflow.id()`, if the network settles on-chain.
+    pub escrow: Option<EscrowRef>,
+    /// When the requester submitted it (ms since epoch); the deadline counts from here.
+    pub submitted_at_ms: u64,
+}
+
+/// One GPU an operator offers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GpuInfo {
+    /// Device index as the driver numbers it.
+    pub index: u32,
+    /// Model name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub model: String,
+    /// Total VRAM in MiB.
+    pub vram_mb: u64,
+    /// Driver UUID (stable across reboots).
+    pub uuid: String,
+}
+
+/// What an operator machine offers in total.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capacity {
+    /// CPU cores.
+    pub cpu: u32,
+    /// Memory in MiB.
+    pub memory_mb: u64,
+    /// Scratch disk in MiB.
+    pub disk_mb: u64,
+    /// Each GPU.
+    pub gpus: Vec<GpuInfo>,
+}
+
+/// An operator announces itself and what it can run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorAdvert {
+    /// Operator node key (the key that signs results).
+    pub operator: PublicKey,
+    /// Ethereum address that holds its stake and receives payment.
+    pub eth_address: Option<EthAddress>,
+    /// Machine capacity.
+    pub capacity: Capacity,
+    /// Programs it can run.
+    pub programs: Vec<Program>,
+    /// Asking price per task, in wei.
+    pub price_wei: u128,
+}
+
+/// Liveness signal; also carries what the operator is running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Operator node key.
+    pub operator: PublicKey,
+    /// Operator's clock (ms since epoch).
+    pub at_ms: u64,
+    /// Tasks it is running: (workflow, task, attempt).
+    pub running: Vec<(WorkflowId, TaskIndex, u32)>,
+}
+
+/// The active matchmaker hands one attempt of one task to one operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Workflow.
+    pub workflow: WorkflowId,
+    /// Task within it.
+    pub task: TaskIndex,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Chosen operator.
+    pub operator: PublicKey,
+    /// The exact GPU indices reserved on that operator.
+    pub gpus: Vec<u32>,
+    /// Resources reserved.
+    pub resources: Resources,
+    /// The operator must accept by this time (ms since epoch).
+    pub accept_by_ms: u64,
+    /// The result must arrive by this time (ms since epoch).
+    pub deadline_ms: u64,
+    /// Price agreed for this attempt, in wei.
+    pub price_wei: u128,
+    /// Which matchmaker assigned it.
+    pub matchmaker: PublicKey,
+}
+
+/// The operator commits to an assignment. Signed, this is the evidence for a missed-deadline
+/// slash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acceptance {
+    /// Content id of the accepted [`Assignment`].
+    pub assignment: ContentId,
+    /// Workflow.
+    pub workflow: WorkflowId,
+    /// Task.
+    pub task: TaskIndex,
+    /// Attempt.
+    pub attempt: u32,
+    /// Operator.
+    pub operator: PublicKey,
+    /// When it accepted (operator clock).
+    pub accepted_at_ms: u64,
+}
+
+/// What an operator measured while running a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// Workflow.
+    pub workflow: WorkflowId,
+    /// Task.
+    pub task: TaskIndex,
+    /// Attempt.
+    pub attempt: u32,
+    /// Operator.
+    pub operator: PublicKey,
+    /// blake3 of the output.
+    pub output: ContentId,
+    /// Output size in bytes.
+    pub output_bytes: u64,
+    /// Start and end of execution (operator clock, ms since epoch).
+    pub started_ms: u64,
+    /// End of execution.
+    pub finished_ms: u64,
+    /// Resources the task held.
+    pub resources: Resources,
+    /// GPU indices it held.
+    pub gpus: Vec<u32>,
+}
+
+/// Domain tag for result signatures, which are kept and checked outside envelopes.
+const RESULT_TAG: &[u8] = b"proofmesh/result/v1\0";
+
+/// A result signed by the operator's key, verifiable by anyone on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedResult {
+    /// The result.
+    pub result: TaskResult,
+    /// Operator signature over `RESULT_TAG || encode(result)`.
+    pub signature: Signature,
+}
+
+impl SignedResult {
+    /// Sign a result.
+    pub fn sign(keypair: &Keypair, result: TaskResult) -> SignedResult {
+        let signature = keypair.sign(&Self::signing_bytes(&result));
+        SignedResult { result, signature }
+    }
+
+    fn signing_bytes(result: &TaskResult) -> Vec<u8> {
+        let mut out = RESULT_TAG.to_vec();
+        out.extend_from_slice(&encoding::encode(result));
+        out
+    }
+
+    /// Check the signature against `result.operator`.
+    pub fn verify(&self) -> Result<(), SignatureError> {
+        self.result.operator.verify(&Self::signing_bytes(&self.result), &self.signature)
+    }
+}
+
+/// Why an attempt failed, as reported by the operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureCause {
+    /// The program exceeded its timeout and was killed.
+    Timeout,
+    /// The program exited unsuccessfully.
+    Crashed {
+        /// Exit status, if it exited; `None` when killed by a signal.
+        exit_code: Option<i32>,
+        /// Tail of stderr.
+        stderr_tail: String,
+    },
+    /// The operator cannot honour the reservation.
+    Refused(String),
+    /// An input could not be fetched or did not match its hash.
+    Input(String),
+}
+
+/// An operator declares it failed (fail fast: cheaper than silently missing the deadline).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// Workflow.
+    pub workflow: WorkflowId,
+    /// Task.
+    pub task: TaskIndex,
+    /// Attempt.
+    pub attempt: u32,
+    /// Operator.
+    pub operator: PublicKey,
+    /// Why.
+    pub cause: FailureCause,
+}
+
+/// The active matchmaker's decision on a result, gossiped so every node's view agrees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// The result is accepted; the task is done.
+    Accepted(SignedResult),
+    /// The result failed verification.
+    Rejected {
+        /// The offending result.
+        result: SignedResult,
+        /// What verification said.
+        reason: String,
+    },
+}
+
+/// Every message, as decoded from an envelope's payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A workflow submission.
+    Submission(Submission),
+    /// An operator advert.
+    OperatorAdvert(OperatorAdvert),
+    /// A heartbeat.
+    Heartbeat(Heartbeat),
+    /// An assignment.
+    Assignment(Assignment),
+    /// An acceptance.
+    Acceptance(Acceptance),
+    /// A signed result.
+    Result(SignedResult),
+    /// A declared failure.
+    Failure(TaskFailure),
+    /// A matchmaker verdict.
+    Verdict(Verdict),
+}
+
+impl Message {
+    /// The kind an envelope must declare for this message.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::Submission(_) => MessageKind::WorkflowSubmission,
+            Message::OperatorAdvert(_) => MessageKind::OperatorAdvert,
+            Message::Heartbeat(_) => MessageKind::Heartbeat,
+            Message::Assignment(_) => MessageKind::Assignment,
+            Message::Acceptance(_) => MessageKind::Acceptance,
+            Message::Result(_) => MessageKind::TaskResult,
+            Message::Failure(_) => MessageKind::TaskFailure,
+            Message::Verdict(_) => MessageKind::Verdict,
+        }
+    }
+}
