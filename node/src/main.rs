@@ -3,6 +3,9 @@
 
 mod cli;
 
+#[allow(unused_imports)]
+use proofmesh_node as _;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 

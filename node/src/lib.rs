@@ -1,0 +1,14 @@
+//! The proofmesh node as a library: the `proofmesh` binary is a thin clap layer over it, and
+//! tests spawn whole nodes in-process on port 0 with a temp dir.
+//!
+//! - [`network`]: libp2p swarm behind a cloneable handle and one event loop.
+//! - [`store`]: the redb-backed durable store.
+//! - [`rpc`]: JSON-RPC over HTTP and WebSocket, `/metrics` and `/health`.
+//! - [`metrics`]: the shared Prometheus registry.
+//! - [`config`]: node configuration (file, environment, flags).
+
+pub mod config;
+pub mod metrics;
+pub mod network;
+pub mod rpc;
+pub mod store;

@@ -1,0 +1,1 @@
+//! network (being built).
