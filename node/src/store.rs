@@ -1,1 +1,868 @@
-//! store (being built).
+//! The node's durable store, on [redb](https://www.redb.org).
+//!
+//! Why redb and not sled: redb's file format is stable within a major line (sled's 0.34 format
+//! has been "about to change" for years and the crate is effectively unmaintained), redb is
+//! actively maintained, pure Rust, and every write transaction is ACID: `commit` fsyncs before it
+//! returns (`Durability::Immediate`, the default we keep), so anything a method of [`Store`]
+//! has returned `Ok` for survives `kill -9` and power loss. redb 2.6 is the newest line whose
+//! MSRV fits the workspace's `rust-version` (1.85).
+//!
+//! Layout of a data directory:
+//! - `store.redb`: every table below.
+//! - `blobs/<hex>`: blobs larger than [`INLINE_BLOB_MAX`]. They are written to a temp file,
+//!   fsynced, renamed into place and the directory fsynced *before* the index entry is
+//!   committed, so an indexed blob always has its complete file. Small blobs (proofs, most
+//!   inputs) live inline in redb: one transaction, no file per proof.
+//!
+//! The API is synchronous (redb is). From async code call it through
+//! `tokio::task::spawn_blocking`; [`Store`] is a cheap clone (an `Arc`).
+
+use crate::network::{BlobChunk, BlobProvider};
+use proofmesh_protocol::encoding::{self, DecodeError};
+use proofmesh_protocol::messages::{OperatorAdvert, SignedResult, Submission};
+use proofmesh_protocol::{ContentId, PublicKey, TaskIndex, WorkflowId};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Schema version this code writes. Bump it, and add a migration, whenever a table or an
+/// encoded record changes shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Blobs up to this size are stored inside redb; larger ones as files under `blobs/`.
+pub const INLINE_BLOB_MAX: usize = 256 * 1024;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "store.redb";
+
+type Key32 = [u8; 32];
+
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// Workflow id -> encoded [`Submission`] (immutable once written).
+const WORKFLOWS: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("workflows");
+/// Workflow id -> encoded [`WorkflowMeta`] (small, rewritten on state changes).
+const WORKFLOW_META: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("workflow_meta");
+/// (workflow, task) -> encoded [`TaskRecord`]. A task with no row is pending.
+const TASKS: TableDefinition<'_, (Key32, u32), &[u8]> = TableDefinition::new("tasks");
+/// (workflow, task) -> encoded accepted [`SignedResult`].
+const RESULTS: TableDefinition<'_, (Key32, u32), &[u8]> = TableDefinition::new("results");
+/// Blob id -> encoded [`BlobEntry`].
+const BLOBS: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("blobs");
+/// The matchmaker's append-only event log.
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+/// Operator key -> encoded [`OperatorRecord`].
+const OPERATORS: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("operators");
+/// Ordered stream name -> last finalized sequence number.
+const STREAMS: TableDefinition<'_, &str, u64> = TableDefinition::new("streams");
+
+const META_SCHEMA: &str = "schema_version";
+const META_CHAIN_CURSOR: &str = "chain_cursor";
+
+/// What can go wrong in the store. Messages say which file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database was written by a newer proofmesh.
+    #[error(
+        "the store at {path} has schema version {found}, newer than the {supported} this proofmesh \
+         supports: upgrade proofmesh, or point data_dir (--data-dir, PROOFMESH_DATA_DIR) at another directory"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this code understands.
+        supported: u32,
+    },
+    /// The schema version record is not a version at all.
+    #[error("the store at {path} has a corrupt schema version record; it is not a proofmesh store or is damaged")]
+    CorruptSchema {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The data directory or a blob file could not be read or written.
+    #[error("store I/O on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// redb reported an error (including "database already open" by another process).
+    #[error("store database: {0}")]
+    Db(#[from] redb::Error),
+    /// A record in the database does not decode.
+    #[error("corrupt {what} record in the store: {source}")]
+    Corrupt {
+        /// Which table.
+        what: &'static str,
+        /// The decode error.
+        source: DecodeError,
+    },
+    /// An update named a workflow the store does not hold.
+    #[error("unknown workflow {0}")]
+    UnknownWorkflow(WorkflowId),
+    /// A task index past the end of its workflow.
+    #[error("workflow {workflow} has {tasks} tasks; task index {task} does not exist")]
+    UnknownTask {
+        /// Workflow.
+        workflow: WorkflowId,
+        /// The bad index.
+        task: TaskIndex,
+        /// How many tasks the workflow has.
+        tasks: usize,
+    },
+    /// A result for a task that already has a different accepted result.
+    #[error("task {task} of workflow {workflow} already has a different accepted result")]
+    ConflictingResult {
+        /// Workflow.
+        workflow: WorkflowId,
+        /// Task.
+        task: TaskIndex,
+    },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Lifecycle of a workflow as this node knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkflowState {
+    /// Accepted, not finished.
+    Active,
+    /// Every task has an accepted result.
+    Completed,
+    /// It cannot complete; the reason names the task and every attempt's cause.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl WorkflowState {
+    /// `active`, `completed` or `failed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            WorkflowState::Active => "active",
+            WorkflowState::Completed => "completed",
+            WorkflowState::Failed { .. } => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct WorkflowMeta {
+    state: WorkflowState,
+    accepted_at_ms: u64,
+}
+
+/// A stored workflow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkflowRecord {
+    /// Its id (`submission.workflow.id()`).
+    pub id: WorkflowId,
+    /// The submission as accepted.
+    pub submission: Submission,
+    /// Current state.
+    pub state: WorkflowState,
+    /// When this node durably accepted it (ms since epoch).
+    pub accepted_at_ms: u64,
+}
+
+/// Where one task stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Some dependency has no accepted result yet.
+    Pending,
+    /// Every dependency is done; waiting for an operator.
+    Ready,
+    /// Handed to an operator, not yet confirmed running.
+    Assigned {
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// The operator.
+        operator: PublicKey,
+    },
+    /// The operator accepted and runs it.
+    Running {
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// The operator.
+        operator: PublicKey,
+    },
+    /// An accepted result exists.
+    Done {
+        /// Content id of the accepted [`SignedResult`].
+        result: ContentId,
+    },
+    /// Attempts exhausted.
+    Failed,
+}
+
+impl TaskState {
+    /// Lower-case name, as in metrics labels and the RPC.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Ready => "ready",
+            TaskState::Assigned { .. } => "assigned",
+            TaskState::Running { .. } => "running",
+            TaskState::Done { .. } => "done",
+            TaskState::Failed => "failed",
+        }
+    }
+}
+
+/// One finished or abandoned attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Who ran it.
+    pub operator: PublicKey,
+    /// Why it failed (`None` for the attempt that succeeded).
+    pub cause: Option<String>,
+}
+
+/// A task's state and its attempt history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Current state.
+    pub state: TaskState,
+    /// Attempts so far, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl Default for TaskRecord {
+    fn default() -> Self {
+        TaskRecord { state: TaskState::Pending, attempts: Vec::new() }
+    }
+}
+
+/// Behaviour of an operator as this node observed (or indexed from the chain).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorStats {
+    /// Tasks completed with an accepted result.
+    pub completed: u64,
+    /// Attempts that failed (declared, timed out or rejected).
+    pub failed: u64,
+    /// Times slashed.
+    pub slashed: u64,
+    /// Last advert or heartbeat (ms since epoch).
+    pub last_seen_ms: u64,
+}
+
+/// An operator: its latest advert and its stats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    /// Latest advert, if one was seen (stats can arrive from the chain first).
+    pub advert: Option<OperatorAdvert>,
+    /// Counters.
+    pub stats: OperatorStats,
+}
+
+/// The chain indexer's position: the last block it processed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainCursor {
+    /// Block number.
+    pub block: u64,
+    /// Block hash, to detect a reorg of that block on restart.
+    pub hash: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum BlobEntry {
+    Inline(Vec<u8>),
+    File { len: u64 },
+}
+
+/// The durable store. Clone it freely; all clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    dir: PathBuf,
+    blob_dir: PathBuf,
+    tmp_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+fn dec<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    encoding::decode(bytes).map_err(|source| StoreError::Corrupt { what, source })
+}
+
+impl Store {
+    /// Open (creating if needed) the store in `dir`. Refuses a database whose schema version is
+    /// newer than [`SCHEMA_VERSION`]. Recovers from an unclean shutdown (redb repairs on open).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let blob_dir = dir.join("blobs");
+        fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
+        let path = dir.join(DB_FILE);
+        let db = Database::create(&path)?;
+        let tx = db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let found = match meta.get(META_SCHEMA)? {
+                Some(v) => {
+                    let bytes: [u8; 4] =
+                        v.value().try_into().map_err(|_| StoreError::CorruptSchema { path: path.clone() })?;
+                    Some(u32::from_le_bytes(bytes))
+                }
+                None => None,
+            };
+            match found {
+                Some(found) if found > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema { path, found, supported: SCHEMA_VERSION });
+                }
+                Some(_) => {} // == SCHEMA_VERSION; older versions get migrations here when they exist.
+                None => {
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                }
+            }
+            // Create every table so readers never meet a missing one.
+            tx.open_table(WORKFLOWS)?;
+            tx.open_table(WORKFLOW_META)?;
+            tx.open_table(TASKS)?;
+            tx.open_table(RESULTS)?;
+            tx.open_table(BLOBS)?;
+            tx.open_table(EVENTS)?;
+            tx.open_table(OPERATORS)?;
+            tx.open_table(STREAMS)?;
+        }
+        tx.commit()?;
+        // Temp files of blob writes interrupted by a crash are garbage.
+        if let Ok(entries) = fs::read_dir(&blob_dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().contains(".tmp") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(Store { inner: Arc::new(Inner { db, dir: dir.to_owned(), blob_dir, tmp_counter: AtomicU64::new(0) }) })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Schema version recorded in the database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let v = meta.get(META_SCHEMA)?.ok_or_else(|| StoreError::CorruptSchema { path: self.db_path() })?;
+        let bytes: [u8; 4] = v.value().try_into().map_err(|_| StoreError::CorruptSchema { path: self.db_path() })?;
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.inner.dir.join(DB_FILE)
+    }
+
+    /// Overwrite the schema version (tests of the refusal path, and future migrations).
+    #[doc(hidden)]
+    pub fn force_schema_version(&self, version: u32) -> Result<(), StoreError> {
+        let tx = self.inner.db.begin_write()?;
+        tx.open_table(META)?.insert(META_SCHEMA, version.to_le_bytes().as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- workflows -------------------------------------------------------------------------
+
+    /// Durably accept a submission. Returns its id and whether it was new (a re-submission of
+    /// a known workflow changes nothing).
+    pub fn put_workflow(&self, submission: &Submission, now_ms: u64) -> Result<(WorkflowId, bool), StoreError> {
+        let id = submission.workflow.id();
+        let tx = self.inner.db.begin_write()?;
+        let new = {
+            let mut wf = tx.open_table(WORKFLOWS)?;
+            if wf.get(id.0)?.is_some() {
+                false
+            } else {
+                wf.insert(id.0, encoding::encode(submission).as_slice())?;
+                let meta = WorkflowMeta { state: WorkflowState::Active, accepted_at_ms: now_ms };
+                tx.open_table(WORKFLOW_META)?.insert(id.0, encoding::encode(&meta).as_slice())?;
+                true
+            }
+        };
+        tx.commit()?;
+        Ok((id, new))
+    }
+
+    /// A stored workflow, or `None`.
+    pub fn workflow(&self, id: &WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let Some(sub) = tx.open_table(WORKFLOWS)?.get(id.0)? else { return Ok(None) };
+        let submission: Submission = dec("workflow", sub.value())?;
+        let meta = match tx.open_table(WORKFLOW_META)?.get(id.0)? {
+            Some(m) => dec::<WorkflowMeta>("workflow state", m.value())?,
+            None => WorkflowMeta { state: WorkflowState::Active, accepted_at_ms: submission.submitted_at_ms },
+        };
+        Ok(Some(WorkflowRecord { id: *id, submission, state: meta.state, accepted_at_ms: meta.accepted_at_ms }))
+    }
+
+    /// Whether the store holds workflow `id`.
+    pub fn has_workflow(&self, id: &WorkflowId) -> Result<bool, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        Ok(tx.open_table(WORKFLOWS)?.get(id.0)?.is_some())
+    }
+
+    /// Every workflow id with its state.
+    pub fn workflows(&self) -> Result<Vec<(WorkflowId, WorkflowState)>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let table = tx.open_table(WORKFLOW_META)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((ContentId(k.value()), dec::<WorkflowMeta>("workflow state", v.value())?.state));
+        }
+        Ok(out)
+    }
+
+    /// Set a workflow's state.
+    pub fn set_workflow_state(&self, id: &WorkflowId, state: WorkflowState) -> Result<(), StoreError> {
+        let tx = self.inner.db.begin_write()?;
+        {
+            let mut table = tx.open_table(WORKFLOW_META)?;
+            let mut meta: WorkflowMeta = match table.get(id.0)? {
+                Some(m) => dec("workflow state", m.value())?,
+                None => return Err(StoreError::UnknownWorkflow(*id)),
+            };
+            meta.state = state;
+            table.insert(id.0, encoding::encode(&meta).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- tasks -----------------------------------------------------------------------------
+
+    fn task_count(tx: &redb::WriteTransaction, id: &WorkflowId) -> Result<usize, StoreError> {
+        let wf = tx.open_table(WORKFLOWS)?;
+        let Some(sub) = wf.get(id.0)? else { return Err(StoreError::UnknownWorkflow(*id)) };
+        Ok(dec::<Submission>("workflow", sub.value())?.workflow.tasks.len())
+    }
+
+    /// Read-modify-write one task's record in one transaction; returns the new record.
+    pub fn update_task(
+        &self,
+        id: &WorkflowId,
+        task: TaskIndex,
+        f: impl FnOnce(&mut TaskRecord),
+    ) -> Result<TaskRecord, StoreError> {
+        let tx = self.inner.db.begin_write()?;
+        let tasks = Self::task_count(&tx, id)?;
+        if task as usize >= tasks {
+            return Err(StoreError::UnknownTask { workflow: *id, task, tasks });
+        }
+        let record = {
+            let mut table = tx.open_table(TASKS)?;
+            let mut record = match table.get((id.0, task))? {
+                Some(v) => dec::<TaskRecord>("task", v.value())?,
+                None => TaskRecord::default(),
+            };
+            f(&mut record);
+            table.insert((id.0, task), encoding::encode(&record).as_slice())?;
+            record
+        };
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Set one task's state, keeping its attempt history.
+    pub fn set_task_state(&self, id: &WorkflowId, task: TaskIndex, state: TaskState) -> Result<(), StoreError> {
+        self.update_task(id, task, |r| r.state = state).map(|_| ())
+    }
+
+    /// One task's record (`Pending` with no attempts if never written).
+    pub fn task(&self, id: &WorkflowId, task: TaskIndex) -> Result<TaskRecord, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        match tx.open_table(TASKS)?.get((id.0, task))? {
+            Some(v) => dec("task", v.value()),
+            None => Ok(TaskRecord::default()),
+        }
+    }
+
+    /// Every written task record of a workflow, by index (tasks without a row are pending).
+    pub fn tasks(&self, id: &WorkflowId) -> Result<Vec<(TaskIndex, TaskRecord)>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let table = tx.open_table(TASKS)?;
+        let mut out = Vec::new();
+        for row in table.range((id.0, 0)..=(id.0, u32::MAX))? {
+            let (k, v) = row?;
+            out.push((k.value().1, dec("task", v.value())?));
+        }
+        Ok(out)
+    }
+
+    // ---- results ---------------------------------------------------------------------------
+
+    /// Durably record an accepted result and mark its task done, in one transaction. Returns
+    /// the result's content id. Accepting the same result twice is a no-op; a different result
+    /// for a task that already has one is refused (a task has at most one accepted result).
+    pub fn accept_result(&self, result: &SignedResult) -> Result<ContentId, StoreError> {
+        let id = result.result.workflow;
+        let task = result.result.task;
+        let result_id = ContentId::of_value(result);
+        let tx = self.inner.db.begin_write()?;
+        let tasks = Self::task_count(&tx, &id)?;
+        if task as usize >= tasks {
+            return Err(StoreError::UnknownTask { workflow: id, task, tasks });
+        }
+        {
+            let mut results = tx.open_table(RESULTS)?;
+            if let Some(existing) = results.get((id.0, task))? {
+                if ContentId::of_bytes(existing.value()) == ContentId::of_bytes(&encoding::encode(result)) {
+                    return Ok(result_id);
+                }
+                return Err(StoreError::ConflictingResult { workflow: id, task });
+            }
+            results.insert((id.0, task), encoding::encode(result).as_slice())?;
+            let mut table = tx.open_table(TASKS)?;
+            let mut record = match table.get((id.0, task))? {
+                Some(v) => dec::<TaskRecord>("task", v.value())?,
+                None => TaskRecord::default(),
+            };
+            record.state = TaskState::Done { result: result_id };
+            let attempt = result.result.attempt;
+            if !record.attempts.iter().any(|a| a.attempt == attempt) {
+                record.attempts.push(AttemptRecord { attempt, operator: result.result.operator, cause: None });
+            }
+            table.insert((id.0, task), encoding::encode(&record).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(result_id)
+    }
+
+    /// The accepted result of a task, if any.
+    pub fn result(&self, id: &WorkflowId, task: TaskIndex) -> Result<Option<SignedResult>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        match tx.open_table(RESULTS)?.get((id.0, task))? {
+            Some(v) => Ok(Some(dec("result", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every accepted result of a workflow, by task index.
+    pub fn results(&self, id: &WorkflowId) -> Result<Vec<(TaskIndex, SignedResult)>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let table = tx.open_table(RESULTS)?;
+        let mut out = Vec::new();
+        for row in table.range((id.0, 0)..=(id.0, u32::MAX))? {
+            let (k, v) = row?;
+            out.push((k.value().1, dec("result", v.value())?));
+        }
+        Ok(out)
+    }
+
+    // ---- blobs -----------------------------------------------------------------------------
+
+    fn blob_path(&self, id: &ContentId) -> PathBuf {
+        self.inner.blob_dir.join(id.to_hex())
+    }
+
+    /// Durably store a blob under its blake3 id and return the id.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<ContentId, StoreError> {
+        let id = ContentId::of_bytes(bytes);
+        if self.has_blob(&id)? {
+            return Ok(id);
+        }
+        let entry = if bytes.len() <= INLINE_BLOB_MAX {
+            BlobEntry::Inline(bytes.to_vec())
+        } else {
+            self.write_blob_file(&id, bytes)?;
+            BlobEntry::File { len: bytes.len() as u64 }
+        };
+        let tx = self.inner.db.begin_write()?;
+        tx.open_table(BLOBS)?.insert(id.0, encoding::encode(&entry).as_slice())?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Store bytes that must hash to `expected` (received from a peer); `Ok(false)` if not.
+    pub fn put_blob_expected(&self, expected: &ContentId, bytes: &[u8]) -> Result<bool, StoreError> {
+        if ContentId::of_bytes(bytes) != *expected {
+            return Ok(false);
+        }
+        self.put_blob(bytes).map(|_| true)
+    }
+
+    // temp file + fsync + rename + fsync(dir): the final name only ever names complete bytes.
+    fn write_blob_file(&self, id: &ContentId, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.blob_path(id);
+        let n = self.inner.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.inner.blob_dir.join(format!("{}.tmp-{}-{n}", id.to_hex(), std::process::id()));
+        let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        file.write_all(bytes).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        fs::File::open(&self.inner.blob_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.inner.blob_dir))?;
+        Ok(())
+    }
+
+    fn blob_entry(&self, id: &ContentId) -> Result<Option<BlobEntry>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        match tx.open_table(BLOBS)?.get(id.0)? {
+            Some(v) => Ok(Some(dec("blob", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the store holds blob `id`.
+    pub fn has_blob(&self, id: &ContentId) -> Result<bool, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        Ok(tx.open_table(BLOBS)?.get(id.0)?.is_some())
+    }
+
+    /// A whole blob, or `None`.
+    pub fn blob(&self, id: &ContentId) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.blob_entry(id)? {
+            None => Ok(None),
+            Some(BlobEntry::Inline(bytes)) => Ok(Some(bytes)),
+            Some(BlobEntry::File { .. }) => {
+                let path = self.blob_path(id);
+                fs::read(&path).map(Some).map_err(io_err(&path))
+            }
+        }
+    }
+
+    /// `[offset, offset + max_len)` of blob `id` (clamped to its end) with its total length.
+    pub fn blob_chunk(&self, id: &ContentId, offset: u64, max_len: usize) -> Result<Option<BlobChunk>, StoreError> {
+        match self.blob_entry(id)? {
+            None => Ok(None),
+            Some(BlobEntry::Inline(bytes)) => Ok(Some(crate::network::blob::slice_chunk(&bytes, offset, max_len))),
+            Some(BlobEntry::File { len }) => {
+                let path = self.blob_path(id);
+                let start = offset.min(len);
+                let take = (len - start).min(max_len as u64);
+                let mut file = fs::File::open(&path).map_err(io_err(&path))?;
+                file.seek(SeekFrom::Start(start)).map_err(io_err(&path))?;
+                let mut data = Vec::with_capacity(take as usize);
+                file.take(take).read_to_end(&mut data).map_err(io_err(&path))?;
+                Ok(Some(BlobChunk { total_len: len, data }))
+            }
+        }
+    }
+
+    // ---- matchmaker event log --------------------------------------------------------------
+
+    /// Append events in one transaction; returns the sequence numbers they got.
+    pub fn append_events(&self, events: &[Vec<u8>]) -> Result<Range<u64>, StoreError> {
+        let tx = self.inner.db.begin_write()?;
+        let range = {
+            let mut table = tx.open_table(EVENTS)?;
+            let first = match table.last()? {
+                Some((k, _)) => k.value() + 1,
+                None => 0,
+            };
+            for (i, event) in events.iter().enumerate() {
+                table.insert(first + i as u64, event.as_slice())?;
+            }
+            first..first + events.len() as u64
+        };
+        tx.commit()?;
+        Ok(range)
+    }
+
+    /// Events with sequence number `>= seq`, oldest first, read in batches (each batch is one
+    /// consistent snapshot; events appended while iterating are seen).
+    pub fn iter_events_from(&self, seq: u64) -> EventIter {
+        EventIter { store: self.clone(), next: seq, buffer: std::collections::VecDeque::new(), done: false }
+    }
+
+    fn read_events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let table = tx.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in table.range(from..)?.take(limit) {
+            let (k, v) = row?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Sequence number of the last event, if any.
+    pub fn last_event_seq(&self) -> Result<Option<u64>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let table = tx.open_table(EVENTS)?;
+        let last = table.last()?.map(|(k, _)| k.value());
+        Ok(last)
+    }
+
+    /// Drop events before `seq` (after a snapshot made them unnecessary). Returns how many.
+    pub fn prune_events_before(&self, seq: u64) -> Result<u64, StoreError> {
+        let tx = self.inner.db.begin_write()?;
+        let n = {
+            let mut table = tx.open_table(EVENTS)?;
+            let before = table.len()?;
+            table.retain_in(..seq, |_, _| false)?;
+            before - table.len()?
+        };
+        tx.commit()?;
+        Ok(n)
+    }
+
+    // ---- cursors ---------------------------------------------------------------------------
+
+    /// The chain indexer's cursor.
+    pub fn chain_cursor(&self) -> Result<Option<ChainCursor>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        match tx.open_table(META)?.get(META_CHAIN_CURSOR)? {
+            Some(v) => Ok(Some(dec("chain cursor", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Durably move the chain indexer's cursor.
+    pub fn set_chain_cursor(&self, cursor: ChainCursor) -> Result<(), StoreError> {
+        let tx = self.inner.db.begin_write()?;
+        tx.open_table(META)?.insert(META_CHAIN_CURSOR, encoding::encode(&cursor).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Last finalized sequence number of an ordered stream.
+    pub fn stream_cursor(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        Ok(tx.open_table(STREAMS)?.get(stream)?.map(|v| v.value()))
+    }
+
+    /// Durably record that `stream` has finalized up to `sequence`.
+    pub fn set_stream_cursor(&self, stream: &str, sequence: u64) -> Result<(), StoreError> {
+        let tx = self.inner.db.begin_write()?;
+        tx.open_table(STREAMS)?.insert(stream, sequence)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- operators -------------------------------------------------------------------------
+
+    /// Record an operator's advert, keeping its stats; updates `last_seen_ms`.
+    pub fn put_operator_advert(&self, advert: &OperatorAdvert, now_ms: u64) -> Result<(), StoreError> {
+        let key = advert.operator;
+        self.update_operator(&key, |r| {
+            r.advert = Some(advert.clone());
+            r.stats.last_seen_ms = r.stats.last_seen_ms.max(now_ms);
+        })
+        .map(|_| ())
+    }
+
+    /// Read-modify-write one operator's record (created empty if unknown).
+    pub fn update_operator(
+        &self,
+        key: &PublicKey,
+        f: impl FnOnce(&mut OperatorRecord),
+    ) -> Result<OperatorRecord, StoreError> {
+        let tx = self.inner.db.begin_write()?;
+        let record = {
+            let mut table = tx.open_table(OPERATORS)?;
+            let mut record = match table.get(key.0)? {
+                Some(v) => dec("operator", v.value())?,
+                None => OperatorRecord { advert: None, stats: OperatorStats::default() },
+            };
+            f(&mut record);
+            table.insert(key.0, encoding::encode(&record).as_slice())?;
+            record
+        };
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// One operator.
+    pub fn operator(&self, key: &PublicKey) -> Result<Option<OperatorRecord>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        match tx.open_table(OPERATORS)?.get(key.0)? {
+            Some(v) => Ok(Some(dec("operator", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every operator, by key.
+    pub fn operators(&self) -> Result<Vec<(PublicKey, OperatorRecord)>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let table = tx.open_table(OPERATORS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((PublicKey(k.value()), dec("operator", v.value())?));
+        }
+        Ok(out)
+    }
+}
+
+/// Iterator over the event log; see [`Store::iter_events_from`].
+pub struct EventIter {
+    store: Store,
+    next: u64,
+    buffer: std::collections::VecDeque<(u64, Vec<u8>)>,
+    done: bool,
+}
+
+const EVENT_BATCH: usize = 1024;
+
+impl Iterator for EventIter {
+    type Item = Result<(u64, Vec<u8>), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffer.is_empty() && !self.done {
+            match self.store.read_events(self.next, EVENT_BATCH) {
+                Ok(batch) => {
+                    if batch.len() < EVENT_BATCH {
+                        self.done = true;
+                    }
+                    self.buffer.extend(batch);
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let (seq, bytes) = self.buffer.pop_front()?;
+        self.next = seq + 1;
+        Some(Ok((seq, bytes)))
+    }
+}
+
+/// The network serves blobs straight from the store.
+impl BlobProvider for Store {
+    fn read_chunk(&self, id: &ContentId, offset: u64, max_len: usize) -> io::Result<Option<BlobChunk>> {
+        self.blob_chunk(id, offset, max_len).map_err(io::Error::other)
+    }
+}

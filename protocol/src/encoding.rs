@@ -57,3 +57,21 @@ pub fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Res
     }
     Ok(value)
 }
+
+/// Counts bytes instead of storing them.
+struct Counter(usize);
+
+impl bincode::enc::write::Writer for Counter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0 += bytes.len();
+        Ok(())
+    }
+}
+
+/// Length of [`encode`]'s output, without allocating it.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    let mut counter = Counter(0);
+    bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard())
+        .expect("protocol types always encode");
+    counter.0
+}

@@ -34,6 +34,93 @@ impl Keypair {
     pub fn sign(&self, message: &[u8]) -> Signature {
         Signature(self.0.sign(message).to_bytes())
     }
+
+    /// The key-file text: two comment lines (what it is, and the public key so `cat` tells which
+    /// node it belongs to) and the 32 secret bytes as 64 hex characters. The caller writes it
+    /// with mode 0600.
+    pub fn to_file_string(&self) -> String {
+        format!(
+            "# proofmesh node key (ed25519 secret key, hex). Keep this file private.\n# public: {}\n{}\n",
+            self.public(),
+            hex::encode(self.secret_bytes())
+        )
+    }
+
+    /// Parse key-file text written by [`Keypair::to_file_string`]: blank lines and `#` comments
+    /// are ignored; exactly one line must hold 64 hex characters (optional `0x`). If a
+    /// `# public:` comment is present it must match the secret key, which catches a file whose
+    /// key line was edited or swapped. Errors never contain secret material.
+    pub fn from_file_string(text: &str) -> Result<Keypair, KeyFileError> {
+        let mut secret: Option<[u8; 32]> = None;
+        let mut claimed_public: Option<String> = None;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if let Some(comment) = line.strip_prefix('#') {
+                if let Some(public) = comment.trim().strip_prefix("public:") {
+                    claimed_public = Some(public.trim().to_ascii_lowercase());
+                }
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            if secret.is_some() {
+                return Err(KeyFileError::ExtraLine { line: n + 1 });
+            }
+            let digits = line.strip_prefix("0x").unwrap_or(line);
+            if digits.len() != 64 {
+                return Err(KeyFileError::Length { line: n + 1, chars: digits.chars().count() });
+            }
+            let bytes = hex::decode(digits).map_err(|_| KeyFileError::NotHex { line: n + 1 })?;
+            let mut arr = [0u8; 32];
+            arr.copy_from_slice(&bytes);
+            secret = Some(arr);
+        }
+        let keypair = Keypair::from_secret_bytes(secret.ok_or(KeyFileError::Missing)?);
+        if let Some(claimed) = claimed_public {
+            let actual = keypair.public().to_hex();
+            if claimed.strip_prefix("0x").unwrap_or(&claimed) != actual {
+                return Err(KeyFileError::PublicMismatch { claimed, actual });
+            }
+        }
+        Ok(keypair)
+    }
+}
+
+/// Why key-file text could not be read as a key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyFileError {
+    /// No key line at all.
+    #[error("no key found: expected a line of 64 hex characters (the 32-byte ed25519 secret)")]
+    Missing,
+    /// A second non-comment line.
+    #[error("line {line}: unexpected second key line; a key file holds exactly one key")]
+    ExtraLine {
+        /// 1-based line.
+        line: usize,
+    },
+    /// Wrong number of characters.
+    #[error("line {line}: key has {chars} characters, expected 64 hex characters")]
+    Length {
+        /// 1-based line.
+        line: usize,
+        /// Characters found.
+        chars: usize,
+    },
+    /// Not hex.
+    #[error("line {line}: key is not hexadecimal")]
+    NotHex {
+        /// 1-based line.
+        line: usize,
+    },
+    /// The `# public:` comment names a different key.
+    #[error("the file's `# public:` comment says {claimed} but its secret key belongs to {actual}: the file was edited or mixed up")]
+    PublicMismatch {
+        /// From the comment.
+        claimed: String,
+        /// Derived from the secret.
+        actual: String,
+    },
 }
 
 impl fmt::Debug for Keypair {

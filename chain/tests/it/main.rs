@@ -1,0 +1,1 @@
+//! Chain client integration tests against a real anvil.

@@ -1,0 +1,216 @@
+//! What goes into the matchmaker ([`Event`]) and what comes out ([`Decision`]).
+//!
+//! Events are serde-serializable so the node can append them, with their `now_ms`, to a durable
+//! log; [`crate::Matchmaker::replay`] rebuilds the exact state from that log.
+
+use proofmesh_protocol::messages::{
+    Acceptance, Assignment, FailureCause, Heartbeat, OperatorAdvert, SignedResult, TaskFailure, Verdict,
+};
+use proofmesh_protocol::{ContentId, PublicKey, TaskIndex, Workflow, WorkflowId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An input to [`crate::Matchmaker::handle`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Only let time pass: fire due timeouts. See [`crate::Matchmaker::next_deadline`].
+    Tick,
+    /// A workflow was submitted. `id` must be `workflow.id()` (the node has computed it already;
+    /// the matchmaker does not rehash 1,000-task workflows).
+    WorkflowSubmitted {
+        /// Content id of the workflow.
+        id: WorkflowId,
+        /// The expanded workflow.
+        workflow: Workflow,
+        /// When the requester submitted it; its deadline counts from here.
+        submitted_at_ms: u64,
+    },
+    /// An operator announced (or re-announced) itself.
+    OperatorAdvert(OperatorAdvert),
+    /// An operator is alive.
+    Heartbeat(Heartbeat),
+    /// The node saw the operator's connection drop (faster than missed heartbeats).
+    OperatorDown(PublicKey),
+    /// The node saw the operator come back.
+    OperatorUp(PublicKey),
+    /// An operator accepted an assignment.
+    Acceptance(Acceptance),
+    /// An operator published a signed result.
+    Result(SignedResult),
+    /// An operator declared that an attempt failed.
+    Failure(TaskFailure),
+    /// On-chain reputation counters of an operator, from the contract indexer.
+    Reputation {
+        /// Operator node key.
+        operator: PublicKey,
+        /// Tasks completed.
+        completed: u64,
+        /// Tasks failed.
+        failed: u64,
+        /// Times slashed.
+        slashed: u64,
+    },
+    /// The set of live matchmakers changed (from the node's membership view).
+    Matchmakers(Vec<PublicKey>),
+    /// Another matchmaker's assignment, seen on gossip (ignored when we made it ourselves).
+    Assigned(Assignment),
+    /// A verdict seen on gossip (ignored for workflows this matchmaker is active for).
+    Verdict(Verdict),
+}
+
+/// An output of [`crate::Matchmaker::handle`]: something the node must send or record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    /// Send this assignment to its operator (and gossip it so followers see it). A reassignment
+    /// is a `Cancel` of the old attempt followed by an `Assign` with the next attempt number.
+    Assign(Assignment),
+    /// Tell an operator to stop an attempt (it timed out, was superseded or its workflow failed).
+    Cancel {
+        /// Workflow.
+        workflow: WorkflowId,
+        /// Task.
+        task: TaskIndex,
+        /// Attempt to stop.
+        attempt: u32,
+        /// Operator running it.
+        operator: PublicKey,
+        /// Why.
+        reason: AttemptCause,
+    },
+    /// Gossip this verdict on a result.
+    Verdict(Verdict),
+    /// Submit this evidence to the contract.
+    Slash(SlashEvidence),
+    /// Every task has an accepted result, and (for an ordered stream) every earlier sequence is
+    /// finalized: the workflow is final.
+    WorkflowCompleted {
+        /// Workflow.
+        workflow: WorkflowId,
+        /// Output of each task that nothing depends on (the workflow's results), by task.
+        outputs: Vec<(TaskIndex, ContentId)>,
+    },
+    /// The workflow cannot complete.
+    WorkflowFailed {
+        /// Workflow.
+        workflow: WorkflowId,
+        /// Why, naming the task and every attempt.
+        reason: FailureReason,
+    },
+}
+
+/// Evidence for the contract's slashing paths.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlashEvidence {
+    /// The operator accepted (signed acceptance) and missed the result deadline.
+    MissedDeadline {
+        /// The operator's acceptance.
+        acceptance: Acceptance,
+        /// The deadline it missed (ms since epoch).
+        deadline_ms: u64,
+    },
+    /// The operator signed a result that failed verification.
+    InvalidResult {
+        /// The offending signed result.
+        result: SignedResult,
+        /// What verification said.
+        reason: String,
+    },
+}
+
+/// Why one attempt of a task did not produce an accepted result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptCause {
+    /// Not accepted in time.
+    AcceptTimeout,
+    /// Accepted, but no result by the deadline.
+    ResultTimeout,
+    /// The operator declared a failure.
+    Declared(FailureCause),
+    /// The result failed verification.
+    InvalidResult(String),
+    /// The operator was presumed down while holding the attempt.
+    OperatorDown,
+    /// Another matchmaker reassigned the task (seen on gossip).
+    Superseded,
+    /// The workflow ended (failed or deadline) while the attempt ran.
+    WorkflowEnded,
+}
+
+impl AttemptCause {
+    /// Whether this cause uses up one of the task's `max_attempts`. An assignment that was never
+    /// accepted (or that another matchmaker replaced) did no work and does not count.
+    pub fn counts(&self) -> bool {
+        !matches!(self, AttemptCause::AcceptTimeout | AttemptCause::Superseded | AttemptCause::WorkflowEnded)
+    }
+}
+
+impl fmt::Display for AttemptCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptCause::AcceptTimeout => f.write_str("not accepted in time"),
+            AttemptCause::ResultTimeout => f.write_str("no result by the deadline"),
+            AttemptCause::Declared(FailureCause::Timeout) => f.write_str("operator reports the program timed out"),
+            AttemptCause::Declared(FailureCause::Crashed { exit_code, stderr_tail }) => {
+                write!(f, "program crashed (exit {exit_code:?}): {stderr_tail}")
+            }
+            AttemptCause::Declared(FailureCause::Refused(why)) => write!(f, "operator refused: {why}"),
+            AttemptCause::Declared(FailureCause::Input(why)) => write!(f, "input unavailable: {why}"),
+            AttemptCause::InvalidResult(why) => write!(f, "invalid result: {why}"),
+            AttemptCause::OperatorDown => f.write_str("operator went down"),
+            AttemptCause::Superseded => f.write_str("superseded by another assignment"),
+            AttemptCause::WorkflowEnded => f.write_str("workflow ended"),
+        }
+    }
+}
+
+/// One failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Attempt number.
+    pub attempt: u32,
+    /// Operator that held it.
+    pub operator: PublicKey,
+    /// What went wrong.
+    pub cause: AttemptCause,
+}
+
+/// Why a workflow failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureReason {
+    /// A task used up its attempts.
+    AttemptsExhausted {
+        /// The task.
+        task: TaskIndex,
+        /// Its name, e.g. `prove[17]`.
+        name: String,
+        /// Every failed attempt, in order.
+        attempts: Vec<AttemptRecord>,
+    },
+    /// The workflow's deadline passed first.
+    DeadlineExceeded {
+        /// Tasks without an accepted result.
+        unfinished: u32,
+        /// One of them (the first by index), by name.
+        first_unfinished: String,
+    },
+    /// The workflow cannot be scheduled at all (malformed DAG).
+    Invalid(String),
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureReason::AttemptsExhausted { task, name, attempts } => {
+                write!(f, "task {name} (#{task}) failed {} attempts:", attempts.len())?;
+                for a in attempts {
+                    write!(f, " [attempt {} on {}: {}]", a.attempt, a.operator, a.cause)?;
+                }
+                Ok(())
+            }
+            FailureReason::DeadlineExceeded { unfinished, first_unfinished } => {
+                write!(f, "deadline passed with {unfinished} tasks unfinished, e.g. {first_unfinished}")
+            }
+            FailureReason::Invalid(why) => write!(f, "invalid workflow: {why}"),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The cloneable handle: every method sends one command to the event loop and awaits its
+//! oneshot reply. Work that needs no swarm (encoding, checking answers, assembling blobs)
+//! happens here, off the event loop.
+
+use libp2p::{Multiaddr, PeerId};
+use proofmesh_protocol::{encoding, ContentId, Domain, Envelope, Message};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::blob::{BlobAssembler, BlobError, BlobRequest, BlobResponse};
+use super::topics::Topic;
+use super::validation;
+use super::{Clock, NetworkConfig, NetworkError};
+
+/// What happened to a publication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// Handed to gossipsub for at least one peer.
+    Sent,
+    /// No peer is subscribed yet: queued, and retried until it is sent or expires.
+    Queued,
+    /// The same bytes were published before (message ids are content hashes).
+    AlreadyPublished,
+}
+
+/// Which request-response protocol a request uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Direct,
+    Blob,
+}
+
+/// The answer on `/proofmesh/direct/1`, encoded canonically.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum DirectWire {
+    Ack,
+    Reply(Vec<u8>),
+    Rejected(String),
+}
+
+/// The replay-guard record of a publication.
+#[derive(Clone, Debug)]
+pub(crate) struct OwnEnvelope {
+    pub envelope: Envelope,
+    pub digest: [u8; 32],
+}
+
+pub(crate) enum Command {
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+        /// `None` for fault-injection raw bytes.
+        own: Option<OwnEnvelope>,
+        reply: oneshot::Sender<Result<PublishOutcome, NetworkError>>,
+    },
+    Request {
+        protocol: Protocol,
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, NetworkError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, NetworkError>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    TopicPeers {
+        topic: Topic,
+        mesh_only: bool,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    PeerScore {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<f64>>,
+    },
+}
+
+/// Handle to the network. Cheap to clone; the event loop stops when the last clone drops.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+    domain: Domain,
+    clock: Clock,
+    max_message_bytes: usize,
+    blob_chunk_bytes: usize,
+    max_blob_bytes: u64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("local_peer_id", &self.local_peer_id).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(commands: mpsc::Sender<Command>, local_peer_id: PeerId, config: &NetworkConfig) -> Self {
+        Client {
+            commands,
+            local_peer_id,
+            domain: config.domain,
+            clock: config.clock.clone(),
+            max_message_bytes: config.max_message_bytes,
+            blob_chunk_bytes: config.blob_chunk_bytes,
+            max_blob_bytes: config.max_blob_bytes,
+        }
+    }
+
+    /// This node's peer id (its protocol key).
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetworkError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| NetworkError::Stopped)?;
+        rx.await.map_err(|_| NetworkError::Stopped)
+    }
+
+    /// Gossip an envelope on the topic of its kind. Before any peer has subscribed the
+    /// publication is queued ([`PublishOutcome::Queued`]) and retried until it expires.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<PublishOutcome, NetworkError> {
+        let data = envelope.to_bytes();
+        if data.len() > self.max_message_bytes {
+            return Err(NetworkError::TooLarge { size: data.len(), limit: self.max_message_bytes });
+        }
+        let topic = Topic::for_kind(envelope.kind);
+        let own = OwnEnvelope { envelope: envelope.clone(), digest: *blake3::hash(&data).as_bytes() };
+        self.call(|reply| Command::Publish { topic, data, own: Some(own), reply }).await?
+    }
+
+    /// Fault injection for tests: gossip arbitrary bytes on `topic`, unchecked, so that peers'
+    /// validation and scoring can be exercised. Honest nodes never call this.
+    pub async fn publish_raw(&self, topic: Topic, data: Vec<u8>) -> Result<PublishOutcome, NetworkError> {
+        self.call(|reply| Command::Publish { topic, data, own: None, reply }).await?
+    }
+
+    /// Send an envelope straight to `peer` and wait for its answer: `Ok(None)` for an
+    /// acknowledgement, `Ok(Some(..))` for an answering envelope (checked like any other).
+    pub async fn send_direct(
+        &self,
+        peer: PeerId,
+        envelope: &Envelope,
+    ) -> Result<Option<(Envelope, Message)>, NetworkError> {
+        let data = envelope.to_bytes();
+        if data.len() > self.max_message_bytes {
+            return Err(NetworkError::TooLarge { size: data.len(), limit: self.max_message_bytes });
+        }
+        let answer = self.request(Protocol::Direct, peer, data).await?;
+        let invalid = |reason: String| NetworkError::InvalidReply { peer, reason };
+        match encoding::decode::<DirectWire>(&answer).map_err(|e| invalid(e.to_string()))? {
+            DirectWire::Ack => Ok(None),
+            DirectWire::Rejected(reason) => Err(NetworkError::Rejected { peer, reason }),
+            DirectWire::Reply(bytes) => {
+                let checked = validation::check(&bytes, None, self.domain, (self.clock)(), self.max_message_bytes)
+                    .map_err(|e| invalid(e.to_string()))?;
+                Ok(Some(checked))
+            }
+        }
+    }
+
+    async fn request(&self, protocol: Protocol, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetworkError> {
+        self.call(|reply| Command::Request { protocol, peer, data, reply }).await?
+    }
+
+    /// Fetch blob `id` from `from`, or, if `None`, from each connected peer in turn until one
+    /// returns bytes that hash to `id`. Lying or failing peers are skipped and reported in the
+    /// error if none succeeds.
+    pub async fn fetch_blob(&self, from: Option<PeerId>, id: ContentId) -> Result<Vec<u8>, NetworkError> {
+        let candidates = match from {
+            Some(peer) => vec![peer],
+            None => self.peers().await?,
+        };
+        let mut attempts = Vec::new();
+        for peer in candidates {
+            match self.fetch_blob_from(peer, id).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => {
+                    tracing::debug!(%peer, blob = %id.short(), error = %e, "blob fetch attempt failed");
+                    attempts.push((peer, e));
+                }
+            }
+        }
+        Err(NetworkError::BlobUnavailable { id, attempts })
+    }
+
+    async fn fetch_blob_from(&self, peer: PeerId, id: ContentId) -> Result<Vec<u8>, BlobError> {
+        let mut assembler = BlobAssembler::new(id, self.max_blob_bytes);
+        let max_len = u32::try_from(self.blob_chunk_bytes).unwrap_or(u32::MAX);
+        while let Some(offset) = assembler.next_offset() {
+            let request = encoding::encode(&BlobRequest { id, offset, max_len });
+            let answer = self.request(Protocol::Blob, peer, request).await.map_err(|e| BlobError::Remote(e.to_string()))?;
+            let response: BlobResponse = encoding::decode(&answer).map_err(|e| BlobError::Remote(e.to_string()))?;
+            assembler.push(response)?;
+        }
+        assembler.finish()
+    }
+
+    /// Dial `addr` (with or without `/p2p/<peer id>`) and wait for the connection.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NetworkError> {
+        self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Addresses this node listens on, each ending in `/p2p/<own peer id>`; waits until the
+    /// first listener is up.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerId>, NetworkError> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// Peers known to be subscribed to `topic`.
+    pub async fn topic_peers(&self, topic: Topic) -> Result<Vec<PeerId>, NetworkError> {
+        self.call(|reply| Command::TopicPeers { topic, mesh_only: false, reply }).await
+    }
+
+    /// Peers in this node's gossip mesh for `topic`.
+    pub async fn mesh_peers(&self, topic: Topic) -> Result<Vec<PeerId>, NetworkError> {
+        self.call(|reply| Command::TopicPeers { topic, mesh_only: true, reply }).await
+    }
+
+    /// gossipsub's score of `peer` as seen by this node (negative after invalid messages).
+    pub async fn peer_score(&self, peer: PeerId) -> Result<Option<f64>, NetworkError> {
+        self.call(|reply| Command::PeerScore { peer, reply }).await
+    }
+}

@@ -1,0 +1,473 @@
+//! The event loop: owns the swarm and `select!`s over swarm events, client commands, answers
+//! from the node to direct requests, blob reads, and the publish-retry and discovery timers.
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
+use libp2p::metrics::Recorder;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{identify, Multiaddr, PeerId, Swarm};
+use proofmesh_protocol::encoding;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::blob::{BlobProvider, BlobRequest, BlobResponse};
+use super::client::{Command, DirectWire, OwnEnvelope, Protocol, PublishOutcome};
+use super::metrics::NetworkMetrics;
+use super::topics::Topic;
+use super::validation::{self, ReplayGuard, Seen, Via};
+use super::{DirectReply, DirectResponder, NetworkConfig, NetworkError, NetworkEvent};
+
+/// How long raw (fault-injection) publications wait for peers; envelopes wait until expiry.
+const RAW_PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
+
+struct PendingPublish {
+    topic: Topic,
+    data: Vec<u8>,
+    /// Give up after this (envelope expiry, in clock ms).
+    give_up_at_ms: u64,
+}
+
+type Answer = BoxFuture<'static, (Protocol, ResponseChannel<Vec<u8>>, Vec<u8>)>;
+
+/// Owns the swarm; run it with `tokio::spawn(event_loop.run())`.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    config: NetworkConfig,
+    metrics: NetworkMetrics,
+    libp2p_metrics: libp2p::metrics::Metrics,
+    bootstrap: Vec<Multiaddr>,
+    guard: ReplayGuard,
+    pending_publish: VecDeque<PendingPublish>,
+    pending_requests: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, NetworkError>>)>,
+    pending_dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, NetworkError>>)>,
+    listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    answers: FuturesUnordered<Answer>,
+    kad_ready: bool,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetworkEvent>,
+        config: NetworkConfig,
+        metrics: NetworkMetrics,
+        libp2p_metrics: libp2p::metrics::Metrics,
+        bootstrap: Vec<Multiaddr>,
+    ) -> Self {
+        EventLoop {
+            swarm,
+            commands,
+            events,
+            guard: ReplayGuard::new(config.replay_guard_capacity),
+            config,
+            metrics,
+            libp2p_metrics,
+            bootstrap,
+            pending_publish: VecDeque::new(),
+            pending_requests: HashMap::new(),
+            pending_dials: HashMap::new(),
+            listen_waiters: Vec::new(),
+            answers: FuturesUnordered::new(),
+            kad_ready: false,
+        }
+    }
+
+    /// Run until every [`super::Client`] is dropped.
+    pub async fn run(mut self) {
+        for addr in std::mem::take(&mut self.bootstrap) {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        let mut retry = tokio::time::interval(self.config.publish_retry_interval);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut discovery = tokio::time::interval(self.config.kad_bootstrap_interval);
+        discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some((protocol, channel, bytes)) = self.answers.next(), if !self.answers.is_empty() => {
+                    let behaviour = self.swarm.behaviour_mut();
+                    let sent = match protocol {
+                        Protocol::Direct => behaviour.direct.send_response(channel, bytes),
+                        Protocol::Blob => behaviour.blob.send_response(channel, bytes),
+                    };
+                    if sent.is_err() {
+                        tracing::debug!(?protocol, "requester went away before the answer");
+                    }
+                }
+                _ = retry.tick(), if !self.pending_publish.is_empty() => self.retry_publish(None),
+                _ = discovery.tick() => {
+                    if self.kad_ready {
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                }
+            }
+        }
+        tracing::debug!("network event loop stopped: every client dropped");
+    }
+
+    async fn emit(&mut self, event: NetworkEvent) {
+        // Backpressure: a slow node slows the swarm instead of losing events. A node that
+        // dropped its receiver does not want events.
+        let _ = self.events.send(event).await;
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { topic, data, own, reply } => {
+                let _ = reply.send(self.publish(topic, data, own));
+            }
+            Command::Request { protocol, peer, data, reply } => {
+                let behaviour = self.swarm.behaviour_mut();
+                let id = match protocol {
+                    Protocol::Direct => behaviour.direct.send_request(&peer, data),
+                    Protocol::Blob => behaviour.blob.send_request(&peer, data),
+                };
+                self.pending_requests.insert(id, (peer, reply));
+            }
+            Command::Dial { addr, reply } => {
+                let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(id, (addr, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetworkError::Dial { addr, reason: e.to_string() }));
+                    }
+                }
+            }
+            Command::ListenAddrs { reply } => {
+                let addrs = self.listen_addrs();
+                if addrs.is_empty() && !self.config.listen.is_empty() {
+                    self.listen_waiters.push(reply);
+                } else {
+                    let _ = reply.send(addrs);
+                }
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::TopicPeers { topic, mesh_only, reply } => {
+                let hash = topic.ident(self.config.domain.network_id).hash();
+                let gossipsub = &self.swarm.behaviour().gossipsub;
+                let peers = if mesh_only {
+                    gossipsub.mesh_peers(&hash).copied().collect()
+                } else {
+                    gossipsub.all_peers().filter(|(_, topics)| topics.contains(&&hash)).map(|(p, _)| *p).collect()
+                };
+                let _ = reply.send(peers);
+            }
+            Command::PeerScore { peer, reply } => {
+                let _ = reply.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
+            }
+        }
+    }
+
+    fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let me = *self.swarm.local_peer_id();
+        self.swarm.listeners().map(|a| a.clone().with_p2p(me).unwrap_or_else(|a| a)).collect()
+    }
+
+    fn publish(&mut self, topic: Topic, data: Vec<u8>, own: Option<OwnEnvelope>) -> Result<PublishOutcome, NetworkError> {
+        let now = (self.config.clock)();
+        let give_up_at_ms = match &own {
+            Some(own) => {
+                // Remember our own envelope so an echo is never delivered back to us.
+                self.guard.observe(&own.envelope, own.digest, Via::Gossip, now);
+                own.envelope.expires_at_ms
+            }
+            None => now.saturating_add(RAW_PUBLISH_PATIENCE.as_millis() as u64),
+        };
+        let ident = topic.ident(self.config.domain.network_id);
+        match self.swarm.behaviour_mut().gossipsub.publish(ident, data.clone()) {
+            Ok(_) => {
+                self.metrics.published(topic.name());
+                Ok(PublishOutcome::Sent)
+            }
+            Err(PublishError::Duplicate) => Ok(PublishOutcome::AlreadyPublished),
+            Err(PublishError::NoPeersSubscribedToTopic) | Err(PublishError::AllQueuesFull(_)) => {
+                if self.pending_publish.len() >= self.config.publish_queue_max {
+                    return Err(NetworkError::PublishQueueFull(self.pending_publish.len()));
+                }
+                tracing::debug!(%topic, "no subscribed peer yet; publication queued");
+                self.pending_publish.push_back(PendingPublish { topic, data, give_up_at_ms });
+                Ok(PublishOutcome::Queued)
+            }
+            Err(PublishError::MessageTooLarge) => {
+                Err(NetworkError::TooLarge { size: data.len(), limit: self.config.max_message_bytes })
+            }
+            Err(e) => Err(NetworkError::Publish { topic, reason: e.to_string() }),
+        }
+    }
+
+    /// Retry queued publications (all, or those of one topic after a peer subscribed to it).
+    fn retry_publish(&mut self, only: Option<Topic>) {
+        let now = (self.config.clock)();
+        let network_id = self.config.domain.network_id;
+        let mut keep = VecDeque::with_capacity(self.pending_publish.len());
+        while let Some(p) = self.pending_publish.pop_front() {
+            if only.is_some_and(|t| t != p.topic) {
+                keep.push_back(p);
+                continue;
+            }
+            if now > p.give_up_at_ms {
+                tracing::warn!(topic = %p.topic, "queued publication expired before any peer subscribed");
+                continue;
+            }
+            match self.swarm.behaviour_mut().gossipsub.publish(p.topic.ident(network_id), p.data.clone()) {
+                Ok(_) => {
+                    tracing::debug!(topic = %p.topic, "queued publication sent");
+                    self.metrics.published(p.topic.name());
+                }
+                Err(PublishError::Duplicate) => {}
+                Err(PublishError::NoPeersSubscribedToTopic) | Err(PublishError::AllQueuesFull(_)) => keep.push_back(p),
+                Err(e) => tracing::warn!(topic = %p.topic, error = %e, "dropping queued publication"),
+            }
+        }
+        self.pending_publish = keep;
+    }
+
+    async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => {
+                self.libp2p_metrics.record(&event);
+                self.on_gossip(event).await;
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(event)) => self.on_direct(event).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => self.on_blob(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
+                self.libp2p_metrics.record(&event);
+                if let identify::Event::Received { peer_id, info, .. } = event {
+                    if info.protocols.contains(&KAD_PROTOCOL) {
+                        for addr in info.listen_addrs {
+                            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                        }
+                        if !self.kad_ready {
+                            self.kad_ready = true;
+                            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.libp2p_metrics.record(&event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.libp2p_metrics.record(&event),
+            SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let me = *self.swarm.local_peer_id();
+                let address = address.with_p2p(me).unwrap_or_else(|a| a);
+                tracing::info!(%address, "listening");
+                let addrs = self.listen_addrs();
+                for waiter in self.listen_waiters.drain(..) {
+                    let _ = waiter.send(addrs.clone());
+                }
+                self.emit(NetworkEvent::Listening { address }).await;
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, num_established, .. } => {
+                if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                self.metrics.set_peers(self.swarm.connected_peers().count());
+                if num_established.get() == 1 {
+                    tracing::debug!(%peer_id, "peer connected");
+                    let key = super::identity::public_key_of(&peer_id);
+                    self.emit(NetworkEvent::PeerConnected { peer: peer_id, key }).await;
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+                self.metrics.set_peers(self.swarm.connected_peers().count());
+                if num_established == 0 {
+                    tracing::debug!(%peer_id, "peer disconnected");
+                    self.emit(NetworkEvent::PeerDisconnected { peer: peer_id }).await;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, peer_id } => {
+                if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(NetworkError::Dial { addr, reason: error.to_string() }));
+                } else {
+                    tracing::debug!(?peer_id, error = %error, "outgoing connection failed");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                let network_id = self.config.domain.network_id;
+                let Some(topic) = Topic::from_hash(&message.topic, network_id) else {
+                    // We subscribe only to our topics; anything else is not ours to judge.
+                    self.report(&message_id, &propagation_source, MessageAcceptance::Ignore);
+                    return;
+                };
+                let now = (self.config.clock)();
+                match validation::check(&message.data, Some(topic), self.config.domain, now, self.config.max_message_bytes) {
+                    Err(invalid) => {
+                        tracing::debug!(peer = %propagation_source, %topic, reason = %invalid, "rejected gossip message");
+                        self.metrics.rejected(topic.name(), invalid.label());
+                        self.report(&message_id, &propagation_source, MessageAcceptance::Reject);
+                    }
+                    Ok((envelope, msg)) => {
+                        let digest = *blake3::hash(&message.data).as_bytes();
+                        match self.guard.observe(&envelope, digest, Via::Gossip, now) {
+                            Seen::New => {
+                                self.metrics.received(topic.name());
+                                self.report(&message_id, &propagation_source, MessageAcceptance::Accept);
+                                self.emit(NetworkEvent::Message { from: propagation_source, envelope, message: msg })
+                                    .await;
+                            }
+                            // Already delivered by the direct path: forward, do not deliver twice.
+                            Seen::OtherPathOnly => {
+                                self.report(&message_id, &propagation_source, MessageAcceptance::Accept)
+                            }
+                            Seen::Duplicate => {
+                                self.metrics.ignored(topic.name());
+                                self.report(&message_id, &propagation_source, MessageAcceptance::Ignore);
+                            }
+                        }
+                    }
+                }
+            }
+            gossipsub::Event::Subscribed { topic, .. } => {
+                if let Some(topic) = Topic::from_hash(&topic, self.config.domain.network_id) {
+                    if self.pending_publish.iter().any(|p| p.topic == topic) {
+                        self.retry_publish(Some(topic));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn report(&mut self, id: &gossipsub::MessageId, source: &PeerId, acceptance: MessageAcceptance) {
+        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(id, source, acceptance);
+    }
+
+    fn answer_outbound(&mut self, id: OutboundRequestId, result: Result<Vec<u8>, String>) {
+        if let Some((peer, reply)) = self.pending_requests.remove(&id) {
+            let _ = reply.send(result.map_err(|reason| NetworkError::Request { peer, reason }));
+        }
+    }
+
+    async fn on_direct(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    self.on_direct_request(peer, request, channel).await
+                }
+                request_response::Message::Response { request_id, response } => {
+                    self.metrics.direct("outbound", "answered");
+                    self.answer_outbound(request_id, Ok(response));
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                self.metrics.direct("outbound", "failed");
+                self.answer_outbound(request_id, Err(error.to_string()));
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound direct request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    async fn on_direct_request(&mut self, peer: PeerId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        let now = (self.config.clock)();
+        let reject = |reason: String| encoding::encode(&DirectWire::Rejected(reason));
+        let checked = validation::check(&request, None, self.config.domain, now, self.config.max_message_bytes);
+        let (envelope, message) = match checked {
+            Ok(ok) => ok,
+            Err(invalid) => {
+                self.metrics.direct("inbound", invalid.label());
+                let _ = self.swarm.behaviour_mut().direct.send_response(channel, reject(invalid.to_string()));
+                return;
+            }
+        };
+        let digest = *blake3::hash(&request).as_bytes();
+        if self.guard.observe(&envelope, digest, Via::Direct, now) == Seen::Duplicate {
+            self.metrics.direct("inbound", "duplicate");
+            let reason = format!("duplicate nonce {} from {}", envelope.nonce, envelope.sender);
+            let _ = self.swarm.behaviour_mut().direct.send_response(channel, reject(reason));
+            return;
+        }
+        self.metrics.direct("inbound", "delivered");
+        let (tx, rx) = oneshot::channel();
+        self.answers.push(Box::pin(async move {
+            let wire = match rx.await {
+                Ok(DirectReply::Ack) => DirectWire::Ack,
+                Ok(DirectReply::Reply(envelope)) => DirectWire::Reply(envelope.to_bytes()),
+                Ok(DirectReply::Reject(reason)) => DirectWire::Rejected(reason),
+                Err(_) => DirectWire::Rejected("the node dropped the request without answering".into()),
+            };
+            (Protocol::Direct, channel, encoding::encode(&wire))
+        }));
+        self.emit(NetworkEvent::DirectRequest { from: peer, envelope, message, responder: DirectResponder { tx } })
+            .await;
+    }
+
+    fn on_blob(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let provider: Arc<dyn BlobProvider> = self.config.blobs.clone();
+                    let chunk_cap = self.config.blob_chunk_bytes;
+                    self.answers.push(Box::pin(async move {
+                        let response = serve_blob(provider, &request, chunk_cap).await;
+                        if let BlobResponse::Error(e) = &response {
+                            tracing::debug!(%peer, error = %e, "blob request failed");
+                        }
+                        (Protocol::Blob, channel, encoding::encode(&response))
+                    }));
+                }
+                request_response::Message::Response { request_id, response } => {
+                    self.answer_outbound(request_id, Ok(response))
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                self.answer_outbound(request_id, Err(error.to_string()))
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound blob request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Answer one blob chunk request from the provider, on a blocking thread (it may read disk).
+async fn serve_blob(provider: Arc<dyn BlobProvider>, request: &[u8], chunk_cap: usize) -> BlobResponse {
+    let request: BlobRequest = match encoding::decode(request) {
+        Ok(r) => r,
+        Err(e) => return BlobResponse::Error(format!("malformed blob request: {e}")),
+    };
+    let max_len = (request.max_len as usize).min(chunk_cap);
+    let (id, offset) = (request.id, request.offset);
+    let read = tokio::task::spawn_blocking(move || provider.read_chunk(&id, offset, max_len)).await;
+    match read {
+        Ok(Ok(Some(chunk))) => {
+            // Never send more than the cap, whatever the provider returned.
+            let mut data = chunk.data;
+            data.truncate(max_len);
+            BlobResponse::Chunk { total_len: chunk.total_len, data }
+        }
+        Ok(Ok(None)) => BlobResponse::NotFound,
+        Ok(Err(e)) => BlobResponse::Error(format!("reading blob {}: {e}", id.short())),
+        Err(e) => BlobResponse::Error(format!("blob reader panicked: {e}")),
+    }
+}

@@ -1,0 +1,99 @@
+//! Gossip topics. Each carries fixed message kinds, and topic names are namespaced by network
+//! id so two proofmesh networks sharing peers never mix traffic.
+
+use libp2p::gossipsub::{IdentTopic, TopicHash};
+use proofmesh_protocol::MessageKind;
+
+/// A proofmesh gossip topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Workflow submissions.
+    Submissions,
+    /// Assignments (also sent directly to the operator; gossip keeps every view consistent).
+    Assignments,
+    /// Operators' acceptances of assignments.
+    Acceptances,
+    /// Signed results and declared failures.
+    Results,
+    /// Matchmaker verdicts on results.
+    Verdicts,
+    /// Operator adverts.
+    Adverts,
+    /// Operator heartbeats.
+    Heartbeats,
+}
+
+impl Topic {
+    /// Every topic; a node subscribes to all of them.
+    pub const ALL: [Topic; 7] = [
+        Topic::Submissions,
+        Topic::Assignments,
+        Topic::Acceptances,
+        Topic::Results,
+        Topic::Verdicts,
+        Topic::Adverts,
+        Topic::Heartbeats,
+    ];
+
+    /// Short name, used in the topic string and as a metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::Submissions => "submissions",
+            Topic::Assignments => "assignments",
+            Topic::Acceptances => "acceptances",
+            Topic::Results => "results",
+            Topic::Verdicts => "verdicts",
+            Topic::Adverts => "adverts",
+            Topic::Heartbeats => "heartbeats",
+        }
+    }
+
+    /// The topic a message of `kind` is published on.
+    pub fn for_kind(kind: MessageKind) -> Topic {
+        match kind {
+            MessageKind::WorkflowSubmission => Topic::Submissions,
+            MessageKind::Assignment => Topic::Assignments,
+            MessageKind::Acceptance => Topic::Acceptances,
+            MessageKind::TaskResult | MessageKind::TaskFailure => Topic::Results,
+            MessageKind::Verdict => Topic::Verdicts,
+            MessageKind::OperatorAdvert => Topic::Adverts,
+            MessageKind::Heartbeat => Topic::Heartbeats,
+        }
+    }
+
+    /// Whether an envelope of `kind` may travel on this topic.
+    pub fn carries(self, kind: MessageKind) -> bool {
+        Topic::for_kind(kind) == self
+    }
+
+    /// The gossipsub topic on network `network_id`, e.g. `/proofmesh/7/results/1`.
+    pub fn ident(self, network_id: u64) -> IdentTopic {
+        IdentTopic::new(format!("/proofmesh/{network_id}/{}/1", self.name()))
+    }
+
+    /// The topic a gossipsub hash names on network `network_id`, if it is one of ours.
+    pub fn from_hash(hash: &TopicHash, network_id: u64) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.ident(network_id).hash() == *hash)
+    }
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_namespaced_and_round_trip() {
+        for t in Topic::ALL {
+            assert_eq!(Topic::from_hash(&t.ident(3).hash(), 3), Some(t));
+            assert_eq!(Topic::from_hash(&t.ident(3).hash(), 4), None);
+        }
+        assert!(Topic::Results.carries(MessageKind::TaskFailure));
+        assert!(!Topic::Results.carries(MessageKind::Heartbeat));
+    }
+}

@@ -1,0 +1,3 @@
+//! proofmesh-node integration tests: one binary, one module per area.
+
+mod network;

@@ -1,0 +1,416 @@
+//! The short-task paths, where spawning a process per task would dominate the task itself.
+//!
+//! - **Built-ins** (`noop`, `sleep`) run in-process: inputs are checked present in the blob store
+//!   (not copied), the output is a 32-byte digest of the program name, args and input ids, stored
+//!   and signed. No file system work besides storing the output.
+//! - **Persistent workers**: one long-lived subprocess per (program, leased GPU set), started on
+//!   first use, serving one task at a time over a line protocol on stdin/stdout. Inputs and
+//!   output files follow the program contract exactly as for a subprocess (the operator
+//!   materializes and hashes them); only the process start is saved.
+//!
+//! ## Line protocol
+//! The operator writes one JSON object per line to the worker's stdin:
+//! `{"id":7,"task":"leaf[3]","attempt":1,"args":["--ms","10"],"input_dir":"/…/inputs","inputs":2,"output":"/…/output","gpus":"0"}`
+//! and the worker answers on stdout with one line, `{"id":7,"ok":true}` or
+//! `{"id":7,"ok":false,"error":"why"}`, after writing the output file. Logs go to stderr (the
+//! operator keeps its tail). The worker's environment carries `CUDA_VISIBLE_DEVICES` /
+//! `NVIDIA_VISIBLE_DEVICES` for its GPU set and `PROOFMESH_WORKER=1`. On timeout or cancellation
+//! the worker's whole process group is killed and a fresh one starts for the next task.
+//! [`serve_stdio`] implements the worker side.
+
+use crate::executor::{
+    contract_env, exit_parts, report_failure, Diagnostics, EndStatus, GroupGuard, Inner, Outcome, RunContext,
+    RunEnd, TaskReport, TaskSpec, Tail, Timings,
+};
+use crate::lease::Lease;
+use crate::result::{now_ms, sign_result, task_failure, Produced};
+use proofmesh_protocol::messages::FailureCause;
+use proofmesh_protocol::ContentId;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio_util::sync::CancellationToken;
+
+/// The in-process programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    /// Does nothing; output is a digest of its inputs.
+    Noop,
+    /// Sleeps `--ms N` milliseconds (cancellable), then as `noop`.
+    Sleep,
+}
+
+impl Builtin {
+    /// By name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "noop" => Some(Builtin::Noop),
+            "sleep" => Some(Builtin::Sleep),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Builtin::Noop => "noop",
+            Builtin::Sleep => "sleep",
+        }
+    }
+}
+
+/// `--ms N` or `--ms=N`.
+fn sleep_ms(args: &[String]) -> Result<u64, String> {
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let value = if arg == "--ms" {
+            it.next().ok_or("--ms needs a value")?.as_str()
+        } else if let Some(v) = arg.strip_prefix("--ms=") {
+            v
+        } else {
+            return Err(format!("sleep: unknown argument {arg:?} (usage: sleep --ms N)"));
+        };
+        return value.parse().map_err(|_| format!("sleep: --ms {value:?} is not a number of milliseconds"));
+    }
+    Err("sleep: missing --ms N".to_owned())
+}
+
+/// The output of a built-in: blake3 of a tag, the program name, its args and its input ids, so
+/// outputs differ per task and depend on the inputs.
+pub fn builtin_output(builtin: Builtin, args: &[String], inputs: &[ContentId]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"proofmesh/builtin-output/v1\0");
+    h.update(builtin.name().as_bytes());
+    for arg in args {
+        h.update(&(arg.len() as u64).to_le_bytes());
+        h.update(arg.as_bytes());
+    }
+    for id in inputs {
+        h.update(&id.0);
+    }
+    *h.finalize().as_bytes()
+}
+
+pub(crate) async fn run_builtin(
+    inner: &Inner,
+    builtin: Builtin,
+    spec: &TaskSpec,
+    lease: &Lease,
+    cancel: CancellationToken,
+) -> TaskReport {
+    let operator = inner.keypair.public();
+    let t0 = Instant::now();
+    let started_ms = now_ms();
+    for (i, id) in spec.inputs.iter().enumerate() {
+        match inner.blobs.contains(id) {
+            Ok(true) => {}
+            Ok(false) => return report_failure(operator, spec, FailureCause::Input(format!("input {i}: blob {id} not found"))),
+            Err(e) => return report_failure(operator, spec, FailureCause::Refused(format!("operator error: input {i}: {e}"))),
+        }
+    }
+    let setup = t0.elapsed();
+    if builtin == Builtin::Sleep {
+        let ms = match sleep_ms(&spec.args) {
+            Ok(ms) => ms,
+            Err(why) => {
+                let cause = FailureCause::Crashed { exit_code: Some(2), stderr_tail: why };
+                return report_failure(operator, spec, cause);
+            }
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return TaskReport { outcome: Outcome::Cancelled, diagnostics: Diagnostics::default() },
+            () = tokio::time::sleep(spec.timeout), if Duration::from_millis(ms) > spec.timeout => {
+                return report_failure(operator, spec, FailureCause::Timeout);
+            }
+            () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+        }
+    } else if cancel.is_cancelled() {
+        return TaskReport { outcome: Outcome::Cancelled, diagnostics: Diagnostics::default() };
+    }
+    let t1 = Instant::now();
+    let finished_ms = now_ms();
+    let bytes = builtin_output(builtin, &spec.args, &spec.inputs);
+    let outcome = match inner.blobs.put(&bytes) {
+        Ok(output) => {
+            let produced = Produced { output, output_bytes: bytes.len() as u64, started_ms, finished_ms };
+            Outcome::Completed(sign_result(&inner.keypair, spec, lease, produced))
+        }
+        Err(e) => Outcome::Failed(task_failure(operator, spec, FailureCause::Refused(format!("operator error: {e}")))),
+    };
+    let timings = Timings { setup, run: t1 - t0 - setup, collect: t1.elapsed() };
+    TaskReport { outcome, diagnostics: Diagnostics { exit_code: Some(0), timings, ..Diagnostics::default() } }
+}
+
+/// One task for a persistent worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRequest {
+    /// Request id, echoed in the response.
+    pub id: u64,
+    /// Task name (`PROOFMESH_TASK`).
+    pub task: String,
+    /// Attempt (`PROOFMESH_ATTEMPT`).
+    pub attempt: u32,
+    /// The task's args.
+    pub args: Vec<String>,
+    /// Directory of `000`, `001`, ... (`PROOFMESH_INPUT_DIR`).
+    pub input_dir: String,
+    /// Number of inputs (`PROOFMESH_INPUTS`).
+    pub inputs: usize,
+    /// Where to write the output (`PROOFMESH_OUTPUT`).
+    pub output: String,
+    /// Leased GPUs, comma-separated (the worker's own `CUDA_VISIBLE_DEVICES`).
+    pub gpus: String,
+}
+
+/// A worker's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerResponse {
+    /// The request id.
+    pub id: u64,
+    /// Whether the output was written.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Serve the line protocol on stdin/stdout until stdin closes: the worker side, for a program
+/// binary's `worker` subcommand. `handler` runs one task (writing `req.output`).
+pub fn serve_stdio(mut handler: impl FnMut(&WorkerRequest) -> Result<(), String>) -> std::io::Result<()> {
+    let stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    for line in stdin.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let response = match serde_json::from_str::<WorkerRequest>(&line) {
+            Ok(req) => match handler(&req) {
+                Ok(()) => WorkerResponse { id: req.id, ok: true, error: None },
+                Err(e) => WorkerResponse { id: req.id, ok: false, error: Some(e) },
+            },
+            Err(e) => WorkerResponse { id: 0, ok: false, error: Some(format!("bad request: {e}")) },
+        };
+        let text = serde_json::to_string(&response).map_err(std::io::Error::other)?;
+        writeln!(stdout, "{text}")?;
+        stdout.flush()?;
+    }
+    Ok(())
+}
+
+/// Persistent workers by (program key, GPU set).
+#[derive(Default)]
+pub(crate) struct WorkerPool {
+    workers: Mutex<HashMap<(String, String), Arc<Worker>>>,
+}
+
+impl WorkerPool {
+    pub(crate) fn get(&self, key: (String, String), argv: Vec<String>) -> Arc<Worker> {
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        let gpus = key.1.clone();
+        Arc::clone(workers.entry(key).or_insert_with(|| Arc::new(Worker::new(argv, gpus))))
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        let workers: Vec<_> = self.workers.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, w)| w).collect();
+        for worker in workers {
+            if let Some(mut proc) = worker.state.lock().await.take() {
+                proc.group.kill();
+                let _ = proc.child.wait().await;
+            }
+        }
+    }
+}
+
+struct WorkerProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    group: GroupGuard,
+    next_id: u64,
+}
+
+pub(crate) struct Worker {
+    argv: Vec<String>,
+    gpus: String,
+    state: tokio::sync::Mutex<Option<WorkerProc>>,
+    stderr: Arc<Mutex<Tail>>,
+}
+
+impl Worker {
+    fn new(argv: Vec<String>, gpus: String) -> Self {
+        Worker { argv, gpus, state: tokio::sync::Mutex::new(None), stderr: Arc::new(Mutex::new(Tail::new(64 * 1024))) }
+    }
+
+    fn stderr_tail(&self) -> String {
+        self.stderr.lock().unwrap_or_else(PoisonError::into_inner).to_string_lossy()
+    }
+
+    fn spawn(&self, inner: &Inner) -> std::io::Result<WorkerProc> {
+        let (program, args) = self.argv.split_first().ok_or_else(|| std::io::Error::other("worker argv is empty"))?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
+            .envs(&inner.config.env)
+            .env("CUDA_VISIBLE_DEVICES", &self.gpus)
+            .env("NVIDIA_VISIBLE_DEVICES", &self.gpus)
+            .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+            .env("PROOFMESH_WORKER", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let group = GroupGuard::new(child.id());
+        let missing = || std::io::Error::other("worker pipes missing");
+        let stdin = child.stdin.take().ok_or_else(missing)?;
+        let stdout = BufReader::new(child.stdout.take().ok_or_else(missing)?).lines();
+        if let Some(mut err) = child.stderr.take() {
+            let tail = Arc::clone(&self.stderr);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.lock().unwrap_or_else(PoisonError::into_inner).push(&buf[..n]);
+                }
+            });
+        }
+        Ok(WorkerProc { child, stdin, stdout, group, next_id: 1 })
+    }
+
+    pub(crate) async fn run(&self, inner: &Inner, ctx: RunContext<'_>) -> RunEnd {
+        let deadline = tokio::time::Instant::now() + ctx.spec.timeout;
+        let mut diagnostics = Diagnostics::default();
+        let end = |status, diagnostics| RunEnd { status, diagnostics };
+        // Queueing for a busy worker counts against the task's timeout.
+        let mut slot = tokio::select! {
+            biased;
+            () = ctx.cancel.cancelled() => return end(EndStatus::Cancelled, diagnostics),
+            () = tokio::time::sleep_until(deadline) => return end(EndStatus::TimedOut, diagnostics),
+            slot = self.state.lock() => slot,
+        };
+        if slot.is_none() {
+            match self.spawn(inner) {
+                Ok(proc) => *slot = Some(proc),
+                Err(e) => {
+                    let stderr_tail = format!("[operator] cannot start worker {:?}: {e}", self.argv);
+                    return end(EndStatus::Failed(FailureCause::Crashed { exit_code: None, stderr_tail }), diagnostics);
+                }
+            }
+        }
+        let Some(proc) = slot.as_mut() else {
+            return end(EndStatus::Failed(FailureCause::Refused("operator error: worker slot empty".into())), diagnostics);
+        };
+        let env: HashMap<_, _> = contract_env(&ctx).into_iter().collect();
+        let get = |k: &str| env.get(k).cloned().unwrap_or_default();
+        let id = proc.next_id;
+        proc.next_id += 1;
+        let request = WorkerRequest {
+            id,
+            task: ctx.spec.name.clone(),
+            attempt: ctx.spec.attempt,
+            args: ctx.spec.args.clone(),
+            input_dir: get("PROOFMESH_INPUT_DIR"),
+            inputs: ctx.spec.inputs.len(),
+            output: get("PROOFMESH_OUTPUT"),
+            gpus: get("CUDA_VISIBLE_DEVICES"),
+        };
+        let exchange = async {
+            let mut line = serde_json::to_string(&request).map_err(|e| e.to_string())?;
+            line.push('\n');
+            proc.stdin.write_all(line.as_bytes()).await.map_err(|e| format!("writing request: {e}"))?;
+            proc.stdin.flush().await.map_err(|e| format!("writing request: {e}"))?;
+            loop {
+                let line = proc.stdout.next_line().await.map_err(|e| format!("reading response: {e}"))?;
+                let line = line.ok_or("worker closed its stdout")?;
+                let response: WorkerResponse =
+                    serde_json::from_str(&line).map_err(|e| format!("malformed response {line:?}: {e}"))?;
+                // A response to an abandoned earlier request (its caller was dropped) is skipped.
+                if response.id == id {
+                    return Ok(response);
+                }
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            r = exchange => Some(r),
+            () = ctx.cancel.cancelled() => None,
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        let status: Result<EndStatus, String> = match result {
+            Some(Ok(WorkerResponse { ok: true, .. })) => {
+                diagnostics.exit_code = Some(0);
+                return end(EndStatus::Succeeded, diagnostics);
+            }
+            Some(Ok(WorkerResponse { error, .. })) => {
+                diagnostics.stderr_tail = self.stderr_tail();
+                let stderr_tail = format!("{}{}", diagnostics.stderr_tail, error.unwrap_or_default());
+                return end(EndStatus::Failed(FailureCause::Crashed { exit_code: None, stderr_tail }), diagnostics);
+            }
+            Some(Err(why)) => Err(why),
+            None if ctx.cancel.is_cancelled() => Ok(EndStatus::Cancelled),
+            None => Ok(EndStatus::TimedOut),
+        };
+        // The worker is dead, broken, or busy with a task we gave up on: kill it; the next task
+        // starts a fresh one.
+        if let Some(mut proc) = slot.take() {
+            proc.group.kill();
+            if let Ok(code) = proc.child.wait().await {
+                (diagnostics.exit_code, diagnostics.signal) = exit_parts(code);
+            }
+        }
+        diagnostics.stderr_tail = self.stderr_tail();
+        let status = status.unwrap_or_else(|why| {
+            let stderr_tail = format!("{}[operator] worker failed: {why}", diagnostics.stderr_tail);
+            EndStatus::Failed(FailureCause::Crashed { exit_code: diagnostics.exit_code, stderr_tail })
+        });
+        end(status, diagnostics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleep_args() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(sleep_ms(&a(&["--ms", "10"])), Ok(10));
+        assert_eq!(sleep_ms(&a(&["--ms=7"])), Ok(7));
+        assert!(sleep_ms(&a(&["--ms"])).is_err());
+        assert!(sleep_ms(&a(&["--ms", "x"])).unwrap_err().contains("\"x\""));
+        assert!(sleep_ms(&a(&["--sec", "1"])).unwrap_err().contains("--sec"));
+        assert!(sleep_ms(&[]).is_err());
+    }
+
+    #[test]
+    fn builtin_output_depends_on_everything() {
+        let id = ContentId::of_bytes(b"x");
+        let base = builtin_output(Builtin::Noop, &[], &[id]);
+        assert_ne!(base, builtin_output(Builtin::Sleep, &[], &[id]));
+        assert_ne!(base, builtin_output(Builtin::Noop, &["a".into()], &[id]));
+        assert_ne!(base, builtin_output(Builtin::Noop, &[], &[]));
+        assert_eq!(base, builtin_output(Builtin::Noop, &[], &[id]));
+    }
+
+    #[test]
+    fn tail_keeps_last_bytes() {
+        let mut t = Tail::new(4);
+        t.push(b"ab");
+        t.push(b"cdef");
+        assert_eq!(t.to_string_lossy(), "cdef");
+        t.push(b"g");
+        assert_eq!(t.to_string_lossy(), "defg");
+        t.push(b"0123456789");
+        assert_eq!(t.to_string_lossy(), "6789");
+    }
+}

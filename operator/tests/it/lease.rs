@@ -1,0 +1,113 @@
+//! Lease exclusivity under random concurrent acquire/release over a fake GPU list, checked by an
+//! observer that is independent of the manager's own bookkeeping.
+
+use crate::common::fake_gpus;
+use proofmesh_operator::{LeaseError, LeaseManager, LeaseRequest};
+use proofmesh_protocol::messages::Capacity;
+use proofmesh_protocol::Resources;
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug)]
+struct Op {
+    gpus: Vec<u32>,
+    cpu: u32,
+    memory_mb: u64,
+    vram_mb: u64,
+    hold: usize,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    (prop::collection::vec(0u32..6, 0..3), 0u32..6, 0u64..3000, 0u64..100_000, 0usize..4)
+        .prop_map(|(gpus, cpu, memory_mb, vram_mb, hold)| Op { gpus, cpu, memory_mb, vram_mb, hold })
+}
+
+#[derive(Default)]
+struct Observed {
+    gpus: BTreeSet<u32>,
+    cpu: u32,
+    memory_mb: u64,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn no_gpu_held_twice_and_sums_within_capacity(
+        threads in prop::collection::vec(prop::collection::vec(op(), 1..40), 2..5),
+        max_tasks in 1usize..6,
+    ) {
+        // GPUs 0..4 exist (index 4 and 5 do not); GPU 3 has little VRAM.
+        let mut gpus = fake_gpus(4);
+        gpus[3].vram_mb = 16_000;
+        let capacity = Capacity { cpu: 8, memory_mb: 4096, disk_mb: 0, gpus };
+        let manager = LeaseManager::new(capacity.clone(), max_tasks);
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let handles: Vec<_> = threads.into_iter().map(|ops| {
+            let (manager, observed, capacity) = (manager.clone(), Arc::clone(&observed), capacity.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut held = Vec::new();
+                for op in ops {
+                    let resources = Resources { cpu: op.cpu, memory_mb: op.memory_mb, gpu: op.gpus.len() as u32, vram_mb: op.vram_mb, disk_mb: 0 };
+                    match manager.acquire(&LeaseRequest::new(op.gpus.clone(), resources)) {
+                        Ok(lease) => {
+                            let mut o = observed.lock().unwrap();
+                            for g in lease.gpus() {
+                                if !o.gpus.insert(*g) { return Err(format!("GPU {g} held twice")); }
+                                let gpu = capacity.gpus.iter().find(|x| x.index == *g).ok_or(format!("unknown GPU {g} leased"))?;
+                                if op.vram_mb > gpu.vram_mb { return Err(format!("VRAM over GPU {g}")); }
+                            }
+                            o.cpu += op.cpu;
+                            o.memory_mb += op.memory_mb;
+                            if o.cpu > capacity.cpu || o.memory_mb > capacity.memory_mb {
+                                return Err(format!("oversubscribed: cpu {} mem {}", o.cpu, o.memory_mb));
+                            }
+                            drop(o);
+                            held.push(lease);
+                        }
+                        Err(LeaseError::GpuCountMismatch { .. }) => return Err("count mismatch on a consistent request".into()),
+                        Err(_) => {}
+                    }
+                    // Release some leases (oldest first), updating the observer *before* drop.
+                    while held.len() > op.hold {
+                        let lease = held.remove(0);
+                        let mut o = observed.lock().unwrap();
+                        for g in lease.gpus() { o.gpus.remove(g); }
+                        o.cpu -= lease.resources().cpu;
+                        o.memory_mb -= lease.resources().memory_mb;
+                        drop(o);
+                        drop(lease);
+                    }
+                }
+                for lease in held {
+                    let mut o = observed.lock().unwrap();
+                    for g in lease.gpus() { o.gpus.remove(g); }
+                    o.cpu -= lease.resources().cpu;
+                    o.memory_mb -= lease.resources().memory_mb;
+                }
+                Ok(())
+            })
+        }).collect();
+        for h in handles {
+            let outcome = h.join().map_err(|_| TestCaseError::fail("thread panicked"))?;
+            prop_assert!(outcome.is_ok(), "{:?}", outcome);
+        }
+        let usage = manager.usage();
+        prop_assert_eq!((usage.tasks, usage.cpu, usage.memory_mb), (0, 0, 0));
+        prop_assert!(usage.busy_gpus.is_empty());
+    }
+}
+
+#[test]
+fn a_panicking_task_does_not_leak_its_gpu() {
+    let manager = LeaseManager::new(Capacity { cpu: 4, memory_mb: 100, disk_mb: 0, gpus: fake_gpus(1) }, 4);
+    let m = manager.clone();
+    let joined = std::thread::spawn(move || {
+        let _lease = m.acquire(&LeaseRequest::new(vec![0], Resources { gpu: 1, cpu: 1, ..Resources::default() })).unwrap();
+        panic!("task crashed");
+    })
+    .join();
+    assert!(joined.is_err());
+    assert!(manager.usage().busy_gpus.is_empty());
+    assert!(manager.acquire(&LeaseRequest::new(vec![0], Resources { gpu: 1, ..Resources::default() })).is_ok());
+}
