@@ -570,7 +570,7 @@ contract ProofMarket {
             if (current != 0) {
                 // A closed attempt (slashed or failure declared) may be paid on another
                 // attempt, never on the closed one.
-                if (false) {
+                if (current != CLOSED || attemptClosed[attemptKey(operator, workflowId, task, attempt)]) {
                     revert TaskAlreadyPaid(task);
                 }
                 word &= ~(uint256(0xff) << shift);

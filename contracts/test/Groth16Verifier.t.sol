@@ -25,8 +25,7 @@ contract Groth16VerifierTest is Test {
     function test_rejectsEveryOneByteTamperOfTheProof() public view {
         bytes memory proof = FinalProofFixture.PROOF;
         uint256[] memory inputs = FinalProofFixture.publicInputs();
-        // Stride 7 covers every 32-byte word (all of A, B, C coordinates) at varied offsets.
-        for (uint256 i = 0; i < proof.length; i += 7) {
+        for (uint256 i = 0; i < proof.length; i++) {
             bytes memory tampered = bytes.concat(proof);
             tampered[i] = bytes1(uint8(tampered[i]) ^ 0x01);
             vm.assertFalse(verifier.verifyProof(tampered, inputs), "a tampered proof must not verify");
@@ -53,6 +52,19 @@ contract Groth16VerifierTest is Test {
         uint256[] memory three = new uint256[](3);
         vm.assertFalse(verifier.verifyProof(FinalProofFixture.PROOF, three), "wrong input count");
         vm.assertFalse(verifier.verifyProof(new bytes(256), inputs), "all-zero proof");
+    }
+
+    /// Too little gas must revert, never return false: otherwise anyone could make an honest
+    /// proof look invalid (e.g. as slashing evidence) by starving the pairing check.
+    function test_revertsWhenStarvedOfGas() public view {
+        bytes memory call_ = abi.encodeCall(
+            Groth16ProofVerifier.verifyProof, (FinalProofFixture.PROOF, FinalProofFixture.publicInputs())
+        );
+        (bool success, bytes memory ret) = address(verifier).staticcall{gas: 200_000}(call_);
+        vm.assertFalse(success, "a starved verification must revert");
+        vm.assertEq(bytes4(ret), Groth16ProofVerifier.InsufficientGasForVerification.selector, "revert reason");
+        (success, ret) = address(verifier).staticcall{gas: 1_000_000}(call_);
+        vm.assertTrue(success && abi.decode(ret, (bool)), "with enough gas the same call verifies");
     }
 
     /// Gas of one on-chain verification through the adapter (reported by --gas-report and here).

@@ -59,6 +59,8 @@ const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const OPERATORS: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("operators");
 /// Ordered stream name -> last finalized sequence number.
 const STREAMS: TableDefinition<'_, &str, u64> = TableDefinition::new("streams");
+/// Content id -> encoded slashing evidence produced by this node's matchmaker.
+const EVIDENCE: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("evidence");
 
 const META_SCHEMA: &str = "schema_version";
 const META_CHAIN_CURSOR: &str = "chain_cursor";
@@ -360,6 +362,7 @@ impl Store {
             tx.open_table(EVENTS)?;
             tx.open_table(OPERATORS)?;
             tx.open_table(STREAMS)?;
+            tx.open_table(EVIDENCE)?;
         }
         tx.commit()?;
         // Temp files of blob writes interrupted by a crash are garbage.
@@ -769,6 +772,29 @@ impl Store {
         tx.open_table(STREAMS)?.insert(stream, sequence)?;
         tx.commit()?;
         Ok(())
+    }
+
+    // ---- slashing evidence -----------------------------------------------------------------
+
+    /// Durably keep encoded slashing evidence under its content id (idempotent).
+    pub fn put_evidence(&self, encoded: &[u8]) -> Result<ContentId, StoreError> {
+        let id = ContentId::of_bytes(encoded);
+        let tx = self.inner.db.begin_write()?;
+        tx.open_table(EVIDENCE)?.insert(id.0, encoded)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Every piece of encoded slashing evidence, by content id.
+    pub fn evidence(&self) -> Result<Vec<(ContentId, Vec<u8>)>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let table = tx.open_table(EVIDENCE)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((ContentId(k.value()), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     // ---- operators -------------------------------------------------------------------------

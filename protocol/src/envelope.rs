@@ -41,6 +41,12 @@ pub enum MessageKind {
     TaskFailure,
     /// [`crate::messages::Verdict`]
     Verdict,
+    /// [`crate::messages::MatchmakerAnnounce`]
+    MatchmakerAnnounce,
+    /// [`crate::messages::CancelAttempt`]
+    Cancel,
+    /// [`crate::messages::WorkflowFailure`]
+    WorkflowFailed,
 }
 
 /// A signed message.

@@ -238,6 +238,46 @@ pub enum Verdict {
     },
 }
 
+/// A matchmaker's periodic liveness signal, so every node computes the same live set of
+/// matchmakers (and with it, by rendezvous hashing, the same active matchmaker per workflow).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchmakerAnnounce {
+    /// Matchmaker node key.
+    pub matchmaker: PublicKey,
+    /// Matchmaker's clock (ms since epoch).
+    pub at_ms: u64,
+}
+
+/// The active matchmaker tells an operator to stop an attempt (timed out, superseded, or its
+/// workflow ended). Sent directly to the operator and gossiped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelAttempt {
+    /// Workflow.
+    pub workflow: WorkflowId,
+    /// Task.
+    pub task: TaskIndex,
+    /// Attempt to stop.
+    pub attempt: u32,
+    /// Operator running it.
+    pub operator: PublicKey,
+    /// Matchmaker that cancels it.
+    pub matchmaker: PublicKey,
+    /// Why, for logs.
+    pub reason: String,
+}
+
+/// The active matchmaker's decision that a workflow cannot complete, gossiped so every node's
+/// status agrees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowFailure {
+    /// Workflow.
+    pub workflow: WorkflowId,
+    /// Matchmaker that decided it.
+    pub matchmaker: PublicKey,
+    /// Why, naming the task and every attempt's cause.
+    pub reason: String,
+}
+
 /// Every message, as decoded from an envelope's payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -257,6 +297,12 @@ pub enum Message {
     Failure(TaskFailure),
     /// A matchmaker verdict.
     Verdict(Verdict),
+    /// A matchmaker is alive (appended variant: earlier encodings are unchanged).
+    MatchmakerAnnounce(MatchmakerAnnounce),
+    /// The active matchmaker stops an attempt.
+    Cancel(CancelAttempt),
+    /// The active matchmaker declares a workflow failed.
+    WorkflowFailed(WorkflowFailure),
 }
 
 impl Message {
@@ -271,6 +317,9 @@ impl Message {
             Message::Result(_) => MessageKind::TaskResult,
             Message::Failure(_) => MessageKind::TaskFailure,
             Message::Verdict(_) => MessageKind::Verdict,
+            Message::MatchmakerAnnounce(_) => MessageKind::MatchmakerAnnounce,
+            Message::Cancel(_) => MessageKind::Cancel,
+            Message::WorkflowFailed(_) => MessageKind::WorkflowFailed,
         }
     }
 }

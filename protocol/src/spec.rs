@@ -473,7 +473,7 @@ impl WorkflowSpec {
                             .into(),
                     })
                 }
-                (Some(&count), None) => {
+                (&Some(count), None) => {
                     if count == 0 || count > validate::MAX_TASKS as u64 {
                         return Err(WorkflowError::InvalidCount { task: t.id.clone(), count });
                     }
@@ -546,7 +546,7 @@ impl WorkflowSpec {
                             let d = substitute(d, &vars);
                             resolve(&d, &name, me, &by_id, &placed, &mut budget, &mut deps)?;
                         }
-                        tasks.push(self.build(name, &common, t, &vars, deps, &mut budget)?);
+                        tasks.push(build(&common, t, &vars, deps, &mut budget)?);
                     }
                 }
                 Shape::Tree { arity, leaves } => {
@@ -575,7 +575,7 @@ impl WorkflowSpec {
                                 let d = substitute(d, &vars);
                                 resolve(&d, &name, me, &by_id, &placed, &mut budget, &mut deps)?;
                             }
-                            tasks.push(self.build(name, &common, t, &vars, deps, &mut budget)?);
+                            tasks.push(build(&common, t, &vars, deps, &mut budget)?);
                             next_width.push(me);
                         }
                         width = next_width;
@@ -649,6 +649,15 @@ impl WorkflowSpec {
             Some(ProgramSpec::Table { name, version }) => Program { name: name.clone(), version: version.clone() },
         };
         validate::check_program(&t.id, &program)?;
+        // Bound arguments before substitution multiplies them.
+        if t.args.len() > validate::MAX_ARGS || t.args.iter().any(|a| a.len() > validate::MAX_ARG_LEN) {
+            return Err(WorkflowError::OutOfRange {
+                task: t.id.clone(),
+                field: Field::Args,
+                value: format!("{} arguments, longest {} bytes", t.args.len(), t.args.iter().map(String::len).max().unwrap_or(0)),
+                allowed: format!("at most {} arguments of at most {} bytes", validate::MAX_ARGS, validate::MAX_ARG_LEN),
+            });
+        }
         let d = &self.defaults.resources;
         let r = &t.resources;
         let gib = |field: Field, v: Option<f64>, dv: Option<f64>, default: u64| -> Result<u64, WorkflowError> {
@@ -694,47 +703,46 @@ impl WorkflowSpec {
             blobs,
         })
     }
+}
 
-    /// One concrete task: `deps` in written order become the `Input::Output`s (deduplicated),
-    /// followed by the blobs; `Task::deps` is the sorted set.
-    fn build(
-        &self,
-        name: String,
-        c: &Common,
-        t: &TaskSpec,
-        vars: &Vars<'_>,
-        written: Vec<TaskIndex>,
-        budget: &mut Budget,
-    ) -> Result<Task, WorkflowError> {
-        let mut inputs = Vec::with_capacity(written.len() + c.blobs.len());
-        let mut deps = written;
-        if deps.len() <= 16 {
-            for (k, &d) in deps.iter().enumerate() {
-                if !deps[..k].contains(&d) {
-                    inputs.push(Input::Output(d));
-                }
+/// One concrete task: `deps` in written order become the `Input::Output`s (deduplicated),
+/// followed by the blobs; `Task::deps` is the sorted set.
+fn build(
+    c: &Common,
+    t: &TaskSpec,
+    vars: &Vars<'_>,
+    written: Vec<TaskIndex>,
+    budget: &mut Budget,
+) -> Result<Task, WorkflowError> {
+    let mut inputs = Vec::with_capacity(written.len() + c.blobs.len());
+    let mut deps = written;
+    if deps.len() <= 16 {
+        for (k, &d) in deps.iter().enumerate() {
+            if !deps[..k].contains(&d) {
+                inputs.push(Input::Output(d));
             }
-        } else {
-            let mut seen = std::collections::HashSet::with_capacity(deps.len());
-            inputs.extend(deps.iter().filter(|&&d| seen.insert(d)).map(|&d| Input::Output(d)));
         }
-        inputs.extend(c.blobs.iter().cloned());
-        deps.sort_unstable();
-        deps.dedup();
-        let args: Vec<String> = t.args.iter().map(|a| substitute(a, vars)).collect();
-        budget.bytes(name.len() + args.iter().map(|a| a.len() + 1).sum::<usize>() + 33 * c.blobs.len() + 48, &name)?;
-        Ok(Task {
-            name,
-            program: c.program.clone(),
-            args,
-            inputs,
-            deps,
-            resources: c.resources,
-            timeout_ms: c.timeout_ms,
-            max_attempts: c.max_attempts,
-            max_price_wei: c.max_price_wei,
-        })
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(deps.len());
+        inputs.extend(deps.iter().filter(|&&d| seen.insert(d)).map(|&d| Input::Output(d)));
     }
+    inputs.extend(c.blobs.iter().cloned());
+    deps.sort_unstable();
+    deps.dedup();
+    let args: Vec<String> = t.args.iter().map(|a| substitute(a, vars)).collect();
+    let name = vars.name.to_owned();
+    budget.bytes(name.len() + args.iter().map(|a| a.len() + 1).sum::<usize>() + 33 * c.blobs.len() + 48, &name)?;
+    Ok(Task {
+        name,
+        program: c.program.clone(),
+        args,
+        inputs,
+        deps,
+        resources: c.resources,
+        timeout_ms: c.timeout_ms,
+        max_attempts: c.max_attempts,
+        max_price_wei: c.max_price_wei,
+    })
 }
 
 struct Common {

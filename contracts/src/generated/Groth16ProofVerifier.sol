@@ -13,6 +13,14 @@ contract Groth16ProofVerifier is IProofVerifier {
     /// Number of public inputs of the final circuit.
     uint256 public constant NUM_PUBLIC_INPUTS = 4;
 
+    /// Gas forwarded to the generated verifier. A valid proof needs about 210k; an invalid curve
+    /// point makes the pairing precompile burn all gas it is given, so the call is capped.
+    uint256 public constant VERIFY_GAS = 400_000;
+
+    /// Given less gas than a verification may need, the adapter reverts rather than answer:
+    /// an out-of-gas must never pass for an invalid proof (e.g. to slash an honest operator).
+    error InsufficientGasForVerification(uint256 available, uint256 required);
+
     /// The generated verifier; it reverts on invalid proofs, so it is called externally.
     Groth16Verifier public immutable verifier;
 
@@ -34,7 +42,12 @@ contract Groth16ProofVerifier is IProofVerifier {
         for (uint256 i = 0; i < 4; i++) {
             inputs[i] = publicInputs[i];
         }
-        try verifier.verifyProof(points, inputs) {
+        // 64/63: the EIP-150 rule keeps 1/64 of the remaining gas back from a call.
+        uint256 required = VERIFY_GAS * 64 / 63 + 10_000;
+        if (gasleft() < required) {
+            revert InsufficientGasForVerification(gasleft(), required);
+        }
+        try verifier.verifyProof{gas: VERIFY_GAS}(points, inputs) {
             return true;
         } catch {
             return false;

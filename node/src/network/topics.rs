@@ -52,12 +52,12 @@ impl Topic {
     pub fn for_kind(kind: MessageKind) -> Topic {
         match kind {
             MessageKind::WorkflowSubmission => Topic::Submissions,
-            MessageKind::Assignment => Topic::Assignments,
+            MessageKind::Assignment | MessageKind::Cancel => Topic::Assignments,
             MessageKind::Acceptance => Topic::Acceptances,
             MessageKind::TaskResult | MessageKind::TaskFailure => Topic::Results,
-            MessageKind::Verdict => Topic::Verdicts,
+            MessageKind::Verdict | MessageKind::WorkflowFailed => Topic::Verdicts,
             MessageKind::OperatorAdvert => Topic::Adverts,
-            MessageKind::Heartbeat => Topic::Heartbeats,
+            MessageKind::Heartbeat | MessageKind::MatchmakerAnnounce => Topic::Heartbeats,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::poseidon;
 
 /// Field elements of batch data per leaf. Sized so that a leaf proof takes well under a second on
 /// 2 cores (see bench/prover.md).
-pub const LEAF_CHUNK: usize = 64;
+pub const LEAF_CHUNK: usize = 32;
 /// Most children one aggregation proof can combine.
 pub const MAX_ARITY: usize = 4;
 /// Number of public inputs of every circuit: block, first, count, digest.

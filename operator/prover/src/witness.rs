@@ -21,7 +21,7 @@ use crate::field;
 pub const MAGIC: &[u8; 4] = b"PMWT";
 pub const VERSION: u8 = 1;
 const HEADER: usize = 21;
-/// Largest batch a witness may describe (8 MiB of data at 64 scalars per leaf).
+/// Largest batch a witness may describe (4 MiB of data at 32 scalars per leaf).
 pub const MAX_LEAVES: u32 = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

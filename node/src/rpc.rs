@@ -1,1 +1,0 @@
-//! rpc (being built).

@@ -1,0 +1,267 @@
+//! A [`NodeApi`] answered from the store alone: what tests use, and the base the full node
+//! wraps (it passes accepted submissions on through [`StoreApi::with_submissions`] to gossip
+//! them and feed the matchmaker, and calls [`StoreApi::notify`] when progress changes).
+
+use super::api::{
+    ApiError, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress, SubmitOutcome,
+    SubmitRequest, WorkflowStatus,
+};
+use crate::metrics::NodeMetrics;
+use crate::network::BlobChunk;
+use crate::store::{OperatorRecord, Store, TaskRecord, TaskState, WorkflowRecord, WorkflowState};
+use proofmesh_protocol::messages::Submission;
+use proofmesh_protocol::{ContentId, PublicKey, TaskIndex, WorkflowId};
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc};
+
+/// Store-backed [`NodeApi`].
+#[derive(Clone, Debug)]
+pub struct StoreApi {
+    store: Store,
+    owner: PublicKey,
+    info: NodeInfo,
+    changes: broadcast::Sender<WorkflowId>,
+    submissions: Option<mpsc::UnboundedSender<Submission>>,
+    metrics: Option<NodeMetrics>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("store task: {e}")))?
+}
+
+impl StoreApi {
+    /// Answer from `store`; workflows submitted as files get `owner` as their owner. `info`
+    /// supplies the static fields of `pm_nodeInfo`.
+    pub fn new(store: Store, owner: PublicKey, info: NodeInfo) -> Self {
+        let (changes, _) = broadcast::channel(1024);
+        StoreApi { store, owner, info, changes, submissions: None, metrics: None }
+    }
+
+    /// Pass every newly accepted submission to `tx` (after it is durable).
+    pub fn with_submissions(mut self, tx: mpsc::UnboundedSender<Submission>) -> Self {
+        self.submissions = Some(tx);
+        self
+    }
+
+    /// Count submissions in `metrics`.
+    pub fn with_metrics(mut self, metrics: NodeMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The store it reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Tell subscribers that workflow `id` changed (call after writing its task states).
+    pub fn notify(&self, id: WorkflowId) {
+        // No receivers is fine: nobody is watching.
+        let _ = self.changes.send(id);
+    }
+
+    fn count(&self, outcome: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.submission(outcome);
+        }
+    }
+}
+
+/// Status of a workflow from its record and its written task records.
+pub fn compute_status(record: &WorkflowRecord, tasks: &[(TaskIndex, TaskRecord)]) -> WorkflowStatus {
+    let wf = &record.submission.workflow;
+    let mut stages: Vec<StageProgress> = Vec::new();
+    let mut stage_of_name: HashMap<&str, usize> = HashMap::new();
+    let mut stage_of_task = Vec::with_capacity(wf.tasks.len());
+    for task in &wf.tasks {
+        let name = task.name.split('[').next().unwrap_or(&task.name);
+        let idx = *stage_of_name.entry(name).or_insert_with(|| {
+            stages.push(StageProgress {
+                name: name.to_owned(),
+                total: 0,
+                pending: 0,
+                running: 0,
+                done: 0,
+                failed: 0,
+                failed_attempts: 0,
+            });
+            stages.len() - 1
+        });
+        stages[idx].total += 1;
+        stages[idx].pending += 1; // moved below for tasks with a record
+        stage_of_task.push(idx);
+    }
+    let mut done = 0;
+    for (i, rec) in tasks {
+        let Some(&s) = stage_of_task.get(*i as usize) else { continue };
+        let stage = &mut stages[s];
+        stage.failed_attempts += rec.attempts.iter().filter(|a| a.cause.is_some()).count() as u64;
+        match rec.state {
+            TaskState::Pending | TaskState::Ready => continue,
+            TaskState::Assigned { .. } | TaskState::Running { .. } => stage.running += 1,
+            TaskState::Done { .. } => {
+                stage.done += 1;
+                done += 1;
+            }
+            TaskState::Failed => stage.failed += 1,
+        }
+        stage.pending -= 1;
+    }
+    let reason = match &record.state {
+        WorkflowState::Failed { reason } => Some(reason.clone()),
+        _ => None,
+    };
+    WorkflowStatus {
+        id: record.id.to_hex(),
+        name: wf.name.clone(),
+        state: record.state.label().to_owned(),
+        reason,
+        submitted_at_ms: record.submission.submitted_at_ms,
+        deadline_ms: wf.deadline_ms,
+        tasks: wf.tasks.len() as u64,
+        done,
+        stages,
+    }
+}
+
+/// Operator record as the RPC shows it.
+pub fn operator_info(key: &PublicKey, record: &OperatorRecord) -> OperatorInfo {
+    let advert = record.advert.as_ref();
+    OperatorInfo {
+        key: key.to_hex(),
+        eth_address: advert.and_then(|a| a.eth_address).map(|a| format!("0x{}", hex::encode(a))),
+        cpu: advert.map(|a| a.capacity.cpu).unwrap_or(0),
+        memory_mb: advert.map(|a| a.capacity.memory_mb).unwrap_or(0),
+        gpus: advert.map(|a| a.capacity.gpus.len() as u32).unwrap_or(0),
+        programs: advert
+            .map(|a| a.programs.iter().map(|p| format!("{}@{}", p.name, p.version)).collect())
+            .unwrap_or_default(),
+        price_wei: advert.map(|a| a.price_wei).unwrap_or(0).to_string(),
+        completed: record.stats.completed,
+        failed: record.stats.failed,
+        slashed: record.stats.slashed,
+        last_seen_ms: record.stats.last_seen_ms,
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeApi for StoreApi {
+    async fn submit(&self, request: SubmitRequest) -> Result<SubmitOutcome, ApiError> {
+        let submission = match request {
+            SubmitRequest::Workflow(workflow) => Submission {
+                workflow,
+                owner: self.owner,
+                owner_eth: None,
+                escrow: None,
+                submitted_at_ms: now_ms(),
+            },
+            SubmitRequest::Submission(s) => *s,
+        };
+        let store = self.store.clone();
+        let tasks = submission.workflow.tasks.len() as u64;
+        let sub = submission.clone();
+        let result = blocking(move || Ok(store.put_workflow(&sub, now_ms())?)).await;
+        let (id, new) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                self.count("error");
+                return Err(e);
+            }
+        };
+        self.count(if new { "accepted" } else { "duplicate" });
+        if new {
+            if let Some(tx) = &self.submissions {
+                if tx.send(submission).is_err() {
+                    tracing::warn!(workflow = %id.short(), "submission accepted but the node's submission consumer has stopped");
+                }
+            }
+            self.notify(id);
+        }
+        Ok(SubmitOutcome { id: id.to_hex(), new, tasks })
+    }
+
+    async fn status(&self, id: WorkflowId) -> Result<WorkflowStatus, ApiError> {
+        let store = self.store.clone();
+        blocking(move || {
+            let record = store.workflow(&id)?.ok_or(ApiError::UnknownWorkflow(id))?;
+            let tasks = store.tasks(&id)?;
+            Ok(compute_status(&record, &tasks))
+        })
+        .await
+    }
+
+    fn changes(&self) -> broadcast::Receiver<WorkflowId> {
+        self.changes.subscribe()
+    }
+
+    async fn result(&self, id: WorkflowId) -> Result<ResultInfo, ApiError> {
+        let store = self.store.clone();
+        blocking(move || {
+            let record = store.workflow(&id)?.ok_or(ApiError::UnknownWorkflow(id))?;
+            let wf = &record.submission.workflow;
+            let mut has_dependent = vec![false; wf.tasks.len()];
+            for task in &wf.tasks {
+                for &d in &task.deps {
+                    if let Some(slot) = has_dependent.get_mut(d as usize) {
+                        *slot = true;
+                    }
+                }
+            }
+            let mut outputs = Vec::new();
+            for (i, result) in store.results(&id)? {
+                if has_dependent.get(i as usize).copied().unwrap_or(true) {
+                    continue;
+                }
+                let r = &result.result;
+                outputs.push(OutputInfo {
+                    task: i,
+                    name: wf.tasks.get(i as usize).map(|t| t.name.clone()).unwrap_or_default(),
+                    output: r.output.to_hex(),
+                    output_bytes: r.output_bytes,
+                    operator: r.operator.to_hex(),
+                    available: store.has_blob(&r.output)?,
+                });
+            }
+            let reason = match &record.state {
+                WorkflowState::Failed { reason } => Some(reason.clone()),
+                _ => None,
+            };
+            Ok(ResultInfo { id: id.to_hex(), state: record.state.label().to_owned(), reason, outputs })
+        })
+        .await
+    }
+
+    async fn blob(&self, id: ContentId, offset: u64, max_len: usize) -> Result<BlobChunk, ApiError> {
+        let store = self.store.clone();
+        blocking(move || store.blob_chunk(&id, offset, max_len)?.ok_or(ApiError::UnknownBlob(id))).await
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorInfo>, ApiError> {
+        let store = self.store.clone();
+        blocking(move || Ok(store.operators()?.iter().map(|(k, r)| operator_info(k, r)).collect())).await
+    }
+
+    async fn node_info(&self) -> Result<NodeInfo, ApiError> {
+        let store = self.store.clone();
+        let mut info = self.info.clone();
+        let (workflows, cursor) = blocking(move || Ok((store.workflows()?.len() as u64, store.chain_cursor()?))).await?;
+        info.workflows = workflows;
+        if info.chain_height.is_none() {
+            info.chain_height = cursor.map(|c| c.block);
+        }
+        if info.node_key.is_empty() {
+            info.node_key = self.owner.to_hex();
+        }
+        if info.version.is_empty() {
+            info.version = env!("CARGO_PKG_VERSION").to_owned();
+        }
+        Ok(info)
+    }
+}

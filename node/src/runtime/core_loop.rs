@@ -1,0 +1,469 @@
+//! The core task: the one place that owns the node's state. It `select!`s over network events,
+//! commands from the handle and RPC, completions of background work (prechecks, operator
+//! attempts, direct replies), the matchmaker's next deadline, the heartbeat / advert / announce
+//! timers and shutdown. Everything slow (network round trips, proof verification, running
+//! programs) happens in tracked background tasks that report back through `Internal`.
+//!
+//! Every message this node produces goes through [`Core::emit`]: it is signed, applied locally
+//! exactly like a received one (gossip does not loop back), and queued for publication in order.
+
+use super::matchmaking::MatchmakerRole;
+use super::metrics::RuntimeMetrics;
+use super::operating::{self, OperatorRole};
+use super::settlement::Settlement;
+use super::view::View;
+use super::{Command, NodeError, Progress};
+use crate::network::{self, public_key_of, Client, Clock, NetworkEvent};
+use crate::store::Store;
+use proofmesh_operator::Outcome;
+use proofmesh_protocol::messages::{Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission};
+use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Completions of background work, reported to the core.
+#[derive(Debug)]
+pub(crate) enum Internal {
+    /// An envelope that reached us outside gossip (a direct reply).
+    Received { envelope: Envelope, message: Message },
+    /// A result's precheck finished.
+    Checked { result: proofmesh_protocol::messages::SignedResult, verdict: super::verify::CheckVerdict },
+    /// An operator attempt ended.
+    AttemptDone { key: operating::AttemptKey, outcome: Outcome },
+}
+
+/// Where a message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Produced by this node.
+    Local,
+    /// Received from the network.
+    Remote,
+}
+
+/// Remembers the last `CAP` envelopes handled, so one that reaches us twice (direct reply and
+/// gossip) is handled once.
+struct Seen {
+    set: HashSet<(PublicKey, u64)>,
+    order: VecDeque<(PublicKey, u64)>,
+}
+
+impl Seen {
+    const CAP: usize = 200_000;
+
+    fn new() -> Self {
+        Seen { set: HashSet::new(), order: VecDeque::new() }
+    }
+
+    /// True when new.
+    fn insert(&mut self, envelope: &Envelope) -> bool {
+        let key = (envelope.sender, envelope.nonce);
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > Self::CAP {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Shared, read-mostly parts of the node that background tasks also use.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub keypair: Keypair,
+    pub me: PublicKey,
+    pub domain: Domain,
+    pub clock: Clock,
+    pub ttl_ms: u64,
+    pub store: Store,
+    pub client: Client,
+    pub metrics: RuntimeMetrics,
+    pub tracker: TaskTracker,
+    pub cancel: CancellationToken,
+    pub internal: mpsc::UnboundedSender<Internal>,
+    pub publish: mpsc::UnboundedSender<Envelope>,
+}
+
+impl Shared {
+    pub fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Run `fut` in the background until it ends or the node shuts down.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+}
+
+pub(crate) struct Core {
+    pub sh: Shared,
+    nonce: u64,
+    seen: Seen,
+    pub view: View,
+    pub mm: Option<MatchmakerRole>,
+    pub op: Option<OperatorRole>,
+    pub settlement: Arc<dyn Settlement>,
+    pub progress: broadcast::Sender<Progress>,
+    last_advert: Option<Instant>,
+}
+
+/// A timer that never fires when the role is off.
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn interval(period: Duration) -> Interval {
+    let mut i = tokio::time::interval(period.max(Duration::from_millis(1)));
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    i
+}
+
+impl Core {
+    pub fn new(
+        sh: Shared,
+        view: View,
+        mm: Option<MatchmakerRole>,
+        op: Option<OperatorRole>,
+        settlement: Arc<dyn Settlement>,
+        progress: broadcast::Sender<Progress>,
+    ) -> Self {
+        // Nonces must never repeat for this key, across restarts too: start from the clock in
+        // microseconds (a node signs far fewer than a million messages per second).
+        let nonce = sh.now().saturating_mul(1000);
+        Core { sh, nonce, seen: Seen::new(), view, mm, op, settlement, progress, last_advert: None }
+    }
+
+    pub async fn run(
+        mut self,
+        mut net: mpsc::Receiver<NetworkEvent>,
+        mut commands: mpsc::Receiver<Command>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        let mut heartbeat = self.op.as_ref().map(|o| interval(o.opts.heartbeat_interval));
+        let mut advert = self.op.as_ref().map(|o| interval(o.opts.advert_interval));
+        let mut announce = self.mm.as_ref().map(|m| interval(m.opts.announce_interval));
+        let cancel = self.sh.cancel.clone();
+        loop {
+            let deadline = self.mm.as_ref().and_then(|m| m.next_deadline());
+            let wake = deadline.map(|d| {
+                let now = self.sh.now();
+                Instant::now() + Duration::from_millis(d.saturating_sub(now))
+            });
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                event = net.recv() => match event {
+                    Some(event) => self.on_network(event),
+                    None => {
+                        tracing::error!("the network event loop stopped; shutting the node down");
+                        cancel.cancel();
+                        break;
+                    }
+                },
+                Some(done) = internal.recv() => self.on_internal(done),
+                Some(command) = commands.recv() => self.on_command(command),
+                _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
+                    self.mm_tick();
+                }
+                _ = tick(&mut heartbeat) => self.heartbeat(),
+                _ = tick(&mut advert) => self.advert(),
+                _ = tick(&mut announce) => self.announce(),
+            }
+        }
+        if let Some(op) = &mut self.op {
+            op.cancel_all();
+        }
+        tracing::debug!("node core stopped");
+    }
+
+    // ---- producing messages -------------------------------------------------------------------
+
+    fn seal(&mut self, message: &Message) -> Envelope {
+        self.nonce += 1;
+        let expires = self.sh.now().saturating_add(self.sh.ttl_ms);
+        Envelope::seal(&self.sh.keypair, self.sh.domain, message, self.nonce, expires)
+    }
+
+    /// Sign `message`, apply it locally and queue it for gossip. Returns the envelope (for a
+    /// direct reply or send).
+    pub fn emit(&mut self, message: Message) -> Envelope {
+        let envelope = self.seal(&message);
+        self.seen.insert(&envelope);
+        let _ = self.sh.publish.send(envelope.clone());
+        let me = self.sh.me;
+        self.on_message(me, message, Origin::Local);
+        envelope
+    }
+
+    /// Send an envelope straight to `to` (an assignment, a cancellation); an answering envelope
+    /// is handled like any received message.
+    pub fn send_direct(&self, to: &PublicKey, envelope: Envelope) {
+        let Some(peer) = network::peer_id_of(to) else { return };
+        let client = self.sh.client.clone();
+        let internal = self.sh.internal.clone();
+        self.sh.spawn(async move {
+            match client.send_direct(peer, &envelope).await {
+                Ok(Some((envelope, message))) => {
+                    let _ = internal.send(Internal::Received { envelope, message });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(%peer, error = %e, "direct send failed (gossip carries it too)"),
+            }
+        });
+    }
+
+    // ---- inputs ---------------------------------------------------------------------------------
+
+    fn on_network(&mut self, event: NetworkEvent) {
+        match event {
+            NetworkEvent::Message { envelope, message, .. } => {
+                if self.seen.insert(&envelope) {
+                    self.on_message(envelope.sender, message, Origin::Remote);
+                }
+            }
+            NetworkEvent::DirectRequest { envelope, message, responder, .. } => {
+                if !self.seen.insert(&envelope) {
+                    responder.ack();
+                    return;
+                }
+                match self.on_message(envelope.sender, message, Origin::Remote) {
+                    Some(reply) => responder.reply(reply),
+                    None => responder.ack(),
+                }
+            }
+            NetworkEvent::PeerConnected { key, .. } => {
+                // Someone new may not know us yet: re-advertise (rate-limited).
+                if self.op.is_some() && self.last_advert.is_none_or(|t| t.elapsed() > Duration::from_millis(200)) {
+                    self.advert();
+                }
+                if let (Some(key), Some(_)) = (key, &self.mm) {
+                    tracing::trace!(peer = %key, "peer connected");
+                }
+            }
+            NetworkEvent::PeerDisconnected { peer } => {
+                let Some(key) = public_key_of(&peer) else { return };
+                let now = self.sh.now();
+                if let Some(decisions) = self.mm.as_mut().map(|m| m.peer_gone(&self.sh, key, now)) {
+                    self.act(decisions);
+                }
+            }
+            NetworkEvent::Listening { .. } => {}
+        }
+    }
+
+    fn on_internal(&mut self, done: Internal) {
+        match done {
+            Internal::Received { envelope, message } => {
+                if self.seen.insert(&envelope) {
+                    self.on_message(envelope.sender, message, Origin::Remote);
+                }
+            }
+            Internal::Checked { result, verdict } => {
+                let now = self.sh.now();
+                if let Some(decisions) = self.mm.as_mut().map(|m| m.checked(&self.sh, now, result, verdict)) {
+                    self.act(decisions);
+                }
+            }
+            Internal::AttemptDone { key, outcome } => {
+                if let Some(op) = &mut self.op {
+                    op.finished(&key);
+                }
+                match outcome {
+                    Outcome::Completed(result) => {
+                        self.emit(Message::Result(result));
+                    }
+                    Outcome::Failed(failure) => {
+                        self.emit(Message::Failure(failure));
+                    }
+                    Outcome::Cancelled => {}
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Submit { workflow, owner_eth, escrow, reply } => {
+                let result = match workflow.validate() {
+                    Err(e) => Err(NodeError::InvalidWorkflow(e)),
+                    Ok(_) => {
+                        let id = workflow.id();
+                        let submission = Submission {
+                            workflow,
+                            owner: self.sh.me,
+                            owner_eth,
+                            escrow,
+                            submitted_at_ms: self.sh.now(),
+                        };
+                        self.emit(Message::Submission(submission));
+                        // `emit` stored it synchronously; confirm before acknowledging.
+                        match self.sh.store.has_workflow(&id) {
+                            Ok(true) => Ok(id),
+                            Ok(false) => Err(NodeError::NotStored(id)),
+                            Err(e) => Err(NodeError::Store(e)),
+                        }
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Command::LiveMatchmakers { reply } => {
+                let live = self.mm.as_ref().map(|m| m.live_set(self.sh.me)).unwrap_or_default();
+                let _ = reply.send(live);
+            }
+        }
+    }
+
+    /// Apply one message (received or our own). Returns the answer to send back when it came
+    /// as a direct request (an operator's acceptance or refusal of an assignment).
+    pub fn on_message(&mut self, sender: PublicKey, message: Message, origin: Origin) -> Option<Envelope> {
+        let now = self.sh.now();
+        let mut reply = None;
+        // Authorship: a message about an operator or matchmaker must be signed by it.
+        let author_ok = match &message {
+            Message::Submission(_) | Message::Verdict(_) => true,
+            Message::OperatorAdvert(a) => a.operator == sender,
+            Message::Heartbeat(h) => h.operator == sender,
+            Message::Assignment(a) => a.matchmaker == sender,
+            Message::Acceptance(a) => a.operator == sender,
+            Message::Result(r) => r.result.operator == sender,
+            Message::Failure(f) => f.operator == sender,
+            Message::MatchmakerAnnounce(a) => a.matchmaker == sender,
+            Message::Cancel(c) => c.matchmaker == sender,
+            Message::WorkflowFailed(f) => f.matchmaker == sender,
+        };
+        if !author_ok {
+            tracing::debug!(kind = ?message.kind(), %sender, "dropping a message signed by someone it does not speak for");
+            return None;
+        }
+        let mut new_submission = true;
+        match &message {
+            Message::Submission(s) => match self.view.submission(&self.sh, &self.progress, s, now) {
+                Some(new) => new_submission = new,
+                None => return None,
+            },
+            Message::OperatorAdvert(a) => self.view.advert(&self.sh, a, now),
+            Message::Heartbeat(_) | Message::Result(_) | Message::MatchmakerAnnounce(_) => {}
+            Message::Assignment(a) => {
+                self.view.assignment(&self.sh, &self.progress, a);
+                if a.operator == self.sh.me && self.op.is_some() {
+                    reply = self.operator_assignment(a);
+                }
+            }
+            Message::Acceptance(a) => self.view.acceptance(&self.sh, &self.progress, a),
+            Message::Failure(f) => self.view.failure(&self.sh, &self.progress, f),
+            Message::Verdict(v) => self.view.verdict(&self.sh, &self.progress, v, now),
+            Message::Cancel(c) => {
+                if c.operator == self.sh.me {
+                    if let Some(op) = &mut self.op {
+                        op.cancel(&(c.workflow, c.task, c.attempt), &c.reason);
+                    }
+                }
+            }
+            Message::WorkflowFailed(f) => self.view.workflow_failed(&self.sh, &self.progress, f),
+        }
+        if self.mm.is_some() {
+            // Decisions this node's matchmaker made itself are not fed back to it.
+            let own_decision = origin == Origin::Local
+                && matches!(
+                    message,
+                    Message::Assignment(_)
+                        | Message::Verdict(_)
+                        | Message::Cancel(_)
+                        | Message::WorkflowFailed(_)
+                        | Message::MatchmakerAnnounce(_)
+                );
+            let skip = own_decision || (matches!(message, Message::Submission(_)) && !new_submission);
+            if !skip {
+                let decisions = match self.mm.as_mut() {
+                    Some(m) => m.on_message(&self.sh, &self.view, sender, message, now),
+                    None => Vec::new(),
+                };
+                self.act(decisions);
+            }
+        }
+        reply
+    }
+
+    // ---- roles ----------------------------------------------------------------------------------
+
+    fn operator_assignment(&mut self, a: &proofmesh_protocol::messages::Assignment) -> Option<Envelope> {
+        let now = self.sh.now();
+        let answer = self.op.as_mut()?.on_assignment(&self.sh, &self.view, a, now)?;
+        Some(self.emit(answer))
+    }
+
+    fn mm_tick(&mut self) {
+        let now = self.sh.now();
+        if let Some(decisions) = self.mm.as_mut().map(|m| m.tick(&self.sh, now)) {
+            self.act(decisions);
+        }
+    }
+
+    /// Carry out the matchmaker's decisions.
+    fn act(&mut self, decisions: Vec<proofmesh_matchmaker::Decision>) {
+        for decision in decisions {
+            let Some(message) = super::matchmaking::decision_message(self, decision) else { continue };
+            let direct_to = match &message {
+                Message::Assignment(a) => Some(a.operator),
+                Message::Cancel(c) => Some(c.operator),
+                _ => None,
+            };
+            let envelope = self.emit(message);
+            if let Some(to) = direct_to {
+                if to != self.sh.me {
+                    self.send_direct(&to, envelope);
+                }
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let running = self.op.as_ref().map(|o| o.running()).unwrap_or_default();
+        let hb = Heartbeat { operator: self.sh.me, at_ms: self.sh.now(), running };
+        self.emit(Message::Heartbeat(hb));
+    }
+
+    fn advert(&mut self) {
+        let Some(op) = &self.op else { return };
+        let advert = OperatorAdvert {
+            operator: self.sh.me,
+            eth_address: op.opts.eth_address,
+            capacity: op.operator.capacity().clone(),
+            programs: op.operator.programs(),
+            price_wei: op.opts.price_wei,
+        };
+        self.last_advert = Some(Instant::now());
+        self.emit(Message::OperatorAdvert(advert));
+    }
+
+    fn announce(&mut self) {
+        let now = self.sh.now();
+        self.emit(Message::MatchmakerAnnounce(MatchmakerAnnounce { matchmaker: self.sh.me, at_ms: now }));
+        if let Some(decisions) = self.mm.as_mut().map(|m| m.refresh_live(&self.sh, now)) {
+            self.act(decisions);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The matchmaker role: one sans-IO [`Matchmaker`], fed from gossip, with every event appended
+//! to the store's event log (with its time and, for results, the precheck verdict) *before* it
+//! is handled, so that replaying the log at start rebuilds the exact state after a crash.
+//!
+//! Membership: matchmakers announce themselves periodically; each tracks who it heard from
+//! recently (a closed connection removes a peer at once), and feeds the sorted live set to the
+//! engine as `Event::Matchmakers`. Rendezvous hashing over that set picks each workflow's
+//! active matchmaker; the others follow from gossiped assignments and verdicts and take over
+//! when the active one disappears.
+
+use super::core_loop::{Core, Internal, Shared};
+use super::options::MatchmakerOptions;
+use super::verify::{self, CheckVerdict, RecordedChecker, Verdicts};
+use super::view::View;
+use crate::store::{Store, StoreError};
+use proofmesh_matchmaker::{Decision, Event, Matchmaker};
+use proofmesh_protocol::encoding;
+use proofmesh_protocol::messages::{CancelAttempt, SignedResult, Verdict, WorkflowFailure};
+use proofmesh_protocol::{Message, PublicKey, TaskIndex, WorkflowId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Largest event record read back from the log (a 100,000-task submission fits).
+const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
+
+/// One entry of the durable event log.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// The time the event was handled at (ms since epoch).
+    pub now_ms: u64,
+    /// The event.
+    pub event: Event,
+    /// For `Event::Result`: the precheck verdict the checker returned.
+    pub check: Option<CheckVerdict>,
+}
+
+/// The matchmaker role's state.
+pub struct MatchmakerRole {
+    engine: Matchmaker,
+    verdicts: Verdicts,
+    pub opts: MatchmakerOptions,
+    /// Other matchmakers and when we last heard from them (ms).
+    live: BTreeMap<PublicKey, u64>,
+    /// The live set last fed to the engine.
+    fed: Vec<PublicKey>,
+    /// Keys seen in operator adverts.
+    operators: HashSet<PublicKey>,
+    /// When each attempt was assigned by us (ms), for the overhead histogram.
+    assigned_at: HashMap<(WorkflowId, TaskIndex, u32), u64>,
+}
+
+impl MatchmakerRole {
+    /// Rebuild from the event log (empty on a fresh node).
+    pub fn start(store: &Store, mut opts: MatchmakerOptions, me: PublicKey) -> Result<Self, StoreError> {
+        opts.config.me = me;
+        let verdicts = Verdicts::default();
+        let mut events = Vec::new();
+        let mut operators = HashSet::new();
+        for row in store.iter_events_from(0) {
+            let (seq, bytes) = row?;
+            let record: LogRecord = match encoding::decode_with_limit(&bytes, MAX_RECORD_BYTES) {
+                Ok(r) => r,
+                Err(source) => {
+                    tracing::error!(seq, error = %source, "undecodable matchmaker log record; skipping it");
+                    continue;
+                }
+            };
+            if let (Event::Result(r), Some(check)) = (&record.event, &record.check) {
+                verdicts.insert(r, check.clone());
+            }
+            if let Event::OperatorAdvert(a) = &record.event {
+                operators.insert(a.operator);
+            }
+            events.push((record.now_ms, record.event));
+        }
+        let replayed = events.len();
+        let checker = Box::new(RecordedChecker(verdicts.clone()));
+        let (engine, _decisions) = Matchmaker::replay(opts.config.clone(), checker, events);
+        if replayed > 0 {
+            tracing::info!(events = replayed, "matchmaker state rebuilt from its event log");
+        }
+        Ok(MatchmakerRole {
+            engine,
+            verdicts,
+            opts,
+            live: BTreeMap::new(),
+            fed: Vec::new(),
+            operators,
+            assigned_at: HashMap::new(),
+        })
+    }
+
+    /// When the engine next needs a tick (ms since epoch).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.engine.next_deadline()
+    }
+
+    /// The live set, including this node.
+    pub fn live_set(&self, me: PublicKey) -> Vec<PublicKey> {
+        let mut set: Vec<PublicKey> = self.live.keys().copied().chain(std::iter::once(me)).collect();
+        set.sort();
+        set.dedup();
+        set
+    }
+
+    /// Log `event` durably, then handle it.
+    fn feed(&mut self, sh: &Shared, now: u64, event: Event, check: Option<CheckVerdict>) -> Vec<Decision> {
+        let record = LogRecord { now_ms: now, event, check };
+        if let Err(e) = sh.store.append_events(&[encoding::encode(&record)]) {
+            // Without the log a crash would lose this event; carry on, but loudly.
+            tracing::error!(error = %e, "cannot append to the matchmaker event log");
+        }
+        sh.metrics.events_logged.inc();
+        self.engine.handle(now, record.event)
+    }
+
+    pub fn tick(&mut self, sh: &Shared, now: u64) -> Vec<Decision> {
+        self.feed(sh, now, Event::Tick, None)
+    }
+
+    /// A gossiped (or local) message, as an event.
+    pub fn on_message(
+        &mut self,
+        sh: &Shared,
+        view: &View,
+        sender: PublicKey,
+        message: Message,
+        now: u64,
+    ) -> Vec<Decision> {
+        let event = match message {
+            Message::Submission(s) => Event::WorkflowSubmitted {
+                id: s.workflow.id(),
+                workflow: s.workflow,
+                submitted_at_ms: s.submitted_at_ms,
+            },
+            Message::OperatorAdvert(a) => {
+                self.operators.insert(a.operator);
+                Event::OperatorAdvert(a)
+            }
+            Message::Heartbeat(h) => Event::Heartbeat(h),
+            Message::Assignment(a) => Event::Assigned(a),
+            Message::Acceptance(a) => Event::Acceptance(a),
+            Message::Failure(f) => Event::Failure(f),
+            Message::Verdict(v) => Event::Verdict(v),
+            Message::Result(r) => {
+                let key = (r.result.workflow, r.result.task, r.result.attempt);
+                if let Some(at) = self.assigned_at.remove(&key) {
+                    let compute = r.result.finished_ms.saturating_sub(r.result.started_ms);
+                    let overhead = now.saturating_sub(at).saturating_sub(compute);
+                    sh.metrics.task_overhead.observe(overhead as f64 / 1000.0);
+                }
+                self.spawn_precheck(sh, view, r);
+                return Vec::new();
+            }
+            Message::MatchmakerAnnounce(a) => {
+                let new = self.live.insert(sender, now).is_none();
+                let _ = a;
+                return if new { self.refresh_live(sh, now) } else { Vec::new() };
+            }
+            Message::Cancel(_) | Message::WorkflowFailed(_) => return Vec::new(),
+        };
+        self.feed(sh, now, event, None)
+    }
+
+    fn spawn_precheck(&self, sh: &Shared, view: &View, result: SignedResult) {
+        let task = view
+            .workflows
+            .get(&result.result.workflow)
+            .and_then(|wf| wf.tasks.get(result.result.task as usize).cloned());
+        let internal = sh.internal.clone();
+        let Some(task) = task else {
+            // Unknown workflow or task: the engine ignores it; judge by signature only.
+            let verdict = result.verify().map_err(|e| format!("bad result signature: {e}"));
+            let _ = internal.send(Internal::Checked { result, verdict });
+            return;
+        };
+        let client = sh.client.clone();
+        let store = sh.store.clone();
+        sh.spawn(async move {
+            let verdict = verify::precheck(&client, &store, &task, &result).await;
+            if let Err(reason) = &verdict {
+                tracing::warn!(task = %task.name, operator = %result.result.operator, %reason, "result failed its check");
+            }
+            let _ = internal.send(Internal::Checked { result, verdict });
+        });
+    }
+
+    /// A precheck finished: the result becomes an event, with its verdict recorded.
+    pub fn checked(&mut self, sh: &Shared, now: u64, result: SignedResult, verdict: CheckVerdict) -> Vec<Decision> {
+        self.verdicts.insert(&result, verdict.clone());
+        self.feed(sh, now, Event::Result(result), Some(verdict))
+    }
+
+    /// A peer's connection closed: a matchmaker leaves the live set at once; an operator is
+    /// presumed down (faster than missed heartbeats).
+    pub fn peer_gone(&mut self, sh: &Shared, key: PublicKey, now: u64) -> Vec<Decision> {
+        let mut out = Vec::new();
+        if self.live.remove(&key).is_some() {
+            tracing::info!(matchmaker = %key, "matchmaker disconnected; leaving the live set");
+            out.extend(self.refresh_live(sh, now));
+        }
+        if self.operators.contains(&key) {
+            out.extend(self.feed(sh, now, Event::OperatorDown(key), None));
+        }
+        out
+    }
+
+    /// Forget matchmakers not heard from within the timeout; feed a changed live set.
+    pub fn refresh_live(&mut self, sh: &Shared, now: u64) -> Vec<Decision> {
+        let timeout = self.opts.live_timeout.as_millis() as u64;
+        self.live.retain(|_, seen| now.saturating_sub(*seen) <= timeout);
+        let set = self.live_set(sh.me);
+        if set == self.fed {
+            return Vec::new();
+        }
+        tracing::info!(live = set.len(), "matchmaker live set changed");
+        self.fed = set.clone();
+        self.feed(sh, now, Event::Matchmakers(set), None)
+    }
+}
+
+/// Turn one decision into the message to emit (or act on it locally and return `None`).
+pub(crate) fn decision_message(core: &mut Core, decision: Decision) -> Option<Message> {
+    let now = core.sh.now();
+    let me = core.sh.me;
+    match decision {
+        Decision::Assign(a) => {
+            if a.attempt == 1 {
+                if let Some(ready) = core.view.ready_at(&a.workflow, a.task) {
+                    core.sh.metrics.assignment_latency.observe(now.saturating_sub(ready) as f64 / 1000.0);
+                }
+            }
+            if let Some(mm) = &mut core.mm {
+                mm.assigned_at.insert((a.workflow, a.task, a.attempt), now);
+            }
+            Some(Message::Assignment(a))
+        }
+        Decision::Cancel { workflow, task, attempt, operator, reason } => Some(Message::Cancel(CancelAttempt {
+            workflow,
+            task,
+            attempt,
+            operator,
+            matchmaker: me,
+            reason: reason.to_string(),
+        })),
+        Decision::Verdict(v) => {
+            if let Verdict::Rejected { result, reason } = &v {
+                tracing::warn!(task = result.result.task, operator = %result.result.operator, %reason, "result rejected");
+            }
+            Some(Message::Verdict(v))
+        }
+        Decision::Slash(evidence) => {
+            match core.sh.store.put_evidence(&encoding::encode(&evidence)) {
+                Ok(id) => tracing::warn!(evidence = %id.short(), "slashing evidence stored"),
+                Err(e) => tracing::error!(error = %e, "cannot store slashing evidence"),
+            }
+            core.settlement.slash(&evidence);
+            None
+        }
+        Decision::WorkflowCompleted { workflow, outputs } => {
+            core.view.completed(&core.sh, &core.progress, &workflow);
+            core.settlement.workflow_completed(&workflow, &outputs);
+            None
+        }
+        Decision::WorkflowFailed { workflow, reason } => {
+            Some(Message::WorkflowFailed(WorkflowFailure { workflow, matchmaker: me, reason: reason.to_string() }))
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The runtime's own metrics, registered into the node's shared Prometheus registry.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label: a task state (`pending`, `assigned`, `running`, `done`, `failed`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The state.
+    pub state: String,
+}
+
+/// Counters, gauges and histograms of the node runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeMetrics {
+    /// Tasks of known workflows by their current state in this node's view.
+    pub tasks: Family<StateLabel, Gauge>,
+    /// Workflows by state.
+    pub workflows: Family<StateLabel, Gauge>,
+    /// Seconds from a task becoming ready (submission or last dependency accepted) to its
+    /// first assignment, measured by the assigning matchmaker.
+    pub assignment_latency: Histogram,
+    /// Seconds of orchestration per attempt: from assignment to the result arriving at the
+    /// matchmaker, minus the compute time the operator reports.
+    pub task_overhead: Histogram,
+    /// Accepted verdicts that conflicted with an already accepted result (must stay 0).
+    pub conflicting_results: Counter,
+    /// Matchmaker events appended to the durable log.
+    pub events_logged: Counter,
+}
+
+impl RuntimeMetrics {
+    /// Register under `proofmesh_*` in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = RuntimeMetrics {
+            tasks: Family::default(),
+            workflows: Family::default(),
+            // 50 µs .. ~26 s
+            assignment_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
+            task_overhead: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
+            conflicting_results: Counter::default(),
+            events_logged: Counter::default(),
+        };
+        registry.register("proofmesh_tasks", "Tasks by state in this node's view", m.tasks.clone());
+        registry.register("proofmesh_workflows", "Workflows by state in this node's view", m.workflows.clone());
+        registry.register(
+            "proofmesh_assignment_latency_seconds",
+            "Task ready to first assignment, at the assigning matchmaker",
+            m.assignment_latency.clone(),
+        );
+        registry.register(
+            "proofmesh_task_overhead_seconds",
+            "Assignment to result received, minus the operator-reported compute time",
+            m.task_overhead.clone(),
+        );
+        registry.register(
+            "proofmesh_conflicting_results",
+            "Accepted verdicts that conflicted with an already accepted result",
+            m.conflicting_results.clone(),
+        );
+        registry.register("proofmesh_matchmaker_events", "Events appended to the matchmaker log", m.events_logged.clone());
+        m
+    }
+
+    /// Move one task from state `from` to `to` in the gauge.
+    pub fn task_moved(&self, from: Option<&str>, to: &str) {
+        if from == Some(to) {
+            return;
+        }
+        if let Some(from) = from {
+            self.tasks.get_or_create(&StateLabel { state: from.to_owned() }).dec();
+        }
+        self.tasks.get_or_create(&StateLabel { state: to.to_owned() }).inc();
+    }
+
+    /// Move one workflow between states in the gauge.
+    pub fn workflow_moved(&self, from: Option<&str>, to: &str) {
+        if from == Some(to) {
+            return;
+        }
+        if let Some(from) = from {
+            self.workflows.get_or_create(&StateLabel { state: from.to_owned() }).dec();
+        }
+        self.workflows.get_or_create(&StateLabel { state: to.to_owned() }).inc();
+    }
+}

@@ -1,0 +1,445 @@
+//! The node runtime: joins the store, the network, the RPC server and the roles into one
+//! running peer (foundry's `anvil::try_spawn` shape: the binary is a thin layer, tests spawn
+//! whole nodes in-process).
+//!
+//! [`Node::spawn`] opens the store, loads or creates the node key, builds the metrics registry,
+//! starts the network and one core task that owns all node state (see [`core_loop`]). The
+//! returned [`NodeHandle`] exposes addresses and identity, submits workflows and reads status;
+//! dropping it (or [`NodeHandle::shutdown`]) stops everything.
+//!
+//! - [`options`]: what a node needs to start.
+//! - [`view`]: every node's gossip-fed view of workflows and tasks (status works anywhere).
+//! - [`matchmaking`]: the matchmaker role (event log, replay, live set, decisions).
+//! - [`operating`]: the operator role (leases, attempts, results).
+//! - [`verify`]: result prechecks (output hash, proof verification) and the replayable checker.
+//! - [`blobs`]: the operator's blob store backed by the node's store.
+//! - [`settlement`]: the hook on-chain settlement plugs into.
+//! - [`metrics`]: the runtime's Prometheus metrics.
+
+pub mod blobs;
+pub(crate) mod core_loop;
+pub mod matchmaking;
+pub mod metrics;
+pub mod operating;
+pub mod options;
+pub mod settlement;
+pub mod verify;
+pub mod view;
+
+pub use options::{MatchmakerOptions, NodeOptions, OperatorOptions};
+pub use settlement::{NoSettlement, Settlement};
+
+use crate::network::{self, Client, Multiaddr, PeerId};
+use crate::store::{Store, StoreError, TaskRecord, TaskState, WorkflowRecord, WorkflowState};
+use core_loop::{Core, Shared};
+use proofmesh_operator::Operator;
+use proofmesh_protocol::messages::{EscrowRef, EthAddress};
+use proofmesh_protocol::{Envelope, Keypair, PublicKey, TaskIndex, Workflow, WorkflowError, WorkflowId};
+use prometheus_client::registry::Registry;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// File name of the node key inside the data directory.
+pub const KEY_FILE: &str = "node.key";
+
+/// Why a node could not start or a request failed. Messages say what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store could not be opened or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The key file is unreadable or malformed.
+    #[error("node key {path}: {reason} (delete it to generate a new identity, or point data_dir elsewhere)")]
+    Key {
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The network could not start.
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    /// The operator role could not start.
+    #[error("operator role: {0}")]
+    Operator(String),
+    /// The RPC server could not start.
+    #[error("rpc: {0}")]
+    Rpc(String),
+    /// A submitted workflow is invalid.
+    #[error("invalid workflow: {0}")]
+    InvalidWorkflow(WorkflowError),
+    /// The workflow was accepted but is not in the store (a store failure was logged).
+    #[error("workflow {0} could not be stored; see the node log")]
+    NotStored(WorkflowId),
+    /// The node is shutting down.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// A change in some workflow, for progress subscriptions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// A workflow was accepted or finished.
+    Workflow {
+        /// Workflow.
+        workflow: WorkflowId,
+        /// Its new state.
+        state: WorkflowState,
+    },
+    /// A task changed state.
+    Task {
+        /// Workflow.
+        workflow: WorkflowId,
+        /// Task.
+        task: TaskIndex,
+        /// Its new state.
+        state: TaskState,
+    },
+}
+
+/// Requests to the core task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Submit {
+        workflow: Workflow,
+        owner_eth: Option<EthAddress>,
+        escrow: Option<EscrowRef>,
+        reply: oneshot::Sender<Result<WorkflowId, NodeError>>,
+    },
+    LiveMatchmakers {
+        reply: oneshot::Sender<Vec<PublicKey>>,
+    },
+}
+
+/// A workflow and the state of each of its tasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkflowStatus {
+    /// The stored workflow.
+    pub record: WorkflowRecord,
+    /// Every task's record, by index (pending tasks included).
+    pub tasks: Vec<TaskRecord>,
+}
+
+impl WorkflowStatus {
+    /// Tasks in state `label` (`pending`, `assigned`, `running`, `done`, ...).
+    pub fn count(&self, label: &str) -> usize {
+        self.tasks.iter().filter(|t| t.state.label() == label).count()
+    }
+}
+
+/// Cheap-to-clone access to a running node, for the RPC server and tools.
+#[derive(Clone, Debug)]
+pub struct NodeApi {
+    commands: mpsc::Sender<Command>,
+    store: Store,
+    progress: broadcast::Sender<Progress>,
+    public_key: PublicKey,
+    peer_id: PeerId,
+}
+
+impl NodeApi {
+    /// Validate, durably store and gossip a workflow; returns its id once it is stored.
+    pub async fn submit(&self, workflow: Workflow) -> Result<WorkflowId, NodeError> {
+        self.submit_with(workflow, None, None).await
+    }
+
+    /// As [`Self::submit`], with the requester's Ethereum address and escrow.
+    pub async fn submit_with(
+        &self,
+        workflow: Workflow,
+        owner_eth: Option<EthAddress>,
+        escrow: Option<EscrowRef>,
+    ) -> Result<WorkflowId, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Submit { workflow, owner_eth, escrow, reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// A workflow's record and task states, or `None` if this node has not seen it.
+    pub fn status(&self, id: &WorkflowId) -> Result<Option<WorkflowStatus>, StoreError> {
+        let Some(record) = self.store.workflow(id)? else { return Ok(None) };
+        let mut tasks = vec![TaskRecord::default(); record.submission.workflow.tasks.len()];
+        for (i, rec) in self.store.tasks(id)? {
+            if let Some(slot) = tasks.get_mut(i as usize) {
+                *slot = rec;
+            }
+        }
+        Ok(Some(WorkflowStatus { record, tasks }))
+    }
+
+    /// Progress events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The live matchmakers this node's matchmaker sees (empty if it is not one).
+    pub async fn live_matchmakers(&self) -> Result<Vec<PublicKey>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::LiveMatchmakers { reply }).await.map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// The store (read it; the core task writes it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This node's protocol key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// This node's libp2p peer id (the same key).
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+}
+
+/// A running node. Dropping it stops the node (without waiting); [`NodeHandle::shutdown`]
+/// stops it and waits until every task has ended and the store is closed.
+pub struct NodeHandle {
+    api: NodeApi,
+    listen_addrs: Vec<Multiaddr>,
+    rpc_addr: Option<std::net::SocketAddr>,
+    registry: Arc<Mutex<Registry>>,
+    /// `None` once shutting down: the network stops when its last client is dropped.
+    client: Option<Client>,
+    cancel: CancellationToken,
+    supervisor: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("peer_id", &self.api.peer_id)
+            .field("listen_addrs", &self.listen_addrs)
+            .field("rpc_addr", &self.rpc_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// The API (clone it freely).
+    pub fn api(&self) -> &NodeApi {
+        &self.api
+    }
+
+    /// p2p addresses, each ending in `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// The RPC server's address, if one runs.
+    pub fn rpc_addr(&self) -> Option<std::net::SocketAddr> {
+        self.rpc_addr
+    }
+
+    /// This node's protocol key.
+    pub fn public_key(&self) -> PublicKey {
+        self.api.public_key
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.api.peer_id
+    }
+
+    /// The shared metrics registry (network, libp2p and runtime metrics).
+    pub fn registry(&self) -> Arc<Mutex<Registry>> {
+        self.registry.clone()
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerId>, NodeError> {
+        Ok(self.client.as_ref().ok_or(NodeError::Stopped)?.peers().await?)
+    }
+
+    /// Dial another node.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
+        Ok(self.client.as_ref().ok_or(NodeError::Stopped)?.dial(addr).await?)
+    }
+
+    /// Stop the node and wait until it has fully stopped (the store is closed afterwards, so
+    /// the same data directory can be opened again).
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        self.client = None;
+        if let Some(supervisor) = self.supervisor.take() {
+            let _ = supervisor.await;
+        }
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Load `<dir>/node.key`, or create it (mode 0600) with a fresh key.
+pub fn load_or_create_key(dir: &Path) -> Result<Keypair, NodeError> {
+    let path = dir.join(KEY_FILE);
+    let err = |reason: String| NodeError::Key { path: path.display().to_string(), reason };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Keypair::from_file_string(&text).map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            let keypair = Keypair::generate();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| err(e.to_string()))?;
+            file.write_all(keypair.to_file_string().as_bytes()).map_err(|e| err(e.to_string()))?;
+            file.sync_all().map_err(|e| err(e.to_string()))?;
+            Ok(keypair)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// The node runtime.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Start a node in-process with the default (no-op) settlement.
+    pub async fn spawn(options: NodeOptions) -> Result<NodeHandle, NodeError> {
+        Self::spawn_with(options, Arc::new(NoSettlement)).await
+    }
+
+    /// Start a node with a settlement implementation (the chain integration).
+    pub async fn spawn_with(options: NodeOptions, settlement: Arc<dyn Settlement>) -> Result<NodeHandle, NodeError> {
+        let store = {
+            let dir = options.data_dir.clone();
+            tokio::task::spawn_blocking(move || Store::open(&dir)).await.map_err(|e| NodeError::Rpc(e.to_string()))??
+        };
+        let keypair = match options.keypair.clone() {
+            Some(k) => k,
+            None => load_or_create_key(&options.data_dir)?,
+        };
+        let me = keypair.public();
+        let mut registry = Registry::with_prefix("");
+        let runtime_metrics = metrics::RuntimeMetrics::register(&mut registry);
+
+        let mut net_config = options.network.clone();
+        net_config.blobs = Arc::new(store.clone());
+        let clock = net_config.clock.clone();
+        let domain = net_config.domain;
+        let (client, net_events, event_loop) = network::new(net_config, &keypair, &mut registry)?;
+        let event_loop = tokio::spawn(event_loop.run());
+
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel::<Envelope>();
+        let (commands_tx, commands_rx) = mpsc::channel(1024);
+        let (progress, _) = broadcast::channel(4096);
+
+        let sh = Shared {
+            keypair: keypair.clone(),
+            me,
+            domain,
+            clock,
+            ttl_ms: options.message_ttl.as_millis() as u64,
+            store: store.clone(),
+            client: client.clone(),
+            metrics: runtime_metrics,
+            tracker: tracker.clone(),
+            cancel: cancel.clone(),
+            internal: internal_tx,
+            publish: publish_tx,
+        };
+        // Publications leave in the order they were emitted.
+        sh.spawn(publisher(client.clone(), publish_rx));
+
+        let view = {
+            let sh = sh.clone();
+            tokio::task::spawn_blocking(move || view::View::load(&sh)).await.map_err(|e| NodeError::Rpc(e.to_string()))??
+        };
+        let mm = match options.matchmaker.clone() {
+            Some(opts) => {
+                let store = store.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || matchmaking::MatchmakerRole::start(&store, opts, me))
+                        .await
+                        .map_err(|e| NodeError::Rpc(e.to_string()))??,
+                )
+            }
+            None => None,
+        };
+        let op = match options.operator.clone() {
+            Some(mut opts) => {
+                if opts.config.work_dir.as_os_str().is_empty() {
+                    opts.config.work_dir = options.data_dir.join("operator");
+                }
+                let blobs: Arc<dyn proofmesh_operator::BlobStore> = Arc::new(blobs::StoreBlobs(store.clone()));
+                let (config, key, capacity) = (opts.config.clone(), keypair.clone(), opts.capacity.clone());
+                let operator = tokio::task::spawn_blocking(move || match capacity {
+                    Some(capacity) => {
+                        let discovery = proofmesh_operator::Discovery {
+                            capacity,
+                            gpu_source: proofmesh_operator::GpuSource::Config,
+                            notes: Vec::new(),
+                        };
+                        Operator::with_discovery(config, key, Some(blobs), discovery)
+                    }
+                    None => Operator::start(config, key, Some(blobs)),
+                })
+                .await
+                .map_err(|e| NodeError::Operator(e.to_string()))?
+                .map_err(|e| NodeError::Operator(e.to_string()))?;
+                Some(operating::OperatorRole::new(operator, opts))
+            }
+            None => None,
+        };
+        let operator_for_shutdown = op.as_ref().map(|o| o.operator.clone());
+
+        let listen_addrs = client.listen_addrs().await?;
+        let peer_id = client.local_peer_id();
+        let api = NodeApi { commands: commands_tx, store: store.clone(), progress: progress.clone(), public_key: me, peer_id };
+        let registry = Arc::new(Mutex::new(registry));
+
+        let rpc_addr = None;
+        if options.rpc_listen.is_some() {
+            tracing::debug!("RPC server wiring pending (see rpc module)");
+        }
+
+        let core = Core::new(sh, view, mm, op, settlement, progress);
+        let core_task = tokio::spawn(core.run(net_events, commands_rx, internal_rx));
+        let supervisor = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                let _ = core_task.await;
+                cancel.cancel();
+                tracker.close();
+                tracker.wait().await;
+                if let Some(operator) = operator_for_shutdown {
+                    operator.shutdown().await;
+                }
+                // Every client clone is gone now; the event loop ends and releases the store.
+                let _ = event_loop.await;
+            })
+        };
+        tracing::info!(peer = %peer_id, key = %me, addrs = ?listen_addrs, "node started");
+        Ok(NodeHandle { api, listen_addrs, rpc_addr, registry, client: Some(client), cancel, supervisor: Some(supervisor) })
+    }
+}
+
+async fn publisher(client: Client, mut rx: mpsc::UnboundedReceiver<Envelope>) {
+    while let Some(envelope) = rx.recv().await {
+        if let Err(e) = client.publish(&envelope).await {
+            tracing::debug!(kind = ?envelope.kind, error = %e, "publish failed");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The operator role: accept (or refuse) assignments addressed to this node, run them with the
+//! operator crate's executor, and report signed results or declared failures.
+//!
+//! The acceptance is answered synchronously from the core loop (it is the direct reply to the
+//! matchmaker), after the lease is taken, so an accepted attempt always has its resources.
+//! Everything slow (waiting for dependency results, fetching inputs, running the program)
+//! happens in a background task that reports [`Internal::AttemptDone`].
+
+use super::core_loop::{Internal, Shared};
+use super::options::OperatorOptions;
+use super::verify::is_proof_task;
+use super::view::{View, WorkflowCache};
+use crate::network::{peer_id_of, Client};
+use crate::store::Store;
+use proofmesh_operator::{resolve_inputs, CancellationToken, Lease, Operator, Outcome, TaskSpec};
+use proofmesh_protocol::messages::{Acceptance, Assignment, FailureCause, SignedResult, TaskFailure};
+use proofmesh_protocol::{ContentId, Keypair, Message, TaskIndex, WorkflowId};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// (workflow, task, attempt).
+pub type AttemptKey = (WorkflowId, TaskIndex, u32);
+
+/// How often a waiting attempt looks for its workflow or a dependency's result.
+const POLL: Duration = Duration::from_millis(2);
+
+/// The operator role's state.
+pub struct OperatorRole {
+    pub operator: Operator,
+    pub opts: OperatorOptions,
+    running: HashMap<AttemptKey, CancellationToken>,
+    handled: HashSet<AttemptKey>,
+}
+
+impl OperatorRole {
+    pub fn new(operator: Operator, opts: OperatorOptions) -> Self {
+        OperatorRole { operator, opts, running: HashMap::new(), handled: HashSet::new() }
+    }
+
+    /// Attempts running now (for heartbeats).
+    pub fn running(&self) -> Vec<AttemptKey> {
+        let mut v: Vec<AttemptKey> = self.running.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    pub fn finished(&mut self, key: &AttemptKey) {
+        self.running.remove(key);
+    }
+
+    /// A matchmaker cancelled an attempt.
+    pub fn cancel(&mut self, key: &AttemptKey, reason: &str) {
+        if let Some(token) = self.running.remove(key) {
+            tracing::info!(task = key.1, attempt = key.2, %reason, "attempt cancelled by the matchmaker");
+            token.cancel();
+        }
+    }
+
+    pub fn cancel_all(&mut self) {
+        for (_, token) in self.running.drain() {
+            token.cancel();
+        }
+    }
+
+    /// An assignment addressed to us: the message to answer with (acceptance or refusal), or
+    /// `None` for one already handled.
+    pub fn on_assignment(&mut self, sh: &Shared, view: &View, a: &Assignment, now: u64) -> Option<Message> {
+        let key = (a.workflow, a.task, a.attempt);
+        if !self.handled.insert(key) {
+            return None;
+        }
+        let refuse = |why: String| {
+            tracing::info!(task = a.task, attempt = a.attempt, %why, "refusing an assignment");
+            Some(Message::Failure(TaskFailure {
+                workflow: a.workflow,
+                task: a.task,
+                attempt: a.attempt,
+                operator: sh.me,
+                cause: FailureCause::Refused(why),
+            }))
+        };
+        if let Some(wf) = view.workflows.get(&a.workflow) {
+            match wf.tasks.get(a.task as usize) {
+                None => return refuse(format!("workflow has no task {}", a.task)),
+                Some(task) if !self.operator.executor().supports(&task.program) => {
+                    return refuse(format!("program {}@{} is not configured", task.program.name, task.program.version));
+                }
+                Some(_) => {}
+            }
+        }
+        let lease = match self.operator.reserve(a) {
+            Ok(lease) => lease,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let token = sh.cancel.child_token();
+        self.running.insert(key, token.clone());
+        let attempt = Attempt {
+            assignment: a.clone(),
+            operator: self.operator.clone(),
+            keypair: sh.keypair.clone(),
+            store: sh.store.clone(),
+            client: sh.client.clone(),
+            workflows: view.workflows.clone(),
+            input_wait: self.opts.input_wait,
+            corrupt: self.opts.corrupt_results,
+        };
+        let internal = sh.internal.clone();
+        // Tracked but not raced against shutdown here: cancellation reaches the executor
+        // through `token`, which kills the program's process group.
+        sh.tracker.spawn(async move {
+            let outcome = attempt.run(lease, token).await;
+            let _ = internal.send(Internal::AttemptDone { key, outcome });
+        });
+        Some(Message::Acceptance(Acceptance {
+            assignment: ContentId::of_value(a),
+            workflow: a.workflow,
+            task: a.task,
+            attempt: a.attempt,
+            operator: sh.me,
+            accepted_at_ms: now,
+        }))
+    }
+}
+
+/// One accepted attempt, run in the background.
+struct Attempt {
+    assignment: Assignment,
+    operator: Operator,
+    keypair: Keypair,
+    store: Store,
+    client: Client,
+    workflows: WorkflowCache,
+    input_wait: Duration,
+    corrupt: bool,
+}
+
+impl Attempt {
+    fn failure(&self, cause: FailureCause) -> Outcome {
+        let a = &self.assignment;
+        Outcome::Failed(TaskFailure {
+            workflow: a.workflow,
+            task: a.task,
+            attempt: a.attempt,
+            operator: self.keypair.public(),
+            cause,
+        })
+    }
+
+    async fn run(self, lease: Lease, cancel: CancellationToken) -> Outcome {
+        let prepared = tokio::select! {
+            _ = cancel.cancelled() => return Outcome::Cancelled,
+            p = self.prepare() => p,
+        };
+        let spec = match prepared {
+            Ok(spec) => spec,
+            Err(why) => return self.failure(FailureCause::Input(why)),
+        };
+        let is_proof = self
+            .workflows
+            .get(&spec.workflow)
+            .and_then(|wf| wf.tasks.get(spec.task as usize).map(is_proof_task))
+            .unwrap_or(false);
+        let report = self.operator.run(spec, lease, cancel).await;
+        match report.outcome {
+            Outcome::Completed(result) if self.corrupt && is_proof => match self.corrupted(&result) {
+                Ok(bad) => Outcome::Completed(bad),
+                Err(e) => {
+                    tracing::error!(error = %e, "fault injection: cannot corrupt the output");
+                    Outcome::Completed(result)
+                }
+            },
+            other => other,
+        }
+    }
+
+    /// The workflow, dependency outputs and input blobs, waiting a little for gossip to catch
+    /// up (an assignment can overtake the verdict on its dependency).
+    async fn prepare(&self) -> Result<TaskSpec, String> {
+        let a = &self.assignment;
+        let deadline = Instant::now() + self.input_wait;
+        let workflow = loop {
+            if let Some(wf) = self.workflows.get(&a.workflow) {
+                break wf;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("workflow {} is unknown to this operator", a.workflow.short()));
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let task = workflow
+            .tasks
+            .get(a.task as usize)
+            .ok_or_else(|| format!("workflow has no task {}", a.task))?
+            .clone();
+        let mut producers: HashMap<TaskIndex, SignedResult> = HashMap::new();
+        for dep in &task.deps {
+            let result = loop {
+                match self.store.result(&a.workflow, *dep) {
+                    Ok(Some(r)) => break r,
+                    Ok(None) if Instant::now() <= deadline => tokio::time::sleep(POLL).await,
+                    Ok(None) => return Err(format!("dependency {dep} has no accepted result here")),
+                    Err(e) => return Err(e.to_string()),
+                }
+            };
+            producers.insert(*dep, result);
+        }
+        let inputs = resolve_inputs(&task, |dep| producers.get(&dep).map(|r| r.result.output))
+            .map_err(|dep| format!("input from task {dep} is not a dependency with a result"))?;
+        for id in &inputs {
+            if self.store.has_blob(id).map_err(|e| e.to_string())? {
+                continue;
+            }
+            let from = producers.values().find(|r| r.result.output == *id).and_then(|r| peer_id_of(&r.result.operator));
+            let bytes = match self.client.fetch_blob(from, *id).await {
+                Ok(b) => b,
+                Err(first) => self
+                    .client
+                    .fetch_blob(None, *id)
+                    .await
+                    .map_err(|e| format!("input {}: {first}; then {e}", id.short()))?,
+            };
+            if !self.store.put_blob_expected(id, &bytes).map_err(|e| e.to_string())? {
+                return Err(format!("input {} does not match its hash", id.short()));
+            }
+        }
+        Ok(TaskSpec::from_task(a.workflow, a.task, &task, a.attempt, inputs))
+    }
+
+    /// FAULT INJECTION (see `OperatorOptions::corrupt_results`): flip one byte of the proof,
+    /// store it and sign a result for the corrupted bytes, exactly as a cheating operator would.
+    fn corrupted(&self, result: &SignedResult) -> Result<SignedResult, String> {
+        let mut bytes = self
+            .store
+            .blob(&result.result.output)
+            .map_err(|e| e.to_string())?
+            .ok_or("output blob missing")?;
+        if bytes.is_empty() {
+            return Err("empty output".into());
+        }
+        let i = bytes.len() / 2;
+        bytes[i] ^= 0x01;
+        let id = self.store.put_blob(&bytes).map_err(|e| e.to_string())?;
+        let mut tampered = result.result.clone();
+        tampered.output = id;
+        tampered.output_bytes = bytes.len() as u64;
+        tracing::warn!(task = tampered.task, "fault injection: signing a corrupted proof");
+        Ok(SignedResult::sign(&self.keypair, tampered))
+    }
+}

@@ -1,0 +1,138 @@
+//! What one node runtime needs to start: identity, data directory, network, roles and timers.
+//! The node configuration (file, environment, flags) is translated into this; tests build it
+//! directly with [`NodeOptions::test`].
+
+use crate::network::NetworkConfig;
+use proofmesh_matchmaker::Config as MatchmakerConfig;
+use proofmesh_operator::OperatorConfig;
+use proofmesh_protocol::messages::{Capacity, EthAddress};
+use proofmesh_protocol::{Domain, Keypair};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a node runtime needs.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// Store, key file and (for operators) work directories live here.
+    pub data_dir: PathBuf,
+    /// The node key; `None` loads `<data_dir>/node.key` or creates it (mode 0600).
+    pub keypair: Option<Keypair>,
+    /// Network settings (listen addresses, bootstrap peers, gossip tuning). Its `blobs`
+    /// provider is replaced by the node's store.
+    pub network: NetworkConfig,
+    /// Where the JSON-RPC server listens; `None` runs no RPC server.
+    pub rpc_listen: Option<SocketAddr>,
+    /// Bearer token required by the RPC server (mandatory on non-loopback binds).
+    pub rpc_token: Option<String>,
+    /// Lifetime of the envelopes this node signs.
+    pub message_ttl: Duration,
+    /// Matchmaker role, if enabled.
+    pub matchmaker: Option<MatchmakerOptions>,
+    /// Operator role, if enabled.
+    pub operator: Option<OperatorOptions>,
+}
+
+/// The matchmaker role.
+#[derive(Clone, Debug)]
+pub struct MatchmakerOptions {
+    /// Scheduling configuration; `me` is overwritten with the node key.
+    pub config: MatchmakerConfig,
+    /// How often this matchmaker announces that it is alive.
+    pub announce_interval: Duration,
+    /// A matchmaker not heard from for this long leaves the live set (its workflows move).
+    pub live_timeout: Duration,
+}
+
+impl Default for MatchmakerOptions {
+    fn default() -> Self {
+        MatchmakerOptions {
+            config: MatchmakerConfig::default(),
+            announce_interval: Duration::from_secs(1),
+            live_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+/// The operator role.
+#[derive(Clone, Debug)]
+pub struct OperatorOptions {
+    /// Programs, work directory, caps. An empty `work_dir` means `<data_dir>/operator`.
+    pub config: OperatorConfig,
+    /// Advertise exactly this capacity instead of discovering the machine (tests, or a
+    /// deliberately smaller offer).
+    pub capacity: Option<Capacity>,
+    /// Asking price per task, in wei.
+    pub price_wei: u128,
+    /// Ethereum address for stake and payment.
+    pub eth_address: Option<EthAddress>,
+    /// Heartbeat period (lists running tasks).
+    pub heartbeat_interval: Duration,
+    /// Period of re-publishing the advert (so matchmakers that join later learn about us).
+    pub advert_interval: Duration,
+    /// How long to wait for a dependency's accepted result or the workflow to show up in the
+    /// local view before failing an attempt with an input error.
+    pub input_wait: Duration,
+    /// FAULT INJECTION, for the malicious-operator test only: flip one byte of every proof this
+    /// operator produces (programs `leaf`, `aggregate`, `final`) and sign the corrupted output,
+    /// so that verification, reassignment and slashing can be exercised. Never set it otherwise.
+    pub corrupt_results: bool,
+}
+
+impl OperatorOptions {
+    /// An operator with `config`, default timers and no fault injection.
+    pub fn new(config: OperatorConfig) -> Self {
+        OperatorOptions {
+            config,
+            capacity: None,
+            price_wei: 0,
+            eth_address: None,
+            heartbeat_interval: Duration::from_secs(1),
+            advert_interval: Duration::from_secs(10),
+            input_wait: Duration::from_secs(10),
+            corrupt_results: false,
+        }
+    }
+}
+
+impl NodeOptions {
+    /// A plain node (gateway: no roles) with production defaults for `domain`.
+    pub fn new(data_dir: impl Into<PathBuf>, domain: Domain) -> Self {
+        NodeOptions {
+            data_dir: data_dir.into(),
+            keypair: None,
+            network: NetworkConfig::new(domain),
+            rpc_listen: None,
+            rpc_token: None,
+            message_ttl: Duration::from_secs(120),
+            matchmaker: None,
+            operator: None,
+        }
+    }
+
+    /// For in-process tests: loopback port 0 for p2p and RPC, fast gossip, short timers.
+    pub fn test(data_dir: impl Into<PathBuf>, domain: Domain) -> Self {
+        NodeOptions {
+            network: NetworkConfig::test(domain),
+            rpc_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..NodeOptions::new(data_dir, domain)
+        }
+    }
+
+    /// Enable the matchmaker role with test timers (fast heartbeats and takeover).
+    pub fn with_test_matchmaker(mut self) -> Self {
+        let config = MatchmakerConfig {
+            heartbeat_interval_ms: 200,
+            missed_heartbeats: 5,
+            accept_timeout_ms: 2_000,
+            result_grace_ms: 2_000,
+            ..MatchmakerConfig::default()
+        };
+        self.matchmaker = Some(MatchmakerOptions {
+            config,
+            announce_interval: Duration::from_millis(200),
+            live_timeout: Duration::from_millis(1_000),
+        });
+        self
+    }
+}

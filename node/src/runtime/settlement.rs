@@ -1,0 +1,30 @@
+//! The seam between the node and on-chain settlement. The core loop reports what settlement
+//! cares about (slashing evidence, finished workflows) through [`Settlement`]; the default does
+//! nothing, and the chain integration plugs in an implementation without touching the loop.
+
+use proofmesh_matchmaker::SlashEvidence;
+use proofmesh_protocol::{ContentId, TaskIndex, WorkflowId};
+
+/// Receives settlement-relevant decisions of this node's matchmaker. Calls are made from the
+/// core loop and must not block: spawn chain transactions.
+pub trait Settlement: Send + Sync + 'static {
+    /// The matchmaker produced slashing evidence (already stored durably).
+    fn slash(&self, evidence: &SlashEvidence);
+
+    /// A workflow this node's matchmaker is active for completed.
+    fn workflow_completed(&self, workflow: &WorkflowId, outputs: &[(TaskIndex, ContentId)]);
+}
+
+/// No chain: evidence is kept in the store and logged, nothing is sent anywhere.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSettlement;
+
+impl Settlement for NoSettlement {
+    fn slash(&self, evidence: &SlashEvidence) {
+        tracing::warn!(?evidence, "slashing evidence (no chain configured: kept in the store only)");
+    }
+
+    fn workflow_completed(&self, workflow: &WorkflowId, outputs: &[(TaskIndex, ContentId)]) {
+        tracing::info!(workflow = %workflow.short(), outputs = outputs.len(), "workflow completed");
+    }
+}

@@ -1,0 +1,113 @@
+//! Result checking for the matchmaker role.
+//!
+//! The matchmaker is sans-IO and its [`ResultChecker`] must be deterministic, but checking a
+//! result needs I/O (fetch the output from the operator) and CPU (verify a Groth16 proof). So
+//! the node checks a result *before* it becomes an `Event::Result`: [`precheck`] runs off the
+//! core loop, and its verdict is recorded next to the event in the event log. The checker the
+//! matchmaker runs ([`RecordedChecker`]) only looks the verdict up, so replaying the log
+//! reproduces every decision exactly, without refetching or reverifying anything.
+
+use crate::network::{peer_id_of, Client};
+use crate::store::Store;
+use proofmesh_matchmaker::ResultChecker;
+use proofmesh_protocol::messages::SignedResult;
+use proofmesh_protocol::{ContentId, Task, Workflow};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Programs whose output is a proof file the prover library can verify.
+pub const PROOF_PROGRAMS: [&str; 3] = ["leaf", "aggregate", "final"];
+
+/// Whether results of `task` carry a verifiable proof.
+pub fn is_proof_task(task: &Task) -> bool {
+    PROOF_PROGRAMS.contains(&task.program.name.as_str())
+}
+
+/// A check's outcome: `Ok(())` to accept, `Err(reason)` to reject (and slash).
+pub type CheckVerdict = Result<(), String>;
+
+/// Verdicts computed by [`precheck`], keyed by the signed result's content id.
+#[derive(Clone, Debug, Default)]
+pub struct Verdicts(Arc<Mutex<HashMap<ContentId, CheckVerdict>>>);
+
+impl Verdicts {
+    /// Record the verdict on `result`.
+    pub fn insert(&self, result: &SignedResult, verdict: CheckVerdict) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(ContentId::of_value(result), verdict);
+    }
+
+    fn get(&self, result: &SignedResult) -> Option<CheckVerdict> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&ContentId::of_value(result)).cloned()
+    }
+}
+
+/// The matchmaker's checker: the recorded verdict of [`precheck`], and the signature check
+/// for a result that was never prechecked (which the node does not produce; kept as a safe
+/// floor rather than a panic).
+#[derive(Clone, Debug)]
+pub struct RecordedChecker(pub Verdicts);
+
+impl ResultChecker for RecordedChecker {
+    fn check(&mut self, _workflow: &Workflow, _task: &Task, result: &SignedResult) -> Result<(), String> {
+        match self.0.get(result) {
+            Some(verdict) => verdict,
+            None => {
+                tracing::warn!(task = result.result.task, "result judged without a precheck; checking its signature only");
+                result.verify().map_err(|e| format!("bad result signature: {e}"))
+            }
+        }
+    }
+}
+
+/// Check a result fully: the operator's signature, the output fetched (from the operator, else
+/// any peer) and stored with a matching blake3 hash and size, and for proving programs a valid
+/// proof. Returns the verdict; never panics on hostile input.
+pub async fn precheck(client: &Client, store: &Store, task: &Task, result: &SignedResult) -> CheckVerdict {
+    result.verify().map_err(|e| format!("bad result signature: {e}"))?;
+    let id = result.result.output;
+    let bytes = match fetch_or_load(client, store, result).await {
+        Ok(bytes) => bytes,
+        Err(e) => return Err(format!("output {} unavailable: {e}", id.short())),
+    };
+    if bytes.len() as u64 != result.result.output_bytes {
+        return Err(format!("output is {} bytes, the result claims {}", bytes.len(), result.result.output_bytes));
+    }
+    if is_proof_task(task) {
+        let verified = tokio::task::spawn_blocking(move || proofmesh_prover::verify_proof_bytes(&bytes)).await;
+        match verified {
+            Ok(Ok(_public_inputs)) => {}
+            Ok(Err(e)) => return Err(format!("proof does not verify: {e}")),
+            Err(e) => return Err(format!("proof verification crashed: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// The output bytes: from the local store if present, else fetched and stored (verified
+/// against the id by the network layer and again by the store).
+async fn fetch_or_load(client: &Client, store: &Store, result: &SignedResult) -> Result<Vec<u8>, String> {
+    let id = result.result.output;
+    let local = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.blob(&id)).await.map_err(|e| e.to_string())?
+    };
+    if let Ok(Some(bytes)) = local {
+        return Ok(bytes);
+    }
+    let operator = peer_id_of(&result.result.operator);
+    let bytes = match client.fetch_blob(operator, id).await {
+        Ok(bytes) => bytes,
+        // The operator may be gone already; any peer that has it will do.
+        Err(first) => client.fetch_blob(None, id).await.map_err(|e| format!("{first}; then: {e}"))?,
+    };
+    let store = store.clone();
+    let stored = bytes.clone();
+    let ok = tokio::task::spawn_blocking(move || store.put_blob_expected(&id, &stored))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if !ok {
+        return Err("fetched bytes do not hash to the output id".into());
+    }
+    Ok(bytes)
+}

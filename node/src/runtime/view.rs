@@ -1,0 +1,332 @@
+//! Every node's view of every workflow, kept from gossip: submissions, assignments,
+//! acceptances, failures and verdicts move tasks through their states in the store, so
+//! `status` and progress subscriptions work on any node, whatever its roles.
+
+use super::core_loop::Shared;
+use super::Progress;
+use crate::store::{AttemptRecord, StoreError, TaskRecord, TaskState, WorkflowState};
+use proofmesh_protocol::messages::{
+    Acceptance, Assignment, OperatorAdvert, SignedResult, Submission, TaskFailure, Verdict, WorkflowFailure,
+};
+use proofmesh_protocol::{ContentId, TaskIndex, Workflow, WorkflowId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::broadcast;
+
+/// Workflows in memory, shared with background tasks (operator attempts, prechecks) so they
+/// never decode a large submission from the store again.
+#[derive(Clone, Debug, Default)]
+pub struct WorkflowCache(Arc<Mutex<HashMap<WorkflowId, Arc<Workflow>>>>);
+
+impl WorkflowCache {
+    /// The workflow, if known.
+    pub fn get(&self, id: &WorkflowId) -> Option<Arc<Workflow>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
+    }
+
+    fn insert(&self, id: WorkflowId, workflow: Arc<Workflow>) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, workflow);
+    }
+}
+
+struct Tracked {
+    total: usize,
+    done: usize,
+    finished: bool,
+    /// When this node first saw the submission (ms).
+    received_at: u64,
+}
+
+/// The in-memory side of the view (the durable side is the store).
+pub struct View {
+    pub workflows: WorkflowCache,
+    tracked: HashMap<WorkflowId, Tracked>,
+    /// When each task's result was accepted here (ms): when its dependents became ready.
+    accepted_at: HashMap<(WorkflowId, TaskIndex), u64>,
+}
+
+fn log_store_error(what: &str, e: StoreError) {
+    tracing::error!(error = %e, "store: {what} failed");
+}
+
+fn attempt_of(state: &TaskState) -> u32 {
+    match state {
+        TaskState::Assigned { attempt, .. } | TaskState::Running { attempt, .. } => *attempt,
+        _ => 0,
+    }
+}
+
+impl View {
+    /// Load what the store holds (after a restart: every workflow, its progress and results).
+    pub fn load(sh: &Shared) -> Result<View, StoreError> {
+        let mut view = View { workflows: WorkflowCache::default(), tracked: HashMap::new(), accepted_at: HashMap::new() };
+        for (id, state) in sh.store.workflows()? {
+            let Some(record) = sh.store.workflow(&id)? else { continue };
+            let total = record.submission.workflow.tasks.len();
+            let tasks = sh.store.tasks(&id)?;
+            let mut counted = 0;
+            let mut done = 0;
+            for (task, rec) in &tasks {
+                sh.metrics.task_moved(None, rec.state.label());
+                counted += 1;
+                if matches!(rec.state, TaskState::Done { .. }) {
+                    done += 1;
+                    view.accepted_at.insert((id, *task), record.accepted_at_ms);
+                }
+            }
+            for _ in counted..total {
+                sh.metrics.task_moved(None, TaskState::Pending.label());
+            }
+            sh.metrics.workflow_moved(None, state.label());
+            let finished = !matches!(state, WorkflowState::Active);
+            view.tracked.insert(id, Tracked { total, done, finished, received_at: record.accepted_at_ms });
+            view.workflows.insert(id, Arc::new(record.submission.workflow));
+        }
+        Ok(view)
+    }
+
+    /// When `task` became ready as far as this node saw: its workflow arrived and every
+    /// dependency's result was accepted.
+    pub fn ready_at(&self, id: &WorkflowId, task: TaskIndex) -> Option<u64> {
+        let wf = self.workflows.get(id)?;
+        let mut at = self.tracked.get(id)?.received_at;
+        for dep in &wf.tasks.get(task as usize)?.deps {
+            at = at.max(*self.accepted_at.get(&(*id, *dep))?);
+        }
+        Some(at)
+    }
+
+    /// A submission. `None` if the workflow is invalid (dropped), else whether it was new.
+    pub fn submission(
+        &mut self,
+        sh: &Shared,
+        progress: &broadcast::Sender<Progress>,
+        s: &Submission,
+        now: u64,
+    ) -> Option<bool> {
+        if let Err(e) = s.workflow.validate() {
+            tracing::warn!(error = %e, "dropping an invalid workflow submission");
+            return None;
+        }
+        let (id, new) = match sh.store.put_workflow(s, now) {
+            Ok(r) => r,
+            Err(e) => {
+                log_store_error("storing a submission", e);
+                return None;
+            }
+        };
+        if new {
+            let total = s.workflow.tasks.len();
+            self.tracked.insert(id, Tracked { total, done: 0, finished: false, received_at: now });
+            self.workflows.insert(id, Arc::new(s.workflow.clone()));
+            sh.metrics.workflow_moved(None, "active");
+            for _ in 0..total {
+                sh.metrics.task_moved(None, TaskState::Pending.label());
+            }
+            tracing::info!(workflow = %id.short(), name = %s.workflow.name, tasks = total, "workflow accepted");
+            let _ = progress.send(Progress::Workflow { workflow: id, state: WorkflowState::Active });
+        }
+        Some(new)
+    }
+
+    /// An operator advert.
+    pub fn advert(&mut self, sh: &Shared, a: &OperatorAdvert, now: u64) {
+        if let Err(e) = sh.store.put_operator_advert(a, now) {
+            log_store_error("storing an operator advert", e);
+        }
+    }
+
+    /// Update one task; `f` returns false to leave it unchanged.
+    fn update(
+        &mut self,
+        sh: &Shared,
+        progress: &broadcast::Sender<Progress>,
+        id: &WorkflowId,
+        task: TaskIndex,
+        f: impl FnOnce(&mut TaskRecord) -> bool,
+    ) {
+        if !self.tracked.contains_key(id) {
+            return;
+        }
+        let mut before = None;
+        let mut changed = false;
+        let result = sh.store.update_task(id, task, |r| {
+            before = Some(r.state.label());
+            changed = f(r);
+        });
+        match result {
+            Ok(record) if changed => {
+                sh.metrics.task_moved(before, record.state.label());
+                let _ = progress.send(Progress::Task { workflow: *id, task, state: record.state });
+            }
+            Ok(_) => {}
+            Err(e) => log_store_error("updating a task", e),
+        }
+    }
+
+    /// An assignment seen (ours or gossiped).
+    pub fn assignment(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, a: &Assignment) {
+        let (attempt, operator) = (a.attempt, a.operator);
+        self.update(sh, progress, &a.workflow, a.task, |r| {
+            if matches!(r.state, TaskState::Done { .. } | TaskState::Failed) || attempt_of(&r.state) > attempt {
+                return false;
+            }
+            if attempt_of(&r.state) == attempt && matches!(r.state, TaskState::Running { .. }) {
+                return false; // the acceptance overtook the assignment
+            }
+            r.state = TaskState::Assigned { attempt, operator };
+            true
+        });
+    }
+
+    /// An operator accepted an attempt.
+    pub fn acceptance(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, a: &Acceptance) {
+        let (attempt, operator) = (a.attempt, a.operator);
+        self.update(sh, progress, &a.workflow, a.task, |r| {
+            if matches!(r.state, TaskState::Done { .. } | TaskState::Failed) || attempt_of(&r.state) > attempt {
+                return false;
+            }
+            r.state = TaskState::Running { attempt, operator };
+            true
+        });
+    }
+
+    /// An operator declared a failure.
+    pub fn failure(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, f: &TaskFailure) {
+        let (attempt, operator) = (f.attempt, f.operator);
+        let cause = format!("{:?}", f.cause);
+        self.update(sh, progress, &f.workflow, f.task, |r| {
+            if r.attempts.iter().any(|x| x.attempt == attempt) {
+                return false;
+            }
+            r.attempts.push(AttemptRecord { attempt, operator, cause: Some(cause) });
+            if attempt_of(&r.state) == attempt && !matches!(r.state, TaskState::Done { .. }) {
+                r.state = TaskState::Ready;
+            }
+            true
+        });
+        let _ = sh.store.update_operator(&operator, |o| o.stats.failed += 1);
+    }
+
+    /// A matchmaker's verdict.
+    pub fn verdict(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, v: &Verdict, now: u64) {
+        match v {
+            Verdict::Accepted(result) => self.accepted(sh, progress, result, now),
+            Verdict::Rejected { result, reason } => {
+                let r = &result.result;
+                let (attempt, operator) = (r.attempt, r.operator);
+                let cause = format!("invalid result: {reason}");
+                self.update(sh, progress, &r.workflow, r.task, |rec| {
+                    if rec.attempts.iter().any(|x| x.attempt == attempt) {
+                        return false;
+                    }
+                    rec.attempts.push(AttemptRecord { attempt, operator, cause: Some(cause) });
+                    if attempt_of(&rec.state) == attempt {
+                        rec.state = TaskState::Ready;
+                    }
+                    true
+                });
+                let _ = sh.store.update_operator(&operator, |o| o.stats.failed += 1);
+            }
+        }
+    }
+
+    fn accepted(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, result: &SignedResult, now: u64) {
+        let r = &result.result;
+        let key = (r.workflow, r.task);
+        let Some(tracked) = self.tracked.get_mut(&r.workflow) else { return };
+        if self.accepted_at.contains_key(&key) {
+            // Already accepted; the store refuses a different result for the same task.
+            if let Ok(Some(existing)) = sh.store.result(&r.workflow, r.task) {
+                if existing != *result {
+                    sh.metrics.conflicting_results.inc();
+                    tracing::error!(workflow = %r.workflow.short(), task = r.task, "a second, different result was accepted for a task");
+                }
+            }
+            return;
+        }
+        if result.verify().is_err() {
+            tracing::warn!(task = r.task, "dropping an accepted verdict whose result signature does not verify");
+            return;
+        }
+        let before = sh.store.task(&r.workflow, r.task).map(|t| t.state.label()).ok();
+        match sh.store.accept_result(result) {
+            Ok(result_id) => {
+                self.accepted_at.insert(key, now);
+                tracked.done += 1;
+                sh.metrics.task_moved(before, "done");
+                let _ = progress.send(Progress::Task {
+                    workflow: r.workflow,
+                    task: r.task,
+                    state: TaskState::Done { result: result_id },
+                });
+                let _ = sh.store.update_operator(&r.operator, |o| o.stats.completed += 1);
+                if tracked.done == tracked.total && !tracked.finished {
+                    tracked.finished = true;
+                    self.set_state(sh, progress, &r.workflow, WorkflowState::Completed);
+                }
+                fetch_output(sh, result);
+            }
+            Err(StoreError::ConflictingResult { .. }) => {
+                sh.metrics.conflicting_results.inc();
+                tracing::error!(workflow = %r.workflow.short(), task = r.task, "a second, different result was accepted for a task");
+            }
+            Err(e) => log_store_error("accepting a result", e),
+        }
+    }
+
+    /// A matchmaker declared the workflow failed.
+    pub fn workflow_failed(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, f: &WorkflowFailure) {
+        let Some(tracked) = self.tracked.get_mut(&f.workflow) else { return };
+        if tracked.finished {
+            return;
+        }
+        tracked.finished = true;
+        self.set_state(sh, progress, &f.workflow, WorkflowState::Failed { reason: f.reason.clone() });
+    }
+
+    /// Mark a workflow completed (from our own matchmaker's decision; idempotent).
+    pub fn completed(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, id: &WorkflowId) {
+        let Some(tracked) = self.tracked.get_mut(id) else { return };
+        if tracked.finished {
+            return;
+        }
+        tracked.finished = true;
+        self.set_state(sh, progress, id, WorkflowState::Completed);
+    }
+
+    fn set_state(&self, sh: &Shared, progress: &broadcast::Sender<Progress>, id: &WorkflowId, state: WorkflowState) {
+        if let Err(e) = sh.store.set_workflow_state(id, state.clone()) {
+            log_store_error("setting a workflow state", e);
+            return;
+        }
+        sh.metrics.workflow_moved(Some("active"), state.label());
+        tracing::info!(workflow = %id.short(), state = state.label(), "workflow finished");
+        let _ = progress.send(Progress::Workflow { workflow: *id, state });
+    }
+}
+
+/// Keep a copy of every accepted output, so results stay available (and servable to peers)
+/// after the operator that produced them leaves.
+fn fetch_output(sh: &Shared, result: &SignedResult) {
+    let id: ContentId = result.result.output;
+    if matches!(sh.store.has_blob(&id), Ok(true)) {
+        return;
+    }
+    let client = sh.client.clone();
+    let store = sh.store.clone();
+    let from = crate::network::peer_id_of(&result.result.operator);
+    sh.spawn(async move {
+        let bytes = match client.fetch_blob(from, id).await {
+            Ok(b) => b,
+            Err(_) => match client.fetch_blob(None, id).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(blob = %id.short(), error = %e, "could not fetch an accepted output");
+                    return;
+                }
+            },
+        };
+        let _ = tokio::task::spawn_blocking(move || store.put_blob_expected(&id, &bytes)).await;
+    });
+}
