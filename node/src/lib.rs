@@ -6,9 +6,11 @@
 //! - [`rpc`]: JSON-RPC over HTTP and WebSocket, `/metrics` and `/health`.
 //! - [`metrics`]: the shared Prometheus registry.
 //! - [`config`]: node configuration (file, environment, flags).
+//! - [`devnet`]: a local network of node processes (`proofmesh devnet`).
 //! - [`runtime`]: the running node: roles, core loop and handle ([`runtime::Node::spawn`]).
 
 pub mod config;
+pub mod devnet;
 pub mod metrics;
 pub mod network;
 pub mod rpc;

@@ -3,9 +3,6 @@
 
 mod cli;
 
-#[allow(unused_imports)]
-use proofmesh_node as _;
-
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -25,6 +22,9 @@ enum Command {
     /// Generate and inspect node keys.
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
+    /// Run a local network of node processes.
+    #[command(subcommand)]
+    Devnet(cli::devnet::DevnetCommand),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Workflow(cmd) => cli::workflow::run(cmd),
         Command::Keys(cmd) => cli::keys::run(cmd),
+        Command::Devnet(cmd) => cli::devnet::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
 //! Subcommands of the `proofmesh` binary.
 
+pub mod devnet;
 pub mod keys;
 pub mod workflow;

@@ -23,7 +23,7 @@ pub use client::{ClientError, RpcClient};
 pub use store_api::{compute_status, operator_info, StoreApi};
 
 use crate::config::RpcConfig;
-use crate::metrics::{self, NodeMetrics};
+use crate::metrics::{self, NodeMetrics, SharedRegistry};
 use axum::body::Bytes;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -33,7 +33,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
-use prometheus_client::registry::Registry;
 use proofmesh_protocol::messages::Submission;
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{encoding, ContentId};
@@ -134,7 +133,7 @@ impl Drop for RpcHandle {
 #[derive(Clone)]
 struct AppState {
     api: Arc<dyn NodeApi>,
-    registry: Arc<Registry>,
+    registry: SharedRegistry,
     metrics: Option<NodeMetrics>,
     token: Option<Arc<str>>,
     shutdown: watch::Receiver<bool>,
@@ -145,7 +144,7 @@ struct AppState {
 pub async fn spawn(
     config: &RpcConfig,
     api: Arc<dyn NodeApi>,
-    registry: Arc<Registry>,
+    registry: SharedRegistry,
     metrics: Option<NodeMetrics>,
 ) -> Result<RpcHandle, RpcError> {
     let token = config.token.as_deref().filter(|t| !t.is_empty());

@@ -18,13 +18,13 @@
 
 pub mod blobs;
 pub(crate) mod core_loop;
-pub mod matchmaking;
+pub(crate) mod matchmaking;
 pub mod metrics;
-pub mod operating;
+pub(crate) mod operating;
 pub mod options;
 pub mod settlement;
 pub mod verify;
-pub mod view;
+pub(crate) mod view;
 
 pub use options::{MatchmakerOptions, NodeOptions, OperatorOptions};
 pub use settlement::{NoSettlement, Settlement};

@@ -41,7 +41,11 @@ pub enum CircuitKind {
 }
 
 impl CircuitKind {
-    pub const ALL: [CircuitKind; 3] = [CircuitKind::Leaf, CircuitKind::Aggregate, CircuitKind::Final];
+    pub const ALL: [CircuitKind; 3] = [
+        CircuitKind::Leaf,
+        CircuitKind::Aggregate,
+        CircuitKind::Final,
+    ];
 
     pub fn tag(self) -> u8 {
         self as u8
@@ -80,14 +84,25 @@ pub fn leaf_digest(block: u64, index: u64, chunk: &[Fr]) -> Fr {
 
 /// Native digest of an aggregation over `children` (at most [`MAX_ARITY`]; missing slots are 0).
 pub fn aggregate_digest(block: u64, first: u64, count: u64, children: &[Fr; MAX_ARITY]) -> Fr {
-    let mut inputs = vec![Fr::from(AGG_TAG), Fr::from(block), Fr::from(first), Fr::from(count)];
+    let mut inputs = vec![
+        Fr::from(AGG_TAG),
+        Fr::from(block),
+        Fr::from(first),
+        Fr::from(count),
+    ];
     inputs.extend_from_slice(children);
     poseidon::hash(&inputs)
 }
 
 /// Native batch commitment proven by the final circuit.
 pub fn final_commitment(block: u64, count: u64, root: Fr) -> Fr {
-    poseidon::hash(&[Fr::from(FINAL_TAG), Fr::from(block), Fr::from(0u64), Fr::from(count), root])
+    poseidon::hash(&[
+        Fr::from(FINAL_TAG),
+        Fr::from(block),
+        Fr::from(0u64),
+        Fr::from(count),
+        root,
+    ])
 }
 
 /// The public statement `[block, first, count, digest]` shared by all circuits.
@@ -130,7 +145,12 @@ impl LeafCircuit {
     /// A circuit with the right shape and dummy values, for key generation.
     pub fn blank() -> Self {
         Self {
-            statement: Statement { block: 0, first: 0, count: 1, digest: Fr::from(0u64) },
+            statement: Statement {
+                block: 0,
+                first: 0,
+                count: 1,
+                digest: Fr::from(0u64),
+            },
             chunk: vec![Fr::from(0u64); LEAF_CHUNK],
         }
     }
@@ -161,7 +181,12 @@ pub struct AggregateCircuit {
 impl AggregateCircuit {
     pub fn blank() -> Self {
         Self {
-            statement: Statement { block: 0, first: 0, count: 0, digest: Fr::from(0u64) },
+            statement: Statement {
+                block: 0,
+                first: 0,
+                count: 0,
+                digest: Fr::from(0u64),
+            },
             children: [Fr::from(0u64); MAX_ARITY],
         }
     }
@@ -188,7 +213,12 @@ pub struct FinalCircuit {
 impl FinalCircuit {
     pub fn blank() -> Self {
         Self {
-            statement: Statement { block: 0, first: 0, count: 0, digest: Fr::from(0u64) },
+            statement: Statement {
+                block: 0,
+                first: 0,
+                count: 0,
+                digest: Fr::from(0u64),
+            },
             root: Fr::from(0u64),
         }
     }
@@ -199,7 +229,13 @@ impl ConstraintSynthesizer<Fr> for FinalCircuit {
         let [block, first, count, digest] = self.statement.allocate(&cs)?;
         first.enforce_equal(&FpVar::Constant(Fr::from(0u64)))?;
         let root = FpVar::new_witness(cs.clone(), || Ok(self.root))?;
-        let inputs = vec![FpVar::Constant(Fr::from(FINAL_TAG)), block, first, count, root];
+        let inputs = vec![
+            FpVar::Constant(Fr::from(FINAL_TAG)),
+            block,
+            first,
+            count,
+            root,
+        ];
         poseidon::hash_gadget(cs, &inputs)?.enforce_equal(&digest)
     }
 }

@@ -23,7 +23,10 @@ pub enum Error {
     Keys(String),
     /// Proving failed (the witness does not satisfy the circuit, or arkworks failed).
     #[error("proving {circuit} failed: {reason}")]
-    Proving { circuit: CircuitKind, reason: String },
+    Proving {
+        circuit: CircuitKind,
+        reason: String,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -67,12 +67,19 @@ pub fn prepared_verifying_key(kind: CircuitKind) -> Result<&'static PreparedVeri
 
 fn seeded_rng(kind: CircuitKind) -> ChaCha20Rng {
     let seed = blake3::hash(
-        format!("proofmesh-prover/INSECURE-dev-setup/{SETUP_VERSION}/{}", kind.name()).as_bytes(),
+        format!(
+            "proofmesh-prover/INSECURE-dev-setup/{SETUP_VERSION}/{}",
+            kind.name()
+        )
+        .as_bytes(),
     );
     ChaCha20Rng::from_seed(*seed.as_bytes())
 }
 
-fn run_setup<C: ConstraintSynthesizer<Fr>>(kind: CircuitKind, circuit: C) -> Result<ProvingKey<Bn254>> {
+fn run_setup<C: ConstraintSynthesizer<Fr>>(
+    kind: CircuitKind,
+    circuit: C,
+) -> Result<ProvingKey<Bn254>> {
     let mut rng = seeded_rng(kind);
     let (pk, _vk) = Groth16::<Bn254>::circuit_specific_setup(circuit, &mut rng)
         .map_err(|e| Error::Keys(format!("{kind} setup failed: {e}")))?;
@@ -110,7 +117,11 @@ pub fn cache_dir() -> Option<PathBuf> {
 fn cache_path(dir: &Path, kind: CircuitKind) -> PathBuf {
     // The embedded key's hash in the name: a changed circuit never picks up an old key.
     let tag = blake3::hash(embedded_vk_bytes(kind)).to_hex();
-    dir.join(format!("{}-{SETUP_VERSION}-{}.pk", kind.name(), &tag.as_str()[..16]))
+    dir.join(format!(
+        "{}-{SETUP_VERSION}-{}.pk",
+        kind.name(),
+        &tag.as_str()[..16]
+    ))
 }
 
 fn load_cached(path: &Path, expected: &VerifyingKey<Bn254>) -> Option<ProvingKey<Bn254>> {
@@ -126,7 +137,8 @@ fn store_cached(path: &Path, pk: &ProvingKey<Bn254>) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let mut bytes = Vec::new();
-    pk.serialize_uncompressed(&mut bytes).map_err(std::io::Error::other)?;
+    pk.serialize_uncompressed(&mut bytes)
+        .map_err(std::io::Error::other)?;
     // Write then rename, so concurrent stages never read a half-written key.
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, &bytes)?;

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use proofmesh_prover::{circuits, keys, pipeline, solidity, stages, CircuitKind};
 
 #[derive(Parser)]
-#[command(name = "proofmesh-prover", version, about = "Groth16/BN254 proving stages for proofmesh workflows")]
+#[command(
+    name = "proofmesh-prover",
+    version,
+    about = "Groth16/BN254 proving stages for proofmesh workflows"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -170,7 +174,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ExportVerifier { out } => {
             solidity::export(&out)?;
-            println!("wrote {} and {} in {}", solidity::VERIFIER_FILE, solidity::ADAPTER_FILE, out.display());
+            println!(
+                "wrote {} and {} in {}",
+                solidity::VERIFIER_FILE,
+                solidity::ADAPTER_FILE,
+                out.display()
+            );
             Ok(())
         }
         Command::ExportKeys { out } => {
@@ -215,9 +224,16 @@ fn read_inputs(io: &Io, takes: std::ops::RangeInclusive<usize>) -> anyhow::Resul
             .collect::<Result<_, _>>()
             .with_context(|| format!("listing $PROOFMESH_INPUT_DIR {}", dir.display()))?;
         paths.sort();
-        if let Some(n) = std::env::var("PROOFMESH_INPUTS").ok().and_then(|s| s.parse::<usize>().ok()) {
+        if let Some(n) = std::env::var("PROOFMESH_INPUTS")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        {
             if n != paths.len() {
-                bail!("$PROOFMESH_INPUTS says {n} inputs but {} holds {}", dir.display(), paths.len());
+                bail!(
+                    "$PROOFMESH_INPUTS says {n} inputs but {} holds {}",
+                    dir.display(),
+                    paths.len()
+                );
             }
         }
         paths
@@ -262,7 +278,11 @@ fn run_pipeline(block: u64, leaves: u32, out: &Path) -> anyhow::Result<()> {
     let r = pipeline::run(block, leaves, out)?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mean = |v: &[Duration]| {
-        if v.is_empty() { 0.0 } else { v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64 }
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64
+        }
     };
     println!(
         "leaves={} witness_ms={:.1} leaf_mean_ms={:.1} leaf_total_ms={:.1} aggregations={} \

@@ -23,13 +23,19 @@ pub struct PipelineReport {
 }
 
 fn write(path: PathBuf, bytes: &[u8]) -> Result<PathBuf> {
-    std::fs::write(&path, bytes).map_err(|source| Error::Io { path: path.clone(), source })?;
+    std::fs::write(&path, bytes).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
 /// Runs the pipeline for `leaves` leaves of `block` into `out` (created if missing).
 pub fn run(block: u64, leaves: u32, out: &Path) -> Result<PipelineReport> {
-    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
 
     let t = Instant::now();
     let witness = stages::witness(block, leaves)?;

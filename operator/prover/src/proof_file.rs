@@ -57,13 +57,22 @@ impl ProofFile {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |m: String| Error::MalformedProof(m);
         if bytes.len() < HEADER {
-            return Err(bad(format!("{} bytes is shorter than the {HEADER}-byte header", bytes.len())));
+            return Err(bad(format!(
+                "{} bytes is shorter than the {HEADER}-byte header",
+                bytes.len()
+            )));
         }
         if &bytes[..4] != MAGIC {
-            return Err(bad(format!("bad magic {:02x?}, expected \"PMPF\"", &bytes[..4])));
+            return Err(bad(format!(
+                "bad magic {:02x?}, expected \"PMPF\"",
+                &bytes[..4]
+            )));
         }
         if bytes[4] != VERSION {
-            return Err(bad(format!("unsupported format version {}, expected {VERSION}", bytes[4])));
+            return Err(bad(format!(
+                "unsupported format version {}, expected {VERSION}",
+                bytes[4]
+            )));
         }
         let circuit = CircuitKind::from_tag(bytes[5])
             .ok_or_else(|| bad(format!("unknown circuit tag {}", bytes[5])))?;
@@ -74,7 +83,10 @@ impl ProofFile {
             )));
         }
         if bytes.len() != FILE_BYTES {
-            return Err(bad(format!("{} bytes, expected exactly {FILE_BYTES}", bytes.len())));
+            return Err(bad(format!(
+                "{} bytes, expected exactly {FILE_BYTES}",
+                bytes.len()
+            )));
         }
         let mut inputs = [Fr::from(0u64); NUM_PUBLIC_INPUTS];
         for (i, slot) in inputs.iter_mut().enumerate() {
@@ -94,8 +106,13 @@ impl ProofFile {
             count: small(2, "count")?,
             digest: inputs[3],
         };
-        let proof = Proof::<Bn254>::deserialize_compressed(&bytes[HEADER + 32 * NUM_PUBLIC_INPUTS..])
-            .map_err(|e| bad(format!("proof points: {e}")))?;
-        Ok(Self { circuit, statement, proof })
+        let proof =
+            Proof::<Bn254>::deserialize_compressed(&bytes[HEADER + 32 * NUM_PUBLIC_INPUTS..])
+                .map_err(|e| bad(format!("proof points: {e}")))?;
+        Ok(Self {
+            circuit,
+            statement,
+            proof,
+        })
     }
 }

@@ -63,14 +63,23 @@ fn prove<C: ConstraintSynthesizer<Fr>>(
 ) -> Result<Vec<u8>> {
     let pk = keys::proving_key(circuit)?;
     // Fresh OS randomness per proof: Groth16's zero-knowledge depends on it.
-    let proof = Groth16::<Bn254>::prove(pk, c, &mut rand::rngs::OsRng).map_err(|e| {
-        Error::Proving { circuit, reason: e.to_string() }
-    })?;
-    let file = ProofFile { circuit, statement, proof };
+    let proof =
+        Groth16::<Bn254>::prove(pk, c, &mut rand::rngs::OsRng).map_err(|e| Error::Proving {
+            circuit,
+            reason: e.to_string(),
+        })?;
+    let file = ProofFile {
+        circuit,
+        statement,
+        proof,
+    };
     let bytes = file.encode();
     // A prover must never publish a proof that does not verify (e.g. an unsatisfied witness
     // slips through arkworks' release-mode prover); 2 ms buys that guarantee.
-    verify_proof_file(&bytes).map_err(|e| Error::Proving { circuit, reason: e.to_string() })?;
+    verify_proof_file(&bytes).map_err(|e| Error::Proving {
+        circuit,
+        reason: e.to_string(),
+    })?;
     Ok(bytes)
 }
 
@@ -97,7 +106,14 @@ pub fn leaf(witness_bytes: &[u8], index: u64) -> Result<Vec<u8>> {
         count: 1,
         digest: leaf_digest(witness.block, index, chunk),
     };
-    prove(CircuitKind::Leaf, statement, LeafCircuit { statement, chunk: chunk.clone() })
+    prove(
+        CircuitKind::Leaf,
+        statement,
+        LeafCircuit {
+            statement,
+            chunk: chunk.clone(),
+        },
+    )
 }
 
 /// `aggregate`: verifies 1..=MAX_ARITY leaf or aggregate proofs of one block covering a
@@ -140,9 +156,10 @@ pub fn aggregate(children: &[Vec<u8>]) -> Result<Vec<u8>> {
                 s.first
             )));
         }
-        next = s.first.checked_add(s.count).ok_or_else(|| {
-            Error::BadInput("children's leaf ranges overflow".to_string())
-        })?;
+        next = s
+            .first
+            .checked_add(s.count)
+            .ok_or_else(|| Error::BadInput("children's leaf ranges overflow".to_string()))?;
         *slot = s.digest;
     }
     let count = next - first;
@@ -152,7 +169,14 @@ pub fn aggregate(children: &[Vec<u8>]) -> Result<Vec<u8>> {
         count,
         digest: aggregate_digest(block, first, count, &digests),
     };
-    prove(CircuitKind::Aggregate, statement, AggregateCircuit { statement, children: digests })
+    prove(
+        CircuitKind::Aggregate,
+        statement,
+        AggregateCircuit {
+            statement,
+            children: digests,
+        },
+    )
 }
 
 /// `final [--leaves L]`: verifies the root proof (covering leaves 0.., all L of them when
@@ -185,5 +209,12 @@ pub fn finalize(root: &[u8], expect_leaves: Option<u64>) -> Result<Vec<u8>> {
         count: s.count,
         digest: final_commitment(s.block, s.count, s.digest),
     };
-    prove(CircuitKind::Final, statement, FinalCircuit { statement, root: s.digest })
+    prove(
+        CircuitKind::Final,
+        statement,
+        FinalCircuit {
+            statement,
+            root: s.digest,
+        },
+    )
 }

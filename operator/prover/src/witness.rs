@@ -72,29 +72,47 @@ impl Witness {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |m: String| Error::MalformedWitness(m);
         if bytes.len() < HEADER {
-            return Err(bad(format!("{} bytes is shorter than the {HEADER}-byte header", bytes.len())));
+            return Err(bad(format!(
+                "{} bytes is shorter than the {HEADER}-byte header",
+                bytes.len()
+            )));
         }
         if &bytes[..4] != MAGIC {
-            return Err(bad(format!("bad magic {:02x?}, expected \"PMWT\"", &bytes[..4])));
+            return Err(bad(format!(
+                "bad magic {:02x?}, expected \"PMWT\"",
+                &bytes[..4]
+            )));
         }
         if bytes[4] != VERSION {
-            return Err(bad(format!("unsupported format version {}, expected {VERSION}", bytes[4])));
+            return Err(bad(format!(
+                "unsupported format version {}, expected {VERSION}",
+                bytes[4]
+            )));
         }
-        let u32_at = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let u32_at = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let mut block = [0u8; 8];
         block.copy_from_slice(&bytes[5..13]);
         let block = u64::from_be_bytes(block);
         let leaves = u32_at(13);
         let chunk = u32_at(17);
         if leaves == 0 || leaves > MAX_LEAVES {
-            return Err(bad(format!("{leaves} leaves is out of range 1..={MAX_LEAVES}")));
+            return Err(bad(format!(
+                "{leaves} leaves is out of range 1..={MAX_LEAVES}"
+            )));
         }
         if chunk as usize != LEAF_CHUNK {
-            return Err(bad(format!("chunk length {chunk}, this prover's leaf circuit takes {LEAF_CHUNK}")));
+            return Err(bad(format!(
+                "chunk length {chunk}, this prover's leaf circuit takes {LEAF_CHUNK}"
+            )));
         }
         let expected = HEADER + 32 * LEAF_CHUNK * leaves as usize;
         if bytes.len() != expected {
-            return Err(bad(format!("{} bytes, expected exactly {expected} for {leaves} leaves", bytes.len())));
+            return Err(bad(format!(
+                "{} bytes, expected exactly {expected} for {leaves} leaves",
+                bytes.len()
+            )));
         }
         let mut data = bytes[HEADER..].chunks_exact(32).enumerate().map(|(i, w)| {
             let mut word = [0u8; 32];

@@ -38,7 +38,11 @@ fn stages_run_under_the_program_contract() {
     let r = run();
     let (out, witness) = task(&["witness", "--block", "7", "--leaves", "4"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(witness.as_deref(), Some(r.witness.as_slice()), "witness is deterministic");
+    assert_eq!(
+        witness.as_deref(),
+        Some(r.witness.as_slice()),
+        "witness is deterministic"
+    );
 
     let (out, agg) = task(&["aggregate"], &[&r.leaves[0], &r.leaves[1]]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -50,20 +54,39 @@ fn stages_run_under_the_program_contract() {
 fn bad_inputs_exit_non_zero_with_a_reason() {
     let r = run();
     let cases: Vec<(Vec<&str>, Vec<&[u8]>, &str)> = vec![
-        (vec!["leaf", "--index", "9"], vec![&r.witness], "out of range"),
-        (vec!["leaf", "--index", "0"], vec![b"garbage"], "malformed witness"),
+        (
+            vec!["leaf", "--index", "9"],
+            vec![&r.witness],
+            "out of range",
+        ),
+        (
+            vec!["leaf", "--index", "0"],
+            vec![b"garbage"],
+            "malformed witness",
+        ),
         (vec!["leaf", "--index", "0"], vec![], "takes 1 to 1 inputs"),
-        (vec!["aggregate"], vec![&r.leaves[0], &r.leaves[3]], "not contiguous"),
+        (
+            vec!["aggregate"],
+            vec![&r.leaves[0], &r.leaves[3]],
+            "not contiguous",
+        ),
         (vec!["final"], vec![&r.leaves[2]], "from leaf 0"),
     ];
     for (args, inputs, needle) in cases {
         let (out, _) = task(&args, &inputs);
         assert!(!out.status.success(), "{args:?} should fail");
-        assert!(stderr(&out).contains(needle), "{args:?}: stderr {:?} lacks {needle:?}", stderr(&out));
+        assert!(
+            stderr(&out).contains(needle),
+            "{args:?}: stderr {:?} lacks {needle:?}",
+            stderr(&out)
+        );
     }
     let tampered = flip(&r.leaves[1], 80);
     let (out, output) = task(&["aggregate"], &[&r.leaves[0], &tampered]);
-    assert!(!out.status.success() && output.is_none(), "no output for an invalid child");
+    assert!(
+        !out.status.success() && output.is_none(),
+        "no output for an invalid child"
+    );
     assert!(stderr(&out).contains("child proof 1"), "{}", stderr(&out));
 }
 
@@ -79,7 +102,11 @@ fn verify_exits_zero_only_for_valid_proofs() {
     std::fs::write(&bad, flip(&r.final_proof, 200)).expect("write");
     let out = prover().arg("verify").arg(&bad).output().expect("spawn");
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not a valid proof"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a valid proof"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

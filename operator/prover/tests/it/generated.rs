@@ -27,7 +27,10 @@ fn embedded_verifying_keys_match_the_deterministic_setup() {
 fn generated_solidity_is_up_to_date() {
     let dir = repo().join("contracts/src/generated");
     let expected = [
-        (solidity::VERIFIER_FILE, solidity::render_verifier().expect("render")),
+        (
+            solidity::VERIFIER_FILE,
+            solidity::render_verifier().expect("render"),
+        ),
         (solidity::ADAPTER_FILE, solidity::render_adapter()),
     ];
     for (name, text) in expected {

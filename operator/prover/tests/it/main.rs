@@ -29,7 +29,9 @@ pub fn run() -> &'static Run {
         let read = |name: &str| std::fs::read(dir.join(name)).expect(name);
         Run {
             witness: read("witness.bin"),
-            leaves: (0..4).map(|i| read(&format!("leaf-{i:04}.proof"))).collect(),
+            leaves: (0..4)
+                .map(|i| read(&format!("leaf-{i:04}.proof")))
+                .collect(),
             root: read("agg-2-0000.proof"),
             final_proof: read("final.proof"),
             dir,

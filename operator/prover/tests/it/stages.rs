@@ -7,7 +7,10 @@ use crate::{flip, run};
 
 fn bad_input(result: Result<Vec<u8>, Error>, needle: &str) {
     match result {
-        Err(e) => assert!(e.to_string().contains(needle), "error {e:?} should mention {needle:?}"),
+        Err(e) => assert!(
+            e.to_string().contains(needle),
+            "error {e:?} should mention {needle:?}"
+        ),
         Ok(_) => panic!("stage accepted bad input (expected an error mentioning {needle:?})"),
     }
 }
@@ -16,7 +19,11 @@ fn bad_input(result: Result<Vec<u8>, Error>, needle: &str) {
 fn witness_rejects_out_of_range_leaf_counts() {
     bad_input(witness(1, 0), "out of range");
     bad_input(witness(1, 1_000_000), "out of range");
-    assert_eq!(witness(3, 2).expect("valid"), witness(3, 2).expect("valid"), "deterministic");
+    assert_eq!(
+        witness(3, 2).expect("valid"),
+        witness(3, 2).expect("valid"),
+        "deterministic"
+    );
     assert_ne!(witness(3, 2).expect("valid"), witness(4, 2).expect("valid"));
 }
 
@@ -37,10 +44,22 @@ fn leaf_rejects_bad_witnesses_and_indices() {
 fn aggregate_rejects_invalid_or_mismatched_children() {
     let r = run();
     bad_input(aggregate(&[]), "1 to 4 child proofs");
-    bad_input(aggregate(&vec![r.leaves[0].clone(); 5]), "1 to 4 child proofs");
-    bad_input(aggregate(&[r.leaves[0].clone(), flip(&r.leaves[1], 100)]), "child proof 1");
-    bad_input(aggregate(&[r.leaves[0].clone(), r.leaves[2].clone()]), "not contiguous");
-    bad_input(aggregate(&[r.leaves[0].clone(), r.leaves[0].clone()]), "not contiguous");
+    bad_input(
+        aggregate(&vec![r.leaves[0].clone(); 5]),
+        "1 to 4 child proofs",
+    );
+    bad_input(
+        aggregate(&[r.leaves[0].clone(), flip(&r.leaves[1], 100)]),
+        "child proof 1",
+    );
+    bad_input(
+        aggregate(&[r.leaves[0].clone(), r.leaves[2].clone()]),
+        "not contiguous",
+    );
+    bad_input(
+        aggregate(&[r.leaves[0].clone(), r.leaves[0].clone()]),
+        "not contiguous",
+    );
     bad_input(aggregate(&[r.final_proof.clone()]), "final proof");
     bad_input(aggregate(&[r.witness.clone()]), "malformed proof");
 }

@@ -1,0 +1,115 @@
+use crate::common::*;
+use proofmesh_matchmaker::{Config, Decision, Event, Matchmaker};
+use proofmesh_protocol::messages::Verdict;
+use proofmesh_protocol::PublicKey;
+
+/// Two matchmakers A and B over the same operators; returns them with A active for `wf`.
+fn pair(wf: &proofmesh_protocol::Workflow) -> (Matchmaker, Matchmaker, PublicKey, PublicKey) {
+    let ka = key(201).public();
+    let kb = key(202).public();
+    let mut a = Matchmaker::new(Config { me: ka, ..config() });
+    let mut b = Matchmaker::new(Config { me: kb, ..config() });
+    for m in [&mut a, &mut b] {
+        m.handle(0, Event::Matchmakers(vec![ka, kb]));
+        for i in 1..=3 {
+            m.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
+        }
+        submit(m, 0, wf);
+    }
+    if a.is_active_for(&wf.id()) {
+        (a, b, ka, kb)
+    } else {
+        (b, a, kb, ka)
+    }
+}
+
+/// Forward the active one's decisions to the follower as gossip.
+fn gossip(follower: &mut Matchmaker, now: u64, ds: &[Decision]) {
+    for d in ds {
+        let e = match d {
+            Decision::Assign(x) => Event::Assigned(x.clone()),
+            Decision::Verdict(v) => Event::Verdict(v.clone()),
+            _ => continue,
+        };
+        assert!(follower.handle(now, e).is_empty(), "a follower decides nothing");
+    }
+}
+
+#[test]
+fn standby_takes_over_in_flight_work_and_never_accepts_twice() {
+    let wf = chain(3, 3);
+    let id = wf.id();
+    let (mut active, mut standby, _ka, kb) = pair(&wf);
+    assert!(!standby.is_active_for(&id));
+    // Replay the submission on the active one to get its first assignment.
+    let mut fresh = Matchmaker::new(active.config().clone());
+    fresh.handle(0, Event::Matchmakers(vec![active.config().me, kb]));
+    for i in 1..=3 {
+        fresh.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
+    }
+    let (_, d) = submit(&mut fresh, 0, &wf);
+    active = fresh;
+    gossip(&mut standby, 0, &d);
+    let a0 = assignments(&d).remove(0);
+    let k0 = keypair_of(&a0, 3);
+    // Task 0 completes under the active matchmaker.
+    let acc = accept(&a0, 1);
+    active.handle(1, acc.clone());
+    standby.handle(1, acc);
+    let res = result_for(&a0, &k0, 1, 100, true);
+    let d = active.handle(100, res.clone());
+    assert!(standby.handle(100, res.clone()).is_empty());
+    gossip(&mut standby, 100, &d);
+    let a1 = assignments(&d).remove(0);
+    assert_eq!(a1.task, 1);
+    let acc1 = accept(&a1, 101);
+    active.handle(101, acc1.clone());
+    standby.handle(101, acc1);
+    // The result of task 1 reaches both, then the active dies before gossiping its verdict.
+    let r1 = result_for(&a1, &keypair_of(&a1, 3), 101, 200, true);
+    active.handle(200, r1.clone());
+    assert!(standby.handle(200, r1.clone()).is_empty(), "follower holds the result back");
+    let d = standby.handle(201, Event::Matchmakers(vec![kb]));
+    let accepted: Vec<_> = d.iter().filter(|x| matches!(x, Decision::Verdict(Verdict::Accepted(_)))).collect();
+    assert_eq!(accepted.len(), 1, "the held result is judged on takeover: {d:?}");
+    let a2 = assignments(&d).remove(0);
+    assert_eq!((a2.task, a2.attempt), (2, 1));
+    // A duplicate of an already accepted result is never accepted again.
+    assert!(standby.handle(202, r1).is_empty());
+    assert!(standby.handle(203, res).is_empty());
+    standby.handle(204, accept(&a2, 204));
+    let d = standby.handle(300, result_for(&a2, &keypair_of(&a2, 3), 204, 300, true));
+    assert!(d.iter().any(|x| matches!(x, Decision::WorkflowCompleted { workflow, .. } if *workflow == id)), "{d:?}");
+    standby.check_invariants().expect("invariants");
+}
+
+#[test]
+fn takeover_rearms_timeouts_of_unaccepted_assignments() {
+    let wf = chain(1, 3);
+    let ka = key(201).public();
+    let kb = key(202).public();
+    let mut ms: Vec<Matchmaker> =
+        [ka, kb].iter().map(|&me| Matchmaker::new(Config { me, ..config() })).collect();
+    for m in ms.iter_mut() {
+        m.handle(0, Event::Matchmakers(vec![ka, kb]));
+        for i in 1..=3 {
+            m.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
+        }
+    }
+    let (ai, fi) = if ms[0].is_active_for(&wf.id()) { (0, 1) } else { (1, 0) };
+    let (_, d) = submit(&mut ms[ai], 0, &wf);
+    let (_, nothing) = submit(&mut ms[fi], 0, &wf);
+    assert!(nothing.is_empty(), "the follower assigns nothing: {nothing:?}");
+    let a = assignments(&d).remove(0);
+    gossip(&mut ms[fi], 0, &d);
+    // The active dies; the operator never accepts.
+    let survivor = if fi == 0 { ka } else { kb };
+    let d = ms[fi].handle(1, Event::Matchmakers(vec![survivor]));
+    assert!(assignments(&d).is_empty(), "the attempt in flight is kept, not duplicated: {d:?}");
+    assert_eq!(ms[fi].next_deadline(), Some(a.accept_by_ms));
+    let d = ms[fi].tick(a.accept_by_ms);
+    let b = assignments(&d).remove(0);
+    assert_eq!(b.attempt, 2);
+    assert_ne!(b.operator, a.operator);
+    assert_eq!(b.matchmaker, survivor);
+}

@@ -1,0 +1,63 @@
+use proofmesh_matchmaker::sim::{zk_pipeline, Faults, Sim, SimConfig};
+use proofmesh_matchmaker::Matchmaker;
+
+#[test]
+fn pipeline_without_faults_is_within_two_percent_of_ideal() {
+    let cfg = SimConfig::new(32, 7);
+    let (r, _) = Sim::new(cfg, vec![zk_pipeline(512, 10, 5, 5, 5)]).run();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.completed.len(), 1);
+    assert_eq!(r.lost, 0);
+    assert_eq!(r.reassigned, 0);
+    assert!(r.efficiency >= 0.98, "{}", r.line());
+}
+
+#[test]
+fn pipeline_with_faults_completes_and_loses_nothing() {
+    for seed in [1, 7, 42] {
+        let mut cfg = SimConfig::new(32, seed);
+        cfg.faults = Faults::standard();
+        let (r, _) = Sim::new(cfg, vec![zk_pipeline(512, 10, 5, 5, 5)]).run();
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.completed.len(), 1, "seed {seed}: {}", r.line());
+        assert_eq!(r.lost, 0);
+        assert!(r.faults > 0 && r.reassigned > 0, "faults were injected: {}", r.line());
+    }
+}
+
+#[test]
+fn pipeline_survives_the_active_matchmaker_dying() {
+    let mut cfg = SimConfig::new(16, 3);
+    cfg.gpu_mix = vec![4];
+    cfg.matchmakers = 3;
+    cfg.faults.kill_matchmaker_at_ms = Some(40);
+    let (r, sim) = Sim::new(cfg, vec![zk_pipeline(128, 10, 5, 5, 5)]).run();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.completed.len(), 1, "{}", r.line());
+    assert_eq!(r.lost, 0);
+    // Matchmaker 0 is dead; at most one accepted result per task is checked by the simulation.
+    assert_eq!(sim.matchmakers().len(), 3);
+}
+
+#[test]
+fn replaying_the_event_log_rebuilds_identical_state_and_decisions() {
+    let mut cfg = SimConfig::new(8, 11);
+    cfg.gpu_mix = vec![2];
+    cfg.faults = Faults::standard();
+    cfg.faults.per_attempt = 0.2;
+    let (r, sim) = Sim::new(cfg, vec![zk_pipeline(32, 10, 5, 5, 5)]).run();
+    assert_eq!(r.completed.len(), 1);
+    let log = sim.logs()[0].to_vec();
+    let (a, da) = Matchmaker::replay(sim.matchmaker_config(0), Sim::checker(), log.clone());
+    let (b, db) = Matchmaker::replay(sim.matchmaker_config(0), Sim::checker(), log.clone());
+    assert!(a == *sim.matchmakers()[0], "replayed state differs from the live one");
+    assert!(a == b);
+    assert_eq!(da, db);
+    assert!(!da.is_empty());
+    // The log survives serialization (what the node persists).
+    let json = serde_json::to_string(&log).expect("events serialize");
+    let back: Vec<(u64, proofmesh_matchmaker::Event)> = serde_json::from_str(&json).expect("events deserialize");
+    let (c, dc) = Matchmaker::replay(sim.matchmaker_config(0), Sim::checker(), back);
+    assert!(c == a);
+    assert_eq!(dc, da);
+}

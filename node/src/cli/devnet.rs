@@ -1,0 +1,105 @@
+//! `proofmesh devnet up | status | down`: a local network of separate node processes.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use proofmesh_node::devnet::{self, DevnetSpec, DevnetState};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Devnet commands.
+#[derive(Subcommand, Debug)]
+pub enum DevnetCommand {
+    /// Start a local network and return once it is ready.
+    Up(UpArgs),
+    /// Print one `key=value` line per node: name= role= rpc= p2p= pid= alive=.
+    Status(DirArg),
+    /// Stop every node of the devnet (SIGTERM, then SIGKILL after 10 s).
+    Down(DirArg),
+}
+
+/// `--dir`.
+#[derive(Args, Debug)]
+pub struct DirArg {
+    /// Directory holding the devnet's configs, keys, data and logs.
+    #[arg(long, default_value = ".devnet", env = "PROOFMESH_DEVNET_DIR")]
+    pub dir: PathBuf,
+}
+
+/// `devnet up` arguments.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Operator nodes.
+    #[arg(long, default_value_t = 4)]
+    operators: usize,
+    /// Matchmaker nodes.
+    #[arg(long, default_value_t = 2)]
+    matchmakers: usize,
+    /// Tasks each operator runs at once at most.
+    #[arg(long, default_value_t = 2)]
+    operator_max_concurrent: usize,
+    /// Network id.
+    #[arg(long, default_value_t = 1337)]
+    network_id: u64,
+    /// Chain id (anvil's by default).
+    #[arg(long, default_value_t = 31337)]
+    chain_id: u64,
+    /// Ethereum JSON-RPC URL for on-chain settlement.
+    #[arg(long)]
+    chain_rpc: Option<String>,
+    /// ProofMarket contract address.
+    #[arg(long)]
+    contract: Option<String>,
+    /// Operator indices that return corrupted proofs (fault injection, for tests).
+    #[arg(long, value_delimiter = ',')]
+    malicious: Vec<usize>,
+    /// The `proofmesh-prover` binary (default: next to this binary).
+    #[arg(long)]
+    prover: Option<PathBuf>,
+}
+
+pub fn run(cmd: DevnetCommand) -> Result<ExitCode> {
+    match cmd {
+        DevnetCommand::Up(args) => {
+            let me = std::env::current_exe().context("cannot locate the proofmesh binary")?;
+            let prover = args.prover.unwrap_or_else(|| me.with_file_name("proofmesh-prover"));
+            anyhow::ensure!(
+                prover.exists(),
+                "{} not found: build it (`cargo build --release -p proofmesh-prover`) or pass --prover",
+                prover.display()
+            );
+            let spec = DevnetSpec {
+                dir: args.dir.dir,
+                operators: args.operators,
+                matchmakers: args.matchmakers,
+                proofmesh: me,
+                prover,
+                network_id: args.network_id,
+                chain_id: args.chain_id,
+                chain_rpc: args.chain_rpc,
+                contract: args.contract,
+                malicious_operators: args.malicious,
+                operator_max_concurrent: args.operator_max_concurrent,
+            };
+            let state = devnet::up(&spec)?;
+            for line in state.status_lines() {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DevnetCommand::Status(dir) => {
+            let state = DevnetState::load(&dir.dir)?;
+            for line in state.status_lines() {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DevnetCommand::Down(dir) => {
+            let state = devnet::down(&dir.dir, Duration::from_secs(10))?;
+            println!("stopped {} nodes", state.nodes.len());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
