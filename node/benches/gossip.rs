@@ -77,7 +77,7 @@ async fn run(args: Args) {
     let (tx, mut deliveries) = mpsc::unbounded_channel::<(usize, u64, Instant)>();
     let mut clients = Vec::new();
     let mut keys = Vec::new();
-    let mut addrs = Vec::new();
+    let mut addrs: Vec<network::Multiaddr> = Vec::new();
     for i in 0..n {
         let keypair = Keypair::generate();
         let mut config = NetworkConfig::new(DOMAIN);

@@ -18,6 +18,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Keys of the `[operator]` section that the node runtime reads itself
+/// (`crate::runtime::NodeOptions::from_config`) rather than the operator crate:
+/// `price_wei` (decimal string or integer), `eth_address` (0x + 40 hex), `heartbeat_ms`,
+/// `advert_ms`, and `corrupt_results` (FAULT INJECTION for the malicious-operator test only:
+/// the operator signs proofs with one byte flipped).
+pub const RUNTIME_OPERATOR_KEYS: &[&str] = &["price_wei", "eth_address", "heartbeat_ms", "advert_ms", "corrupt_results"];
+
 /// Default p2p port.
 pub const DEFAULT_P2P_PORT: u16 = 7546;
 
@@ -608,7 +615,12 @@ impl NodeConfig {
                 .map(Some)
                 .map_err(|e| invalid("operator.config", e.to_string()));
         }
-        let text = toml::to_string(table).map_err(|e| invalid("operator", e.to_string()))?;
+        // Keys the node runtime reads itself (see `RUNTIME_OPERATOR_KEYS`) are not operator-crate fields.
+        let mut table = table.clone();
+        for key in RUNTIME_OPERATOR_KEYS {
+            table.remove(*key);
+        }
+        let text = toml::to_string(&table).map_err(|e| invalid("operator", e.to_string()))?;
         OperatorConfig::from_toml(&text).map(Some).map_err(|e| invalid("operator", e.to_string()))
     }
 

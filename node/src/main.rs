@@ -25,6 +25,14 @@ enum Command {
     /// Run a local network of node processes.
     #[command(subcommand)]
     Devnet(cli::devnet::DevnetCommand),
+    /// Submit a workflow file to a node; prints its id (--wait: follow it to the end).
+    Submit(cli::submit::SubmitArgs),
+    /// Show a workflow's state and per-stage progress (non-zero exit for an unknown id).
+    Status(cli::status::StatusArgs),
+    /// Download a completed workflow's final outputs.
+    Result(cli::result::ResultArgs),
+    /// List known operators with their reputation counters.
+    Operators(cli::operators::OperatorsArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +48,10 @@ fn main() -> ExitCode {
         Command::Workflow(cmd) => cli::workflow::run(cmd),
         Command::Keys(cmd) => cli::keys::run(cmd),
         Command::Devnet(cmd) => cli::devnet::run(cmd),
+        Command::Submit(args) => cli::submit::run(args),
+        Command::Status(args) => cli::status::run(args),
+        Command::Result(args) => cli::result::run(args),
+        Command::Operators(args) => cli::operators::run(args),
     };
     match result {
         Ok(code) => code,

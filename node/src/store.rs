@@ -97,7 +97,7 @@ pub enum StoreError {
     },
     /// redb reported an error (including "database already open" by another process).
     #[error("store database: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     /// A record in the database does not decode.
     #[error("corrupt {what} record in the store: {source}")]
     Corrupt {
@@ -133,12 +133,13 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.into())
+                StoreError::Db(Box::new(e.into()))
             }
         }
     )*};
 }
 from_redb!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

@@ -509,7 +509,7 @@ async fn run_command(inner: &Inner, argv: Vec<String>, ctx: RunContext<'_>) -> R
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own process group: a timeout or cancel kills the program and everything it spawned.
-        .process_group(0);
+        .current_dir(&ctx.dir); // MUTANT
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
     let mut child = match cmd.spawn() {

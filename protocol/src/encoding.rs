@@ -46,9 +46,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// As [`decode`] with a tighter limit.
-pub fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
+pub fn decode_with_limit<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, DecodeError> {
     if bytes.len() > limit.min(MAX_MESSAGE_BYTES) {
-        return Err(DecodeError::TooLarge { size: bytes.len(), limit: limit.min(MAX_MESSAGE_BYTES) });
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: limit.min(MAX_MESSAGE_BYTES),
+        });
     }
     let (value, read) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;

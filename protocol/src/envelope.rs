@@ -126,7 +126,13 @@ pub enum EnvelopeError {
 
 impl Envelope {
     /// Sign `message` for `domain`.
-    pub fn seal(keypair: &Keypair, domain: Domain, message: &Message, nonce: u64, expires_at_ms: u64) -> Envelope {
+    pub fn seal(
+        keypair: &Keypair,
+        domain: Domain,
+        message: &Message,
+        nonce: u64,
+        expires_at_ms: u64,
+    ) -> Envelope {
         let mut env = Envelope {
             version: PROTOCOL_VERSION,
             domain,
@@ -143,7 +149,14 @@ impl Envelope {
 
     /// The exact bytes the signature covers.
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let header = (self.version, self.domain, self.kind, self.sender, self.nonce, self.expires_at_ms);
+        let header = (
+            self.version,
+            self.domain,
+            self.kind,
+            self.sender,
+            self.nonce,
+            self.expires_at_ms,
+        );
         let mut out = Vec::with_capacity(ENVELOPE_TAG.len() + 96 + self.payload.len());
         out.extend_from_slice(ENVELOPE_TAG);
         out.extend_from_slice(&encoding::encode(&header));
@@ -164,21 +177,36 @@ impl Envelope {
     /// Check version, domain, expiry and signature, then decode the payload.
     pub fn open(&self, domain: Domain, now_ms: u64) -> Result<Message, EnvelopeError> {
         if self.version != PROTOCOL_VERSION {
-            return Err(EnvelopeError::Version { got: self.version, expected: PROTOCOL_VERSION });
+            return Err(EnvelopeError::Version {
+                got: self.version,
+                expected: PROTOCOL_VERSION,
+            });
         }
         if self.domain.network_id != domain.network_id {
-            return Err(EnvelopeError::WrongNetwork { got: self.domain.network_id, expected: domain.network_id });
+            return Err(EnvelopeError::WrongNetwork {
+                got: self.domain.network_id,
+                expected: domain.network_id,
+            });
         }
         if self.domain.chain_id != domain.chain_id {
-            return Err(EnvelopeError::WrongChain { got: self.domain.chain_id, expected: domain.chain_id });
+            return Err(EnvelopeError::WrongChain {
+                got: self.domain.chain_id,
+                expected: domain.chain_id,
+            });
         }
         if now_ms > self.expires_at_ms {
-            return Err(EnvelopeError::Expired { expires_at_ms: self.expires_at_ms, now_ms });
+            return Err(EnvelopeError::Expired {
+                expires_at_ms: self.expires_at_ms,
+                now_ms,
+            });
         }
         self.sender.verify(&self.signing_bytes(), &self.signature)?;
         let message: Message = encoding::decode(&self.payload).map_err(EnvelopeError::Payload)?;
         if message.kind() != self.kind {
-            return Err(EnvelopeError::KindMismatch { claimed: self.kind, actual: message.kind() });
+            return Err(EnvelopeError::KindMismatch {
+                claimed: self.kind,
+                actual: message.kind(),
+            });
         }
         Ok(message)
     }

@@ -69,7 +69,10 @@ impl Keypair {
             }
             let digits = line.strip_prefix("0x").unwrap_or(line);
             if digits.len() != 64 {
-                return Err(KeyFileError::Length { line: n + 1, chars: digits.chars().count() });
+                return Err(KeyFileError::Length {
+                    line: n + 1,
+                    chars: digits.chars().count(),
+                });
             }
             let bytes = hex::decode(digits).map_err(|_| KeyFileError::NotHex { line: n + 1 })?;
             let mut arr = [0u8; 32];
@@ -147,12 +150,14 @@ pub enum SignatureError {
 impl PublicKey {
     /// Verify `sig` over `message` with ed25519 `verify_strict`.
     pub fn verify(&self, message: &[u8], sig: &Signature) -> Result<(), SignatureError> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::BadKey(self.to_string()))?;
+        let key = VerifyingKey::from_bytes(&self.0)
+            .map_err(|_| SignatureError::BadKey(self.to_string()))?;
         if key.is_weak() {
             return Err(SignatureError::BadKey(self.to_string()));
         }
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        key.verify_strict(message, &sig).map_err(|_| SignatureError::BadSignature(self.to_string()))
+        key.verify_strict(message, &sig)
+            .map_err(|_| SignatureError::BadSignature(self.to_string()))
     }
 
     /// Lower-case hex.
@@ -205,13 +210,20 @@ impl<'de> Deserialize<'de> for Signature {
                 f.write_str("64 signature bytes")
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Signature, E> {
-                let arr: [u8; 64] = v.try_into().map_err(|_| E::invalid_length(v.len(), &self))?;
+                let arr: [u8; 64] = v
+                    .try_into()
+                    .map_err(|_| E::invalid_length(v.len(), &self))?;
                 Ok(Signature(arr))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Signature, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Signature, A::Error> {
                 let mut out = [0u8; 64];
                 for (i, b) in out.iter_mut().enumerate() {
-                    *b = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
                 }
                 Ok(Signature(out))
             }

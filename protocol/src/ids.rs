@@ -32,7 +32,9 @@ impl ContentId {
 
 /// Why a string is not a content id.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid content id {input:?}: expected 64 hex characters (an optional 0x prefix is allowed)")]
+#[error(
+    "invalid content id {input:?}: expected 64 hex characters (an optional 0x prefix is allowed)"
+)]
 pub struct ParseContentIdError {
     input: String,
 }
@@ -40,7 +42,9 @@ pub struct ParseContentIdError {
 impl FromStr for ContentId {
     type Err = ParseContentIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseContentIdError { input: s.chars().take(80).collect() };
+        let err = || ParseContentIdError {
+            input: s.chars().take(80).collect(),
+        };
         let hexpart = s.strip_prefix("0x").unwrap_or(s);
         let bytes = hex::decode(hexpart).map_err(|_| err())?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| err())?;

@@ -5,12 +5,12 @@
 //! which answers with an [`Acceptance`], runs the program and publishes a [`SignedResult`] (or a
 //! [`TaskFailure`]); the matchmaker checks it and gossips a [`Verdict`].
 
+use crate::encoding;
 use crate::envelope::MessageKind;
 use crate::identity::{Keypair, PublicKey, Signature, SignatureError};
 use crate::ids::ContentId;
 use crate::resources::Resources;
 use crate::workflow::{Program, TaskIndex, Workflow, WorkflowId};
-use crate::encoding;
 use serde::{Deserialize, Serialize};
 
 /// A 20-byte Ethereum address.
@@ -187,7 +187,9 @@ impl SignedResult {
 
     /// Check the signature against `result.operator`.
     pub fn verify(&self) -> Result<(), SignatureError> {
-        self.result.operator.verify(&Self::signing_bytes(&self.result), &self.signature)
+        self.result
+            .operator
+            .verify(&Self::signing_bytes(&self.result), &self.signature)
     }
 }
 

@@ -67,7 +67,12 @@ impl ReplayGuard {
     /// A guard holding at most `capacity` (at least 1) pairs, refusing envelopes that expire
     /// more than `max_ttl_ms` after `now` (they would pin memory for too long).
     pub fn new(capacity: usize, max_ttl_ms: u64) -> Self {
-        ReplayGuard { expiry_of: HashMap::new(), by_expiry: BTreeSet::new(), capacity: capacity.max(1), max_ttl_ms }
+        ReplayGuard {
+            expiry_of: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            capacity: capacity.max(1),
+            max_ttl_ms,
+        }
     }
 
     /// Number of remembered pairs.
@@ -81,13 +86,26 @@ impl ReplayGuard {
     }
 
     /// Admit `(sender, nonce)` expiring at `expires_at_ms`, or refuse it as a replay.
-    pub fn check(&mut self, sender: PublicKey, nonce: u64, expires_at_ms: u64, now_ms: u64) -> Result<Admitted, ReplayError> {
+    pub fn check(
+        &mut self,
+        sender: PublicKey,
+        nonce: u64,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<Admitted, ReplayError> {
         self.forget_expired(now_ms);
         if expires_at_ms < now_ms {
-            return Err(ReplayError::Expired { expires_at_ms, now_ms });
+            return Err(ReplayError::Expired {
+                expires_at_ms,
+                now_ms,
+            });
         }
         if expires_at_ms - now_ms > self.max_ttl_ms {
-            return Err(ReplayError::TooFarAhead { expires_at_ms, now_ms, max_ttl_ms: self.max_ttl_ms });
+            return Err(ReplayError::TooFarAhead {
+                expires_at_ms,
+                now_ms,
+                max_ttl_ms: self.max_ttl_ms,
+            });
         }
         if self.expiry_of.contains_key(&(sender, nonce)) {
             return Err(ReplayError::Duplicate { sender, nonce });
@@ -106,8 +124,17 @@ impl ReplayGuard {
 
     /// [`ReplayGuard::check`] for an envelope's header. Call it after
     /// [`Envelope::open`] succeeded, so that forged envelopes cannot fill the guard.
-    pub fn check_envelope(&mut self, envelope: &Envelope, now_ms: u64) -> Result<Admitted, ReplayError> {
-        self.check(envelope.sender, envelope.nonce, envelope.expires_at_ms, now_ms)
+    pub fn check_envelope(
+        &mut self,
+        envelope: &Envelope,
+        now_ms: u64,
+    ) -> Result<Admitted, ReplayError> {
+        self.check(
+            envelope.sender,
+            envelope.nonce,
+            envelope.expires_at_ms,
+            now_ms,
+        )
     }
 
     /// Drop every pair that expired before `now_ms`.
@@ -134,11 +161,23 @@ mod tests {
     fn duplicate_is_refused_until_expiry() {
         let mut g = ReplayGuard::new(10, 60_000);
         assert_eq!(g.check(key(1), 7, 1_000, 0), Ok(Admitted::Fresh));
-        assert_eq!(g.check(key(1), 7, 1_000, 500), Err(ReplayError::Duplicate { sender: key(1), nonce: 7 }));
+        assert_eq!(
+            g.check(key(1), 7, 1_000, 500),
+            Err(ReplayError::Duplicate {
+                sender: key(1),
+                nonce: 7
+            })
+        );
         // Same nonce, other sender: independent.
         assert_eq!(g.check(key(2), 7, 1_000, 500), Ok(Admitted::Fresh));
         // After expiry the pair is forgotten, and the envelope is refused as expired instead.
-        assert_eq!(g.check(key(1), 7, 1_000, 1_001), Err(ReplayError::Expired { expires_at_ms: 1_000, now_ms: 1_001 }));
+        assert_eq!(
+            g.check(key(1), 7, 1_000, 1_001),
+            Err(ReplayError::Expired {
+                expires_at_ms: 1_000,
+                now_ms: 1_001
+            })
+        );
         assert!(g.is_empty());
     }
 
@@ -148,7 +187,10 @@ mod tests {
         for n in 0..3 {
             assert_eq!(g.check(key(1), n, 1_000 + n, 0), Ok(Admitted::Fresh));
         }
-        assert_eq!(g.check(key(1), 99, 5_000, 0), Ok(Admitted::EvictedUnexpired));
+        assert_eq!(
+            g.check(key(1), 99, 5_000, 0),
+            Ok(Admitted::EvictedUnexpired)
+        );
         assert_eq!(g.len(), 3);
         // nonce 0 (nearest expiry) was evicted; nonce 1 is still remembered.
         assert!(g.check(key(1), 1, 1_001, 0).is_err());
@@ -158,7 +200,10 @@ mod tests {
     #[test]
     fn far_future_expiry_is_refused() {
         let mut g = ReplayGuard::new(3, 1_000);
-        assert!(matches!(g.check(key(1), 1, 10_000, 0), Err(ReplayError::TooFarAhead { .. })));
+        assert!(matches!(
+            g.check(key(1), 1, 10_000, 0),
+            Err(ReplayError::TooFarAhead { .. })
+        ));
         assert!(g.is_empty());
     }
 }

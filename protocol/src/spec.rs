@@ -287,11 +287,17 @@ impl<'de> Deserialize<'de> for Price {
 /// [`WorkflowSpec::expand`] and [`load`].
 pub fn parse(text: &str, format: Format) -> Result<WorkflowSpec, WorkflowError> {
     if text.len() > validate::MAX_FILE_BYTES {
-        return Err(WorkflowError::FileTooLarge { size: text.len(), limit: validate::MAX_FILE_BYTES });
+        return Err(WorkflowError::FileTooLarge {
+            size: text.len(),
+            limit: validate::MAX_FILE_BYTES,
+        });
     }
     match format {
         Format::Toml => toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_column(text, s.start)).unwrap_or((0, 0));
+            let (line, column) = e
+                .span()
+                .map(|s| line_column(text, s.start))
+                .unwrap_or((0, 0));
             WorkflowError::Syntax {
                 format: format.label(),
                 line,
@@ -304,7 +310,12 @@ pub fn parse(text: &str, format: Format) -> Result<WorkflowSpec, WorkflowError> 
             let full = e.to_string();
             let suffix = format!(" at line {line} column {column}");
             let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
-            WorkflowError::Syntax { format: format.label(), line, column, message }
+            WorkflowError::Syntax {
+                format: format.label(),
+                line,
+                column,
+                message,
+            }
         }),
     }
 }
@@ -420,12 +431,14 @@ fn substitute(s: &str, vars: &Vars<'_>) -> String {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= validate::MAX_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Seconds (possibly fractional) to milliseconds, or `None` if negative, NaN or huge.
 fn seconds_to_ms(s: f64) -> Option<u64> {
-    if !s.is_finite() || s < 0.0 || s > 1e12 {
+    if !(0.0..=1e12).contains(&s) {
         return None;
     }
     Some((s * 1000.0).round() as u64)
@@ -433,7 +446,7 @@ fn seconds_to_ms(s: f64) -> Option<u64> {
 
 /// GiB (possibly fractional) to MiB, or `None` if negative, NaN or huge.
 fn gib_to_mib(g: f64) -> Option<u64> {
-    if !g.is_finite() || g < 0.0 || g > 1e12 {
+    if !(0.0..=1e12).contains(&g) {
         return None;
     }
     Some((g * 1024.0).round() as u64)
@@ -450,14 +463,18 @@ impl WorkflowSpec {
         }
         let deadline_ms = match self.deadline_s {
             None => defaults::DEADLINE_S * 1000,
-            Some(s) => seconds_to_ms(s).ok_or(WorkflowError::DeadlineOutOfRange { value: s.to_string() })?,
+            Some(s) => seconds_to_ms(s).ok_or(WorkflowError::DeadlineOutOfRange {
+                value: s.to_string(),
+            })?,
         };
 
         // Pass 1: ids, shapes and sizes, bounded before anything is allocated per task.
         let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(self.tasks.len());
         for (i, t) in self.tasks.iter().enumerate() {
             if !valid_id(&t.id) {
-                return Err(WorkflowError::InvalidId { id: truncate(&t.id) });
+                return Err(WorkflowError::InvalidId {
+                    id: truncate(&t.id),
+                });
             }
             if by_id.insert(t.id.as_str(), i).is_some() {
                 return Err(WorkflowError::DuplicateId { id: t.id.clone() });
@@ -494,9 +511,11 @@ impl WorkflowSpec {
         // counts as one output), so no entry's size depends on another tree's: no recursion.
         for (i, t) in self.tasks.iter().enumerate() {
             if let (Shape::Tree { arity, .. }, Some(agg)) = (shapes[i], &t.aggregate) {
-                let target = *by_id.get(agg.over.as_str()).ok_or_else(|| WorkflowError::UnknownAggregateTarget {
-                    task: t.id.clone(),
-                    over: truncate(&agg.over),
+                let target = *by_id.get(agg.over.as_str()).ok_or_else(|| {
+                    WorkflowError::UnknownAggregateTarget {
+                        task: t.id.clone(),
+                        over: truncate(&agg.over),
+                    }
                 })?;
                 if target == i {
                     return Err(WorkflowError::SelfDependency { task: t.id.clone() });
@@ -519,9 +538,17 @@ impl WorkflowSpec {
             let first = total;
             total += u64::from(len);
             if total > validate::MAX_TASKS as u64 {
-                return Err(WorkflowError::TooManyTasks { count: total, limit: validate::MAX_TASKS, at: t.id.clone() });
+                return Err(WorkflowError::TooManyTasks {
+                    count: total,
+                    limit: validate::MAX_TASKS,
+                    at: t.id.clone(),
+                });
             }
-            placed.push(Placed { shape, first: first as TaskIndex, len });
+            placed.push(Placed {
+                shape,
+                first: first as TaskIndex,
+                len,
+            });
         }
 
         // Pass 2: build tasks. `budget` tracks encoded bytes and edges so a small file cannot
@@ -539,7 +566,12 @@ impl WorkflowSpec {
                             Shape::Group { .. } => format!("{}[{member}]", t.id),
                             _ => t.id.clone(),
                         };
-                        let vars = Vars { index: member.into(), count, level: 0, name: &name };
+                        let vars = Vars {
+                            index: member.into(),
+                            count,
+                            level: 0,
+                            name: &name,
+                        };
                         let me = p.first + member;
                         let mut deps = Vec::new();
                         for d in &t.deps {
@@ -550,9 +582,16 @@ impl WorkflowSpec {
                     }
                 }
                 Shape::Tree { arity, leaves } => {
-                    let over = t.aggregate.as_ref().map(|a| a.over.as_str()).unwrap_or_default();
+                    let over = t
+                        .aggregate
+                        .as_ref()
+                        .map(|a| a.over.as_str())
+                        .unwrap_or_default();
                     let target = by_id.get(over).map(|&k| placed[k]).ok_or_else(|| {
-                        WorkflowError::UnknownAggregateTarget { task: t.id.clone(), over: truncate(over) }
+                        WorkflowError::UnknownAggregateTarget {
+                            task: t.id.clone(),
+                            over: truncate(over),
+                        }
                     })?;
                     let levels = tree_levels(leaves, arity);
                     let mut width: Vec<TaskIndex> = target.members().collect();
@@ -565,8 +604,17 @@ impl WorkflowSpec {
                                 continue;
                             }
                             let is_root = level + 1 == levels.len();
-                            let name = if is_root { t.id.clone() } else { format!("{}[{level}][{node}]", t.id) };
-                            let vars = Vars { index: node as u64, count: nodes.into(), level: level as u64, name: &name };
+                            let name = if is_root {
+                                t.id.clone()
+                            } else {
+                                format!("{}[{level}][{node}]", t.id)
+                            };
+                            let vars = Vars {
+                                index: node as u64,
+                                count: nodes.into(),
+                                level: level as u64,
+                                name: &name,
+                            };
                             let me = next_index;
                             next_index += 1;
                             budget.edges(children.len(), &t.id)?;
@@ -585,50 +633,62 @@ impl WorkflowSpec {
             }
         }
 
-        let ordering = self.ordering.as_ref().map(|o| Ordering { stream: o.stream.clone(), sequence: o.sequence });
-        Ok(Workflow { name: self.name.clone(), ordering, deadline_ms, tasks })
+        let ordering = self.ordering.as_ref().map(|o| Ordering {
+            stream: o.stream.clone(),
+            sequence: o.sequence,
+        });
+        Ok(Workflow {
+            name: self.name.clone(),
+            ordering,
+            deadline_ms,
+            tasks,
+        })
     }
-
 }
 
 /// Resolve one dependency reference of task `name` (index `me`) and append the task indices it
 /// names to `out`.
 fn resolve(
-        reference: &str,
-        name: &str,
-        me: TaskIndex,
-        by_id: &HashMap<&str, usize>,
-        placed: &[Placed],
-        budget: &mut Budget,
-        out: &mut Vec<TaskIndex>,
-    ) -> Result<(), WorkflowError> {
-        let unknown = || WorkflowError::UnknownDependency { task: name.to_owned(), dep: truncate(reference) };
-        let (base, indices) = match reference.find('[') {
-            None => (reference, ""),
-            Some(pos) => (&reference[..pos], &reference[pos..]),
+    reference: &str,
+    name: &str,
+    me: TaskIndex,
+    by_id: &HashMap<&str, usize>,
+    placed: &[Placed],
+    budget: &mut Budget,
+    out: &mut Vec<TaskIndex>,
+) -> Result<(), WorkflowError> {
+    let unknown = || WorkflowError::UnknownDependency {
+        task: name.to_owned(),
+        dep: truncate(reference),
+    };
+    let (base, indices) = match reference.find('[') {
+        None => (reference, ""),
+        Some(pos) => (&reference[..pos], &reference[pos..]),
+    };
+    let &target = by_id.get(base).ok_or_else(unknown)?;
+    let p = placed[target];
+    let range = if indices.is_empty() {
+        p.members()
+    } else {
+        let parsed = parse_indices(indices).ok_or_else(unknown)?;
+        let at = match (p.shape, parsed.as_slice()) {
+            (Shape::Group { count }, &[i]) if i < u64::from(count) => p.first + i as u32,
+            (Shape::Tree { arity, leaves }, &[level, node]) => {
+                tree_node_index(p.first, &tree_levels(leaves, arity), level, node)
+                    .ok_or_else(unknown)?
+            }
+            _ => return Err(unknown()),
         };
-        let &target = by_id.get(base).ok_or_else(unknown)?;
-        let p = placed[target];
-        let range = if indices.is_empty() {
-            p.members()
-        } else {
-            let parsed = parse_indices(indices).ok_or_else(unknown)?;
-            let at = match (p.shape, parsed.as_slice()) {
-                (Shape::Group { count }, &[i]) if i < u64::from(count) => p.first + i as u32,
-                (Shape::Tree { arity, leaves }, &[level, node]) => {
-                    tree_node_index(p.first, &tree_levels(leaves, arity), level, node)
-                        .ok_or_else(unknown)?
-                }
-                _ => return Err(unknown()),
-            };
-            at..at + 1
-        };
-        if range.contains(&me) {
-            return Err(WorkflowError::SelfDependency { task: name.to_owned() });
-        }
-        budget.edges(range.len(), name)?;
-        out.extend(range);
-        Ok(())
+        at..at + 1
+    };
+    if range.contains(&me) {
+        return Err(WorkflowError::SelfDependency {
+            task: name.to_owned(),
+        });
+    }
+    budget.edges(range.len(), name)?;
+    out.extend(range);
+    Ok(())
 }
 
 impl WorkflowSpec {
@@ -637,7 +697,10 @@ impl WorkflowSpec {
         let program = match &t.program {
             None => return Err(WorkflowError::MissingProgram { task: t.id.clone() }),
             Some(ProgramSpec::Short(s)) => match s.split_once('@') {
-                Some((name, version)) => Program { name: name.to_owned(), version: version.to_owned() },
+                Some((name, version)) => Program {
+                    name: name.to_owned(),
+                    version: version.to_owned(),
+                },
                 None => {
                     return Err(WorkflowError::InvalidProgram {
                         task: t.id.clone(),
@@ -646,21 +709,38 @@ impl WorkflowSpec {
                     })
                 }
             },
-            Some(ProgramSpec::Table { name, version }) => Program { name: name.clone(), version: version.clone() },
+            Some(ProgramSpec::Table { name, version }) => Program {
+                name: name.clone(),
+                version: version.clone(),
+            },
         };
         validate::check_program(&t.id, &program)?;
         // Bound arguments before substitution multiplies them.
-        if t.args.len() > validate::MAX_ARGS || t.args.iter().any(|a| a.len() > validate::MAX_ARG_LEN) {
+        if t.args.len() > validate::MAX_ARGS
+            || t.args.iter().any(|a| a.len() > validate::MAX_ARG_LEN)
+        {
             return Err(WorkflowError::OutOfRange {
                 task: t.id.clone(),
                 field: Field::Args,
-                value: format!("{} arguments, longest {} bytes", t.args.len(), t.args.iter().map(String::len).max().unwrap_or(0)),
-                allowed: format!("at most {} arguments of at most {} bytes", validate::MAX_ARGS, validate::MAX_ARG_LEN),
+                value: format!(
+                    "{} arguments, longest {} bytes",
+                    t.args.len(),
+                    t.args.iter().map(String::len).max().unwrap_or(0)
+                ),
+                allowed: format!(
+                    "at most {} arguments of at most {} bytes",
+                    validate::MAX_ARGS,
+                    validate::MAX_ARG_LEN
+                ),
             });
         }
         let d = &self.defaults.resources;
         let r = &t.resources;
-        let gib = |field: Field, v: Option<f64>, dv: Option<f64>, default: u64| -> Result<u64, WorkflowError> {
+        let gib = |field: Field,
+                   v: Option<f64>,
+                   dv: Option<f64>,
+                   default: u64|
+         -> Result<u64, WorkflowError> {
             match v.or(dv) {
                 None => Ok(default),
                 Some(g) => gib_to_mib(g).ok_or_else(|| WorkflowError::InvalidValue {
@@ -689,17 +769,25 @@ impl WorkflowSpec {
         };
         let mut blobs = Vec::with_capacity(t.inputs.len());
         for s in &t.inputs {
-            let id: ContentId = s
-                .parse()
-                .map_err(|_| WorkflowError::InvalidBlob { task: t.id.clone(), value: truncate(s) })?;
+            let id: ContentId = s.parse().map_err(|_| WorkflowError::InvalidBlob {
+                task: t.id.clone(),
+                value: truncate(s),
+            })?;
             blobs.push(Input::Blob(id));
         }
         Ok(Common {
             program,
             resources,
             timeout_ms,
-            max_attempts: t.max_attempts.or(self.defaults.max_attempts).unwrap_or(defaults::MAX_ATTEMPTS),
-            max_price_wei: t.max_price_wei.or(self.defaults.max_price_wei).map(|p| p.0).unwrap_or(0),
+            max_attempts: t
+                .max_attempts
+                .or(self.defaults.max_attempts)
+                .unwrap_or(defaults::MAX_ATTEMPTS),
+            max_price_wei: t
+                .max_price_wei
+                .or(self.defaults.max_price_wei)
+                .map(|p| p.0)
+                .unwrap_or(0),
             blobs,
         })
     }
@@ -724,14 +812,21 @@ fn build(
         }
     } else {
         let mut seen = std::collections::HashSet::with_capacity(deps.len());
-        inputs.extend(deps.iter().filter(|&&d| seen.insert(d)).map(|&d| Input::Output(d)));
+        inputs.extend(
+            deps.iter()
+                .filter(|&&d| seen.insert(d))
+                .map(|&d| Input::Output(d)),
+        );
     }
     inputs.extend(c.blobs.iter().cloned());
     deps.sort_unstable();
     deps.dedup();
     let args: Vec<String> = t.args.iter().map(|a| substitute(a, vars)).collect();
     let name = vars.name.to_owned();
-    budget.bytes(name.len() + args.iter().map(|a| a.len() + 1).sum::<usize>() + 33 * c.blobs.len() + 48, &name)?;
+    budget.bytes(
+        name.len() + args.iter().map(|a| a.len() + 1).sum::<usize>() + 33 * c.blobs.len() + 48,
+        &name,
+    )?;
     Ok(Task {
         name,
         program: c.program.clone(),
@@ -765,7 +860,10 @@ impl Budget {
     fn edges(&mut self, n: usize, at: &str) -> Result<(), WorkflowError> {
         self.edges = self.edges.saturating_add(n);
         if self.edges > validate::MAX_EDGES {
-            return Err(WorkflowError::TooManyEdges { limit: validate::MAX_EDGES, at: at.to_owned() });
+            return Err(WorkflowError::TooManyEdges {
+                limit: validate::MAX_EDGES,
+                at: at.to_owned(),
+            });
         }
         // Each edge costs at least a dependency and an input in the encoding.
         self.bytes(2 * n, at)
@@ -774,7 +872,10 @@ impl Budget {
     fn bytes(&mut self, n: usize, at: &str) -> Result<(), WorkflowError> {
         self.bytes = self.bytes.saturating_add(n);
         if self.bytes > crate::encoding::MAX_MESSAGE_BYTES {
-            return Err(WorkflowError::EncodedTooLarge { limit: crate::encoding::MAX_MESSAGE_BYTES, at: Some(at.to_owned()) });
+            return Err(WorkflowError::EncodedTooLarge {
+                limit: crate::encoding::MAX_MESSAGE_BYTES,
+                at: Some(at.to_owned()),
+            });
         }
         Ok(())
     }
@@ -843,8 +944,16 @@ mod tests {
 
     #[test]
     fn substitution_replaces_known_placeholders_only() {
-        let v = Vars { index: 3, count: 8, level: 1, name: "p[3]" };
-        assert_eq!(substitute("--index {index}/{count} {level} {name} {other} {", &v), "--index 3/8 1 p[3] {other} {");
+        let v = Vars {
+            index: 3,
+            count: 8,
+            level: 1,
+            name: "p[3]",
+        };
+        assert_eq!(
+            substitute("--index {index}/{count} {level} {name} {other} {", &v),
+            "--index 3/8 1 p[3] {other} {"
+        );
         assert_eq!(substitute("plain", &v), "plain");
     }
 

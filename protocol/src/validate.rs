@@ -265,7 +265,9 @@ pub enum WorkflowError {
         allowed: String,
     },
     /// Deadline out of bounds.
-    #[error("field deadline_s = {value} is out of range: allowed 0 (none) up to 2592000 s (30 days)")]
+    #[error(
+        "field deadline_s = {value} is out of range: allowed 0 (none) up to 2592000 s (30 days)"
+    )]
     DeadlineOutOfRange {
         /// As written (seconds).
         value: String,
@@ -279,7 +281,9 @@ pub enum WorkflowError {
         value: String,
     },
     /// (Canonical form) a dependency index outside the task list.
-    #[error("task {task:?}: field deps: task index {dep} does not exist (the workflow has {len} tasks)")]
+    #[error(
+        "task {task:?}: field deps: task index {dep} does not exist (the workflow has {len} tasks)"
+    )]
     DanglingDependency {
         /// Task.
         task: String,
@@ -289,7 +293,9 @@ pub enum WorkflowError {
         len: usize,
     },
     /// (Canonical form) deps not strictly ascending: the same workflow would have two ids.
-    #[error("task {task:?}: field deps must be sorted ascending without duplicates (canonical form)")]
+    #[error(
+        "task {task:?}: field deps must be sorted ascending without duplicates (canonical form)"
+    )]
     NonCanonicalDeps {
         /// Task.
         task: String,
@@ -348,7 +354,8 @@ pub(crate) fn check_program(task: &str, p: &Program) -> Result<(), WorkflowError
     let ok = |s: &str| {
         !s.is_empty()
             && s.len() <= MAX_PROGRAM_LEN
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
     };
     if ok(&p.name) && ok(&p.version) {
         return Ok(());
@@ -362,7 +369,10 @@ pub(crate) fn check_program(task: &str, p: &Program) -> Result<(), WorkflowError
 
 fn check_name(field: &'static str, s: &str) -> Result<(), WorkflowError> {
     if s.is_empty() || s.len() > MAX_NAME_LEN || s.chars().any(char::is_control) {
-        return Err(WorkflowError::InvalidName { field, value: short(s) });
+        return Err(WorkflowError::InvalidName {
+            field,
+            value: short(s),
+        });
     }
     Ok(())
 }
@@ -380,7 +390,12 @@ fn range<T: PartialOrd + fmt::Display>(
     allowed: impl FnOnce() -> String,
 ) -> Result<(), WorkflowError> {
     if value < min || value > max {
-        return Err(WorkflowError::OutOfRange { task: task.to_owned(), field, value: value.to_string(), allowed: allowed() });
+        return Err(WorkflowError::OutOfRange {
+            task: task.to_owned(),
+            field,
+            value: value.to_string(),
+            allowed: allowed(),
+        });
     }
     Ok(())
 }
@@ -392,28 +407,50 @@ fn check_task_bounds(t: &crate::workflow::Task) -> Result<(), WorkflowError> {
     if r.cpu == 0 && r.gpu == 0 {
         return Err(WorkflowError::NoCompute { task: n.to_owned() });
     }
-    range(n, Field::Cpu, r.cpu, 0, MAX_CPU, || format!("0 to {MAX_CPU} cores"))?;
-    range(n, Field::Memory, r.memory_mb, 0, MAX_MEMORY_MB, || format!("0 to {MAX_MEMORY_MB} MiB (16 TiB)"))?;
-    range(n, Field::Gpu, r.gpu, 0, MAX_GPU, || format!("0 to {MAX_GPU} GPUs"))?;
-    range(n, Field::Vram, r.vram_mb, 0, MAX_VRAM_MB, || format!("0 to {MAX_VRAM_MB} MiB (1 TiB) per GPU"))?;
-    range(n, Field::Disk, r.disk_mb, 0, MAX_DISK_MB, || format!("0 to {MAX_DISK_MB} MiB (1 PiB)"))?;
+    range(n, Field::Cpu, r.cpu, 0, MAX_CPU, || {
+        format!("0 to {MAX_CPU} cores")
+    })?;
+    range(n, Field::Memory, r.memory_mb, 0, MAX_MEMORY_MB, || {
+        format!("0 to {MAX_MEMORY_MB} MiB (16 TiB)")
+    })?;
+    range(n, Field::Gpu, r.gpu, 0, MAX_GPU, || {
+        format!("0 to {MAX_GPU} GPUs")
+    })?;
+    range(n, Field::Vram, r.vram_mb, 0, MAX_VRAM_MB, || {
+        format!("0 to {MAX_VRAM_MB} MiB (1 TiB) per GPU")
+    })?;
+    range(n, Field::Disk, r.disk_mb, 0, MAX_DISK_MB, || {
+        format!("0 to {MAX_DISK_MB} MiB (1 PiB)")
+    })?;
     if r.gpu == 0 && r.vram_mb > 0 {
         return Err(WorkflowError::VramWithoutGpu { task: n.to_owned() });
     }
-    range(n, Field::Timeout, t.timeout_ms, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, || {
-        format!("{MIN_TIMEOUT_MS} ms to {MAX_TIMEOUT_MS} ms (7 days)")
-    })
+    range(
+        n,
+        Field::Timeout,
+        t.timeout_ms,
+        MIN_TIMEOUT_MS,
+        MAX_TIMEOUT_MS,
+        || format!("{MIN_TIMEOUT_MS} ms to {MAX_TIMEOUT_MS} ms (7 days)"),
+    )
     .map_err(|e| match e {
         // Report the timeout in the unit the file uses.
-        WorkflowError::OutOfRange { task, field, value, .. } => WorkflowError::OutOfRange {
+        WorkflowError::OutOfRange { task, field, .. } => WorkflowError::OutOfRange {
             task,
             field,
-            value: format!("{value} ms"),
+            value: format!("{} s", t.timeout_ms as f64 / 1000.0),
             allowed: "0.001 s to 604800 s (7 days)".into(),
         },
         other => other,
     })?;
-    range(n, Field::MaxAttempts, t.max_attempts, 1, MAX_ATTEMPTS, || format!("1 to {MAX_ATTEMPTS}"))?;
+    range(
+        n,
+        Field::MaxAttempts,
+        t.max_attempts,
+        1,
+        MAX_ATTEMPTS,
+        || format!("1 to {MAX_ATTEMPTS}"),
+    )?;
     if t.args.len() > MAX_ARGS {
         return Err(WorkflowError::OutOfRange {
             task: n.to_owned(),
@@ -428,7 +465,9 @@ fn check_task_bounds(t: &crate::workflow::Task) -> Result<(), WorkflowError> {
                 task: n.to_owned(),
                 field: Field::Args,
                 value: format!("{:?}", short(a)),
-                expected: format!("arguments of at most {MAX_ARG_LEN} bytes without NUL characters"),
+                expected: format!(
+                    "arguments of at most {MAX_ARG_LEN} bytes without NUL characters"
+                ),
             });
         }
     }
@@ -483,19 +522,28 @@ impl Workflow {
             return Err(WorkflowError::Empty);
         }
         if n > MAX_TASKS {
-            return Err(WorkflowError::TooManyTasks { count: n as u64, limit: MAX_TASKS, at: self.tasks[MAX_TASKS].name.clone() });
+            return Err(WorkflowError::TooManyTasks {
+                count: n as u64,
+                limit: MAX_TASKS,
+                at: self.tasks[MAX_TASKS].name.clone(),
+            });
         }
         check_name("name", &self.name)?;
         if let Some(o) = &self.ordering {
             check_name("ordering.stream", &o.stream)?;
         }
         if self.deadline_ms > MAX_DEADLINE_MS {
-            return Err(WorkflowError::DeadlineOutOfRange { value: (self.deadline_ms as f64 / 1000.0).to_string() });
+            return Err(WorkflowError::DeadlineOutOfRange {
+                value: (self.deadline_ms as f64 / 1000.0).to_string(),
+            });
         }
         let mut names = HashSet::with_capacity(n);
         let mut edges = 0usize;
         for (i, t) in self.tasks.iter().enumerate() {
-            if t.name.is_empty() || t.name.len() > MAX_NAME_LEN || t.name.chars().any(char::is_control) {
+            if t.name.is_empty()
+                || t.name.len() > MAX_NAME_LEN
+                || t.name.chars().any(char::is_control)
+            {
                 return Err(WorkflowError::InvalidId { id: short(&t.name) });
             }
             if !names.insert(t.name.as_str()) {
@@ -505,30 +553,47 @@ impl Workflow {
             check_task_bounds(t)?;
             for (k, &d) in t.deps.iter().enumerate() {
                 if d as usize >= n {
-                    return Err(WorkflowError::DanglingDependency { task: t.name.clone(), dep: d, len: n });
+                    return Err(WorkflowError::DanglingDependency {
+                        task: t.name.clone(),
+                        dep: d,
+                        len: n,
+                    });
                 }
                 if d as usize == i {
-                    return Err(WorkflowError::SelfDependency { task: t.name.clone() });
+                    return Err(WorkflowError::SelfDependency {
+                        task: t.name.clone(),
+                    });
                 }
                 if k > 0 && t.deps[k - 1] >= d {
-                    return Err(WorkflowError::NonCanonicalDeps { task: t.name.clone() });
+                    return Err(WorkflowError::NonCanonicalDeps {
+                        task: t.name.clone(),
+                    });
                 }
             }
             for input in &t.inputs {
                 if let Input::Output(d) = *input {
                     if t.deps.binary_search(&d).is_err() {
-                        return Err(WorkflowError::InputNotDependency { task: t.name.clone(), input: d });
+                        return Err(WorkflowError::InputNotDependency {
+                            task: t.name.clone(),
+                            input: d,
+                        });
                     }
                 }
             }
             edges += t.deps.len();
             if edges > MAX_EDGES {
-                return Err(WorkflowError::TooManyEdges { limit: MAX_EDGES, at: t.name.clone() });
+                return Err(WorkflowError::TooManyEdges {
+                    limit: MAX_EDGES,
+                    at: t.name.clone(),
+                });
             }
         }
         let encoded_bytes = encoding::encoded_len(self);
         if encoded_bytes > encoding::MAX_MESSAGE_BYTES {
-            return Err(WorkflowError::EncodedTooLarge { limit: encoding::MAX_MESSAGE_BYTES, at: None });
+            return Err(WorkflowError::EncodedTooLarge {
+                limit: encoding::MAX_MESSAGE_BYTES,
+                at: None,
+            });
         }
 
         let dependents = Dependents::build(self);
@@ -544,7 +609,9 @@ impl Workflow {
         let mut programs: BTreeMap<String, usize> = BTreeMap::new();
         for &i in &order {
             let t = &self.tasks[i as usize];
-            let (d, w) = t.deps.iter().fold((0, 0), |(d, w), &p| (d.max(depth[p as usize]), w.max(weight[p as usize])));
+            let (d, w) = t.deps.iter().fold((0, 0), |(d, w), &p| {
+                (d.max(depth[p as usize]), w.max(weight[p as usize]))
+            });
             depth[i as usize] = d + 1;
             weight[i as usize] = w.saturating_add(t.timeout_ms);
             critical_path_tasks = critical_path_tasks.max(d + 1);
@@ -584,7 +651,9 @@ impl Workflow {
     fn kahn(&self, dependents: &Dependents) -> Result<Vec<TaskIndex>, WorkflowError> {
         let n = self.tasks.len();
         let mut pending: Vec<u32> = self.tasks.iter().map(|t| t.deps.len() as u32).collect();
-        let mut order: Vec<TaskIndex> = (0..n as TaskIndex).filter(|&i| pending[i as usize] == 0).collect();
+        let mut order: Vec<TaskIndex> = (0..n as TaskIndex)
+            .filter(|&i| pending[i as usize] == 0)
+            .collect();
         let mut next = 0;
         while next < order.len() {
             let i = order[next] as usize;
@@ -599,7 +668,9 @@ impl Workflow {
         if order.len() == n {
             return Ok(order);
         }
-        Err(WorkflowError::Cycle { path: self.cycle_path(&pending) })
+        Err(WorkflowError::Cycle {
+            path: self.cycle_path(&pending),
+        })
     }
 
     /// A cycle among the tasks Kahn could not order. Each of them still waits on at least one
@@ -614,13 +685,24 @@ impl Workflow {
         while position[cur] == usize::MAX {
             position[cur] = walk.len();
             walk.push(cur);
-            match self.tasks[cur].deps.iter().find(|&&d| pending[d as usize] > 0) {
+            match self.tasks[cur]
+                .deps
+                .iter()
+                .find(|&&d| pending[d as usize] > 0)
+            {
                 Some(&d) => cur = d as usize,
                 None => break, // cannot happen for a task Kahn left behind
             }
         }
-        let from = if position[cur] == usize::MAX { 0 } else { position[cur] };
-        let mut cycle: Vec<&str> = walk[from..].iter().map(|&i| self.tasks[i].name.as_str()).collect();
+        let from = if position[cur] == usize::MAX {
+            0
+        } else {
+            position[cur]
+        };
+        let mut cycle: Vec<&str> = walk[from..]
+            .iter()
+            .map(|&i| self.tasks[i].name.as_str())
+            .collect();
         cycle.push(&self.tasks[walk[from]].name);
         // Keep messages readable for huge cycles.
         if cycle.len() > 24 {
@@ -669,10 +751,16 @@ impl Workflow {
         for (i, t) in self.tasks.iter().enumerate() {
             for &d in &t.deps {
                 if d as usize >= n {
-                    return Err(WorkflowError::DanglingDependency { task: t.name.clone(), dep: d, len: n });
+                    return Err(WorkflowError::DanglingDependency {
+                        task: t.name.clone(),
+                        dep: d,
+                        len: n,
+                    });
                 }
                 if d as usize == i {
-                    return Err(WorkflowError::SelfDependency { task: t.name.clone() });
+                    return Err(WorkflowError::SelfDependency {
+                        task: t.name.clone(),
+                    });
                 }
             }
         }
@@ -688,11 +776,18 @@ mod tests {
     fn task(name: &str, deps: Vec<TaskIndex>, timeout_ms: u64) -> Task {
         Task {
             name: name.into(),
-            program: Program { name: "noop".into(), version: "1".into() },
+            program: Program {
+                name: "noop".into(),
+                version: "1".into(),
+            },
             args: vec![],
             inputs: deps.iter().map(|&d| Input::Output(d)).collect(),
             deps,
-            resources: Resources { cpu: 1, memory_mb: 1, ..Default::default() },
+            resources: Resources {
+                cpu: 1,
+                memory_mb: 1,
+                ..Default::default()
+            },
             timeout_ms,
             max_attempts: 1,
             max_price_wei: 0,
@@ -700,38 +795,81 @@ mod tests {
     }
 
     fn wf(tasks: Vec<Task>) -> Workflow {
-        Workflow { name: "t".into(), ordering: None, deadline_ms: 0, tasks }
+        Workflow {
+            name: "t".into(),
+            ordering: None,
+            deadline_ms: 0,
+            tasks,
+        }
     }
 
     #[test]
     fn diamond_summary_and_critical_path() {
         // a <- b, a <- c (slow), b,c <- d
-        let w = wf(vec![task("a", vec![], 10), task("b", vec![0], 20), task("c", vec![0], 50), task("d", vec![1, 2], 5)]);
+        let w = wf(vec![
+            task("a", vec![], 10),
+            task("b", vec![0], 20),
+            task("c", vec![0], 50),
+            task("d", vec![1, 2], 5),
+        ]);
         let s = w.validate().unwrap();
         assert_eq!((s.tasks, s.edges, s.roots, s.sinks), (4, 4, 1, 1));
         assert_eq!(s.critical_path_tasks, 3);
         assert_eq!(s.critical_path_timeout_ms, 65);
         assert_eq!(w.critical_path_remaining().unwrap(), vec![65, 25, 55, 5]);
         assert_eq!(w.topological_order().unwrap(), vec![0, 1, 2, 3]);
-        assert_eq!(w.dependents().unwrap(), vec![vec![1, 2], vec![3], vec![3], vec![]]);
+        assert_eq!(
+            w.dependents().unwrap(),
+            vec![vec![1, 2], vec![3], vec![3], vec![]]
+        );
     }
 
     #[test]
     fn cycle_path_is_printed() {
-        let w = wf(vec![task("a", vec![1], 1), task("b", vec![2], 1), task("c", vec![0], 1), task("x", vec![], 1)]);
-        assert_eq!(w.validate(), Err(WorkflowError::Cycle { path: "a -> b -> c -> a".into() }));
+        let w = wf(vec![
+            task("a", vec![1], 1),
+            task("b", vec![2], 1),
+            task("c", vec![0], 1),
+            task("x", vec![], 1),
+        ]);
+        assert_eq!(
+            w.validate(),
+            Err(WorkflowError::Cycle {
+                path: "a -> b -> c -> a".into()
+            })
+        );
         assert!(w.topological_order().is_err());
         assert!(w.critical_path_remaining().is_err());
     }
 
     #[test]
     fn canonical_form_is_enforced() {
-        let mut w = wf(vec![task("a", vec![], 1), task("b", vec![], 1), task("c", vec![1, 0], 1)]);
-        assert_eq!(w.validate(), Err(WorkflowError::NonCanonicalDeps { task: "c".into() }));
+        let mut w = wf(vec![
+            task("a", vec![], 1),
+            task("b", vec![], 1),
+            task("c", vec![1, 0], 1),
+        ]);
+        assert_eq!(
+            w.validate(),
+            Err(WorkflowError::NonCanonicalDeps { task: "c".into() })
+        );
         w.tasks[2] = task("c", vec![0], 1);
         w.tasks[2].inputs.push(Input::Output(1));
-        assert_eq!(w.validate(), Err(WorkflowError::InputNotDependency { task: "c".into(), input: 1 }));
+        assert_eq!(
+            w.validate(),
+            Err(WorkflowError::InputNotDependency {
+                task: "c".into(),
+                input: 1
+            })
+        );
         w.tasks[2] = task("c", vec![7], 1);
-        assert_eq!(w.validate(), Err(WorkflowError::DanglingDependency { task: "c".into(), dep: 7, len: 3 }));
+        assert_eq!(
+            w.validate(),
+            Err(WorkflowError::DanglingDependency {
+                task: "c".into(),
+                dep: 7,
+                len: 3
+            })
+        );
     }
 }

@@ -34,6 +34,8 @@ struct PendingPublish {
 }
 
 type Answer = BoxFuture<'static, (Protocol, ResponseChannel<Vec<u8>>, Vec<u8>)>;
+type RequestReply = oneshot::Sender<Result<Vec<u8>, NetworkError>>;
+type DialReply = oneshot::Sender<Result<PeerId, NetworkError>>;
 
 /// Owns the swarm; run it with `tokio::spawn(event_loop.run())`.
 pub struct EventLoop {
@@ -46,8 +48,8 @@ pub struct EventLoop {
     bootstrap: Vec<Multiaddr>,
     guard: ReplayGuard,
     pending_publish: VecDeque<PendingPublish>,
-    pending_requests: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, NetworkError>>)>,
-    pending_dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, NetworkError>>)>,
+    pending_requests: HashMap<OutboundRequestId, (PeerId, RequestReply)>,
+    pending_dials: HashMap<ConnectionId, (Multiaddr, DialReply)>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     answers: FuturesUnordered<Answer>,
     kad_ready: bool,

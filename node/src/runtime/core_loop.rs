@@ -12,7 +12,7 @@ use super::metrics::RuntimeMetrics;
 use super::operating::{self, OperatorRole};
 use super::settlement::Settlement;
 use super::view::View;
-use super::{Command, NodeError, Progress};
+use super::{Command, NodeError, Notifier};
 use crate::network::{self, public_key_of, Client, Clock, NetworkEvent};
 use crate::store::Store;
 use proofmesh_operator::Outcome;
@@ -21,7 +21,7 @@ use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -121,7 +121,7 @@ pub(crate) struct Core {
     pub mm: Option<MatchmakerRole>,
     pub op: Option<OperatorRole>,
     pub settlement: Arc<dyn Settlement>,
-    pub progress: broadcast::Sender<Progress>,
+    pub progress: Notifier,
     last_advert: Option<Instant>,
 }
 
@@ -148,7 +148,7 @@ impl Core {
         mm: Option<MatchmakerRole>,
         op: Option<OperatorRole>,
         settlement: Arc<dyn Settlement>,
-        progress: broadcast::Sender<Progress>,
+        progress: Notifier,
     ) -> Self {
         // Nonces must never repeat for this key, across restarts too: start from the clock in
         // microseconds (a node signs far fewer than a million messages per second).
@@ -306,28 +306,55 @@ impl Core {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Submit { workflow, owner_eth, escrow, reply } => {
+            Command::Submit { workflow, owner, owner_eth, escrow, submitted_at_ms, reply } => {
                 let result = match workflow.validate() {
                     Err(e) => Err(NodeError::InvalidWorkflow(e)),
                     Ok(_) => {
                         let id = workflow.id();
-                        let submission = Submission {
-                            workflow,
-                            owner: self.sh.me,
-                            owner_eth,
-                            escrow,
-                            submitted_at_ms: self.sh.now(),
-                        };
-                        self.emit(Message::Submission(submission));
-                        // `emit` stored it synchronously; confirm before acknowledging.
                         match self.sh.store.has_workflow(&id) {
-                            Ok(true) => Ok(id),
-                            Ok(false) => Err(NodeError::NotStored(id)),
+                            // Known already: nothing changes (and nothing is re-gossiped).
+                            Ok(true) => Ok((id, false)),
                             Err(e) => Err(NodeError::Store(e)),
+                            Ok(false) => {
+                                let submission = Submission {
+                                    workflow,
+                                    owner: owner.unwrap_or(self.sh.me),
+                                    owner_eth,
+                                    escrow,
+                                    submitted_at_ms: submitted_at_ms.unwrap_or_else(|| self.sh.now()),
+                                };
+                                self.emit(Message::Submission(submission));
+                                // `emit` stored it synchronously; confirm before acknowledging.
+                                match self.sh.store.has_workflow(&id) {
+                                    Ok(true) => Ok((id, true)),
+                                    Ok(false) => Err(NodeError::NotStored(id)),
+                                    Err(e) => Err(NodeError::Store(e)),
+                                }
+                            }
                         }
                     }
                 };
                 let _ = reply.send(result);
+            }
+            Command::FetchBlob { id, reply } => {
+                if matches!(self.sh.store.has_blob(&id), Ok(true)) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                let client = self.sh.client.clone();
+                let store = self.sh.store.clone();
+                self.sh.spawn(async move {
+                    let result = match client.fetch_blob(None, id).await {
+                        Ok(bytes) => match tokio::task::spawn_blocking(move || store.put_blob_expected(&id, &bytes)).await {
+                            Ok(Ok(true)) => Ok(()),
+                            Ok(Ok(false)) => Err(NodeError::Rpc(format!("blob {} did not match its hash", id.short()))),
+                            Ok(Err(e)) => Err(NodeError::Store(e)),
+                            Err(e) => Err(NodeError::Rpc(e.to_string())),
+                        },
+                        Err(e) => Err(NodeError::Network(e)),
+                    };
+                    let _ = reply.send(result);
+                });
             }
             Command::LiveMatchmakers { reply } => {
                 let live = self.mm.as_ref().map(|m| m.live_set(self.sh.me)).unwrap_or_default();

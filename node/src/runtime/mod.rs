@@ -22,6 +22,7 @@ pub(crate) mod matchmaking;
 pub mod metrics;
 pub(crate) mod operating;
 pub mod options;
+mod rpc_api;
 pub mod settlement;
 pub mod verify;
 pub(crate) mod view;
@@ -33,7 +34,7 @@ use crate::network::{self, Client, Multiaddr, PeerId};
 use crate::store::{Store, StoreError, TaskRecord, TaskState, WorkflowRecord, WorkflowState};
 use core_loop::{Core, Shared};
 use proofmesh_operator::Operator;
-use proofmesh_protocol::messages::{EscrowRef, EthAddress};
+use proofmesh_protocol::messages::{EscrowRef, EthAddress, Submission};
 use proofmesh_protocol::{Envelope, Keypair, PublicKey, TaskIndex, Workflow, WorkflowError, WorkflowId};
 use prometheus_client::registry::Registry;
 use std::path::Path;
@@ -104,15 +105,41 @@ pub enum Progress {
 /// Requests to the core task.
 #[derive(Debug)]
 pub(crate) enum Command {
+    /// A submission (owner `None`: this node's key, submitted now).
     Submit {
         workflow: Workflow,
+        owner: Option<PublicKey>,
         owner_eth: Option<EthAddress>,
         escrow: Option<EscrowRef>,
-        reply: oneshot::Sender<Result<WorkflowId, NodeError>>,
+        submitted_at_ms: Option<u64>,
+        reply: oneshot::Sender<Result<(WorkflowId, bool), NodeError>>,
     },
     LiveMatchmakers {
         reply: oneshot::Sender<Vec<PublicKey>>,
     },
+    /// Fetch a blob from peers into the store.
+    FetchBlob {
+        id: proofmesh_protocol::ContentId,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+}
+
+/// Progress fan-out: typed events for in-process subscribers and workflow ids for the RPC's
+/// `pm_progress` subscriptions.
+#[derive(Clone, Debug)]
+pub(crate) struct Notifier {
+    pub progress: broadcast::Sender<Progress>,
+    pub changes: broadcast::Sender<WorkflowId>,
+}
+
+impl Notifier {
+    pub fn send(&self, p: Progress) {
+        let id = match &p {
+            Progress::Workflow { workflow, .. } | Progress::Task { workflow, .. } => *workflow,
+        };
+        let _ = self.progress.send(p);
+        let _ = self.changes.send(id);
+    }
 }
 
 /// A workflow and the state of each of its tasks.
@@ -131,18 +158,21 @@ impl WorkflowStatus {
     }
 }
 
-/// Cheap-to-clone access to a running node, for the RPC server and tools.
+/// Cheap-to-clone access to a running node, for the RPC server, tools and tests. It holds no
+/// network handle, so keeping a clone never keeps a stopped node's network alive.
 #[derive(Clone, Debug)]
-pub struct NodeApi {
+pub struct Api {
     commands: mpsc::Sender<Command>,
     store: Store,
-    progress: broadcast::Sender<Progress>,
+    notifier: Notifier,
     public_key: PublicKey,
     peer_id: PeerId,
+    pub(crate) info: crate::rpc::NodeInfo,
 }
 
-impl NodeApi {
-    /// Validate, durably store and gossip a workflow; returns its id once it is stored.
+impl Api {
+    /// Validate, durably store and gossip a workflow (owned by this node's key); returns its id
+    /// once it is stored.
     pub async fn submit(&self, workflow: Workflow) -> Result<WorkflowId, NodeError> {
         self.submit_with(workflow, None, None).await
     }
@@ -155,10 +185,30 @@ impl NodeApi {
         escrow: Option<EscrowRef>,
     ) -> Result<WorkflowId, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Submit { workflow, owner_eth, escrow, reply })
-            .await
-            .map_err(|_| NodeError::Stopped)?;
+        let command = Command::Submit { workflow, owner: None, owner_eth, escrow, submitted_at_ms: None, reply };
+        self.commands.send(command).await.map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?.map(|(id, _)| id)
+    }
+
+    /// Submit a complete submission built by a client; returns its id and whether it was new.
+    pub async fn submit_submission(&self, s: Submission) -> Result<(WorkflowId, bool), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Submit {
+            workflow: s.workflow,
+            owner: Some(s.owner),
+            owner_eth: s.owner_eth,
+            escrow: s.escrow,
+            submitted_at_ms: Some(s.submitted_at_ms),
+            reply,
+        };
+        self.commands.send(command).await.map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Fetch blob `id` from peers into this node's store (no-op when it is there already).
+    pub async fn fetch_blob(&self, id: proofmesh_protocol::ContentId) -> Result<(), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::FetchBlob { id, reply }).await.map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
@@ -176,7 +226,7 @@ impl NodeApi {
 
     /// Progress events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Progress> {
-        self.progress.subscribe()
+        self.notifier.progress.subscribe()
     }
 
     /// The live matchmakers this node's matchmaker sees (empty if it is not one).
@@ -205,7 +255,7 @@ impl NodeApi {
 /// A running node. Dropping it stops the node (without waiting); [`NodeHandle::shutdown`]
 /// stops it and waits until every task has ended and the store is closed.
 pub struct NodeHandle {
-    api: NodeApi,
+    api: Api,
     listen_addrs: Vec<Multiaddr>,
     rpc_addr: Option<std::net::SocketAddr>,
     registry: Arc<Mutex<Registry>>,
@@ -227,7 +277,7 @@ impl std::fmt::Debug for NodeHandle {
 
 impl NodeHandle {
     /// The API (clone it freely).
-    pub fn api(&self) -> &NodeApi {
+    pub fn api(&self) -> &Api {
         &self.api
     }
 
@@ -344,7 +394,7 @@ impl Node {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let (publish_tx, publish_rx) = mpsc::unbounded_channel::<Envelope>();
         let (commands_tx, commands_rx) = mpsc::channel(1024);
-        let (progress, _) = broadcast::channel(4096);
+        let notifier = Notifier { progress: broadcast::channel(4096).0, changes: broadcast::channel(4096).0 };
 
         let sh = Shared {
             keypair: keypair.clone(),
@@ -407,21 +457,49 @@ impl Node {
 
         let listen_addrs = client.listen_addrs().await?;
         let peer_id = client.local_peer_id();
-        let api = NodeApi { commands: commands_tx, store: store.clone(), progress: progress.clone(), public_key: me, peer_id };
+        let mut roles = Vec::new();
+        if mm.is_some() {
+            roles.push("matchmaker".to_owned());
+        }
+        if op.is_some() {
+            roles.push("operator".to_owned());
+        }
+        let info = crate::rpc::NodeInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            node_key: me.to_hex(),
+            peer_id: Some(peer_id.to_string()),
+            network_id: domain.network_id,
+            chain_id: domain.chain_id,
+            roles,
+            listen: listen_addrs.iter().map(|a| a.to_string()).collect(),
+            peers: None,
+            chain_height: None,
+            workflows: 0,
+        };
+        let api = Api { commands: commands_tx, store: store.clone(), notifier: notifier.clone(), public_key: me, peer_id, info };
+        let node_metrics = crate::metrics::NodeMetrics::register(&mut registry);
         let registry = Arc::new(Mutex::new(registry));
 
-        let rpc_addr = None;
-        if options.rpc_listen.is_some() {
-            tracing::debug!("RPC server wiring pending (see rpc module)");
-        }
+        let rpc = match &options.rpc {
+            Some(config) => Some(
+                crate::rpc::spawn(config, Arc::new(api.clone()), registry.clone(), Some(node_metrics))
+                    .await
+                    .map_err(|e| NodeError::Rpc(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let rpc_addr = rpc.as_ref().map(|r| r.local_addr());
 
-        let core = Core::new(sh, view, mm, op, settlement, progress);
+        let core = Core::new(sh, view, mm, op, settlement, notifier);
         let core_task = tokio::spawn(core.run(net_events, commands_rx, internal_rx));
         let supervisor = {
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 let _ = core_task.await;
                 cancel.cancel();
+                if let Some(rpc) = rpc {
+                    rpc.stop().await;
+                }
                 tracker.close();
                 tracker.wait().await;
                 if let Some(operator) = operator_for_shutdown {

@@ -2,6 +2,7 @@
 //! The node configuration (file, environment, flags) is translated into this; tests build it
 //! directly with [`NodeOptions::test`].
 
+use crate::config::RpcConfig;
 use crate::network::NetworkConfig;
 use proofmesh_matchmaker::Config as MatchmakerConfig;
 use proofmesh_operator::OperatorConfig;
@@ -21,10 +22,8 @@ pub struct NodeOptions {
     /// Network settings (listen addresses, bootstrap peers, gossip tuning). Its `blobs`
     /// provider is replaced by the node's store.
     pub network: NetworkConfig,
-    /// Where the JSON-RPC server listens; `None` runs no RPC server.
-    pub rpc_listen: Option<SocketAddr>,
-    /// Bearer token required by the RPC server (mandatory on non-loopback binds).
-    pub rpc_token: Option<String>,
+    /// The JSON-RPC server (`/`, `/metrics`, `/health`); `None` runs none.
+    pub rpc: Option<RpcConfig>,
     /// Lifetime of the envelopes this node signs.
     pub message_ttl: Duration,
     /// Matchmaker role, if enabled.
@@ -102,8 +101,7 @@ impl NodeOptions {
             data_dir: data_dir.into(),
             keypair: None,
             network: NetworkConfig::new(domain),
-            rpc_listen: None,
-            rpc_token: None,
+            rpc: None,
             message_ttl: Duration::from_secs(120),
             matchmaker: None,
             operator: None,
@@ -114,7 +112,7 @@ impl NodeOptions {
     pub fn test(data_dir: impl Into<PathBuf>, domain: Domain) -> Self {
         NodeOptions {
             network: NetworkConfig::test(domain),
-            rpc_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            rpc: Some(RpcConfig { enabled: true, bind: SocketAddr::from(([127, 0, 0, 1], 0)), token: None }),
             ..NodeOptions::new(data_dir, domain)
         }
     }

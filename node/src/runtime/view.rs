@@ -3,7 +3,7 @@
 //! `status` and progress subscriptions work on any node, whatever its roles.
 
 use super::core_loop::Shared;
-use super::Progress;
+use super::{Notifier, Progress};
 use crate::store::{AttemptRecord, StoreError, TaskRecord, TaskState, WorkflowState};
 use proofmesh_protocol::messages::{
     Acceptance, Assignment, OperatorAdvert, SignedResult, Submission, TaskFailure, Verdict, WorkflowFailure,
@@ -11,7 +11,7 @@ use proofmesh_protocol::messages::{
 use proofmesh_protocol::{ContentId, TaskIndex, Workflow, WorkflowId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::broadcast;
+
 
 /// Workflows in memory, shared with background tasks (operator attempts, prechecks) so they
 /// never decode a large submission from the store again.
@@ -100,7 +100,7 @@ impl View {
     pub fn submission(
         &mut self,
         sh: &Shared,
-        progress: &broadcast::Sender<Progress>,
+        progress: &Notifier,
         s: &Submission,
         now: u64,
     ) -> Option<bool> {
@@ -124,7 +124,7 @@ impl View {
                 sh.metrics.task_moved(None, TaskState::Pending.label());
             }
             tracing::info!(workflow = %id.short(), name = %s.workflow.name, tasks = total, "workflow accepted");
-            let _ = progress.send(Progress::Workflow { workflow: id, state: WorkflowState::Active });
+            progress.send(Progress::Workflow { workflow: id, state: WorkflowState::Active });
         }
         Some(new)
     }
@@ -140,7 +140,7 @@ impl View {
     fn update(
         &mut self,
         sh: &Shared,
-        progress: &broadcast::Sender<Progress>,
+        progress: &Notifier,
         id: &WorkflowId,
         task: TaskIndex,
         f: impl FnOnce(&mut TaskRecord) -> bool,
@@ -157,7 +157,7 @@ impl View {
         match result {
             Ok(record) if changed => {
                 sh.metrics.task_moved(before, record.state.label());
-                let _ = progress.send(Progress::Task { workflow: *id, task, state: record.state });
+                progress.send(Progress::Task { workflow: *id, task, state: record.state });
             }
             Ok(_) => {}
             Err(e) => log_store_error("updating a task", e),
@@ -165,7 +165,7 @@ impl View {
     }
 
     /// An assignment seen (ours or gossiped).
-    pub fn assignment(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, a: &Assignment) {
+    pub fn assignment(&mut self, sh: &Shared, progress: &Notifier, a: &Assignment) {
         let (attempt, operator) = (a.attempt, a.operator);
         self.update(sh, progress, &a.workflow, a.task, |r| {
             if matches!(r.state, TaskState::Done { .. } | TaskState::Failed) || attempt_of(&r.state) > attempt {
@@ -180,7 +180,7 @@ impl View {
     }
 
     /// An operator accepted an attempt.
-    pub fn acceptance(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, a: &Acceptance) {
+    pub fn acceptance(&mut self, sh: &Shared, progress: &Notifier, a: &Acceptance) {
         let (attempt, operator) = (a.attempt, a.operator);
         self.update(sh, progress, &a.workflow, a.task, |r| {
             if matches!(r.state, TaskState::Done { .. } | TaskState::Failed) || attempt_of(&r.state) > attempt {
@@ -192,7 +192,7 @@ impl View {
     }
 
     /// An operator declared a failure.
-    pub fn failure(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, f: &TaskFailure) {
+    pub fn failure(&mut self, sh: &Shared, progress: &Notifier, f: &TaskFailure) {
         let (attempt, operator) = (f.attempt, f.operator);
         let cause = format!("{:?}", f.cause);
         self.update(sh, progress, &f.workflow, f.task, |r| {
@@ -209,7 +209,7 @@ impl View {
     }
 
     /// A matchmaker's verdict.
-    pub fn verdict(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, v: &Verdict, now: u64) {
+    pub fn verdict(&mut self, sh: &Shared, progress: &Notifier, v: &Verdict, now: u64) {
         match v {
             Verdict::Accepted(result) => self.accepted(sh, progress, result, now),
             Verdict::Rejected { result, reason } => {
@@ -231,7 +231,7 @@ impl View {
         }
     }
 
-    fn accepted(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, result: &SignedResult, now: u64) {
+    fn accepted(&mut self, sh: &Shared, progress: &Notifier, result: &SignedResult, now: u64) {
         let r = &result.result;
         let key = (r.workflow, r.task);
         let Some(tracked) = self.tracked.get_mut(&r.workflow) else { return };
@@ -255,7 +255,7 @@ impl View {
                 self.accepted_at.insert(key, now);
                 tracked.done += 1;
                 sh.metrics.task_moved(before, "done");
-                let _ = progress.send(Progress::Task {
+                progress.send(Progress::Task {
                     workflow: r.workflow,
                     task: r.task,
                     state: TaskState::Done { result: result_id },
@@ -276,7 +276,7 @@ impl View {
     }
 
     /// A matchmaker declared the workflow failed.
-    pub fn workflow_failed(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, f: &WorkflowFailure) {
+    pub fn workflow_failed(&mut self, sh: &Shared, progress: &Notifier, f: &WorkflowFailure) {
         let Some(tracked) = self.tracked.get_mut(&f.workflow) else { return };
         if tracked.finished {
             return;
@@ -286,7 +286,7 @@ impl View {
     }
 
     /// Mark a workflow completed (from our own matchmaker's decision; idempotent).
-    pub fn completed(&mut self, sh: &Shared, progress: &broadcast::Sender<Progress>, id: &WorkflowId) {
+    pub fn completed(&mut self, sh: &Shared, progress: &Notifier, id: &WorkflowId) {
         let Some(tracked) = self.tracked.get_mut(id) else { return };
         if tracked.finished {
             return;
@@ -295,14 +295,14 @@ impl View {
         self.set_state(sh, progress, id, WorkflowState::Completed);
     }
 
-    fn set_state(&self, sh: &Shared, progress: &broadcast::Sender<Progress>, id: &WorkflowId, state: WorkflowState) {
+    fn set_state(&self, sh: &Shared, progress: &Notifier, id: &WorkflowId, state: WorkflowState) {
         if let Err(e) = sh.store.set_workflow_state(id, state.clone()) {
             log_store_error("setting a workflow state", e);
             return;
         }
         sh.metrics.workflow_moved(Some("active"), state.label());
         tracing::info!(workflow = %id.short(), state = state.label(), "workflow finished");
-        let _ = progress.send(Progress::Workflow { workflow: *id, state });
+        progress.send(Progress::Workflow { workflow: *id, state });
     }
 }
 

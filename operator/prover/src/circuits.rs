@@ -28,7 +28,7 @@ pub const NUM_PUBLIC_INPUTS: usize = 4;
 
 /// Domain-separation tags ("pm-leaf", "pm-agg", "pm-final" as big-endian integers), so that a
 /// digest of one kind can never be passed off as another.
-pub const LEAF_TAG: u64 = 0x706d_2d6c_6561_66;
+pub const LEAF_TAG: u64 = 0x70_6d2d_6c65_6166;
 pub const AGG_TAG: u64 = 0x706d_2d61_6767;
 pub const FINAL_TAG: u64 = 0x706d_2d66_696e_616c;
 

@@ -53,7 +53,8 @@ fn stages_run_under_the_program_contract() {
 #[test]
 fn bad_inputs_exit_non_zero_with_a_reason() {
     let r = run();
-    let cases: Vec<(Vec<&str>, Vec<&[u8]>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<&'a [u8]>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             vec!["leaf", "--index", "9"],
             vec![&r.witness],

@@ -60,8 +60,14 @@ fn aggregate_rejects_invalid_or_mismatched_children() {
         aggregate(&[r.leaves[0].clone(), r.leaves[0].clone()]),
         "not contiguous",
     );
-    bad_input(aggregate(&[r.final_proof.clone()]), "final proof");
-    bad_input(aggregate(&[r.witness.clone()]), "malformed proof");
+    bad_input(
+        aggregate(std::slice::from_ref(&r.final_proof)),
+        "final proof",
+    );
+    bad_input(
+        aggregate(std::slice::from_ref(&r.witness)),
+        "malformed proof",
+    );
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! `proofmesh submit FILE [--wait]`: validate locally, submit over RPC, print the workflow id.
+//! With `--wait`, follow the progress subscription with one indicatif bar per stage (done /
+//! running / failed / ETA) and exit 0 only when the workflow completed (every task has an
+//! accepted result); a failed workflow exits 1 and prints its reason.
+
+use super::rpc_args::{block_on, RpcArgs};
+use anyhow::Context;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use proofmesh_node::rpc::{RpcClient, WorkflowStatus};
+use proofmesh_protocol::spec::{self, Format};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Arguments of `proofmesh submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Workflow file (TOML, or JSON by a .json name).
+    pub file: PathBuf,
+    /// Follow progress until the workflow completes or fails.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+}
+
+/// Run it.
+pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let format = Format::from_file_name(&args.file.to_string_lossy());
+    // Validate here first: a bad file fails fast and without a node.
+    spec::load(&text, format).with_context(|| format!("{} is not a valid workflow", args.file.display()))?;
+    let format = match format {
+        Format::Json => "json",
+        Format::Toml => "toml",
+    };
+    block_on(async move {
+        let mut client = args.rpc.connect().await?;
+        let outcome = client.submit_workflow(&text, format).await?;
+        println!("{}", outcome.id);
+        if !args.wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        wait(&mut client, &outcome.id).await
+    })
+}
+
+struct Bars {
+    multi: MultiProgress,
+    bars: HashMap<String, ProgressBar>,
+    style: ProgressStyle,
+}
+
+impl Bars {
+    fn new() -> Self {
+        let style = ProgressStyle::with_template("{prefix:>14} [{bar:32.cyan/blue}] {pos:>5}/{len:<5} {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        Bars { multi: MultiProgress::new(), bars: HashMap::new(), style }
+    }
+
+    fn update(&mut self, status: &WorkflowStatus) {
+        for stage in &status.stages {
+            let bar = self.bars.entry(stage.name.clone()).or_insert_with(|| {
+                let bar = self.multi.add(ProgressBar::new(stage.total));
+                bar.set_style(self.style.clone());
+                bar.set_prefix(stage.name.clone());
+                bar
+            });
+            bar.set_position(stage.done);
+            bar.set_message(format!("running={} failed={} retries={}", stage.running, stage.failed, stage.failed_attempts));
+        }
+    }
+
+    fn finish(&self) {
+        for bar in self.bars.values() {
+            bar.abandon();
+        }
+    }
+}
+
+async fn wait(client: &mut RpcClient, id: &str) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    client.subscribe_progress(id).await.context("subscribing to progress")?;
+    let mut bars = Bars::new();
+    loop {
+        let status = client.next_progress().await.context("following progress")?;
+        bars.update(&status);
+        if !status.is_final() {
+            continue;
+        }
+        bars.finish();
+        let elapsed = started.elapsed().as_secs_f64();
+        if status.state == "completed" {
+            println!("state=completed tasks={} done={} elapsed_s={elapsed:.3}", status.tasks, status.done);
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("state={} tasks={} done={} elapsed_s={elapsed:.3}", status.state, status.tasks, status.done);
+        eprintln!("error: workflow {id} {}: {}", status.state, status.reason.as_deref().unwrap_or("no reason given"));
+        return Ok(ExitCode::FAILURE);
+    }
+}

@@ -1,0 +1,74 @@
+//! The RPC server's [`NodeApi`] over a running node: submissions go through the core task
+//! (validated, stored before the answer, gossiped, fed to the local matchmaker); reads are
+//! answered from the store by [`StoreApi`]'s logic; blobs missing locally are fetched from peers.
+
+use super::{Api, NodeError};
+use crate::network::BlobChunk;
+use crate::rpc::{
+    ApiError, NodeApi, NodeInfo, OperatorInfo, ResultInfo, StoreApi, SubmitOutcome, SubmitRequest, WorkflowStatus,
+};
+use proofmesh_protocol::{ContentId, WorkflowId};
+use tokio::sync::broadcast;
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::InvalidWorkflow(e) => ApiError::Invalid(format!("invalid workflow: {e}")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl Api {
+    /// The store-only API answers every read.
+    fn reads(&self) -> StoreApi {
+        StoreApi::new(self.store.clone(), self.public_key, self.info.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeApi for Api {
+    async fn submit(&self, request: SubmitRequest) -> Result<SubmitOutcome, ApiError> {
+        let (id, new, tasks) = match request {
+            SubmitRequest::Workflow(workflow) => {
+                let tasks = workflow.tasks.len() as u64;
+                let known = self.store.has_workflow(&workflow.id())?;
+                let id = Api::submit(self, workflow).await?;
+                (id, !known, tasks)
+            }
+            SubmitRequest::Submission(s) => {
+                let tasks = s.workflow.tasks.len() as u64;
+                let (id, new) = self.submit_submission(*s).await?;
+                (id, new, tasks)
+            }
+        };
+        Ok(SubmitOutcome { id: id.to_hex(), new, tasks })
+    }
+
+    async fn status(&self, id: WorkflowId) -> Result<WorkflowStatus, ApiError> {
+        NodeApi::status(&self.reads(), id).await
+    }
+
+    fn changes(&self) -> broadcast::Receiver<WorkflowId> {
+        self.notifier.changes.subscribe()
+    }
+
+    async fn result(&self, id: WorkflowId) -> Result<ResultInfo, ApiError> {
+        NodeApi::result(&self.reads(), id).await
+    }
+
+    async fn blob(&self, id: ContentId, offset: u64, max_len: usize) -> Result<BlobChunk, ApiError> {
+        if !self.store.has_blob(&id)? {
+            self.fetch_blob(id).await.map_err(|_| ApiError::UnknownBlob(id))?;
+        }
+        NodeApi::blob(&self.reads(), id, offset, max_len).await
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorInfo>, ApiError> {
+        NodeApi::operators(&self.reads()).await
+    }
+
+    async fn node_info(&self) -> Result<NodeInfo, ApiError> {
+        NodeApi::node_info(&self.reads()).await
+    }
+}

@@ -1,0 +1,381 @@
+//! Whole nodes in one process, over real loopback sockets (port 0) and temp dirs: a gateway,
+//! matchmakers and operators (running the operator crate's built-in `sleep` program) schedule
+//! and run workflows end to end, survive restarts, a matchmaker's death and an operator's death.
+
+use proofmesh_matchmaker::{active_matchmaker, routing_key};
+use proofmesh_node::network::Multiaddr;
+use proofmesh_node::runtime::{Node, Api, NodeHandle, NodeOptions, OperatorOptions, Progress, WorkflowStatus};
+use proofmesh_node::store::{TaskState, WorkflowState};
+use proofmesh_operator::{OperatorConfig, ProgramSpec};
+use proofmesh_protocol::messages::Capacity;
+use proofmesh_protocol::spec::{self, Format};
+use proofmesh_protocol::{ContentId, Domain, PublicKey, Workflow, WorkflowId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::time::{sleep, Instant};
+
+const DOMAIN: Domain = Domain { network_id: 77, chain_id: 31337 };
+const WAIT: Duration = Duration::from_secs(40);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Gateway,
+    Matchmaker,
+    Operator,
+}
+
+fn options(dir: &Path, role: Role, bootstrap: &[Multiaddr]) -> NodeOptions {
+    let mut o = NodeOptions::test(dir, DOMAIN);
+    o.network.bootstrap = bootstrap.to_vec();
+    o.rpc = None;
+    match role {
+        Role::Gateway => o,
+        Role::Matchmaker => o.with_test_matchmaker(),
+        Role::Operator => {
+            let config = OperatorConfig::new(dir.join("operator"))
+                .with_program("sleep", "1", ProgramSpec::Builtin { builtin: "sleep".into() })
+                .with_program("noop", "1", ProgramSpec::Builtin { builtin: "noop".into() });
+            let mut op = OperatorOptions::new(config);
+            op.capacity = Some(Capacity { cpu: 2, memory_mb: 4096, disk_mb: 10_000, gpus: Vec::new() });
+            op.heartbeat_interval = Duration::from_millis(200);
+            op.advert_interval = Duration::from_secs(1);
+            o.operator = Some(op);
+            o
+        }
+    }
+}
+
+struct Member {
+    name: String,
+    role: Role,
+    dir: TempDir,
+    handle: Option<NodeHandle>,
+}
+
+impl Member {
+    fn api(&self) -> &Api {
+        self.handle.as_ref().expect("node is running").api()
+    }
+
+    fn key(&self) -> PublicKey {
+        self.handle.as_ref().expect("node is running").public_key()
+    }
+
+    async fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+}
+
+struct Cluster {
+    members: Vec<Member>,
+}
+
+impl Cluster {
+    /// Start nodes in order; each dials every node started before it (a full mesh).
+    async fn start(roles: &[(&str, Role)]) -> Cluster {
+        let mut members: Vec<Member> = Vec::new();
+        for (name, role) in roles {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let boot = members.iter().flat_map(|m| m.handle.as_ref().expect("up").listen_addrs().to_vec()).collect::<Vec<_>>();
+            let handle = Node::spawn(options(dir.path(), *role, &boot)).await.expect("node starts");
+            members.push(Member { name: (*name).to_string(), role: *role, dir, handle: Some(handle) });
+        }
+        let cluster = Cluster { members };
+        cluster.wait_connected().await;
+        cluster.wait_matchmakers().await;
+        cluster
+    }
+
+    fn get(&self, name: &str) -> &Member {
+        self.members.iter().find(|m| m.name == name).expect("member exists")
+    }
+
+    fn get_mut(&mut self, name: &str) -> &mut Member {
+        self.members.iter_mut().find(|m| m.name == name).expect("member exists")
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.handle.is_some())
+    }
+
+    async fn wait_connected(&self) {
+        let want = self.running().count() - 1;
+        let deadline = Instant::now() + WAIT;
+        for m in self.running() {
+            loop {
+                let peers = m.handle.as_ref().expect("up").peers().await.expect("network up");
+                if peers.len() >= want {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} sees {} peers, wants {want}", m.name, peers.len());
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Every running matchmaker sees every running matchmaker.
+    async fn wait_matchmakers(&self) {
+        let keys: BTreeSet<PublicKey> = self.running().filter(|m| m.role == Role::Matchmaker).map(|m| m.key()).collect();
+        let deadline = Instant::now() + WAIT;
+        for m in self.running().filter(|m| m.role == Role::Matchmaker) {
+            loop {
+                let live: BTreeSet<PublicKey> = m.api().live_matchmakers().await.expect("up").into_iter().collect();
+                if live == keys {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} sees matchmakers {live:?}, want {keys:?}", m.name);
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    async fn shutdown(mut self) {
+        for m in &mut self.members {
+            m.stop().await;
+        }
+    }
+}
+
+fn sleep_workflow(name: &str, leaves: u32, leaf_ms: u32, cpu: u32) -> Workflow {
+    let text = format!(
+        r#"
+name = "{name}"
+[defaults]
+resources = {{ cpu = {cpu}, memory_gb = 0.5 }}
+timeout_s = 20
+max_attempts = 4
+
+[[task]]
+id = "leaf"
+program = "sleep@1"
+args = ["--ms", "{leaf_ms}"]
+count = {leaves}
+
+[[task]]
+id = "root"
+program = "sleep@1"
+args = ["--ms", "20"]
+deps = ["leaf"]
+"#
+    );
+    spec::load(&text, Format::Toml).expect("test workflow is valid").0
+}
+
+async fn wait_status(api: &Api, id: &WorkflowId, what: &str, pred: impl Fn(&WorkflowStatus) -> bool) -> WorkflowStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = api.status(id).expect("store readable") {
+            if pred(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: workflow is {:?}, tasks {:?}",
+                status.record.state,
+                status.tasks.iter().map(|t| t.state.label()).collect::<Vec<_>>()
+            );
+        } else {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: workflow unknown");
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_completed(api: &Api, id: &WorkflowId) -> WorkflowStatus {
+    let status = wait_status(api, id, "completion", |s| s.record.state != WorkflowState::Active).await;
+    assert_eq!(status.record.state, WorkflowState::Completed, "workflow should complete");
+    status
+}
+
+/// Accepted results by task, asserting every task has exactly one.
+fn results_of(api: &Api, id: &WorkflowId, tasks: usize) -> BTreeMap<u32, ContentId> {
+    let results = api.store().results(id).expect("store readable");
+    assert_eq!(results.len(), tasks, "every task has an accepted result");
+    results.into_iter().map(|(t, r)| (t, ContentId::of_value(&r))).collect()
+}
+
+/// Distinct accepted result ids per task, from a progress subscription.
+fn drain_done(rx: &mut tokio::sync::broadcast::Receiver<Progress>, seen: &mut BTreeMap<u32, BTreeSet<ContentId>>) {
+    while let Ok(p) = rx.try_recv() {
+        if let Progress::Task { task, state: TaskState::Done { result }, .. } = p {
+            seen.entry(task).or_default().insert(result);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
+    let cluster = Cluster::start(&[
+        ("gw", Role::Gateway),
+        ("mm1", Role::Matchmaker),
+        ("mm2", Role::Matchmaker),
+        ("op1", Role::Operator),
+        ("op2", Role::Operator),
+        ("op3", Role::Operator),
+    ])
+    .await;
+    let gw = cluster.get("gw").api().clone();
+    let mut progress = gw.subscribe();
+    let workflow = sleep_workflow("happy", 6, 150, 1);
+    let n = workflow.tasks.len();
+    let id = gw.submit(workflow).await.expect("submit accepted");
+    // Stored before the acknowledgement.
+    assert!(gw.store().has_workflow(&id).expect("store readable"));
+
+    wait_completed(&gw, &id).await;
+    let reference = results_of(&gw, &id, n);
+    // Every node (whatever its role) saw the same workflow complete with the same results.
+    for m in cluster.running() {
+        let status = wait_completed(m.api(), &id).await;
+        assert_eq!(status.count("done"), n, "{}: all tasks done", m.name);
+        assert_eq!(results_of(m.api(), &id, n), reference, "{} agrees on every result", m.name);
+    }
+    let mut seen = BTreeMap::new();
+    drain_done(&mut progress, &mut seen);
+    assert_eq!(seen.len(), n, "a done event per task");
+    assert!(seen.values().all(|s| s.len() == 1), "no task was accepted with two different results: {seen:?}");
+    // The work was spread: more than one operator produced results.
+    let producers: BTreeSet<PublicKey> =
+        gw.store().results(&id).expect("readable").into_iter().map(|(_, r)| r.result.operator).collect();
+    assert!(producers.len() >= 2, "tasks spread over operators, got {producers:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_nodes_keep_workflows_and_results() {
+    let mut cluster =
+        Cluster::start(&[("gw", Role::Gateway), ("mm", Role::Matchmaker), ("op", Role::Operator)]).await;
+    let gw = cluster.get("gw").api().clone();
+    let workflow = sleep_workflow("restart", 3, 50, 1);
+    let n = workflow.tasks.len();
+    let id = gw.submit(workflow).await.expect("submit accepted");
+    wait_completed(&gw, &id).await;
+    let before = results_of(&gw, &id, n);
+    let mm_before = results_of(cluster.get("mm").api(), &id, n);
+    let gw_key = cluster.get("gw").key();
+    drop(gw);
+
+    // Stop everything (the gateway by dropping its handle, i.e. without a graceful shutdown
+    // call), then bring the gateway and the matchmaker back on the same data directories.
+    for name in ["gw", "mm", "op"] {
+        let m = cluster.get_mut(name);
+        if name == "gw" {
+            drop(m.handle.take());
+            sleep(Duration::from_millis(500)).await;
+        } else {
+            m.stop().await;
+        }
+    }
+    for name in ["gw", "mm"] {
+        let m = cluster.get_mut(name);
+        let role = m.role;
+        let mut handle = None;
+        // The dropped node releases its store asynchronously; retry the open briefly.
+        for _ in 0..50 {
+            match Node::spawn(options(m.dir.path(), role, &[])).await {
+                Ok(h) => {
+                    handle = Some(h);
+                    break;
+                }
+                Err(_) => sleep(Duration::from_millis(100)).await,
+            }
+        }
+        m.handle = Some(handle.expect("node restarts on its data dir"));
+    }
+    let gw = cluster.get("gw").api().clone();
+    assert_eq!(cluster.get("gw").key(), gw_key, "same identity from the key file");
+    let status = gw.status(&id).expect("readable").expect("workflow survived the restart");
+    assert_eq!(status.record.state, WorkflowState::Completed);
+    assert_eq!(results_of(&gw, &id, n), before, "gateway kept every result");
+    let mm = cluster.get("mm").api();
+    assert_eq!(results_of(mm, &id, n), mm_before, "matchmaker kept every result");
+    assert!(mm.store().last_event_seq().expect("readable").is_some(), "matchmaker kept its event log");
+    // Every accepted output is still served from the gateway's own store.
+    for (_, r) in gw.store().results(&id).expect("readable") {
+        assert!(gw.store().has_blob(&r.result.output).expect("readable"), "output blob kept");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn active_matchmaker_dies_and_the_other_takes_over() {
+    let mut cluster = Cluster::start(&[
+        ("gw", Role::Gateway),
+        ("mm1", Role::Matchmaker),
+        ("mm2", Role::Matchmaker),
+        ("op1", Role::Operator),
+        ("op2", Role::Operator),
+    ])
+    .await;
+    let gw = cluster.get("gw").api().clone();
+    let mut progress = gw.subscribe();
+    // 8 leaves of 300 ms on 4 slots: at least two rounds, so the death lands mid-workflow.
+    let workflow = sleep_workflow("takeover", 8, 300, 1);
+    let n = workflow.tasks.len();
+    let wf_id = workflow.id();
+    let keys = [cluster.get("mm1").key(), cluster.get("mm2").key()];
+    let active = active_matchmaker(&routing_key(&wf_id, &workflow), &keys).expect("two live matchmakers");
+    let (active_name, survivor) = if active == keys[0] { ("mm1", "mm2") } else { ("mm2", "mm1") };
+    let id = gw.submit(workflow).await.expect("submit accepted");
+    assert_eq!(id, wf_id);
+
+    wait_status(&gw, &id, "a first task done", |s| s.count("done") >= 1).await;
+    let done_before = gw.status(&id).expect("readable").expect("known").count("done");
+    assert!(done_before < n, "the matchmaker must die mid-workflow");
+    cluster.get_mut(active_name).stop().await;
+
+    wait_completed(&gw, &id).await;
+    let reference = results_of(&gw, &id, n);
+    assert_eq!(results_of(cluster.get(survivor).api(), &id, n), reference, "survivor agrees");
+    let mut seen = BTreeMap::new();
+    drain_done(&mut progress, &mut seen);
+    assert!(seen.values().all(|s| s.len() == 1), "no task accepted twice: {seen:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_dies_mid_task_and_its_task_is_reassigned() {
+    let mut cluster = Cluster::start(&[
+        ("gw", Role::Gateway),
+        ("mm", Role::Matchmaker),
+        ("op1", Role::Operator),
+        ("op2", Role::Operator),
+    ])
+    .await;
+    let gw = cluster.get("gw").api().clone();
+    // Each task takes a whole operator (2 cores) for 1.5 s.
+    let workflow = sleep_workflow("reassign", 3, 1500, 2);
+    let n = workflow.tasks.len();
+    let id = gw.submit(workflow).await.expect("submit accepted");
+    let ops = [("op1", cluster.get("op1").key()), ("op2", cluster.get("op2").key())];
+
+    let status = wait_status(&gw, &id, "a task running", |s| {
+        s.tasks.iter().any(|t| matches!(t.state, TaskState::Running { .. }))
+    })
+    .await;
+    let (victim_task, victim_key) = status
+        .tasks
+        .iter()
+        .enumerate()
+        .find_map(|(i, t)| match t.state {
+            TaskState::Running { operator, .. } => Some((i as u32, operator)),
+            _ => None,
+        })
+        .expect("a running task");
+    let victim = ops.iter().find(|(_, k)| *k == victim_key).expect("runs on an operator").0;
+    let killed_at = Instant::now();
+    cluster.get_mut(victim).stop().await;
+
+    wait_completed(&gw, &id).await;
+    assert!(killed_at.elapsed() < WAIT);
+    let results = gw.store().results(&id).expect("readable");
+    assert_eq!(results.len(), n);
+    let (_, reassigned) = results.iter().find(|(t, _)| *t == victim_task).expect("victim task has a result");
+    assert_ne!(reassigned.result.operator, victim_key, "the dead operator's task ran elsewhere");
+    assert!(reassigned.result.attempt >= 2, "the task needed another attempt");
+    cluster.shutdown().await;
+}

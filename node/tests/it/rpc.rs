@@ -1,0 +1,306 @@
+//! The RPC server over a real loopback socket on port 0, backed by the store alone.
+
+use crate::store::{signed_result, submission};
+use prometheus_client::registry::Registry;
+use proofmesh_node::config::RpcConfig;
+use proofmesh_node::metrics::{NodeMetrics, SharedRegistry};
+use proofmesh_node::rpc::{self, codes, ClientError, NodeInfo, RpcClient, RpcError, RpcHandle, StoreApi};
+use proofmesh_node::store::{Store, TaskState, WorkflowState};
+use proofmesh_protocol::messages::{Capacity, OperatorAdvert};
+use proofmesh_protocol::{encoding, ContentId, Keypair};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const VALID: &str = r#"
+name = "rpc-test"
+[[task]]
+id = "witness"
+program = "noop@1"
+[[task]]
+id = "leaf"
+program = "noop@1"
+count = 3
+deps = ["witness"]
+[[task]]
+id = "final"
+program = "noop@1"
+deps = ["leaf"]
+"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    api: StoreApi,
+    server: RpcHandle,
+    owner: Keypair,
+}
+
+async fn start(bind: &str, token: Option<&str>) -> Result<Fixture, RpcError> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let owner = Keypair::generate();
+    let mut registry = Registry::default();
+    let metrics = NodeMetrics::register(&mut registry);
+    let registry: SharedRegistry = Arc::new(Mutex::new(registry));
+    let info = NodeInfo { network_id: 7, chain_id: 31337, roles: vec!["matchmaker".into()], ..NodeInfo::default() };
+    let api = StoreApi::new(store, owner.public(), info).with_metrics(metrics.clone());
+    let config = RpcConfig { enabled: true, bind: bind.parse().unwrap(), token: token.map(String::from) };
+    let server = rpc::spawn(&config, Arc::new(api.clone()), registry, Some(metrics)).await?;
+    Ok(Fixture { _dir: dir, api, server, owner })
+}
+
+/// Minimal HTTP/1.1 client (one request per connection): status and body.
+async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", addr.port())).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn submit_status_and_errors_over_websocket() {
+    let f = start("127.0.0.1:0", None).await.unwrap();
+    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+
+    let outcome = client.submit_workflow(VALID, "toml").await.unwrap();
+    let (expected, _) = proofmesh_protocol::spec::load(VALID, proofmesh_protocol::Format::Toml).unwrap();
+    assert_eq!(outcome.id, expected.id().to_hex());
+    assert!(outcome.new);
+    assert_eq!(outcome.tasks, 5);
+    assert!(!client.submit_workflow(VALID, "toml").await.unwrap().new, "a duplicate is not new");
+    // Durable before the reply: the store already has it with this node as owner.
+    let stored = f.api.store().workflow(&expected.id()).unwrap().unwrap();
+    assert_eq!(stored.submission.owner, f.owner.public());
+
+    let status = client.status(&outcome.id).await.unwrap();
+    assert_eq!(status.state, "active");
+    assert_eq!(status.tasks, 5);
+    let names: Vec<_> = status.stages.iter().map(|s| (s.name.as_str(), s.total, s.pending)).collect();
+    assert_eq!(names, vec![("witness", 1, 1), ("leaf", 3, 3), ("final", 1, 1)]);
+
+    // An invalid workflow: the error names the problem.
+    let bad = VALID.replace(r#"deps = ["leaf"]"#, r#"deps = ["nosuchtask"]"#);
+    match client.submit_workflow(&bad, "toml").await {
+        Err(ClientError::Rpc { code, message }) => {
+            assert_eq!(code, codes::INVALID_PARAMS);
+            assert!(message.contains("nosuchtask"), "{message}");
+        }
+        other => panic!("expected an invalid-params error, got {other:?}"),
+    }
+    match client.submit_workflow("name = \"x\"\n[[task]\n", "toml").await {
+        Err(ClientError::Rpc { code, message }) => {
+            assert_eq!(code, codes::INVALID_PARAMS);
+            assert!(message.contains("line"), "syntax errors carry a position: {message}");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+
+    // Unknown id.
+    let unknown = ContentId([3; 32]).to_hex();
+    match client.status(&unknown).await {
+        Err(ClientError::Rpc { code, message }) => {
+            assert_eq!(code, codes::UNKNOWN_WORKFLOW);
+            assert!(message.contains("unknown workflow") && message.contains(&unknown), "{message}");
+        }
+        other => panic!("expected unknown-workflow error, got {other:?}"),
+    }
+    match client.status("not-hex").await {
+        Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::INVALID_PARAMS),
+        other => panic!("expected invalid params, got {other:?}"),
+    }
+    match client.call::<serde_json::Value>("pm_nope", serde_json::json!({})).await {
+        Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::METHOD_NOT_FOUND),
+        other => panic!("expected method-not-found, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn submit_an_encoded_submission() {
+    let f = start("127.0.0.1:0", None).await.unwrap();
+    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let other_owner = Keypair::generate();
+    let sub = submission("encoded", 2, &other_owner);
+    let hexed = hex::encode(encoding::encode(&sub));
+    let out: rpc::SubmitOutcome =
+        client.call("pm_submitWorkflow", serde_json::json!({ "submission": hexed })).await.unwrap();
+    assert_eq!(out.id, sub.workflow.id().to_hex());
+    let stored = f.api.store().workflow(&sub.workflow.id()).unwrap().unwrap();
+    assert_eq!(stored.submission, sub, "an encoded submission keeps its own owner");
+}
+
+#[tokio::test]
+async fn progress_subscription_follows_changes_to_completion() {
+    let f = start("127.0.0.1:0", None).await.unwrap();
+    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let id_hex = client.submit_workflow(VALID, "toml").await.unwrap().id;
+    let id: ContentId = id_hex.parse().unwrap();
+    let sub = f.api.store().workflow(&id).unwrap().unwrap().submission;
+
+    let sub_id = client.subscribe_progress(&id_hex).await.unwrap();
+    assert!(sub_id > 0);
+    let first = client.next_progress().await.unwrap();
+    assert_eq!((first.state.as_str(), first.done), ("active", 0));
+
+    let op = Keypair::generate();
+    let store = f.api.store().clone();
+    store.set_task_state(&id, 0, TaskState::Running { attempt: 1, operator: op.public() }).unwrap();
+    f.api.notify(id);
+    let running = client.next_progress().await.unwrap();
+    assert_eq!(running.stages[0].running, 1);
+    assert_eq!(running.stages[0].pending, 0);
+
+    // Finish every task, then the workflow.
+    for task in 0..5 {
+        store.accept_result(&signed_result(&sub, task, ContentId::of_bytes(&[task as u8]), &op)).unwrap();
+        f.api.notify(id);
+    }
+    store.set_workflow_state(&id, WorkflowState::Completed).unwrap();
+    f.api.notify(id);
+    let mut last = client.next_progress().await.unwrap();
+    while !last.is_final() {
+        last = client.next_progress().await.unwrap();
+    }
+    assert_eq!(last.state, "completed");
+    assert_eq!(last.done, 5);
+    assert!(last.stages.iter().all(|s| s.done == s.total && s.pending == 0 && s.running == 0));
+
+    // Subscribing to an unknown id is an error, not a silent stream.
+    match client.subscribe_progress(&ContentId([4; 32]).to_hex()).await {
+        Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::UNKNOWN_WORKFLOW),
+        other => panic!("expected unknown workflow, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn result_blob_operators_and_node_info() {
+    let f = start("127.0.0.1:0", None).await.unwrap();
+    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let id_hex = client.submit_workflow(VALID, "toml").await.unwrap().id;
+    let id: ContentId = id_hex.parse().unwrap();
+    let store = f.api.store().clone();
+    let sub = store.workflow(&id).unwrap().unwrap().submission;
+    let proof: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect(); // > 1 slice, file-backed
+    let proof_id = store.put_blob(&proof).unwrap();
+    let op = Keypair::generate();
+    store.accept_result(&signed_result(&sub, 4, proof_id, &op)).unwrap(); // `final` is task 4
+    store.accept_result(&signed_result(&sub, 1, ContentId::of_bytes(b"leaf"), &op)).unwrap();
+
+    let result = client.result(&id_hex).await.unwrap();
+    assert_eq!(result.outputs.len(), 1, "only the sink task is a final output");
+    assert_eq!(result.outputs[0].name, "final");
+    assert_eq!(result.outputs[0].output, proof_id.to_hex());
+    assert!(result.outputs[0].available);
+    assert_eq!(client.fetch_blob(&proof_id.to_hex()).await.unwrap(), proof);
+    match client.fetch_blob(&ContentId([8; 32]).to_hex()).await {
+        Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::UNKNOWN_BLOB),
+        other => panic!("expected unknown blob, got {other:?}"),
+    }
+
+    store
+        .put_operator_advert(
+            &OperatorAdvert {
+                operator: op.public(),
+                eth_address: None,
+                capacity: Capacity { cpu: 4, memory_mb: 8192, disk_mb: 0, gpus: Vec::new() },
+                programs: Vec::new(),
+                price_wei: 10u128.pow(30),
+            },
+            5,
+        )
+        .unwrap();
+    store
+        .update_operator(&op.public(), |r| {
+            r.stats.completed = 2;
+            r.stats.failed = 1;
+            r.stats.slashed = 1;
+        })
+        .unwrap();
+    let ops = client.operators().await.unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!((ops[0].completed, ops[0].failed, ops[0].slashed), (2, 1, 1));
+    assert_eq!(ops[0].price_wei, "1000000000000000000000000000000", "wei beyond 2^53 survive as strings");
+
+    let info = client.node_info().await.unwrap();
+    assert_eq!((info.network_id, info.chain_id, info.workflows), (7, 31337, 1));
+    assert_eq!(info.node_key, f.owner.public().to_hex());
+}
+
+#[tokio::test]
+async fn http_post_batch_metrics_and_health() {
+    let f = start("127.0.0.1:0", None).await.unwrap();
+    let addr = f.server.local_addr();
+    let (status, body) = http(addr, "GET", "/health", &[], "").await;
+    assert_eq!((status, body.trim()), (200, "OK"));
+
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"pm_nodeInfo"},
+                    {"jsonrpc":"2.0","id":2,"method":"pm_status","params":["00"]},
+                    {"jsonrpc":"2.0","method":"pm_nodeInfo"}]"#;
+    let (status, body) = http(addr, "POST", "/", &[], batch).await;
+    assert_eq!(status, 200);
+    let replies: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(replies.len(), 2, "the notification gets no reply: {body}");
+    assert_eq!(replies[0]["result"]["network_id"], 7);
+    assert_eq!(replies[1]["error"]["code"], codes::INVALID_PARAMS);
+
+    let (_, body) = http(addr, "POST", "/", &[], "{not json").await;
+    assert!(body.contains(&codes::PARSE_ERROR.to_string()), "{body}");
+    let sub = r#"{"jsonrpc":"2.0","id":3,"method":"pm_subscribeProgress","params":["00"]}"#;
+    let (_, body) = http(addr, "POST", "/", &[], sub).await;
+    assert!(body.contains(&codes::NEEDS_WEBSOCKET.to_string()), "{body}");
+
+    let (status, metrics) = http(addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200);
+    for name in [
+        "proofmesh_rpc_requests_total{method=\"pm_nodeInfo\",outcome=\"ok\"} 2",
+        "proofmesh_rpc_requests_total{method=\"pm_status\",outcome=\"error\"} 1",
+        "proofmesh_chain_sync_height",
+        "proofmesh_workflow_submissions",
+        "# EOF",
+    ] {
+        assert!(metrics.contains(name), "missing {name:?} in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn bearer_token_is_required_off_loopback_and_enforced_when_set() {
+    match start("0.0.0.0:0", None).await {
+        Err(e @ RpcError::TokenRequired { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("rpc.token") && msg.contains("--rpc.token"), "{msg}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a non-loopback bind without a token must be refused"),
+    }
+    let f = start("0.0.0.0:0", Some("s3cret")).await.unwrap();
+    let addr = f.server.local_addr();
+    let req = r#"{"jsonrpc":"2.0","id":1,"method":"pm_nodeInfo"}"#;
+    assert_eq!(http(addr, "POST", "/", &[], req).await.0, 401);
+    assert_eq!(http(addr, "POST", "/", &[("Authorization", "Bearer wrong!")], req).await.0, 401);
+    assert_eq!(http(addr, "GET", "/metrics", &[], "").await.0, 401);
+    assert_eq!(http(addr, "GET", "/health", &[], "").await.0, 401);
+    let (status, body) = http(addr, "POST", "/", &[("Authorization", "Bearer s3cret")], req).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"network_id\":7"), "{body}");
+
+    let url = format!("http://127.0.0.1:{}", addr.port());
+    assert!(matches!(RpcClient::connect(&url, None).await, Err(ClientError::Connect { .. })));
+    let mut client = RpcClient::connect(&url, Some("s3cret")).await.unwrap();
+    assert_eq!(client.node_info().await.unwrap().network_id, 7);
+
+    // A token on loopback is enforced too.
+    let g = start("127.0.0.1:0", Some("t")).await.unwrap();
+    assert_eq!(http(g.server.local_addr(), "GET", "/health", &[], "").await.0, 401);
+}

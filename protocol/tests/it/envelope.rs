@@ -1,0 +1,150 @@
+//! Envelopes on hostile input, and replay protection.
+
+use proofmesh_protocol::encoding::{self, DecodeError};
+use proofmesh_protocol::messages::Heartbeat;
+use proofmesh_protocol::replay::Admitted;
+use proofmesh_protocol::{
+    Domain, Envelope, EnvelopeError, Keypair, Message, ReplayError, ReplayGuard, Workflow,
+};
+
+pub const DOMAIN: Domain = Domain {
+    network_id: 7,
+    chain_id: 31337,
+};
+
+pub fn heartbeat(kp: &Keypair, nonce: u64) -> Envelope {
+    let msg = Message::Heartbeat(Heartbeat {
+        operator: kp.public(),
+        at_ms: 5,
+        running: vec![],
+    });
+    Envelope::seal(kp, DOMAIN, &msg, nonce, 10_000)
+}
+
+#[test]
+fn sealed_envelope_opens_and_survives_the_wire() {
+    let kp = Keypair::generate();
+    let env = heartbeat(&kp, 1);
+    let back = Envelope::from_bytes(&env.to_bytes()).unwrap();
+    assert_eq!(back, env);
+    assert!(matches!(
+        back.open(DOMAIN, 1_000),
+        Ok(Message::Heartbeat(_))
+    ));
+    assert!(matches!(
+        back.open(
+            Domain {
+                network_id: 8,
+                ..DOMAIN
+            },
+            1_000
+        ),
+        Err(EnvelopeError::WrongNetwork { .. })
+    ));
+    assert!(matches!(
+        back.open(
+            Domain {
+                chain_id: 1,
+                ..DOMAIN
+            },
+            1_000
+        ),
+        Err(EnvelopeError::WrongChain { .. })
+    ));
+    assert!(matches!(
+        back.open(DOMAIN, 10_001),
+        Err(EnvelopeError::Expired { .. })
+    ));
+}
+
+/// bincode varint for u64::MAX: marker 253 then 8 bytes.
+fn huge_len() -> Vec<u8> {
+    let mut v = vec![253u8];
+    v.extend_from_slice(&u64::MAX.to_le_bytes());
+    v
+}
+
+#[test]
+fn hostile_length_prefixes_fail_without_allocating() {
+    // The header of a real envelope, then a payload length of 2^64 - 1.
+    let kp = Keypair::generate();
+    let env = heartbeat(&kp, 1);
+    let header = encoding::encode(&(
+        env.version,
+        env.domain,
+        env.kind,
+        env.sender,
+        env.nonce,
+        env.expires_at_ms,
+    ));
+    let mut bytes = header;
+    bytes.extend(huge_len());
+    bytes.extend([0u8; 64]);
+    assert!(matches!(
+        Envelope::from_bytes(&bytes),
+        Err(EnvelopeError::Decode(DecodeError::Malformed(_)))
+    ));
+
+    // A workflow claiming 2^64 - 1 tasks, and a string claiming 2^64 - 1 bytes.
+    let mut wf = encoding::encode(&"name".to_string());
+    wf.push(0); // ordering: None
+    wf.push(0); // deadline
+    wf.extend(huge_len());
+    assert!(encoding::decode::<Workflow>(&wf).is_err());
+    assert!(encoding::decode::<String>(&huge_len()).is_err());
+    // 4 MiB limit on the input itself.
+    let big = vec![0u8; encoding::MAX_MESSAGE_BYTES + 1];
+    assert!(matches!(
+        Envelope::from_bytes(&big),
+        Err(EnvelopeError::Decode(DecodeError::TooLarge { .. }))
+    ));
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let kp = Keypair::generate();
+    let mut bytes = heartbeat(&kp, 1).to_bytes();
+    bytes.push(0);
+    assert!(matches!(
+        Envelope::from_bytes(&bytes),
+        Err(EnvelopeError::Decode(DecodeError::TrailingBytes(1)))
+    ));
+}
+
+#[test]
+fn replay_guard_refuses_a_replayed_envelope() {
+    let kp = Keypair::generate();
+    let env = heartbeat(&kp, 42);
+    let mut guard = ReplayGuard::new(1024, 60_000);
+    let now = 1_000;
+    env.open(DOMAIN, now).unwrap();
+    assert_eq!(guard.check_envelope(&env, now), Ok(Admitted::Fresh));
+    // The identical bytes again, e.g. re-gossiped by an attacker.
+    let replay = Envelope::from_bytes(&env.to_bytes()).unwrap();
+    replay.open(DOMAIN, now + 1).unwrap();
+    assert_eq!(
+        guard.check_envelope(&replay, now + 1),
+        Err(ReplayError::Duplicate {
+            sender: kp.public(),
+            nonce: 42
+        })
+    );
+    // A new nonce is fine.
+    assert_eq!(
+        guard.check_envelope(&heartbeat(&kp, 43), now + 1),
+        Ok(Admitted::Fresh)
+    );
+}
+
+#[test]
+fn replay_guard_memory_stays_bounded_under_a_flood() {
+    let kp = Keypair::generate();
+    let mut guard = ReplayGuard::new(100, 60_000);
+    for nonce in 0..10_000u64 {
+        guard.check(kp.public(), nonce, 50_000 + nonce, 0).unwrap();
+        assert!(guard.len() <= 100);
+    }
+    // Once everything has expired the guard is empty again.
+    guard.forget_expired(1_000_000);
+    assert!(guard.is_empty());
+}
