@@ -9,14 +9,17 @@
 //! larger messages; `--rotate` publishes from every node in turn instead of node 0 only.
 //! The last line is `key=value` pairs.
 
+use prometheus_client::registry::Registry;
 use proofmesh_node::network::{self, Clock, NetworkConfig, NetworkEvent};
 use proofmesh_protocol::messages::Heartbeat;
 use proofmesh_protocol::{ContentId, Domain, Envelope, Keypair, Message};
-use prometheus_client::registry::Registry;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-const DOMAIN: Domain = Domain { network_id: 1, chain_id: 31337 };
+const DOMAIN: Domain = Domain {
+    network_id: 1,
+    chain_id: 31337,
+};
 
 struct Args {
     nodes: usize,
@@ -28,7 +31,14 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { nodes: 20, messages: 500, running: 0, heartbeat_ms: 700, gap_ms: 5, rotate: false };
+    let mut a = Args {
+        nodes: 20,
+        messages: 500,
+        running: 0,
+        heartbeat_ms: 700,
+        gap_ms: 5,
+        rotate: false,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -66,7 +76,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let args = parse_args();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(run(args));
 }
 
@@ -90,7 +104,8 @@ async fn run(args: Args) {
         }
         config.bootstrap = boot;
         let mut registry = Registry::default();
-        let (client, mut events) = network::spawn(config, &keypair, &mut registry).expect("node starts");
+        let (client, mut events) =
+            network::spawn(config, &keypair, &mut registry).expect("node starts");
         let addr = client.listen_addrs().await.expect("listening").remove(0);
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -111,21 +126,33 @@ async fn run(args: Args) {
     loop {
         let mut ready = 0;
         for c in &clients {
-            if c.mesh_peers(network::Topic::Heartbeats).await.map(|p| p.len()).unwrap_or(0) >= 4.min(n - 1) {
+            if c.mesh_peers(network::Topic::Heartbeats)
+                .await
+                .map(|p| p.len())
+                .unwrap_or(0)
+                >= 4.min(n - 1)
+            {
                 ready += 1;
             }
         }
         if ready == n {
             break;
         }
-        assert!(setup.elapsed() < Duration::from_secs(60), "mesh did not form: {ready}/{n} nodes ready");
+        assert!(
+            setup.elapsed() < Duration::from_secs(60),
+            "mesh did not form: {ready}/{n} nodes ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut degree = 0;
     for c in &clients {
         degree += c.peers().await.map(|p| p.len()).unwrap_or(0);
     }
-    eprintln!("mesh formed in {:?}; mean connections per node {:.1}", setup.elapsed(), degree as f64 / n as f64);
+    eprintln!(
+        "mesh formed in {:?}; mean connections per node {:.1}",
+        setup.elapsed(),
+        degree as f64 / n as f64
+    );
 
     let warmup = 20;
     let mut all_ms = Vec::new();
@@ -135,8 +162,14 @@ async fn run(args: Args) {
     for k in 0..(warmup + args.messages) {
         let publisher = if args.rotate { k % n } else { 0 };
         let nonce = k as u64 + 1;
-        let running = (0..args.running).map(|j| (ContentId::of_bytes(&j.to_le_bytes()), j as u32, 1)).collect();
-        let msg = Message::Heartbeat(Heartbeat { operator: keys[publisher].public(), at_ms: clock(), running });
+        let running = (0..args.running)
+            .map(|j| (ContentId::of_bytes(&j.to_le_bytes()), j as u32, 1))
+            .collect();
+        let msg = Message::Heartbeat(Heartbeat {
+            operator: keys[publisher].public(),
+            at_ms: clock(),
+            running,
+        });
         let env = Envelope::seal(&keys[publisher], DOMAIN, &msg, nonce, clock() + 60_000);
         let t0 = Instant::now();
         clients[publisher].publish(&env).await.expect("publish");
@@ -170,9 +203,17 @@ async fn run(args: Args) {
     all_ms.sort_by(f64::total_cmp);
     each_ms.sort_by(f64::total_cmp);
     let bytes = {
-        let running = (0..args.running).map(|j| (ContentId::of_bytes(&j.to_le_bytes()), j as u32, 1)).collect();
-        let msg = Message::Heartbeat(Heartbeat { operator: keys[0].public(), at_ms: 0, running });
-        Envelope::seal(&keys[0], DOMAIN, &msg, 0, 0).to_bytes().len()
+        let running = (0..args.running)
+            .map(|j| (ContentId::of_bytes(&j.to_le_bytes()), j as u32, 1))
+            .collect();
+        let msg = Message::Heartbeat(Heartbeat {
+            operator: keys[0].public(),
+            at_ms: 0,
+            running,
+        });
+        Envelope::seal(&keys[0], DOMAIN, &msg, 0, 0)
+            .to_bytes()
+            .len()
     };
     eprintln!(
         "{} messages of {bytes} bytes to {} peers in {:.1?}: all-delivered P50 {:.2} ms, P90 {:.2} ms, P99 {:.2} ms, max {:.2} ms; per-delivery P50 {:.2} ms, P99 {:.2} ms; lost {lost}",

@@ -33,6 +33,11 @@ enum Command {
     Result(cli::result::ResultArgs),
     /// List known operators with their reputation counters.
     Operators(cli::operators::OperatorsArgs),
+    /// Run a node (any mix of roles) until Ctrl-C or SIGTERM.
+    Node(Box<proofmesh_node::config::NodeArgs>),
+    /// Benchmarks over in-process nodes; the last line is `key=value` pairs.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +57,8 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::Result(args) => cli::result::run(args),
         Command::Operators(args) => cli::operators::run(args),
+        Command::Node(args) => cli::node::run(*args),
+        Command::Bench(cmd) => cli::bench::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -13,11 +13,12 @@
 //! Prints P50/P99/mean per path and a final `key=value` line.
 
 use anyhow::{bail, Context};
+use proofmesh_operator::discovery::{Discovery, GpuSource};
 use proofmesh_operator::worker::serve_stdio;
 use proofmesh_operator::{
-    BlobStore, CancellationToken, FsBlobStore, LeaseRequest, Operator, OperatorConfig, Outcome, ProgramSpec, TaskSpec,
+    BlobStore, CancellationToken, FsBlobStore, LeaseRequest, Operator, OperatorConfig, Outcome,
+    ProgramSpec, TaskSpec,
 };
-use proofmesh_operator::discovery::{Discovery, GpuSource};
 use proofmesh_protocol::messages::Capacity;
 use proofmesh_protocol::{ContentId, Keypair, Program, Resources};
 use std::sync::Arc;
@@ -31,7 +32,9 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(out, b"")?;
             Ok(())
         }
-        Some("--as-worker") => Ok(serve_stdio(|req| std::fs::write(&req.output, b"").map_err(|e| e.to_string()))?),
+        Some("--as-worker") => Ok(serve_stdio(|req| {
+            std::fs::write(&req.output, b"").map_err(|e| e.to_string())
+        })?),
         _ => tokio::runtime::Runtime::new()?.block_on(bench(args)),
     }
 }
@@ -46,7 +49,11 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
     samples.sort();
     let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    Stats { p50: pick(0.5), p99: pick(0.99), mean }
+    Stats {
+        p50: pick(0.5),
+        p99: pick(0.99),
+        mean,
+    }
 }
 
 async fn bench(args: Vec<String>) -> anyhow::Result<()> {
@@ -66,30 +73,71 @@ async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let config = OperatorConfig::new(dir.path().join("work"))
-        .with_program("noop-subprocess", "1", ProgramSpec::Command(subprocess.clone()))
-        .with_program("noop-worker", "1", ProgramSpec::Worker { worker: vec![me, "--as-worker".into()] })
-        .with_program("noop", "1", ProgramSpec::Builtin { builtin: "noop".into() });
+        .with_program(
+            "noop-subprocess",
+            "1",
+            ProgramSpec::Command(subprocess.clone()),
+        )
+        .with_program(
+            "noop-worker",
+            "1",
+            ProgramSpec::Worker {
+                worker: vec![me, "--as-worker".into()],
+            },
+        )
+        .with_program(
+            "noop",
+            "1",
+            ProgramSpec::Builtin {
+                builtin: "noop".into(),
+            },
+        );
     let blobs = Arc::new(FsBlobStore::open(dir.path().join("blobs"))?);
     let input = blobs.put(&[7u8; 1024])?;
     let store: Arc<dyn BlobStore> = blobs;
-    let capacity = Capacity { cpu: 2, memory_mb: 4096, disk_mb: 1024, gpus: vec![] };
-    let discovery = Discovery { capacity, gpu_source: GpuSource::Disabled, notes: vec![] };
+    let capacity = Capacity {
+        cpu: 2,
+        memory_mb: 4096,
+        disk_mb: 1024,
+        gpus: vec![],
+    };
+    let discovery = Discovery {
+        capacity,
+        gpu_source: GpuSource::Disabled,
+        notes: vec![],
+    };
     let operator = Operator::with_discovery(config, Keypair::generate(), Some(store), discovery)?;
-    println!("machine: {} cores; {tasks} sequential tasks per path; subprocess program: {subprocess:?}", std::thread::available_parallelism()?);
+    println!(
+        "machine: {} cores; {tasks} sequential tasks per path; subprocess program: {subprocess:?}",
+        std::thread::available_parallelism()?
+    );
     let mut summary = Vec::new();
-    for (label, program) in [("subprocess", "noop-subprocess"), ("worker", "noop-worker"), ("builtin", "noop")] {
+    for (label, program) in [
+        ("subprocess", "noop-subprocess"),
+        ("worker", "noop-worker"),
+        ("builtin", "noop"),
+    ] {
         let run_one = |i: usize| {
             let spec = TaskSpec {
                 workflow: ContentId::of_bytes(b"overhead bench"),
                 task: i as u32,
                 name: format!("noop[{i}]"),
                 attempt: 1,
-                program: Program { name: program.into(), version: "1".into() },
+                program: Program {
+                    name: program.into(),
+                    version: "1".into(),
+                },
                 args: vec![],
                 inputs: vec![input],
                 timeout: Duration::from_secs(30),
             };
-            let lease = operator.leases().acquire(&LeaseRequest::new(vec![], Resources { cpu: 1, ..Resources::default() }));
+            let lease = operator.leases().acquire(&LeaseRequest::new(
+                vec![],
+                Resources {
+                    cpu: 1,
+                    ..Resources::default()
+                },
+            ));
             (spec, lease)
         };
         // Warm up (first worker spawn, page cache).
@@ -119,7 +167,11 @@ async fn bench(args: Vec<String>) -> anyhow::Result<()> {
             "{label:>10}: p50 {:>8.1} us  p99 {:>8.1} us  mean {:>8.1} us  ({per_s:.0} tasks/s; p50 setup {:.1} us, collect+sign {:.1} us)",
             us(s.p50), us(s.p99), us(s.mean), us(su.p50), us(co.p50)
         );
-        summary.push(format!("{label}_p50_us={:.1} {label}_p99_us={:.1}", us(s.p50), us(s.p99)));
+        summary.push(format!(
+            "{label}_p50_us={:.1} {label}_p99_us={:.1}",
+            us(s.p50),
+            us(s.p99)
+        ));
     }
     operator.shutdown().await;
     println!("{}", summary.join(" "));

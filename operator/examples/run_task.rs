@@ -10,7 +10,8 @@
 
 use anyhow::{bail, Context};
 use proofmesh_operator::{
-    discover, CancellationToken, LeaseManager, LeaseRequest, Operator, OperatorConfig, Outcome, ProgramSpec, TaskSpec,
+    discover, CancellationToken, LeaseManager, LeaseRequest, Operator, OperatorConfig, Outcome,
+    ProgramSpec, TaskSpec,
 };
 use proofmesh_protocol::{ContentId, Keypair, Program, Resources};
 use std::time::Duration;
@@ -38,23 +39,39 @@ async fn main() -> anyhow::Result<()> {
         argv = vec!["/bin/sh".into(), "-c".into(), DEFAULT_CMD.into()];
     }
     let dir = tempfile::tempdir()?;
-    let config = OperatorConfig::new(dir.path().join("work")).with_program("probe", "1", ProgramSpec::Command(argv));
+    let config = OperatorConfig::new(dir.path().join("work")).with_program(
+        "probe",
+        "1",
+        ProgramSpec::Command(argv),
+    );
     let discovery = tokio::task::spawn_blocking({
         let (r, w) = (config.resources.clone(), config.work_dir.clone());
         move || discover(&r, &w)
     })
     .await?;
-    eprintln!("discovered: {}", serde_json::to_string(&discovery.capacity)?);
+    eprintln!(
+        "discovered: {}",
+        serde_json::to_string(&discovery.capacity)?
+    );
     let operator = Operator::with_discovery(config, Keypair::generate(), None, discovery)?;
     let leases: &LeaseManager = operator.leases();
-    let resources = Resources { cpu: 1, gpu: gpus.len() as u32, ..Resources::default() };
-    let lease = leases.acquire(&LeaseRequest::new(gpus, resources)).context("lease refused")?;
+    let resources = Resources {
+        cpu: 1,
+        gpu: gpus.len() as u32,
+        ..Resources::default()
+    };
+    let lease = leases
+        .acquire(&LeaseRequest::new(gpus, resources))
+        .context("lease refused")?;
     let spec = TaskSpec {
         workflow: ContentId::of_bytes(b"run_task example"),
         task: 0,
         name: "probe[0]".into(),
         attempt: 1,
-        program: Program { name: "probe".into(), version: "1".into() },
+        program: Program {
+            name: "probe".into(),
+            version: "1".into(),
+        },
         args: vec![],
         inputs: vec![],
         timeout: Duration::from_millis(timeout_ms),
@@ -66,7 +83,12 @@ async fn main() -> anyhow::Result<()> {
         Outcome::Completed(signed) => {
             signed.verify()?;
             let bytes = operator.executor().blobs().get(&signed.result.output)?;
-            println!("output {} ({} bytes), gpus {:?}:", signed.result.output, bytes.len(), signed.result.gpus);
+            println!(
+                "output {} ({} bytes), gpus {:?}:",
+                signed.result.output,
+                bytes.len(),
+                signed.result.gpus
+            );
             println!("{}", String::from_utf8_lossy(&bytes));
             Ok(())
         }

@@ -39,7 +39,10 @@ pub enum BlobError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
-    move |source| BlobError::Io { path: path.to_owned(), source }
+    move |source| BlobError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// A content-addressed store. Implementations verify hashes on the way in and out.
@@ -60,7 +63,10 @@ pub trait BlobStore: Send + Sync + 'static {
     fn put_expected(&self, expected: &ContentId, bytes: &[u8]) -> Result<(), BlobError> {
         let actual = ContentId::of_bytes(bytes);
         if actual != *expected {
-            return Err(BlobError::Corrupt { expected: *expected, actual });
+            return Err(BlobError::Corrupt {
+                expected: *expected,
+                actual,
+            });
         }
         self.put(bytes).map(|_| ())
     }
@@ -93,7 +99,11 @@ impl FsBlobStore {
         let root = root.into();
         let tmp = root.join("tmp");
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        Ok(FsBlobStore { root, tmp, counter: AtomicU64::new(0) })
+        Ok(FsBlobStore {
+            root,
+            tmp,
+            counter: AtomicU64::new(0),
+        })
     }
 
     /// Where blob `id` lives (whether or not it exists).
@@ -118,7 +128,11 @@ impl FsBlobStore {
 }
 
 /// Stream a reader into blake3 (and optionally a writer); returns (id, size).
-fn hash_copy(mut reader: impl Read, mut sink: Option<&mut File>, path: &Path) -> Result<(ContentId, u64), BlobError> {
+fn hash_copy(
+    mut reader: impl Read,
+    mut sink: Option<&mut File>,
+    path: &Path,
+) -> Result<(ContentId, u64), BlobError> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
@@ -148,7 +162,10 @@ impl BlobStore for FsBlobStore {
         };
         let actual = ContentId::of_bytes(&bytes);
         if actual != *id {
-            return Err(BlobError::Corrupt { expected: *id, actual });
+            return Err(BlobError::Corrupt {
+                expected: *id,
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -181,7 +198,10 @@ impl BlobStore for FsBlobStore {
         if actual != *id {
             drop(out);
             let _ = fs::remove_file(dest);
-            return Err(BlobError::Corrupt { expected: *id, actual });
+            return Err(BlobError::Corrupt {
+                expected: *id,
+                actual,
+            });
         }
         Ok(size)
     }
@@ -200,7 +220,10 @@ impl BlobStore for FsBlobStore {
             let (copied, _) = hash_copy(src, Some(&mut out), path)?;
             if copied != id {
                 let _ = fs::remove_file(&tmp);
-                return Err(BlobError::Corrupt { expected: id, actual: copied });
+                return Err(BlobError::Corrupt {
+                    expected: id,
+                    actual: copied,
+                });
             }
         }
         self.install(&tmp, &id)?;
@@ -222,7 +245,10 @@ impl MemBlobStore {
 
     /// Overwrite a blob's bytes without checking (to test corruption handling).
     pub fn insert_unchecked(&self, id: ContentId, bytes: Vec<u8>) {
-        self.blobs.lock().unwrap_or_else(PoisonError::into_inner).insert(id, bytes);
+        self.blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, bytes);
     }
 }
 
@@ -232,18 +258,29 @@ impl BlobStore for MemBlobStore {
         let bytes = blobs.get(id).ok_or(BlobError::NotFound(*id))?;
         let actual = ContentId::of_bytes(bytes);
         if actual != *id {
-            return Err(BlobError::Corrupt { expected: *id, actual });
+            return Err(BlobError::Corrupt {
+                expected: *id,
+                actual,
+            });
         }
         Ok(bytes.clone())
     }
 
     fn put(&self, bytes: &[u8]) -> Result<ContentId, BlobError> {
         let id = ContentId::of_bytes(bytes);
-        self.blobs.lock().unwrap_or_else(PoisonError::into_inner).entry(id).or_insert_with(|| bytes.to_vec());
+        self.blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_insert_with(|| bytes.to_vec());
         Ok(id)
     }
 
     fn contains(&self, id: &ContentId) -> Result<bool, BlobError> {
-        Ok(self.blobs.lock().unwrap_or_else(PoisonError::into_inner).contains_key(id))
+        Ok(self
+            .blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(id))
     }
 }

@@ -153,15 +153,18 @@ impl OperatorConfig {
 
     /// Parse and validate TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: OperatorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: OperatorConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     /// Read, parse and validate a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text)
     }
 
@@ -179,16 +182,23 @@ impl OperatorConfig {
         for (key, spec) in &self.programs {
             parse_program_key(key)?;
             let problem = match spec {
-                ProgramSpec::Command(argv) | ProgramSpec::Worker { worker: argv } if argv.is_empty() => {
+                ProgramSpec::Command(argv) | ProgramSpec::Worker { worker: argv }
+                    if argv.is_empty() =>
+                {
                     Some("argv is empty".to_owned())
                 }
-                ProgramSpec::Builtin { builtin } if crate::worker::Builtin::parse(builtin).is_none() => {
+                ProgramSpec::Builtin { builtin }
+                    if crate::worker::Builtin::parse(builtin).is_none() =>
+                {
                     Some(format!("unknown built-in {builtin:?} (known: noop, sleep)"))
                 }
                 _ => None,
             };
             if let Some(problem) = problem {
-                return Err(ConfigError::Program { key: key.clone(), problem });
+                return Err(ConfigError::Program {
+                    key: key.clone(),
+                    problem,
+                });
             }
         }
         Ok(())
@@ -196,21 +206,27 @@ impl OperatorConfig {
 
     /// The blob directory in force.
     pub fn blob_dir(&self) -> PathBuf {
-        self.blob_dir.clone().unwrap_or_else(|| self.work_dir.join("blobs"))
+        self.blob_dir
+            .clone()
+            .unwrap_or_else(|| self.work_dir.join("blobs"))
     }
 
     /// Programs this operator can run, for its advert.
     pub fn program_list(&self) -> Vec<Program> {
-        self.programs.keys().filter_map(|k| parse_program_key(k).ok()).collect()
+        self.programs
+            .keys()
+            .filter_map(|k| parse_program_key(k).ok())
+            .collect()
     }
 }
 
 /// Split `"name@version"`; the version is after the last `@`.
 pub fn parse_program_key(key: &str) -> Result<Program, ConfigError> {
     match key.rsplit_once('@') {
-        Some((name, version)) if !name.is_empty() && !version.is_empty() => {
-            Ok(Program { name: name.to_owned(), version: version.to_owned() })
-        }
+        Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok(Program {
+            name: name.to_owned(),
+            version: version.to_owned(),
+        }),
         _ => Err(ConfigError::ProgramKey(key.to_owned())),
     }
 }
@@ -229,16 +245,29 @@ mod tests {
         let text = include_str!("../operator.example.toml");
         let config = OperatorConfig::from_toml(text).expect("example config is valid");
         assert!(config.programs.contains_key("leaf@1"));
-        assert_eq!(config.programs["noop@1"], ProgramSpec::Builtin { builtin: "noop".into() });
-        assert!(matches!(config.programs["sleep@1"], ProgramSpec::Worker { .. }));
+        assert_eq!(
+            config.programs["noop@1"],
+            ProgramSpec::Builtin {
+                builtin: "noop".into()
+            }
+        );
+        assert!(matches!(
+            config.programs["sleep@1"],
+            ProgramSpec::Worker { .. }
+        ));
     }
 
     #[test]
     fn rejects_bad_keys_and_fields() {
         let bad_key = "work_dir = \"/tmp/x\"\n[programs]\n\"leaf\" = [\"a\"]\n";
-        assert!(matches!(OperatorConfig::from_toml(bad_key), Err(ConfigError::ProgramKey(k)) if k == "leaf"));
+        assert!(
+            matches!(OperatorConfig::from_toml(bad_key), Err(ConfigError::ProgramKey(k)) if k == "leaf")
+        );
         let empty = "work_dir = \"/tmp/x\"\n[programs]\n\"leaf@1\" = []\n";
-        assert!(matches!(OperatorConfig::from_toml(empty), Err(ConfigError::Program { .. })));
+        assert!(matches!(
+            OperatorConfig::from_toml(empty),
+            Err(ConfigError::Program { .. })
+        ));
         let builtin = "work_dir = \"/tmp/x\"\n[programs]\n\"x@1\" = { builtin = \"fly\" }\n";
         let err = OperatorConfig::from_toml(builtin).unwrap_err().to_string();
         assert!(err.contains("fly"), "{err}");
@@ -250,7 +279,10 @@ mod tests {
     #[test]
     fn program_key_round_trip() {
         let p = parse_program_key("groth16-leaf@1.2").unwrap();
-        assert_eq!((p.name.as_str(), p.version.as_str()), ("groth16-leaf", "1.2"));
+        assert_eq!(
+            (p.name.as_str(), p.version.as_str()),
+            ("groth16-leaf", "1.2")
+        );
         assert_eq!(program_key(&p), "groth16-leaf@1.2");
         assert!(parse_program_key("@1").is_err());
         assert!(parse_program_key("x@").is_err());

@@ -67,8 +67,17 @@ pub fn discover(config: &ResourceConfig, work_dir: &Path) -> Discovery {
     } else {
         probe_gpus(config, &mut notes)
     };
-    let raw = Capacity { cpu, memory_mb, disk_mb, gpus };
-    Discovery { capacity: apply_caps(raw, config), gpu_source, notes }
+    let raw = Capacity {
+        cpu,
+        memory_mb,
+        disk_mb,
+        gpus,
+    };
+    Discovery {
+        capacity: apply_caps(raw, config),
+        gpu_source,
+        notes,
+    }
 }
 
 /// Apply the config's caps and GPU filter to a raw capacity. Pure, so it is tested directly.
@@ -92,12 +101,15 @@ pub fn apply_caps(mut capacity: Capacity, config: &ResourceConfig) -> Capacity {
 
 /// Cores this process may use (respects CPU affinity and cgroup quotas).
 pub fn cpu_cores() -> u32 {
-    std::thread::available_parallelism().map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX)).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
 }
 
 /// Total memory in MiB: `MemTotal` from /proc/meminfo, lowered to the cgroup v2 limit if any.
 pub fn memory_mb() -> Result<u64, String> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    let meminfo =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
     let total_kb = parse_meminfo_total_kb(&meminfo).ok_or("/proc/meminfo has no MemTotal line")?;
     let mut mb = total_kb / 1024;
     if let Ok(limit) = std::fs::read_to_string("/sys/fs/cgroup/memory.max") {
@@ -121,9 +133,14 @@ pub fn disk_free_mb(path: &Path) -> Result<u64, String> {
     let mut probe = path;
     // The work dir may not exist yet: measure the filesystem it will be created on.
     while !probe.exists() {
-        probe = probe.parent().ok_or_else(|| format!("no existing ancestor of {}", path.display()))?;
+        probe = probe
+            .parent()
+            .ok_or_else(|| format!("no existing ancestor of {}", path.display()))?;
     }
-    let stat = nix::sys::statvfs::statvfs(probe).map_err(|e| format!("statvfs {}: {e}", probe.display()))?;
+    let stat = nix::sys::statvfs::statvfs(probe)
+        .map_err(|e| format!("statvfs {}: {e}", probe.display()))?;
+    // fsblkcnt_t and c_ulong are 32 bits on some targets.
+    #[allow(clippy::useless_conversion)]
     let bytes = u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
     Ok(bytes / (1024 * 1024))
 }
@@ -158,20 +175,38 @@ pub fn nvml_gpus(config: &ResourceConfig) -> Result<Vec<GpuInfo>, String> {
         None => Nvml::init(),
     }
     .map_err(|e| e.to_string())?;
-    let count = nvml.device_count().map_err(|e| format!("device count: {e}"))?;
+    let count = nvml
+        .device_count()
+        .map_err(|e| format!("device count: {e}"))?;
     let mut gpus = Vec::with_capacity(count as usize);
     for index in 0..count {
-        let device = nvml.device_by_index(index).map_err(|e| format!("device {index}: {e}"))?;
-        let model = device.name().map_err(|e| format!("device {index} name: {e}"))?;
-        let memory = device.memory_info().map_err(|e| format!("device {index} memory: {e}"))?;
-        let uuid = device.uuid().map_err(|e| format!("device {index} uuid: {e}"))?;
-        gpus.push(GpuInfo { index, model, vram_mb: memory.total / (1024 * 1024), uuid });
+        let device = nvml
+            .device_by_index(index)
+            .map_err(|e| format!("device {index}: {e}"))?;
+        let model = device
+            .name()
+            .map_err(|e| format!("device {index} name: {e}"))?;
+        let memory = device
+            .memory_info()
+            .map_err(|e| format!("device {index} memory: {e}"))?;
+        let uuid = device
+            .uuid()
+            .map_err(|e| format!("device {index} uuid: {e}"))?;
+        gpus.push(GpuInfo {
+            index,
+            model,
+            vram_mb: memory.total / (1024 * 1024),
+            uuid,
+        });
     }
     Ok(gpus)
 }
 
 /// The query the fallback runs; [`parse_nvidia_smi`] reads its output.
-pub const NVIDIA_SMI_ARGS: [&str; 2] = ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"];
+pub const NVIDIA_SMI_ARGS: [&str; 2] = [
+    "--query-gpu=index,name,memory.total,uuid",
+    "--format=csv,noheader,nounits",
+];
 
 /// List GPUs by running `nvidia-smi`.
 pub fn nvidia_smi_gpus() -> Result<Vec<GpuInfo>, String> {
@@ -181,7 +216,11 @@ pub fn nvidia_smi_gpus() -> Result<Vec<GpuInfo>, String> {
         .map_err(|e| format!("cannot run nvidia-smi: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("nvidia-smi exited with {}: {}", output.status, stderr.trim()));
+        return Err(format!(
+            "nvidia-smi exited with {}: {}",
+            output.status,
+            stderr.trim()
+        ));
     }
     parse_nvidia_smi(&String::from_utf8_lossy(&output.stdout)).map_err(|e| e.to_string())
 }
@@ -196,19 +235,34 @@ pub fn parse_nvidia_smi(text: &str) -> Result<Vec<GpuInfo>, SmiParseError> {
         if line.is_empty() {
             continue;
         }
-        let err = |problem: String| SmiParseError { line: i + 1, problem };
+        let err = |problem: String| SmiParseError {
+            line: i + 1,
+            problem,
+        };
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let [index, model, memory, uuid] = fields[..] else {
-            return Err(err(format!("expected 4 comma-separated fields, got {}: {line:?}", fields.len())));
+            return Err(err(format!(
+                "expected 4 comma-separated fields, got {}: {line:?}",
+                fields.len()
+            )));
         };
-        let index = index.parse().map_err(|_| err(format!("index {index:?} is not a number")))?;
-        let vram_mb = memory
+        let index = index
             .parse()
-            .map_err(|_| err(format!("memory.total {memory:?} is not a number of MiB (use nounits)")))?;
+            .map_err(|_| err(format!("index {index:?} is not a number")))?;
+        let vram_mb = memory.parse().map_err(|_| {
+            err(format!(
+                "memory.total {memory:?} is not a number of MiB (use nounits)"
+            ))
+        })?;
         if model.is_empty() || uuid.is_empty() {
             return Err(err("empty name or uuid".to_owned()));
         }
-        gpus.push(GpuInfo { index, model: model.to_owned(), vram_mb, uuid: uuid.to_owned() });
+        gpus.push(GpuInfo {
+            index,
+            model: model.to_owned(),
+            vram_mb,
+            uuid: uuid.to_owned(),
+        });
     }
     Ok(gpus)
 }
@@ -222,7 +276,8 @@ mod tests {
 0, NVIDIA H100 80GB HBM3, 81559, GPU-5f2f1a44-2c39-8b0e-6f0c-3c9ad4a6c7e1
 1, NVIDIA H100 80GB HBM3, 81559, GPU-0b7e2f55-9f4e-1f5a-23d1-8a1e93f0b2c4
 ";
-    const MIXED_SAMPLE: &str = "0, NVIDIA GeForce RTX 4090, 24564, GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\r\n\
+    const MIXED_SAMPLE: &str =
+        "0, NVIDIA GeForce RTX 4090, 24564, GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\r\n\
 1, NVIDIA RTX A6000, 49140, GPU-11111111-2222-3333-4444-555555555555\r\n\r\n";
 
     #[test]
@@ -234,7 +289,10 @@ mod tests {
         assert_eq!(gpus[1].vram_mb, 81559);
         assert_eq!(gpus[1].uuid, "GPU-0b7e2f55-9f4e-1f5a-23d1-8a1e93f0b2c4");
         let mixed = parse_nvidia_smi(MIXED_SAMPLE).unwrap();
-        assert_eq!(mixed.iter().map(|g| g.vram_mb).collect::<Vec<_>>(), vec![24564, 49140]);
+        assert_eq!(
+            mixed.iter().map(|g| g.vram_mb).collect::<Vec<_>>(),
+            vec![24564, 49140]
+        );
         assert_eq!(parse_nvidia_smi("").unwrap(), vec![]);
     }
 
@@ -257,8 +315,18 @@ mod tests {
 
     #[test]
     fn caps_and_gpu_filter() {
-        let gpu = |index| GpuInfo { index, model: "T".into(), vram_mb: 1000, uuid: format!("GPU-{index}") };
-        let raw = Capacity { cpu: 16, memory_mb: 64_000, disk_mb: 1_000, gpus: vec![gpu(2), gpu(0), gpu(1)] };
+        let gpu = |index| GpuInfo {
+            index,
+            model: "T".into(),
+            vram_mb: 1000,
+            uuid: format!("GPU-{index}"),
+        };
+        let raw = Capacity {
+            cpu: 16,
+            memory_mb: 64_000,
+            disk_mb: 1_000,
+            gpus: vec![gpu(2), gpu(0), gpu(1)],
+        };
         let config = ResourceConfig {
             max_cpu: Some(4),
             max_memory_mb: Some(100_000),
@@ -267,7 +335,13 @@ mod tests {
             ..ResourceConfig::default()
         };
         let capped = apply_caps(raw, &config);
-        assert_eq!((capped.cpu, capped.memory_mb, capped.disk_mb), (4, 64_000, 10));
-        assert_eq!(capped.gpus.iter().map(|g| g.index).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(
+            (capped.cpu, capped.memory_mb, capped.disk_mb),
+            (4, 64_000, 10)
+        );
+        assert_eq!(
+            capped.gpus.iter().map(|g| g.index).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
     }
 }

@@ -58,7 +58,13 @@ pub struct TaskSpec {
 impl TaskSpec {
     /// The spec of attempt `attempt` of `task` (index `index` of workflow `workflow`), with its
     /// inputs already resolved (see [`resolve_inputs`]).
-    pub fn from_task(workflow: WorkflowId, index: TaskIndex, task: &Task, attempt: u32, inputs: Vec<ContentId>) -> Self {
+    pub fn from_task(
+        workflow: WorkflowId,
+        index: TaskIndex,
+        task: &Task,
+        attempt: u32,
+        inputs: Vec<ContentId>,
+    ) -> Self {
         TaskSpec {
             workflow,
             task: index,
@@ -168,19 +174,42 @@ pub struct Executor {
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("operator", &self.inner.keypair.public()).finish_non_exhaustive()
+        f.debug_struct("Executor")
+            .field("operator", &self.inner.keypair.public())
+            .finish_non_exhaustive()
     }
 }
 
 impl Executor {
     /// An executor for `config`, signing with `keypair`, reading and writing blobs in `blobs`.
-    pub fn new(config: OperatorConfig, keypair: Keypair, blobs: Arc<dyn BlobStore>) -> Result<Self, ExecutorError> {
+    pub fn new(
+        config: OperatorConfig,
+        keypair: Keypair,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<Self, ExecutorError> {
         config.validate()?;
         let tasks_dir = config.work_dir.join("tasks");
-        std::fs::create_dir_all(&tasks_dir).map_err(|source| ExecutorError::WorkDir { path: tasks_dir.clone(), source })?;
-        let tasks_dir = tasks_dir.canonicalize().map_err(|source| ExecutorError::WorkDir { path: tasks_dir, source })?;
-        let inner = Inner { config, keypair, blobs, tasks_dir, seq: AtomicU64::new(0), workers: WorkerPool::default() };
-        Ok(Executor { inner: Arc::new(inner) })
+        std::fs::create_dir_all(&tasks_dir).map_err(|source| ExecutorError::WorkDir {
+            path: tasks_dir.clone(),
+            source,
+        })?;
+        let tasks_dir = tasks_dir
+            .canonicalize()
+            .map_err(|source| ExecutorError::WorkDir {
+                path: tasks_dir,
+                source,
+            })?;
+        let inner = Inner {
+            config,
+            keypair,
+            blobs,
+            tasks_dir,
+            seq: AtomicU64::new(0),
+            workers: WorkerPool::default(),
+        };
+        Ok(Executor {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The key results are signed with.
@@ -200,7 +229,10 @@ impl Executor {
 
     /// Whether `program` is configured.
     pub fn supports(&self, program: &Program) -> bool {
-        self.inner.config.programs.contains_key(&program_key(program))
+        self.inner
+            .config
+            .programs
+            .contains_key(&program_key(program))
     }
 
     /// Run one attempt under `lease`. Never panics on program behaviour; every way it can end is
@@ -208,22 +240,33 @@ impl Executor {
     pub async fn run(&self, spec: TaskSpec, lease: Lease, cancel: CancellationToken) -> TaskReport {
         let operator = self.operator();
         let Some(program) = self.inner.config.programs.get(&program_key(&spec.program)) else {
-            let why = format!("program {} is not configured on this operator", program_key(&spec.program));
+            let why = format!(
+                "program {} is not configured on this operator",
+                program_key(&spec.program)
+            );
             return report_failure(operator, &spec, FailureCause::Refused(why));
         };
         match program {
             ProgramSpec::Builtin { builtin } => match Builtin::parse(builtin) {
                 Some(b) => crate::worker::run_builtin(&self.inner, b, &spec, &lease, cancel).await,
-                None => report_failure(operator, &spec, FailureCause::Refused(format!("unknown built-in {builtin}"))),
+                None => report_failure(
+                    operator,
+                    &spec,
+                    FailureCause::Refused(format!("unknown built-in {builtin}")),
+                ),
             },
             ProgramSpec::Command(argv) => {
                 let argv = argv.clone();
-                self.run_attempt(&spec, &lease, cancel, |ctx| run_command(&self.inner, argv, ctx)).await
+                self.run_attempt(&spec, &lease, cancel, |ctx| {
+                    run_command(&self.inner, argv, ctx)
+                })
+                .await
             }
             ProgramSpec::Worker { worker } => {
                 let key = (program_key(&spec.program), lease.visible_devices());
                 let worker = self.inner.workers.get(key, worker.clone());
-                self.run_attempt(&spec, &lease, cancel, |ctx| worker.run(&self.inner, ctx)).await
+                self.run_attempt(&spec, &lease, cancel, |ctx| worker.run(&self.inner, ctx))
+                    .await
             }
         }
     }
@@ -235,7 +278,13 @@ impl Executor {
 
     /// The shared skeleton of file-based attempts: work dir + inputs, `body` runs the program,
     /// then the output is collected, stored and signed, and the work dir removed.
-    async fn run_attempt<'a, F, Fut>(&'a self, spec: &'a TaskSpec, lease: &'a Lease, cancel: CancellationToken, body: F) -> TaskReport
+    async fn run_attempt<'a, F, Fut>(
+        &'a self,
+        spec: &'a TaskSpec,
+        lease: &'a Lease,
+        cancel: CancellationToken,
+        body: F,
+    ) -> TaskReport
     where
         F: FnOnce(RunContext<'a>) -> Fut,
         Fut: std::future::Future<Output = RunEnd>,
@@ -251,12 +300,20 @@ impl Executor {
             spec.attempt,
             inner.seq.fetch_add(1, Ordering::Relaxed)
         ));
-        let guard = WorkDirGuard { dir: dir.clone(), keep: inner.config.keep_failed_work_dirs };
-        let (blobs, inputs, setup_dir) = (Arc::clone(&inner.blobs), spec.inputs.clone(), dir.clone());
-        let setup = tokio::task::spawn_blocking(move || materialize_inputs(&*blobs, &inputs, &setup_dir)).await;
+        let guard = WorkDirGuard {
+            dir: dir.clone(),
+            keep: inner.config.keep_failed_work_dirs,
+        };
+        let (blobs, inputs, setup_dir) =
+            (Arc::clone(&inner.blobs), spec.inputs.clone(), dir.clone());
+        let setup =
+            tokio::task::spawn_blocking(move || materialize_inputs(&*blobs, &inputs, &setup_dir))
+                .await;
         let setup = match setup {
             Ok(r) => r,
-            Err(join) => Err(SetupError::Operator(format!("input materialization panicked: {join}"))),
+            Err(join) => Err(SetupError::Operator(format!(
+                "input materialization panicked: {join}"
+            ))),
         };
         if let Err(e) = setup {
             let mut report = report_failure(operator, spec, e.into_cause());
@@ -264,7 +321,12 @@ impl Executor {
             return report;
         }
         let setup_time = t0.elapsed();
-        let ctx = RunContext { spec, lease, dir: dir.clone(), cancel };
+        let ctx = RunContext {
+            spec,
+            lease,
+            dir: dir.clone(),
+            cancel,
+        };
         let end = body(ctx).await;
         let t1 = Instant::now();
         let mut diagnostics = end.diagnostics;
@@ -272,13 +334,20 @@ impl Executor {
         diagnostics.timings.run = t1 - t0 - setup_time;
         let outcome = match end.status {
             EndStatus::Cancelled => Outcome::Cancelled,
-            EndStatus::TimedOut => Outcome::Failed(task_failure(operator, spec, FailureCause::Timeout)),
+            EndStatus::TimedOut => {
+                Outcome::Failed(task_failure(operator, spec, FailureCause::Timeout))
+            }
             EndStatus::Failed(cause) => Outcome::Failed(task_failure(operator, spec, cause)),
             EndStatus::Succeeded => {
                 let finished_ms = now_ms();
                 match collect_output(inner, &dir, &diagnostics).await {
                     Ok((output, output_bytes)) => {
-                        let produced = Produced { output, output_bytes, started_ms, finished_ms };
+                        let produced = Produced {
+                            output,
+                            output_bytes,
+                            started_ms,
+                            finished_ms,
+                        };
                         Outcome::Completed(sign_result(&inner.keypair, spec, lease, produced))
                     }
                     Err(cause) => Outcome::Failed(task_failure(operator, spec, cause)),
@@ -288,7 +357,10 @@ impl Executor {
         let ok = matches!(outcome, Outcome::Completed(_));
         diagnostics.kept_work_dir = guard.finish(ok);
         diagnostics.timings.collect = t1.elapsed();
-        TaskReport { outcome, diagnostics }
+        TaskReport {
+            outcome,
+            diagnostics,
+        }
     }
 }
 
@@ -321,8 +393,15 @@ pub(crate) struct RunEnd {
     pub(crate) diagnostics: Diagnostics,
 }
 
-pub(crate) fn report_failure(operator: PublicKey, spec: &TaskSpec, cause: FailureCause) -> TaskReport {
-    TaskReport { outcome: Outcome::Failed(task_failure(operator, spec, cause)), diagnostics: Diagnostics::default() }
+pub(crate) fn report_failure(
+    operator: PublicKey,
+    spec: &TaskSpec,
+    cause: FailureCause,
+) -> TaskReport {
+    TaskReport {
+        outcome: Outcome::Failed(task_failure(operator, spec, cause)),
+        diagnostics: Diagnostics::default(),
+    }
 }
 
 enum SetupError {
@@ -340,21 +419,31 @@ impl SetupError {
     }
 }
 
-fn materialize_inputs(blobs: &dyn BlobStore, inputs: &[ContentId], dir: &Path) -> Result<(), SetupError> {
+fn materialize_inputs(
+    blobs: &dyn BlobStore,
+    inputs: &[ContentId],
+    dir: &Path,
+) -> Result<(), SetupError> {
     let input_dir = dir.join("inputs");
     std::fs::create_dir_all(&input_dir)
         .map_err(|e| SetupError::Operator(format!("cannot create {}: {e}", input_dir.display())))?;
     for (i, id) in inputs.iter().enumerate() {
         let dest = input_dir.join(format!("{i:03}"));
         blobs.materialize(id, &dest).map_err(|e| match e {
-            BlobError::NotFound(_) | BlobError::Corrupt { .. } => SetupError::Input(format!("input {i}: {e}")),
+            BlobError::NotFound(_) | BlobError::Corrupt { .. } => {
+                SetupError::Input(format!("input {i}: {e}"))
+            }
             BlobError::Io { .. } => SetupError::Operator(format!("input {i}: {e}")),
         })?;
     }
     Ok(())
 }
 
-async fn collect_output(inner: &Inner, dir: &Path, diagnostics: &Diagnostics) -> Result<(ContentId, u64), FailureCause> {
+async fn collect_output(
+    inner: &Inner,
+    dir: &Path,
+    diagnostics: &Diagnostics,
+) -> Result<(ContentId, u64), FailureCause> {
     let output = dir.join("output");
     let note = |msg: String| FailureCause::Crashed {
         exit_code: diagnostics.exit_code,
@@ -362,16 +451,28 @@ async fn collect_output(inner: &Inner, dir: &Path, diagnostics: &Diagnostics) ->
     };
     let size = match tokio::fs::metadata(&output).await {
         Ok(m) if m.is_file() => m.len(),
-        _ => return Err(note(format!("program succeeded but wrote no output file at {}", output.display()))),
+        _ => {
+            return Err(note(format!(
+                "program succeeded but wrote no output file at {}",
+                output.display()
+            )))
+        }
     };
     if size > inner.config.max_output_bytes {
-        return Err(note(format!("output is {size} bytes, above max_output_bytes {}", inner.config.max_output_bytes)));
+        return Err(note(format!(
+            "output is {size} bytes, above max_output_bytes {}",
+            inner.config.max_output_bytes
+        )));
     }
     let blobs = Arc::clone(&inner.blobs);
     match tokio::task::spawn_blocking(move || blobs.put_file(&output)).await {
         Ok(Ok(stored)) => Ok(stored),
-        Ok(Err(e)) => Err(FailureCause::Refused(format!("operator error: storing output: {e}"))),
-        Err(join) => Err(FailureCause::Refused(format!("operator error: storing output panicked: {join}"))),
+        Ok(Err(e)) => Err(FailureCause::Refused(format!(
+            "operator error: storing output: {e}"
+        ))),
+        Err(join) => Err(FailureCause::Refused(format!(
+            "operator error: storing output panicked: {join}"
+        ))),
     }
 }
 
@@ -426,7 +527,9 @@ pub(crate) struct GroupGuard {
 
 impl GroupGuard {
     pub(crate) fn new(pid: Option<u32>) -> Self {
-        GroupGuard { pgid: pid.and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw) }
+        GroupGuard {
+            pgid: pid.and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw),
+        }
     }
 
     /// Kill the whole group now. The leader may already have exited and been reaped: its pid
@@ -457,7 +560,10 @@ pub(crate) struct Tail {
 
 impl Tail {
     pub(crate) fn new(cap: usize) -> Self {
-        Tail { buf: VecDeque::with_capacity(cap.min(64 * 1024)), cap }
+        Tail {
+            buf: VecDeque::with_capacity(cap.min(64 * 1024)),
+            cap,
+        }
     }
 
     pub(crate) fn push(&mut self, bytes: &[u8]) {
@@ -497,7 +603,10 @@ async fn run_command(inner: &Inner, argv: Vec<String>, ctx: RunContext<'_>) -> R
     let mut diagnostics = Diagnostics::default();
     let Some((program, fixed_args)) = argv.split_first() else {
         let cause = FailureCause::Refused("program argv is empty".into());
-        return RunEnd { status: EndStatus::Failed(cause), diagnostics };
+        return RunEnd {
+            status: EndStatus::Failed(cause),
+            diagnostics,
+        };
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(fixed_args)
@@ -509,19 +618,31 @@ async fn run_command(inner: &Inner, argv: Vec<String>, ctx: RunContext<'_>) -> R
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own process group: a timeout or cancel kills the program and everything it spawned.
-        .current_dir(&ctx.dir); // MUTANT
+        .process_group(0);
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let cause = FailureCause::Crashed { exit_code: None, stderr_tail: format!("[operator] cannot start {program:?}: {e}") };
-            return RunEnd { status: EndStatus::Failed(cause), diagnostics };
+            let cause = FailureCause::Crashed {
+                exit_code: None,
+                stderr_tail: format!("[operator] cannot start {program:?}: {e}"),
+            };
+            return RunEnd {
+                status: EndStatus::Failed(cause),
+                diagnostics,
+            };
         }
     };
     let mut group = GroupGuard::new(child.id());
-    let stdout = child.stdout.take().map(|s| tokio::spawn(read_tail(s, config.stdout_tail_bytes)));
-    let stderr = child.stderr.take().map(|s| tokio::spawn(read_tail(s, config.stderr_tail_bytes)));
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(read_tail(s, config.stdout_tail_bytes)));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(read_tail(s, config.stderr_tail_bytes)));
 
     enum End {
         Exited(std::io::Result<ExitStatus>),
@@ -538,6 +659,8 @@ async fn run_command(inner: &Inner, argv: Vec<String>, ctx: RunContext<'_>) -> R
     group.kill();
     let end = match end {
         End::TimedOut | End::Cancelled => {
+            // The group kill already hit the leader; this covers a program that left its group.
+            let _ = child.start_kill();
             // Reap the killed leader; its status is just the signal.
             if let Ok(status) = child.wait().await {
                 (diagnostics.exit_code, diagnostics.signal) = exit_parts(status);
@@ -561,21 +684,30 @@ async fn run_command(inner: &Inner, argv: Vec<String>, ctx: RunContext<'_>) -> R
         }),
         End::Exited(Err(e)) => EndStatus::Failed(FailureCause::Crashed {
             exit_code: None,
-            stderr_tail: format!("{}[operator] cannot wait for the program: {e}", diagnostics.stderr_tail),
+            stderr_tail: format!(
+                "{}[operator] cannot wait for the program: {e}",
+                diagnostics.stderr_tail
+            ),
         }),
     };
-    RunEnd { status, diagnostics }
+    RunEnd {
+        status,
+        diagnostics,
+    }
 }
 
 async fn drain(reader: Option<tokio::task::JoinHandle<String>>) -> String {
-    let Some(handle) = reader else { return String::new() };
+    let Some(handle) = reader else {
+        return String::new();
+    };
     let abort = handle.abort_handle();
     match tokio::time::timeout(PIPE_DRAIN, handle).await {
         Ok(Ok(tail)) => tail,
         Ok(Err(_)) => String::new(),
         Err(_) => {
             abort.abort();
-            "[operator] output pipe still held open by a process outside the task's group".to_owned()
+            "[operator] output pipe still held open by a process outside the task's group"
+                .to_owned()
         }
     }
 }

@@ -102,10 +102,19 @@ impl LeaseError {
     pub fn is_transient(&self) -> bool {
         match self {
             LeaseError::GpuBusy(_) | LeaseError::TooManyTasks(_) => true,
-            LeaseError::Cpu { requested, total, .. } => requested <= total,
-            LeaseError::Memory { requested_mb, total_mb, .. } | LeaseError::Disk { requested_mb, total_mb, .. } => {
-                requested_mb <= total_mb
+            LeaseError::Cpu {
+                requested, total, ..
+            } => requested <= total,
+            LeaseError::Memory {
+                requested_mb,
+                total_mb,
+                ..
             }
+            | LeaseError::Disk {
+                requested_mb,
+                total_mb,
+                ..
+            } => requested_mb <= total_mb,
             _ => false,
         }
     }
@@ -131,7 +140,9 @@ impl Shared {
     // A panic while holding the lock cannot leave `Held` half-updated (each update is a few
     // integer ops after all checks), so a poisoned lock is safe to keep using.
     fn lock(&self) -> MutexGuard<'_, Held> {
-        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -159,7 +170,13 @@ pub struct Usage {
 impl LeaseManager {
     /// A manager over `capacity`, allowing at most `max_tasks` concurrent leases.
     pub fn new(capacity: Capacity, max_tasks: usize) -> Self {
-        LeaseManager { shared: Arc::new(Shared { capacity, max_tasks, held: Mutex::new(Held::default()) }) }
+        LeaseManager {
+            shared: Arc::new(Shared {
+                capacity,
+                max_tasks,
+                held: Mutex::new(Held::default()),
+            }),
+        }
     }
 
     /// The capacity leases are drawn from.
@@ -198,7 +215,11 @@ impl LeaseManager {
         drop(held);
         let mut gpus = request.gpus.clone();
         gpus.sort_unstable();
-        Ok(Lease { shared: Arc::clone(&self.shared), gpus, resources: request.resources })
+        Ok(Lease {
+            shared: Arc::clone(&self.shared),
+            gpus,
+            resources: request.resources,
+        })
     }
 
     fn gpu(&self, index: u32) -> Option<&GpuInfo> {
@@ -212,7 +233,10 @@ impl LeaseManager {
             return Err(LeaseError::TooManyTasks(self.shared.max_tasks));
         }
         if r.gpu as usize != request.gpus.len() {
-            return Err(LeaseError::GpuCountMismatch { requested: r.gpu, named: request.gpus.len() });
+            return Err(LeaseError::GpuCountMismatch {
+                requested: r.gpu,
+                named: request.gpus.len(),
+            });
         }
         let mut seen = BTreeSet::new();
         for &index in &request.gpus {
@@ -224,7 +248,11 @@ impl LeaseManager {
                 offered: cap.gpus.iter().map(|g| g.index).collect(),
             })?;
             if r.vram_mb > gpu.vram_mb {
-                return Err(LeaseError::Vram { index, requested_mb: r.vram_mb, available_mb: gpu.vram_mb });
+                return Err(LeaseError::Vram {
+                    index,
+                    requested_mb: r.vram_mb,
+                    available_mb: gpu.vram_mb,
+                });
             }
             if held.gpus.contains(&index) {
                 return Err(LeaseError::GpuBusy(index));
@@ -232,15 +260,27 @@ impl LeaseManager {
         }
         let free_cpu = cap.cpu.saturating_sub(held.cpu);
         if r.cpu > free_cpu {
-            return Err(LeaseError::Cpu { requested: r.cpu, free: free_cpu, total: cap.cpu });
+            return Err(LeaseError::Cpu {
+                requested: r.cpu,
+                free: free_cpu,
+                total: cap.cpu,
+            });
         }
         let free_mem = cap.memory_mb.saturating_sub(held.memory_mb);
         if r.memory_mb > free_mem {
-            return Err(LeaseError::Memory { requested_mb: r.memory_mb, free_mb: free_mem, total_mb: cap.memory_mb });
+            return Err(LeaseError::Memory {
+                requested_mb: r.memory_mb,
+                free_mb: free_mem,
+                total_mb: cap.memory_mb,
+            });
         }
         let free_disk = cap.disk_mb.saturating_sub(held.disk_mb);
         if r.disk_mb > free_disk {
-            return Err(LeaseError::Disk { requested_mb: r.disk_mb, free_mb: free_disk, total_mb: cap.disk_mb });
+            return Err(LeaseError::Disk {
+                requested_mb: r.disk_mb,
+                free_mb: free_disk,
+                total_mb: cap.disk_mb,
+            });
         }
         Ok(())
     }
@@ -267,7 +307,11 @@ impl Lease {
 
     /// The GPUs as `CUDA_VISIBLE_DEVICES` wants them: `"0,3"`, or `""` for none.
     pub fn visible_devices(&self) -> String {
-        self.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        self.gpus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -289,33 +333,89 @@ mod tests {
     use super::*;
 
     fn manager() -> LeaseManager {
-        let gpu = |index, vram_mb| GpuInfo { index, model: "fake".into(), vram_mb, uuid: format!("GPU-{index}") };
-        LeaseManager::new(Capacity { cpu: 8, memory_mb: 1000, disk_mb: 100, gpus: vec![gpu(0, 80_000), gpu(1, 24_000)] }, 3)
+        let gpu = |index, vram_mb| GpuInfo {
+            index,
+            model: "fake".into(),
+            vram_mb,
+            uuid: format!("GPU-{index}"),
+        };
+        LeaseManager::new(
+            Capacity {
+                cpu: 8,
+                memory_mb: 1000,
+                disk_mb: 100,
+                gpus: vec![gpu(0, 80_000), gpu(1, 24_000)],
+            },
+            3,
+        )
     }
 
     fn req(gpus: Vec<u32>, cpu: u32, memory_mb: u64, vram_mb: u64) -> LeaseRequest {
         let gpu = gpus.len() as u32;
-        LeaseRequest::new(gpus, Resources { cpu, memory_mb, gpu, vram_mb, disk_mb: 0 })
+        LeaseRequest::new(
+            gpus,
+            Resources {
+                cpu,
+                memory_mb,
+                gpu,
+                vram_mb,
+                disk_mb: 0,
+            },
+        )
     }
 
     #[test]
     fn refusals_name_the_resource() {
         let m = manager();
         let held = m.acquire(&req(vec![0], 2, 100, 40_000)).unwrap();
-        assert_eq!(m.acquire(&req(vec![0], 1, 1, 1)).unwrap_err(), LeaseError::GpuBusy(0));
-        assert!(m.acquire(&req(vec![0], 1, 1, 1)).unwrap_err().is_transient());
+        assert_eq!(
+            m.acquire(&req(vec![0], 1, 1, 1)).unwrap_err(),
+            LeaseError::GpuBusy(0)
+        );
+        assert!(m
+            .acquire(&req(vec![0], 1, 1, 1))
+            .unwrap_err()
+            .is_transient());
         let unknown = m.acquire(&req(vec![7], 1, 1, 1)).unwrap_err();
-        assert_eq!(unknown, LeaseError::UnknownGpu { index: 7, offered: vec![0, 1] });
+        assert_eq!(
+            unknown,
+            LeaseError::UnknownGpu {
+                index: 7,
+                offered: vec![0, 1]
+            }
+        );
         assert!(!unknown.is_transient());
-        assert!(matches!(m.acquire(&req(vec![1], 1, 1, 40_000)), Err(LeaseError::Vram { index: 1, .. })));
-        assert_eq!(m.acquire(&req(vec![1, 1], 1, 1, 1)).unwrap_err(), LeaseError::DuplicateGpu(1));
+        assert!(matches!(
+            m.acquire(&req(vec![1], 1, 1, 40_000)),
+            Err(LeaseError::Vram { index: 1, .. })
+        ));
+        assert_eq!(
+            m.acquire(&req(vec![1, 1], 1, 1, 1)).unwrap_err(),
+            LeaseError::DuplicateGpu(1)
+        );
         let cpu = m.acquire(&req(vec![], 7, 1, 0)).unwrap_err();
-        assert_eq!(cpu, LeaseError::Cpu { requested: 7, free: 6, total: 8 });
+        assert_eq!(
+            cpu,
+            LeaseError::Cpu {
+                requested: 7,
+                free: 6,
+                total: 8
+            }
+        );
         assert!(cpu.to_string().contains("CPU"));
-        assert!(matches!(m.acquire(&req(vec![], 1, 901, 0)), Err(LeaseError::Memory { free_mb: 900, .. })));
+        assert!(matches!(
+            m.acquire(&req(vec![], 1, 901, 0)),
+            Err(LeaseError::Memory { free_mb: 900, .. })
+        ));
         let mut mismatch = req(vec![1], 1, 1, 1);
         mismatch.resources.gpu = 2;
-        assert_eq!(m.acquire(&mismatch).unwrap_err(), LeaseError::GpuCountMismatch { requested: 2, named: 1 });
+        assert_eq!(
+            m.acquire(&mismatch).unwrap_err(),
+            LeaseError::GpuCountMismatch {
+                requested: 2,
+                named: 1
+            }
+        );
         drop(held);
         assert_eq!(m.usage().tasks, 0);
         assert!(m.acquire(&req(vec![0], 8, 1000, 80_000)).is_ok());
@@ -329,10 +429,21 @@ mod tests {
         assert_eq!(a.visible_devices(), "0,1");
         let _b = m.acquire(&req(vec![], 1, 10, 0)).unwrap();
         let _c = m.acquire(&req(vec![], 1, 10, 0)).unwrap();
-        assert_eq!(m.acquire(&req(vec![], 1, 10, 0)).unwrap_err(), LeaseError::TooManyTasks(3));
+        assert_eq!(
+            m.acquire(&req(vec![], 1, 10, 0)).unwrap_err(),
+            LeaseError::TooManyTasks(3)
+        );
         assert_eq!(m.usage().busy_gpus, vec![0, 1]);
         drop(a);
         let usage = m.usage();
-        assert_eq!((usage.busy_gpus.len(), usage.cpu, usage.memory_mb, usage.tasks), (0, 2, 20, 2));
+        assert_eq!(
+            (
+                usage.busy_gpus.len(),
+                usage.cpu,
+                usage.memory_mb,
+                usage.tasks
+            ),
+            (0, 2, 20, 2)
+        );
     }
 }

@@ -57,7 +57,11 @@ impl Operator {
         };
         let leases = LeaseManager::new(discovery.capacity.clone(), config.max_concurrent);
         let executor = Executor::new(config, keypair, blobs)?;
-        Ok(Operator { discovery: Arc::new(discovery), leases, executor })
+        Ok(Operator {
+            discovery: Arc::new(discovery),
+            leases,
+            executor,
+        })
     }
 
     /// What this operator advertises.
@@ -92,7 +96,10 @@ impl Operator {
 
     /// Lease what an assignment reserves, or refuse naming the resource.
     pub fn reserve(&self, assignment: &Assignment) -> Result<Lease, LeaseError> {
-        self.leases.acquire(&LeaseRequest::new(assignment.gpus.clone(), assignment.resources))
+        self.leases.acquire(&LeaseRequest::new(
+            assignment.gpus.clone(),
+            assignment.resources,
+        ))
     }
 
     /// Run an attempt under its lease.
@@ -102,14 +109,30 @@ impl Operator {
 
     /// Reserve and run; a refused reservation or an unconfigured program becomes a `Refused`
     /// failure report.
-    pub async fn execute(&self, assignment: &Assignment, spec: TaskSpec, cancel: CancellationToken) -> TaskReport {
+    pub async fn execute(
+        &self,
+        assignment: &Assignment,
+        spec: TaskSpec,
+        cancel: CancellationToken,
+    ) -> TaskReport {
         if !self.executor.supports(&spec.program) {
-            let why = format!("program {}@{} is not configured", spec.program.name, spec.program.version);
-            return crate::executor::report_failure(self.public_key(), &spec, FailureCause::Refused(why));
+            let why = format!(
+                "program {}@{} is not configured",
+                spec.program.name, spec.program.version
+            );
+            return crate::executor::report_failure(
+                self.public_key(),
+                &spec,
+                FailureCause::Refused(why),
+            );
         }
         match self.reserve(assignment) {
             Ok(lease) => self.run(spec, lease, cancel).await,
-            Err(e) => crate::executor::report_failure(self.public_key(), &spec, FailureCause::Refused(e.to_string())),
+            Err(e) => crate::executor::report_failure(
+                self.public_key(),
+                &spec,
+                FailureCause::Refused(e.to_string()),
+            ),
         }
     }
 

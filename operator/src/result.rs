@@ -10,7 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch on this machine's clock.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// What an attempt produced, before signing.
@@ -27,7 +30,12 @@ pub struct Produced {
 }
 
 /// The unsigned result of `spec` run under `lease`.
-pub fn task_result(operator: PublicKey, spec: &TaskSpec, lease: &Lease, produced: Produced) -> TaskResult {
+pub fn task_result(
+    operator: PublicKey,
+    spec: &TaskSpec,
+    lease: &Lease,
+    produced: Produced,
+) -> TaskResult {
     TaskResult {
         workflow: spec.workflow,
         task: spec.task,
@@ -43,13 +51,27 @@ pub fn task_result(operator: PublicKey, spec: &TaskSpec, lease: &Lease, produced
 }
 
 /// Build and sign the result with the operator key.
-pub fn sign_result(keypair: &Keypair, spec: &TaskSpec, lease: &Lease, produced: Produced) -> SignedResult {
-    SignedResult::sign(keypair, task_result(keypair.public(), spec, lease, produced))
+pub fn sign_result(
+    keypair: &Keypair,
+    spec: &TaskSpec,
+    lease: &Lease,
+    produced: Produced,
+) -> SignedResult {
+    SignedResult::sign(
+        keypair,
+        task_result(keypair.public(), spec, lease, produced),
+    )
 }
 
 /// The failure report for `spec`.
 pub fn task_failure(operator: PublicKey, spec: &TaskSpec, cause: FailureCause) -> TaskFailure {
-    TaskFailure { workflow: spec.workflow, task: spec.task, attempt: spec.attempt, operator, cause }
+    TaskFailure {
+        workflow: spec.workflow,
+        task: spec.task,
+        attempt: spec.attempt,
+        operator,
+        cause,
+    }
 }
 
 /// Why a result is not acceptable from the expected operator.
@@ -71,7 +93,10 @@ pub enum ResultError {
 /// Verify a result's signature and that it comes from `expected`.
 pub fn verify_from(signed: &SignedResult, expected: &PublicKey) -> Result<(), ResultError> {
     if signed.result.operator != *expected {
-        return Err(ResultError::WrongOperator { expected: *expected, actual: signed.result.operator });
+        return Err(ResultError::WrongOperator {
+            expected: *expected,
+            actual: signed.result.operator,
+        });
     }
     signed.verify()?;
     Ok(())

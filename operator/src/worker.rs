@@ -19,8 +19,8 @@
 //! [`serve_stdio`] implements the worker side.
 
 use crate::executor::{
-    contract_env, exit_parts, report_failure, Diagnostics, EndStatus, GroupGuard, Inner, Outcome, RunContext,
-    RunEnd, TaskReport, TaskSpec, Tail, Timings,
+    contract_env, exit_parts, report_failure, Diagnostics, EndStatus, GroupGuard, Inner, Outcome,
+    RunContext, RunEnd, Tail, TaskReport, TaskSpec, Timings,
 };
 use crate::lease::Lease;
 use crate::result::{now_ms, sign_result, task_failure, Produced};
@@ -64,20 +64,22 @@ impl Builtin {
     }
 }
 
-/// `--ms N` or `--ms=N`.
+/// `--ms N` or `--ms=N`, and nothing else.
 fn sleep_ms(args: &[String]) -> Result<u64, String> {
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let value = if arg == "--ms" {
-            it.next().ok_or("--ms needs a value")?.as_str()
-        } else if let Some(v) = arg.strip_prefix("--ms=") {
-            v
-        } else {
-            return Err(format!("sleep: unknown argument {arg:?} (usage: sleep --ms N)"));
-        };
-        return value.parse().map_err(|_| format!("sleep: --ms {value:?} is not a number of milliseconds"));
-    }
-    Err("sleep: missing --ms N".to_owned())
+    let value = match args {
+        [flag, value] if flag == "--ms" => value.as_str(),
+        [one] if one.starts_with("--ms=") => &one["--ms=".len()..],
+        [flag] if flag == "--ms" => return Err("sleep: --ms needs a value".to_owned()),
+        [] => return Err("sleep: missing --ms N".to_owned()),
+        _ => {
+            return Err(format!(
+                "sleep: unexpected arguments {args:?} (usage: sleep --ms N)"
+            ))
+        }
+    };
+    value
+        .parse()
+        .map_err(|_| format!("sleep: --ms {value:?} is not a number of milliseconds"))
 }
 
 /// The output of a built-in: blake3 of a tag, the program name, its args and its input ids, so
@@ -109,8 +111,20 @@ pub(crate) async fn run_builtin(
     for (i, id) in spec.inputs.iter().enumerate() {
         match inner.blobs.contains(id) {
             Ok(true) => {}
-            Ok(false) => return report_failure(operator, spec, FailureCause::Input(format!("input {i}: blob {id} not found"))),
-            Err(e) => return report_failure(operator, spec, FailureCause::Refused(format!("operator error: input {i}: {e}"))),
+            Ok(false) => {
+                return report_failure(
+                    operator,
+                    spec,
+                    FailureCause::Input(format!("input {i}: blob {id} not found")),
+                )
+            }
+            Err(e) => {
+                return report_failure(
+                    operator,
+                    spec,
+                    FailureCause::Refused(format!("operator error: input {i}: {e}")),
+                )
+            }
         }
     }
     let setup = t0.elapsed();
@@ -118,7 +132,10 @@ pub(crate) async fn run_builtin(
         let ms = match sleep_ms(&spec.args) {
             Ok(ms) => ms,
             Err(why) => {
-                let cause = FailureCause::Crashed { exit_code: Some(2), stderr_tail: why };
+                let cause = FailureCause::Crashed {
+                    exit_code: Some(2),
+                    stderr_tail: why,
+                };
                 return report_failure(operator, spec, cause);
             }
         };
@@ -131,20 +148,43 @@ pub(crate) async fn run_builtin(
             () = tokio::time::sleep(Duration::from_millis(ms)) => {}
         }
     } else if cancel.is_cancelled() {
-        return TaskReport { outcome: Outcome::Cancelled, diagnostics: Diagnostics::default() };
+        return TaskReport {
+            outcome: Outcome::Cancelled,
+            diagnostics: Diagnostics::default(),
+        };
     }
     let t1 = Instant::now();
     let finished_ms = now_ms();
     let bytes = builtin_output(builtin, &spec.args, &spec.inputs);
     let outcome = match inner.blobs.put(&bytes) {
         Ok(output) => {
-            let produced = Produced { output, output_bytes: bytes.len() as u64, started_ms, finished_ms };
+            let produced = Produced {
+                output,
+                output_bytes: bytes.len() as u64,
+                started_ms,
+                finished_ms,
+            };
             Outcome::Completed(sign_result(&inner.keypair, spec, lease, produced))
         }
-        Err(e) => Outcome::Failed(task_failure(operator, spec, FailureCause::Refused(format!("operator error: {e}")))),
+        Err(e) => Outcome::Failed(task_failure(
+            operator,
+            spec,
+            FailureCause::Refused(format!("operator error: {e}")),
+        )),
     };
-    let timings = Timings { setup, run: t1 - t0 - setup, collect: t1.elapsed() };
-    TaskReport { outcome, diagnostics: Diagnostics { exit_code: Some(0), timings, ..Diagnostics::default() } }
+    let timings = Timings {
+        setup,
+        run: t1 - t0 - setup,
+        collect: t1.elapsed(),
+    };
+    TaskReport {
+        outcome,
+        diagnostics: Diagnostics {
+            exit_code: Some(0),
+            timings,
+            ..Diagnostics::default()
+        },
+    }
 }
 
 /// One task for a persistent worker.
@@ -182,7 +222,9 @@ pub struct WorkerResponse {
 
 /// Serve the line protocol on stdin/stdout until stdin closes: the worker side, for a program
 /// binary's `worker` subcommand. `handler` runs one task (writing `req.output`).
-pub fn serve_stdio(mut handler: impl FnMut(&WorkerRequest) -> Result<(), String>) -> std::io::Result<()> {
+pub fn serve_stdio(
+    mut handler: impl FnMut(&WorkerRequest) -> Result<(), String>,
+) -> std::io::Result<()> {
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lines() {
@@ -192,10 +234,22 @@ pub fn serve_stdio(mut handler: impl FnMut(&WorkerRequest) -> Result<(), String>
         }
         let response = match serde_json::from_str::<WorkerRequest>(&line) {
             Ok(req) => match handler(&req) {
-                Ok(()) => WorkerResponse { id: req.id, ok: true, error: None },
-                Err(e) => WorkerResponse { id: req.id, ok: false, error: Some(e) },
+                Ok(()) => WorkerResponse {
+                    id: req.id,
+                    ok: true,
+                    error: None,
+                },
+                Err(e) => WorkerResponse {
+                    id: req.id,
+                    ok: false,
+                    error: Some(e),
+                },
             },
-            Err(e) => WorkerResponse { id: 0, ok: false, error: Some(format!("bad request: {e}")) },
+            Err(e) => WorkerResponse {
+                id: 0,
+                ok: false,
+                error: Some(format!("bad request: {e}")),
+            },
         };
         let text = serde_json::to_string(&response).map_err(std::io::Error::other)?;
         writeln!(stdout, "{text}")?;
@@ -214,11 +268,21 @@ impl WorkerPool {
     pub(crate) fn get(&self, key: (String, String), argv: Vec<String>) -> Arc<Worker> {
         let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
         let gpus = key.1.clone();
-        Arc::clone(workers.entry(key).or_insert_with(|| Arc::new(Worker::new(argv, gpus))))
+        Arc::clone(
+            workers
+                .entry(key)
+                .or_insert_with(|| Arc::new(Worker::new(argv, gpus))),
+        )
     }
 
     pub(crate) async fn shutdown(&self) {
-        let workers: Vec<_> = self.workers.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, w)| w).collect();
+        let workers: Vec<_> = self
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, w)| w)
+            .collect();
         for worker in workers {
             if let Some(mut proc) = worker.state.lock().await.take() {
                 proc.group.kill();
@@ -245,15 +309,26 @@ pub(crate) struct Worker {
 
 impl Worker {
     fn new(argv: Vec<String>, gpus: String) -> Self {
-        Worker { argv, gpus, state: tokio::sync::Mutex::new(None), stderr: Arc::new(Mutex::new(Tail::new(64 * 1024))) }
+        Worker {
+            argv,
+            gpus,
+            state: tokio::sync::Mutex::new(None),
+            stderr: Arc::new(Mutex::new(Tail::new(64 * 1024))),
+        }
     }
 
     fn stderr_tail(&self) -> String {
-        self.stderr.lock().unwrap_or_else(PoisonError::into_inner).to_string_lossy()
+        self.stderr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .to_string_lossy()
     }
 
     fn spawn(&self, inner: &Inner) -> std::io::Result<WorkerProc> {
-        let (program, args) = self.argv.split_first().ok_or_else(|| std::io::Error::other("worker argv is empty"))?;
+        let (program, args) = self
+            .argv
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("worker argv is empty"))?;
         let mut cmd = std::process::Command::new(program);
         cmd.args(args)
             .envs(&inner.config.env)
@@ -280,17 +355,28 @@ impl Worker {
                     if n == 0 {
                         break;
                     }
-                    tail.lock().unwrap_or_else(PoisonError::into_inner).push(&buf[..n]);
+                    tail.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(&buf[..n]);
                 }
             });
         }
-        Ok(WorkerProc { child, stdin, stdout, group, next_id: 1 })
+        Ok(WorkerProc {
+            child,
+            stdin,
+            stdout,
+            group,
+            next_id: 1,
+        })
     }
 
     pub(crate) async fn run(&self, inner: &Inner, ctx: RunContext<'_>) -> RunEnd {
         let deadline = tokio::time::Instant::now() + ctx.spec.timeout;
         let mut diagnostics = Diagnostics::default();
-        let end = |status, diagnostics| RunEnd { status, diagnostics };
+        let end = |status, diagnostics| RunEnd {
+            status,
+            diagnostics,
+        };
         // Queueing for a busy worker counts against the task's timeout.
         let mut slot = tokio::select! {
             biased;
@@ -302,13 +388,25 @@ impl Worker {
             match self.spawn(inner) {
                 Ok(proc) => *slot = Some(proc),
                 Err(e) => {
-                    let stderr_tail = format!("[operator] cannot start worker {:?}: {e}", self.argv);
-                    return end(EndStatus::Failed(FailureCause::Crashed { exit_code: None, stderr_tail }), diagnostics);
+                    let stderr_tail =
+                        format!("[operator] cannot start worker {:?}: {e}", self.argv);
+                    return end(
+                        EndStatus::Failed(FailureCause::Crashed {
+                            exit_code: None,
+                            stderr_tail,
+                        }),
+                        diagnostics,
+                    );
                 }
             }
         }
         let Some(proc) = slot.as_mut() else {
-            return end(EndStatus::Failed(FailureCause::Refused("operator error: worker slot empty".into())), diagnostics);
+            return end(
+                EndStatus::Failed(FailureCause::Refused(
+                    "operator error: worker slot empty".into(),
+                )),
+                diagnostics,
+            );
         };
         let env: HashMap<_, _> = contract_env(&ctx).into_iter().collect();
         let get = |k: &str| env.get(k).cloned().unwrap_or_default();
@@ -327,13 +425,23 @@ impl Worker {
         let exchange = async {
             let mut line = serde_json::to_string(&request).map_err(|e| e.to_string())?;
             line.push('\n');
-            proc.stdin.write_all(line.as_bytes()).await.map_err(|e| format!("writing request: {e}"))?;
-            proc.stdin.flush().await.map_err(|e| format!("writing request: {e}"))?;
+            proc.stdin
+                .write_all(line.as_bytes())
+                .await
+                .map_err(|e| format!("writing request: {e}"))?;
+            proc.stdin
+                .flush()
+                .await
+                .map_err(|e| format!("writing request: {e}"))?;
             loop {
-                let line = proc.stdout.next_line().await.map_err(|e| format!("reading response: {e}"))?;
+                let line = proc
+                    .stdout
+                    .next_line()
+                    .await
+                    .map_err(|e| format!("reading response: {e}"))?;
                 let line = line.ok_or("worker closed its stdout")?;
-                let response: WorkerResponse =
-                    serde_json::from_str(&line).map_err(|e| format!("malformed response {line:?}: {e}"))?;
+                let response: WorkerResponse = serde_json::from_str(&line)
+                    .map_err(|e| format!("malformed response {line:?}: {e}"))?;
                 // A response to an abandoned earlier request (its caller was dropped) is skipped.
                 if response.id == id {
                     return Ok(response);
@@ -353,8 +461,15 @@ impl Worker {
             }
             Some(Ok(WorkerResponse { error, .. })) => {
                 diagnostics.stderr_tail = self.stderr_tail();
-                let stderr_tail = format!("{}{}", diagnostics.stderr_tail, error.unwrap_or_default());
-                return end(EndStatus::Failed(FailureCause::Crashed { exit_code: None, stderr_tail }), diagnostics);
+                let stderr_tail =
+                    format!("{}{}", diagnostics.stderr_tail, error.unwrap_or_default());
+                return end(
+                    EndStatus::Failed(FailureCause::Crashed {
+                        exit_code: None,
+                        stderr_tail,
+                    }),
+                    diagnostics,
+                );
             }
             Some(Err(why)) => Err(why),
             None if ctx.cancel.is_cancelled() => Ok(EndStatus::Cancelled),
@@ -371,7 +486,10 @@ impl Worker {
         diagnostics.stderr_tail = self.stderr_tail();
         let status = status.unwrap_or_else(|why| {
             let stderr_tail = format!("{}[operator] worker failed: {why}", diagnostics.stderr_tail);
-            EndStatus::Failed(FailureCause::Crashed { exit_code: diagnostics.exit_code, stderr_tail })
+            EndStatus::Failed(FailureCause::Crashed {
+                exit_code: diagnostics.exit_code,
+                stderr_tail,
+            })
         });
         end(status, diagnostics)
     }

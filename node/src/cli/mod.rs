@@ -1,7 +1,9 @@
 //! Subcommands of the `proofmesh` binary.
 
+pub mod bench;
 pub mod devnet;
 pub mod keys;
+pub mod node;
 pub mod workflow;
 pub mod operators;
 pub mod result;

@@ -5,7 +5,9 @@
 //! libp2p signature per message would only cost CPU on every hop; authenticity comes from
 //! validation instead, and message ids are content hashes.
 
-use libp2p::gossipsub::{self, MessageId, PeerScoreParams, PeerScoreThresholds, TopicScoreParams, ValidationMode};
+use libp2p::gossipsub::{
+    self, MessageId, PeerScoreParams, PeerScoreThresholds, TopicScoreParams, ValidationMode,
+};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{connection_limits, identify, identity, kad, ping, request_response, StreamProtocol};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -51,25 +53,36 @@ impl Behaviour {
                 .with_max_established_per_peer(Some(2)),
         );
 
-        let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config(config)?)?;
+        let mut gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Anonymous,
+            gossip_config(config)?,
+        )?;
         let (params, thresholds) = score_params(config.domain.network_id);
         gossipsub.with_peer_score(params, thresholds)?;
 
-        let rr_config = request_response::Config::default().with_request_timeout(config.request_timeout);
+        let rr_config =
+            request_response::Config::default().with_request_timeout(config.request_timeout);
         let direct = request_response::Behaviour::with_codec(
-            BytesCodec::new(config.max_message_bytes, config.max_message_bytes + BLOB_FRAMING_BYTES),
+            BytesCodec::new(
+                config.max_message_bytes,
+                config.max_message_bytes + BLOB_FRAMING_BYTES,
+            ),
             [(DIRECT_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_config.clone(),
         );
         let blob = request_response::Behaviour::with_codec(
-            BytesCodec::new(BLOB_FRAMING_BYTES, config.blob_chunk_bytes + BLOB_FRAMING_BYTES),
+            BytesCodec::new(
+                BLOB_FRAMING_BYTES,
+                config.blob_chunk_bytes + BLOB_FRAMING_BYTES,
+            ),
             [(BLOB_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_config,
         );
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config.set_query_timeout(Duration::from_secs(30));
-        let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         // Server mode always: kad's automatic mode waits for a confirmed external address,
         // which private and loopback networks never get, and would leave every peer a client.
         kad.set_mode(Some(kad::Mode::Server));
@@ -80,7 +93,15 @@ impl Behaviour {
         );
         let ping = ping::Behaviour::new(ping::Config::new());
 
-        Ok(Behaviour { limits, gossipsub, direct, blob, kad, identify, ping })
+        Ok(Behaviour {
+            limits,
+            gossipsub,
+            direct,
+            blob,
+            kad,
+            identify,
+            ping,
+        })
     }
 }
 
@@ -91,7 +112,9 @@ fn gossip_config(config: &NetworkConfig) -> Result<gossipsub::Config, String> {
         // Hold every message until the event loop has checked the envelope.
         .validate_messages()
         // Content hash: the same envelope is the same message whoever forwards it.
-        .message_id_fn(|m: &gossipsub::Message| MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+        .message_id_fn(|m: &gossipsub::Message| {
+            MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+        })
         // Slightly above the envelope limit, so an oversized envelope reaches validation (and
         // penalizes its sender) instead of silently failing to decode in the framing.
         .max_transmit_size(config.max_message_bytes + GOSSIP_FRAMING_BYTES)
@@ -126,13 +149,20 @@ fn score_params(network_id: u64) -> (PeerScoreParams, PeerScoreThresholds) {
         ..TopicScoreParams::default()
     };
     let mut params = PeerScoreParams {
-        topics: Topic::ALL.iter().map(|t| (t.ident(network_id).hash(), topic.clone())).collect(),
+        topics: Topic::ALL
+            .iter()
+            .map(|t| (t.ident(network_id).hash(), topic.clone()))
+            .collect(),
         topic_score_cap: 50.0,
         ..PeerScoreParams::default()
     };
     // Devnets run many peers on one host; colocation on loopback is not a Sybil signal.
-    params.ip_colocation_factor_whitelist.insert(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    params.ip_colocation_factor_whitelist.insert(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    params
+        .ip_colocation_factor_whitelist
+        .insert(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    params
+        .ip_colocation_factor_whitelist
+        .insert(IpAddr::V6(Ipv6Addr::LOCALHOST));
     let thresholds = PeerScoreThresholds {
         gossip_threshold: -50.0,
         publish_threshold: -100.0,

@@ -26,7 +26,12 @@ pub struct BlobChunk {
 pub trait BlobProvider: Send + Sync + 'static {
     /// Up to `max_len` bytes of blob `id` starting at `offset`, with the blob's total length;
     /// `Ok(None)` when this node does not have the blob.
-    fn read_chunk(&self, id: &ContentId, offset: u64, max_len: usize) -> std::io::Result<Option<BlobChunk>>;
+    fn read_chunk(
+        &self,
+        id: &ContentId,
+        offset: u64,
+        max_len: usize,
+    ) -> std::io::Result<Option<BlobChunk>>;
 }
 
 /// An in-memory [`BlobProvider`] (tests, and nodes that keep small blobs in memory).
@@ -44,24 +49,39 @@ impl MemoryBlobProvider {
     /// Store `bytes` under their content id and return it.
     pub fn insert(&self, bytes: Vec<u8>) -> ContentId {
         let id = ContentId::of_bytes(&bytes);
-        self.blobs.write().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::new(bytes));
+        self.blobs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(bytes));
         id
     }
 }
 
 impl BlobProvider for MemoryBlobProvider {
-    fn read_chunk(&self, id: &ContentId, offset: u64, max_len: usize) -> std::io::Result<Option<BlobChunk>> {
+    fn read_chunk(
+        &self,
+        id: &ContentId,
+        offset: u64,
+        max_len: usize,
+    ) -> std::io::Result<Option<BlobChunk>> {
         let blobs = self.blobs.read().unwrap_or_else(|e| e.into_inner());
-        let Some(blob) = blobs.get(id) else { return Ok(None) };
+        let Some(blob) = blobs.get(id) else {
+            return Ok(None);
+        };
         Ok(Some(slice_chunk(blob, offset, max_len)))
     }
 }
 
 /// `[offset, offset + max_len)` of `blob`, clamped to its end.
 pub fn slice_chunk(blob: &[u8], offset: u64, max_len: usize) -> BlobChunk {
-    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(blob.len());
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(blob.len());
     let end = start.saturating_add(max_len).min(blob.len());
-    BlobChunk { total_len: blob.len() as u64, data: blob[start..end].to_vec() }
+    BlobChunk {
+        total_len: blob.len() as u64,
+        data: blob[start..end].to_vec(),
+    }
 }
 
 /// Wire request on `/proofmesh/blob/1`.
@@ -143,7 +163,12 @@ pub struct BlobAssembler {
 impl BlobAssembler {
     /// Start fetching `id`, refusing blobs over `max_blob_bytes`.
     pub fn new(id: ContentId, max_blob_bytes: u64) -> Self {
-        BlobAssembler { id, max_blob_bytes, total_len: None, data: Vec::new() }
+        BlobAssembler {
+            id,
+            max_blob_bytes,
+            total_len: None,
+            data: Vec::new(),
+        }
     }
 
     /// The offset of the next chunk to request, or `None` when complete.
@@ -163,9 +188,19 @@ impl BlobAssembler {
             BlobResponse::Error(e) => return Err(BlobError::Remote(e)),
         };
         if total_len > self.max_blob_bytes {
-            return Err(BlobError::TooLarge { id: self.id, size: total_len, limit: self.max_blob_bytes });
+            return Err(BlobError::TooLarge {
+                id: self.id,
+                size: total_len,
+                limit: self.max_blob_bytes,
+            });
         }
-        let bad = |why| Err(BlobError::BadChunk { id: self.id, offset, why });
+        let bad = |why| {
+            Err(BlobError::BadChunk {
+                id: self.id,
+                offset,
+                why,
+            })
+        };
         match self.total_len {
             None => self.total_len = Some(total_len),
             Some(t) if t != total_len => return bad("total length changed between chunks"),
@@ -179,7 +214,8 @@ impl BlobAssembler {
         }
         if self.data.is_empty() {
             // Bounded by max_blob_bytes, checked above.
-            self.data.reserve_exact(usize::try_from(total_len).unwrap_or(0));
+            self.data
+                .reserve_exact(usize::try_from(total_len).unwrap_or(0));
         }
         self.data.extend_from_slice(&data);
         Ok(())
@@ -189,7 +225,10 @@ impl BlobAssembler {
     pub fn finish(self) -> Result<Vec<u8>, BlobError> {
         let actual = ContentId::of_bytes(&self.data);
         if actual != self.id {
-            return Err(BlobError::HashMismatch { expected: self.id, actual });
+            return Err(BlobError::HashMismatch {
+                expected: self.id,
+                actual,
+            });
         }
         Ok(self.data)
     }
@@ -199,11 +238,18 @@ impl BlobAssembler {
 mod tests {
     use super::*;
 
-    fn fetch(provider: &dyn BlobProvider, id: ContentId, chunk: usize) -> Result<Vec<u8>, BlobError> {
+    fn fetch(
+        provider: &dyn BlobProvider,
+        id: ContentId,
+        chunk: usize,
+    ) -> Result<Vec<u8>, BlobError> {
         let mut asm = BlobAssembler::new(id, 1 << 20);
         while let Some(offset) = asm.next_offset() {
             let resp = match provider.read_chunk(&id, offset, chunk) {
-                Ok(Some(c)) => BlobResponse::Chunk { total_len: c.total_len, data: c.data },
+                Ok(Some(c)) => BlobResponse::Chunk {
+                    total_len: c.total_len,
+                    data: c.data,
+                },
                 Ok(None) => BlobResponse::NotFound,
                 Err(e) => BlobResponse::Error(e.to_string()),
             };
@@ -218,7 +264,10 @@ mod tests {
         let blob: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let id = p.insert(blob.clone());
         assert_eq!(fetch(&p, id, 999).unwrap(), blob);
-        assert_eq!(fetch(&p, ContentId::of_bytes(b"x"), 999), Err(BlobError::NotFound(ContentId::of_bytes(b"x"))));
+        assert_eq!(
+            fetch(&p, ContentId::of_bytes(b"x"), 999),
+            Err(BlobError::NotFound(ContentId::of_bytes(b"x")))
+        );
         let empty = p.insert(vec![]);
         assert_eq!(fetch(&p, empty, 10).unwrap(), Vec::<u8>::new());
     }
@@ -227,17 +276,43 @@ mod tests {
     fn refuses_lies() {
         let id = ContentId::of_bytes(b"hello");
         let mut asm = BlobAssembler::new(id, 100);
-        asm.push(BlobResponse::Chunk { total_len: 5, data: b"hellp".to_vec() }).unwrap();
+        asm.push(BlobResponse::Chunk {
+            total_len: 5,
+            data: b"hellp".to_vec(),
+        })
+        .unwrap();
         assert!(matches!(asm.finish(), Err(BlobError::HashMismatch { .. })));
 
         let mut asm = BlobAssembler::new(id, 4);
-        assert!(matches!(asm.push(BlobResponse::Chunk { total_len: 5, data: vec![] }), Err(BlobError::TooLarge { .. })));
+        assert!(matches!(
+            asm.push(BlobResponse::Chunk {
+                total_len: 5,
+                data: vec![]
+            }),
+            Err(BlobError::TooLarge { .. })
+        ));
 
         let mut asm = BlobAssembler::new(id, 100);
-        asm.push(BlobResponse::Chunk { total_len: 5, data: b"he".to_vec() }).unwrap();
-        assert!(matches!(asm.push(BlobResponse::Chunk { total_len: 6, data: b"l".to_vec() }), Err(BlobError::BadChunk { .. })));
+        asm.push(BlobResponse::Chunk {
+            total_len: 5,
+            data: b"he".to_vec(),
+        })
+        .unwrap();
+        assert!(matches!(
+            asm.push(BlobResponse::Chunk {
+                total_len: 6,
+                data: b"l".to_vec()
+            }),
+            Err(BlobError::BadChunk { .. })
+        ));
 
         let mut asm = BlobAssembler::new(id, 100);
-        assert!(matches!(asm.push(BlobResponse::Chunk { total_len: 5, data: vec![] }), Err(BlobError::BadChunk { .. })));
+        assert!(matches!(
+            asm.push(BlobResponse::Chunk {
+                total_len: 5,
+                data: vec![]
+            }),
+            Err(BlobError::BadChunk { .. })
+        ));
     }
 }

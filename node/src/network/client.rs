@@ -94,12 +94,18 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("local_peer_id", &self.local_peer_id).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("local_peer_id", &self.local_peer_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl Client {
-    pub(crate) fn new(commands: mpsc::Sender<Command>, local_peer_id: PeerId, config: &NetworkConfig) -> Self {
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        local_peer_id: PeerId,
+        config: &NetworkConfig,
+    ) -> Self {
         Client {
             commands,
             local_peer_id,
@@ -116,9 +122,15 @@ impl Client {
         self.local_peer_id
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetworkError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetworkError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| NetworkError::Stopped)?;
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NetworkError::Stopped)?;
         rx.await.map_err(|_| NetworkError::Stopped)
     }
 
@@ -127,17 +139,39 @@ impl Client {
     pub async fn publish(&self, envelope: &Envelope) -> Result<PublishOutcome, NetworkError> {
         let data = envelope.to_bytes();
         if data.len() > self.max_message_bytes {
-            return Err(NetworkError::TooLarge { size: data.len(), limit: self.max_message_bytes });
+            return Err(NetworkError::TooLarge {
+                size: data.len(),
+                limit: self.max_message_bytes,
+            });
         }
         let topic = Topic::for_kind(envelope.kind);
-        let own = OwnEnvelope { envelope: envelope.clone(), digest: *blake3::hash(&data).as_bytes() };
-        self.call(|reply| Command::Publish { topic, data, own: Some(own), reply }).await?
+        let own = OwnEnvelope {
+            envelope: envelope.clone(),
+            digest: *blake3::hash(&data).as_bytes(),
+        };
+        self.call(|reply| Command::Publish {
+            topic,
+            data,
+            own: Some(own),
+            reply,
+        })
+        .await?
     }
 
     /// Fault injection for tests: gossip arbitrary bytes on `topic`, unchecked, so that peers'
     /// validation and scoring can be exercised. Honest nodes never call this.
-    pub async fn publish_raw(&self, topic: Topic, data: Vec<u8>) -> Result<PublishOutcome, NetworkError> {
-        self.call(|reply| Command::Publish { topic, data, own: None, reply }).await?
+    pub async fn publish_raw(
+        &self,
+        topic: Topic,
+        data: Vec<u8>,
+    ) -> Result<PublishOutcome, NetworkError> {
+        self.call(|reply| Command::Publish {
+            topic,
+            data,
+            own: None,
+            reply,
+        })
+        .await?
     }
 
     /// Send an envelope straight to `peer` and wait for its answer: `Ok(None)` for an
@@ -149,7 +183,10 @@ impl Client {
     ) -> Result<Option<(Envelope, Message)>, NetworkError> {
         let data = envelope.to_bytes();
         if data.len() > self.max_message_bytes {
-            return Err(NetworkError::TooLarge { size: data.len(), limit: self.max_message_bytes });
+            return Err(NetworkError::TooLarge {
+                size: data.len(),
+                limit: self.max_message_bytes,
+            });
         }
         let answer = self.request(Protocol::Direct, peer, data).await?;
         let invalid = |reason: String| NetworkError::InvalidReply { peer, reason };
@@ -157,21 +194,42 @@ impl Client {
             DirectWire::Ack => Ok(None),
             DirectWire::Rejected(reason) => Err(NetworkError::Rejected { peer, reason }),
             DirectWire::Reply(bytes) => {
-                let checked = validation::check(&bytes, None, self.domain, (self.clock)(), self.max_message_bytes)
-                    .map_err(|e| invalid(e.to_string()))?;
+                let checked = validation::check(
+                    &bytes,
+                    None,
+                    self.domain,
+                    (self.clock)(),
+                    self.max_message_bytes,
+                )
+                .map_err(|e| invalid(e.to_string()))?;
                 Ok(Some(checked))
             }
         }
     }
 
-    async fn request(&self, protocol: Protocol, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetworkError> {
-        self.call(|reply| Command::Request { protocol, peer, data, reply }).await?
+    async fn request(
+        &self,
+        protocol: Protocol,
+        peer: PeerId,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, NetworkError> {
+        self.call(|reply| Command::Request {
+            protocol,
+            peer,
+            data,
+            reply,
+        })
+        .await?
     }
 
     /// Fetch blob `id` from `from`, or, if `None`, from each connected peer in turn until one
     /// returns bytes that hash to `id`. Lying or failing peers are skipped and reported in the
     /// error if none succeeds.
-    pub async fn fetch_blob(&self, from: Option<PeerId>, id: ContentId) -> Result<Vec<u8>, NetworkError> {
+    pub async fn fetch_blob(
+        &self,
+        from: Option<PeerId>,
+        id: ContentId,
+    ) -> Result<Vec<u8>, NetworkError> {
         let candidates = match from {
             Some(peer) => vec![peer],
             None => self.peers().await?,
@@ -193,9 +251,17 @@ impl Client {
         let mut assembler = BlobAssembler::new(id, self.max_blob_bytes);
         let max_len = u32::try_from(self.blob_chunk_bytes).unwrap_or(u32::MAX);
         while let Some(offset) = assembler.next_offset() {
-            let request = encoding::encode(&BlobRequest { id, offset, max_len });
-            let answer = self.request(Protocol::Blob, peer, request).await.map_err(|e| BlobError::Remote(e.to_string()))?;
-            let response: BlobResponse = encoding::decode(&answer).map_err(|e| BlobError::Remote(e.to_string()))?;
+            let request = encoding::encode(&BlobRequest {
+                id,
+                offset,
+                max_len,
+            });
+            let answer = self
+                .request(Protocol::Blob, peer, request)
+                .await
+                .map_err(|e| BlobError::Remote(e.to_string()))?;
+            let response: BlobResponse =
+                encoding::decode(&answer).map_err(|e| BlobError::Remote(e.to_string()))?;
             assembler.push(response)?;
         }
         assembler.finish()
@@ -219,12 +285,22 @@ impl Client {
 
     /// Peers known to be subscribed to `topic`.
     pub async fn topic_peers(&self, topic: Topic) -> Result<Vec<PeerId>, NetworkError> {
-        self.call(|reply| Command::TopicPeers { topic, mesh_only: false, reply }).await
+        self.call(|reply| Command::TopicPeers {
+            topic,
+            mesh_only: false,
+            reply,
+        })
+        .await
     }
 
     /// Peers in this node's gossip mesh for `topic`.
     pub async fn mesh_peers(&self, topic: Topic) -> Result<Vec<PeerId>, NetworkError> {
-        self.call(|reply| Command::TopicPeers { topic, mesh_only: true, reply }).await
+        self.call(|reply| Command::TopicPeers {
+            topic,
+            mesh_only: true,
+            reply,
+        })
+        .await
     }
 
     /// gossipsub's score of `peer` as seen by this node (negative after invalid messages).

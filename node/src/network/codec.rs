@@ -18,7 +18,10 @@ pub struct BytesCodec {
 impl BytesCodec {
     /// A codec refusing requests over `max_request` and responses over `max_response` bytes.
     pub fn new(max_request: usize, max_response: usize) -> Self {
-        BytesCodec { max_request, max_response }
+        BytesCodec {
+            max_request,
+            max_response,
+        }
     }
 }
 
@@ -37,15 +40,23 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
     Ok(buf)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8], max: usize) -> io::Result<()> {
+async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: &[u8],
+    max: usize,
+) -> io::Result<()> {
     if bytes.len() > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("frame of {} bytes exceeds the {max}-byte limit", bytes.len()),
+            format!(
+                "frame of {} bytes exceeds the {max}-byte limit",
+                bytes.len()
+            ),
         ));
     }
     // The limit is far below 4 GiB, so the length always fits in u32.
-    let len = u32::try_from(bytes.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        u32::try_from(bytes.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(bytes).await?;
     io.flush().await
@@ -71,14 +82,24 @@ impl request_response::Codec for BytesCodec {
         read_frame(io, self.max_response).await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         write_frame(io, &req, self.max_request).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {

@@ -13,6 +13,7 @@ use proofmesh_protocol::encoding;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
@@ -22,6 +23,9 @@ use super::metrics::NetworkMetrics;
 use super::topics::Topic;
 use super::validation::{self, ReplayGuard, Seen, Via};
 use super::{DirectReply, DirectResponder, NetworkConfig, NetworkError, NetworkEvent};
+
+/// Events held for a node that is not keeping up, beyond its channel's capacity.
+const OVERFLOW_MAX: usize = 65_536;
 
 /// How long raw (fault-injection) publications wait for peers; envelopes wait until expiry.
 const RAW_PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
@@ -52,6 +56,7 @@ pub struct EventLoop {
     pending_dials: HashMap<ConnectionId, (Multiaddr, DialReply)>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     answers: FuturesUnordered<Answer>,
+    overflow: VecDeque<NetworkEvent>,
     kad_ready: bool,
 }
 
@@ -79,6 +84,7 @@ impl EventLoop {
             pending_dials: HashMap::new(),
             listen_waiters: Vec::new(),
             answers: FuturesUnordered::new(),
+            overflow: VecDeque::new(),
             kad_ready: false,
         }
     }
@@ -96,7 +102,7 @@ impl EventLoop {
         discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
@@ -111,6 +117,14 @@ impl EventLoop {
                         tracing::debug!(?protocol, "requester went away before the answer");
                     }
                 }
+                permit = self.events.reserve(), if !self.overflow.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.overflow.pop_front() {
+                            permit.send(event);
+                        }
+                    }
+                    Err(_) => self.overflow.clear(), // the node dropped its receiver
+                },
                 _ = retry.tick(), if !self.pending_publish.is_empty() => self.retry_publish(None),
                 _ = discovery.tick() => {
                     if self.kad_ready {
@@ -122,18 +136,42 @@ impl EventLoop {
         tracing::debug!("network event loop stopped: every client dropped");
     }
 
-    async fn emit(&mut self, event: NetworkEvent) {
-        // Backpressure: a slow node slows the swarm instead of losing events. A node that
-        // dropped its receiver does not want events.
-        let _ = self.events.send(event).await;
+    /// Hand an event to the node without ever blocking the loop: the node may be waiting on
+    /// a command reply while its event queue is full, so awaiting here could deadlock. Events
+    /// that do not fit wait, in order, in `overflow`; past `OVERFLOW_MAX` new ones are dropped.
+    fn emit(&mut self, event: NetworkEvent) {
+        let event = if self.overflow.is_empty() {
+            match self.events.try_send(event) {
+                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(event)) => event,
+            }
+        } else {
+            event
+        };
+        if self.overflow.len() >= OVERFLOW_MAX {
+            tracing::warn!("node is not consuming network events; dropping one");
+            self.metrics.dropped_event();
+            return;
+        }
+        self.overflow.push_back(event);
     }
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Publish { topic, data, own, reply } => {
+            Command::Publish {
+                topic,
+                data,
+                own,
+                reply,
+            } => {
                 let _ = reply.send(self.publish(topic, data, own));
             }
-            Command::Request { protocol, peer, data, reply } => {
+            Command::Request {
+                protocol,
+                peer,
+                data,
+                reply,
+            } => {
                 let behaviour = self.swarm.behaviour_mut();
                 let id = match protocol {
                     Protocol::Direct => behaviour.direct.send_request(&peer, data),
@@ -149,7 +187,10 @@ impl EventLoop {
                         self.pending_dials.insert(id, (addr, reply));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(NetworkError::Dial { addr, reason: e.to_string() }));
+                        let _ = reply.send(Err(NetworkError::Dial {
+                            addr,
+                            reason: e.to_string(),
+                        }));
                     }
                 }
             }
@@ -164,13 +205,21 @@ impl EventLoop {
             Command::Peers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
-            Command::TopicPeers { topic, mesh_only, reply } => {
+            Command::TopicPeers {
+                topic,
+                mesh_only,
+                reply,
+            } => {
                 let hash = topic.ident(self.config.domain.network_id).hash();
                 let gossipsub = &self.swarm.behaviour().gossipsub;
                 let peers = if mesh_only {
                     gossipsub.mesh_peers(&hash).copied().collect()
                 } else {
-                    gossipsub.all_peers().filter(|(_, topics)| topics.contains(&&hash)).map(|(p, _)| *p).collect()
+                    gossipsub
+                        .all_peers()
+                        .filter(|(_, topics)| topics.contains(&&hash))
+                        .map(|(p, _)| *p)
+                        .collect()
                 };
                 let _ = reply.send(peers);
             }
@@ -182,21 +231,35 @@ impl EventLoop {
 
     fn listen_addrs(&self) -> Vec<Multiaddr> {
         let me = *self.swarm.local_peer_id();
-        self.swarm.listeners().map(|a| a.clone().with_p2p(me).unwrap_or_else(|a| a)).collect()
+        self.swarm
+            .listeners()
+            .map(|a| a.clone().with_p2p(me).unwrap_or_else(|a| a))
+            .collect()
     }
 
-    fn publish(&mut self, topic: Topic, data: Vec<u8>, own: Option<OwnEnvelope>) -> Result<PublishOutcome, NetworkError> {
+    fn publish(
+        &mut self,
+        topic: Topic,
+        data: Vec<u8>,
+        own: Option<OwnEnvelope>,
+    ) -> Result<PublishOutcome, NetworkError> {
         let now = (self.config.clock)();
         let give_up_at_ms = match &own {
             Some(own) => {
                 // Remember our own envelope so an echo is never delivered back to us.
-                self.guard.observe(&own.envelope, own.digest, Via::Gossip, now);
+                self.guard
+                    .observe(&own.envelope, own.digest, Via::Gossip, now);
                 own.envelope.expires_at_ms
             }
             None => now.saturating_add(RAW_PUBLISH_PATIENCE.as_millis() as u64),
         };
         let ident = topic.ident(self.config.domain.network_id);
-        match self.swarm.behaviour_mut().gossipsub.publish(ident, data.clone()) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(ident, data.clone())
+        {
             Ok(_) => {
                 self.metrics.published(topic.name());
                 Ok(PublishOutcome::Sent)
@@ -207,13 +270,21 @@ impl EventLoop {
                     return Err(NetworkError::PublishQueueFull(self.pending_publish.len()));
                 }
                 tracing::debug!(%topic, "no subscribed peer yet; publication queued");
-                self.pending_publish.push_back(PendingPublish { topic, data, give_up_at_ms });
+                self.pending_publish.push_back(PendingPublish {
+                    topic,
+                    data,
+                    give_up_at_ms,
+                });
                 Ok(PublishOutcome::Queued)
             }
-            Err(PublishError::MessageTooLarge) => {
-                Err(NetworkError::TooLarge { size: data.len(), limit: self.config.max_message_bytes })
-            }
-            Err(e) => Err(NetworkError::Publish { topic, reason: e.to_string() }),
+            Err(PublishError::MessageTooLarge) => Err(NetworkError::TooLarge {
+                size: data.len(),
+                limit: self.config.max_message_bytes,
+            }),
+            Err(e) => Err(NetworkError::Publish {
+                topic,
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -231,27 +302,35 @@ impl EventLoop {
                 tracing::warn!(topic = %p.topic, "queued publication expired before any peer subscribed");
                 continue;
             }
-            match self.swarm.behaviour_mut().gossipsub.publish(p.topic.ident(network_id), p.data.clone()) {
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(p.topic.ident(network_id), p.data.clone())
+            {
                 Ok(_) => {
                     tracing::debug!(topic = %p.topic, "queued publication sent");
                     self.metrics.published(p.topic.name());
                 }
                 Err(PublishError::Duplicate) => {}
-                Err(PublishError::NoPeersSubscribedToTopic) | Err(PublishError::AllQueuesFull(_)) => keep.push_back(p),
-                Err(e) => tracing::warn!(topic = %p.topic, error = %e, "dropping queued publication"),
+                Err(PublishError::NoPeersSubscribedToTopic)
+                | Err(PublishError::AllQueuesFull(_)) => keep.push_back(p),
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, error = %e, "dropping queued publication")
+                }
             }
         }
         self.pending_publish = keep;
     }
 
-    async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.libp2p_metrics.record(&event);
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => {
                 self.libp2p_metrics.record(&event);
-                self.on_gossip(event).await;
+                self.on_gossip(event);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Direct(event)) => self.on_direct(event).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(event)) => self.on_direct(event),
             SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => self.on_blob(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
@@ -268,7 +347,9 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.libp2p_metrics.record(&event),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.libp2p_metrics.record(&event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
+                self.libp2p_metrics.record(&event)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::NewListenAddr { address, .. } => {
                 let me = *self.swarm.local_peer_id();
@@ -278,9 +359,14 @@ impl EventLoop {
                 for waiter in self.listen_waiters.drain(..) {
                     let _ = waiter.send(addrs.clone());
                 }
-                self.emit(NetworkEvent::Listening { address }).await;
+                self.emit(NetworkEvent::Listening { address });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
                 if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -288,19 +374,30 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     tracing::debug!(%peer_id, "peer connected");
                     let key = super::identity::public_key_of(&peer_id);
-                    self.emit(NetworkEvent::PeerConnected { peer: peer_id, key }).await;
+                    self.emit(NetworkEvent::PeerConnected { peer: peer_id, key });
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
                 self.metrics.set_peers(self.swarm.connected_peers().count());
                 if num_established == 0 {
                     tracing::debug!(%peer_id, "peer disconnected");
-                    self.emit(NetworkEvent::PeerDisconnected { peer: peer_id }).await;
+                    self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
                 }
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, error, peer_id } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                peer_id,
+            } => {
                 if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
-                    let _ = reply.send(Err(NetworkError::Dial { addr, reason: error.to_string() }));
+                    let _ = reply.send(Err(NetworkError::Dial {
+                        addr,
+                        reason: error.to_string(),
+                    }));
                 } else {
                     tracing::debug!(?peer_id, error = %error, "outgoing connection failed");
                 }
@@ -309,9 +406,13 @@ impl EventLoop {
         }
     }
 
-    async fn on_gossip(&mut self, event: gossipsub::Event) {
+    fn on_gossip(&mut self, event: gossipsub::Event) {
         match event {
-            gossipsub::Event::Message { propagation_source, message_id, message } => {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
                 let network_id = self.config.domain.network_id;
                 let Some(topic) = Topic::from_hash(&message.topic, network_id) else {
                     // We subscribe only to our topics; anything else is not ours to judge.
@@ -319,7 +420,13 @@ impl EventLoop {
                     return;
                 };
                 let now = (self.config.clock)();
-                match validation::check(&message.data, Some(topic), self.config.domain, now, self.config.max_message_bytes) {
+                match validation::check(
+                    &message.data,
+                    Some(topic),
+                    self.config.domain,
+                    now,
+                    self.config.max_message_bytes,
+                ) {
                     Err(invalid) => {
                         tracing::debug!(peer = %propagation_source, %topic, reason = %invalid, "rejected gossip message");
                         self.metrics.rejected(topic.name(), invalid.label());
@@ -330,17 +437,30 @@ impl EventLoop {
                         match self.guard.observe(&envelope, digest, Via::Gossip, now) {
                             Seen::New => {
                                 self.metrics.received(topic.name());
-                                self.report(&message_id, &propagation_source, MessageAcceptance::Accept);
-                                self.emit(NetworkEvent::Message { from: propagation_source, envelope, message: msg })
-                                    .await;
+                                self.report(
+                                    &message_id,
+                                    &propagation_source,
+                                    MessageAcceptance::Accept,
+                                );
+                                self.emit(NetworkEvent::Message {
+                                    from: propagation_source,
+                                    envelope,
+                                    message: msg,
+                                });
                             }
                             // Already delivered by the direct path: forward, do not deliver twice.
-                            Seen::OtherPathOnly => {
-                                self.report(&message_id, &propagation_source, MessageAcceptance::Accept)
-                            }
+                            Seen::OtherPathOnly => self.report(
+                                &message_id,
+                                &propagation_source,
+                                MessageAcceptance::Accept,
+                            ),
                             Seen::Duplicate => {
                                 self.metrics.ignored(topic.name());
-                                self.report(&message_id, &propagation_source, MessageAcceptance::Ignore);
+                                self.report(
+                                    &message_id,
+                                    &propagation_source,
+                                    MessageAcceptance::Ignore,
+                                );
                             }
                         }
                     }
@@ -357,8 +477,16 @@ impl EventLoop {
         }
     }
 
-    fn report(&mut self, id: &gossipsub::MessageId, source: &PeerId, acceptance: MessageAcceptance) {
-        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(id, source, acceptance);
+    fn report(
+        &mut self,
+        id: &gossipsub::MessageId,
+        source: &PeerId,
+        acceptance: MessageAcceptance,
+    ) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, source, acceptance);
     }
 
     fn answer_outbound(&mut self, id: OutboundRequestId, result: Result<Vec<u8>, String>) {
@@ -367,18 +495,23 @@ impl EventLoop {
         }
     }
 
-    async fn on_direct(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+    fn on_direct(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    self.on_direct_request(peer, request, channel).await
-                }
-                request_response::Message::Response { request_id, response } => {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_direct_request(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
                     self.metrics.direct("outbound", "answered");
                     self.answer_outbound(request_id, Ok(response));
                 }
             },
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
                 self.metrics.direct("outbound", "failed");
                 self.answer_outbound(request_id, Err(error.to_string()));
             }
@@ -389,23 +522,45 @@ impl EventLoop {
         }
     }
 
-    async fn on_direct_request(&mut self, peer: PeerId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+    fn on_direct_request(
+        &mut self,
+        peer: PeerId,
+        request: Vec<u8>,
+        channel: ResponseChannel<Vec<u8>>,
+    ) {
         let now = (self.config.clock)();
         let reject = |reason: String| encoding::encode(&DirectWire::Rejected(reason));
-        let checked = validation::check(&request, None, self.config.domain, now, self.config.max_message_bytes);
+        let checked = validation::check(
+            &request,
+            None,
+            self.config.domain,
+            now,
+            self.config.max_message_bytes,
+        );
         let (envelope, message) = match checked {
             Ok(ok) => ok,
             Err(invalid) => {
                 self.metrics.direct("inbound", invalid.label());
-                let _ = self.swarm.behaviour_mut().direct.send_response(channel, reject(invalid.to_string()));
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_response(channel, reject(invalid.to_string()));
                 return;
             }
         };
         let digest = *blake3::hash(&request).as_bytes();
         if self.guard.observe(&envelope, digest, Via::Direct, now) == Seen::Duplicate {
             self.metrics.direct("inbound", "duplicate");
-            let reason = format!("duplicate nonce {} from {}", envelope.nonce, envelope.sender);
-            let _ = self.swarm.behaviour_mut().direct.send_response(channel, reject(reason));
+            let reason = format!(
+                "duplicate nonce {} from {}",
+                envelope.nonce, envelope.sender
+            );
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_response(channel, reject(reason));
             return;
         }
         self.metrics.direct("inbound", "delivered");
@@ -415,18 +570,26 @@ impl EventLoop {
                 Ok(DirectReply::Ack) => DirectWire::Ack,
                 Ok(DirectReply::Reply(envelope)) => DirectWire::Reply(envelope.to_bytes()),
                 Ok(DirectReply::Reject(reason)) => DirectWire::Rejected(reason),
-                Err(_) => DirectWire::Rejected("the node dropped the request without answering".into()),
+                Err(_) => {
+                    DirectWire::Rejected("the node dropped the request without answering".into())
+                }
             };
             (Protocol::Direct, channel, encoding::encode(&wire))
         }));
-        self.emit(NetworkEvent::DirectRequest { from: peer, envelope, message, responder: DirectResponder { tx } })
-            .await;
+        self.emit(NetworkEvent::DirectRequest {
+            from: peer,
+            envelope,
+            message,
+            responder: DirectResponder { tx },
+        });
     }
 
     fn on_blob(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
                     let provider: Arc<dyn BlobProvider> = self.config.blobs.clone();
                     let chunk_cap = self.config.blob_chunk_bytes;
                     self.answers.push(Box::pin(async move {
@@ -437,13 +600,14 @@ impl EventLoop {
                         (Protocol::Blob, channel, encoding::encode(&response))
                     }));
                 }
-                request_response::Message::Response { request_id, response } => {
-                    self.answer_outbound(request_id, Ok(response))
-                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.answer_outbound(request_id, Ok(response)),
             },
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
-                self.answer_outbound(request_id, Err(error.to_string()))
-            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => self.answer_outbound(request_id, Err(error.to_string())),
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound blob request failed");
             }
@@ -453,7 +617,11 @@ impl EventLoop {
 }
 
 /// Answer one blob chunk request from the provider, on a blocking thread (it may read disk).
-async fn serve_blob(provider: Arc<dyn BlobProvider>, request: &[u8], chunk_cap: usize) -> BlobResponse {
+async fn serve_blob(
+    provider: Arc<dyn BlobProvider>,
+    request: &[u8],
+    chunk_cap: usize,
+) -> BlobResponse {
     let request: BlobRequest = match encoding::decode(request) {
         Ok(r) => r,
         Err(e) => return BlobResponse::Error(format!("malformed blob request: {e}")),
@@ -466,7 +634,10 @@ async fn serve_blob(provider: Arc<dyn BlobProvider>, request: &[u8], chunk_cap: 
             // Never send more than the cap, whatever the provider returned.
             let mut data = chunk.data;
             data.truncate(max_len);
-            BlobResponse::Chunk { total_len: chunk.total_len, data }
+            BlobResponse::Chunk {
+                total_len: chunk.total_len,
+                data,
+            }
         }
         Ok(Ok(None)) => BlobResponse::NotFound,
         Ok(Err(e)) => BlobResponse::Error(format!("reading blob {}: {e}", id.short())),

@@ -17,6 +17,7 @@ pub struct NetworkMetrics {
     gossip_rejected: Family<Labels, Counter>,
     gossip_ignored: Family<Labels, Counter>,
     direct: Family<Labels, Counter>,
+    dropped_events: Counter,
 }
 
 impl NetworkMetrics {
@@ -24,16 +25,36 @@ impl NetworkMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = NetworkMetrics::default();
         let r = registry.sub_registry_with_prefix("p2p");
-        r.register("peers_connected", "Peers with at least one open connection", m.peers.clone());
-        r.register("gossip_messages_received", "Valid gossip messages delivered, by topic", m.gossip_in.clone());
-        r.register("gossip_messages_published", "Gossip messages this node published, by topic", m.gossip_out.clone());
+        r.register(
+            "peers_connected",
+            "Peers with at least one open connection",
+            m.peers.clone(),
+        );
+        r.register(
+            "gossip_messages_received",
+            "Valid gossip messages delivered, by topic",
+            m.gossip_in.clone(),
+        );
+        r.register(
+            "gossip_messages_published",
+            "Gossip messages this node published, by topic",
+            m.gossip_out.clone(),
+        );
         r.register(
             "gossip_messages_rejected",
             "Gossip messages rejected (sender penalized), by topic and reason",
             m.gossip_rejected.clone(),
         );
-        r.register("gossip_messages_ignored", "Duplicate gossip messages ignored, by topic", m.gossip_ignored.clone());
-        r.register("direct_requests", "Direct requests, by direction and outcome", m.direct.clone());
+        r.register(
+            "gossip_messages_ignored",
+            "Duplicate gossip messages ignored, by topic",
+            m.gossip_ignored.clone(),
+        );
+        r.register(
+            "direct_requests",
+            "Direct requests, by direction and outcome",
+            m.direct.clone(),
+        );
         m
     }
 
@@ -50,14 +71,24 @@ impl NetworkMetrics {
     }
 
     pub(crate) fn rejected(&self, topic: &'static str, reason: &'static str) {
-        self.gossip_rejected.get_or_create(&vec![("topic", topic), ("reason", reason)]).inc();
+        self.gossip_rejected
+            .get_or_create(&vec![("topic", topic), ("reason", reason)])
+            .inc();
     }
 
     pub(crate) fn ignored(&self, topic: &'static str) {
-        self.gossip_ignored.get_or_create(&vec![("topic", topic)]).inc();
+        self.gossip_ignored
+            .get_or_create(&vec![("topic", topic)])
+            .inc();
+    }
+
+    pub(crate) fn dropped_event(&self) {
+        self.dropped_events.inc();
     }
 
     pub(crate) fn direct(&self, direction: &'static str, outcome: &'static str) {
-        self.direct.get_or_create(&vec![("direction", direction), ("outcome", outcome)]).inc();
+        self.direct
+            .get_or_create(&vec![("direction", direction), ("outcome", outcome)])
+            .inc();
     }
 }

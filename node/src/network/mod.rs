@@ -19,8 +19,8 @@
 //! Identity: the libp2p key is the node's protocol key ([`identity`]), so a [`PeerId`] and a
 //! [`PublicKey`] convert both ways.
 
-pub mod blob;
 mod behaviour;
+pub mod blob;
 mod client;
 pub mod codec;
 mod event_loop;
@@ -38,9 +38,9 @@ pub use topics::Topic;
 pub use validation::Invalid;
 
 use libp2p::{noise, tcp, yamux};
+use prometheus_client::registry::Registry;
 use proofmesh_protocol::encoding::MAX_MESSAGE_BYTES;
 use proofmesh_protocol::{ContentId, Domain, Envelope, Keypair, Message, PublicKey};
-use prometheus_client::registry::Registry;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,7 +122,8 @@ pub struct NetworkConfig {
     pub kad_bootstrap_interval: Duration,
     /// Most established connections.
     pub max_connections: u32,
-    /// Events buffered for the node before the event loop waits for it.
+    /// Capacity of the event channel. The loop never waits for the node: beyond this, events
+    /// queue inside the loop (up to 65,536, in order), then new ones are dropped and counted.
     pub event_buffer: usize,
 }
 
@@ -154,7 +155,10 @@ impl NetworkConfig {
     /// For in-process tests: loopback port 0, fast heartbeats and retries.
     pub fn test(domain: Domain) -> Self {
         NetworkConfig {
-            gossip: GossipConfig { heartbeat_interval: Duration::from_millis(100), ..GossipConfig::default() },
+            gossip: GossipConfig {
+                heartbeat_interval: Duration::from_millis(100),
+                ..GossipConfig::default()
+            },
             publish_retry_interval: Duration::from_millis(50),
             request_timeout: Duration::from_secs(10),
             kad_bootstrap_interval: Duration::from_secs(5),
@@ -345,7 +349,11 @@ fn describe_attempts(attempts: &[(PeerId, BlobError)]) -> String {
     if attempts.is_empty() {
         return "no connected peer to ask".into();
     }
-    attempts.iter().map(|(p, e)| format!("{p}: {e}")).collect::<Vec<_>>().join("; ")
+    attempts
+        .iter()
+        .map(|(p, e)| format!("{p}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Build the network: the [`Client`] handle, the stream of [`NetworkEvent`]s and the
@@ -363,11 +371,16 @@ pub fn new(
     let behaviour_config = config.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key| {
-            behaviour::Behaviour::new(key, &behaviour_config).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            behaviour::Behaviour::new(key, &behaviour_config)
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
@@ -383,7 +396,10 @@ pub fn new(
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| NetworkError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            .map_err(|e| NetworkError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
     }
     let mut bootstrap = Vec::new();
     for addr in &config.bootstrap {
@@ -393,7 +409,8 @@ pub fn new(
         }) else {
             return Err(NetworkError::Bootstrap {
                 addr: addr.clone(),
-                reason: "must end in /p2p/<peer id> (the peer id is printed by the node at start)".into(),
+                reason: "must end in /p2p/<peer id> (the peer id is printed by the node at start)"
+                    .into(),
             });
         };
         swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
@@ -404,7 +421,15 @@ pub fn new(
     let (command_tx, command_rx) = mpsc::channel(1024);
     let (event_tx, event_rx) = mpsc::channel(config.event_buffer.max(1));
     let client = Client::new(command_tx, local_peer_id, &config);
-    let event_loop = EventLoop::new(swarm, command_rx, event_tx, config, metrics, libp2p_metrics, bootstrap);
+    let event_loop = EventLoop::new(
+        swarm,
+        command_rx,
+        event_tx,
+        config,
+        metrics,
+        libp2p_metrics,
+        bootstrap,
+    );
     Ok((client, event_rx, event_loop))
 }
 

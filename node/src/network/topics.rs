@@ -73,7 +73,9 @@ impl Topic {
 
     /// The topic a gossipsub hash names on network `network_id`, if it is one of ours.
     pub fn from_hash(hash: &TopicHash, network_id: u64) -> Option<Topic> {
-        Topic::ALL.into_iter().find(|t| t.ident(network_id).hash() == *hash)
+        Topic::ALL
+            .into_iter()
+            .find(|t| t.ident(network_id).hash() == *hash)
     }
 }
 

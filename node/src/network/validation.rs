@@ -63,13 +63,19 @@ pub fn check(
     max_bytes: usize,
 ) -> Result<(Envelope, Message), Invalid> {
     if bytes.len() > max_bytes {
-        return Err(Invalid::Oversized { size: bytes.len(), limit: max_bytes });
+        return Err(Invalid::Oversized {
+            size: bytes.len(),
+            limit: max_bytes,
+        });
     }
     let envelope = Envelope::from_bytes(bytes)?;
     // Cheap header check before the signature, so floods of misrouted messages cost little.
     if let Some(topic) = topic {
         if !topic.carries(envelope.kind) {
-            return Err(Invalid::WrongTopic { kind: envelope.kind, topic });
+            return Err(Invalid::WrongTopic {
+                kind: envelope.kind,
+                topic,
+            });
         }
     }
     let message = envelope.open(domain, now_ms)?;
@@ -122,7 +128,11 @@ pub struct ReplayGuard {
 impl ReplayGuard {
     /// A guard remembering at most `capacity` (at least 1) envelopes.
     pub fn new(capacity: usize) -> Self {
-        ReplayGuard { entries: HashMap::new(), by_expiry: BTreeSet::new(), capacity: capacity.max(1) }
+        ReplayGuard {
+            entries: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Number of remembered envelopes.
@@ -136,7 +146,13 @@ impl ReplayGuard {
     }
 
     /// Record that `envelope` (content digest `digest`) arrived via `via` at `now_ms`.
-    pub fn observe(&mut self, envelope: &Envelope, digest: [u8; 32], via: Via, now_ms: u64) -> Seen {
+    pub fn observe(
+        &mut self,
+        envelope: &Envelope,
+        digest: [u8; 32],
+        via: Via,
+        now_ms: u64,
+    ) -> Seen {
         self.prune(now_ms);
         let key = (envelope.sender, envelope.nonce);
         if let Some(entry) = self.entries.get_mut(&key) {
@@ -186,10 +202,17 @@ mod tests {
     use proofmesh_protocol::messages::Heartbeat;
     use proofmesh_protocol::Keypair;
 
-    const DOMAIN: Domain = Domain { network_id: 1, chain_id: 31337 };
+    const DOMAIN: Domain = Domain {
+        network_id: 1,
+        chain_id: 31337,
+    };
 
     fn heartbeat(kp: &Keypair, nonce: u64, at_ms: u64, expires: u64) -> Envelope {
-        let msg = Message::Heartbeat(Heartbeat { operator: kp.public(), at_ms, running: vec![] });
+        let msg = Message::Heartbeat(Heartbeat {
+            operator: kp.public(),
+            at_ms,
+            running: vec![],
+        });
         Envelope::seal(kp, DOMAIN, &msg, nonce, expires)
     }
 
@@ -199,15 +222,36 @@ mod tests {
         let good = heartbeat(&kp, 1, 0, 1_000).to_bytes();
         assert!(check(&good, Some(Topic::Heartbeats), DOMAIN, 500, 1 << 20).is_ok());
         let label = |r: Result<_, Invalid>| r.err().map(|e| e.label());
-        assert_eq!(label(check(&good, Some(Topic::Results), DOMAIN, 500, 1 << 20)), Some("wrong_topic"));
-        assert_eq!(label(check(&good, None, DOMAIN, 1_001, 1 << 20)), Some("expired"));
-        assert_eq!(label(check(&good, None, DOMAIN, 500, 10)), Some("oversized"));
-        assert_eq!(label(check(b"garbage", None, DOMAIN, 500, 1 << 20)), Some("undecodable"));
-        let other_chain = Domain { chain_id: 1, ..DOMAIN };
-        assert_eq!(label(check(&good, None, other_chain, 500, 1 << 20)), Some("wrong_chain"));
+        assert_eq!(
+            label(check(&good, Some(Topic::Results), DOMAIN, 500, 1 << 20)),
+            Some("wrong_topic")
+        );
+        assert_eq!(
+            label(check(&good, None, DOMAIN, 1_001, 1 << 20)),
+            Some("expired")
+        );
+        assert_eq!(
+            label(check(&good, None, DOMAIN, 500, 10)),
+            Some("oversized")
+        );
+        assert_eq!(
+            label(check(b"garbage", None, DOMAIN, 500, 1 << 20)),
+            Some("undecodable")
+        );
+        let other_chain = Domain {
+            chain_id: 1,
+            ..DOMAIN
+        };
+        assert_eq!(
+            label(check(&good, None, other_chain, 500, 1 << 20)),
+            Some("wrong_chain")
+        );
         let mut forged = heartbeat(&kp, 1, 0, 1_000);
         forged.nonce = 2;
-        assert_eq!(label(check(&forged.to_bytes(), None, DOMAIN, 500, 1 << 20)), Some("bad_signature"));
+        assert_eq!(
+            label(check(&forged.to_bytes(), None, DOMAIN, 500, 1 << 20)),
+            Some("bad_signature")
+        );
     }
 
     #[test]
@@ -216,13 +260,28 @@ mod tests {
         let env = heartbeat(&kp, 7, 0, 100);
         let mut guard = ReplayGuard::new(10);
         assert_eq!(guard.observe(&env, [1; 32], Via::Direct, 0), Seen::New);
-        assert_eq!(guard.observe(&env, [1; 32], Via::Direct, 0), Seen::Duplicate);
-        assert_eq!(guard.observe(&env, [1; 32], Via::Gossip, 0), Seen::OtherPathOnly);
-        assert_eq!(guard.observe(&env, [1; 32], Via::Gossip, 0), Seen::Duplicate);
+        assert_eq!(
+            guard.observe(&env, [1; 32], Via::Direct, 0),
+            Seen::Duplicate
+        );
+        assert_eq!(
+            guard.observe(&env, [1; 32], Via::Gossip, 0),
+            Seen::OtherPathOnly
+        );
+        assert_eq!(
+            guard.observe(&env, [1; 32], Via::Gossip, 0),
+            Seen::Duplicate
+        );
         // Same (sender, nonce), different content: a replay or equivocation.
-        assert_eq!(guard.observe(&env, [2; 32], Via::Gossip, 0), Seen::Duplicate);
+        assert_eq!(
+            guard.observe(&env, [2; 32], Via::Gossip, 0),
+            Seen::Duplicate
+        );
         // Past its expiry the entry is dropped (the expiry check rejects the envelope anyway).
-        assert_eq!(guard.observe(&heartbeat(&kp, 8, 0, 500), [3; 32], Via::Gossip, 101), Seen::New);
+        assert_eq!(
+            guard.observe(&heartbeat(&kp, 8, 0, 500), [3; 32], Via::Gossip, 101),
+            Seen::New
+        );
         assert_eq!(guard.len(), 1);
     }
 
@@ -232,11 +291,17 @@ mod tests {
         let mut guard = ReplayGuard::new(3);
         for nonce in 0..10u64 {
             let env = heartbeat(&kp, nonce, 0, 1_000 + nonce);
-            assert_eq!(guard.observe(&env, [nonce as u8; 32], Via::Gossip, 0), Seen::New);
+            assert_eq!(
+                guard.observe(&env, [nonce as u8; 32], Via::Gossip, 0),
+                Seen::New
+            );
             assert!(guard.len() <= 3);
         }
         // The newest entries survive eviction.
         let newest = heartbeat(&kp, 9, 0, 1_009);
-        assert_eq!(guard.observe(&newest, [9; 32], Via::Gossip, 0), Seen::Duplicate);
+        assert_eq!(
+            guard.observe(&newest, [9; 32], Via::Gossip, 0),
+            Seen::Duplicate
+        );
     }
 }

@@ -173,7 +173,6 @@ impl Core {
                 Instant::now() + Duration::from_millis(d.saturating_sub(now))
             });
             tokio::select! {
-                biased;
                 _ = cancel.cancelled() => break,
                 event = net.recv() => match event {
                     Some(event) => self.on_network(event),

@@ -379,7 +379,7 @@ impl Node {
             None => load_or_create_key(&options.data_dir)?,
         };
         let me = keypair.public();
-        let mut registry = Registry::with_prefix("");
+        let mut registry = Registry::default();
         let runtime_metrics = metrics::RuntimeMetrics::register(&mut registry);
 
         let mut net_config = options.network.clone();

@@ -134,3 +134,103 @@ impl NodeOptions {
         self
     }
 }
+
+/// Why a [`crate::config::NodeConfig`] cannot become [`NodeOptions`].
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// The configuration itself is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A runtime key of the `[operator]` section is malformed.
+    #[error("operator.{key}: {problem}")]
+    OperatorKey {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The key file cannot be read.
+    #[error("key file {path}: {problem} (generate one with `proofmesh keys generate --out FILE`)")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl NodeOptions {
+    /// Translate the node configuration (file, environment, flags) into runtime options.
+    pub fn from_config(config: &crate::config::NodeConfig) -> Result<NodeOptions, OptionsError> {
+        let domain = Domain { network_id: config.network.network_id, chain_id: config.chain.chain_id };
+        let mut network = NetworkConfig::new(domain);
+        let listen = config.listen_addrs()?;
+        if !listen.is_empty() {
+            network.listen = listen;
+        }
+        network.bootstrap = config.bootstrap_addrs()?;
+        // An explicit key file must exist; the default `<data_dir>/node.key` is created if absent.
+        let keypair = match &config.key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| OptionsError::Key { path: path.clone(), problem: e.to_string() })?;
+                Some(
+                    Keypair::from_file_string(&text)
+                        .map_err(|e| OptionsError::Key { path: path.clone(), problem: e.to_string() })?,
+                )
+            }
+            None => None,
+        };
+        let mut options = NodeOptions::new(config.data_dir.clone(), domain);
+        options.network = network;
+        options.keypair = keypair;
+        options.rpc = config.rpc.enabled.then(|| config.rpc.clone());
+        if config.roles.matchmaker {
+            options.matchmaker = Some(MatchmakerOptions::default());
+        }
+        if let Some(operator_config) = config.operator_config()? {
+            let mut op = OperatorOptions::new(operator_config);
+            let table = config.operator.clone().unwrap_or_default();
+            let int = |key: &'static str| -> Result<Option<u64>, OptionsError> {
+                match table.get(key) {
+                    None => Ok(None),
+                    Some(v) => v
+                        .as_integer()
+                        .and_then(|i| u64::try_from(i).ok())
+                        .map(Some)
+                        .ok_or(OptionsError::OperatorKey { key, problem: "must be a non-negative integer".into() }),
+                }
+            };
+            if let Some(ms) = int("heartbeat_ms")? {
+                op.heartbeat_interval = Duration::from_millis(ms.max(1));
+            }
+            if let Some(ms) = int("advert_ms")? {
+                op.advert_interval = Duration::from_millis(ms.max(1));
+            }
+            if let Some(v) = table.get("price_wei") {
+                let parsed = match v {
+                    toml::Value::Integer(i) => u128::try_from(*i).ok(),
+                    toml::Value::String(s) => s.parse().ok(),
+                    _ => None,
+                };
+                op.price_wei = parsed.ok_or(OptionsError::OperatorKey {
+                    key: "price_wei",
+                    problem: "must be a non-negative integer or a decimal string".into(),
+                })?;
+            }
+            if let Some(v) = table.get("eth_address") {
+                let bad = || OptionsError::OperatorKey { key: "eth_address", problem: "must be 0x followed by 40 hex digits".into() };
+                let s = v.as_str().ok_or_else(bad)?;
+                let bytes = hex::decode(s.strip_prefix("0x").ok_or_else(bad)?).map_err(|_| bad())?;
+                op.eth_address = Some(bytes.try_into().map_err(|_| bad())?);
+            }
+            if let Some(v) = table.get("corrupt_results") {
+                op.corrupt_results = v
+                    .as_bool()
+                    .ok_or(OptionsError::OperatorKey { key: "corrupt_results", problem: "must be true or false".into() })?;
+            }
+            options.operator = Some(op);
+        }
+        Ok(options)
+    }
+}

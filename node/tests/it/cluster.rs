@@ -379,3 +379,83 @@ async fn operator_dies_mid_task_and_its_task_is_reassigned() {
     assert!(reassigned.result.attempt >= 2, "the task needed another attempt");
     cluster.shutdown().await;
 }
+
+/// A `final@1` stand-in that outputs its input (a valid proof) unchanged: honest operators
+/// return a proof that verifies; one with `corrupt_results` flips a byte of it.
+fn proof_options(dir: &Path, bootstrap: &[Multiaddr], corrupt: bool) -> NodeOptions {
+    let mut o = options(dir, Role::Operator, bootstrap);
+    let op = o.operator.as_mut().expect("operator options");
+    let copy = vec!["/bin/sh".to_string(), "-c".to_string(), "cp \"$PROOFMESH_INPUT_DIR/000\" \"$PROOFMESH_OUTPUT\"".to_string()];
+    op.config = op.config.clone().with_program("final", "1", ProgramSpec::Command(copy));
+    op.corrupt_results = corrupt;
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupted_proofs_are_rejected_slashed_and_reassigned() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contracts/test/fixtures/final.proof");
+    let proof = std::fs::read(&fixture).expect("the final-proof fixture exists");
+    proofmesh_prover::verify_proof_bytes(&proof).expect("the fixture is a valid proof");
+
+    let mut cluster = Cluster::start(&[("gw", Role::Gateway), ("mm", Role::Matchmaker)]).await;
+    let boot: Vec<Multiaddr> = cluster.running().flat_map(|m| m.handle.as_ref().expect("up").listen_addrs().to_vec()).collect();
+    for (name, corrupt) in [("honest", false), ("cheat", true)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let handle = Node::spawn(proof_options(dir.path(), &boot, corrupt)).await.expect("operator starts");
+        cluster.members.push(Member { name: name.into(), role: Role::Operator, dir, handle: Some(handle) });
+    }
+    cluster.wait_connected().await;
+    let gw = cluster.get("gw").api().clone();
+    let proof_id = gw.store().put_blob(&proof).expect("blob stored");
+    let text = format!(
+        r#"
+name = "proofs"
+[defaults]
+resources = {{ cpu = 2, memory_gb = 0.5 }}
+timeout_s = 20
+max_attempts = 4
+
+[[task]]
+id = "final"
+program = "final@1"
+inputs = ["{proof_id}"]
+count = 4
+"#
+    );
+    let workflow = spec::load(&text, Format::Toml).expect("valid").0;
+    let n = workflow.tasks.len();
+    let id = gw.submit(workflow).await.expect("submit accepted");
+    wait_completed(&gw, &id).await;
+
+    let honest = cluster.get("honest").key();
+    let cheat = cluster.get("cheat").key();
+    for (task, r) in gw.store().results(&id).expect("readable") {
+        assert_eq!(r.result.operator, honest, "task {task}: only verified proofs are accepted");
+        assert_eq!(r.result.output, proof_id, "task {task}: the accepted output is the valid proof");
+    }
+    assert_eq!(results_of(&gw, &id, n).len(), n);
+    // The cheat was caught at least once (it is offered work while it has no bad record), and
+    // the matchmaker kept the evidence against it.
+    let evidence = cluster.get("mm").api().store().evidence().expect("readable");
+    let decoded: Vec<proofmesh_matchmaker::SlashEvidence> = evidence
+        .iter()
+        .map(|(_, bytes)| proofmesh_protocol::encoding::decode(bytes).expect("evidence decodes"))
+        .collect();
+    assert!(
+        decoded.iter().any(|e| matches!(e, proofmesh_matchmaker::SlashEvidence::InvalidResult { result, .. } if result.result.operator == cheat)),
+        "invalid-result evidence against the cheat: {decoded:?}"
+    );
+    assert!(
+        decoded.iter().all(|e| match e {
+            proofmesh_matchmaker::SlashEvidence::InvalidResult { result, .. } => result.result.operator == cheat,
+            proofmesh_matchmaker::SlashEvidence::MissedDeadline { acceptance, .. } => acceptance.operator == cheat,
+        }),
+        "no evidence against the honest operator"
+    );
+    let status = gw.status(&id).expect("readable").expect("known");
+    assert!(
+        status.tasks.iter().flat_map(|t| &t.attempts).any(|a| a.operator == cheat && a.cause.as_deref().is_some_and(|c| c.contains("invalid result"))),
+        "the gateway's view records the rejected attempt"
+    );
+    cluster.shutdown().await;
+}

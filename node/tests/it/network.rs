@@ -2,20 +2,23 @@
 //! rejection and scoring of a misbehaving peer, publish-before-mesh, direct request-response
 //! and verified blob transfer.
 
+use prometheus_client::registry::Registry;
 use proofmesh_node::network::{
-    self, BlobChunk, BlobError, BlobProvider, Client, Clock, MemoryBlobProvider, Multiaddr, NetworkConfig,
-    NetworkError, NetworkEvent, PeerId, PublishOutcome, Topic,
+    self, BlobChunk, BlobError, BlobProvider, Client, Clock, MemoryBlobProvider, Multiaddr,
+    NetworkConfig, NetworkError, NetworkEvent, PeerId, PublishOutcome, Topic,
 };
 use proofmesh_protocol::messages::{Acceptance, Assignment, Heartbeat};
 use proofmesh_protocol::{ContentId, Domain, Envelope, Keypair, Message, Resources};
-use prometheus_client::registry::Registry;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-const DOMAIN: Domain = Domain { network_id: 42, chain_id: 31337 };
+const DOMAIN: Domain = Domain {
+    network_id: 42,
+    chain_id: 31337,
+};
 /// The tests' fixed "now": envelopes expire relative to it, whatever the wall clock says.
 const NOW_MS: u64 = 1_700_000_000_000;
 const WAIT: Duration = Duration::from_secs(20);
@@ -39,7 +42,11 @@ impl Node {
     }
 }
 
-async fn spawn_node(name: &str, bootstrap: Vec<Multiaddr>, tweak: impl FnOnce(&mut NetworkConfig)) -> Node {
+async fn spawn_node(
+    name: &str,
+    bootstrap: Vec<Multiaddr>,
+    tweak: impl FnOnce(&mut NetworkConfig),
+) -> Node {
     let keypair = Keypair::generate();
     let mut config = NetworkConfig::test(DOMAIN);
     config.bootstrap = bootstrap;
@@ -47,13 +54,27 @@ async fn spawn_node(name: &str, bootstrap: Vec<Multiaddr>, tweak: impl FnOnce(&m
     tweak(&mut config);
     let mut registry = Registry::default();
     let (client, events) = network::spawn(config, &keypair, &mut registry).expect("network starts");
-    let addrs = timeout(WAIT, client.listen_addrs()).await.expect("listening in time").expect("loop alive");
+    let addrs = timeout(WAIT, client.listen_addrs())
+        .await
+        .expect("listening in time")
+        .expect("loop alive");
     let addr = addrs.into_iter().next().expect("one listen address");
-    Node { name: name.to_string(), keypair, client, events, addr, registry }
+    Node {
+        name: name.to_string(),
+        keypair,
+        client,
+        events,
+        addr,
+        registry,
+    }
 }
 
 fn heartbeat(kp: &Keypair, nonce: u64, domain: Domain, expires_at_ms: u64) -> Envelope {
-    let msg = Message::Heartbeat(Heartbeat { operator: kp.public(), at_ms: NOW_MS, running: vec![] });
+    let msg = Message::Heartbeat(Heartbeat {
+        operator: kp.public(),
+        at_ms: NOW_MS,
+        running: vec![],
+    });
     Envelope::seal(kp, domain, &msg, nonce, expires_at_ms)
 }
 
@@ -65,14 +86,22 @@ async fn wait_for_mesh(nodes: &[&Node], topic: Topic) {
     loop {
         let mut missing = Vec::new();
         for n in nodes {
-            if n.client.mesh_peers(topic).await.expect("loop alive").is_empty() {
+            if n.client
+                .mesh_peers(topic)
+                .await
+                .expect("loop alive")
+                .is_empty()
+            {
                 missing.push(n.name.clone());
             }
         }
         if missing.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "no {topic} mesh peer after {WAIT:?} on nodes {missing:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no {topic} mesh peer after {WAIT:?} on nodes {missing:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -83,7 +112,11 @@ async fn next_message(node: &mut Node, wait: Duration) -> Option<(PeerId, Envelo
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match timeout(left, node.events.recv()).await {
-            Ok(Some(NetworkEvent::Message { from, envelope, message })) => return Some((from, envelope, message)),
+            Ok(Some(NetworkEvent::Message {
+                from,
+                envelope,
+                message,
+            })) => return Some((from, envelope, message)),
             Ok(Some(_)) => continue,
             Ok(None) | Err(_) => return None,
         }
@@ -94,7 +127,10 @@ async fn next_message(node: &mut Node, wait: Duration) -> Option<(PeerId, Envelo
 async fn line(n: usize) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..n {
-        let bootstrap = nodes.last().map(|prev| vec![prev.addr.clone()]).unwrap_or_default();
+        let bootstrap = nodes
+            .last()
+            .map(|prev| vec![prev.addr.clone()])
+            .unwrap_or_default();
         nodes.push(spawn_node(&format!("node{i}"), bootstrap, |_| {}).await);
     }
     nodes
@@ -106,7 +142,10 @@ async fn gossip_reaches_every_node_of_a_line() {
     wait_for_mesh(&nodes.iter().collect::<Vec<_>>(), Topic::Heartbeats).await;
 
     let env = heartbeat(&nodes[0].keypair, 1, DOMAIN, FUTURE);
-    assert_eq!(nodes[0].client.publish(&env).await.unwrap(), PublishOutcome::Sent);
+    assert_eq!(
+        nodes[0].client.publish(&env).await.unwrap(),
+        PublishOutcome::Sent
+    );
 
     let mut missing = Vec::new();
     for node in nodes.iter_mut().skip(1) {
@@ -118,10 +157,19 @@ async fn gossip_reaches_every_node_of_a_line() {
             other => missing.push(format!("{}: {other:?}", node.name)),
         }
     }
-    assert!(missing.is_empty(), "message from node0 did not reach every node within {WAIT:?}: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "message from node0 did not reach every node within {WAIT:?}: {missing:?}"
+    );
     // The publisher never gets its own message back, and nobody gets it twice.
     for node in nodes.iter_mut() {
-        assert!(next_message(node, Duration::from_millis(300)).await.is_none(), "{} got a duplicate", node.name);
+        assert!(
+            next_message(node, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "{} got a duplicate",
+            node.name
+        );
     }
 }
 
@@ -153,29 +201,69 @@ async fn invalid_messages_are_rejected_and_their_sender_scored_down() {
     .await;
     wait_for_mesh(&honest.iter().collect::<Vec<_>>(), Topic::Heartbeats).await;
     let deadline = Instant::now() + WAIT;
-    while !attacker.client.topic_peers(Topic::Heartbeats).await.unwrap().contains(&honest[0].peer_id()) {
-        assert!(Instant::now() < deadline, "attacker never saw node0 subscribe");
+    while !attacker
+        .client
+        .topic_peers(Topic::Heartbeats)
+        .await
+        .unwrap()
+        .contains(&honest[0].peer_id())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "attacker never saw node0 subscribe"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let kp = &attacker.keypair;
     let mut bad_signature = heartbeat(kp, 2, DOMAIN, FUTURE);
     bad_signature.signature.0[0] ^= 1;
-    let wrong_chain = heartbeat(kp, 3, Domain { chain_id: 1, ..DOMAIN }, FUTURE);
-    let wrong_network = heartbeat(kp, 4, Domain { network_id: 7, ..DOMAIN }, FUTURE);
+    let wrong_chain = heartbeat(
+        kp,
+        3,
+        Domain {
+            chain_id: 1,
+            ..DOMAIN
+        },
+        FUTURE,
+    );
+    let wrong_network = heartbeat(
+        kp,
+        4,
+        Domain {
+            network_id: 7,
+            ..DOMAIN
+        },
+        FUTURE,
+    );
     let expired = heartbeat(kp, 5, DOMAIN, NOW_MS - 1);
     let attacks: Vec<(&str, Topic, Vec<u8>)> = vec![
-        ("garbage", Topic::Heartbeats, b"definitely not an envelope".to_vec()),
+        (
+            "garbage",
+            Topic::Heartbeats,
+            b"definitely not an envelope".to_vec(),
+        ),
         ("bad signature", Topic::Heartbeats, bad_signature.to_bytes()),
         ("wrong chain id", Topic::Heartbeats, wrong_chain.to_bytes()),
-        ("wrong network id", Topic::Heartbeats, wrong_network.to_bytes()),
+        (
+            "wrong network id",
+            Topic::Heartbeats,
+            wrong_network.to_bytes(),
+        ),
         ("expired", Topic::Heartbeats, expired.to_bytes()),
-        ("wrong topic", Topic::Results, heartbeat(kp, 6, DOMAIN, FUTURE).to_bytes()),
+        (
+            "wrong topic",
+            Topic::Results,
+            heartbeat(kp, 6, DOMAIN, FUTURE).to_bytes(),
+        ),
         ("oversized", Topic::Heartbeats, vec![0u8; max + 1]),
     ];
     for (what, topic, bytes) in attacks {
         let outcome = attacker.client.publish_raw(topic, bytes).await;
-        assert!(matches!(outcome, Ok(PublishOutcome::Sent)), "attacker could not send {what}: {outcome:?}");
+        assert!(
+            matches!(outcome, Ok(PublishOutcome::Sent)),
+            "attacker could not send {what}: {outcome:?}"
+        );
     }
 
     // node0 rejects them and scores the attacker down.
@@ -186,13 +274,27 @@ async fn invalid_messages_are_rejected_and_their_sender_scored_down() {
         if score.is_some_and(|s| s < 0.0) {
             break;
         }
-        assert!(Instant::now() < deadline, "attacker's score at node0 never went negative: {score:?}");
+        assert!(
+            Instant::now() < deadline,
+            "attacker's score at node0 never went negative: {score:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rejected = metric_sum(&honest[0].registry, "p2p_gossip_messages_rejected_total", "");
-    assert!(rejected >= 2.0, "node0 counted {rejected} rejected messages");
+    let rejected = metric_sum(
+        &honest[0].registry,
+        "p2p_gossip_messages_rejected_total",
+        "",
+    );
     assert!(
-        metric_sum(&honest[0].registry, "p2p_gossip_messages_rejected_total", "reason=\"undecodable\"") >= 1.0,
+        rejected >= 2.0,
+        "node0 counted {rejected} rejected messages"
+    );
+    assert!(
+        metric_sum(
+            &honest[0].registry,
+            "p2p_gossip_messages_rejected_total",
+            "reason=\"undecodable\""
+        ) >= 1.0,
         "garbage was not counted as undecodable"
     );
 
@@ -204,16 +306,30 @@ async fn invalid_messages_are_rejected_and_their_sender_scored_down() {
             continue; // the publisher
         }
         let got = next_message(node, WAIT).await;
-        let Some((_, env, _)) = got else { panic!("{} never delivered the honest message", node.name) };
-        assert_eq!(env, good, "{} delivered something other than the honest message", node.name);
+        let Some((_, env, _)) = got else {
+            panic!("{} never delivered the honest message", node.name)
+        };
+        assert_eq!(
+            env, good,
+            "{} delivered something other than the honest message",
+            node.name
+        );
     }
     for node in honest.iter_mut() {
         let extra = next_message(node, Duration::from_millis(300)).await;
-        assert!(extra.is_none(), "{} delivered an attacker message: {extra:?}", node.name);
+        assert!(
+            extra.is_none(),
+            "{} delivered an attacker message: {extra:?}",
+            node.name
+        );
     }
     for node in &honest[1..] {
         let score = node.client.peer_score(honest[0].peer_id()).await.unwrap();
-        assert!(score.unwrap_or(0.0) >= 0.0, "honest hub scored down at {}: {score:?}", node.name);
+        assert!(
+            score.unwrap_or(0.0) >= 0.0,
+            "honest hub scored down at {}: {score:?}",
+            node.name
+        );
     }
 }
 
@@ -221,11 +337,16 @@ async fn invalid_messages_are_rejected_and_their_sender_scored_down() {
 async fn publish_before_any_peer_is_delivered_once_the_mesh_forms() {
     let early = spawn_node("early", vec![], |_| {}).await;
     let env = heartbeat(&early.keypair, 1, DOMAIN, FUTURE);
-    assert_eq!(early.client.publish(&env).await.unwrap(), PublishOutcome::Queued);
+    assert_eq!(
+        early.client.publish(&env).await.unwrap(),
+        PublishOutcome::Queued
+    );
 
     let mut late = spawn_node("late", vec![early.addr.clone()], |_| {}).await;
     let got = next_message(&mut late, WAIT).await;
-    let Some((from, delivered, _)) = got else { panic!("queued publication never arrived") };
+    let Some((from, delivered, _)) = got else {
+        panic!("queued publication never arrived")
+    };
     assert_eq!(delivered, env);
     assert_eq!(from, early.peer_id());
 }
@@ -237,7 +358,13 @@ fn assignment(matchmaker: &Keypair, operator: &Keypair, nonce: u64) -> Envelope 
         attempt: 1,
         operator: operator.public(),
         gpus: vec![0],
-        resources: Resources { cpu: 1, memory_mb: 512, gpu: 1, vram_mb: 1024, disk_mb: 0 },
+        resources: Resources {
+            cpu: 1,
+            memory_mb: 512,
+            gpu: 1,
+            vram_mb: 1024,
+            disk_mb: 0,
+        },
         accept_by_ms: NOW_MS + 1_000,
         deadline_ms: NOW_MS + 10_000,
         price_wei: 1,
@@ -256,7 +383,15 @@ async fn direct_request_response_round_trip() {
     let server = tokio::spawn(async move {
         let mut answered = 0;
         while let Some(event) = operator.events.recv().await {
-            let NetworkEvent::DirectRequest { envelope, message, responder, .. } = event else { continue };
+            let NetworkEvent::DirectRequest {
+                envelope,
+                message,
+                responder,
+                ..
+            } = event
+            else {
+                continue;
+            };
             let Message::Assignment(a) = message else {
                 responder.reject("expected an assignment");
                 continue;
@@ -273,7 +408,13 @@ async fn direct_request_response_round_trip() {
                 operator: op_key.public(),
                 accepted_at_ms: NOW_MS,
             });
-            responder.reply(Envelope::seal(&op_key, DOMAIN, &acceptance, 1 + answered, FUTURE));
+            responder.reply(Envelope::seal(
+                &op_key,
+                DOMAIN,
+                &acceptance,
+                1 + answered,
+                FUTURE,
+            ));
             answered += 1;
         }
     });
@@ -286,28 +427,45 @@ async fn direct_request_response_round_trip() {
         .expect("direct request succeeds")
         .expect("an acceptance envelope, not a bare ack");
     assert_eq!(env.sender, operator.keypair.public());
-    let Message::Acceptance(acc) = msg else { panic!("expected an acceptance, got {msg:?}") };
+    let Message::Acceptance(acc) = msg else {
+        panic!("expected an acceptance, got {msg:?}")
+    };
     assert_eq!(acc.assignment, ContentId::of_value(&request));
     assert_eq!(acc.task, 3);
 
     // A replayed request is refused by the network layer, before the node sees it.
     let replay = matchmaker.client.send_direct(peer, &request).await;
-    assert!(matches!(&replay, Err(NetworkError::Rejected { reason, .. }) if reason.contains("duplicate")), "{replay:?}");
+    assert!(
+        matches!(&replay, Err(NetworkError::Rejected { reason, .. }) if reason.contains("duplicate")),
+        "{replay:?}"
+    );
 
     // A badly signed request is refused too.
     let mut forged = assignment(&matchmaker.keypair, &operator.keypair, 2);
     forged.signature.0[5] ^= 0x10;
     let refused = matchmaker.client.send_direct(peer, &forged).await;
-    assert!(matches!(&refused, Err(NetworkError::Rejected { reason, .. }) if reason.contains("signature")), "{refused:?}");
+    assert!(
+        matches!(&refused, Err(NetworkError::Rejected { reason, .. }) if reason.contains("signature")),
+        "{refused:?}"
+    );
 
     // The node's own refusal reaches the requester.
     let mut no = assignment(&matchmaker.keypair, &operator.keypair, 3);
     if let Ok(Message::Assignment(mut a)) = no.open(DOMAIN, NOW_MS) {
         a.task = 99;
-        no = Envelope::seal(&matchmaker.keypair, DOMAIN, &Message::Assignment(a), 3, FUTURE);
+        no = Envelope::seal(
+            &matchmaker.keypair,
+            DOMAIN,
+            &Message::Assignment(a),
+            3,
+            FUTURE,
+        );
     }
     let refused = matchmaker.client.send_direct(peer, &no).await;
-    assert!(matches!(&refused, Err(NetworkError::Rejected { reason, .. }) if reason.contains("task 99")), "{refused:?}");
+    assert!(
+        matches!(&refused, Err(NetworkError::Rejected { reason, .. }) if reason.contains("task 99")),
+        "{refused:?}"
+    );
     server.abort();
 }
 
@@ -315,7 +473,12 @@ async fn direct_request_response_round_trip() {
 struct TamperingProvider(MemoryBlobProvider);
 
 impl BlobProvider for TamperingProvider {
-    fn read_chunk(&self, id: &ContentId, offset: u64, max_len: usize) -> std::io::Result<Option<BlobChunk>> {
+    fn read_chunk(
+        &self,
+        id: &ContentId,
+        offset: u64,
+        max_len: usize,
+    ) -> std::io::Result<Option<BlobChunk>> {
         let mut chunk = self.0.read_chunk(id, offset, max_len)?;
         if let Some(c) = chunk.as_mut() {
             if offset == 0 && !c.data.is_empty() {
@@ -328,7 +491,9 @@ impl BlobProvider for TamperingProvider {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_fetch_verifies_chunks_and_refuses_tampered_blobs() {
-    let blob: Vec<u8> = (0..(3 * 1024 * 1024 + 12_345u32)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let blob: Vec<u8> = (0..(3 * 1024 * 1024 + 12_345u32))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let honest_store = MemoryBlobProvider::new();
     let id = honest_store.insert(blob.clone());
     let tamper_store = MemoryBlobProvider::new();
@@ -336,31 +501,71 @@ async fn blob_fetch_verifies_chunks_and_refuses_tampered_blobs() {
 
     let store = honest_store.clone();
     let honest = spawn_node("honest", vec![], move |c| c.blobs = Arc::new(store)).await;
-    let liar = spawn_node("liar", vec![], move |c| c.blobs = Arc::new(TamperingProvider(tamper_store))).await;
-    let fetcher = spawn_node("fetcher", vec![honest.addr.clone(), liar.addr.clone()], |_| {}).await;
+    let liar = spawn_node("liar", vec![], move |c| {
+        c.blobs = Arc::new(TamperingProvider(tamper_store))
+    })
+    .await;
+    let fetcher = spawn_node(
+        "fetcher",
+        vec![honest.addr.clone(), liar.addr.clone()],
+        |_| {},
+    )
+    .await;
     let deadline = Instant::now() + WAIT;
     let want: BTreeSet<PeerId> = [honest.peer_id(), liar.peer_id()].into();
     while !want.is_subset(&fetcher.client.peers().await.unwrap().into_iter().collect()) {
-        assert!(Instant::now() < deadline, "fetcher did not connect to both providers");
+        assert!(
+            Instant::now() < deadline,
+            "fetcher did not connect to both providers"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Four 1 MiB chunks from the honest peer, verified.
-    let got = fetcher.client.fetch_blob(Some(honest.peer_id()), id).await.expect("honest fetch");
+    let got = fetcher
+        .client
+        .fetch_blob(Some(honest.peer_id()), id)
+        .await
+        .expect("honest fetch");
     assert!(got == blob, "fetched blob differs from the original");
 
     // The liar's bytes fail verification.
-    let err = fetcher.client.fetch_blob(Some(liar.peer_id()), id).await.expect_err("tampered blob accepted");
-    let NetworkError::BlobUnavailable { attempts, .. } = &err else { panic!("unexpected error {err}") };
-    assert!(matches!(attempts.as_slice(), [(p, BlobError::HashMismatch { .. })] if *p == liar.peer_id()), "{err}");
+    let err = fetcher
+        .client
+        .fetch_blob(Some(liar.peer_id()), id)
+        .await
+        .expect_err("tampered blob accepted");
+    let NetworkError::BlobUnavailable { attempts, .. } = &err else {
+        panic!("unexpected error {err}")
+    };
+    assert!(
+        matches!(attempts.as_slice(), [(p, BlobError::HashMismatch { .. })] if *p == liar.peer_id()),
+        "{err}"
+    );
 
     // Asking "anyone" skips the liar (whatever the order) and returns verified bytes.
-    let got = fetcher.client.fetch_blob(None, id).await.expect("some peer serves the blob honestly");
+    let got = fetcher
+        .client
+        .fetch_blob(None, id)
+        .await
+        .expect("some peer serves the blob honestly");
     assert!(got == blob);
 
     // A blob nobody has is reported as such by every peer asked.
     let missing = ContentId::of_bytes(b"nobody has this");
-    let err = fetcher.client.fetch_blob(None, missing).await.expect_err("missing blob fetched");
-    let NetworkError::BlobUnavailable { attempts, .. } = &err else { panic!("unexpected error {err}") };
-    assert!(!attempts.is_empty() && attempts.iter().all(|(_, e)| matches!(e, BlobError::NotFound(_))), "{err}");
+    let err = fetcher
+        .client
+        .fetch_blob(None, missing)
+        .await
+        .expect_err("missing blob fetched");
+    let NetworkError::BlobUnavailable { attempts, .. } = &err else {
+        panic!("unexpected error {err}")
+    };
+    assert!(
+        !attempts.is_empty()
+            && attempts
+                .iter()
+                .all(|(_, e)| matches!(e, BlobError::NotFound(_))),
+        "{err}"
+    );
 }

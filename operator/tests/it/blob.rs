@@ -12,7 +12,9 @@ fn fs_store_round_trip_and_dedup() {
     assert_eq!(store.put(b"proof bytes").unwrap(), id);
     assert!(store.contains(&id).unwrap());
     assert_eq!(store.get(&id).unwrap(), b"proof bytes");
-    assert!(store.path_of(&id).ends_with(format!("{}/{}", &id.to_hex()[..2], id.to_hex())));
+    assert!(store
+        .path_of(&id)
+        .ends_with(format!("{}/{}", &id.to_hex()[..2], id.to_hex())));
     let missing = ContentId::of_bytes(b"nope");
     assert!(matches!(store.get(&missing), Err(BlobError::NotFound(m)) if m == missing));
 }
@@ -24,15 +26,25 @@ fn fs_store_refuses_corruption_on_read_and_write() {
     let id = store.put(b"original").unwrap();
     std::fs::write(store.path_of(&id), b"flipped!").unwrap();
     let err = store.get(&id).unwrap_err();
-    assert!(matches!(err, BlobError::Corrupt { expected, actual } if expected == id && actual == ContentId::of_bytes(b"flipped!")));
+    assert!(
+        matches!(err, BlobError::Corrupt { expected, actual } if expected == id && actual == ContentId::of_bytes(b"flipped!"))
+    );
     assert!(err.to_string().contains(&id.to_hex()));
     let dest = dir.path().join("out");
-    assert!(matches!(store.materialize(&id, &dest), Err(BlobError::Corrupt { .. })));
+    assert!(matches!(
+        store.materialize(&id, &dest),
+        Err(BlobError::Corrupt { .. })
+    ));
     assert!(!dest.exists(), "corrupt copy removed");
     let claimed = ContentId::of_bytes(b"something else");
-    assert!(matches!(store.put_expected(&claimed, b"payload"), Err(BlobError::Corrupt { .. })));
+    assert!(matches!(
+        store.put_expected(&claimed, b"payload"),
+        Err(BlobError::Corrupt { .. })
+    ));
     assert!(!store.contains(&claimed).unwrap());
-    store.put_expected(&ContentId::of_bytes(b"payload"), b"payload").unwrap();
+    store
+        .put_expected(&ContentId::of_bytes(b"payload"), b"payload")
+        .unwrap();
 }
 
 #[test]

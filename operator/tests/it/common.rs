@@ -2,7 +2,9 @@
 
 use proofmesh_operator::config::ProgramSpec;
 use proofmesh_operator::discovery::{Discovery, GpuSource};
-use proofmesh_operator::{BlobStore, FsBlobStore, Lease, LeaseRequest, Operator, OperatorConfig, TaskSpec};
+use proofmesh_operator::{
+    BlobStore, FsBlobStore, Lease, LeaseRequest, Operator, OperatorConfig, TaskSpec,
+};
 use proofmesh_protocol::messages::{Capacity, GpuInfo};
 use proofmesh_protocol::{ContentId, Keypair, Program, Resources};
 use std::os::unix::fs::PermissionsExt;
@@ -12,12 +14,22 @@ use std::time::{Duration, Instant};
 
 pub fn fake_gpus(n: u32) -> Vec<GpuInfo> {
     (0..n)
-        .map(|index| GpuInfo { index, model: "Fake H100".into(), vram_mb: 80_000, uuid: format!("GPU-fake-{index}") })
+        .map(|index| GpuInfo {
+            index,
+            model: "Fake H100".into(),
+            vram_mb: 80_000,
+            uuid: format!("GPU-fake-{index}"),
+        })
         .collect()
 }
 
 pub fn fake_capacity() -> Capacity {
-    Capacity { cpu: 16, memory_mb: 64_000, disk_mb: 100_000, gpus: fake_gpus(4) }
+    Capacity {
+        cpu: 16,
+        memory_mb: 64_000,
+        disk_mb: 100_000,
+        gpus: fake_gpus(4),
+    }
 }
 
 pub struct Fixture {
@@ -28,7 +40,10 @@ pub struct Fixture {
 
 impl Fixture {
     /// `programs`: (name, spec); every program is version 1.
-    pub fn new(programs: &[(&str, ProgramSpec)], tune: impl FnOnce(&mut OperatorConfig)) -> Fixture {
+    pub fn new(
+        programs: &[(&str, ProgramSpec)],
+        tune: impl FnOnce(&mut OperatorConfig),
+    ) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = OperatorConfig::new(dir.path().join("work"));
         for (name, spec) in programs {
@@ -36,10 +51,20 @@ impl Fixture {
         }
         tune(&mut config);
         let blobs = Arc::new(FsBlobStore::open(dir.path().join("blobs")).expect("blob store"));
-        let discovery = Discovery { capacity: fake_capacity(), gpu_source: GpuSource::Config, notes: vec![] };
+        let discovery = Discovery {
+            capacity: fake_capacity(),
+            gpu_source: GpuSource::Config,
+            notes: vec![],
+        };
         let store: Arc<dyn BlobStore> = blobs.clone();
-        let operator = Operator::with_discovery(config, Keypair::generate(), Some(store), discovery).expect("operator");
-        Fixture { dir, operator, blobs }
+        let operator =
+            Operator::with_discovery(config, Keypair::generate(), Some(store), discovery)
+                .expect("operator");
+        Fixture {
+            dir,
+            operator,
+            blobs,
+        }
     }
 
     /// Write an executable shell script under the temp dir.
@@ -48,8 +73,17 @@ impl Fixture {
     }
 
     pub fn lease(&self, gpus: Vec<u32>) -> Lease {
-        let resources = Resources { cpu: 1, memory_mb: 100, gpu: gpus.len() as u32, vram_mb: 1000, disk_mb: 10 };
-        self.operator.leases().acquire(&LeaseRequest::new(gpus, resources)).expect("lease")
+        let resources = Resources {
+            cpu: 1,
+            memory_mb: 100,
+            gpu: gpus.len() as u32,
+            vram_mb: 1000,
+            disk_mb: 10,
+        };
+        self.operator
+            .leases()
+            .acquire(&LeaseRequest::new(gpus, resources))
+            .expect("lease")
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -74,7 +108,10 @@ pub fn spec(program: &str, args: &[&str], inputs: Vec<ContentId>, timeout: Durat
         task: 3,
         name: "leaf[3]".into(),
         attempt: 2,
-        program: Program { name: program.into(), version: "1".into() },
+        program: Program {
+            name: program.into(),
+            version: "1".into(),
+        },
         args: args.iter().map(|s| s.to_string()).collect(),
         inputs,
         timeout,
@@ -87,7 +124,11 @@ pub fn is_dead(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         // The state follows the parenthesized command name.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("Z"),
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("Z")
+        }
     }
 }
 

@@ -19,8 +19,20 @@ struct Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    (prop::collection::vec(0u32..6, 0..3), 0u32..6, 0u64..3000, 0u64..100_000, 0usize..4)
-        .prop_map(|(gpus, cpu, memory_mb, vram_mb, hold)| Op { gpus, cpu, memory_mb, vram_mb, hold })
+    (
+        prop::collection::vec(0u32..6, 0..3),
+        0u32..6,
+        0u64..3000,
+        0u64..100_000,
+        0usize..4,
+    )
+        .prop_map(|(gpus, cpu, memory_mb, vram_mb, hold)| Op {
+            gpus,
+            cpu,
+            memory_mb,
+            vram_mb,
+            hold,
+        })
 }
 
 #[derive(Default)]
@@ -100,14 +112,39 @@ proptest! {
 
 #[test]
 fn a_panicking_task_does_not_leak_its_gpu() {
-    let manager = LeaseManager::new(Capacity { cpu: 4, memory_mb: 100, disk_mb: 0, gpus: fake_gpus(1) }, 4);
+    let manager = LeaseManager::new(
+        Capacity {
+            cpu: 4,
+            memory_mb: 100,
+            disk_mb: 0,
+            gpus: fake_gpus(1),
+        },
+        4,
+    );
     let m = manager.clone();
     let joined = std::thread::spawn(move || {
-        let _lease = m.acquire(&LeaseRequest::new(vec![0], Resources { gpu: 1, cpu: 1, ..Resources::default() })).unwrap();
+        let _lease = m
+            .acquire(&LeaseRequest::new(
+                vec![0],
+                Resources {
+                    gpu: 1,
+                    cpu: 1,
+                    ..Resources::default()
+                },
+            ))
+            .unwrap();
         panic!("task crashed");
     })
     .join();
     assert!(joined.is_err());
     assert!(manager.usage().busy_gpus.is_empty());
-    assert!(manager.acquire(&LeaseRequest::new(vec![0], Resources { gpu: 1, ..Resources::default() })).is_ok());
+    assert!(manager
+        .acquire(&LeaseRequest::new(
+            vec![0],
+            Resources {
+                gpu: 1,
+                ..Resources::default()
+            }
+        ))
+        .is_ok());
 }

@@ -14,7 +14,13 @@ fn signed(keypair: &Keypair) -> SignedResult {
         output_bytes: 5,
         started_ms: 1_000,
         finished_ms: 2_000,
-        resources: Resources { cpu: 2, memory_mb: 512, gpu: 1, vram_mb: 1024, disk_mb: 0 },
+        resources: Resources {
+            cpu: 2,
+            memory_mb: 512,
+            gpu: 1,
+            vram_mb: 1024,
+            disk_mb: 0,
+        },
         gpus: vec![0],
     };
     SignedResult::sign(keypair, result)
@@ -26,16 +32,16 @@ fn verifies_and_rejects_every_tamper() {
     let good = signed(&key);
     good.verify().unwrap();
     verify_from(&good, &key.public()).unwrap();
-    let tampers: Vec<Box<dyn Fn(&mut SignedResult)>> = vec![
-        Box::new(|s| s.result.task += 1),
-        Box::new(|s| s.result.attempt += 1),
-        Box::new(|s| s.result.output.0[0] ^= 1),
-        Box::new(|s| s.result.output_bytes += 1),
-        Box::new(|s| s.result.finished_ms += 1),
-        Box::new(|s| s.result.resources.cpu += 1),
-        Box::new(|s| s.result.gpus = vec![1]),
-        Box::new(|s| s.result.workflow.0[31] ^= 0x80),
-        Box::new(|s| s.signature.0[5] ^= 1),
+    let tampers: [fn(&mut SignedResult); 9] = [
+        |s| s.result.task += 1,
+        |s| s.result.attempt += 1,
+        |s| s.result.output.0[0] ^= 1,
+        |s| s.result.output_bytes += 1,
+        |s| s.result.finished_ms += 1,
+        |s| s.result.resources.cpu += 1,
+        |s| s.result.gpus = vec![1],
+        |s| s.result.workflow.0[31] ^= 0x80,
+        |s| s.signature.0[5] ^= 1,
     ];
     for (i, tamper) in tampers.iter().enumerate() {
         let mut bad = good.clone();
@@ -49,5 +55,8 @@ fn verifies_and_rejects_every_tamper() {
     assert!(forged.verify().is_err());
     // Validly signed by the wrong operator: rejected by verify_from.
     let other = signed(&mallory);
-    assert!(matches!(verify_from(&other, &key.public()), Err(ResultError::WrongOperator { .. })));
+    assert!(matches!(
+        verify_from(&other, &key.public()),
+        Err(ResultError::WrongOperator { .. })
+    ));
 }

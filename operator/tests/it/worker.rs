@@ -8,41 +8,106 @@ use proofmesh_protocol::ContentId;
 use std::time::Duration;
 
 fn builtin(name: &str) -> ProgramSpec {
-    ProgramSpec::Builtin { builtin: name.into() }
+    ProgramSpec::Builtin {
+        builtin: name.into(),
+    }
 }
 
 #[tokio::test]
 async fn builtin_noop_and_sleep() {
-    let fx = Fixture::new(&[("noop", builtin("noop")), ("sleep", builtin("sleep"))], |_| {});
+    let fx = Fixture::new(
+        &[("noop", builtin("noop")), ("sleep", builtin("sleep"))],
+        |_| {},
+    );
     let input = fx.blobs.put(b"dep output").unwrap();
-    let report = fx.operator.run(spec("noop", &[], vec![input], Duration::from_secs(1)), fx.lease(vec![]), Default::default()).await;
-    let Outcome::Completed(signed) = report.outcome else { panic!("{:?}", report.outcome) };
+    let report = fx
+        .operator
+        .run(
+            spec("noop", &[], vec![input], Duration::from_secs(1)),
+            fx.lease(vec![]),
+            Default::default(),
+        )
+        .await;
+    let Outcome::Completed(signed) = report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
     signed.verify().unwrap();
     let expected = builtin_output(Builtin::Noop, &[], &[input]);
     assert_eq!(signed.result.output, ContentId::of_bytes(&expected));
     assert_eq!(fx.blobs.get(&signed.result.output).unwrap(), expected);
 
     let missing = ContentId::of_bytes(b"missing");
-    let report = fx.operator.run(spec("noop", &[], vec![missing], Duration::from_secs(1)), fx.lease(vec![]), Default::default()).await;
-    assert!(matches!(report.outcome, Outcome::Failed(f) if matches!(f.cause, FailureCause::Input(_))));
+    let report = fx
+        .operator
+        .run(
+            spec("noop", &[], vec![missing], Duration::from_secs(1)),
+            fx.lease(vec![]),
+            Default::default(),
+        )
+        .await;
+    assert!(
+        matches!(report.outcome, Outcome::Failed(f) if matches!(f.cause, FailureCause::Input(_)))
+    );
 
-    let report = fx.operator.run(spec("sleep", &["--ms", "20"], vec![], Duration::from_secs(1)), fx.lease(vec![]), Default::default()).await;
-    let Outcome::Completed(signed) = report.outcome else { panic!("{:?}", report.outcome) };
+    let report = fx
+        .operator
+        .run(
+            spec("sleep", &["--ms", "20"], vec![], Duration::from_secs(1)),
+            fx.lease(vec![]),
+            Default::default(),
+        )
+        .await;
+    let Outcome::Completed(signed) = report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
     assert!(signed.result.finished_ms >= signed.result.started_ms + 20);
 
-    let report = fx.operator.run(spec("sleep", &["--ms", "5000"], vec![], Duration::from_millis(50)), fx.lease(vec![]), Default::default()).await;
+    let report = fx
+        .operator
+        .run(
+            spec(
+                "sleep",
+                &["--ms", "5000"],
+                vec![],
+                Duration::from_millis(50),
+            ),
+            fx.lease(vec![]),
+            Default::default(),
+        )
+        .await;
     assert!(matches!(report.outcome, Outcome::Failed(f) if f.cause == FailureCause::Timeout));
 
     let cancel = CancellationToken::new();
     let (op, c) = (fx.operator.clone(), cancel.clone());
     let lease = fx.lease(vec![]);
-    let task = tokio::spawn(async move { op.run(spec("sleep", &["--ms", "60000"], vec![], Duration::from_secs(120)), lease, c).await });
+    let task = tokio::spawn(async move {
+        op.run(
+            spec(
+                "sleep",
+                &["--ms", "60000"],
+                vec![],
+                Duration::from_secs(120),
+            ),
+            lease,
+            c,
+        )
+        .await
+    });
     tokio::time::sleep(Duration::from_millis(30)).await;
     cancel.cancel();
     assert_eq!(task.await.unwrap().outcome, Outcome::Cancelled);
 
-    let report = fx.operator.run(spec("sleep", &["--seconds", "1"], vec![], Duration::from_secs(1)), fx.lease(vec![]), Default::default()).await;
-    assert!(matches!(report.outcome, Outcome::Failed(f) if matches!(&f.cause, FailureCause::Crashed { stderr_tail, .. } if stderr_tail.contains("--seconds"))));
+    let report = fx
+        .operator
+        .run(
+            spec("sleep", &["--seconds", "1"], vec![], Duration::from_secs(1)),
+            fx.lease(vec![]),
+            Default::default(),
+        )
+        .await;
+    assert!(
+        matches!(report.outcome, Outcome::Failed(f) if matches!(&f.cause, FailureCause::Crashed { stderr_tail, .. } if stderr_tail.contains("--seconds")))
+    );
 }
 
 // A line-protocol worker in sh: writes "<worker pid>:<CUDA_VISIBLE_DEVICES>:<first input>" to the
@@ -63,17 +128,44 @@ done"#;
 async fn persistent_worker_serves_many_tasks_and_restarts_after_timeout() {
     let fx = Fixture::new(&[], |_| {});
     let script = fx.script("worker.sh", SH_WORKER);
-    let config = fx.operator.executor().config().clone().with_program("w", "1", ProgramSpec::Worker { worker: vec![script] });
+    let config = fx.operator.executor().config().clone().with_program(
+        "w",
+        "1",
+        ProgramSpec::Worker {
+            worker: vec![script],
+        },
+    );
     let store: std::sync::Arc<dyn BlobStore> = fx.blobs.clone();
-    let op = proofmesh_operator::Operator::with_discovery(config, proofmesh_protocol::Keypair::generate(), Some(store), fx.operator.discovery().clone()).unwrap();
+    let op = proofmesh_operator::Operator::with_discovery(
+        config,
+        proofmesh_protocol::Keypair::generate(),
+        Some(store),
+        fx.operator.discovery().clone(),
+    )
+    .unwrap();
     let input = fx.blobs.put(b"in").unwrap();
 
     let run = |args: &'static [&'static str], gpus: Vec<u32>, timeout: Duration| {
-        let lease = op.leases().acquire(&proofmesh_operator::LeaseRequest::new(gpus.clone(), proofmesh_protocol::Resources { gpu: gpus.len() as u32, ..Default::default() })).unwrap();
-        op.run(spec("w", args, vec![input], timeout), lease, CancellationToken::new())
+        let lease = op
+            .leases()
+            .acquire(&proofmesh_operator::LeaseRequest::new(
+                gpus.clone(),
+                proofmesh_protocol::Resources {
+                    gpu: gpus.len() as u32,
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        op.run(
+            spec("w", args, vec![input], timeout),
+            lease,
+            CancellationToken::new(),
+        )
     };
     let output = |report: proofmesh_operator::TaskReport| -> String {
-        let Outcome::Completed(signed) = report.outcome else { panic!("{:?}", report.outcome) };
+        let Outcome::Completed(signed) = report.outcome else {
+            panic!("{:?}", report.outcome)
+        };
         signed.verify().unwrap();
         String::from_utf8(fx.blobs.get(&signed.result.output).unwrap()).unwrap()
     };
@@ -84,19 +176,43 @@ async fn persistent_worker_serves_many_tasks_and_restarts_after_timeout() {
     assert_eq!(second, first, "same worker process serves the next task");
     // A different GPU set gets its own worker that sees only those GPUs.
     let on_gpu = output(run(&[], vec![2], Duration::from_secs(10)).await);
-    assert!(on_gpu.ends_with(":2:in") && !on_gpu.starts_with(&format!("{pid}:")), "{on_gpu}");
+    assert!(
+        on_gpu.ends_with(":2:in") && !on_gpu.starts_with(&format!("{pid}:")),
+        "{on_gpu}"
+    );
 
     let failed = run(&["fail"], vec![], Duration::from_secs(10)).await;
-    let Outcome::Failed(f) = failed.outcome else { panic!("expected failure") };
-    assert!(matches!(&f.cause, FailureCause::Crashed { stderr_tail, .. } if stderr_tail.contains("bad statement") && stderr_tail.contains("cannot prove")), "{:?}", f.cause);
+    let Outcome::Failed(f) = failed.outcome else {
+        panic!("expected failure")
+    };
+    assert!(
+        matches!(&f.cause, FailureCause::Crashed { stderr_tail, .. } if stderr_tail.contains("bad statement") && stderr_tail.contains("cannot prove")),
+        "{:?}",
+        f.cause
+    );
 
     let hung = run(&["hang"], vec![], Duration::from_millis(300)).await;
-    assert!(matches!(hung.outcome, Outcome::Failed(ref f) if f.cause == FailureCause::Timeout), "{:?}", hung.outcome);
+    assert!(
+        matches!(hung.outcome, Outcome::Failed(ref f) if f.cause == FailureCause::Timeout),
+        "{:?}",
+        hung.outcome
+    );
     let old_pid: i32 = pid.parse().unwrap();
-    assert_eq!(survivors(&[old_pid], Duration::from_secs(5)), Vec::<i32>::new(), "hung worker killed");
+    assert_eq!(
+        survivors(&[old_pid], Duration::from_secs(5)),
+        Vec::<i32>::new(),
+        "hung worker killed"
+    );
     let after = output(run(&[], vec![], Duration::from_secs(10)).await);
-    assert!(!after.starts_with(&format!("{pid}:")), "fresh worker after a timeout: {after}");
+    assert!(
+        !after.starts_with(&format!("{pid}:")),
+        "fresh worker after a timeout: {after}"
+    );
     op.shutdown().await;
     let new_pid: i32 = after.split(':').next().unwrap().parse().unwrap();
-    assert_eq!(survivors(&[new_pid], Duration::from_secs(5)), Vec::<i32>::new(), "shutdown kills workers");
+    assert_eq!(
+        survivors(&[new_pid], Duration::from_secs(5)),
+        Vec::<i32>::new(),
+        "shutdown kills workers"
+    );
 }

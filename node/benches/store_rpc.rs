@@ -1,0 +1,145 @@
+//! Store and RPC latencies: durable writes (each one a fsynced redb commit), status
+//! computation for the 1,025-task pipeline, and JSON-RPC round trips over a loopback WebSocket.
+//!
+//! `cargo bench -p proofmesh-node --bench store_rpc -- [--iters 200]`
+//! The last line is `key=value` pairs (milliseconds).
+
+use prometheus_client::registry::Registry;
+use proofmesh_node::config::RpcConfig;
+use proofmesh_node::metrics::{NodeMetrics, SharedRegistry};
+use proofmesh_node::rpc::{self, compute_status, NodeInfo, RpcClient, StoreApi};
+use proofmesh_node::store::{Store, TaskState};
+use proofmesh_protocol::messages::{SignedResult, Submission, TaskResult};
+use proofmesh_protocol::spec::{self, Format};
+use proofmesh_protocol::{ContentId, Keypair, Resources};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+fn pipeline_text(name: &str) -> String {
+    format!(
+        r#"name = "{name}"
+[[task]]
+id = "witness"
+program = "noop@1"
+[[task]]
+id = "leaf"
+program = "noop@1"
+count = 512
+deps = ["witness"]
+[[task]]
+id = "agg"
+program = "noop@1"
+aggregate = {{ over = "leaf", arity = 2 }}
+[[task]]
+id = "final"
+program = "noop@1"
+deps = ["agg"]
+"#
+    )
+}
+
+fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let v = f();
+    (v, t.elapsed().as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let mut iters = 200usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--iters" {
+            iters = args.next().and_then(|v| v.parse().ok()).unwrap_or(iters);
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open store");
+    let owner = Keypair::generate();
+    let op = Keypair::generate();
+
+    let mut put = Vec::new();
+    let mut accept = Vec::new();
+    let mut events = Vec::new();
+    let mut last = None;
+    for i in 0..iters {
+        let (workflow, _) = spec::load(&pipeline_text(&format!("bench-{i}")), Format::Toml).expect("valid");
+        let sub = Submission { workflow, owner: owner.public(), owner_eth: None, escrow: None, submitted_at_ms: 0 };
+        let ((id, _), ms) = time(|| store.put_workflow(&sub, 0).expect("put"));
+        put.push(ms);
+        let result = SignedResult::sign(
+            &op,
+            TaskResult {
+                workflow: id,
+                task: 1,
+                attempt: 1,
+                operator: op.public(),
+                output: ContentId::of_bytes(&i.to_le_bytes()),
+                output_bytes: 8,
+                started_ms: 0,
+                finished_ms: 1,
+                resources: Resources::default(),
+                gpus: Vec::new(),
+            },
+        );
+        accept.push(time(|| store.accept_result(&result).expect("accept")).1);
+        let batch: Vec<Vec<u8>> = (0..100).map(|j: u32| j.to_le_bytes().to_vec()).collect();
+        events.push(time(|| store.append_events(&batch).expect("append")).1);
+        last = Some(id);
+    }
+    let id = last.expect("at least one iteration");
+    for t in 0..1025u32 {
+        store.set_task_state(&id, t, TaskState::Ready).expect("task");
+    }
+    let record = store.workflow(&id).expect("read").expect("present");
+    let mut status = Vec::new();
+    for _ in 0..iters {
+        status.push(time(|| compute_status(&record, &store.tasks(&id).expect("tasks"))).1);
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (rpc_status, rpc_submit) = rt.block_on(async {
+        let mut registry = Registry::default();
+        let metrics = NodeMetrics::register(&mut registry);
+        let registry: SharedRegistry = Arc::new(Mutex::new(registry));
+        let api = StoreApi::new(store.clone(), owner.public(), NodeInfo::default());
+        let config = RpcConfig { enabled: true, bind: "127.0.0.1:0".parse().expect("addr"), token: None };
+        let server = rpc::spawn(&config, Arc::new(api), registry, Some(metrics)).await.expect("rpc");
+        let mut client = RpcClient::connect(&server.url(), None).await.expect("connect");
+        let id_hex = id.to_hex();
+        let mut st = Vec::new();
+        for _ in 0..iters {
+            let t = Instant::now();
+            client.status(&id_hex).await.expect("status");
+            st.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut sub = Vec::new();
+        for i in 0..iters.min(100) {
+            let text = pipeline_text(&format!("rpc-{i}"));
+            let t = Instant::now();
+            client.submit_workflow(&text, "toml").await.expect("submit");
+            sub.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        (st, sub)
+    });
+
+    let (put50, put99) = percentiles(put);
+    let (acc50, acc99) = percentiles(accept);
+    let (ev50, ev99) = percentiles(events);
+    let (cs50, cs99) = percentiles(status);
+    let (rs50, rs99) = percentiles(rpc_status);
+    let (sb50, sb99) = percentiles(rpc_submit);
+    println!(
+        "iters={iters} put_workflow_1025_p50_ms={put50:.3} put_workflow_1025_p99_ms={put99:.3} \
+         accept_result_p50_ms={acc50:.3} accept_result_p99_ms={acc99:.3} \
+         append_100_events_p50_ms={ev50:.3} append_100_events_p99_ms={ev99:.3} \
+         status_1025_p50_ms={cs50:.3} status_1025_p99_ms={cs99:.3} \
+         rpc_status_1025_p50_ms={rs50:.3} rpc_status_1025_p99_ms={rs99:.3} \
+         rpc_submit_1025_p50_ms={sb50:.3} rpc_submit_1025_p99_ms={sb99:.3}"
+    );
+}

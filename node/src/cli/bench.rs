@@ -1,0 +1,169 @@
+//! `proofmesh bench overhead`: orchestration overhead per task, measured on whole nodes run
+//! in-process over loopback sockets (a gateway + matchmaker node and N operator nodes running
+//! the operator crate's built-in `noop` or `sleep` program).
+//!
+//! Per task, overhead = (result accepted - task assigned) - compute time the operator reported,
+//! with both instants observed on the matchmaker node: what the network, the operator's
+//! bookkeeping, signing, the result check and the store add to each task. The last line is
+//! `key=value` pairs for scripts.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use proofmesh_node::network::Multiaddr;
+use proofmesh_node::runtime::{Node, NodeOptions, OperatorOptions, Progress};
+use proofmesh_node::store::{TaskState, WorkflowState};
+use proofmesh_operator::{OperatorConfig, ProgramSpec};
+use proofmesh_protocol::messages::Capacity;
+use proofmesh_protocol::spec::{self, Format};
+use proofmesh_protocol::Domain;
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// `proofmesh bench ...`.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Orchestration overhead per task (end-to-end minus compute).
+    Overhead(OverheadArgs),
+}
+
+/// Arguments of `proofmesh bench overhead`.
+#[derive(Args, Debug)]
+pub struct OverheadArgs {
+    /// Operator nodes.
+    #[arg(long, default_value_t = 2)]
+    pub operators: u32,
+    /// Independent tasks in the workflow.
+    #[arg(long, default_value_t = 1000)]
+    pub tasks: u32,
+    /// Program: `noop`, or `sleep` (with --ms).
+    #[arg(long, default_value = "noop")]
+    pub program: String,
+    /// Milliseconds each `sleep` task sleeps.
+    #[arg(long, default_value_t = 10)]
+    pub ms: u64,
+    /// Concurrent task slots per operator (advertised CPU cores; each task takes one).
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+}
+
+/// Run it.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    match cmd {
+        BenchCommand::Overhead(args) => runtime.block_on(overhead(args)),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
+    if args.tasks == 0 || args.operators == 0 {
+        bail!("--tasks and --operators must be at least 1");
+    }
+    let (program, task_args) = match args.program.as_str() {
+        "noop" => ("noop", String::new()),
+        "sleep" => ("sleep", format!("args = [\"--ms\", \"{}\"]", args.ms)),
+        other => bail!("--program {other:?}: use noop or sleep"),
+    };
+    let root = tempfile::tempdir().context("temp dir")?;
+    let domain = Domain { network_id: 9_999, chain_id: 31337 };
+    let mut mm_opts = NodeOptions::test(root.path().join("mm"), domain).with_test_matchmaker();
+    mm_opts.rpc = None;
+    let mm = Node::spawn(mm_opts).await.context("starting the matchmaker node")?;
+    let boot: Vec<Multiaddr> = mm.listen_addrs().to_vec();
+    let mut operators = Vec::new();
+    for i in 0..args.operators {
+        let dir = root.path().join(format!("op{i}"));
+        let mut o = NodeOptions::test(&dir, domain);
+        o.rpc = None;
+        o.network.bootstrap = boot.clone();
+        let config = OperatorConfig::new(dir.join("operator"))
+            .with_program("noop", "1", ProgramSpec::Builtin { builtin: "noop".into() })
+            .with_program("sleep", "1", ProgramSpec::Builtin { builtin: "sleep".into() });
+        let mut op = OperatorOptions::new(config);
+        op.capacity = Some(Capacity { cpu: args.slots, memory_mb: 1 << 20, disk_mb: 1 << 20, gpus: Vec::new() });
+        op.heartbeat_interval = Duration::from_millis(200);
+        o.operator = Some(op);
+        operators.push(Node::spawn(o).await.context("starting an operator node")?);
+    }
+    // Wait until the operators are connected and have heartbeated.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mm.peers().await?.len() < operators.len() {
+        if Instant::now() > deadline {
+            bail!("operators did not connect in time");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let text = format!(
+        "name = \"bench\"\n[defaults]\nresources = {{ cpu = 1, memory_gb = 0.01 }}\ntimeout_s = 60\nmax_attempts = 3\n\
+         [[task]]\nid = \"t\"\nprogram = \"{program}@1\"\n{task_args}\ncount = {}\n",
+        args.tasks
+    );
+    let workflow = spec::load(&text, Format::Toml).context("bench workflow")?.0;
+    let api = mm.api().clone();
+    let mut progress = api.subscribe();
+    let started = Instant::now();
+    let id = api.submit(workflow).await.context("submitting")?;
+    let mut assigned: HashMap<u32, Instant> = HashMap::new();
+    let mut done: HashMap<u32, Instant> = HashMap::new();
+    let end = Instant::now() + Duration::from_secs(600);
+    loop {
+        let event = tokio::time::timeout_at(end.into(), progress.recv()).await.context("bench timed out")?;
+        match event {
+            Ok(Progress::Task { task, state, .. }) => match state {
+                TaskState::Assigned { .. } => {
+                    assigned.entry(task).or_insert_with(Instant::now);
+                }
+                TaskState::Done { .. } => {
+                    done.insert(task, Instant::now());
+                }
+                _ => {}
+            },
+            Ok(Progress::Workflow { state: WorkflowState::Active, .. }) => {}
+            Ok(Progress::Workflow { state, .. }) => {
+                if state != WorkflowState::Completed {
+                    bail!("workflow ended {state:?}");
+                }
+                break;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => bail!("progress receiver lagged by {n} events"),
+            Err(e) => bail!("progress stream ended: {e}"),
+        }
+    }
+    let wall = started.elapsed();
+    let results = api.store().results(&id)?;
+    let mut overheads = Vec::with_capacity(results.len());
+    for (task, r) in &results {
+        let (Some(a), Some(d)) = (assigned.get(task), done.get(task)) else { continue };
+        let compute_ms = r.result.finished_ms.saturating_sub(r.result.started_ms) as f64;
+        overheads.push((d.duration_since(*a).as_secs_f64() * 1000.0 - compute_ms).max(0.0));
+    }
+    overheads.sort_by(|a, b| a.total_cmp(b));
+    let tasks_per_s = args.tasks as f64 / wall.as_secs_f64();
+    for op in operators {
+        op.shutdown().await;
+    }
+    mm.shutdown().await;
+    println!(
+        "program={} operators={} tasks={} measured={} wall_s={:.3} tasks_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+        args.program,
+        args.operators,
+        args.tasks,
+        overheads.len(),
+        wall.as_secs_f64(),
+        tasks_per_s,
+        percentile(&overheads, 0.50),
+        percentile(&overheads, 0.99),
+        overheads.last().copied().unwrap_or(0.0)
+    );
+    Ok(ExitCode::SUCCESS)
+}
