@@ -364,7 +364,7 @@ where
     D: CallDecoder,
 {
     let pending = builder.send().await.map_err(|e| contract_err(call, e))?;
-    let receipt = pending.get_receipt().await.map_err(|e| ChainError::Rpc { call, message: e.to_string() })?;
+    let receipt = wait_receipt(call, pending.provider(), *pending.tx_hash()).await?;
     let outcome = TxOutcome {
         tx_hash: receipt.transaction_hash,
         block_number: receipt.block_number.unwrap_or_default(),
@@ -377,6 +377,32 @@ where
     tracing::debug!(call, gas = outcome.gas_used, tx = %outcome.tx_hash, "transaction mined");
     Ok(outcome)
 }
+
+/// Polls for the receipt. (alloy's block-watching `get_receipt` misses receipts on a dev chain
+/// whose clock was moved forward with `evm_increaseTime`; a plain poll does not.)
+async fn wait_receipt<P: Provider>(
+    call: &'static str,
+    provider: &P,
+    tx: B256,
+) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
+    let start = std::time::Instant::now();
+    let mut delay = std::time::Duration::from_millis(5);
+    loop {
+        match provider.get_transaction_receipt(tx).await {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(e) => return Err(ChainError::Rpc { call, message: format!("receipt of {tx}: {e}") }),
+        }
+        if start.elapsed() > RECEIPT_TIMEOUT {
+            return Err(ChainError::Rpc { call, message: format!("no receipt for {tx} after {RECEIPT_TIMEOUT:?}") });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_millis(500));
+    }
+}
+
+/// How long to wait for a transaction to be mined.
+const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Turns a contract error into a readable one, decoding the market's custom errors.
 fn contract_err(call: &'static str, e: alloy::contract::Error) -> ChainError {

@@ -160,8 +160,16 @@ struct State {
     /// Accepted attempts taken away early (operator presumed down): slash at their deadline
     /// unless the result still arrives in time.
     evidence: BTreeMap<(u32, u32, u32), (Acceptance, u64)>,
+    /// Gossip about workflows not yet submitted here (gossip may overtake the submission):
+    /// applied on submission. Bounded by `MAX_EARLY`.
+    early: BTreeMap<WorkflowId, Vec<Event>>,
+    early_len: usize,
     out: Vec<Decision>,
 }
+
+/// Most buffered early gossip events (beyond this they are dropped; the operator's own lease
+/// check then refuses a conflicting assignment).
+const MAX_EARLY: usize = 100_000;
 
 /// The matchmaker. Feed it [`Event`]s with the current time; act on the [`Decision`]s.
 pub struct Matchmaker {
@@ -231,6 +239,8 @@ impl Matchmaker {
                 liveness: BTreeSet::new(),
                 streams: BTreeMap::new(),
                 evidence: BTreeMap::new(),
+                early: BTreeMap::new(),
+                early_len: 0,
                 out: Vec::new(),
             },
             checker,
@@ -505,6 +515,17 @@ impl State {
         if deadline_abs != u64::MAX && active {
             self.timers.insert((deadline_abs, TimerKind::WorkflowDeadline, w, NONE, 0));
         }
+        if let Some(early) = self.early.remove(&id) {
+            self.early_len -= early.len();
+            for e in early {
+                match e {
+                    Event::Assigned(a) => self.observed_assignment(a),
+                    Event::Verdict(v) => self.observed_verdict(v),
+                    Event::Acceptance(a) => self.acceptance(a),
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Enter a stream: inherit the earliest effective deadline of later sequences, and pass
@@ -716,6 +737,10 @@ impl State {
 
     fn acceptance(&mut self, a: Acceptance) {
         self.seen(&a.operator);
+        if !self.wf_index.contains_key(&a.workflow) {
+            self.buffer_early(a.workflow, Event::Acceptance(a));
+            return;
+        }
         let Some((w, i)) = self.current(&a.workflow, a.task, a.attempt, &a.operator) else { return };
         let Some(inf) = self.wfs[w as usize].tasks[i as usize].inflight.as_mut() else { return };
         if inf.accepted.is_none() && inf.assignment_id == a.assignment {
@@ -1001,11 +1026,22 @@ impl State {
         }
     }
 
+    /// Keep gossip about an unknown workflow for when its submission arrives.
+    fn buffer_early(&mut self, wf: WorkflowId, e: Event) {
+        if self.early_len < MAX_EARLY {
+            self.early_len += 1;
+            self.early.entry(wf).or_default().push(e);
+        }
+    }
+
     fn observed_assignment(&mut self, a: Assignment) {
         if a.matchmaker == self.cfg.me {
             return;
         }
-        let Some(&w) = self.wf_index.get(&a.workflow) else { return };
+        let Some(&w) = self.wf_index.get(&a.workflow) else {
+            self.buffer_early(a.workflow, Event::Assigned(a));
+            return;
+        };
         if self.wfs[w as usize].phase != Phase::Running {
             return;
         }
@@ -1055,7 +1091,11 @@ impl State {
         let r = match &v {
             Verdict::Accepted(r) | Verdict::Rejected { result: r, .. } => r,
         };
-        let Some(&w) = self.wf_index.get(&r.result.workflow) else { return };
+        let Some(&w) = self.wf_index.get(&r.result.workflow) else {
+            let id = r.result.workflow;
+            self.buffer_early(id, Event::Verdict(v));
+            return;
+        };
         if self.wfs[w as usize].active || self.wfs[w as usize].phase != Phase::Running {
             return;
         }

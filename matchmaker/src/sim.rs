@@ -122,6 +122,8 @@ pub struct SimReport {
     pub completed: Vec<WorkflowId>,
     /// Workflows failed.
     pub failed: Vec<WorkflowId>,
+    /// Why each failed workflow failed.
+    pub failure_reasons: Vec<String>,
     /// Invariant violations seen (empty when all is well).
     pub violations: Vec<String>,
 }
@@ -339,7 +341,7 @@ impl Sim {
                         .map(|g| GpuInfo { index: g, model: "sim".into(), vram_mb: vram, uuid: format!("GPU-{i}-{g}") })
                         .collect(),
                 },
-                programs: ["witness", "leaf", "aggregate", "final"].iter().map(|p| program(p)).collect(),
+                programs: ["witness", "leaf", "aggregate", "final", "work"].iter().map(|p| program(p)).collect(),
                 price_wei: 1_000,
             };
             op_by_key.insert(key.public(), i);
@@ -599,6 +601,7 @@ impl Sim {
             }
             Decision::WorkflowFailed { workflow, reason } => {
                 tracing::info!(%workflow, %reason, "workflow failed");
+                self.report.failure_reasons.push(reason.to_string());
                 self.finished.insert(workflow, (self.now, false));
                 self.report.failed.push(workflow);
             }

@@ -176,6 +176,8 @@ impl WorkflowState {
 struct WorkflowMeta {
     state: WorkflowState,
     accepted_at_ms: u64,
+    /// Task count, so task updates need not decode the whole submission.
+    tasks: u32,
 }
 
 /// A stored workflow.
@@ -417,7 +419,8 @@ impl Store {
                 false
             } else {
                 wf.insert(id.0, encoding::encode(submission).as_slice())?;
-                let meta = WorkflowMeta { state: WorkflowState::Active, accepted_at_ms: now_ms };
+                let tasks = u32::try_from(submission.workflow.tasks.len()).unwrap_or(u32::MAX);
+                let meta = WorkflowMeta { state: WorkflowState::Active, accepted_at_ms: now_ms, tasks };
                 tx.open_table(WORKFLOW_META)?.insert(id.0, encoding::encode(&meta).as_slice())?;
                 true
             }
@@ -433,7 +436,11 @@ impl Store {
         let submission: Submission = dec("workflow", sub.value())?;
         let meta = match tx.open_table(WORKFLOW_META)?.get(id.0)? {
             Some(m) => dec::<WorkflowMeta>("workflow state", m.value())?,
-            None => WorkflowMeta { state: WorkflowState::Active, accepted_at_ms: submission.submitted_at_ms },
+            None => WorkflowMeta {
+                state: WorkflowState::Active,
+                accepted_at_ms: submission.submitted_at_ms,
+                tasks: submission.workflow.tasks.len() as u32,
+            },
         };
         Ok(Some(WorkflowRecord { id: *id, submission, state: meta.state, accepted_at_ms: meta.accepted_at_ms }))
     }
@@ -475,9 +482,9 @@ impl Store {
     // ---- tasks -----------------------------------------------------------------------------
 
     fn task_count(tx: &redb::WriteTransaction, id: &WorkflowId) -> Result<usize, StoreError> {
-        let wf = tx.open_table(WORKFLOWS)?;
-        let Some(sub) = wf.get(id.0)? else { return Err(StoreError::UnknownWorkflow(*id)) };
-        Ok(dec::<Submission>("workflow", sub.value())?.workflow.tasks.len())
+        let table = tx.open_table(WORKFLOW_META)?;
+        let Some(meta) = table.get(id.0)? else { return Err(StoreError::UnknownWorkflow(*id)) };
+        Ok(dec::<WorkflowMeta>("workflow state", meta.value())?.tasks as usize)
     }
 
     /// Read-modify-write one task's record in one transaction; returns the new record.
@@ -549,7 +556,7 @@ impl Store {
         {
             let mut results = tx.open_table(RESULTS)?;
             if let Some(existing) = results.get((id.0, task))? {
-                if ContentId::of_bytes(existing.value()) == ContentId::of_bytes(&encoding::encode(result)) {
+                if existing.value() == encoding::encode(result).as_slice() {
                     return Ok(result_id);
                 }
                 return Err(StoreError::ConflictingResult { workflow: id, task });

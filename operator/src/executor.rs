@@ -424,6 +424,11 @@ fn materialize_inputs(
     inputs: &[ContentId],
     dir: &Path,
 ) -> Result<(), SetupError> {
+    // A leftover from an operator that crashed mid-attempt could hold a stale `output`.
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| SetupError::Operator(format!("cannot clear {}: {e}", dir.display())))?;
+    }
     let input_dir = dir.join("inputs");
     std::fs::create_dir_all(&input_dir)
         .map_err(|e| SetupError::Operator(format!("cannot create {}: {e}", input_dir.display())))?;

@@ -401,30 +401,41 @@ struct Vars<'a> {
 
 /// Replace `{index}`, `{count}`, `{level}` and `{name}`; any other brace is kept verbatim.
 fn substitute(s: &str, vars: &Vars<'_>) -> String {
+    substitute_cow(s, vars).into_owned()
+}
+
+/// As [`substitute`], borrowing when there is nothing to replace.
+fn substitute_cow<'s>(s: &'s str, vars: &Vars<'_>) -> std::borrow::Cow<'s, str> {
     if !s.contains('{') {
-        return s.to_owned();
+        return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     let mut rest = s;
     while let Some(pos) = rest.find('{') {
+        use std::fmt::Write;
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
-        let (token_len, value): (usize, String) = if tail.starts_with("{index}") {
-            (7, vars.index.to_string())
+        // Writing to a String cannot fail.
+        let token_len = if tail.starts_with("{index}") {
+            let _ = write!(out, "{}", vars.index);
+            7
         } else if tail.starts_with("{count}") {
-            (7, vars.count.to_string())
+            let _ = write!(out, "{}", vars.count);
+            7
         } else if tail.starts_with("{level}") {
-            (7, vars.level.to_string())
+            let _ = write!(out, "{}", vars.level);
+            7
         } else if tail.starts_with("{name}") {
-            (6, vars.name.to_owned())
+            out.push_str(vars.name);
+            6
         } else {
-            (1, "{".to_owned())
+            out.push('{');
+            1
         };
-        out.push_str(&value);
         rest = &tail[token_len..];
     }
     out.push_str(rest);
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// Is `id` a valid entry id: 1..=64 characters of `[A-Za-z0-9_.-]`.
@@ -575,7 +586,7 @@ impl WorkflowSpec {
                         let me = p.first + member;
                         let mut deps = Vec::new();
                         for d in &t.deps {
-                            let d = substitute(d, &vars);
+                            let d = substitute_cow(d, &vars);
                             resolve(&d, &name, me, &by_id, &placed, &mut budget, &mut deps)?;
                         }
                         tasks.push(build(&common, t, &vars, deps, &mut budget)?);
@@ -620,7 +631,7 @@ impl WorkflowSpec {
                             budget.edges(children.len(), &t.id)?;
                             let mut deps = children.to_vec();
                             for d in &t.deps {
-                                let d = substitute(d, &vars);
+                                let d = substitute_cow(d, &vars);
                                 resolve(&d, &name, me, &by_id, &placed, &mut budget, &mut deps)?;
                             }
                             tasks.push(build(&common, t, &vars, deps, &mut budget)?);

@@ -334,8 +334,29 @@ pub struct Summary {
     pub max_price_wei_total: u128,
     /// Tasks per program, `name@version`.
     pub programs: BTreeMap<String, usize>,
-    /// Canonical encoding size in bytes.
-    pub encoded_bytes: usize,
+}
+
+/// An upper bound on a workflow's canonical (bincode varint) encoding: every integer at its
+/// widest varint (u32 5 bytes, u64 9, u128 17), every length prefix 9 bytes.
+pub fn encoded_upper_bound(w: &Workflow) -> usize {
+    const U32: usize = 5;
+    const U64: usize = 9;
+    const U128: usize = 17;
+    let string = |s: &str| U64 + s.len();
+    let mut total = string(&w.name)
+        + 1
+        + w.ordering.as_ref().map_or(0, |o| string(&o.stream) + U64)
+        + U64
+        + U64;
+    for t in &w.tasks {
+        total += string(&t.name) + string(&t.program.name) + string(&t.program.version);
+        total += U64 + t.args.iter().map(|a| string(a)).sum::<usize>();
+        total += U64 + t.inputs.len() * (U32 + 32); // variant tag + the larger variant (a blob id)
+        total += U64 + t.deps.len() * U32;
+        total += U32 + U64 + U32 + U64 + U64; // resources
+        total += U64 + U32 + U128;
+    }
+    total
 }
 
 /// Summed resources (u64 so 100,000 tasks cannot overflow).
@@ -588,8 +609,11 @@ impl Workflow {
                 });
             }
         }
-        let encoded_bytes = encoding::encoded_len(self);
-        if encoded_bytes > encoding::MAX_MESSAGE_BYTES {
+        // Exact encoding costs as much as the rest of validation; a cheap upper bound settles
+        // all but huge workflows.
+        if encoded_upper_bound(self) > encoding::MAX_MESSAGE_BYTES
+            && encoding::encoded_len(self) > encoding::MAX_MESSAGE_BYTES
+        {
             return Err(WorkflowError::EncodedTooLarge {
                 limit: encoding::MAX_MESSAGE_BYTES,
                 at: None,
@@ -642,7 +666,6 @@ impl Workflow {
             largest,
             max_price_wei_total,
             programs,
-            encoded_bytes,
         })
     }
 

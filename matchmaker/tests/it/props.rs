@@ -75,7 +75,7 @@ proptest! {
         let mm0 = cfg.matchmakers;
         let (r, sim) = Sim::new(cfg, wfs).run();
         prop_assert!(r.violations.is_empty(), "violations: {:?}", r.violations);
-        prop_assert_eq!(r.completed.len(), n, "{}", r.line());
+        prop_assert_eq!(r.completed.len(), n, "{} {:?}", r.line(), r.failure_reasons);
         prop_assert_eq!(r.lost, 0);
         // Replay determinism for every matchmaker's log (dead ones included).
         for m in 0..mm0 {

@@ -44,9 +44,11 @@ fn no_more_assignments_than_free_gpus() {
     let a = assignments(&d);
     assert_eq!(a.len(), 2);
     assert_eq!(mm.ready_len(), 8);
+    mm.handle(1, accept(&a[0], 1));
+    mm.handle(1, accept(&a[1], 1));
     // Finishing one frees exactly one slot.
     let k = keypair_of(&a[0], 2);
-    let d = mm.handle(50, result_for(&a[0], &k, 0, 50, true));
+    let d = mm.handle(40, result_for(&a[0], &k, 0, 40, true));
     let next = assignments(&d);
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].operator, a[0].operator);

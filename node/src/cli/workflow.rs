@@ -110,6 +110,7 @@ fn render(file: &Path, w: &Workflow, s: &Summary) -> String {
         None => "none".to_owned(),
     };
     let _ = writeln!(out, "  ordering:       {ordering}");
-    let _ = writeln!(out, "  encoded size:   {} bytes", s.encoded_bytes);
+    let encoded = proofmesh_protocol::encoding::encoded_len(w);
+    let _ = writeln!(out, "  encoded size:   {encoded} bytes");
     out
 }

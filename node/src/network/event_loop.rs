@@ -100,6 +100,8 @@ impl EventLoop {
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut discovery = tokio::time::interval(self.config.kad_bootstrap_interval);
         discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A separate handle, so waiting for room does not borrow `self` across the select.
+        let events = self.events.clone();
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -117,7 +119,7 @@ impl EventLoop {
                         tracing::debug!(?protocol, "requester went away before the answer");
                     }
                 }
-                permit = self.events.reserve(), if !self.overflow.is_empty() => match permit {
+                permit = events.reserve(), if !self.overflow.is_empty() => match permit {
                     Ok(permit) => {
                         if let Some(event) = self.overflow.pop_front() {
                             permit.send(event);

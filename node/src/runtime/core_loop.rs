@@ -437,8 +437,17 @@ impl Core {
 
     fn operator_assignment(&mut self, a: &proofmesh_protocol::messages::Assignment) -> Option<Envelope> {
         let now = self.sh.now();
+        let key = (a.workflow, a.task, a.attempt);
+        // The same attempt again (e.g. re-sent by a matchmaker that took over): same answer.
+        if let Some(envelope) = self.op.as_ref()?.answered.get(&key) {
+            return Some(envelope.clone());
+        }
         let answer = self.op.as_mut()?.on_assignment(&self.sh, &self.view, a, now)?;
-        Some(self.emit(answer))
+        let envelope = self.emit(answer);
+        if let Some(op) = &mut self.op {
+            op.answered.insert(key, envelope.clone());
+        }
+        Some(envelope)
     }
 
     fn mm_tick(&mut self) {

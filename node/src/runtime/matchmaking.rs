@@ -46,7 +46,27 @@ pub struct MatchmakerRole {
     /// Keys seen in operator adverts.
     operators: HashSet<PublicKey>,
     /// When each attempt was assigned by us (ms), for the overhead histogram.
-    assigned_at: HashMap<(WorkflowId, TaskIndex, u32), u64>,
+    assigned_at: HashMap<AttemptKey, u64>,
+    /// Attempts the engine knows (assigned by us or seen assigned on gossip).
+    known: HashSet<AttemptKey>,
+    /// Acceptances, results and failures that overtook their assignment on gossip (messages
+    /// from different senders arrive in any order), with when they arrived; fed right after
+    /// the assignment, or dropped after [`EARLY_TTL_MS`].
+    early: HashMap<AttemptKey, Vec<(u64, Event, Option<CheckVerdict>)>>,
+}
+
+type AttemptKey = (WorkflowId, TaskIndex, u32);
+
+/// How long an event that overtook its assignment waits for it.
+const EARLY_TTL_MS: u64 = 30_000;
+
+fn attempt_of(event: &Event) -> Option<AttemptKey> {
+    match event {
+        Event::Acceptance(a) => Some((a.workflow, a.task, a.attempt)),
+        Event::Result(r) => Some((r.result.workflow, r.result.task, r.result.attempt)),
+        Event::Failure(f) => Some((f.workflow, f.task, f.attempt)),
+        _ => None,
+    }
 }
 
 impl MatchmakerRole {
@@ -56,6 +76,7 @@ impl MatchmakerRole {
         let verdicts = Verdicts::default();
         let mut events = Vec::new();
         let mut operators = HashSet::new();
+        let mut known = HashSet::new();
         for row in store.iter_events_from(0) {
             let (seq, bytes) = row?;
             let record: LogRecord = match encoding::decode_with_limit(&bytes, MAX_RECORD_BYTES) {
@@ -71,11 +92,19 @@ impl MatchmakerRole {
             if let Event::OperatorAdvert(a) = &record.event {
                 operators.insert(a.operator);
             }
+            if let Event::Assigned(a) = &record.event {
+                known.insert((a.workflow, a.task, a.attempt));
+            }
             events.push((record.now_ms, record.event));
         }
         let replayed = events.len();
         let checker = Box::new(RecordedChecker(verdicts.clone()));
-        let (engine, _decisions) = Matchmaker::replay(opts.config.clone(), checker, events);
+        let (engine, decisions) = Matchmaker::replay(opts.config.clone(), checker, events);
+        for d in &decisions {
+            if let Decision::Assign(a) = d {
+                known.insert((a.workflow, a.task, a.attempt));
+            }
+        }
         if replayed > 0 {
             tracing::info!(events = replayed, "matchmaker state rebuilt from its event log");
         }
@@ -87,6 +116,8 @@ impl MatchmakerRole {
             fed: Vec::new(),
             operators,
             assigned_at: HashMap::new(),
+            known,
+            early: HashMap::new(),
         })
     }
 
@@ -103,15 +134,60 @@ impl MatchmakerRole {
         set
     }
 
-    /// Log `event` durably, then handle it.
+    /// Feed `event`, holding back attempt events whose assignment has not been seen yet, and
+    /// releasing held-back events once it has.
     fn feed(&mut self, sh: &Shared, now: u64, event: Event, check: Option<CheckVerdict>) -> Vec<Decision> {
+        if let Some(key) = attempt_of(&event) {
+            if !self.known.contains(&key) {
+                self.early.entry(key).or_default().push((now, event, check));
+                return Vec::new();
+            }
+        }
+        let assigned = match &event {
+            Event::Assigned(a) => Some((a.workflow, a.task, a.attempt)),
+            _ => None,
+        };
+        if let Event::Tick = event {
+            self.early.retain(|_, v| {
+                v.retain(|(at, _, _)| now.saturating_sub(*at) <= EARLY_TTL_MS);
+                !v.is_empty()
+            });
+        }
+        let mut decisions = self.feed_now(sh, now, event, check);
+        let mut newly = Vec::new();
+        if let Some(key) = assigned {
+            newly.push(key);
+        }
+        for d in &decisions {
+            if let Decision::Assign(a) = d {
+                newly.push((a.workflow, a.task, a.attempt));
+            }
+        }
+        for key in newly {
+            self.known.insert(key);
+            for (_, held, check) in self.early.remove(&key).unwrap_or_default() {
+                decisions.extend(self.feed_now(sh, now, held, check));
+            }
+        }
+        decisions
+    }
+
+    /// Log `event` durably, then handle it.
+    fn feed_now(&mut self, sh: &Shared, now: u64, event: Event, check: Option<CheckVerdict>) -> Vec<Decision> {
         let record = LogRecord { now_ms: now, event, check };
         if let Err(e) = sh.store.append_events(&[encoding::encode(&record)]) {
             // Without the log a crash would lose this event; carry on, but loudly.
             tracing::error!(error = %e, "cannot append to the matchmaker event log");
         }
         sh.metrics.events_logged.inc();
-        self.engine.handle(now, record.event)
+        if !matches!(record.event, Event::Tick | Event::Heartbeat(_)) {
+            tracing::debug!(me = ?sh.me, event = ?record.event, "matchmaker event");
+        }
+        let decisions = self.engine.handle(now, record.event);
+        for d in &decisions {
+            tracing::debug!(me = ?sh.me, decision = ?d, "matchmaker decision");
+        }
+        decisions
     }
 
     pub fn tick(&mut self, sh: &Shared, now: u64) -> Vec<Decision> {

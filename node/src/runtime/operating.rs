@@ -14,7 +14,7 @@ use crate::network::{peer_id_of, Client};
 use crate::store::Store;
 use proofmesh_operator::{resolve_inputs, CancellationToken, Lease, Operator, Outcome, TaskSpec};
 use proofmesh_protocol::messages::{Acceptance, Assignment, FailureCause, SignedResult, TaskFailure};
-use proofmesh_protocol::{ContentId, Keypair, Message, TaskIndex, WorkflowId};
+use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, TaskIndex, WorkflowId};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -31,11 +31,14 @@ pub struct OperatorRole {
     pub opts: OperatorOptions,
     running: HashMap<AttemptKey, CancellationToken>,
     handled: HashSet<AttemptKey>,
+    /// The signed answer (acceptance or refusal) given to each attempt, repeated verbatim if
+    /// the same attempt is assigned again.
+    pub answered: HashMap<AttemptKey, Envelope>,
 }
 
 impl OperatorRole {
     pub fn new(operator: Operator, opts: OperatorOptions) -> Self {
-        OperatorRole { operator, opts, running: HashMap::new(), handled: HashSet::new() }
+        OperatorRole { operator, opts, running: HashMap::new(), handled: HashSet::new(), answered: HashMap::new() }
     }
 
     /// Attempts running now (for heartbeats).

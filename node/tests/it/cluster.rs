@@ -77,6 +77,11 @@ struct Cluster {
 impl Cluster {
     /// Start nodes in order; each dials every node started before it (a full mesh).
     async fn start(roles: &[(&str, Role)]) -> Cluster {
+        // `RUST_LOG=proofmesh_node=debug` shows what the nodes do when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let mut members: Vec<Member> = Vec::new();
         for (name, role) in roles {
             let dir = tempfile::tempdir().expect("temp dir");

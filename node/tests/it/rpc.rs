@@ -304,3 +304,107 @@ async fn bearer_token_is_required_off_loopback_and_enforced_when_set() {
     let g = start("127.0.0.1:0", Some("t")).await.unwrap();
     assert_eq!(http(g.server.local_addr(), "GET", "/health", &[], "").await.0, 401);
 }
+
+/// Run the `proofmesh` binary; returns (exit code, stdout, stderr).
+async fn proofmesh(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_proofmesh"))
+        .args(args)
+        .env_remove("PROOFMESH_RPC")
+        .env_remove("PROOFMESH_RPC_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn cli_submit_status_result_operators_over_rpc() {
+    let f = start("127.0.0.1:0", Some("tok")).await.unwrap();
+    let url = f.server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wf.toml");
+    std::fs::write(&file, VALID).unwrap();
+    let file = file.to_str().unwrap();
+
+    let (code, _, err) = proofmesh(&["submit", file, "--rpc", &url]).await;
+    assert_ne!(code, 0, "no token: refused");
+    assert!(err.contains("401") || err.contains("Unauthorized"), "{err}");
+
+    let (code, out, err) = proofmesh(&["submit", file, "--rpc", &url, "--token", "tok"]).await;
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_owned();
+    assert_eq!(id.len(), 64, "submit prints the id: {out}");
+
+    let (code, out, _) = proofmesh(&["status", &id, "--rpc", &url, "--token", "tok"]).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&format!("id={id} name=rpc-test state=active tasks=5 done=0")), "{out}");
+    assert!(out.contains("stage=leaf total=3 done=0 running=0 pending=3 failed=0"), "{out}");
+    let (code, _, err) = proofmesh(&["status", &"ab".repeat(32), "--rpc", &url, "--token", "tok"]).await;
+    assert_ne!(code, 0, "unknown id exits non-zero");
+    assert!(err.contains("unknown workflow"), "{err}");
+
+    let op = Keypair::generate();
+    f.api.store().update_operator(&op.public(), |r| r.stats.completed = 4).unwrap();
+    let (code, out, _) = proofmesh(&["operators", "--rpc", &url, "--token", "tok"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.contains(&format!("key={}", op.public().to_hex())) && out.contains("completed=4 failed=0 slashed=0"), "{out}");
+
+    // `submit --wait` on a second workflow: completes in the background -> exit 0.
+    let second = VALID.replace("rpc-test", "rpc-wait");
+    let file2 = dir.path().join("wait.toml");
+    std::fs::write(&file2, &second).unwrap();
+    let (wf2, _) = proofmesh_protocol::spec::load(&second, proofmesh_protocol::Format::Toml).unwrap();
+    let api = f.api.clone();
+    let finisher = tokio::spawn(async move {
+        let id = wf2.id();
+        while !api.store().has_workflow(&id).unwrap() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let sub = api.store().workflow(&id).unwrap().unwrap().submission;
+        let op = Keypair::generate();
+        let proof_id = api.store().put_blob(b"the final proof").unwrap();
+        for task in 0..5 {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            let out = if task == 4 { proof_id } else { ContentId::of_bytes(&[task as u8]) };
+            api.store().accept_result(&signed_result(&sub, task, out, &op)).unwrap();
+            api.notify(id);
+        }
+        api.store().set_workflow_state(&id, WorkflowState::Completed).unwrap();
+        api.notify(id);
+    });
+    let (code, out, err) =
+        proofmesh(&["submit", file2.to_str().unwrap(), "--wait", "--rpc", &url, "--token", "tok"]).await;
+    finisher.await.unwrap();
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("state=completed tasks=5 done=5"), "{out}");
+    let id2 = out.lines().next().unwrap().to_owned();
+
+    let out_dir = dir.path().join("out");
+    let (code, out, err) =
+        proofmesh(&["result", &id2, "--out", out_dir.to_str().unwrap(), "--rpc", &url, "--token", "tok"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("task=final"), "{out}");
+    assert_eq!(std::fs::read(out_dir.join("final.out")).unwrap(), b"the final proof");
+    assert!(out_dir.join("result.json").is_file());
+
+    // A failed workflow: --wait exits non-zero with the reason.
+    let id1: ContentId = id.parse().unwrap();
+    let api = f.api.clone();
+    let failer = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let reason = "task leaf[1]: attempt 1 timed out; attempt 2 crashed (exit 3)".to_owned();
+        api.store().set_workflow_state(&id1, WorkflowState::Failed { reason }).unwrap();
+        api.notify(id1);
+    });
+    let (code, out, err) = proofmesh(&["submit", file, "--wait", "--rpc", &url, "--token", "tok"]).await;
+    failer.await.unwrap();
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("leaf[1]") && err.contains("crashed"), "{err}");
+    let (code, _, _) = proofmesh(&["result", &id, "--out", out_dir.to_str().unwrap(), "--rpc", &url, "--token", "tok"]).await;
+    assert_ne!(code, 0, "no result for a failed workflow");
+}
