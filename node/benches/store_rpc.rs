@@ -68,8 +68,15 @@ fn main() {
     let mut events = Vec::new();
     let mut last = None;
     for i in 0..iters {
-        let (workflow, _) = spec::load(&pipeline_text(&format!("bench-{i}")), Format::Toml).expect("valid");
-        let sub = Submission { workflow, owner: owner.public(), owner_eth: None, escrow: None, submitted_at_ms: 0 };
+        let (workflow, _) =
+            spec::load(&pipeline_text(&format!("bench-{i}")), Format::Toml).expect("valid");
+        let sub = Submission {
+            workflow,
+            owner: owner.public(),
+            owner_eth: None,
+            escrow: None,
+            submitted_at_ms: 0,
+        };
         let ((id, _), ms) = time(|| store.put_workflow(&sub, 0).expect("put"));
         put.push(ms);
         let result = SignedResult::sign(
@@ -94,7 +101,9 @@ fn main() {
     }
     let id = last.expect("at least one iteration");
     for t in 0..1025u32 {
-        store.set_task_state(&id, t, TaskState::Ready).expect("task");
+        store
+            .set_task_state(&id, t, TaskState::Ready)
+            .expect("task");
     }
     let record = store.workflow(&id).expect("read").expect("present");
     let mut status = Vec::new();
@@ -102,15 +111,26 @@ fn main() {
         status.push(time(|| compute_status(&record, &store.tasks(&id).expect("tasks"))).1);
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (rpc_status, rpc_submit) = rt.block_on(async {
         let mut registry = Registry::default();
         let metrics = NodeMetrics::register(&mut registry);
         let registry: SharedRegistry = Arc::new(Mutex::new(registry));
         let api = StoreApi::new(store.clone(), owner.public(), NodeInfo::default());
-        let config = RpcConfig { enabled: true, bind: "127.0.0.1:0".parse().expect("addr"), token: None };
-        let server = rpc::spawn(&config, Arc::new(api), registry, Some(metrics)).await.expect("rpc");
-        let mut client = RpcClient::connect(&server.url(), None).await.expect("connect");
+        let config = RpcConfig {
+            enabled: true,
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            token: None,
+        };
+        let server = rpc::spawn(&config, Arc::new(api), registry, Some(metrics))
+            .await
+            .expect("rpc");
+        let mut client = RpcClient::connect(&server.url(), None)
+            .await
+            .expect("connect");
         let id_hex = id.to_hex();
         let mut st = Vec::new();
         for _ in 0..iters {

@@ -23,7 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// `price_wei` (decimal string or integer), `eth_address` (0x + 40 hex), `heartbeat_ms`,
 /// `advert_ms`, and `corrupt_results` (FAULT INJECTION for the malicious-operator test only:
 /// the operator signs proofs with one byte flipped).
-pub const RUNTIME_OPERATOR_KEYS: &[&str] = &["price_wei", "eth_address", "heartbeat_ms", "advert_ms", "corrupt_results"];
+pub const RUNTIME_OPERATOR_KEYS: &[&str] = &[
+    "price_wei",
+    "eth_address",
+    "heartbeat_ms",
+    "advert_ms",
+    "corrupt_results",
+];
 
 /// Default p2p port.
 pub const DEFAULT_P2P_PORT: u16 = 7546;
@@ -188,13 +194,21 @@ impl Default for NetworkSection {
 impl Default for ChainSection {
     fn default() -> Self {
         // anvil's chain id: the local devnet is the default target.
-        ChainSection { chain_id: 31337, rpc_url: None, contract: None }
+        ChainSection {
+            chain_id: 31337,
+            rpc_url: None,
+            contract: None,
+        }
     }
 }
 
 impl Default for RpcConfig {
     fn default() -> Self {
-        RpcConfig { enabled: true, bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT), token: None }
+        RpcConfig {
+            enabled: true,
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT),
+            token: None,
+        }
     }
 }
 
@@ -206,7 +220,9 @@ impl Default for MetricsSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        LogSection { filter: "info".into() }
+        LogSection {
+            filter: "info".into(),
+        }
     }
 }
 
@@ -331,16 +347,29 @@ fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(ConfigError::Env { var, value: value.into(), message: "expected true or false".into() }),
+        _ => Err(ConfigError::Env {
+            var,
+            value: value.into(),
+            message: "expected true or false".into(),
+        }),
     }
 }
 
 fn parse_num(var: &'static str, value: &str) -> Result<u64, ConfigError> {
-    value.trim().parse().map_err(|e| ConfigError::Env { var, value: value.into(), message: format!("{e}") })
+    value.trim().parse().map_err(|e| ConfigError::Env {
+        var,
+        value: value.into(),
+        message: format!("{e}"),
+    })
 }
 
 fn split_list(value: &str) -> Vec<String> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn parse_bind(raw: &str, source: Source) -> Result<SocketAddr, ConfigError> {
@@ -350,7 +379,10 @@ fn parse_bind(raw: &str, source: Source) -> Result<SocketAddr, ConfigError> {
             value: raw.into(),
             message: format!("{e}; expected host:port, e.g. 127.0.0.1:{DEFAULT_PORT}"),
         },
-        Source::Flag => invalid("rpc.bind", format!("{raw:?} is not host:port ({e}), e.g. 127.0.0.1:{DEFAULT_PORT}")),
+        Source::Flag => invalid(
+            "rpc.bind",
+            format!("{raw:?} is not host:port ({e}), e.g. 127.0.0.1:{DEFAULT_PORT}"),
+        ),
     })
 }
 
@@ -377,7 +409,12 @@ fn invalid(field: &'static str, message: String) -> ConfigError {
         "log.filter" => ("--log.filter", "PROOFMESH_LOG"),
         _ => ("its flag", "its PROOFMESH_* variable"),
     };
-    ConfigError::Invalid { field, flag, env, message }
+    ConfigError::Invalid {
+        field,
+        flag,
+        env,
+        message,
+    }
 }
 
 static TEST_DIRS: AtomicU64 = AtomicU64::new(0);
@@ -385,12 +422,18 @@ static TEST_DIRS: AtomicU64 = AtomicU64::new(0);
 impl NodeConfig {
     /// Parse a config file's text (`path` is only for error messages).
     pub fn from_toml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     /// Read a config file.
     pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text, path)
     }
 
@@ -401,8 +444,14 @@ impl NodeConfig {
     }
 
     /// [`NodeConfig::load`] with an explicit environment (tests).
-    pub fn load_with_env(args: &NodeArgs, env: impl Fn(&str) -> Option<String>) -> Result<NodeConfig, ConfigError> {
-        let path = args.config.clone().or_else(|| env("PROOFMESH_CONFIG").map(PathBuf::from));
+    pub fn load_with_env(
+        args: &NodeArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let path = args
+            .config
+            .clone()
+            .or_else(|| env("PROOFMESH_CONFIG").map(PathBuf::from));
         let mut config = match path {
             Some(p) => Self::from_file(&p)?,
             None => NodeConfig::default(),
@@ -521,7 +570,10 @@ impl NodeConfig {
 
     fn set_operator_file(&mut self, path: PathBuf) {
         let mut table = toml::Table::new();
-        table.insert("config".into(), toml::Value::String(path.to_string_lossy().into_owned()));
+        table.insert(
+            "config".into(),
+            toml::Value::String(path.to_string_lossy().into_owned()),
+        );
         self.operator = Some(table);
     }
 
@@ -533,18 +585,30 @@ impl NodeConfig {
         self.listen_addrs()?;
         self.bootstrap_addrs()?;
         if let Some(c) = &self.chain.contract {
-            self.contract_address().map_err(|m| invalid("chain.contract", format!("{c:?}: {m}")))?;
+            self.contract_address()
+                .map_err(|m| invalid("chain.contract", format!("{c:?}: {m}")))?;
         }
         if let Some(url) = &self.chain.rpc_url {
-            if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("ws://")) {
-                return Err(invalid("chain.rpc_url", format!("{url:?} must start with http://, https:// or ws://")));
+            if !(url.starts_with("http://")
+                || url.starts_with("https://")
+                || url.starts_with("ws://"))
+            {
+                return Err(invalid(
+                    "chain.rpc_url",
+                    format!("{url:?} must start with http://, https:// or ws://"),
+                ));
             }
         }
-        if self.rpc.enabled && !self.rpc.bind.ip().is_loopback() && self.rpc.token.as_deref().unwrap_or("").is_empty()
+        if self.rpc.enabled
+            && !self.rpc.bind.ip().is_loopback()
+            && self.rpc.token.as_deref().unwrap_or("").is_empty()
         {
             return Err(invalid(
                 "rpc.token",
-                format!("rpc.bind {} is not a loopback address, so a bearer token is required", self.rpc.bind),
+                format!(
+                    "rpc.bind {} is not a loopback address, so a bearer token is required",
+                    self.rpc.bind
+                ),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
@@ -558,7 +622,9 @@ impl NodeConfig {
 
     /// The key file path (default `<data_dir>/node.key`).
     pub fn key_path(&self) -> PathBuf {
-        self.key_file.clone().unwrap_or_else(|| self.data_dir.join("node.key"))
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("node.key"))
     }
 
     /// Parsed `network.listen`.
@@ -570,7 +636,10 @@ impl NodeConfig {
     pub fn bootstrap_addrs(&self) -> Result<Vec<Multiaddr>, ConfigError> {
         let addrs = parse_addrs(&self.network.bootstrap, "network.bootstrap")?;
         for (i, a) in addrs.iter().enumerate() {
-            if !a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
+            if !a
+                .iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            {
                 return Err(invalid(
                     "network.bootstrap",
                     format!("entry {i} ({a}) must end in /p2p/<peer id> (the peer id the node prints at start)"),
@@ -582,10 +651,14 @@ impl NodeConfig {
 
     /// Parsed `chain.contract` (20 bytes), if set.
     pub fn contract_address(&self) -> Result<Option<[u8; 20]>, String> {
-        let Some(c) = &self.chain.contract else { return Ok(None) };
+        let Some(c) = &self.chain.contract else {
+            return Ok(None);
+        };
         let hexpart = c.strip_prefix("0x").ok_or("must start with 0x")?;
         let bytes = hex::decode(hexpart).map_err(|e| format!("not hex: {e}"))?;
-        let arr: [u8; 20] = bytes.try_into().map_err(|_| "must be 20 bytes (40 hex digits)".to_string())?;
+        let arr: [u8; 20] = bytes
+            .try_into()
+            .map_err(|_| "must be 20 bytes (40 hex digits)".to_string())?;
         Ok(Some(arr))
     }
 
@@ -603,7 +676,10 @@ impl NodeConfig {
         };
         if let Some(path) = table.get("config") {
             let Some(path) = path.as_str() else {
-                return Err(invalid("operator.config", "must be a file path string".into()));
+                return Err(invalid(
+                    "operator.config",
+                    "must be a file path string".into(),
+                ));
             };
             if table.len() > 1 {
                 return Err(invalid(
@@ -621,7 +697,9 @@ impl NodeConfig {
             table.remove(*key);
         }
         let text = toml::to_string(&table).map_err(|e| invalid("operator", e.to_string()))?;
-        OperatorConfig::from_toml(&text).map(Some).map_err(|e| invalid("operator", e.to_string()))
+        OperatorConfig::from_toml(&text)
+            .map(Some)
+            .map_err(|e| invalid("operator", e.to_string()))
     }
 
     /// A config for tests: a fresh directory under the system temp dir, p2p and RPC on
@@ -632,12 +710,23 @@ impl NodeConfig {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let data_dir = std::env::temp_dir().join(format!("proofmesh-test-{}-{n}-{nanos}", std::process::id()));
+        let data_dir =
+            std::env::temp_dir().join(format!("proofmesh-test-{}-{n}-{nanos}", std::process::id()));
         NodeConfig {
             data_dir,
-            network: NetworkSection { listen: vec!["/ip4/127.0.0.1/tcp/0".into()], bootstrap: Vec::new(), network_id: 1 },
-            rpc: RpcConfig { enabled: true, bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), token: None },
-            log: LogSection { filter: "warn".into() },
+            network: NetworkSection {
+                listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+                bootstrap: Vec::new(),
+                network_id: 1,
+            },
+            rpc: RpcConfig {
+                enabled: true,
+                bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+                token: None,
+            },
+            log: LogSection {
+                filter: "warn".into(),
+            },
             ..NodeConfig::default()
         }
     }

@@ -34,25 +34,42 @@ impl NodeMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = NodeMetrics::default();
         let r = registry.sub_registry_with_prefix("proofmesh");
-        r.register("workflow_submissions", "Workflow submissions over RPC, by outcome", m.submissions.clone());
-        r.register("chain_sync_height", "Last chain block the indexer processed", m.chain_height.clone());
-        r.register("rpc_requests", "JSON-RPC requests, by method and outcome", m.rpc_requests.clone());
+        r.register(
+            "workflow_submissions",
+            "Workflow submissions over RPC, by outcome",
+            m.submissions.clone(),
+        );
+        r.register(
+            "chain_sync_height",
+            "Last chain block the indexer processed",
+            m.chain_height.clone(),
+        );
+        r.register(
+            "rpc_requests",
+            "JSON-RPC requests, by method and outcome",
+            m.rpc_requests.clone(),
+        );
         m
     }
 
     /// Count one submission with its outcome (`accepted`, `duplicate`, `invalid`, `error`).
     pub fn submission(&self, outcome: &'static str) {
-        self.submissions.get_or_create(&vec![("outcome", outcome)]).inc();
+        self.submissions
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
     }
 
     /// Set the chain indexer's height.
     pub fn set_chain_height(&self, block: u64) {
-        self.chain_height.set(i64::try_from(block).unwrap_or(i64::MAX));
+        self.chain_height
+            .set(i64::try_from(block).unwrap_or(i64::MAX));
     }
 
     /// Count one RPC request.
     pub fn rpc_request(&self, method: &'static str, outcome: &'static str) {
-        self.rpc_requests.get_or_create(&vec![("method", method), ("outcome", outcome)]).inc();
+        self.rpc_requests
+            .get_or_create(&vec![("method", method), ("outcome", outcome)])
+            .inc();
     }
 }
 

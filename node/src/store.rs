@@ -259,7 +259,10 @@ pub struct TaskRecord {
 
 impl Default for TaskRecord {
     fn default() -> Self {
-        TaskRecord { state: TaskState::Pending, attempts: Vec::new() }
+        TaskRecord {
+            state: TaskState::Pending,
+            attempts: Vec::new(),
+        }
     }
 }
 
@@ -315,12 +318,17 @@ struct Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_owned(), source }
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn dec<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
@@ -341,15 +349,21 @@ impl Store {
             let mut meta = tx.open_table(META)?;
             let found = match meta.get(META_SCHEMA)? {
                 Some(v) => {
-                    let bytes: [u8; 4] =
-                        v.value().try_into().map_err(|_| StoreError::CorruptSchema { path: path.clone() })?;
+                    let bytes: [u8; 4] = v
+                        .value()
+                        .try_into()
+                        .map_err(|_| StoreError::CorruptSchema { path: path.clone() })?;
                     Some(u32::from_le_bytes(bytes))
                 }
                 None => None,
             };
             match found {
                 Some(found) if found > SCHEMA_VERSION => {
-                    return Err(StoreError::NewerSchema { path, found, supported: SCHEMA_VERSION });
+                    return Err(StoreError::NewerSchema {
+                        path,
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
                 }
                 Some(_) => {} // == SCHEMA_VERSION; older versions get migrations here when they exist.
                 None => {
@@ -376,7 +390,14 @@ impl Store {
                 }
             }
         }
-        Ok(Store { inner: Arc::new(Inner { db, dir: dir.to_owned(), blob_dir, tmp_counter: AtomicU64::new(0) }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                dir: dir.to_owned(),
+                blob_dir,
+                tmp_counter: AtomicU64::new(0),
+            }),
+        })
     }
 
     /// The data directory.
@@ -388,8 +409,17 @@ impl Store {
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let tx = self.inner.db.begin_read()?;
         let meta = tx.open_table(META)?;
-        let v = meta.get(META_SCHEMA)?.ok_or_else(|| StoreError::CorruptSchema { path: self.db_path() })?;
-        let bytes: [u8; 4] = v.value().try_into().map_err(|_| StoreError::CorruptSchema { path: self.db_path() })?;
+        let v = meta
+            .get(META_SCHEMA)?
+            .ok_or_else(|| StoreError::CorruptSchema {
+                path: self.db_path(),
+            })?;
+        let bytes: [u8; 4] = v
+            .value()
+            .try_into()
+            .map_err(|_| StoreError::CorruptSchema {
+                path: self.db_path(),
+            })?;
         Ok(u32::from_le_bytes(bytes))
     }
 
@@ -401,7 +431,8 @@ impl Store {
     #[doc(hidden)]
     pub fn force_schema_version(&self, version: u32) -> Result<(), StoreError> {
         let tx = self.inner.db.begin_write()?;
-        tx.open_table(META)?.insert(META_SCHEMA, version.to_le_bytes().as_slice())?;
+        tx.open_table(META)?
+            .insert(META_SCHEMA, version.to_le_bytes().as_slice())?;
         tx.commit()?;
         Ok(())
     }
@@ -410,7 +441,11 @@ impl Store {
 
     /// Durably accept a submission. Returns its id and whether it was new (a re-submission of
     /// a known workflow changes nothing).
-    pub fn put_workflow(&self, submission: &Submission, now_ms: u64) -> Result<(WorkflowId, bool), StoreError> {
+    pub fn put_workflow(
+        &self,
+        submission: &Submission,
+        now_ms: u64,
+    ) -> Result<(WorkflowId, bool), StoreError> {
         let id = submission.workflow.id();
         let tx = self.inner.db.begin_write()?;
         let new = {
@@ -420,8 +455,13 @@ impl Store {
             } else {
                 wf.insert(id.0, encoding::encode(submission).as_slice())?;
                 let tasks = u32::try_from(submission.workflow.tasks.len()).unwrap_or(u32::MAX);
-                let meta = WorkflowMeta { state: WorkflowState::Active, accepted_at_ms: now_ms, tasks };
-                tx.open_table(WORKFLOW_META)?.insert(id.0, encoding::encode(&meta).as_slice())?;
+                let meta = WorkflowMeta {
+                    state: WorkflowState::Active,
+                    accepted_at_ms: now_ms,
+                    tasks,
+                };
+                tx.open_table(WORKFLOW_META)?
+                    .insert(id.0, encoding::encode(&meta).as_slice())?;
                 true
             }
         };
@@ -432,7 +472,9 @@ impl Store {
     /// A stored workflow, or `None`.
     pub fn workflow(&self, id: &WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         let tx = self.inner.db.begin_read()?;
-        let Some(sub) = tx.open_table(WORKFLOWS)?.get(id.0)? else { return Ok(None) };
+        let Some(sub) = tx.open_table(WORKFLOWS)?.get(id.0)? else {
+            return Ok(None);
+        };
         let submission: Submission = dec("workflow", sub.value())?;
         let meta = match tx.open_table(WORKFLOW_META)?.get(id.0)? {
             Some(m) => dec::<WorkflowMeta>("workflow state", m.value())?,
@@ -442,7 +484,12 @@ impl Store {
                 tasks: submission.workflow.tasks.len() as u32,
             },
         };
-        Ok(Some(WorkflowRecord { id: *id, submission, state: meta.state, accepted_at_ms: meta.accepted_at_ms }))
+        Ok(Some(WorkflowRecord {
+            id: *id,
+            submission,
+            state: meta.state,
+            accepted_at_ms: meta.accepted_at_ms,
+        }))
     }
 
     /// Whether the store holds workflow `id`.
@@ -458,13 +505,20 @@ impl Store {
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push((ContentId(k.value()), dec::<WorkflowMeta>("workflow state", v.value())?.state));
+            out.push((
+                ContentId(k.value()),
+                dec::<WorkflowMeta>("workflow state", v.value())?.state,
+            ));
         }
         Ok(out)
     }
 
     /// Set a workflow's state.
-    pub fn set_workflow_state(&self, id: &WorkflowId, state: WorkflowState) -> Result<(), StoreError> {
+    pub fn set_workflow_state(
+        &self,
+        id: &WorkflowId,
+        state: WorkflowState,
+    ) -> Result<(), StoreError> {
         let tx = self.inner.db.begin_write()?;
         {
             let mut table = tx.open_table(WORKFLOW_META)?;
@@ -483,7 +537,9 @@ impl Store {
 
     fn task_count(tx: &redb::WriteTransaction, id: &WorkflowId) -> Result<usize, StoreError> {
         let table = tx.open_table(WORKFLOW_META)?;
-        let Some(meta) = table.get(id.0)? else { return Err(StoreError::UnknownWorkflow(*id)) };
+        let Some(meta) = table.get(id.0)? else {
+            return Err(StoreError::UnknownWorkflow(*id));
+        };
         Ok(dec::<WorkflowMeta>("workflow state", meta.value())?.tasks as usize)
     }
 
@@ -497,7 +553,11 @@ impl Store {
         let tx = self.inner.db.begin_write()?;
         let tasks = Self::task_count(&tx, id)?;
         if task as usize >= tasks {
-            return Err(StoreError::UnknownTask { workflow: *id, task, tasks });
+            return Err(StoreError::UnknownTask {
+                workflow: *id,
+                task,
+                tasks,
+            });
         }
         let record = {
             let mut table = tx.open_table(TASKS)?;
@@ -514,7 +574,12 @@ impl Store {
     }
 
     /// Set one task's state, keeping its attempt history.
-    pub fn set_task_state(&self, id: &WorkflowId, task: TaskIndex, state: TaskState) -> Result<(), StoreError> {
+    pub fn set_task_state(
+        &self,
+        id: &WorkflowId,
+        task: TaskIndex,
+        state: TaskState,
+    ) -> Result<(), StoreError> {
         self.update_task(id, task, |r| r.state = state).map(|_| ())
     }
 
@@ -551,7 +616,11 @@ impl Store {
         let tx = self.inner.db.begin_write()?;
         let tasks = Self::task_count(&tx, &id)?;
         if task as usize >= tasks {
-            return Err(StoreError::UnknownTask { workflow: id, task, tasks });
+            return Err(StoreError::UnknownTask {
+                workflow: id,
+                task,
+                tasks,
+            });
         }
         {
             let mut results = tx.open_table(RESULTS)?;
@@ -570,7 +639,11 @@ impl Store {
             record.state = TaskState::Done { result: result_id };
             let attempt = result.result.attempt;
             if !record.attempts.iter().any(|a| a.attempt == attempt) {
-                record.attempts.push(AttemptRecord { attempt, operator: result.result.operator, cause: None });
+                record.attempts.push(AttemptRecord {
+                    attempt,
+                    operator: result.result.operator,
+                    cause: None,
+                });
             }
             table.insert((id.0, task), encoding::encode(&record).as_slice())?;
         }
@@ -579,7 +652,11 @@ impl Store {
     }
 
     /// The accepted result of a task, if any.
-    pub fn result(&self, id: &WorkflowId, task: TaskIndex) -> Result<Option<SignedResult>, StoreError> {
+    pub fn result(
+        &self,
+        id: &WorkflowId,
+        task: TaskIndex,
+    ) -> Result<Option<SignedResult>, StoreError> {
         let tx = self.inner.db.begin_read()?;
         match tx.open_table(RESULTS)?.get((id.0, task))? {
             Some(v) => Ok(Some(dec("result", v.value())?)),
@@ -615,16 +692,23 @@ impl Store {
             BlobEntry::Inline(bytes.to_vec())
         } else {
             self.write_blob_file(&id, bytes)?;
-            BlobEntry::File { len: bytes.len() as u64 }
+            BlobEntry::File {
+                len: bytes.len() as u64,
+            }
         };
         let tx = self.inner.db.begin_write()?;
-        tx.open_table(BLOBS)?.insert(id.0, encoding::encode(&entry).as_slice())?;
+        tx.open_table(BLOBS)?
+            .insert(id.0, encoding::encode(&entry).as_slice())?;
         tx.commit()?;
         Ok(id)
     }
 
     /// Store bytes that must hash to `expected` (received from a peer); `Ok(false)` if not.
-    pub fn put_blob_expected(&self, expected: &ContentId, bytes: &[u8]) -> Result<bool, StoreError> {
+    pub fn put_blob_expected(
+        &self,
+        expected: &ContentId,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
         if ContentId::of_bytes(bytes) != *expected {
             return Ok(false);
         }
@@ -635,7 +719,10 @@ impl Store {
     fn write_blob_file(&self, id: &ContentId, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.blob_path(id);
         let n = self.inner.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.inner.blob_dir.join(format!("{}.tmp-{}-{n}", id.to_hex(), std::process::id()));
+        let tmp =
+            self.inner
+                .blob_dir
+                .join(format!("{}.tmp-{}-{n}", id.to_hex(), std::process::id()));
         let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
         file.write_all(bytes).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
@@ -674,10 +761,17 @@ impl Store {
     }
 
     /// `[offset, offset + max_len)` of blob `id` (clamped to its end) with its total length.
-    pub fn blob_chunk(&self, id: &ContentId, offset: u64, max_len: usize) -> Result<Option<BlobChunk>, StoreError> {
+    pub fn blob_chunk(
+        &self,
+        id: &ContentId,
+        offset: u64,
+        max_len: usize,
+    ) -> Result<Option<BlobChunk>, StoreError> {
         match self.blob_entry(id)? {
             None => Ok(None),
-            Some(BlobEntry::Inline(bytes)) => Ok(Some(crate::network::blob::slice_chunk(&bytes, offset, max_len))),
+            Some(BlobEntry::Inline(bytes)) => Ok(Some(crate::network::blob::slice_chunk(
+                &bytes, offset, max_len,
+            ))),
             Some(BlobEntry::File { len }) => {
                 let path = self.blob_path(id);
                 let start = offset.min(len);
@@ -685,8 +779,13 @@ impl Store {
                 let mut file = fs::File::open(&path).map_err(io_err(&path))?;
                 file.seek(SeekFrom::Start(start)).map_err(io_err(&path))?;
                 let mut data = Vec::with_capacity(take as usize);
-                file.take(take).read_to_end(&mut data).map_err(io_err(&path))?;
-                Ok(Some(BlobChunk { total_len: len, data }))
+                file.take(take)
+                    .read_to_end(&mut data)
+                    .map_err(io_err(&path))?;
+                Ok(Some(BlobChunk {
+                    total_len: len,
+                    data,
+                }))
             }
         }
     }
@@ -714,7 +813,12 @@ impl Store {
     /// Events with sequence number `>= seq`, oldest first, read in batches (each batch is one
     /// consistent snapshot; events appended while iterating are seen).
     pub fn iter_events_from(&self, seq: u64) -> EventIter {
-        EventIter { store: self.clone(), next: seq, buffer: std::collections::VecDeque::new(), done: false }
+        EventIter {
+            store: self.clone(),
+            next: seq,
+            buffer: std::collections::VecDeque::new(),
+            done: false,
+        }
     }
 
     fn read_events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -763,7 +867,8 @@ impl Store {
     /// Durably move the chain indexer's cursor.
     pub fn set_chain_cursor(&self, cursor: ChainCursor) -> Result<(), StoreError> {
         let tx = self.inner.db.begin_write()?;
-        tx.open_table(META)?.insert(META_CHAIN_CURSOR, encoding::encode(&cursor).as_slice())?;
+        tx.open_table(META)?
+            .insert(META_CHAIN_CURSOR, encoding::encode(&cursor).as_slice())?;
         tx.commit()?;
         Ok(())
     }
@@ -808,7 +913,11 @@ impl Store {
     // ---- operators -------------------------------------------------------------------------
 
     /// Record an operator's advert, keeping its stats; updates `last_seen_ms`.
-    pub fn put_operator_advert(&self, advert: &OperatorAdvert, now_ms: u64) -> Result<(), StoreError> {
+    pub fn put_operator_advert(
+        &self,
+        advert: &OperatorAdvert,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let key = advert.operator;
         self.update_operator(&key, |r| {
             r.advert = Some(advert.clone());
@@ -828,7 +937,10 @@ impl Store {
             let mut table = tx.open_table(OPERATORS)?;
             let mut record = match table.get(key.0)? {
                 Some(v) => dec("operator", v.value())?,
-                None => OperatorRecord { advert: None, stats: OperatorStats::default() },
+                None => OperatorRecord {
+                    advert: None,
+                    stats: OperatorStats::default(),
+                },
             };
             f(&mut record);
             table.insert(key.0, encoding::encode(&record).as_slice())?;
@@ -896,7 +1008,13 @@ impl Iterator for EventIter {
 
 /// The network serves blobs straight from the store.
 impl BlobProvider for Store {
-    fn read_chunk(&self, id: &ContentId, offset: u64, max_len: usize) -> io::Result<Option<BlobChunk>> {
-        self.blob_chunk(id, offset, max_len).map_err(io::Error::other)
+    fn read_chunk(
+        &self,
+        id: &ContentId,
+        offset: u64,
+        max_len: usize,
+    ) -> io::Result<Option<BlobChunk>> {
+        self.blob_chunk(id, offset, max_len)
+            .map_err(io::Error::other)
     }
 }

@@ -15,7 +15,11 @@ pub struct OperatorsArgs {
 
 /// The line for one operator.
 pub fn format_operator(o: &OperatorInfo) -> String {
-    let programs = if o.programs.is_empty() { "-".to_owned() } else { o.programs.join(",") };
+    let programs = if o.programs.is_empty() {
+        "-".to_owned()
+    } else {
+        o.programs.join(",")
+    };
     format!(
         "key={} eth={} completed={} failed={} slashed={} cpu={} memory_mb={} gpus={} price_wei={} programs={} last_seen_ms={}",
         o.key,

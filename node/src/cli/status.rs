@@ -17,7 +17,10 @@ pub struct StatusArgs {
 
 /// One line for the workflow, then one per stage.
 pub fn format_status(s: &WorkflowStatus) -> String {
-    let mut out = format!("id={} name={} state={} tasks={} done={}", s.id, s.name, s.state, s.tasks, s.done);
+    let mut out = format!(
+        "id={} name={} state={} tasks={} done={}",
+        s.id, s.name, s.state, s.tasks, s.done
+    );
     if let Some(reason) = &s.reason {
         out.push_str(&format!(" reason={reason:?}"));
     }
@@ -37,6 +40,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let mut client = args.rpc.connect().await?;
         let status = client.status(&args.id).await?;
         print!("{}", format_status(&status));
-        Ok(if status.state == "failed" { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        Ok(if status.state == "failed" {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }

@@ -28,10 +28,12 @@ pub struct SubmitArgs {
 
 /// Run it.
 pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
     let format = Format::from_file_name(&args.file.to_string_lossy());
     // Validate here first: a bad file fails fast and without a node.
-    spec::load(&text, format).with_context(|| format!("{} is not a valid workflow", args.file.display()))?;
+    spec::load(&text, format)
+        .with_context(|| format!("{} is not a valid workflow", args.file.display()))?;
     let format = match format {
         Format::Json => "json",
         Format::Toml => "toml",
@@ -55,10 +57,16 @@ struct Bars {
 
 impl Bars {
     fn new() -> Self {
-        let style = ProgressStyle::with_template("{prefix:>14} [{bar:32.cyan/blue}] {pos:>5}/{len:<5} {msg} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-        Bars { multi: MultiProgress::new(), bars: HashMap::new(), style }
+        let style = ProgressStyle::with_template(
+            "{prefix:>14} [{bar:32.cyan/blue}] {pos:>5}/{len:<5} {msg} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        Bars {
+            multi: MultiProgress::new(),
+            bars: HashMap::new(),
+            style,
+        }
     }
 
     fn update(&mut self, status: &WorkflowStatus) {
@@ -70,7 +78,10 @@ impl Bars {
                 bar
             });
             bar.set_position(stage.done);
-            bar.set_message(format!("running={} failed={} retries={}", stage.running, stage.failed, stage.failed_attempts));
+            bar.set_message(format!(
+                "running={} failed={} retries={}",
+                stage.running, stage.failed, stage.failed_attempts
+            ));
         }
     }
 
@@ -83,7 +94,10 @@ impl Bars {
 
 async fn wait(client: &mut RpcClient, id: &str) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    client.subscribe_progress(id).await.context("subscribing to progress")?;
+    client
+        .subscribe_progress(id)
+        .await
+        .context("subscribing to progress")?;
     let mut bars = Bars::new();
     loop {
         let status = client.next_progress().await.context("following progress")?;
@@ -94,11 +108,21 @@ async fn wait(client: &mut RpcClient, id: &str) -> anyhow::Result<ExitCode> {
         bars.finish();
         let elapsed = started.elapsed().as_secs_f64();
         if status.state == "completed" {
-            println!("state=completed tasks={} done={} elapsed_s={elapsed:.3}", status.tasks, status.done);
+            println!(
+                "state=completed tasks={} done={} elapsed_s={elapsed:.3}",
+                status.tasks, status.done
+            );
             return Ok(ExitCode::SUCCESS);
         }
-        println!("state={} tasks={} done={} elapsed_s={elapsed:.3}", status.state, status.tasks, status.done);
-        eprintln!("error: workflow {id} {}: {}", status.state, status.reason.as_deref().unwrap_or("no reason given"));
+        println!(
+            "state={} tasks={} done={} elapsed_s={elapsed:.3}",
+            status.state, status.tasks, status.done
+        );
+        eprintln!(
+            "error: workflow {id} {}: {}",
+            status.state,
+            status.reason.as_deref().unwrap_or("no reason given")
+        );
         return Ok(ExitCode::FAILURE);
     }
 }

@@ -229,7 +229,8 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn result(&self, id: WorkflowId) -> Result<ResultInfo, ApiError>;
 
     /// A slice of a blob; [`ApiError::UnknownBlob`] when it cannot be had.
-    async fn blob(&self, id: ContentId, offset: u64, max_len: usize) -> Result<BlobChunk, ApiError>;
+    async fn blob(&self, id: ContentId, offset: u64, max_len: usize)
+        -> Result<BlobChunk, ApiError>;
 
     /// Known operators with their reputation counters.
     async fn operators(&self) -> Result<Vec<OperatorInfo>, ApiError>;

@@ -56,7 +56,9 @@ pub struct RpcClient {
 
 impl std::fmt::Debug for RpcClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RpcClient").field("next_id", &self.next_id).finish()
+        f.debug_struct("RpcClient")
+            .field("next_id", &self.next_id)
+            .finish()
     }
 }
 
@@ -79,15 +81,28 @@ impl RpcClient {
     /// token when given.
     pub async fn connect(url: &str, token: Option<&str>) -> Result<RpcClient, ClientError> {
         let target = ws_url(url);
-        let err = |reason: String| ClientError::Connect { url: url.to_owned(), reason };
-        let mut request = target.as_str().into_client_request().map_err(|e| err(e.to_string()))?;
+        let err = |reason: String| ClientError::Connect {
+            url: url.to_owned(),
+            reason,
+        };
+        let mut request = target
+            .as_str()
+            .into_client_request()
+            .map_err(|e| err(e.to_string()))?;
         if let Some(token) = token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| err("the token contains characters not allowed in an HTTP header".into()))?;
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                err("the token contains characters not allowed in an HTTP header".into())
+            })?;
             request.headers_mut().insert("authorization", value);
         }
-        let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| err(e.to_string()))?;
-        Ok(RpcClient { ws, next_id: 1, notifications: VecDeque::new() })
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(RpcClient {
+            ws,
+            next_id: 1,
+            notifications: VecDeque::new(),
+        })
     }
 
     async fn read(&mut self) -> Result<Value, ClientError> {
@@ -101,10 +116,15 @@ impl RpcClient {
             let text = match msg {
                 Message::Text(t) => t.to_string(),
                 Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
-                Message::Close(_) => return Err(ClientError::Protocol("the node closed the connection".into())),
+                Message::Close(_) => {
+                    return Err(ClientError::Protocol(
+                        "the node closed the connection".into(),
+                    ))
+                }
                 _ => continue,
             };
-            return serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("reply is not JSON: {e}")));
+            return serde_json::from_str(&text)
+                .map_err(|e| ClientError::Protocol(format!("reply is not JSON: {e}")));
         }
     }
 
@@ -120,7 +140,11 @@ impl RpcClient {
     }
 
     /// Call `method` and decode its result.
-    pub async fn call<T: DeserializeOwned>(&mut self, method: &str, params: Value) -> Result<T, ClientError> {
+    pub async fn call<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -140,7 +164,11 @@ impl RpcClient {
             if let Some(err) = v.get("error") {
                 return Err(ClientError::Rpc {
                     code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                    message: err.get("message").and_then(Value::as_str).unwrap_or("unknown error").to_owned(),
+                    message: err
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown error")
+                        .to_owned(),
                 });
             }
             let result = v.get("result").cloned().unwrap_or(Value::Null);
@@ -163,8 +191,16 @@ impl RpcClient {
     }
 
     /// `pm_submitWorkflow` with a workflow file's text; `format` is `toml` or `json`.
-    pub async fn submit_workflow(&mut self, text: &str, format: &str) -> Result<SubmitOutcome, ClientError> {
-        self.call("pm_submitWorkflow", json!({"workflow": text, "format": format})).await
+    pub async fn submit_workflow(
+        &mut self,
+        text: &str,
+        format: &str,
+    ) -> Result<SubmitOutcome, ClientError> {
+        self.call(
+            "pm_submitWorkflow",
+            json!({"workflow": text, "format": format}),
+        )
+        .await
     }
 
     /// `pm_status`.
@@ -180,7 +216,8 @@ impl RpcClient {
     /// The next `pm_progress` status.
     pub async fn next_progress(&mut self) -> Result<WorkflowStatus, ClientError> {
         let n = self.next_notification().await?;
-        serde_json::from_value(n.result).map_err(|e| ClientError::Protocol(format!("bad progress notification: {e}")))
+        serde_json::from_value(n.result)
+            .map_err(|e| ClientError::Protocol(format!("bad progress notification: {e}")))
     }
 
     /// `pm_result`.
@@ -192,20 +229,28 @@ impl RpcClient {
     pub async fn fetch_blob(&mut self, id: &str) -> Result<Vec<u8>, ClientError> {
         let mut data = Vec::new();
         loop {
-            let slice: BlobSlice = self.call("pm_getBlob", json!({"id": id, "offset": data.len() as u64})).await?;
-            let bytes = hex::decode(&slice.data).map_err(|e| ClientError::Protocol(format!("blob data is not hex: {e}")))?;
+            let slice: BlobSlice = self
+                .call("pm_getBlob", json!({"id": id, "offset": data.len() as u64}))
+                .await?;
+            let bytes = hex::decode(&slice.data)
+                .map_err(|e| ClientError::Protocol(format!("blob data is not hex: {e}")))?;
             let done = bytes.is_empty();
             data.extend_from_slice(&bytes);
             if data.len() as u64 >= slice.total_len {
                 break;
             }
             if done {
-                return Err(ClientError::Protocol(format!("blob {id} ended early at {} bytes", data.len())));
+                return Err(ClientError::Protocol(format!(
+                    "blob {id} ended early at {} bytes",
+                    data.len()
+                )));
             }
         }
         let actual = blake3::hash(&data).to_hex().to_string();
         if !id.trim_start_matches("0x").eq_ignore_ascii_case(&actual) {
-            return Err(ClientError::Protocol(format!("blob {id} arrived with hash {actual}: corrupt")));
+            return Err(ClientError::Protocol(format!(
+                "blob {id} arrived with hash {actual}: corrupt"
+            )));
         }
         Ok(data)
     }

@@ -16,8 +16,8 @@ pub mod client;
 mod store_api;
 
 pub use api::{
-    ApiError, BlobSlice, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress, SubmitOutcome,
-    SubmitRequest, WorkflowStatus,
+    ApiError, BlobSlice, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress,
+    SubmitOutcome, SubmitRequest, WorkflowStatus,
 };
 pub use client::{ClientError, RpcClient};
 pub use store_api::{compute_status, operator_info, StoreApi};
@@ -153,10 +153,22 @@ pub async fn spawn(
     }
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .map_err(|source| RpcError::Bind { bind: config.bind, source })?;
-    let local_addr = listener.local_addr().map_err(|source| RpcError::Bind { bind: config.bind, source })?;
+        .map_err(|source| RpcError::Bind {
+            bind: config.bind,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| RpcError::Bind {
+        bind: config.bind,
+        source,
+    })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let state = AppState { api, registry, metrics, token: token.map(Arc::from), shutdown: shutdown_rx.clone() };
+    let state = AppState {
+        api,
+        registry,
+        metrics,
+        token: token.map(Arc::from),
+        shutdown: shutdown_rx.clone(),
+    };
     let router = Router::new()
         .route("/", get(ws_upgrade).post(http_rpc))
         .route("/metrics", get(metrics_text))
@@ -174,15 +186,29 @@ pub async fn spawn(
         }
     });
     tracing::info!(%local_addr, "RPC listening");
-    Ok(RpcHandle { local_addr, shutdown, task: Some(task) })
+    Ok(RpcHandle {
+        local_addr,
+        shutdown,
+        task: Some(task),
+    })
 }
 
 // Constant-time comparison, so response timing does not leak the token prefix.
 fn token_matches(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
-async fn require_token(State(state): State<AppState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(expected) = &state.token {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -206,7 +232,11 @@ async fn health() -> &'static str {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::encode(&state.registry)).into_response()
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::encode(&state.registry),
+    )
+        .into_response()
 }
 
 /// A JSON-RPC error object.
@@ -218,7 +248,10 @@ struct RpcErr {
 
 impl RpcErr {
     fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcErr { code, message: message.into() }
+        RpcErr {
+            code,
+            message: message.into(),
+        }
     }
     fn invalid(message: impl Into<String>) -> Self {
         Self::new(codes::INVALID_PARAMS, message)
@@ -227,14 +260,19 @@ impl RpcErr {
 
 impl From<ApiError> for RpcErr {
     fn from(e: ApiError) -> Self {
-        RpcErr { code: e.code(), message: e.to_string() }
+        RpcErr {
+            code: e.code(),
+            message: e.to_string(),
+        }
     }
 }
 
 fn response(id: Value, result: Result<Value, RpcErr>) -> Value {
     match result {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}}),
+        Err(e) => {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+        }
     }
 }
 
@@ -247,17 +285,30 @@ struct Call {
 
 fn parse_call(v: Value) -> Result<Call, (Value, RpcErr)> {
     let Value::Object(mut obj) = v else {
-        return Err((Value::Null, RpcErr::new(codes::INVALID_REQUEST, "a request must be a JSON object")));
+        return Err((
+            Value::Null,
+            RpcErr::new(codes::INVALID_REQUEST, "a request must be a JSON object"),
+        ));
     };
     let id = obj.remove("id");
     let id_or_null = id.clone().unwrap_or(Value::Null);
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err((id_or_null, RpcErr::new(codes::INVALID_REQUEST, "\"jsonrpc\" must be \"2.0\"")));
+        return Err((
+            id_or_null,
+            RpcErr::new(codes::INVALID_REQUEST, "\"jsonrpc\" must be \"2.0\""),
+        ));
     }
     let Some(Value::String(method)) = obj.remove("method") else {
-        return Err((id_or_null, RpcErr::new(codes::INVALID_REQUEST, "\"method\" must be a string")));
+        return Err((
+            id_or_null,
+            RpcErr::new(codes::INVALID_REQUEST, "\"method\" must be a string"),
+        ));
     };
-    Ok(Call { id, method, params: obj.remove("params").unwrap_or(Value::Null) })
+    Ok(Call {
+        id,
+        method,
+        params: obj.remove("params").unwrap_or(Value::Null),
+    })
 }
 
 async fn http_rpc(State(state): State<AppState>, body: Bytes) -> Response {
@@ -269,9 +320,10 @@ async fn http_rpc(State(state): State<AppState>, body: Bytes) -> Response {
         }
     };
     let out = match value {
-        Value::Array(batch) if batch.is_empty() => {
-            Some(response(Value::Null, Err(RpcErr::new(codes::INVALID_REQUEST, "empty batch"))))
-        }
+        Value::Array(batch) if batch.is_empty() => Some(response(
+            Value::Null,
+            Err(RpcErr::new(codes::INVALID_REQUEST, "empty batch")),
+        )),
         Value::Array(batch) => {
             let mut out = Vec::new();
             for v in batch {
@@ -294,8 +346,12 @@ async fn handle_http_call(state: &AppState, v: Value) -> Option<Value> {
         Ok(c) => c,
         Err((id, e)) => return Some(response(id, Err(e))),
     };
-    let result = if call.method == "pm_subscribeProgress" || call.method == "pm_unsubscribeProgress" {
-        Err(RpcErr::new(codes::NEEDS_WEBSOCKET, format!("{} needs a WebSocket connection (ws://...)", call.method)))
+    let result = if call.method == "pm_subscribeProgress" || call.method == "pm_unsubscribeProgress"
+    {
+        Err(RpcErr::new(
+            codes::NEEDS_WEBSOCKET,
+            format!("{} needs a WebSocket connection (ws://...)", call.method),
+        ))
     } else {
         dispatch(state, &call.method, call.params).await
     };
@@ -341,7 +397,8 @@ fn params<T: for<'de> Deserialize<'de>>(params: Value, names: &[&str]) -> Result
 }
 
 fn parse_id(s: &str, what: &str) -> Result<ContentId, RpcErr> {
-    s.parse().map_err(|e| RpcErr::invalid(format!("{what}: {e}")))
+    s.parse()
+        .map_err(|e| RpcErr::invalid(format!("{what}: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -410,7 +467,8 @@ pub fn decode_submit(
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcErr> {
-    serde_json::to_value(v).map_err(|e| RpcErr::new(codes::INTERNAL, format!("encoding the response: {e}")))
+    serde_json::to_value(v)
+        .map_err(|e| RpcErr::new(codes::INTERNAL, format!("encoding the response: {e}")))
 }
 
 async fn dispatch(state: &AppState, method: &str, raw: Value) -> Result<Value, RpcErr> {
@@ -418,12 +476,16 @@ async fn dispatch(state: &AppState, method: &str, raw: Value) -> Result<Value, R
     match method {
         "pm_submitWorkflow" => {
             let p: SubmitParams = params(raw, &["workflow", "format"])?;
-            let request = decode_submit(p.workflow.as_deref(), p.format.as_deref(), p.submission.as_deref())
-                .inspect_err(|_| {
-                    if let Some(m) = &state.metrics {
-                        m.submission("invalid");
-                    }
-                })?;
+            let request = decode_submit(
+                p.workflow.as_deref(),
+                p.format.as_deref(),
+                p.submission.as_deref(),
+            )
+            .inspect_err(|_| {
+                if let Some(m) = &state.metrics {
+                    m.submission("invalid");
+                }
+            })?;
             to_value(api.submit(request).await?)
         }
         "pm_status" => {
@@ -462,7 +524,8 @@ async fn dispatch(state: &AppState, method: &str, raw: Value) -> Result<Value, R
 }
 
 async fn ws_upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_REQUEST_BYTES).on_upgrade(move |socket| ws_session(state, socket))
+    ws.max_message_size(MAX_REQUEST_BYTES)
+        .on_upgrade(move |socket| ws_session(state, socket))
 }
 
 /// One WebSocket connection: requests in order, subscriptions pushed concurrently through one
@@ -493,36 +556,55 @@ async fn ws_session(state: AppState, socket: WebSocket) {
             Some(Ok(_)) => continue, // ping/pong: axum answers pings itself
         };
         let reply = match serde_json::from_str::<Value>(&text) {
-            Err(e) => Some(response(Value::Null, Err(RpcErr::new(codes::PARSE_ERROR, format!("request is not JSON: {e}"))))),
+            Err(e) => Some(response(
+                Value::Null,
+                Err(RpcErr::new(
+                    codes::PARSE_ERROR,
+                    format!("request is not JSON: {e}"),
+                )),
+            )),
             Ok(v) => match parse_call(v) {
                 Err((id, e)) => Some(response(id, Err(e))),
                 Ok(call) => {
                     let result = match call.method.as_str() {
-                        "pm_subscribeProgress" => match prepare_subscription(&state, call.params).await {
-                            Ok(prepared) => {
-                                let sub = next_sub;
-                                next_sub += 1;
-                                count(&state, &call.method, &Ok(Value::Null));
-                                // Queue the reply before the task starts, so it precedes every
-                                // notification on this connection.
-                                if let Some(id) = call.id {
-                                    if out_tx.send(response(id, Ok(json!(sub))).to_string()).await.is_err() {
-                                        break;
+                        "pm_subscribeProgress" => {
+                            match prepare_subscription(&state, call.params).await {
+                                Ok(prepared) => {
+                                    let sub = next_sub;
+                                    next_sub += 1;
+                                    count(&state, &call.method, &Ok(Value::Null));
+                                    // Queue the reply before the task starts, so it precedes every
+                                    // notification on this connection.
+                                    if let Some(id) = call.id {
+                                        if out_tx
+                                            .send(response(id, Ok(json!(sub))).to_string())
+                                            .await
+                                            .is_err()
+                                        {
+                                            break;
+                                        }
                                     }
+                                    let task = run_subscription(
+                                        state.api.clone(),
+                                        prepared,
+                                        sub,
+                                        out_tx.clone(),
+                                    );
+                                    subscriptions.insert(sub, tokio::spawn(task));
+                                    continue;
                                 }
-                                let task = run_subscription(state.api.clone(), prepared, sub, out_tx.clone());
-                                subscriptions.insert(sub, tokio::spawn(task));
-                                continue;
+                                Err(e) => Err(e),
                             }
-                            Err(e) => Err(e),
-                        },
+                        }
                         "pm_unsubscribeProgress" => {
                             #[derive(Deserialize)]
                             #[serde(deny_unknown_fields)]
                             struct P {
                                 subscription: u64,
                             }
-                            params::<P>(call.params, &["subscription"]).map(|p| match subscriptions.remove(&p.subscription) {
+                            params::<P>(call.params, &["subscription"]).map(|p| match subscriptions
+                                .remove(&p.subscription)
+                            {
                                 Some(h) => {
                                     h.abort();
                                     json!(true)
@@ -568,8 +650,17 @@ async fn prepare_subscription(state: &AppState, raw: Value) -> Result<Prepared, 
 
 /// A progress subscription: the current status at once, then one notification per change,
 /// ending after the final (completed or failed) status.
-async fn run_subscription(api: Arc<dyn NodeApi>, prepared: Prepared, sub_id: u64, out: mpsc::Sender<String>) {
-    let Prepared { id, mut changes, first } = prepared;
+async fn run_subscription(
+    api: Arc<dyn NodeApi>,
+    prepared: Prepared,
+    sub_id: u64,
+    out: mpsc::Sender<String>,
+) {
+    let Prepared {
+        id,
+        mut changes,
+        first,
+    } = prepared;
     let notify = |status: &WorkflowStatus| {
         json!({"jsonrpc": "2.0", "method": "pm_progress", "params": {"subscription": sub_id, "result": status}})
             .to_string()

@@ -3,8 +3,8 @@
 //! them and feed the matchmaker, and calls [`StoreApi::notify`] when progress changes).
 
 use super::api::{
-    ApiError, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress, SubmitOutcome,
-    SubmitRequest, WorkflowStatus,
+    ApiError, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress,
+    SubmitOutcome, SubmitRequest, WorkflowStatus,
 };
 use crate::metrics::NodeMetrics;
 use crate::network::BlobChunk;
@@ -27,13 +27,18 @@ pub struct StoreApi {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("store task: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("store task: {e}")))?
 }
 
 impl StoreApi {
@@ -41,7 +46,14 @@ impl StoreApi {
     /// supplies the static fields of `pm_nodeInfo`.
     pub fn new(store: Store, owner: PublicKey, info: NodeInfo) -> Self {
         let (changes, _) = broadcast::channel(1024);
-        StoreApi { store, owner, info, changes, submissions: None, metrics: None }
+        StoreApi {
+            store,
+            owner,
+            info,
+            changes,
+            submissions: None,
+            metrics: None,
+        }
     }
 
     /// Pass every newly accepted submission to `tx` (after it is durable).
@@ -75,7 +87,10 @@ impl StoreApi {
 }
 
 /// Status of a workflow from its record and its written task records.
-pub fn compute_status(record: &WorkflowRecord, tasks: &[(TaskIndex, TaskRecord)]) -> WorkflowStatus {
+pub fn compute_status(
+    record: &WorkflowRecord,
+    tasks: &[(TaskIndex, TaskRecord)],
+) -> WorkflowStatus {
     let wf = &record.submission.workflow;
     let mut stages: Vec<StageProgress> = Vec::new();
     let mut stage_of_name: HashMap<&str, usize> = HashMap::new();
@@ -100,7 +115,9 @@ pub fn compute_status(record: &WorkflowRecord, tasks: &[(TaskIndex, TaskRecord)]
     }
     let mut done = 0;
     for (i, rec) in tasks {
-        let Some(&s) = stage_of_task.get(*i as usize) else { continue };
+        let Some(&s) = stage_of_task.get(*i as usize) else {
+            continue;
+        };
         let stage = &mut stages[s];
         stage.failed_attempts += rec.attempts.iter().filter(|a| a.cause.is_some()).count() as u64;
         match rec.state {
@@ -136,12 +153,19 @@ pub fn operator_info(key: &PublicKey, record: &OperatorRecord) -> OperatorInfo {
     let advert = record.advert.as_ref();
     OperatorInfo {
         key: key.to_hex(),
-        eth_address: advert.and_then(|a| a.eth_address).map(|a| format!("0x{}", hex::encode(a))),
+        eth_address: advert
+            .and_then(|a| a.eth_address)
+            .map(|a| format!("0x{}", hex::encode(a))),
         cpu: advert.map(|a| a.capacity.cpu).unwrap_or(0),
         memory_mb: advert.map(|a| a.capacity.memory_mb).unwrap_or(0),
         gpus: advert.map(|a| a.capacity.gpus.len() as u32).unwrap_or(0),
         programs: advert
-            .map(|a| a.programs.iter().map(|p| format!("{}@{}", p.name, p.version)).collect())
+            .map(|a| {
+                a.programs
+                    .iter()
+                    .map(|p| format!("{}@{}", p.name, p.version))
+                    .collect()
+            })
             .unwrap_or_default(),
         price_wei: advert.map(|a| a.price_wei).unwrap_or(0).to_string(),
         completed: record.stats.completed,
@@ -184,7 +208,11 @@ impl NodeApi for StoreApi {
             }
             self.notify(id);
         }
-        Ok(SubmitOutcome { id: id.to_hex(), new, tasks })
+        Ok(SubmitOutcome {
+            id: id.to_hex(),
+            new,
+            tasks,
+        })
     }
 
     async fn status(&self, id: WorkflowId) -> Result<WorkflowStatus, ApiError> {
@@ -222,7 +250,11 @@ impl NodeApi for StoreApi {
                 let r = &result.result;
                 outputs.push(OutputInfo {
                     task: i,
-                    name: wf.tasks.get(i as usize).map(|t| t.name.clone()).unwrap_or_default(),
+                    name: wf
+                        .tasks
+                        .get(i as usize)
+                        .map(|t| t.name.clone())
+                        .unwrap_or_default(),
                     output: r.output.to_hex(),
                     output_bytes: r.output_bytes,
                     operator: r.operator.to_hex(),
@@ -233,25 +265,48 @@ impl NodeApi for StoreApi {
                 WorkflowState::Failed { reason } => Some(reason.clone()),
                 _ => None,
             };
-            Ok(ResultInfo { id: id.to_hex(), state: record.state.label().to_owned(), reason, outputs })
+            Ok(ResultInfo {
+                id: id.to_hex(),
+                state: record.state.label().to_owned(),
+                reason,
+                outputs,
+            })
         })
         .await
     }
 
-    async fn blob(&self, id: ContentId, offset: u64, max_len: usize) -> Result<BlobChunk, ApiError> {
+    async fn blob(
+        &self,
+        id: ContentId,
+        offset: u64,
+        max_len: usize,
+    ) -> Result<BlobChunk, ApiError> {
         let store = self.store.clone();
-        blocking(move || store.blob_chunk(&id, offset, max_len)?.ok_or(ApiError::UnknownBlob(id))).await
+        blocking(move || {
+            store
+                .blob_chunk(&id, offset, max_len)?
+                .ok_or(ApiError::UnknownBlob(id))
+        })
+        .await
     }
 
     async fn operators(&self) -> Result<Vec<OperatorInfo>, ApiError> {
         let store = self.store.clone();
-        blocking(move || Ok(store.operators()?.iter().map(|(k, r)| operator_info(k, r)).collect())).await
+        blocking(move || {
+            Ok(store
+                .operators()?
+                .iter()
+                .map(|(k, r)| operator_info(k, r))
+                .collect())
+        })
+        .await
     }
 
     async fn node_info(&self) -> Result<NodeInfo, ApiError> {
         let store = self.store.clone();
         let mut info = self.info.clone();
-        let (workflows, cursor) = blocking(move || Ok((store.workflows()?.len() as u64, store.chain_cursor()?))).await?;
+        let (workflows, cursor) =
+            blocking(move || Ok((store.workflows()?.len() as u64, store.chain_cursor()?))).await?;
         info.workflows = workflows;
         if info.chain_height.is_none() {
             info.chain_height = cursor.map(|c| c.block);

@@ -262,6 +262,14 @@ async fn restarted_nodes_keep_workflows_and_results() {
     let before = results_of(&gw, &id, n);
     let mm_before = results_of(cluster.get("mm").api(), &id, n);
     let gw_key = cluster.get("gw").key();
+    // Every node keeps a copy of accepted outputs (fetched in the background): wait for them.
+    let outputs: Vec<ContentId> =
+        gw.store().results(&id).expect("readable").into_iter().map(|(_, r)| r.result.output).collect();
+    let deadline = Instant::now() + WAIT;
+    while !outputs.iter().all(|o| gw.store().has_blob(o).expect("readable")) {
+        assert!(Instant::now() < deadline, "gateway never fetched the accepted outputs");
+        sleep(Duration::from_millis(20)).await;
+    }
     drop(gw);
 
     // Stop everything (the gateway by dropping its handle, i.e. without a graceful shutdown

@@ -13,11 +13,16 @@ struct Cli {
 }
 
 fn args(flags: &[&str]) -> NodeArgs {
-    Cli::try_parse_from(std::iter::once("proofmesh").chain(flags.iter().copied())).unwrap().args
+    Cli::try_parse_from(std::iter::once("proofmesh").chain(flags.iter().copied()))
+        .unwrap()
+        .args
 }
 
 fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     move |k| map.get(k).cloned()
 }
 
@@ -27,7 +32,11 @@ const EXAMPLE: &str = include_str!("../../node.example.toml");
 fn example_config_parses_to_the_defaults() {
     let config = NodeConfig::from_toml(EXAMPLE, Path::new("node.example.toml")).unwrap();
     config.validate().unwrap();
-    assert_eq!(config, NodeConfig::default(), "the example documents the defaults");
+    assert_eq!(
+        config,
+        NodeConfig::default(),
+        "the example documents the defaults"
+    );
     assert_eq!(config.rpc.bind.port(), 7545);
     assert_eq!(config.listen_addrs().unwrap().len(), 1);
 }
@@ -38,10 +47,16 @@ fn commented_operator_sections_of_the_example_are_valid() {
     let inline = EXAMPLE
         .replace("operator = false", "operator = true")
         .replace("# [operator]\n# work_dir", "[operator]\nwork_dir")
-        .replace("# max_concurrent = 4\n# [operator.programs]\n# \"noop@1\"", "max_concurrent = 4\n[operator.programs]\n\"noop@1\"");
+        .replace(
+            "# max_concurrent = 4\n# [operator.programs]\n# \"noop@1\"",
+            "max_concurrent = 4\n[operator.programs]\n\"noop@1\"",
+        );
     let config = NodeConfig::from_toml(&inline, Path::new("inline.toml")).unwrap();
     config.validate().unwrap();
-    let op = config.operator_config().unwrap().expect("operator role is on");
+    let op = config
+        .operator_config()
+        .unwrap()
+        .expect("operator role is on");
     assert_eq!(op.max_concurrent, 4);
     assert!(op.programs.contains_key("noop@1"));
 }
@@ -50,20 +65,53 @@ fn commented_operator_sections_of_the_example_are_valid() {
 fn layering_file_then_env_then_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("node.toml");
-    std::fs::write(&file, "data_dir = \"/from/file\"\n[network]\nnetwork_id = 5\n[chain]\nchain_id = 10\n").unwrap();
+    std::fs::write(
+        &file,
+        "data_dir = \"/from/file\"\n[network]\nnetwork_id = 5\n[chain]\nchain_id = 10\n",
+    )
+    .unwrap();
     let file_s = file.to_str().unwrap();
 
     let c = NodeConfig::load_with_env(&args(&["--config", file_s]), env(&[])).unwrap();
-    assert_eq!((c.data_dir.to_str().unwrap(), c.network.network_id, c.chain.chain_id), ("/from/file", 5, 10));
+    assert_eq!(
+        (
+            c.data_dir.to_str().unwrap(),
+            c.network.network_id,
+            c.chain.chain_id
+        ),
+        ("/from/file", 5, 10)
+    );
 
-    let e = env(&[("PROOFMESH_NETWORK_ID", "6"), ("PROOFMESH_DATA_DIR", "/from/env"), ("PROOFMESH_MATCHMAKER", "true")]);
+    let e = env(&[
+        ("PROOFMESH_NETWORK_ID", "6"),
+        ("PROOFMESH_DATA_DIR", "/from/env"),
+        ("PROOFMESH_MATCHMAKER", "true"),
+    ]);
     let c = NodeConfig::load_with_env(&args(&["--config", file_s]), &e).unwrap();
-    assert_eq!((c.data_dir.to_str().unwrap(), c.network.network_id, c.chain.chain_id), ("/from/env", 6, 10));
+    assert_eq!(
+        (
+            c.data_dir.to_str().unwrap(),
+            c.network.network_id,
+            c.chain.chain_id
+        ),
+        ("/from/env", 6, 10)
+    );
     assert!(c.roles.matchmaker);
 
-    let flags = args(&["--config", file_s, "--network.id", "7", "--roles.matchmaker=false", "--rpc.bind", "127.0.0.1:9000"]);
+    let flags = args(&[
+        "--config",
+        file_s,
+        "--network.id",
+        "7",
+        "--roles.matchmaker=false",
+        "--rpc.bind",
+        "127.0.0.1:9000",
+    ]);
     let c = NodeConfig::load_with_env(&flags, &e).unwrap();
-    assert_eq!((c.data_dir.to_str().unwrap(), c.network.network_id), ("/from/env", 7));
+    assert_eq!(
+        (c.data_dir.to_str().unwrap(), c.network.network_id),
+        ("/from/env", 7)
+    );
     assert!(!c.roles.matchmaker, "the flag beats the environment");
     assert_eq!(c.rpc.bind.port(), 9000);
 
@@ -74,29 +122,61 @@ fn layering_file_then_env_then_flags() {
 
 #[test]
 fn errors_name_the_field_flag_and_variable() {
-    let err = NodeConfig::load_with_env(&args(&["--network.listen", "not-a-multiaddr"]), env(&[])).unwrap_err();
+    let err = NodeConfig::load_with_env(&args(&["--network.listen", "not-a-multiaddr"]), env(&[]))
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("network.listen") && msg.contains("--network.listen") && msg.contains("PROOFMESH_LISTEN"), "{msg}");
+    assert!(
+        msg.contains("network.listen")
+            && msg.contains("--network.listen")
+            && msg.contains("PROOFMESH_LISTEN"),
+        "{msg}"
+    );
 
-    let err = NodeConfig::load_with_env(&args(&["--rpc.bind", "0.0.0.0:7545"]), env(&[])).unwrap_err();
+    let err =
+        NodeConfig::load_with_env(&args(&["--rpc.bind", "0.0.0.0:7545"]), env(&[])).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("rpc.token") && msg.contains("PROOFMESH_RPC_TOKEN"), "{msg}");
-    NodeConfig::load_with_env(&args(&["--rpc.bind", "0.0.0.0:7545", "--rpc.token", "t"]), env(&[])).unwrap();
+    assert!(
+        msg.contains("rpc.token") && msg.contains("PROOFMESH_RPC_TOKEN"),
+        "{msg}"
+    );
+    NodeConfig::load_with_env(
+        &args(&["--rpc.bind", "0.0.0.0:7545", "--rpc.token", "t"]),
+        env(&[]),
+    )
+    .unwrap();
 
-    let err = NodeConfig::load_with_env(&args(&[]), env(&[("PROOFMESH_CHAIN_ID", "abc")])).unwrap_err();
-    assert!(matches!(err, ConfigError::Env { var: "PROOFMESH_CHAIN_ID", .. }), "{err}");
+    let err =
+        NodeConfig::load_with_env(&args(&[]), env(&[("PROOFMESH_CHAIN_ID", "abc")])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Env {
+                var: "PROOFMESH_CHAIN_ID",
+                ..
+            }
+        ),
+        "{err}"
+    );
 
-    let err = NodeConfig::load_with_env(&args(&["--chain.contract", "0x1234"]), env(&[])).unwrap_err();
+    let err =
+        NodeConfig::load_with_env(&args(&["--chain.contract", "0x1234"]), env(&[])).unwrap_err();
     assert!(err.to_string().contains("20 bytes"), "{err}");
 
-    let err = NodeConfig::load_with_env(&args(&["--network.bootstrap", "/ip4/127.0.0.1/tcp/1"]), env(&[])).unwrap_err();
+    let err = NodeConfig::load_with_env(
+        &args(&["--network.bootstrap", "/ip4/127.0.0.1/tcp/1"]),
+        env(&[]),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/p2p/"), "{err}");
 
     let err = NodeConfig::load_with_env(&args(&["--roles.operator"]), env(&[])).unwrap_err();
     assert!(err.to_string().contains("[operator]"), "{err}");
 
     let err = NodeConfig::from_toml("[rpc]\nbindd = \"x\"\n", Path::new("bad.toml")).unwrap_err();
-    assert!(err.to_string().contains("bindd") && err.to_string().contains("bad.toml"), "{err}");
+    assert!(
+        err.to_string().contains("bindd") && err.to_string().contains("bad.toml"),
+        "{err}"
+    );
 }
 
 #[test]

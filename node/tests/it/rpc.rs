@@ -4,7 +4,9 @@ use crate::store::{signed_result, submission};
 use prometheus_client::registry::Registry;
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::metrics::{NodeMetrics, SharedRegistry};
-use proofmesh_node::rpc::{self, codes, ClientError, NodeInfo, RpcClient, RpcError, RpcHandle, StoreApi};
+use proofmesh_node::rpc::{
+    self, codes, ClientError, NodeInfo, RpcClient, RpcError, RpcHandle, StoreApi,
+};
 use proofmesh_node::store::{Store, TaskState, WorkflowState};
 use proofmesh_protocol::messages::{Capacity, OperatorAdvert};
 use proofmesh_protocol::{encoding, ContentId, Keypair};
@@ -42,16 +44,38 @@ async fn start(bind: &str, token: Option<&str>) -> Result<Fixture, RpcError> {
     let mut registry = Registry::default();
     let metrics = NodeMetrics::register(&mut registry);
     let registry: SharedRegistry = Arc::new(Mutex::new(registry));
-    let info = NodeInfo { network_id: 7, chain_id: 31337, roles: vec!["matchmaker".into()], ..NodeInfo::default() };
+    let info = NodeInfo {
+        network_id: 7,
+        chain_id: 31337,
+        roles: vec!["matchmaker".into()],
+        ..NodeInfo::default()
+    };
     let api = StoreApi::new(store, owner.public(), info).with_metrics(metrics.clone());
-    let config = RpcConfig { enabled: true, bind: bind.parse().unwrap(), token: token.map(String::from) };
+    let config = RpcConfig {
+        enabled: true,
+        bind: bind.parse().unwrap(),
+        token: token.map(String::from),
+    };
     let server = rpc::spawn(&config, Arc::new(api.clone()), registry, Some(metrics)).await?;
-    Ok(Fixture { _dir: dir, api, server, owner })
+    Ok(Fixture {
+        _dir: dir,
+        api,
+        server,
+        owner,
+    })
 }
 
 /// Minimal HTTP/1.1 client (one request per connection): status and body.
-async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", addr.port())).await.unwrap();
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", addr.port()))
+        .await
+        .unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
@@ -65,8 +89,15 @@ async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -76,11 +107,15 @@ async fn submit_status_and_errors_over_websocket() {
     let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
 
     let outcome = client.submit_workflow(VALID, "toml").await.unwrap();
-    let (expected, _) = proofmesh_protocol::spec::load(VALID, proofmesh_protocol::Format::Toml).unwrap();
+    let (expected, _) =
+        proofmesh_protocol::spec::load(VALID, proofmesh_protocol::Format::Toml).unwrap();
     assert_eq!(outcome.id, expected.id().to_hex());
     assert!(outcome.new);
     assert_eq!(outcome.tasks, 5);
-    assert!(!client.submit_workflow(VALID, "toml").await.unwrap().new, "a duplicate is not new");
+    assert!(
+        !client.submit_workflow(VALID, "toml").await.unwrap().new,
+        "a duplicate is not new"
+    );
     // Durable before the reply: the store already has it with this node as owner.
     let stored = f.api.store().workflow(&expected.id()).unwrap().unwrap();
     assert_eq!(stored.submission.owner, f.owner.public());
@@ -88,8 +123,15 @@ async fn submit_status_and_errors_over_websocket() {
     let status = client.status(&outcome.id).await.unwrap();
     assert_eq!(status.state, "active");
     assert_eq!(status.tasks, 5);
-    let names: Vec<_> = status.stages.iter().map(|s| (s.name.as_str(), s.total, s.pending)).collect();
-    assert_eq!(names, vec![("witness", 1, 1), ("leaf", 3, 3), ("final", 1, 1)]);
+    let names: Vec<_> = status
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.total, s.pending))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("witness", 1, 1), ("leaf", 3, 3), ("final", 1, 1)]
+    );
 
     // An invalid workflow: the error names the problem.
     let bad = VALID.replace(r#"deps = ["leaf"]"#, r#"deps = ["nosuchtask"]"#);
@@ -100,10 +142,16 @@ async fn submit_status_and_errors_over_websocket() {
         }
         other => panic!("expected an invalid-params error, got {other:?}"),
     }
-    match client.submit_workflow("name = \"x\"\n[[task]\n", "toml").await {
+    match client
+        .submit_workflow("name = \"x\"\n[[task]\n", "toml")
+        .await
+    {
         Err(ClientError::Rpc { code, message }) => {
             assert_eq!(code, codes::INVALID_PARAMS);
-            assert!(message.contains("line"), "syntax errors carry a position: {message}");
+            assert!(
+                message.contains("line"),
+                "syntax errors carry a position: {message}"
+            );
         }
         other => panic!("expected a syntax error, got {other:?}"),
     }
@@ -113,7 +161,10 @@ async fn submit_status_and_errors_over_websocket() {
     match client.status(&unknown).await {
         Err(ClientError::Rpc { code, message }) => {
             assert_eq!(code, codes::UNKNOWN_WORKFLOW);
-            assert!(message.contains("unknown workflow") && message.contains(&unknown), "{message}");
+            assert!(
+                message.contains("unknown workflow") && message.contains(&unknown),
+                "{message}"
+            );
         }
         other => panic!("expected unknown-workflow error, got {other:?}"),
     }
@@ -121,7 +172,10 @@ async fn submit_status_and_errors_over_websocket() {
         Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::INVALID_PARAMS),
         other => panic!("expected invalid params, got {other:?}"),
     }
-    match client.call::<serde_json::Value>("pm_nope", serde_json::json!({})).await {
+    match client
+        .call::<serde_json::Value>("pm_nope", serde_json::json!({}))
+        .await
+    {
         Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::METHOD_NOT_FOUND),
         other => panic!("expected method-not-found, got {other:?}"),
     }
@@ -134,11 +188,19 @@ async fn submit_an_encoded_submission() {
     let other_owner = Keypair::generate();
     let sub = submission("encoded", 2, &other_owner);
     let hexed = hex::encode(encoding::encode(&sub));
-    let out: rpc::SubmitOutcome =
-        client.call("pm_submitWorkflow", serde_json::json!({ "submission": hexed })).await.unwrap();
+    let out: rpc::SubmitOutcome = client
+        .call(
+            "pm_submitWorkflow",
+            serde_json::json!({ "submission": hexed }),
+        )
+        .await
+        .unwrap();
     assert_eq!(out.id, sub.workflow.id().to_hex());
     let stored = f.api.store().workflow(&sub.workflow.id()).unwrap().unwrap();
-    assert_eq!(stored.submission, sub, "an encoded submission keeps its own owner");
+    assert_eq!(
+        stored.submission, sub,
+        "an encoded submission keeps its own owner"
+    );
 }
 
 #[tokio::test]
@@ -156,7 +218,16 @@ async fn progress_subscription_follows_changes_to_completion() {
 
     let op = Keypair::generate();
     let store = f.api.store().clone();
-    store.set_task_state(&id, 0, TaskState::Running { attempt: 1, operator: op.public() }).unwrap();
+    store
+        .set_task_state(
+            &id,
+            0,
+            TaskState::Running {
+                attempt: 1,
+                operator: op.public(),
+            },
+        )
+        .unwrap();
     f.api.notify(id);
     let running = client.next_progress().await.unwrap();
     assert_eq!(running.stages[0].running, 1);
@@ -164,10 +235,19 @@ async fn progress_subscription_follows_changes_to_completion() {
 
     // Finish every task, then the workflow.
     for task in 0..5 {
-        store.accept_result(&signed_result(&sub, task, ContentId::of_bytes(&[task as u8]), &op)).unwrap();
+        store
+            .accept_result(&signed_result(
+                &sub,
+                task,
+                ContentId::of_bytes(&[task as u8]),
+                &op,
+            ))
+            .unwrap();
         f.api.notify(id);
     }
-    store.set_workflow_state(&id, WorkflowState::Completed).unwrap();
+    store
+        .set_workflow_state(&id, WorkflowState::Completed)
+        .unwrap();
     f.api.notify(id);
     let mut last = client.next_progress().await.unwrap();
     while !last.is_final() {
@@ -175,10 +255,16 @@ async fn progress_subscription_follows_changes_to_completion() {
     }
     assert_eq!(last.state, "completed");
     assert_eq!(last.done, 5);
-    assert!(last.stages.iter().all(|s| s.done == s.total && s.pending == 0 && s.running == 0));
+    assert!(last
+        .stages
+        .iter()
+        .all(|s| s.done == s.total && s.pending == 0 && s.running == 0));
 
     // Subscribing to an unknown id is an error, not a silent stream.
-    match client.subscribe_progress(&ContentId([4; 32]).to_hex()).await {
+    match client
+        .subscribe_progress(&ContentId([4; 32]).to_hex())
+        .await
+    {
         Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::UNKNOWN_WORKFLOW),
         other => panic!("expected unknown workflow, got {other:?}"),
     }
@@ -195,11 +281,19 @@ async fn result_blob_operators_and_node_info() {
     let proof: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect(); // > 1 slice, file-backed
     let proof_id = store.put_blob(&proof).unwrap();
     let op = Keypair::generate();
-    store.accept_result(&signed_result(&sub, 4, proof_id, &op)).unwrap(); // `final` is task 4
-    store.accept_result(&signed_result(&sub, 1, ContentId::of_bytes(b"leaf"), &op)).unwrap();
+    store
+        .accept_result(&signed_result(&sub, 4, proof_id, &op))
+        .unwrap(); // `final` is task 4
+    store
+        .accept_result(&signed_result(&sub, 1, ContentId::of_bytes(b"leaf"), &op))
+        .unwrap();
 
     let result = client.result(&id_hex).await.unwrap();
-    assert_eq!(result.outputs.len(), 1, "only the sink task is a final output");
+    assert_eq!(
+        result.outputs.len(),
+        1,
+        "only the sink task is a final output"
+    );
     assert_eq!(result.outputs[0].name, "final");
     assert_eq!(result.outputs[0].output, proof_id.to_hex());
     assert!(result.outputs[0].available);
@@ -214,7 +308,12 @@ async fn result_blob_operators_and_node_info() {
             &OperatorAdvert {
                 operator: op.public(),
                 eth_address: None,
-                capacity: Capacity { cpu: 4, memory_mb: 8192, disk_mb: 0, gpus: Vec::new() },
+                capacity: Capacity {
+                    cpu: 4,
+                    memory_mb: 8192,
+                    disk_mb: 0,
+                    gpus: Vec::new(),
+                },
                 programs: Vec::new(),
                 price_wei: 10u128.pow(30),
             },
@@ -231,10 +330,16 @@ async fn result_blob_operators_and_node_info() {
     let ops = client.operators().await.unwrap();
     assert_eq!(ops.len(), 1);
     assert_eq!((ops[0].completed, ops[0].failed, ops[0].slashed), (2, 1, 1));
-    assert_eq!(ops[0].price_wei, "1000000000000000000000000000000", "wei beyond 2^53 survive as strings");
+    assert_eq!(
+        ops[0].price_wei, "1000000000000000000000000000000",
+        "wei beyond 2^53 survive as strings"
+    );
 
     let info = client.node_info().await.unwrap();
-    assert_eq!((info.network_id, info.chain_id, info.workflows), (7, 31337, 1));
+    assert_eq!(
+        (info.network_id, info.chain_id, info.workflows),
+        (7, 31337, 1)
+    );
     assert_eq!(info.node_key, f.owner.public().to_hex());
 }
 
@@ -279,7 +384,10 @@ async fn bearer_token_is_required_off_loopback_and_enforced_when_set() {
     match start("0.0.0.0:0", None).await {
         Err(e @ RpcError::TokenRequired { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("rpc.token") && msg.contains("--rpc.token"), "{msg}");
+            assert!(
+                msg.contains("rpc.token") && msg.contains("--rpc.token"),
+                "{msg}"
+            );
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a non-loopback bind without a token must be refused"),
@@ -288,21 +396,47 @@ async fn bearer_token_is_required_off_loopback_and_enforced_when_set() {
     let addr = f.server.local_addr();
     let req = r#"{"jsonrpc":"2.0","id":1,"method":"pm_nodeInfo"}"#;
     assert_eq!(http(addr, "POST", "/", &[], req).await.0, 401);
-    assert_eq!(http(addr, "POST", "/", &[("Authorization", "Bearer wrong!")], req).await.0, 401);
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/",
+            &[("Authorization", "Bearer wrong!")],
+            req
+        )
+        .await
+        .0,
+        401
+    );
     assert_eq!(http(addr, "GET", "/metrics", &[], "").await.0, 401);
     assert_eq!(http(addr, "GET", "/health", &[], "").await.0, 401);
-    let (status, body) = http(addr, "POST", "/", &[("Authorization", "Bearer s3cret")], req).await;
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/",
+        &[("Authorization", "Bearer s3cret")],
+        req,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"network_id\":7"), "{body}");
 
     let url = format!("http://127.0.0.1:{}", addr.port());
-    assert!(matches!(RpcClient::connect(&url, None).await, Err(ClientError::Connect { .. })));
+    assert!(matches!(
+        RpcClient::connect(&url, None).await,
+        Err(ClientError::Connect { .. })
+    ));
     let mut client = RpcClient::connect(&url, Some("s3cret")).await.unwrap();
     assert_eq!(client.node_info().await.unwrap().network_id, 7);
 
     // A token on loopback is enforced too.
     let g = start("127.0.0.1:0", Some("t")).await.unwrap();
-    assert_eq!(http(g.server.local_addr(), "GET", "/health", &[], "").await.0, 401);
+    assert_eq!(
+        http(g.server.local_addr(), "GET", "/health", &[], "")
+            .await
+            .0,
+        401
+    );
 }
 
 /// Run the `proofmesh` binary; returns (exit code, stdout, stderr).
@@ -341,24 +475,41 @@ async fn cli_submit_status_result_operators_over_rpc() {
 
     let (code, out, _) = proofmesh(&["status", &id, "--rpc", &url, "--token", "tok"]).await;
     assert_eq!(code, 0);
-    assert!(out.starts_with(&format!("id={id} name=rpc-test state=active tasks=5 done=0")), "{out}");
-    assert!(out.contains("stage=leaf total=3 done=0 running=0 pending=3 failed=0"), "{out}");
-    let (code, _, err) = proofmesh(&["status", &"ab".repeat(32), "--rpc", &url, "--token", "tok"]).await;
+    assert!(
+        out.starts_with(&format!(
+            "id={id} name=rpc-test state=active tasks=5 done=0"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("stage=leaf total=3 done=0 running=0 pending=3 failed=0"),
+        "{out}"
+    );
+    let (code, _, err) =
+        proofmesh(&["status", &"ab".repeat(32), "--rpc", &url, "--token", "tok"]).await;
     assert_ne!(code, 0, "unknown id exits non-zero");
     assert!(err.contains("unknown workflow"), "{err}");
 
     let op = Keypair::generate();
-    f.api.store().update_operator(&op.public(), |r| r.stats.completed = 4).unwrap();
+    f.api
+        .store()
+        .update_operator(&op.public(), |r| r.stats.completed = 4)
+        .unwrap();
     let (code, out, _) = proofmesh(&["operators", "--rpc", &url, "--token", "tok"]).await;
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 1);
-    assert!(out.contains(&format!("key={}", op.public().to_hex())) && out.contains("completed=4 failed=0 slashed=0"), "{out}");
+    assert!(
+        out.contains(&format!("key={}", op.public().to_hex()))
+            && out.contains("completed=4 failed=0 slashed=0"),
+        "{out}"
+    );
 
     // `submit --wait` on a second workflow: completes in the background -> exit 0.
     let second = VALID.replace("rpc-test", "rpc-wait");
     let file2 = dir.path().join("wait.toml");
     std::fs::write(&file2, &second).unwrap();
-    let (wf2, _) = proofmesh_protocol::spec::load(&second, proofmesh_protocol::Format::Toml).unwrap();
+    let (wf2, _) =
+        proofmesh_protocol::spec::load(&second, proofmesh_protocol::Format::Toml).unwrap();
     let api = f.api.clone();
     let finisher = tokio::spawn(async move {
         let id = wf2.id();
@@ -370,26 +521,54 @@ async fn cli_submit_status_result_operators_over_rpc() {
         let proof_id = api.store().put_blob(b"the final proof").unwrap();
         for task in 0..5 {
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-            let out = if task == 4 { proof_id } else { ContentId::of_bytes(&[task as u8]) };
-            api.store().accept_result(&signed_result(&sub, task, out, &op)).unwrap();
+            let out = if task == 4 {
+                proof_id
+            } else {
+                ContentId::of_bytes(&[task as u8])
+            };
+            api.store()
+                .accept_result(&signed_result(&sub, task, out, &op))
+                .unwrap();
             api.notify(id);
         }
-        api.store().set_workflow_state(&id, WorkflowState::Completed).unwrap();
+        api.store()
+            .set_workflow_state(&id, WorkflowState::Completed)
+            .unwrap();
         api.notify(id);
     });
-    let (code, out, err) =
-        proofmesh(&["submit", file2.to_str().unwrap(), "--wait", "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, err) = proofmesh(&[
+        "submit",
+        file2.to_str().unwrap(),
+        "--wait",
+        "--rpc",
+        &url,
+        "--token",
+        "tok",
+    ])
+    .await;
     finisher.await.unwrap();
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("state=completed tasks=5 done=5"), "{out}");
     let id2 = out.lines().next().unwrap().to_owned();
 
     let out_dir = dir.path().join("out");
-    let (code, out, err) =
-        proofmesh(&["result", &id2, "--out", out_dir.to_str().unwrap(), "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, err) = proofmesh(&[
+        "result",
+        &id2,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--rpc",
+        &url,
+        "--token",
+        "tok",
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("task=final"), "{out}");
-    assert_eq!(std::fs::read(out_dir.join("final.out")).unwrap(), b"the final proof");
+    assert_eq!(
+        std::fs::read(out_dir.join("final.out")).unwrap(),
+        b"the final proof"
+    );
     assert!(out_dir.join("result.json").is_file());
 
     // A failed workflow: --wait exits non-zero with the reason.
@@ -398,13 +577,26 @@ async fn cli_submit_status_result_operators_over_rpc() {
     let failer = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let reason = "task leaf[1]: attempt 1 timed out; attempt 2 crashed (exit 3)".to_owned();
-        api.store().set_workflow_state(&id1, WorkflowState::Failed { reason }).unwrap();
+        api.store()
+            .set_workflow_state(&id1, WorkflowState::Failed { reason })
+            .unwrap();
         api.notify(id1);
     });
-    let (code, out, err) = proofmesh(&["submit", file, "--wait", "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, err) =
+        proofmesh(&["submit", file, "--wait", "--rpc", &url, "--token", "tok"]).await;
     failer.await.unwrap();
     assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
     assert!(err.contains("leaf[1]") && err.contains("crashed"), "{err}");
-    let (code, _, _) = proofmesh(&["result", &id, "--out", out_dir.to_str().unwrap(), "--rpc", &url, "--token", "tok"]).await;
+    let (code, _, _) = proofmesh(&[
+        "result",
+        &id,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--rpc",
+        &url,
+        "--token",
+        "tok",
+    ])
+    .await;
     assert_ne!(code, 0, "no result for a failed workflow");
 }

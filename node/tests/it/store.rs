@@ -2,9 +2,12 @@
 //! `kill -9` (a child process re-executes this test binary and writes in a loop).
 
 use proofmesh_node::store::{
-    ChainCursor, OperatorStats, Store, StoreError, TaskState, WorkflowState, INLINE_BLOB_MAX, SCHEMA_VERSION,
+    ChainCursor, OperatorStats, Store, StoreError, TaskState, WorkflowState, INLINE_BLOB_MAX,
+    SCHEMA_VERSION,
 };
-use proofmesh_protocol::messages::{Capacity, OperatorAdvert, SignedResult, Submission, TaskResult};
+use proofmesh_protocol::messages::{
+    Capacity, OperatorAdvert, SignedResult, Submission, TaskResult,
+};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Keypair, Program, Resources};
 use std::io::{BufRead, BufReader};
@@ -30,11 +33,22 @@ deps = ["leaf"]
 "#
     );
     let (workflow, _) = spec::load(&text, Format::Toml).expect("test workflow is valid");
-    Submission { workflow, owner: owner.public(), owner_eth: None, escrow: None, submitted_at_ms: 1_000 }
+    Submission {
+        workflow,
+        owner: owner.public(),
+        owner_eth: None,
+        escrow: None,
+        submitted_at_ms: 1_000,
+    }
 }
 
 /// A signed result for task `task` of `sub`, with output `output`.
-pub fn signed_result(sub: &Submission, task: u32, output: ContentId, operator: &Keypair) -> SignedResult {
+pub fn signed_result(
+    sub: &Submission,
+    task: u32,
+    output: ContentId,
+    operator: &Keypair,
+) -> SignedResult {
     SignedResult::sign(
         operator,
         TaskResult {
@@ -46,7 +60,10 @@ pub fn signed_result(sub: &Submission, task: u32, output: ContentId, operator: &
             output_bytes: 3,
             started_ms: 10,
             finished_ms: 20,
-            resources: Resources { cpu: 1, ..Resources::default() },
+            resources: Resources {
+                cpu: 1,
+                ..Resources::default()
+            },
             gpus: Vec::new(),
         },
     )
@@ -62,7 +79,11 @@ fn workflow_task_and_result_round_trip() {
     let (id, new) = store.put_workflow(&sub, 5_000).unwrap();
     assert!(new);
     assert_eq!(id, sub.workflow.id());
-    assert_eq!(store.put_workflow(&sub, 6_000).unwrap(), (id, false), "re-submission changes nothing");
+    assert_eq!(
+        store.put_workflow(&sub, 6_000).unwrap(),
+        (id, false),
+        "re-submission changes nothing"
+    );
     let record = store.workflow(&id).unwrap().unwrap();
     assert_eq!(record.submission, sub);
     assert_eq!(record.state, WorkflowState::Active);
@@ -72,10 +93,29 @@ fn workflow_task_and_result_round_trip() {
     // Unwritten tasks are pending; a task index past the end is refused.
     assert_eq!(store.task(&id, 2).unwrap().state, TaskState::Pending);
     let bad = store.set_task_state(&id, 99, TaskState::Ready).unwrap_err();
-    assert!(matches!(bad, StoreError::UnknownTask { task: 99, tasks: 6, .. }), "{bad}");
+    assert!(
+        matches!(
+            bad,
+            StoreError::UnknownTask {
+                task: 99,
+                tasks: 6,
+                ..
+            }
+        ),
+        "{bad}"
+    );
 
     let op = Keypair::generate();
-    store.set_task_state(&id, 0, TaskState::Assigned { attempt: 1, operator: op.public() }).unwrap();
+    store
+        .set_task_state(
+            &id,
+            0,
+            TaskState::Assigned {
+                attempt: 1,
+                operator: op.public(),
+            },
+        )
+        .unwrap();
     store
         .update_task(&id, 0, |r| {
             r.attempts.push(proofmesh_node::store::AttemptRecord {
@@ -88,22 +128,45 @@ fn workflow_task_and_result_round_trip() {
         .unwrap();
     let result = signed_result(&sub, 0, ContentId::of_bytes(b"out"), &op);
     let result_id = store.accept_result(&result).unwrap();
-    assert_eq!(store.accept_result(&result).unwrap(), result_id, "accepting the same result twice is a no-op");
+    assert_eq!(
+        store.accept_result(&result).unwrap(),
+        result_id,
+        "accepting the same result twice is a no-op"
+    );
     let other = signed_result(&sub, 0, ContentId::of_bytes(b"different"), &op);
-    assert!(matches!(store.accept_result(&other), Err(StoreError::ConflictingResult { task: 0, .. })));
+    assert!(matches!(
+        store.accept_result(&other),
+        Err(StoreError::ConflictingResult { task: 0, .. })
+    ));
 
     let task = store.task(&id, 0).unwrap();
     assert_eq!(task.state, TaskState::Done { result: result_id });
-    assert_eq!(task.attempts.len(), 1, "attempt 1 already recorded, not duplicated");
+    assert_eq!(
+        task.attempts.len(),
+        1,
+        "attempt 1 already recorded, not duplicated"
+    );
     assert_eq!(task.attempts[0].cause.as_deref(), Some("timed out"));
     assert_eq!(store.result(&id, 0).unwrap(), Some(result.clone()));
     assert_eq!(store.results(&id).unwrap(), vec![(0, result)]);
     assert_eq!(store.tasks(&id).unwrap().len(), 1);
 
-    store.set_workflow_state(&id, WorkflowState::Failed { reason: "leaf[1] failed 3 times".into() }).unwrap();
+    store
+        .set_workflow_state(
+            &id,
+            WorkflowState::Failed {
+                reason: "leaf[1] failed 3 times".into(),
+            },
+        )
+        .unwrap();
     assert_eq!(
         store.workflows().unwrap(),
-        vec![(id, WorkflowState::Failed { reason: "leaf[1] failed 3 times".into() })]
+        vec![(
+            id,
+            WorkflowState::Failed {
+                reason: "leaf[1] failed 3 times".into()
+            }
+        )]
     );
 }
 
@@ -113,13 +176,23 @@ fn blobs_events_cursors_and_operators_survive_reopen() {
     let owner = Keypair::generate();
     let sub = submission("reopen", 2, &owner);
     let small = b"a small proof".to_vec();
-    let large: Vec<u8> = (0..INLINE_BLOB_MAX + 12_345).map(|i| (i % 251) as u8).collect();
+    let large: Vec<u8> = (0..INLINE_BLOB_MAX + 12_345)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let op = Keypair::generate();
     let advert = OperatorAdvert {
         operator: op.public(),
         eth_address: Some([7; 20]),
-        capacity: Capacity { cpu: 8, memory_mb: 16_384, disk_mb: 0, gpus: Vec::new() },
-        programs: vec![Program { name: "noop".into(), version: "1".into() }],
+        capacity: Capacity {
+            cpu: 8,
+            memory_mb: 16_384,
+            disk_mb: 0,
+            gpus: Vec::new(),
+        },
+        programs: vec![Program {
+            name: "noop".into(),
+            version: "1".into(),
+        }],
         price_wei: 42,
     };
     let (small_id, large_id, id);
@@ -128,39 +201,94 @@ fn blobs_events_cursors_and_operators_survive_reopen() {
         id = store.put_workflow(&sub, 1).unwrap().0;
         small_id = store.put_blob(&small).unwrap();
         large_id = store.put_blob(&large).unwrap();
-        assert!(dir.path().join("blobs").join(large_id.to_hex()).is_file(), "large blob lives in a file");
-        assert!(!dir.path().join("blobs").join(small_id.to_hex()).exists(), "small blob lives inline");
-        assert_eq!(store.append_events(&[b"e0".to_vec(), b"e1".to_vec(), b"e2".to_vec()]).unwrap(), 0..3);
-        assert_eq!(store.append_events(&[b"e3".to_vec(), b"e4".to_vec()]).unwrap(), 3..5);
-        store.set_chain_cursor(ChainCursor { block: 1234, hash: [5; 32] }).unwrap();
+        assert!(
+            dir.path().join("blobs").join(large_id.to_hex()).is_file(),
+            "large blob lives in a file"
+        );
+        assert!(
+            !dir.path().join("blobs").join(small_id.to_hex()).exists(),
+            "small blob lives inline"
+        );
+        assert_eq!(
+            store
+                .append_events(&[b"e0".to_vec(), b"e1".to_vec(), b"e2".to_vec()])
+                .unwrap(),
+            0..3
+        );
+        assert_eq!(
+            store
+                .append_events(&[b"e3".to_vec(), b"e4".to_vec()])
+                .unwrap(),
+            3..5
+        );
+        store
+            .set_chain_cursor(ChainCursor {
+                block: 1234,
+                hash: [5; 32],
+            })
+            .unwrap();
         store.set_stream_cursor("blocks", 17).unwrap();
         store.put_operator_advert(&advert, 99).unwrap();
-        store.update_operator(&op.public(), |r| r.stats.completed += 3).unwrap();
-        store.accept_result(&signed_result(&sub, 3, large_id, &op)).unwrap();
+        store
+            .update_operator(&op.public(), |r| r.stats.completed += 3)
+            .unwrap();
+        store
+            .accept_result(&signed_result(&sub, 3, large_id, &op))
+            .unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert!(store.workflow(&id).unwrap().is_some());
-    assert_eq!(store.blob(&small_id).unwrap().as_deref(), Some(small.as_slice()));
-    assert_eq!(store.blob(&large_id).unwrap().as_deref(), Some(large.as_slice()));
+    assert_eq!(
+        store.blob(&small_id).unwrap().as_deref(),
+        Some(small.as_slice())
+    );
+    assert_eq!(
+        store.blob(&large_id).unwrap().as_deref(),
+        Some(large.as_slice())
+    );
     let chunk = store.blob_chunk(&large_id, 100_000, 1000).unwrap().unwrap();
     assert_eq!(chunk.total_len, large.len() as u64);
     assert_eq!(chunk.data, &large[100_000..101_000]);
-    let tail = store.blob_chunk(&large_id, large.len() as u64 - 10, 1000).unwrap().unwrap();
+    let tail = store
+        .blob_chunk(&large_id, large.len() as u64 - 10, 1000)
+        .unwrap()
+        .unwrap();
     assert_eq!(tail.data, &large[large.len() - 10..]);
     assert!(store.blob(&ContentId([1; 32])).unwrap().is_none());
-    assert!(store.put_blob_expected(&small_id, b"not it").unwrap() == false);
+    assert!(!store.put_blob_expected(&small_id, b"not it").unwrap());
 
     let events: Vec<_> = store.iter_events_from(2).map(|e| e.unwrap()).collect();
-    assert_eq!(events, vec![(2, b"e2".to_vec()), (3, b"e3".to_vec()), (4, b"e4".to_vec())]);
+    assert_eq!(
+        events,
+        vec![
+            (2, b"e2".to_vec()),
+            (3, b"e3".to_vec()),
+            (4, b"e4".to_vec())
+        ]
+    );
     assert_eq!(store.last_event_seq().unwrap(), Some(4));
-    assert_eq!(store.chain_cursor().unwrap(), Some(ChainCursor { block: 1234, hash: [5; 32] }));
+    assert_eq!(
+        store.chain_cursor().unwrap(),
+        Some(ChainCursor {
+            block: 1234,
+            hash: [5; 32]
+        })
+    );
     assert_eq!(store.stream_cursor("blocks").unwrap(), Some(17));
     assert_eq!(store.stream_cursor("other").unwrap(), None);
     let ops = store.operators().unwrap();
     assert_eq!(ops.len(), 1);
     assert_eq!(ops[0].1.advert.as_ref(), Some(&advert));
-    assert_eq!(ops[0].1.stats, OperatorStats { completed: 3, failed: 0, slashed: 0, last_seen_ms: 99 });
+    assert_eq!(
+        ops[0].1.stats,
+        OperatorStats {
+            completed: 3,
+            failed: 0,
+            slashed: 0,
+            last_seen_ms: 99
+        }
+    );
     assert_eq!(store.task(&id, 3).unwrap().state.label(), "done");
 }
 
@@ -172,7 +300,10 @@ fn event_log_iterates_across_batches_and_prunes() {
     assert_eq!(store.append_events(&events).unwrap(), 0..2500);
     let read: Vec<_> = store.iter_events_from(0).map(|e| e.unwrap()).collect();
     assert_eq!(read.len(), 2500);
-    assert!(read.iter().enumerate().all(|(i, (seq, bytes))| *seq == i as u64 && *bytes == events[i]));
+    assert!(read
+        .iter()
+        .enumerate()
+        .all(|(i, (seq, bytes))| *seq == i as u64 && *bytes == events[i]));
     assert_eq!(store.prune_events_before(2000).unwrap(), 2000);
     assert_eq!(store.iter_events_from(0).next().unwrap().unwrap().0, 2000);
     // Sequence numbers keep growing after a prune.
@@ -187,9 +318,14 @@ fn refuses_a_newer_schema_version() {
         store.force_schema_version(SCHEMA_VERSION + 1).unwrap();
     }
     let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::NewerSchema { found, supported, .. } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION));
+    assert!(
+        matches!(err, StoreError::NewerSchema { found, supported, .. } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION)
+    );
     let msg = err.to_string();
-    assert!(msg.contains("upgrade proofmesh") && msg.contains("data_dir"), "{msg}");
+    assert!(
+        msg.contains("upgrade proofmesh") && msg.contains("data_dir"),
+        "{msg}"
+    );
 }
 
 const CRASH_DIR_ENV: &str = "PROOFMESH_STORE_CRASH_DIR";
@@ -200,7 +336,9 @@ const CRASH_ROUND_ENV: &str = "PROOFMESH_STORE_CRASH_ROUND";
 #[test]
 #[ignore = "child process of survives_kill_9"]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else { return };
+    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else {
+        return;
+    };
     let round = std::env::var(CRASH_ROUND_ENV).unwrap_or_default();
     let store = Store::open(std::path::Path::new(&dir)).unwrap();
     let owner = Keypair::from_secret_bytes([1; 32]);
@@ -210,9 +348,13 @@ fn crash_child() {
         let (id, _) = store.put_workflow(&sub, i).unwrap();
         println!("ack wf {id}");
         let out = ContentId::of_bytes(&i.to_le_bytes());
-        store.accept_result(&signed_result(&sub, 3, out, &op)).unwrap();
+        store
+            .accept_result(&signed_result(&sub, 3, out, &op))
+            .unwrap();
         println!("ack res {id}");
-        let seqs = store.append_events(&[format!("{round}-{i}").into_bytes()]).unwrap();
+        let seqs = store
+            .append_events(&[format!("{round}-{i}").into_bytes()])
+            .unwrap();
         println!("ack ev {} {round}-{i}", seqs.start);
         if i % 7 == 0 {
             // A file-backed blob: exercises temp + fsync + rename + index commit.
@@ -233,7 +375,13 @@ fn survives_kill_9() {
     // of the write loop (mid-commit, between tables, mid-blob-file).
     for (round, kill_after) in [3usize, 20, 57, 111, 9].into_iter().enumerate() {
         let mut child = Command::new(&exe)
-            .args(["--exact", "store::crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "store::crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CRASH_DIR_ENV, dir.path())
             .env(CRASH_ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())
@@ -246,12 +394,19 @@ fn survives_kill_9() {
             match lines.next() {
                 Some(Ok(line)) if line.starts_with("ack ") => acks.push(line),
                 Some(Ok(_)) => {}
-                _ => panic!("writer stopped before {kill_after} acks (round {round}); got {}", acks.len()),
+                _ => panic!(
+                    "writer stopped before {kill_after} acks (round {round}); got {}",
+                    acks.len()
+                ),
             }
         }
         child.kill().unwrap(); // SIGKILL
-        // Lines already in the pipe were printed after their commit: they count too.
-        acks.extend(lines.map_while(Result::ok).filter(|l| l.starts_with("ack ")));
+                               // Lines already in the pipe were printed after their commit: they count too.
+        acks.extend(
+            lines
+                .map_while(Result::ok)
+                .filter(|l| l.starts_with("ack ")),
+        );
         child.wait().unwrap();
 
         let store = Store::open(dir.path()).expect("store reopens cleanly after kill -9");
@@ -261,23 +416,40 @@ fn survives_kill_9() {
             match parts[1] {
                 "wf" => {
                     let id: ContentId = parts[2].parse().unwrap();
-                    assert!(store.workflow(&id).unwrap().is_some(), "acknowledged workflow {id} lost (round {round})");
+                    assert!(
+                        store.workflow(&id).unwrap().is_some(),
+                        "acknowledged workflow {id} lost (round {round})"
+                    );
                 }
                 "res" => {
                     let id: ContentId = parts[2].parse().unwrap();
                     let r = store.result(&id, 3).unwrap();
-                    assert!(r.is_some(), "acknowledged result of {id} lost (round {round})");
-                    assert!(matches!(store.task(&id, 3).unwrap().state, TaskState::Done { .. }));
+                    assert!(
+                        r.is_some(),
+                        "acknowledged result of {id} lost (round {round})"
+                    );
+                    assert!(matches!(
+                        store.task(&id, 3).unwrap().state,
+                        TaskState::Done { .. }
+                    ));
                 }
                 "ev" => {
                     let seq: u64 = parts[2].parse().unwrap();
                     let found = events.iter().find(|(s, _)| *s == seq);
-                    assert_eq!(found.map(|(_, b)| b.as_slice()), Some(parts[3].as_bytes()), "event {seq} lost");
+                    assert_eq!(
+                        found.map(|(_, b)| b.as_slice()),
+                        Some(parts[3].as_bytes()),
+                        "event {seq} lost"
+                    );
                 }
                 "blob" => {
                     let id: ContentId = parts[2].parse().unwrap();
                     let bytes = store.blob(&id).unwrap().expect("acknowledged blob lost");
-                    assert_eq!(ContentId::of_bytes(&bytes), id, "blob {id} is not its bytes");
+                    assert_eq!(
+                        ContentId::of_bytes(&bytes),
+                        id,
+                        "blob {id} is not its bytes"
+                    );
                 }
                 other => panic!("unexpected ack kind {other}"),
             }
@@ -285,7 +457,10 @@ fn survives_kill_9() {
         // Event sequence numbers stay dense: a crash never leaves a hole.
         assert!(events.iter().enumerate().all(|(i, (s, _))| *s == i as u64));
         assert!(
-            std::fs::read_dir(dir.path().join("blobs")).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp")),
+            std::fs::read_dir(dir.path().join("blobs"))
+                .unwrap()
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().contains(".tmp")),
             "interrupted blob temp files are cleaned up on open"
         );
     }
