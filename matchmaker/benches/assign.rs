@@ -11,7 +11,9 @@
 use criterion::{BatchSize, Criterion, Throughput};
 use proofmesh_matchmaker::sim::{sim_task, zk_pipeline};
 use proofmesh_matchmaker::{AcceptAll, Config, Decision, Event, Matchmaker};
-use proofmesh_protocol::messages::{Assignment, Capacity, GpuInfo, OperatorAdvert, SignedResult, TaskResult};
+use proofmesh_protocol::messages::{
+    Assignment, Capacity, GpuInfo, OperatorAdvert, SignedResult, TaskResult,
+};
 use proofmesh_protocol::{ContentId, Keypair, Program, Signature, Workflow};
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -31,15 +33,31 @@ fn matchmaker(operators: u32, gpus: u32) -> Matchmaker {
                 memory_mb: 32_768 * u64::from(gpus),
                 disk_mb: 1_000_000,
                 gpus: (0..gpus)
-                    .map(|g| GpuInfo { index: g, model: "H100".into(), vram_mb: 81_920, uuid: String::new() })
+                    .map(|g| GpuInfo {
+                        index: g,
+                        model: "H100".into(),
+                        vram_mb: 81_920,
+                        uuid: String::new(),
+                    })
                     .collect(),
             },
-            programs: vec![Program { name: "work".into(), version: "1".into() }],
+            programs: vec![Program {
+                name: "work".into(),
+                version: "1".into(),
+            }],
             price_wei: 1_000 + u128::from(i % 7),
         };
         mm.handle(0, Event::OperatorAdvert(advert));
         // Established operators (on-chain history), as in a running network.
-        mm.handle(0, Event::Reputation { operator: key, completed: 100 + u64::from(i % 13), failed: u64::from(i % 3), slashed: 0 });
+        mm.handle(
+            0,
+            Event::Reputation {
+                operator: key,
+                completed: 100 + u64::from(i % 13),
+                failed: u64::from(i % 3),
+                slashed: 0,
+            },
+        );
     }
     mm
 }
@@ -49,13 +67,23 @@ fn flat(n: u32, salt: u64) -> Workflow {
         name: format!("flat-{salt}"),
         ordering: None,
         deadline_ms: 0,
-        tasks: (0..n).map(|i| sim_task(format!("t{i}"), "work", vec![], 10 + u64::from(i % 5), 3)).collect(),
+        tasks: (0..n)
+            .map(|i| sim_task(format!("t{i}"), "work", vec![], 10 + u64::from(i % 5), 3))
+            .collect(),
     }
 }
 
 fn submit(mm: &mut Matchmaker, wf: Workflow, out: &mut Vec<Decision>) {
     let id = wf.id();
-    mm.handle_into(1, Event::WorkflowSubmitted { id, workflow: wf, submitted_at_ms: 1 }, out);
+    mm.handle_into(
+        1,
+        Event::WorkflowSubmitted {
+            id,
+            workflow: wf,
+            submitted_at_ms: 1,
+        },
+        out,
+    );
 }
 
 fn result(a: &Assignment, now: u64) -> Event {
@@ -82,7 +110,12 @@ fn report_memory() {
     let mut out = Vec::new();
     submit(&mut mm, wf, &mut out);
     let e = mm.memory_estimate();
-    println!("memory: 1025-task pipeline: {} tracked tasks, {} bytes, {} bytes/task", e.tracked_tasks, e.bytes, e.per_task());
+    println!(
+        "memory: 1025-task pipeline: {} tracked tasks, {} bytes, {} bytes/task",
+        e.tracked_tasks,
+        e.bytes,
+        e.per_task()
+    );
     let mut mm = matchmaker(1000, 1);
     submit(&mut mm, flat(11_000, 0), &mut out);
     let e = mm.memory_estimate();
@@ -101,7 +134,13 @@ fn bench_dispatch(c: &mut Criterion) {
     let wf = flat(10_000, 1);
     g.bench_function("10k_ready_1000_ops", |b| {
         b.iter_batched(
-            || (clone_matchmaker(&base), wf.clone(), Vec::with_capacity(10_000)),
+            || {
+                (
+                    clone_matchmaker(&base),
+                    wf.clone(),
+                    Vec::with_capacity(10_000),
+                )
+            },
             |(mut mm, wf, mut out)| {
                 submit(&mut mm, wf, &mut out);
                 assert_eq!(out.len(), 10_000);

@@ -32,8 +32,13 @@ fn run() -> Result<(), String> {
             "--faults" => faults = true,
             "--gpus" => {
                 let v: String = parse(&a, args.next())?;
-                let mix = v.split(',').map(|x| x.trim().parse::<u32>()).collect::<Result<Vec<_>, _>>();
-                gpus = Some(mix.map_err(|_| format!("--gpus: expected a list like 8,16,24, got {v:?}"))?);
+                let mix = v
+                    .split(',')
+                    .map(|x| x.trim().parse::<u32>())
+                    .collect::<Result<Vec<_>, _>>();
+                gpus = Some(
+                    mix.map_err(|_| format!("--gpus: expected a list like 8,16,24, got {v:?}"))?,
+                );
             }
             "--leaf-ms" => leaf = parse(&a, args.next())?,
             "--agg-ms" => agg = parse(&a, args.next())?,
@@ -42,7 +47,11 @@ fn run() -> Result<(), String> {
             "--matchmakers" => matchmakers = parse(&a, args.next())?,
             "--kill-matchmaker-at" => kill_at = Some(parse(&a, args.next())?),
             "--fault-rate" => rate = Some(parse(&a, args.next())?),
-            other => return Err(format!("unknown flag {other}; see the doc comment of examples/simulate.rs")),
+            other => {
+                return Err(format!(
+                    "unknown flag {other}; see the doc comment of examples/simulate.rs"
+                ))
+            }
         }
     }
     if operators == 0 {
@@ -62,7 +71,9 @@ fn run() -> Result<(), String> {
         cfg.faults.per_attempt = r;
     }
     cfg.faults.kill_matchmaker_at_ms = kill_at;
-    let slots: u32 = (0..operators).map(|i| cfg.gpu_mix[i % cfg.gpu_mix.len()].max(1)).sum();
+    let slots: u32 = (0..operators)
+        .map(|i| cfg.gpu_mix[i % cfg.gpu_mix.len()].max(1))
+        .sum();
     let wf = zk_pipeline(leaves, leaf, agg, witness, fin);
     let n = wf.workflow.tasks.len();
     let started = std::time::Instant::now();

@@ -11,7 +11,12 @@ use proofmesh_protocol::{Task, Workflow};
 pub trait ResultChecker {
     /// `Ok(())` to accept; `Err(reason)` to reject (the reason goes into the verdict and the
     /// slashing evidence).
-    fn check(&mut self, workflow: &Workflow, task: &Task, result: &SignedResult) -> Result<(), String>;
+    fn check(
+        &mut self,
+        workflow: &Workflow,
+        task: &Task,
+        result: &SignedResult,
+    ) -> Result<(), String>;
 }
 
 /// The default checker: the operator's ed25519 signature over the result must verify.
@@ -19,8 +24,15 @@ pub trait ResultChecker {
 pub struct SignatureChecker;
 
 impl ResultChecker for SignatureChecker {
-    fn check(&mut self, _workflow: &Workflow, _task: &Task, result: &SignedResult) -> Result<(), String> {
-        result.verify().map_err(|e| format!("bad result signature: {e}"))
+    fn check(
+        &mut self,
+        _workflow: &Workflow,
+        _task: &Task,
+        result: &SignedResult,
+    ) -> Result<(), String> {
+        result
+            .verify()
+            .map_err(|e| format!("bad result signature: {e}"))
     }
 }
 
@@ -30,7 +42,12 @@ impl ResultChecker for SignatureChecker {
 pub struct AcceptAll;
 
 impl ResultChecker for AcceptAll {
-    fn check(&mut self, _workflow: &Workflow, _task: &Task, _result: &SignedResult) -> Result<(), String> {
+    fn check(
+        &mut self,
+        _workflow: &Workflow,
+        _task: &Task,
+        _result: &SignedResult,
+    ) -> Result<(), String> {
         Ok(())
     }
 }
@@ -39,7 +56,12 @@ impl<F> ResultChecker for F
 where
     F: FnMut(&Workflow, &Task, &SignedResult) -> Result<(), String>,
 {
-    fn check(&mut self, workflow: &Workflow, task: &Task, result: &SignedResult) -> Result<(), String> {
+    fn check(
+        &mut self,
+        workflow: &Workflow,
+        task: &Task,
+        result: &SignedResult,
+    ) -> Result<(), String> {
         self(workflow, task, result)
     }
 }

@@ -63,6 +63,7 @@ impl Default for Config {
 impl Config {
     /// Silence after which an operator is presumed down.
     pub fn liveness_timeout_ms(&self) -> u64 {
-        self.heartbeat_interval_ms.saturating_mul(u64::from(self.missed_heartbeats.max(1)))
+        self.heartbeat_interval_ms
+            .saturating_mul(u64::from(self.missed_heartbeats.max(1)))
     }
 }

@@ -46,6 +46,8 @@ struct ReadyKey {
 enum Status {
     Waiting,
     Ready,
+    /// Refused by an operator: requeued when its `Requeue` timer fires.
+    Backoff,
     Inflight,
     Done,
 }
@@ -124,7 +126,7 @@ struct Class {
 struct Stream {
     /// (sequence, workflow slot) not yet final.
     pending: BTreeSet<(u64, u32)>,
-    /// Highest sequence finalized so far.
+    /// Highest sequence finalized so far (for introspection and late arrivals).
     finalized_upto: Option<u64>,
 }
 
@@ -134,6 +136,7 @@ enum TimerKind {
     Deadline,
     Evidence,
     WorkflowDeadline,
+    Requeue,
 }
 
 type Timer = (u64, TimerKind, u32, u32, u32);
@@ -319,7 +322,10 @@ impl Matchmaker {
     /// Whether the workflow has finished (finalized or failed).
     pub fn is_finished(&self, workflow: &WorkflowId) -> Option<bool> {
         let w = *self.st.wf_index.get(workflow)?;
-        Some(matches!(self.st.wfs[w as usize].phase, Phase::Finalized | Phase::Failed))
+        Some(matches!(
+            self.st.wfs[w as usize].phase,
+            Phase::Finalized | Phase::Failed
+        ))
     }
 
     /// Check internal invariants: every operator's free capacity equals its total minus the
@@ -341,12 +347,14 @@ impl State {
             Some(&w) => routing_key(id, &self.wfs[w as usize].workflow),
             None => *id,
         };
-        self.live_matchmakers.is_empty() || active_matchmaker(&key, &self.live_matchmakers) == Some(self.cfg.me)
+        self.live_matchmakers.is_empty()
+            || active_matchmaker(&key, &self.live_matchmakers) == Some(self.cfg.me)
     }
 
     fn is_active_new(&self, id: &WorkflowId, workflow: &Workflow) -> bool {
         self.live_matchmakers.is_empty()
-            || active_matchmaker(&routing_key(id, workflow), &self.live_matchmakers) == Some(self.cfg.me)
+            || active_matchmaker(&routing_key(id, workflow), &self.live_matchmakers)
+                == Some(self.cfg.me)
     }
 
     fn emit(&mut self, w: u32, d: Decision) {
@@ -360,9 +368,15 @@ impl State {
     fn apply(&mut self, event: Event, checker: &mut dyn ResultChecker) {
         match event {
             Event::Tick => {}
-            Event::WorkflowSubmitted { id, workflow, submitted_at_ms } => self.submit(id, workflow, submitted_at_ms),
+            Event::WorkflowSubmitted {
+                id,
+                workflow,
+                submitted_at_ms,
+            } => self.submit(id, workflow, submitted_at_ms),
             Event::OperatorAdvert(a) => self.advert(&a),
-            Event::Heartbeat(Heartbeat { operator, .. }) | Event::OperatorUp(operator) => self.seen(&operator),
+            Event::Heartbeat(Heartbeat { operator, .. }) | Event::OperatorUp(operator) => {
+                self.seen(&operator)
+            }
             Event::OperatorDown(operator) => {
                 if let Some(&o) = self.op_index.get(&operator) {
                     self.operator_down(o);
@@ -371,9 +385,12 @@ impl State {
             Event::Acceptance(a) => self.acceptance(a),
             Event::Result(r) => self.result(r, checker),
             Event::Failure(f) => self.failure(f),
-            Event::Reputation { operator, completed, failed, slashed } => {
-                self.reputation(operator, completed, failed, slashed)
-            }
+            Event::Reputation {
+                operator,
+                completed,
+                failed,
+                slashed,
+            } => self.reputation(operator, completed, failed, slashed),
             Event::Matchmakers(live) => self.matchmakers(live, checker),
             Event::Assigned(a) => self.observed_assignment(a),
             Event::Verdict(v) => self.observed_verdict(v),
@@ -397,8 +414,14 @@ impl State {
         }
         let c = self.classes.len() as u32;
         self.class_index.insert((pid, res, max_price), c);
-        let mut class =
-            Class { program: pid, res, max_price, ready: BTreeSet::new(), ops: BTreeSet::new(), live_eligible: 0 };
+        let mut class = Class {
+            program: pid,
+            res,
+            max_price,
+            ready: BTreeSet::new(),
+            ops: BTreeSet::new(),
+            live_eligible: 0,
+        };
         for (o, op) in self.ops.iter_mut().enumerate() {
             if op.runs(program) && op.price_wei <= max_price && op.could_fit(&res) {
                 op.classes.push(c);
@@ -421,8 +444,11 @@ impl State {
         let n = workflow.tasks.len();
         let w = self.wfs.len() as u32;
         let active = self.is_active_new(&id, &workflow);
-        let deadline_abs =
-            if workflow.deadline_ms == 0 { u64::MAX } else { submitted_at.saturating_add(workflow.deadline_ms) };
+        let deadline_abs = if workflow.deadline_ms == 0 {
+            u64::MAX
+        } else {
+            submitted_at.saturating_add(workflow.deadline_ms)
+        };
         let sequence = workflow.ordering.as_ref().map_or(0, |o| o.sequence);
         let mut state = WorkflowState {
             id,
@@ -443,7 +469,13 @@ impl State {
                 state.phase = Phase::Failed;
                 self.wf_index.insert(id, w);
                 self.wfs.push(state);
-                self.emit(w, Decision::WorkflowFailed { workflow: id, reason: FailureReason::Invalid(why) });
+                self.emit(
+                    w,
+                    Decision::WorkflowFailed {
+                        workflow: id,
+                        reason: FailureReason::Invalid(why),
+                    },
+                );
                 return;
             }
         };
@@ -513,7 +545,8 @@ impl State {
             }
         }
         if deadline_abs != u64::MAX && active {
-            self.timers.insert((deadline_abs, TimerKind::WorkflowDeadline, w, NONE, 0));
+            self.timers
+                .insert((deadline_abs, TimerKind::WorkflowDeadline, w, NONE, 0));
         }
         if let Some(early) = self.early.remove(&id) {
             self.early_len -= early.len();
@@ -532,10 +565,16 @@ impl State {
     /// ours down to earlier ones, so that N always sorts before N+1.
     fn join_stream(&mut self, w: u32, stream: &str, seq: u64) {
         let s = self.streams.entry(stream.to_string()).or_default();
-        let later_min = s.pending.range((seq + 1, 0)..).map(|&(_, o)| self.wfs[o as usize].eff_deadline).min();
+        let later_min = s
+            .pending
+            .range((seq + 1, 0)..)
+            .map(|&(_, o)| self.wfs[o as usize].eff_deadline)
+            .min();
         let earlier: Vec<u32> = s.pending.range(..(seq, 0)).rev().map(|&(_, o)| o).collect();
         s.pending.insert((seq, w));
-        let eff = later_min.map_or(self.wfs[w as usize].deadline_abs, |m| m.min(self.wfs[w as usize].deadline_abs));
+        let eff = later_min.map_or(self.wfs[w as usize].deadline_abs, |m| {
+            m.min(self.wfs[w as usize].deadline_abs)
+        });
         self.wfs[w as usize].eff_deadline = eff;
         for o in earlier {
             if self.wfs[o as usize].eff_deadline <= eff {
@@ -551,7 +590,9 @@ impl State {
             if !wf.active {
                 Vec::new()
             } else {
-                (0..wf.tasks.len() as u32).filter(|&i| wf.tasks[i as usize].status == Status::Ready).collect()
+                (0..wf.tasks.len() as u32)
+                    .filter(|&i| wf.tasks[i as usize].status == Status::Ready)
+                    .collect()
             }
         };
         for &i in &queued {
@@ -626,8 +667,15 @@ impl State {
         let mut classes = Vec::new();
         for (c, class) in self.classes.iter().enumerate() {
             let op = &self.ops[o as usize];
-            let program = self.programs.iter().find(|(_, &id)| id == class.program).map(|(p, _)| p);
-            if program.is_some_and(|p| op.runs(p)) && op.price_wei <= class.max_price && op.could_fit(&class.res) {
+            let program = self
+                .programs
+                .iter()
+                .find(|(_, &id)| id == class.program)
+                .map(|(p, _)| p);
+            if program.is_some_and(|p| op.runs(p))
+                && op.price_wei <= class.max_price
+                && op.could_fit(&class.res)
+            {
                 classes.push(c as u32);
             }
         }
@@ -658,7 +706,9 @@ impl State {
         let cfg = &self.cfg;
         let op = &mut self.ops[o as usize];
         let old = op.set_key;
-        op.set_key = -op.rep.score(cfg, op.price_wei, op.tasks.len() as u32, op.slots());
+        op.set_key = -op
+            .rep
+            .score(cfg, op.price_wei, op.tasks.len() as u32, op.slots());
         for &c in &op.classes {
             let class = &mut self.classes[c as usize];
             class.ops.remove(&(old, o));
@@ -669,7 +719,9 @@ impl State {
     }
 
     fn seen(&mut self, key: &PublicKey) {
-        let Some(&o) = self.op_index.get(key) else { return };
+        let Some(&o) = self.op_index.get(key) else {
+            return;
+        };
         let expiry = self.now.saturating_add(self.cfg.liveness_timeout_ms());
         let op = &mut self.ops[o as usize];
         self.liveness.remove(&(op.expiry_ms, o));
@@ -703,7 +755,8 @@ impl State {
                 if let Some(acc) = inf.accepted.clone() {
                     if self.wfs[w as usize].active {
                         let key = (w, i, inf.attempt);
-                        self.timers.insert((inf.deadline, TimerKind::Evidence, w, i, inf.attempt));
+                        self.timers
+                            .insert((inf.deadline, TimerKind::Evidence, w, i, inf.attempt));
                         self.evidence.insert(key, (acc, inf.deadline));
                     }
                 }
@@ -722,13 +775,20 @@ impl State {
                 self.refresh_op(o);
             }
             None => {
-                self.pending_reputation.insert(key, (completed, failed, slashed));
+                self.pending_reputation
+                    .insert(key, (completed, failed, slashed));
             }
         }
     }
 
     /// The current attempt of (workflow, task) if it is held by `operator` with `attempt`.
-    fn current(&self, wf: &WorkflowId, task: u32, attempt: u32, operator: &PublicKey) -> Option<(u32, u32)> {
+    fn current(
+        &self,
+        wf: &WorkflowId,
+        task: u32,
+        attempt: u32,
+        operator: &PublicKey,
+    ) -> Option<(u32, u32)> {
         let &w = self.wf_index.get(wf)?;
         let slot = self.wfs[w as usize].tasks.get(task as usize)?;
         let inf = slot.inflight.as_ref()?;
@@ -741,8 +801,12 @@ impl State {
             self.buffer_early(a.workflow, Event::Acceptance(a));
             return;
         }
-        let Some((w, i)) = self.current(&a.workflow, a.task, a.attempt, &a.operator) else { return };
-        let Some(inf) = self.wfs[w as usize].tasks[i as usize].inflight.as_mut() else { return };
+        let Some((w, i)) = self.current(&a.workflow, a.task, a.attempt, &a.operator) else {
+            return;
+        };
+        let Some(inf) = self.wfs[w as usize].tasks[i as usize].inflight.as_mut() else {
+            return;
+        };
         if inf.accepted.is_none() && inf.assignment_id == a.assignment {
             inf.accepted = Some(a);
         }
@@ -750,7 +814,9 @@ impl State {
 
     fn failure(&mut self, f: TaskFailure) {
         self.seen(&f.operator);
-        let Some((w, i)) = self.current(&f.workflow, f.task, f.attempt, &f.operator) else { return };
+        let Some((w, i)) = self.current(&f.workflow, f.task, f.attempt, &f.operator) else {
+            return;
+        };
         self.end_attempt(w, i, AttemptCause::Declared(f.cause), false);
     }
 
@@ -765,7 +831,9 @@ impl State {
                 }
             }
         }
-        let Some((w, i)) = self.current(&res.workflow, res.task, res.attempt, &res.operator) else { return };
+        let Some((w, i)) = self.current(&res.workflow, res.task, res.attempt, &res.operator) else {
+            return;
+        };
         if !self.wfs[w as usize].active {
             if let Some(inf) = self.wfs[w as usize].tasks[i as usize].inflight.as_mut() {
                 inf.pending_result = Some(r);
@@ -787,9 +855,18 @@ impl State {
             Err(reason) => {
                 self.emit(
                     w,
-                    Decision::Verdict(Verdict::Rejected { result: r.clone(), reason: reason.clone() }),
+                    Decision::Verdict(Verdict::Rejected {
+                        result: r.clone(),
+                        reason: reason.clone(),
+                    }),
                 );
-                self.emit(w, Decision::Slash(SlashEvidence::InvalidResult { result: r, reason: reason.clone() }));
+                self.emit(
+                    w,
+                    Decision::Slash(SlashEvidence::InvalidResult {
+                        result: r,
+                        reason: reason.clone(),
+                    }),
+                );
                 self.end_attempt(w, i, AttemptCause::InvalidResult(reason), false);
             }
         }
@@ -804,8 +881,34 @@ impl State {
             op.release(&res, &inf.gpus);
         }
         op.tasks.remove(&(w, i));
+        if inf.reserved {
+            self.reserve_deferred(inf.op);
+        }
         self.refresh_op(inf.op);
         Some(inf)
+    }
+
+    /// Gossiped assignments that did not fit our view of an operator (our view lagged: we had
+    /// not yet seen the release that made room) take their reservation as soon as room appears.
+    fn reserve_deferred(&mut self, o: u32) {
+        let held: Vec<(u32, u32)> = self.ops[o as usize].tasks.iter().copied().collect();
+        for (w, i) in held {
+            let Some(slot) = self.wfs[w as usize].tasks.get(i as usize) else {
+                continue;
+            };
+            let res = self.classes[slot.class as usize].res;
+            let Some(inf) = slot.inflight.as_ref() else {
+                continue;
+            };
+            if inf.reserved {
+                continue;
+            }
+            if self.ops[o as usize].reserve_exact(&res, &inf.gpus) {
+                if let Some(inf) = self.wfs[w as usize].tasks[i as usize].inflight.as_mut() {
+                    inf.reserved = true;
+                }
+            }
+        }
     }
 
     /// Mark a task done with result `r` (the caller has judged or observed it accepted).
@@ -831,7 +934,10 @@ impl State {
         slot.output = r.result.output;
         slot.history = Vec::new();
         wf.remaining = wf.remaining.saturating_sub(1);
-        let (a, b) = (wf.dep_off[i as usize] as usize, wf.dep_off[i as usize + 1] as usize);
+        let (a, b) = (
+            wf.dep_off[i as usize] as usize,
+            wf.dep_off[i as usize + 1] as usize,
+        );
         for k in a..b {
             let d = self.wfs[w as usize].dependents[k];
             let slot = &mut self.wfs[w as usize].tasks[d as usize];
@@ -852,16 +958,24 @@ impl State {
 
     /// Finalize completed workflows, holding a stream's sequence N+1 until N is final.
     fn finalize(&mut self, w: u32) {
-        let Some(stream) = self.wfs[w as usize].workflow.ordering.as_ref().map(|o| o.stream.clone()) else {
+        let Some(stream) = self.wfs[w as usize]
+            .workflow
+            .ordering
+            .as_ref()
+            .map(|o| o.stream.clone())
+        else {
             self.finalize_one(w);
             return;
         };
         loop {
-            let Some(s) = self.streams.get_mut(&stream) else { return };
-            let Some(&(seq, o)) = s.pending.first() else { return };
-            if s.finalized_upto.is_some_and(|done| seq > done.saturating_add(1)) {
-                return; // a gap: an earlier sequence has not even been submitted
-            }
+            let Some(s) = self.streams.get_mut(&stream) else {
+                return;
+            };
+            let Some(&(seq, o)) = s.pending.first() else {
+                return;
+            };
+            // Sequences need not be contiguous: only earlier sequences this matchmaker knows of
+            // hold a later one (one never submitted cannot be waited for without stalling).
             if self.wfs[o as usize].phase == Phase::Running {
                 return;
             }
@@ -882,7 +996,13 @@ impl State {
             .map(|i| (i as u32, wf.tasks[i].output))
             .collect();
         let id = wf.id;
-        self.emit(w, Decision::WorkflowCompleted { workflow: id, outputs });
+        self.emit(
+            w,
+            Decision::WorkflowCompleted {
+                workflow: id,
+                outputs,
+            },
+        );
         self.forget(w);
     }
 
@@ -898,13 +1018,21 @@ impl State {
     /// End the current attempt of a task and requeue it, or fail the workflow when its attempts
     /// are used up. `cancel`: tell the operator to stop (it may still be running it).
     fn end_attempt(&mut self, w: u32, i: u32, cause: AttemptCause, cancel: bool) {
-        let Some(inf) = self.release_inflight(w, i) else { return };
+        let Some(inf) = self.release_inflight(w, i) else {
+            return;
+        };
         let operator = self.ops[inf.op as usize].key;
         if cancel {
             let id = self.wfs[w as usize].id;
             self.emit(
                 w,
-                Decision::Cancel { workflow: id, task: i, attempt: inf.attempt, operator, reason: cause.clone() },
+                Decision::Cancel {
+                    workflow: id,
+                    task: i,
+                    attempt: inf.attempt,
+                    operator,
+                    reason: cause.clone(),
+                },
             );
         }
         let counts = cause.counts();
@@ -912,21 +1040,51 @@ impl State {
             self.ops[inf.op as usize].rep.record_failure();
             self.refresh_op(inf.op);
         }
-        let max_attempts = self.wfs[w as usize].workflow.tasks[i as usize].max_attempts.max(1);
+        let max_attempts = self.wfs[w as usize].workflow.tasks[i as usize]
+            .max_attempts
+            .max(1);
         let slot = &mut self.wfs[w as usize].tasks[i as usize];
         if cause != AttemptCause::Superseded && cause != AttemptCause::WorkflowEnded {
             slot.last_failed_by = inf.op;
         }
-        slot.history.push(AttemptRecord { attempt: inf.attempt, operator, cause });
+        slot.history.push(AttemptRecord {
+            attempt: inf.attempt,
+            operator,
+            cause,
+        });
         if counts {
             slot.failures += 1;
         }
         if slot.failures >= max_attempts {
             let attempts = std::mem::take(&mut slot.history);
             let name = self.wfs[w as usize].workflow.tasks[i as usize].name.clone();
-            self.fail_workflow(w, FailureReason::AttemptsExhausted { task: i, name, attempts });
+            self.fail_workflow(
+                w,
+                FailureReason::AttemptsExhausted {
+                    task: i,
+                    name,
+                    attempts,
+                },
+            );
         } else if self.wfs[w as usize].phase == Phase::Running {
-            self.make_ready(w, i);
+            let refused = matches!(
+                self.wfs[w as usize].tasks[i as usize]
+                    .history
+                    .last()
+                    .map(|r| &r.cause),
+                Some(AttemptCause::Declared(
+                    proofmesh_protocol::messages::FailureCause::Refused(_)
+                ))
+            );
+            if refused && self.wfs[w as usize].active {
+                // Back off: an immediate retry would meet the same stale view.
+                self.wfs[w as usize].tasks[i as usize].status = Status::Backoff;
+                let at = self.now.saturating_add(self.cfg.accept_timeout_ms.max(1));
+                self.timers
+                    .insert((at, TimerKind::Requeue, w, i, inf.attempt));
+            } else {
+                self.make_ready(w, i);
+            }
         }
     }
 
@@ -958,7 +1116,13 @@ impl State {
             }
         }
         let id = self.wfs[w as usize].id;
-        self.emit(w, Decision::WorkflowFailed { workflow: id, reason });
+        self.emit(
+            w,
+            Decision::WorkflowFailed {
+                workflow: id,
+                reason,
+            },
+        );
         if self.wfs[w as usize].workflow.ordering.is_some() {
             self.finalize(w);
         }
@@ -996,7 +1160,8 @@ impl State {
         self.wfs[w as usize].active = true;
         let deadline = self.wfs[w as usize].deadline_abs;
         if deadline != u64::MAX {
-            self.timers.insert((deadline, TimerKind::WorkflowDeadline, w, NONE, 0));
+            self.timers
+                .insert((deadline, TimerKind::WorkflowDeadline, w, NONE, 0));
         }
         if self.wfs[w as usize].phase == Phase::Completed {
             self.finalize(w);
@@ -1007,10 +1172,13 @@ impl State {
             let slot = &mut self.wfs[w as usize].tasks[i as usize];
             match slot.status {
                 Status::Ready => self.enqueue(w, i),
+                Status::Backoff => self.make_ready(w, i),
                 Status::Inflight => {
                     if let Some(inf) = slot.inflight.as_mut() {
-                        self.timers.insert((inf.accept_by, TimerKind::AcceptBy, w, i, inf.attempt));
-                        self.timers.insert((inf.deadline, TimerKind::Deadline, w, i, inf.attempt));
+                        self.timers
+                            .insert((inf.accept_by, TimerKind::AcceptBy, w, i, inf.attempt));
+                        self.timers
+                            .insert((inf.deadline, TimerKind::Deadline, w, i, inf.attempt));
                         if let Some(r) = inf.pending_result.take() {
                             held.push((i, r));
                         }
@@ -1045,18 +1213,27 @@ impl State {
         if self.wfs[w as usize].phase != Phase::Running {
             return;
         }
-        let Some(slot) = self.wfs[w as usize].tasks.get(a.task as usize) else { return };
-        if a.attempt <= slot.attempts || slot.status == Status::Done || slot.status == Status::Waiting {
+        let Some(slot) = self.wfs[w as usize].tasks.get(a.task as usize) else {
+            return;
+        };
+        if a.attempt <= slot.attempts
+            || slot.status == Status::Done
+            || slot.status == Status::Waiting
+        {
             return;
         }
-        let Some(&o) = self.op_index.get(&a.operator) else { return };
+        let Some(&o) = self.op_index.get(&a.operator) else {
+            return;
+        };
         if slot.status == Status::Inflight {
             self.end_attempt(w, a.task, AttemptCause::Superseded, false);
         }
         if self.wfs[w as usize].phase != Phase::Running {
             return;
         }
-        if self.wfs[w as usize].tasks[a.task as usize].status == Status::Ready && self.wfs[w as usize].active {
+        if self.wfs[w as usize].tasks[a.task as usize].status == Status::Ready
+            && self.wfs[w as usize].active
+        {
             self.dequeue(w, a.task);
         }
         let c = self.wfs[w as usize].tasks[a.task as usize].class;
@@ -1082,8 +1259,10 @@ impl State {
             pending_result: None,
         }));
         if active {
-            self.timers.insert((a.accept_by_ms, TimerKind::AcceptBy, w, a.task, a.attempt));
-            self.timers.insert((a.deadline_ms, TimerKind::Deadline, w, a.task, a.attempt));
+            self.timers
+                .insert((a.accept_by_ms, TimerKind::AcceptBy, w, a.task, a.attempt));
+            self.timers
+                .insert((a.deadline_ms, TimerKind::Deadline, w, a.task, a.attempt));
         }
     }
 
@@ -1100,7 +1279,9 @@ impl State {
             return;
         }
         let i = r.result.task;
-        let Some(slot) = self.wfs[w as usize].tasks.get(i as usize) else { return };
+        let Some(slot) = self.wfs[w as usize].tasks.get(i as usize) else {
+            return;
+        };
         match v {
             Verdict::Accepted(r) => {
                 if slot.status != Status::Done {
@@ -1110,7 +1291,10 @@ impl State {
             }
             Verdict::Rejected { result, reason } => {
                 let res = &result.result;
-                if self.current(&res.workflow, i, res.attempt, &res.operator).is_some() {
+                if self
+                    .current(&res.workflow, i, res.attempt, &res.operator)
+                    .is_some()
+                {
                     self.end_attempt(w, i, AttemptCause::InvalidResult(reason), false);
                 }
             }
@@ -1140,27 +1324,70 @@ impl State {
             }
             match kind {
                 TimerKind::WorkflowDeadline => {
-                    let unfinished = wf.tasks.iter().filter(|t| t.status != Status::Done).count() as u32;
-                    let first = wf.tasks.iter().position(|t| t.status != Status::Done).unwrap_or(0);
-                    let first_unfinished = wf.workflow.tasks.get(first).map(|t| t.name.clone()).unwrap_or_default();
-                    self.fail_workflow(w, FailureReason::DeadlineExceeded { unfinished, first_unfinished });
+                    let unfinished =
+                        wf.tasks.iter().filter(|t| t.status != Status::Done).count() as u32;
+                    let first = wf
+                        .tasks
+                        .iter()
+                        .position(|t| t.status != Status::Done)
+                        .unwrap_or(0);
+                    let first_unfinished = wf
+                        .workflow
+                        .tasks
+                        .get(first)
+                        .map(|t| t.name.clone())
+                        .unwrap_or_default();
+                    self.fail_workflow(
+                        w,
+                        FailureReason::DeadlineExceeded {
+                            unfinished,
+                            first_unfinished,
+                        },
+                    );
+                }
+                TimerKind::Requeue => {
+                    if wf
+                        .tasks
+                        .get(i as usize)
+                        .is_some_and(|t| t.status == Status::Backoff)
+                    {
+                        self.make_ready(w, i);
+                    }
                 }
                 TimerKind::Evidence => {
-                    if let Some((acceptance, deadline_ms)) = self.evidence.remove(&(w, i, attempt)) {
-                        self.emit(w, Decision::Slash(SlashEvidence::MissedDeadline { acceptance, deadline_ms }));
+                    if let Some((acceptance, deadline_ms)) = self.evidence.remove(&(w, i, attempt))
+                    {
+                        self.emit(
+                            w,
+                            Decision::Slash(SlashEvidence::MissedDeadline {
+                                acceptance,
+                                deadline_ms,
+                            }),
+                        );
                     }
                 }
                 TimerKind::AcceptBy | TimerKind::Deadline => {
-                    let Some(inf) = wf.tasks.get(i as usize).and_then(|s| s.inflight.as_ref()) else { continue };
+                    let Some(inf) = wf.tasks.get(i as usize).and_then(|s| s.inflight.as_ref())
+                    else {
+                        continue;
+                    };
                     if inf.attempt != attempt {
                         continue;
                     }
                     match (kind, inf.accepted.clone()) {
-                        (TimerKind::AcceptBy, None) => self.end_attempt(w, i, AttemptCause::AcceptTimeout, true),
+                        (TimerKind::AcceptBy, None) => {
+                            self.end_attempt(w, i, AttemptCause::AcceptTimeout, true)
+                        }
                         (TimerKind::Deadline, acc) => {
                             if let Some(acceptance) = acc {
                                 let deadline_ms = inf.deadline;
-                                self.emit(w, Decision::Slash(SlashEvidence::MissedDeadline { acceptance, deadline_ms }));
+                                self.emit(
+                                    w,
+                                    Decision::Slash(SlashEvidence::MissedDeadline {
+                                        acceptance,
+                                        deadline_ms,
+                                    }),
+                                );
                             }
                             self.end_attempt(w, i, AttemptCause::ResultTimeout, true);
                         }
@@ -1191,8 +1418,12 @@ impl State {
             }
             let Some((_, c)) = best else { break };
             let mut placed = false;
-            let candidates: Vec<ReadyKey> =
-                self.classes[c as usize].ready.iter().take(self.cfg.max_skip.max(1)).copied().collect();
+            let candidates: Vec<ReadyKey> = self.classes[c as usize]
+                .ready
+                .iter()
+                .take(self.cfg.max_skip.max(1))
+                .copied()
+                .collect();
             for key in candidates {
                 if let Some(o) = self.pick_operator(c, &key) {
                     self.assign(c, key, o);
@@ -1220,7 +1451,9 @@ impl State {
                 continue;
             }
             let op = &self.ops[o as usize];
-            if op.rep.on_probation(&self.cfg) && op.tasks.len() as u32 >= self.cfg.probation_inflight {
+            if op.rep.on_probation(&self.cfg)
+                && op.tasks.len() as u32 >= self.cfg.probation_inflight
+            {
                 probation.get_or_insert(o);
                 continue;
             }
@@ -1251,7 +1484,9 @@ impl State {
         slot.attempts += 1;
         slot.status = Status::Inflight;
         let accept_by = now.saturating_add(self.cfg.accept_timeout_ms);
-        let deadline = accept_by.saturating_add(task.timeout_ms).saturating_add(self.cfg.result_grace_ms);
+        let deadline = accept_by
+            .saturating_add(task.timeout_ms)
+            .saturating_add(self.cfg.result_grace_ms);
         let a = Assignment {
             workflow: wf.id,
             task: i,
@@ -1276,8 +1511,10 @@ impl State {
             accepted: None,
             pending_result: None,
         }));
-        self.timers.insert((accept_by, TimerKind::AcceptBy, w, i, a.attempt));
-        self.timers.insert((deadline, TimerKind::Deadline, w, i, a.attempt));
+        self.timers
+            .insert((accept_by, TimerKind::AcceptBy, w, i, a.attempt));
+        self.timers
+            .insert((deadline, TimerKind::Deadline, w, i, a.attempt));
         self.out.push(Decision::Assign(a));
     }
 
@@ -1288,13 +1525,18 @@ impl State {
             let mut used = Resources::default();
             let mut gpus_held: Vec<u32> = Vec::new();
             for &(w, i) in &op.tasks {
-                let slot = self.wfs[w as usize]
-                    .tasks
-                    .get(i as usize)
-                    .ok_or_else(|| format!("operator {o} holds task {i} of a forgotten workflow {w}"))?;
-                let inf = slot.inflight.as_ref().ok_or_else(|| format!("operator {o} holds idle task {w}/{i}"))?;
+                let slot = self.wfs[w as usize].tasks.get(i as usize).ok_or_else(|| {
+                    format!("operator {o} holds task {i} of a forgotten workflow {w}")
+                })?;
+                let inf = slot
+                    .inflight
+                    .as_ref()
+                    .ok_or_else(|| format!("operator {o} holds idle task {w}/{i}"))?;
                 if inf.op != o as u32 {
-                    return Err(format!("task {w}/{i} held by operator {o} but in flight on {}", inf.op));
+                    return Err(format!(
+                        "task {w}/{i} held by operator {o} but in flight on {}",
+                        inf.op
+                    ));
                 }
                 if !inf.reserved {
                     continue;
@@ -1307,37 +1549,67 @@ impl State {
                     if gpus_held.contains(g) {
                         return Err(format!("operator {o}: GPU {g} held by two tasks"));
                     }
-                    let slot = op.gpus.iter().find(|s| s.index == *g).ok_or_else(|| format!("operator {o}: no GPU {g}"))?;
+                    let slot = op
+                        .gpus
+                        .iter()
+                        .find(|s| s.index == *g)
+                        .ok_or_else(|| format!("operator {o}: no GPU {g}"))?;
                     if slot.vram_mb < r.vram_mb {
-                        return Err(format!("operator {o}: GPU {g} has {} MiB < {} MiB", slot.vram_mb, r.vram_mb));
+                        return Err(format!(
+                            "operator {o}: GPU {g} has {} MiB < {} MiB",
+                            slot.vram_mb, r.vram_mb
+                        ));
                     }
                     gpus_held.push(*g);
                 }
             }
-            if used.cpu > op.total.cpu || used.memory_mb > op.total.memory_mb || used.disk_mb > op.total.disk_mb {
-                return Err(format!("operator {o} oversubscribed: {used:?} of {:?}", op.total));
+            if used.cpu > op.total.cpu
+                || used.memory_mb > op.total.memory_mb
+                || used.disk_mb > op.total.disk_mb
+            {
+                return Err(format!(
+                    "operator {o} oversubscribed: {used:?} of {:?}",
+                    op.total
+                ));
             }
-            if op.free.cpu != op.total.cpu - used.cpu || op.free.memory_mb != op.total.memory_mb - used.memory_mb {
-                return Err(format!("operator {o}: free {:?} != total {:?} - used {used:?}", op.free, op.total));
+            if op.free.cpu != op.total.cpu - used.cpu
+                || op.free.memory_mb != op.total.memory_mb - used.memory_mb
+            {
+                return Err(format!(
+                    "operator {o}: free {:?} != total {:?} - used {used:?}",
+                    op.free, op.total
+                ));
             }
             let busy = op.gpus.iter().filter(|g| g.busy).count();
             if busy != gpus_held.len() {
-                return Err(format!("operator {o}: {busy} GPUs busy but {} held", gpus_held.len()));
+                return Err(format!(
+                    "operator {o}: {busy} GPUs busy but {} held",
+                    gpus_held.len()
+                ));
             }
             for &c in &op.classes {
-                let member = self.classes[c as usize].ops.contains(&(op.set_key, o as u32));
+                let member = self.classes[c as usize]
+                    .ops
+                    .contains(&(op.set_key, o as u32));
                 let should = op.up && op.fits(&self.classes[c as usize].res);
                 if member != should {
-                    return Err(format!("operator {o} membership in class {c} is {member}, should be {should}"));
+                    return Err(format!(
+                        "operator {o} membership in class {c} is {member}, should be {should}"
+                    ));
                 }
             }
         }
         for (w, wf) in self.wfs.iter().enumerate() {
             for (i, t) in wf.tasks.iter().enumerate() {
-                let queued = self.classes[t.class as usize].ready.contains(&self.key(w as u32, i as u32));
+                let queued = self.classes[t.class as usize]
+                    .ready
+                    .contains(&self.key(w as u32, i as u32));
                 let should = t.status == Status::Ready && wf.active && wf.phase == Phase::Running;
                 if queued != should {
-                    return Err(format!("task {w}/{i} queued={queued} but status {:?}", t.status));
+                    return Err(format!(
+                        "task {w}/{i} queued={queued} but status {:?}",
+                        t.status
+                    ));
                 }
                 if t.status == Status::Inflight && t.inflight.is_none() {
                     return Err(format!("task {w}/{i} in flight without an attempt"));
@@ -1359,8 +1631,10 @@ impl State {
             bytes += size_of::<WorkflowState>() + wf.workflow.name.capacity();
             bytes += wf.workflow.tasks.capacity() * size_of::<proofmesh_protocol::Task>();
             for t in &wf.workflow.tasks {
-                bytes += t.name.capacity() + t.program.name.capacity() + t.program.version.capacity();
-                bytes += t.args.capacity() * size_of::<String>() + t.args.iter().map(String::capacity).sum::<usize>();
+                bytes +=
+                    t.name.capacity() + t.program.name.capacity() + t.program.version.capacity();
+                bytes += t.args.capacity() * size_of::<String>()
+                    + t.args.iter().map(String::capacity).sum::<usize>();
                 bytes += t.inputs.capacity() * size_of::<proofmesh_protocol::workflow::Input>();
                 bytes += t.deps.capacity() * 4;
             }
@@ -1380,7 +1654,10 @@ impl State {
             bytes += (wf.dep_off.capacity() + wf.dependents.capacity()) * 4;
             bytes += 64; // wf_index entry
         }
-        MemoryEstimate { tracked_tasks: tracked, bytes }
+        MemoryEstimate {
+            tracked_tasks: tracked,
+            bytes,
+        }
     }
 }
 
@@ -1399,7 +1676,10 @@ fn topo_order(wf: &Workflow) -> Result<Vec<u32>, String> {
     for (i, t) in wf.tasks.iter().enumerate() {
         for &d in &t.deps {
             if d as usize >= n {
-                return Err(format!("task {} depends on task #{d}, which does not exist", t.name));
+                return Err(format!(
+                    "task {} depends on task #{d}, which does not exist",
+                    t.name
+                ));
             }
             if d as usize == i {
                 return Err(format!("task {} depends on itself", t.name));
@@ -1422,7 +1702,10 @@ fn topo_order(wf: &Workflow) -> Result<Vec<u32>, String> {
     }
     if order.len() != n {
         let on_cycle = indeg.iter().position(|&d| d > 0).unwrap_or(0);
-        return Err(format!("task {} is on a dependency cycle", wf.tasks[on_cycle].name));
+        return Err(format!(
+            "task {} is on a dependency cycle",
+            wf.tasks[on_cycle].name
+        ));
     }
     Ok(order)
 }

@@ -4,7 +4,8 @@
 //! log; [`crate::Matchmaker::replay`] rebuilds the exact state from that log.
 
 use proofmesh_protocol::messages::{
-    Acceptance, Assignment, FailureCause, Heartbeat, OperatorAdvert, SignedResult, TaskFailure, Verdict,
+    Acceptance, Assignment, FailureCause, Heartbeat, OperatorAdvert, SignedResult, TaskFailure,
+    Verdict,
 };
 use proofmesh_protocol::{ContentId, PublicKey, TaskIndex, Workflow, WorkflowId};
 use serde::{Deserialize, Serialize};
@@ -138,9 +139,17 @@ pub enum AttemptCause {
 
 impl AttemptCause {
     /// Whether this cause uses up one of the task's `max_attempts`. An assignment that was never
-    /// accepted (or that another matchmaker replaced) did no work and does not count.
+    /// accepted, that another matchmaker replaced, or that the operator refused because its
+    /// lease was taken (several active matchmakers can race for the last GPU) did no work and
+    /// does not count; refusals are retried after a backoff instead.
     pub fn counts(&self) -> bool {
-        !matches!(self, AttemptCause::AcceptTimeout | AttemptCause::Superseded | AttemptCause::WorkflowEnded)
+        !matches!(
+            self,
+            AttemptCause::AcceptTimeout
+                | AttemptCause::Superseded
+                | AttemptCause::WorkflowEnded
+                | AttemptCause::Declared(FailureCause::Refused(_))
+        )
     }
 }
 
@@ -149,12 +158,21 @@ impl fmt::Display for AttemptCause {
         match self {
             AttemptCause::AcceptTimeout => f.write_str("not accepted in time"),
             AttemptCause::ResultTimeout => f.write_str("no result by the deadline"),
-            AttemptCause::Declared(FailureCause::Timeout) => f.write_str("operator reports the program timed out"),
-            AttemptCause::Declared(FailureCause::Crashed { exit_code, stderr_tail }) => {
+            AttemptCause::Declared(FailureCause::Timeout) => {
+                f.write_str("operator reports the program timed out")
+            }
+            AttemptCause::Declared(FailureCause::Crashed {
+                exit_code,
+                stderr_tail,
+            }) => {
                 write!(f, "program crashed (exit {exit_code:?}): {stderr_tail}")
             }
-            AttemptCause::Declared(FailureCause::Refused(why)) => write!(f, "operator refused: {why}"),
-            AttemptCause::Declared(FailureCause::Input(why)) => write!(f, "input unavailable: {why}"),
+            AttemptCause::Declared(FailureCause::Refused(why)) => {
+                write!(f, "operator refused: {why}")
+            }
+            AttemptCause::Declared(FailureCause::Input(why)) => {
+                write!(f, "input unavailable: {why}")
+            }
             AttemptCause::InvalidResult(why) => write!(f, "invalid result: {why}"),
             AttemptCause::OperatorDown => f.write_str("operator went down"),
             AttemptCause::Superseded => f.write_str("superseded by another assignment"),
@@ -200,15 +218,29 @@ pub enum FailureReason {
 impl fmt::Display for FailureReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FailureReason::AttemptsExhausted { task, name, attempts } => {
-                write!(f, "task {name} (#{task}) failed {} attempts:", attempts.len())?;
+            FailureReason::AttemptsExhausted {
+                task,
+                name,
+                attempts,
+            } => {
+                write!(
+                    f,
+                    "task {name} (#{task}) failed {} attempts:",
+                    attempts.len()
+                )?;
                 for a in attempts {
                     write!(f, " [attempt {} on {}: {}]", a.attempt, a.operator, a.cause)?;
                 }
                 Ok(())
             }
-            FailureReason::DeadlineExceeded { unfinished, first_unfinished } => {
-                write!(f, "deadline passed with {unfinished} tasks unfinished, e.g. {first_unfinished}")
+            FailureReason::DeadlineExceeded {
+                unfinished,
+                first_unfinished,
+            } => {
+                write!(
+                    f,
+                    "deadline passed with {unfinished} tasks unfinished, e.g. {first_unfinished}"
+                )
             }
             FailureReason::Invalid(why) => write!(f, "invalid workflow: {why}"),
         }

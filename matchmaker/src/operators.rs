@@ -80,8 +80,19 @@ impl OperatorState {
         let used_cpu = self.total.cpu.saturating_sub(self.free.cpu);
         let used_mem = self.total.memory_mb.saturating_sub(self.free.memory_mb);
         let used_disk = self.total.disk_mb.saturating_sub(self.free.disk_mb);
-        let busy: Vec<u32> = self.gpus.iter().filter(|g| g.busy).map(|g| g.index).collect();
-        self.total = Resources { cpu: c.cpu, memory_mb: c.memory_mb, gpu: 0, vram_mb: 0, disk_mb: c.disk_mb };
+        let busy: Vec<u32> = self
+            .gpus
+            .iter()
+            .filter(|g| g.busy)
+            .map(|g| g.index)
+            .collect();
+        self.total = Resources {
+            cpu: c.cpu,
+            memory_mb: c.memory_mb,
+            gpu: 0,
+            vram_mb: 0,
+            disk_mb: c.disk_mb,
+        };
         self.free = Resources {
             cpu: c.cpu.saturating_sub(used_cpu),
             memory_mb: c.memory_mb.saturating_sub(used_mem),
@@ -93,7 +104,11 @@ impl OperatorState {
             .gpus
             .iter()
             .take(MAX_GPUS)
-            .map(|g| GpuSlot { index: g.index, vram_mb: g.vram_mb, busy: busy.contains(&g.index) })
+            .map(|g| GpuSlot {
+                index: g.index,
+                vram_mb: g.vram_mb,
+                busy: busy.contains(&g.index),
+            })
             .collect();
         gpus.sort_by_key(|g| (g.vram_mb, g.index));
         gpus.dedup_by_key(|g| g.index);
@@ -119,7 +134,12 @@ impl OperatorState {
             && r.memory_mb <= self.free.memory_mb
             && r.disk_mb <= self.free.disk_mb
             && (r.gpu == 0
-                || self.gpus.iter().filter(|g| !g.busy && g.vram_mb >= r.vram_mb).take(r.gpu as usize).count()
+                || self
+                    .gpus
+                    .iter()
+                    .filter(|g| !g.busy && g.vram_mb >= r.vram_mb)
+                    .take(r.gpu as usize)
+                    .count()
                     >= r.gpu as usize)
     }
 
@@ -146,9 +166,15 @@ impl OperatorState {
     /// Reserve `r` on exactly the GPUs `indices` (another matchmaker chose them). Returns false,
     /// reserving nothing, when that would oversubscribe this view.
     pub fn reserve_exact(&mut self, r: &Resources, indices: &[u32]) -> bool {
-        let cpu_ok = r.cpu <= self.free.cpu && r.memory_mb <= self.free.memory_mb && r.disk_mb <= self.free.disk_mb;
+        let cpu_ok = r.cpu <= self.free.cpu
+            && r.memory_mb <= self.free.memory_mb
+            && r.disk_mb <= self.free.disk_mb;
         let gpus_ok = indices.len() == r.gpu as usize
-            && indices.iter().all(|i| self.gpus.iter().any(|g| g.index == *i && !g.busy && g.vram_mb >= r.vram_mb));
+            && indices.iter().all(|i| {
+                self.gpus
+                    .iter()
+                    .any(|g| g.index == *i && !g.busy && g.vram_mb >= r.vram_mb)
+            });
         let distinct = indices.iter().collect::<BTreeSet<_>>().len() == indices.len();
         if !(cpu_ok && gpus_ok && distinct) {
             return false;

@@ -19,7 +19,9 @@ fn weight(workflow: &WorkflowId, matchmaker: &PublicKey) -> [u8; 32] {
 pub fn active_matchmaker(workflow: &WorkflowId, live: &[PublicKey]) -> Option<PublicKey> {
     live.iter().copied().max_by(|a, b| {
         // Ties are impossible in practice (blake3), but break them by key for a total order.
-        weight(workflow, a).cmp(&weight(workflow, b)).then_with(|| a.cmp(b))
+        weight(workflow, a)
+            .cmp(&weight(workflow, b))
+            .then_with(|| a.cmp(b))
     })
 }
 

@@ -98,7 +98,11 @@ impl Reputation {
         let beta = (1000u128 * u128::from(ok.saturating_add(1))
             / u128::from(ok.saturating_add(bad).saturating_add(2))) as i64;
         let observed = self.observed_ok + self.observed_failed;
-        let reliability = if observed > 0 { (beta + i64::from(self.recent_ok_permille)) / 2 } else { beta };
+        let reliability = if observed > 0 {
+            (beta + i64::from(self.recent_ok_permille)) / 2
+        } else {
+            beta
+        };
         let bonus = cfg.explore_bonus.saturating_mul(1000)
             / isqrt(1_000_000u64.saturating_mul(self.outcomes().saturating_add(1))).max(1) as i64;
         let slowness = (i64::from(self.speed_permille) - 1000).max(-500);
@@ -106,10 +110,12 @@ impl Reputation {
         let price_penalty = if cfg.price_ref_wei == 0 {
             0
         } else {
-            (u128::from(cfg.price_weight.unsigned_abs()).saturating_mul(price_wei) / cfg.price_ref_wei)
+            (u128::from(cfg.price_weight.unsigned_abs()).saturating_mul(price_wei)
+                / cfg.price_ref_wei)
                 .min(1_000_000) as i64
         };
-        let load_penalty = cfg.load_weight.saturating_mul(i64::from(inflight)) / i64::from(slots.max(1));
+        let load_penalty =
+            cfg.load_weight.saturating_mul(i64::from(inflight)) / i64::from(slots.max(1));
         reliability + bonus - speed_penalty - price_penalty - load_penalty
     }
 }
@@ -165,9 +171,21 @@ mod tests {
     #[test]
     fn failures_and_slashes_lower_the_score() {
         let cfg = Config::default();
-        let good = Reputation { chain_completed: 100, ..Default::default() };
-        let failing = Reputation { chain_completed: 100, chain_failed: 20, ..Default::default() };
-        let slashed = Reputation { chain_completed: 100, chain_failed: 5, chain_slashed: 5, ..Default::default() };
+        let good = Reputation {
+            chain_completed: 100,
+            ..Default::default()
+        };
+        let failing = Reputation {
+            chain_completed: 100,
+            chain_failed: 20,
+            ..Default::default()
+        };
+        let slashed = Reputation {
+            chain_completed: 100,
+            chain_failed: 5,
+            chain_slashed: 5,
+            ..Default::default()
+        };
         assert!(good.score(&cfg, 0, 0, 1) > failing.score(&cfg, 0, 0, 1));
         assert!(failing.score(&cfg, 0, 0, 1) > slashed.score(&cfg, 0, 0, 1));
         // Load and price lower it too.

@@ -10,11 +10,13 @@ use crate::config::Config;
 use crate::engine::Matchmaker;
 use crate::event::{Decision, Event};
 use proofmesh_protocol::messages::{
-    Acceptance, Assignment, Capacity, FailureCause, GpuInfo, Heartbeat, OperatorAdvert, SignedResult, TaskFailure,
-    TaskResult, Verdict,
+    Acceptance, Assignment, Capacity, FailureCause, GpuInfo, Heartbeat, OperatorAdvert,
+    SignedResult, TaskFailure, TaskResult, Verdict,
 };
 use proofmesh_protocol::workflow::Input;
-use proofmesh_protocol::{ContentId, Keypair, Ordering, Program, PublicKey, Resources, Task, Workflow, WorkflowId};
+use proofmesh_protocol::{
+    ContentId, Keypair, Ordering, Program, PublicKey, Resources, Task, Workflow, WorkflowId,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,12 +35,20 @@ pub struct Faults {
 impl Faults {
     /// No faults.
     pub fn none() -> Self {
-        Faults { per_attempt: 0.0, downtime_ms: 0, kill_matchmaker_at_ms: None }
+        Faults {
+            per_attempt: 0.0,
+            downtime_ms: 0,
+            kill_matchmaker_at_ms: None,
+        }
     }
 
     /// The `--faults` mix of the example.
     pub fn standard() -> Self {
-        Faults { per_attempt: 0.05, downtime_ms: 100, kill_matchmaker_at_ms: None }
+        Faults {
+            per_attempt: 0.05,
+            downtime_ms: 100,
+            kill_matchmaker_at_ms: None,
+        }
     }
 }
 
@@ -149,16 +159,31 @@ impl SimReport {
 }
 
 fn program(name: &str) -> Program {
-    Program { name: name.to_string(), version: "1".to_string() }
+    Program {
+        name: name.to_string(),
+        version: "1".to_string(),
+    }
 }
 
 /// Resources of one pipeline task: one 16 GiB GPU, 2 cores, 8 GiB.
 pub fn gpu_task_resources() -> Resources {
-    Resources { cpu: 2, memory_mb: 8_192, gpu: 1, vram_mb: 16_384, disk_mb: 0 }
+    Resources {
+        cpu: 2,
+        memory_mb: 8_192,
+        gpu: 1,
+        vram_mb: 16_384,
+        disk_mb: 0,
+    }
 }
 
 /// A task for tests and simulations: timeout = 3 x `duration_ms`, `max_attempts` attempts.
-pub fn sim_task(name: String, prog: &str, deps: Vec<u32>, duration_ms: u64, max_attempts: u32) -> Task {
+pub fn sim_task(
+    name: String,
+    prog: &str,
+    deps: Vec<u32>,
+    duration_ms: u64,
+    max_attempts: u32,
+) -> Task {
     Task {
         name,
         program: program(prog),
@@ -174,7 +199,13 @@ pub fn sim_task(name: String, prog: &str, deps: Vec<u32>, duration_ms: u64, max_
 
 /// The zkSync-shaped pipeline: 1 witness -> `leaves` proofs -> binary aggregation tree ->
 /// 1 final. 512 leaves give 1,025 tasks.
-pub fn zk_pipeline(leaves: u32, leaf_ms: u64, agg_ms: u64, witness_ms: u64, final_ms: u64) -> SimWorkflow {
+pub fn zk_pipeline(
+    leaves: u32,
+    leaf_ms: u64,
+    agg_ms: u64,
+    witness_ms: u64,
+    final_ms: u64,
+) -> SimWorkflow {
     let leaves = leaves.max(1);
     let mut tasks = vec![sim_task("witness".into(), "witness", vec![], witness_ms, 5)];
     let mut durations = vec![witness_ms];
@@ -193,7 +224,13 @@ pub fn zk_pipeline(leaves: u32, leaf_ms: u64, agg_ms: u64, witness_ms: u64, fina
                 continue;
             }
             next.push(tasks.len() as u32);
-            tasks.push(sim_task(format!("aggregate[{agg}]"), "aggregate", pair.to_vec(), agg_ms, 5));
+            tasks.push(sim_task(
+                format!("aggregate[{agg}]"),
+                "aggregate",
+                pair.to_vec(),
+                agg_ms,
+                5,
+            ));
             durations.push(agg_ms);
             agg += 1;
         }
@@ -201,13 +238,25 @@ pub fn zk_pipeline(leaves: u32, leaf_ms: u64, agg_ms: u64, witness_ms: u64, fina
     }
     tasks.push(sim_task("final".into(), "final", level, final_ms, 5));
     durations.push(final_ms);
-    let workflow = Workflow { name: "zk-batch".into(), ordering: None, deadline_ms: 0, tasks };
-    SimWorkflow { workflow, durations, submit_at_ms: 0 }
+    let workflow = Workflow {
+        name: "zk-batch".into(),
+        ordering: None,
+        deadline_ms: 0,
+        tasks,
+    };
+    SimWorkflow {
+        workflow,
+        durations,
+        submit_at_ms: 0,
+    }
 }
 
 /// Set a stream ordering on a workflow.
 pub fn with_ordering(mut w: SimWorkflow, stream: &str, sequence: u64) -> SimWorkflow {
-    w.workflow.ordering = Some(Ordering { stream: stream.to_string(), sequence });
+    w.workflow.ordering = Some(Ordering {
+        stream: stream.to_string(),
+        sequence,
+    });
     w
 }
 
@@ -233,10 +282,19 @@ enum Ev {
     Broadcast(Event),
     Tick(usize),
     Start(usize, Assignment),
-    Finish { op: usize, wf: WorkflowId, task: u32, attempt: u32 },
-    Cancel { op: usize, wf: WorkflowId, task: u32, attempt: u32 },
+    Finish {
+        op: usize,
+        wf: WorkflowId,
+        task: u32,
+        attempt: u32,
+    },
+    Cancel {
+        op: usize,
+        wf: WorkflowId,
+        task: u32,
+        attempt: u32,
+    },
     Heartbeat(usize, u64),
-    Crash(usize),
     Recover(usize),
     KillMatchmaker(usize),
 }
@@ -273,6 +331,8 @@ struct TaskView {
     outstanding: Option<u32>,
     fault_budget: u32,
     last_failed_on: Option<PublicKey>,
+    /// A refused attempt is retried after a backoff; until then the task is not "waiting".
+    backoff_until: u64,
 }
 
 /// The simulation.
@@ -291,6 +351,8 @@ pub struct Sim {
     by_id: BTreeMap<WorkflowId, usize>,
     views: Vec<Vec<TaskView>>,
     finished: BTreeMap<WorkflowId, (u64, bool)>,
+    /// Submission delivered to the matchmakers.
+    delivered: Vec<bool>,
     report: SimReport,
 }
 
@@ -307,7 +369,10 @@ fn sim_checker(workflow: &Workflow, _task: &Task, r: &SignedResult) -> Result<()
     let _ = workflow;
     r.verify().map_err(|e| e.to_string())?;
     if r.result.output != honest_output(&r.result.workflow, r.result.task) {
-        return Err(format!("output {} is not the expected proof", r.result.output.short()));
+        return Err(format!(
+            "output {} is not the expected proof",
+            r.result.output.short()
+        ));
     }
     Ok(())
 }
@@ -316,12 +381,21 @@ impl Sim {
     /// A simulation of `workflows` under `cfg`.
     pub fn new(cfg: SimConfig, workflows: Vec<SimWorkflow>) -> Self {
         let rng = StdRng::seed_from_u64(cfg.seed);
-        let mm_keys: Vec<PublicKey> = (0..cfg.matchmakers.max(1)).map(|i| keypair(cfg.seed, 1, i).public()).collect();
+        let mm_keys: Vec<PublicKey> = (0..cfg.matchmakers.max(1))
+            .map(|i| keypair(cfg.seed, 1, i).public())
+            .collect();
         let mms = mm_keys
             .iter()
             .map(|&me| {
-                let c = Config { me, ..cfg.matchmaker.clone() };
-                SimMatchmaker { mm: Matchmaker::with_checker(c, Box::new(sim_checker)), alive: true, log: Vec::new() }
+                let c = Config {
+                    me,
+                    ..cfg.matchmaker.clone()
+                };
+                SimMatchmaker {
+                    mm: Matchmaker::with_checker(c, Box::new(sim_checker)),
+                    alive: true,
+                    log: Vec::new(),
+                }
             })
             .collect();
         let mut ops = Vec::new();
@@ -338,10 +412,18 @@ impl Sim {
                     memory_mb: 32_768 * u64::from(gpus.max(1)),
                     disk_mb: 1_000_000,
                     gpus: (0..gpus)
-                        .map(|g| GpuInfo { index: g, model: "sim".into(), vram_mb: vram, uuid: format!("GPU-{i}-{g}") })
+                        .map(|g| GpuInfo {
+                            index: g,
+                            model: "sim".into(),
+                            vram_mb: vram,
+                            uuid: format!("GPU-{i}-{g}"),
+                        })
                         .collect(),
                 },
-                programs: ["witness", "leaf", "aggregate", "final", "work"].iter().map(|p| program(p)).collect(),
+                programs: ["witness", "leaf", "aggregate", "final", "work"]
+                    .iter()
+                    .map(|p| program(p))
+                    .collect(),
                 price_wei: 1_000,
             };
             op_by_key.insert(key.public(), i);
@@ -362,7 +444,14 @@ impl Sim {
         let views = workflows
             .iter()
             .map(|w| {
-                w.workflow.tasks.iter().map(|t| TaskView { fault_budget: budget(t), ..Default::default() }).collect()
+                w.workflow
+                    .tasks
+                    .iter()
+                    .map(|t| TaskView {
+                        fault_budget: budget(t),
+                        ..Default::default()
+                    })
+                    .collect()
             })
             .collect();
         let mut sim = Sim {
@@ -380,6 +469,7 @@ impl Sim {
             by_id,
             views,
             finished: BTreeMap::new(),
+            delivered: Vec::new(),
             report: SimReport::default(),
         };
         if sim.mms.len() > 1 {
@@ -392,6 +482,7 @@ impl Sim {
             sim.push(0, Ev::Broadcast(Event::OperatorAdvert(advert)));
             sim.push(0, Ev::Heartbeat(i, 0));
         }
+        sim.delivered = vec![false; sim.workflows.len()];
         for w in 0..sim.workflows.len() {
             let at = sim.workflows[w].submit_at_ms;
             sim.push(at, Ev::Submit(w));
@@ -444,12 +535,17 @@ impl Sim {
     }
 
     fn live_keys(&self) -> Vec<PublicKey> {
-        self.mms.iter().filter(|m| m.alive).map(|m| m.mm.config().me).collect()
+        self.mms
+            .iter()
+            .filter(|m| m.alive)
+            .map(|m| m.mm.config().me)
+            .collect()
     }
 
     fn step(&mut self, ev: Ev) {
         match ev {
             Ev::Submit(w) => {
+                self.delivered[w] = true;
                 let e = Event::WorkflowSubmitted {
                     id: self.ids[w],
                     workflow: self.workflows[w].workflow.clone(),
@@ -463,30 +559,33 @@ impl Sim {
                 self.feed(m, Event::Tick);
             }
             Ev::Start(o, a) => self.start(o, a),
-            Ev::Finish { op, wf, task, attempt } => self.finish(op, wf, task, attempt),
-            Ev::Cancel { op, wf, task, attempt } => {
+            Ev::Finish {
+                op,
+                wf,
+                task,
+                attempt,
+            } => self.finish(op, wf, task, attempt),
+            Ev::Cancel {
+                op,
+                wf,
+                task,
+                attempt,
+            } => {
                 if let Some(run) = self.ops[op].runs.remove(&(wf, task, attempt)) {
                     self.release(op, &run);
                 }
             }
             Ev::Heartbeat(o, epoch) => {
                 if self.ops[o].alive && self.ops[o].epoch == epoch {
-                    let hb = Heartbeat { operator: self.ops[o].key.public(), at_ms: self.now, running: Vec::new() };
+                    let hb = Heartbeat {
+                        operator: self.ops[o].key.public(),
+                        at_ms: self.now,
+                        running: Vec::new(),
+                    };
                     self.broadcast(Event::Heartbeat(hb));
                     let next = self.now + self.cfg.heartbeat_ms;
                     self.push(next, Ev::Heartbeat(o, epoch));
                 }
-            }
-            Ev::Crash(o) => {
-                let op = &mut self.ops[o];
-                op.alive = false;
-                op.epoch += 1;
-                op.runs.clear();
-                op.used_cpu = 0;
-                op.used_mem = 0;
-                op.busy_gpus.clear();
-                let back = self.now + self.cfg.faults.downtime_ms;
-                self.push(back, Ev::Recover(o));
             }
             Ev::Recover(o) => {
                 self.ops[o].alive = true;
@@ -495,14 +594,28 @@ impl Sim {
                 self.broadcast(Event::OperatorAdvert(advert));
                 self.push(self.now, Ev::Heartbeat(o, epoch));
             }
-            Ev::KillMatchmaker(m) => {
-                self.mms[m].alive = false;
-                let live = self.live_keys();
-                for k in 0..self.mms.len() {
-                    if self.mms[k].alive {
-                        self.feed(k, Event::Matchmakers(live.clone()));
-                    }
-                }
+            Ev::KillMatchmaker(m) => self.kill_matchmaker(m),
+        }
+    }
+
+    fn crash(&mut self, o: usize) {
+        let op = &mut self.ops[o];
+        op.alive = false;
+        op.epoch += 1;
+        op.runs.clear();
+        op.used_cpu = 0;
+        op.used_mem = 0;
+        op.busy_gpus.clear();
+        let back = self.now + self.cfg.faults.downtime_ms;
+        self.push(back, Ev::Recover(o));
+    }
+
+    fn kill_matchmaker(&mut self, m: usize) {
+        self.mms[m].alive = false;
+        let live = self.live_keys();
+        for k in 0..self.mms.len() {
+            if self.mms[k].alive {
+                self.feed(k, Event::Matchmakers(live.clone()));
             }
         }
     }
@@ -522,11 +635,23 @@ impl Sim {
         // Track declared failures from outside: the attempt is no longer outstanding.
         if let Event::Failure(f) = &e {
             self.clear_outstanding(&f.workflow, f.task, f.attempt, Some(f.operator));
+            if matches!(f.cause, FailureCause::Refused(_)) {
+                let until = self.now + self.cfg.matchmaker.accept_timeout_ms.max(1);
+                if let Some(v) = self
+                    .by_id
+                    .get(&f.workflow)
+                    .and_then(|&w| self.views[w].get_mut(f.task as usize))
+                {
+                    v.backoff_until = until;
+                }
+            }
         }
         self.mms[m].log.push((self.now, e.clone()));
         let decisions = self.mms[m].mm.handle(self.now, e);
         if let Err(v) = self.mms[m].mm.check_invariants() {
-            self.report.violations.push(format!("t={} matchmaker {m}: {v}", self.now));
+            self.report
+                .violations
+                .push(format!("t={} matchmaker {m}: {v}", self.now));
         }
         for d in decisions {
             self.decision(m, d);
@@ -538,7 +663,13 @@ impl Sim {
         }
     }
 
-    fn clear_outstanding(&mut self, wf: &WorkflowId, task: u32, attempt: u32, failed_on: Option<PublicKey>) {
+    fn clear_outstanding(
+        &mut self,
+        wf: &WorkflowId,
+        task: u32,
+        attempt: u32,
+        failed_on: Option<PublicKey>,
+    ) {
         if let Some(&w) = self.by_id.get(wf) {
             if let Some(v) = self.views[w].get_mut(task as usize) {
                 if v.outstanding == Some(attempt) {
@@ -572,10 +703,24 @@ impl Sim {
                     self.push(self.now, Ev::Start(o, a));
                 }
             }
-            Decision::Cancel { workflow, task, attempt, operator, .. } => {
+            Decision::Cancel {
+                workflow,
+                task,
+                attempt,
+                operator,
+                ..
+            } => {
                 self.clear_outstanding(&workflow, task, attempt, Some(operator));
                 if let Some(&o) = self.op_by_key.get(&operator) {
-                    self.push(self.now, Ev::Cancel { op: o, wf: workflow, task, attempt });
+                    self.push(
+                        self.now,
+                        Ev::Cancel {
+                            op: o,
+                            wf: workflow,
+                            task,
+                            attempt,
+                        },
+                    );
                 }
             }
             Decision::Verdict(Verdict::Accepted(r)) => {
@@ -585,7 +730,9 @@ impl Sim {
                     v.accepted += 1;
                     v.outstanding = None;
                     if v.accepted > 1 {
-                        self.report.violations.push(format!("task {} of workflow {w} accepted twice", res.task));
+                        self.report
+                            .violations
+                            .push(format!("task {} of workflow {w} accepted twice", res.task));
                     }
                 }
             }
@@ -618,24 +765,39 @@ impl Sim {
     /// Dependencies accepted; and the ordering-key rule: no earlier sequence of the same stream
     /// has a ready, unassigned task of the same shape that this operator could have run.
     fn check_assignment(&mut self, a: &Assignment) {
-        let Some(&w) = self.by_id.get(&a.workflow) else { return };
+        let Some(&w) = self.by_id.get(&a.workflow) else {
+            return;
+        };
         let task = &self.workflows[w].workflow.tasks[a.task as usize];
         for &d in &task.deps {
             if self.views[w][d as usize].accepted == 0 {
-                self.report.violations.push(format!("task {} assigned before dependency {d} was accepted", task.name));
+                self.report.violations.push(format!(
+                    "task {} assigned before dependency {d} was accepted",
+                    task.name
+                ));
             }
         }
-        let Some(ord) = &self.workflows[w].workflow.ordering else { return };
+        let Some(ord) = &self.workflows[w].workflow.ordering else {
+            return;
+        };
         for (u, other) in self.workflows.iter().enumerate() {
-            let Some(o) = &other.workflow.ordering else { continue };
-            if o.stream != ord.stream || o.sequence >= ord.sequence || self.finished.contains_key(&self.ids[u]) {
+            let Some(o) = &other.workflow.ordering else {
+                continue;
+            };
+            if o.stream != ord.stream
+                || o.sequence >= ord.sequence
+                || self.finished.contains_key(&self.ids[u])
+            {
                 continue;
             }
             for (i, t) in other.workflow.tasks.iter().enumerate() {
                 let v = &self.views[u][i];
                 let ready = v.accepted == 0
                     && v.outstanding.is_none()
-                    && t.deps.iter().all(|&d| self.views[u][d as usize].accepted > 0);
+                    && v.backoff_until <= self.now
+                    && t.deps
+                        .iter()
+                        .all(|&d| self.views[u][d as usize].accepted > 0);
                 if ready
                     && t.program == task.program
                     && t.resources == task.resources
@@ -653,22 +815,27 @@ impl Sim {
     }
 
     fn submitted(&self, u: usize) -> bool {
-        self.workflows[u].submit_at_ms <= self.now
+        self.delivered[u]
     }
 
     fn check_finalization_order(&mut self, id: &WorkflowId) {
         let Some(&w) = self.by_id.get(id) else { return };
-        let Some(ord) = self.workflows[w].workflow.ordering.clone() else { return };
+        let Some(ord) = self.workflows[w].workflow.ordering.clone() else {
+            return;
+        };
         for (u, other) in self.workflows.iter().enumerate() {
-            let Some(o) = &other.workflow.ordering else { continue };
+            let Some(o) = &other.workflow.ordering else {
+                continue;
+            };
             if o.stream == ord.stream
                 && o.sequence < ord.sequence
                 && self.submitted(u)
                 && !self.finished.contains_key(&self.ids[u])
             {
-                self.report
-                    .violations
-                    .push(format!("sequence {} finalized before sequence {}", ord.sequence, o.sequence));
+                self.report.violations.push(format!(
+                    "sequence {} finalized before sequence {}",
+                    ord.sequence, o.sequence
+                ));
             }
         }
     }
@@ -691,12 +858,16 @@ impl Sim {
         let cap = &self.ops[o].advert.capacity;
         let oversubscribed = self.ops[o].used_cpu + a.resources.cpu > cap.cpu
             || self.ops[o].used_mem + a.resources.memory_mb > cap.memory_mb
-            || a.gpus.iter().any(|g| self.ops[o].busy_gpus.contains(g) || !cap.gpus.iter().any(|x| x.index == *g))
+            || a.gpus.iter().any(|g| {
+                self.ops[o].busy_gpus.contains(g) || !cap.gpus.iter().any(|x| x.index == *g)
+            })
             || a.gpus.len() != a.resources.gpu as usize;
         if oversubscribed {
             // Several active matchmakers may race for the last GPU; the operator refuses.
             if self.mms.len() == 1 {
-                self.report.violations.push(format!("operator {o} oversubscribed by {a:?}"));
+                self.report
+                    .violations
+                    .push(format!("operator {o} oversubscribed by {a:?}"));
             }
             let f = TaskFailure {
                 workflow: a.workflow,
@@ -708,12 +879,16 @@ impl Sim {
             self.push(self.now, Ev::Broadcast(Event::Failure(f)));
             return;
         }
-        let Some(&w) = self.by_id.get(&a.workflow) else { return };
+        let Some(&w) = self.by_id.get(&a.workflow) else {
+            return;
+        };
         let duration = self.workflows[w].durations[a.task as usize];
         let mut fault = None;
         if self.cfg.faults.per_attempt > 0.0
             && self.views[w][a.task as usize].fault_budget > 0
-            && self.rng.gen_bool(self.cfg.faults.per_attempt.clamp(0.0, 1.0))
+            && self
+                .rng
+                .gen_bool(self.cfg.faults.per_attempt.clamp(0.0, 1.0))
         {
             fault = Some(match self.rng.gen_range(0..4) {
                 0 => Fault::Slow,
@@ -724,7 +899,9 @@ impl Sim {
             // A crash hits every attempt the operator runs; only crash if all can afford it.
             if fault == Some(Fault::Crash) {
                 let affordable = self.ops[o].runs.keys().all(|(wf, t, _)| {
-                    self.by_id.get(wf).is_some_and(|&u| self.views[u][*t as usize].fault_budget > 0)
+                    self.by_id
+                        .get(wf)
+                        .is_some_and(|&u| self.views[u][*t as usize].fault_budget > 0)
                 });
                 if !affordable {
                     fault = Some(Fault::Declare);
@@ -737,7 +914,15 @@ impl Sim {
         op.used_cpu += a.resources.cpu;
         op.used_mem += a.resources.memory_mb;
         op.busy_gpus.extend(a.gpus.iter().copied());
-        op.runs.insert(key, Run { started: self.now, fault, gpus: a.gpus.clone(), res: a.resources });
+        op.runs.insert(
+            key,
+            Run {
+                started: self.now,
+                fault,
+                gpus: a.gpus.clone(),
+                res: a.resources,
+            },
+        );
         let acc = Acceptance {
             assignment: ContentId::of_value(&a),
             workflow: a.workflow,
@@ -748,28 +933,52 @@ impl Sim {
         };
         self.push(self.now, Ev::Broadcast(Event::Acceptance(acc)));
         match fault {
-            None | Some(Fault::Invalid) => {
-                self.push(self.now + duration, Ev::Finish { op: o, wf: a.workflow, task: a.task, attempt: a.attempt })
-            }
+            None | Some(Fault::Invalid) => self.push(
+                self.now + duration,
+                Ev::Finish {
+                    op: o,
+                    wf: a.workflow,
+                    task: a.task,
+                    attempt: a.attempt,
+                },
+            ),
             Some(Fault::Slow) => self.push(
                 self.now + duration * 10 + 1,
-                Ev::Finish { op: o, wf: a.workflow, task: a.task, attempt: a.attempt },
+                Ev::Finish {
+                    op: o,
+                    wf: a.workflow,
+                    task: a.task,
+                    attempt: a.attempt,
+                },
             ),
             Some(Fault::Declare) => {
                 let at = self.now + duration / 2;
-                self.push(at, Ev::Finish { op: o, wf: a.workflow, task: a.task, attempt: a.attempt });
+                self.push(
+                    at,
+                    Ev::Finish {
+                        op: o,
+                        wf: a.workflow,
+                        task: a.task,
+                        attempt: a.attempt,
+                    },
+                );
             }
             Some(Fault::Crash) => {
                 // Charge every other attempt the crash takes down.
-                let others: Vec<(WorkflowId, u32)> =
-                    self.ops[o].runs.keys().filter(|k| **k != key).map(|(wf, t, _)| (*wf, *t)).collect();
+                let others: Vec<(WorkflowId, u32)> = self.ops[o]
+                    .runs
+                    .keys()
+                    .filter(|k| **k != key)
+                    .map(|(wf, t, _)| (*wf, *t))
+                    .collect();
                 for (wf, t) in others {
                     if let Some(&u) = self.by_id.get(&wf) {
                         let v = &mut self.views[u][t as usize];
                         v.fault_budget = v.fault_budget.saturating_sub(1);
                     }
                 }
-                self.push(self.now + duration / 2, Ev::Crash(o));
+                // Crash now, so exactly the attempts charged above are lost.
+                self.crash(o);
             }
         }
     }
@@ -778,7 +987,9 @@ impl Sim {
         if !self.ops[o].alive {
             return;
         }
-        let Some(run) = self.ops[o].runs.remove(&(wf, task, attempt)) else { return };
+        let Some(run) = self.ops[o].runs.remove(&(wf, task, attempt)) else {
+            return;
+        };
         self.release(o, &run);
         let operator = self.ops[o].key.public();
         if run.fault == Some(Fault::Declare) {
@@ -787,13 +998,19 @@ impl Sim {
                 task,
                 attempt,
                 operator,
-                cause: FailureCause::Crashed { exit_code: Some(1), stderr_tail: "simulated crash".into() },
+                cause: FailureCause::Crashed {
+                    exit_code: Some(1),
+                    stderr_tail: "simulated crash".into(),
+                },
             };
             self.broadcast(Event::Failure(f));
             return;
         }
-        let output =
-            if run.fault == Some(Fault::Invalid) { ContentId::of_bytes(b"garbage") } else { honest_output(&wf, task) };
+        let output = if run.fault == Some(Fault::Invalid) {
+            ContentId::of_bytes(b"garbage")
+        } else {
+            honest_output(&wf, task)
+        };
         let result = TaskResult {
             workflow: wf,
             task,
@@ -811,7 +1028,11 @@ impl Sim {
     }
 
     fn finish_report(&mut self) {
-        let slots: u64 = self.ops.iter().map(|o| o.advert.capacity.gpus.len().max(1) as u64).sum();
+        let slots: u64 = self
+            .ops
+            .iter()
+            .map(|o| o.advert.capacity.gpus.len().max(1) as u64)
+            .sum();
         let mut work = 0u64;
         let mut crit = 0u64;
         let mut first_submit = u64::MAX;
@@ -820,13 +1041,25 @@ impl Sim {
             crit = crit.max(critical_path(&w.workflow, &w.durations) + w.submit_at_ms);
             first_submit = first_submit.min(w.submit_at_ms);
         }
-        let first_submit = if first_submit == u64::MAX { 0 } else { first_submit };
+        let first_submit = if first_submit == u64::MAX {
+            0
+        } else {
+            first_submit
+        };
         let ideal = (work.div_ceil(slots.max(1))).max(crit.saturating_sub(first_submit));
-        let end = self.finished.values().map(|(t, _)| *t).max().unwrap_or(self.now);
+        let end = self
+            .finished
+            .values()
+            .map(|(t, _)| *t)
+            .max()
+            .unwrap_or(self.now);
         self.report.makespan_ms = end.saturating_sub(first_submit);
         self.report.ideal_ms = ideal;
-        self.report.efficiency =
-            if self.report.makespan_ms == 0 { 0.0 } else { ideal as f64 / self.report.makespan_ms as f64 };
+        self.report.efficiency = if self.report.makespan_ms == 0 {
+            0.0
+        } else {
+            ideal as f64 / self.report.makespan_ms as f64
+        };
         let mut lost = 0;
         for (w, id) in self.ids.iter().enumerate() {
             if self.finished.get(id).is_none_or(|(_, ok)| !ok) {
@@ -856,7 +1089,12 @@ pub fn critical_path(wf: &Workflow, durations: &[u64]) -> u64 {
     while k < order.len() {
         let i = order[k];
         k += 1;
-        let start = wf.tasks[i].deps.iter().map(|&d| finish.get(d as usize).copied().unwrap_or(0)).max().unwrap_or(0);
+        let start = wf.tasks[i]
+            .deps
+            .iter()
+            .map(|&d| finish.get(d as usize).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
         finish[i] = start + durations.get(i).copied().unwrap_or(0);
         for &j in &out[i] {
             indeg[j] -= 1;

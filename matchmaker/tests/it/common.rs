@@ -20,12 +20,20 @@ pub fn advert(k: &Keypair, gpus: u32, vram_mb: u64) -> OperatorAdvert {
             memory_mb: 32_768 * u64::from(gpus.max(1)),
             disk_mb: 100_000,
             gpus: (0..gpus)
-                .map(|g| GpuInfo { index: g, model: "test".into(), vram_mb, uuid: format!("GPU-{g}") })
+                .map(|g| GpuInfo {
+                    index: g,
+                    model: "test".into(),
+                    vram_mb,
+                    uuid: format!("GPU-{g}"),
+                })
                 .collect(),
         },
         programs: ["witness", "leaf", "aggregate", "final", "work"]
             .iter()
-            .map(|p| Program { name: (*p).into(), version: "1".into() })
+            .map(|p| Program {
+                name: (*p).into(),
+                version: "1".into(),
+            })
             .collect(),
         price_wei: 1_000,
     }
@@ -45,9 +53,22 @@ pub fn config() -> Config {
 /// A chain a -> b -> c of `work` tasks, 100 ms each (timeout 300 ms), `attempts` attempts.
 pub fn chain(n: u32, attempts: u32) -> Workflow {
     let tasks = (0..n)
-        .map(|i| sim_task(format!("step[{i}]"), "work", if i == 0 { vec![] } else { vec![i - 1] }, 100, attempts))
+        .map(|i| {
+            sim_task(
+                format!("step[{i}]"),
+                "work",
+                if i == 0 { vec![] } else { vec![i - 1] },
+                100,
+                attempts,
+            )
+        })
         .collect();
-    Workflow { name: "chain".into(), ordering: None, deadline_ms: 0, tasks }
+    Workflow {
+        name: "chain".into(),
+        ordering: None,
+        deadline_ms: 0,
+        tasks,
+    }
 }
 
 pub fn pipeline(leaves: u32) -> Workflow {
@@ -56,7 +77,14 @@ pub fn pipeline(leaves: u32) -> Workflow {
 
 pub fn submit(mm: &mut Matchmaker, now: u64, wf: &Workflow) -> (WorkflowId, Vec<Decision>) {
     let id = wf.id();
-    let d = mm.handle(now, Event::WorkflowSubmitted { id, workflow: wf.clone(), submitted_at_ms: now });
+    let d = mm.handle(
+        now,
+        Event::WorkflowSubmitted {
+            id,
+            workflow: wf.clone(),
+            submitted_at_ms: now,
+        },
+    );
     (id, d)
 }
 
@@ -86,7 +114,11 @@ pub fn result_for(a: &Assignment, k: &Keypair, start: u64, end: u64, honest: boo
         task: a.task,
         attempt: a.attempt,
         operator: a.operator,
-        output: if honest { honest_output(&a.workflow, a.task) } else { ContentId::of_bytes(b"bad") },
+        output: if honest {
+            honest_output(&a.workflow, a.task)
+        } else {
+            ContentId::of_bytes(b"bad")
+        },
         output_bytes: 1,
         started_ms: start,
         finished_ms: end,
@@ -109,7 +141,10 @@ pub fn forged_result(a: &Assignment, k: &Keypair) -> Event {
 
 /// Keys by public key for the test operators 1..=n.
 pub fn keypair_of(a: &Assignment, n: u8) -> Keypair {
-    (1..=n).map(key).find(|k| k.public() == a.operator).expect("assignment names a test operator")
+    (1..=n)
+        .map(key)
+        .find(|k| k.public() == a.operator)
+        .expect("assignment names a test operator")
 }
 
 /// A matchmaker with `n` operators (keys 1..=n) of `gpus` GPUs each.

@@ -31,7 +31,10 @@ fn gossip(follower: &mut Matchmaker, now: u64, ds: &[Decision]) {
             Decision::Verdict(v) => Event::Verdict(v.clone()),
             _ => continue,
         };
-        assert!(follower.handle(now, e).is_empty(), "a follower decides nothing");
+        assert!(
+            follower.handle(now, e).is_empty(),
+            "a follower decides nothing"
+        );
     }
 }
 
@@ -68,10 +71,20 @@ fn standby_takes_over_in_flight_work_and_never_accepts_twice() {
     // The result of task 1 reaches both, then the active dies before gossiping its verdict.
     let r1 = result_for(&a1, &keypair_of(&a1, 3), 101, 200, true);
     active.handle(200, r1.clone());
-    assert!(standby.handle(200, r1.clone()).is_empty(), "follower holds the result back");
+    assert!(
+        standby.handle(200, r1.clone()).is_empty(),
+        "follower holds the result back"
+    );
     let d = standby.handle(201, Event::Matchmakers(vec![kb]));
-    let accepted: Vec<_> = d.iter().filter(|x| matches!(x, Decision::Verdict(Verdict::Accepted(_)))).collect();
-    assert_eq!(accepted.len(), 1, "the held result is judged on takeover: {d:?}");
+    let accepted: Vec<_> = d
+        .iter()
+        .filter(|x| matches!(x, Decision::Verdict(Verdict::Accepted(_))))
+        .collect();
+    assert_eq!(
+        accepted.len(),
+        1,
+        "the held result is judged on takeover: {d:?}"
+    );
     let a2 = assignments(&d).remove(0);
     assert_eq!((a2.task, a2.attempt), (2, 1));
     // A duplicate of an already accepted result is never accepted again.
@@ -79,7 +92,11 @@ fn standby_takes_over_in_flight_work_and_never_accepts_twice() {
     assert!(standby.handle(203, res).is_empty());
     standby.handle(204, accept(&a2, 204));
     let d = standby.handle(300, result_for(&a2, &keypair_of(&a2, 3), 204, 300, true));
-    assert!(d.iter().any(|x| matches!(x, Decision::WorkflowCompleted { workflow, .. } if *workflow == id)), "{d:?}");
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::WorkflowCompleted { workflow, .. } if *workflow == id)),
+        "{d:?}"
+    );
     standby.check_invariants().expect("invariants");
 }
 
@@ -88,24 +105,36 @@ fn takeover_rearms_timeouts_of_unaccepted_assignments() {
     let wf = chain(1, 3);
     let ka = key(201).public();
     let kb = key(202).public();
-    let mut ms: Vec<Matchmaker> =
-        [ka, kb].iter().map(|&me| Matchmaker::new(Config { me, ..config() })).collect();
+    let mut ms: Vec<Matchmaker> = [ka, kb]
+        .iter()
+        .map(|&me| Matchmaker::new(Config { me, ..config() }))
+        .collect();
     for m in ms.iter_mut() {
         m.handle(0, Event::Matchmakers(vec![ka, kb]));
         for i in 1..=3 {
             m.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
         }
     }
-    let (ai, fi) = if ms[0].is_active_for(&wf.id()) { (0, 1) } else { (1, 0) };
+    let (ai, fi) = if ms[0].is_active_for(&wf.id()) {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
     let (_, d) = submit(&mut ms[ai], 0, &wf);
     let (_, nothing) = submit(&mut ms[fi], 0, &wf);
-    assert!(nothing.is_empty(), "the follower assigns nothing: {nothing:?}");
+    assert!(
+        nothing.is_empty(),
+        "the follower assigns nothing: {nothing:?}"
+    );
     let a = assignments(&d).remove(0);
     gossip(&mut ms[fi], 0, &d);
     // The active dies; the operator never accepts.
     let survivor = if fi == 0 { ka } else { kb };
     let d = ms[fi].handle(1, Event::Matchmakers(vec![survivor]));
-    assert!(assignments(&d).is_empty(), "the attempt in flight is kept, not duplicated: {d:?}");
+    assert!(
+        assignments(&d).is_empty(),
+        "the attempt in flight is kept, not duplicated: {d:?}"
+    );
     assert_eq!(ms[fi].next_deadline(), Some(a.accept_by_ms));
     let d = ms[fi].tick(a.accept_by_ms);
     let b = assignments(&d).remove(0);

@@ -9,10 +9,19 @@ fn accept_timeout_reassigns_to_another_operator() {
     let a = assignments(&d).remove(0);
     assert_eq!(mm.next_deadline(), Some(a.accept_by_ms));
     let d = mm.tick(a.accept_by_ms);
-    assert!(d.iter().any(|x| matches!(x, Decision::Cancel { reason: AttemptCause::AcceptTimeout, .. })));
+    assert!(d.iter().any(|x| matches!(
+        x,
+        Decision::Cancel {
+            reason: AttemptCause::AcceptTimeout,
+            ..
+        }
+    )));
     let b = assignments(&d).remove(0);
     assert_eq!(b.attempt, 2);
-    assert_ne!(b.operator, a.operator, "must not go back to the operator that just failed it");
+    assert_ne!(
+        b.operator, a.operator,
+        "must not go back to the operator that just failed it"
+    );
     // A late acceptance of the old attempt is ignored; the new one proceeds.
     mm.handle(a.accept_by_ms + 1, accept(&a, a.accept_by_ms + 1));
     assert_eq!(mm.inflight_len(), 1);
@@ -27,16 +36,22 @@ fn result_timeout_reassigns_and_emits_missed_deadline_evidence() {
     // Keep both operators alive.
     for t in [90, 180, 270, 360] {
         for i in 1..=2 {
-            mm.handle(t, Event::Heartbeat(proofmesh_protocol::messages::Heartbeat {
-                operator: key(i).public(),
-                at_ms: t,
-                running: vec![],
-            }));
+            mm.handle(
+                t,
+                Event::Heartbeat(proofmesh_protocol::messages::Heartbeat {
+                    operator: key(i).public(),
+                    at_ms: t,
+                    running: vec![],
+                }),
+            );
         }
     }
     let d = mm.tick(a.deadline_ms);
     let slash = d.iter().find_map(|x| match x {
-        Decision::Slash(SlashEvidence::MissedDeadline { acceptance, deadline_ms }) => Some((acceptance, *deadline_ms)),
+        Decision::Slash(SlashEvidence::MissedDeadline {
+            acceptance,
+            deadline_ms,
+        }) => Some((acceptance, *deadline_ms)),
         _ => None,
     });
     let (acc, dl) = slash.expect("missed-deadline evidence");
@@ -45,7 +60,10 @@ fn result_timeout_reassigns_and_emits_missed_deadline_evidence() {
     let b = assignments(&d).remove(0);
     assert_ne!(b.operator, a.operator);
     // The old attempt's late result is not accepted.
-    let d = mm.handle(a.deadline_ms + 1, result_for(&a, &keypair_of(&a, 2), 0, 1, true));
+    let d = mm.handle(
+        a.deadline_ms + 1,
+        result_for(&a, &keypair_of(&a, 2), 0, 1, true),
+    );
     assert!(d.is_empty(), "{d:?}");
 }
 
@@ -59,7 +77,10 @@ fn declared_failure_reassigns_at_once() {
         task: a.task,
         attempt: a.attempt,
         operator: a.operator,
-        cause: FailureCause::Crashed { exit_code: Some(2), stderr_tail: "oom".into() },
+        cause: FailureCause::Crashed {
+            exit_code: Some(2),
+            stderr_tail: "oom".into(),
+        },
     };
     let d = mm.handle(5, Event::Failure(f));
     let b = assignments(&d).remove(0);
@@ -91,8 +112,14 @@ fn invalid_result_is_rejected_slashed_and_reassigned() {
     let a = assignments(&d).remove(0);
     mm.handle(1, accept(&a, 1));
     let d = mm.handle(10, forged_result(&a, &keypair_of(&a, 2)));
-    assert!(d.iter().any(|x| matches!(x, Decision::Verdict(Verdict::Rejected { .. }))), "{d:?}");
-    assert!(d.iter().any(|x| matches!(x, Decision::Slash(SlashEvidence::InvalidResult { .. }))));
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::Verdict(Verdict::Rejected { .. }))),
+        "{d:?}"
+    );
+    assert!(d
+        .iter()
+        .any(|x| matches!(x, Decision::Slash(SlashEvidence::InvalidResult { .. }))));
     let b = assignments(&d).remove(0);
     assert_ne!(b.operator, a.operator);
     assert_eq!(b.attempt, 2);
@@ -117,21 +144,35 @@ fn exhausted_attempts_fail_the_workflow_naming_task_and_every_cause() {
     let reason = d
         .iter()
         .find_map(|x| match x {
-            Decision::WorkflowFailed { workflow, reason } if *workflow == id => Some(reason.clone()),
+            Decision::WorkflowFailed { workflow, reason } if *workflow == id => {
+                Some(reason.clone())
+            }
             _ => None,
         })
         .expect("workflow failed");
     match &reason {
-        FailureReason::AttemptsExhausted { task, name, attempts } => {
+        FailureReason::AttemptsExhausted {
+            task,
+            name,
+            attempts,
+        } => {
             assert_eq!((*task, name.as_str()), (0, "step[0]"));
             assert_eq!(attempts.len(), 2);
             assert!(matches!(attempts[0].cause, AttemptCause::InvalidResult(_)));
-            assert!(matches!(attempts[1].cause, AttemptCause::Declared(FailureCause::Input(_))));
+            assert!(matches!(
+                attempts[1].cause,
+                AttemptCause::Declared(FailureCause::Input(_))
+            ));
         }
         other => panic!("unexpected reason {other:?}"),
     }
     let text = reason.to_string();
-    assert!(text.contains("step[0]") && text.contains("blob missing") && text.contains("invalid result"), "{text}");
+    assert!(
+        text.contains("step[0]")
+            && text.contains("blob missing")
+            && text.contains("invalid result"),
+        "{text}"
+    );
     assert_eq!(mm.is_finished(&id), Some(true));
     assert_eq!(mm.inflight_len(), 0);
 }
@@ -144,7 +185,14 @@ fn operator_down_holding_accepted_work_is_slashed_at_the_deadline_unless_it_deli
     mm.handle(1, accept(&a, 1));
     let d = mm.handle(2, Event::OperatorDown(a.operator));
     assert!(!assignments(&d).is_empty(), "reassigned at once");
-    assert!(!d.iter().any(|x| matches!(x, Decision::Slash(_))), "no evidence before the deadline");
+    assert!(
+        !d.iter().any(|x| matches!(x, Decision::Slash(_))),
+        "no evidence before the deadline"
+    );
     let d = mm.tick(a.deadline_ms);
-    assert!(d.iter().any(|x| matches!(x, Decision::Slash(SlashEvidence::MissedDeadline { .. }))), "{d:?}");
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::Slash(SlashEvidence::MissedDeadline { .. }))),
+        "{d:?}"
+    );
 }

@@ -13,7 +13,10 @@ fn arb_workflow(max_tasks: usize) -> impl Strategy<Value = SimWorkflow> {
         .prop_flat_map(|n| {
             (
                 Just(n),
-                proptest::collection::vec((proptest::collection::vec(any::<u32>(), 0..3), 1u64..20), n),
+                proptest::collection::vec(
+                    (proptest::collection::vec(any::<u32>(), 0..3), 1u64..20),
+                    n,
+                ),
                 0u64..40,
             )
         })
@@ -21,15 +24,27 @@ fn arb_workflow(max_tasks: usize) -> impl Strategy<Value = SimWorkflow> {
             let mut tasks = Vec::with_capacity(n);
             let mut durations = Vec::with_capacity(n);
             for (i, (deps, dur)) in specs.into_iter().enumerate() {
-                let mut deps: Vec<u32> =
-                    if i == 0 { vec![] } else { deps.into_iter().map(|d| d % i as u32).collect() };
+                let mut deps: Vec<u32> = if i == 0 {
+                    vec![]
+                } else {
+                    deps.into_iter().map(|d| d % i as u32).collect()
+                };
                 deps.sort_unstable();
                 deps.dedup();
                 tasks.push(sim_task(format!("t{i}"), "work", deps, dur, 6));
                 durations.push(dur);
             }
-            let workflow = Workflow { name: format!("w{submit}-{n}"), ordering: None, deadline_ms: 0, tasks };
-            SimWorkflow { workflow, durations, submit_at_ms: submit }
+            let workflow = Workflow {
+                name: format!("w{submit}-{n}"),
+                ordering: None,
+                deadline_ms: 0,
+                tasks,
+            };
+            SimWorkflow {
+                workflow,
+                durations,
+                submit_at_ms: submit,
+            }
         })
 }
 
@@ -47,7 +62,11 @@ fn scenario() -> impl Strategy<Value = (SimConfig, Vec<SimWorkflow>)> {
             let mut cfg = SimConfig::new(operators, seed);
             cfg.gpu_mix = gpu_mix;
             cfg.matchmakers = mms;
-            cfg.faults = Faults { per_attempt: rate, downtime_ms: 50, kill_matchmaker_at_ms: kill };
+            cfg.faults = Faults {
+                per_attempt: rate,
+                downtime_ms: 50,
+                kill_matchmaker_at_ms: kill,
+            };
             cfg.matchmaker.accept_timeout_ms = 5;
             cfg.max_time_ms = 600_000;
             let wfs = wfs

@@ -12,7 +12,10 @@ fn choice_is_deterministic_and_order_independent() {
     let mut reversed = live.clone();
     reversed.reverse();
     for i in 0..200 {
-        assert_eq!(active_matchmaker(&wf(i), &live), active_matchmaker(&wf(i), &reversed));
+        assert_eq!(
+            active_matchmaker(&wf(i), &live),
+            active_matchmaker(&wf(i), &reversed)
+        );
     }
     assert_eq!(active_matchmaker(&wf(1), &[]), None);
 }
@@ -31,7 +34,10 @@ fn load_spreads_and_removal_moves_only_the_removed_ones_workflows() {
         let before = active_matchmaker(&wf(i), &live).expect("non-empty");
         let after = active_matchmaker(&wf(i), survivors).expect("non-empty");
         if before != live[0] {
-            assert_eq!(before, after, "workflow {i} moved although its matchmaker stayed");
+            assert_eq!(
+                before, after,
+                "workflow {i} moved although its matchmaker stayed"
+            );
         } else {
             assert_ne!(after, live[0]);
         }

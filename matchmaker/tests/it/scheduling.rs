@@ -15,15 +15,25 @@ fn tasks_wait_for_dependencies_and_reserve_exact_gpus() {
     let k = keypair_of(&a[0], 4);
     mm.handle(1, accept(&a[0], 1));
     let d = mm.handle(6, result_for(&a[0], &k, 1, 6, true));
-    assert!(d.iter().any(|d| matches!(d, Decision::Verdict(proofmesh_protocol::messages::Verdict::Accepted(_)))));
+    assert!(d.iter().any(|d| matches!(
+        d,
+        Decision::Verdict(proofmesh_protocol::messages::Verdict::Accepted(_))
+    )));
     let a = assignments(&d);
     // 8 leaves ready, 4 operators x 2 GPUs = 8 slots.
     assert_eq!(a.len(), 8, "{d:?}");
     let mut used = BTreeSet::new();
     for x in &a {
-        assert!(x.task >= 1 && x.task <= 8, "only leaves are ready, got task {}", x.task);
+        assert!(
+            x.task >= 1 && x.task <= 8,
+            "only leaves are ready, got task {}",
+            x.task
+        );
         assert_eq!(x.gpus.len(), 1);
-        assert!(used.insert((x.operator, x.gpus[0])), "GPU handed out twice: {x:?}");
+        assert!(
+            used.insert((x.operator, x.gpus[0])),
+            "GPU handed out twice: {x:?}"
+        );
     }
     // Bursts spread: every operator got work.
     let ops: BTreeSet<_> = a.iter().map(|x| x.operator).collect();
@@ -38,7 +48,9 @@ fn no_more_assignments_than_free_gpus() {
         name: "flat".into(),
         ordering: None,
         deadline_ms: 0,
-        tasks: (0..10).map(|i| proofmesh_matchmaker::sim::sim_task(format!("t{i}"), "work", vec![], 100, 3)).collect(),
+        tasks: (0..10)
+            .map(|i| proofmesh_matchmaker::sim::sim_task(format!("t{i}"), "work", vec![], 100, 3))
+            .collect(),
     };
     let (_, d) = submit(&mut mm, 0, &wf);
     let a = assignments(&d);
@@ -62,13 +74,26 @@ fn an_operator_that_stops_heartbeating_is_presumed_down_and_its_task_moves() {
     let (_, d) = submit(&mut mm, 0, &chain(1, 3));
     let a = assignments(&d).remove(0);
     mm.handle(10, accept(&a, 10));
-    let other = if a.operator == key(1).public() { key(2) } else { key(1) };
+    let other = if a.operator == key(1).public() {
+        key(2)
+    } else {
+        key(1)
+    };
     // Only the other operator keeps heartbeating.
     let mut moved = None;
     for t in (100..=400).step_by(100) {
-        let d = mm.handle(t, Event::Heartbeat(Heartbeat { operator: other.public(), at_ms: t, running: vec![] }));
+        let d = mm.handle(
+            t,
+            Event::Heartbeat(Heartbeat {
+                operator: other.public(),
+                at_ms: t,
+                running: vec![],
+            }),
+        );
         if let Some(n) = assignments(&d).into_iter().next() {
-            assert!(d.iter().any(|x| matches!(x, Decision::Cancel { operator, .. } if *operator == a.operator)));
+            assert!(d.iter().any(
+                |x| matches!(x, Decision::Cancel { operator, .. } if *operator == a.operator)
+            ));
             moved = Some((t, n));
             break;
         }
@@ -84,10 +109,16 @@ fn ordered_stream_finalizes_in_sequence_order() {
     let mut mm = with_operators(2, 1);
     let mut w1 = chain(1, 3);
     w1.name = "block-1".into();
-    w1.ordering = Some(proofmesh_protocol::Ordering { stream: "blocks".into(), sequence: 1 });
+    w1.ordering = Some(proofmesh_protocol::Ordering {
+        stream: "blocks".into(),
+        sequence: 1,
+    });
     let mut w2 = chain(1, 3);
     w2.name = "block-2".into();
-    w2.ordering = Some(proofmesh_protocol::Ordering { stream: "blocks".into(), sequence: 2 });
+    w2.ordering = Some(proofmesh_protocol::Ordering {
+        stream: "blocks".into(),
+        sequence: 2,
+    });
     // Block 2 is submitted first but block 1 goes first under contention (1 GPU each, 2 ops).
     let (id2, d2) = submit(&mut mm, 0, &w2);
     let (id1, d1) = submit(&mut mm, 0, &w1);
@@ -95,7 +126,11 @@ fn ordered_stream_finalizes_in_sequence_order() {
     let a1 = assignments(&d1).remove(0);
     // Block 2 finishes first: its completion is held.
     let d = mm.handle(10, result_for(&a2, &keypair_of(&a2, 2), 0, 10, true));
-    assert!(!d.iter().any(|x| matches!(x, Decision::WorkflowCompleted { .. })), "{d:?}");
+    assert!(
+        !d.iter()
+            .any(|x| matches!(x, Decision::WorkflowCompleted { .. })),
+        "{d:?}"
+    );
     let d = mm.handle(20, result_for(&a1, &keypair_of(&a1, 2), 0, 20, true));
     let done: Vec<_> = d
         .iter()
@@ -113,7 +148,10 @@ fn earlier_sequence_wins_contention() {
     let mk = |seq: u64| {
         let mut w = chain(2, 3);
         w.name = format!("block-{seq}");
-        w.ordering = Some(proofmesh_protocol::Ordering { stream: "s".into(), sequence: seq });
+        w.ordering = Some(proofmesh_protocol::Ordering {
+            stream: "s".into(),
+            sequence: seq,
+        });
         w
     };
     // Occupy the only GPU, then queue sequence 5 before sequence 4.
@@ -147,11 +185,15 @@ fn malformed_workflows_fail_with_a_reason() {
     wf.tasks[0].deps = vec![2];
     let (_, d) = submit(&mut mm, 0, &wf);
     match &d[..] {
-        [Decision::WorkflowFailed { reason, .. }] => assert!(reason.to_string().contains("cycle"), "{reason}"),
+        [Decision::WorkflowFailed { reason, .. }] => {
+            assert!(reason.to_string().contains("cycle"), "{reason}")
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
     let mut wf = chain(2, 3);
     wf.tasks[1].deps = vec![7];
     let (_, d) = submit(&mut mm, 0, &wf);
-    assert!(matches!(&d[..], [Decision::WorkflowFailed { reason, .. }] if reason.to_string().contains("does not exist")));
+    assert!(
+        matches!(&d[..], [Decision::WorkflowFailed { reason, .. }] if reason.to_string().contains("does not exist"))
+    );
 }

@@ -21,7 +21,11 @@ fn pipeline_with_faults_completes_and_loses_nothing() {
         assert!(r.violations.is_empty(), "{:?}", r.violations);
         assert_eq!(r.completed.len(), 1, "seed {seed}: {}", r.line());
         assert_eq!(r.lost, 0);
-        assert!(r.faults > 0 && r.reassigned > 0, "faults were injected: {}", r.line());
+        assert!(
+            r.faults > 0 && r.reassigned > 0,
+            "faults were injected: {}",
+            r.line()
+        );
     }
 }
 
@@ -50,13 +54,17 @@ fn replaying_the_event_log_rebuilds_identical_state_and_decisions() {
     let log = sim.logs()[0].to_vec();
     let (a, da) = Matchmaker::replay(sim.matchmaker_config(0), Sim::checker(), log.clone());
     let (b, db) = Matchmaker::replay(sim.matchmaker_config(0), Sim::checker(), log.clone());
-    assert!(a == *sim.matchmakers()[0], "replayed state differs from the live one");
+    assert!(
+        a == *sim.matchmakers()[0],
+        "replayed state differs from the live one"
+    );
     assert!(a == b);
     assert_eq!(da, db);
     assert!(!da.is_empty());
     // The log survives serialization (what the node persists).
     let json = serde_json::to_string(&log).expect("events serialize");
-    let back: Vec<(u64, proofmesh_matchmaker::Event)> = serde_json::from_str(&json).expect("events deserialize");
+    let back: Vec<(u64, proofmesh_matchmaker::Event)> =
+        serde_json::from_str(&json).expect("events deserialize");
     let (c, dc) = Matchmaker::replay(sim.matchmaker_config(0), Sim::checker(), back);
     assert!(c == a);
     assert_eq!(dc, da);
