@@ -56,25 +56,40 @@ impl AnvilInstance {
             let port = free_port()?;
             let chain_id = 31_337;
             let child = Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", &chain_id.to_string()])
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--chain-id",
+                    &chain_id.to_string(),
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| ChainError::Anvil(format!("cannot start {}: {e}", bin.display())))?;
-            let mut me = AnvilInstance { child, port, chain_id };
+            let mut me = AnvilInstance {
+                child,
+                port,
+                chain_id,
+            };
             match me.wait_ready(Duration::from_secs(15)).await {
                 Ok(()) => return Ok(me),
                 Err(e) => last_err = e.to_string(),
             }
         }
-        Err(ChainError::Anvil(format!("anvil did not come up: {last_err}")))
+        Err(ChainError::Anvil(format!(
+            "anvil did not come up: {last_err}"
+        )))
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<(), ChainError> {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(ChainError::Anvil(format!("anvil exited early with {status}")));
+                return Err(ChainError::Anvil(format!(
+                    "anvil exited early with {status}"
+                )));
             }
             if let Ok(p) = ProviderBuilder::new().connect(&self.endpoint()).await {
                 if p.get_chain_id().await.is_ok() {
@@ -82,7 +97,10 @@ impl AnvilInstance {
                 }
             }
             if start.elapsed() > timeout {
-                return Err(ChainError::Anvil(format!("no answer on {} after {timeout:?}", self.endpoint())));
+                return Err(ChainError::Anvil(format!(
+                    "no answer on {} after {timeout:?}",
+                    self.endpoint()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -172,7 +190,11 @@ impl Drop for AnvilInstance {
 }
 
 fn free_port() -> Result<u16, ChainError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?;
-    let port = l.local_addr().map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?.port();
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?
+        .port();
     Ok(port)
 }

@@ -23,5 +23,7 @@ alloy::sol!(
 
 /// Path of the committed artifact of `name` (for the freshness check).
 pub fn artifact_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("abi").join(format!("{name}.json"))
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("abi")
+        .join(format!("{name}.json"))
 }

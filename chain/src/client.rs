@@ -100,32 +100,60 @@ pub struct MarketClient {
 
 /// A provider that signs with `signer`, over HTTP.
 pub async fn connect(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynProvider, ChainError> {
+    // Nonces are fetched per transaction (`pending` count): alloy's default cached nonce
+    // manager skips a nonce when a call fails in gas estimation, and every later transaction
+    // then waits forever behind the gap. Send one transaction at a time per account.
     let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
         .connect(rpc_url)
         .await
-        .map_err(|e| ChainError::Rpc { call: "connect", message: format!("{rpc_url}: {e}") })?;
+        .map_err(|e| ChainError::Rpc {
+            call: "connect",
+            message: format!("{rpc_url}: {e}"),
+        })?;
     Ok(provider.erased())
 }
 
 /// Deploys the test-only verifier double (tests and devnets without the Groth16 verifier).
 pub async fn deploy_test_verifier(provider: &DynProvider) -> Result<Address, ChainError> {
-    let v = TestVerifier::deploy(provider.clone()).await.map_err(|e| contract_err("deploy TestVerifier", e))?;
+    let v = TestVerifier::deploy(provider.clone())
+        .await
+        .map_err(|e| contract_err("deploy TestVerifier", e))?;
     Ok(*v.address())
 }
 
 impl MarketClient {
     /// Attaches to the market at `market`, signing with `signer`.
-    pub async fn connect(rpc_url: &str, signer: PrivateKeySigner, market: Address) -> Result<Self, ChainError> {
+    pub async fn connect(
+        rpc_url: &str,
+        signer: PrivateKeySigner,
+        market: Address,
+    ) -> Result<Self, ChainError> {
         let provider = connect(rpc_url, signer.clone()).await?;
         Self::with_provider(provider, signer, market).await
     }
 
     /// Attaches using an existing signing provider (its wallet must hold `signer`).
-    pub async fn with_provider(provider: DynProvider, signer: PrivateKeySigner, market: Address) -> Result<Self, ChainError> {
-        let chain_id = provider.get_chain_id().await.map_err(|e| rpc_err("eth_chainId", e))?;
+    pub async fn with_provider(
+        provider: DynProvider,
+        signer: PrivateKeySigner,
+        market: Address,
+    ) -> Result<Self, ChainError> {
+        let chain_id = provider
+            .get_chain_id()
+            .await
+            .map_err(|e| rpc_err("eth_chainId", e))?;
         let market = ProofMarket::new(market, provider.clone());
-        Ok(MarketClient { provider, market, signer, chain_id })
+        Ok(MarketClient {
+            provider,
+            market,
+            signer,
+            chain_id,
+        })
     }
 
     /// Deploys a new market over `verifier` and attaches to it.
@@ -143,7 +171,11 @@ impl MarketClient {
     }
 
     /// The same market, signing as someone else (another operator, the settler, ...).
-    pub async fn as_signer(&self, rpc_url: &str, signer: PrivateKeySigner) -> Result<Self, ChainError> {
+    pub async fn as_signer(
+        &self,
+        rpc_url: &str,
+        signer: PrivateKeySigner,
+    ) -> Result<Self, ChainError> {
         Self::connect(rpc_url, signer, *self.market.address()).await
     }
 
@@ -187,13 +219,26 @@ impl MarketClient {
         capacity: ProofMarket::Capacity,
         stake_wei: u128,
     ) -> Result<TxOutcome, ChainError> {
-        let sig = node_key.sign(&binding_message(self.chain_id, self.address(), self.account()));
+        let sig = node_key.sign(&binding_message(
+            self.chain_id,
+            self.address(),
+            self.account(),
+        ));
         let key = B256::from(node_key.public().0);
-        send("register", self.market.register(key, capacity, Bytes::copy_from_slice(&sig.0)).value(U256::from(stake_wei))).await
+        send(
+            "register",
+            self.market
+                .register(key, capacity, Bytes::copy_from_slice(&sig.0))
+                .value(U256::from(stake_wei)),
+        )
+        .await
     }
 
     /// Updates the advertised capacity.
-    pub async fn update_capacity(&self, capacity: ProofMarket::Capacity) -> Result<TxOutcome, ChainError> {
+    pub async fn update_capacity(
+        &self,
+        capacity: ProofMarket::Capacity,
+    ) -> Result<TxOutcome, ChainError> {
         send("updateCapacity", self.market.updateCapacity(capacity)).await
     }
 
@@ -226,14 +271,23 @@ impl MarketClient {
     ) -> Result<TxOutcome, ChainError> {
         send(
             "openEscrow",
-            self.market.openEscrow(workflow, settler, deadline_s, task_count).value(U256::from(amount_wei)),
+            self.market
+                .openEscrow(workflow, settler, deadline_s, task_count)
+                .value(U256::from(amount_wei)),
         )
         .await
     }
 
     /// Pays a batch (settler only). Each (task, attempt) is packed as `(task << 8) | attempt`.
-    pub async fn settle(&self, workflow: B256, payouts: &[OperatorPayout]) -> Result<TxOutcome, ChainError> {
-        let batch = payouts.iter().map(encode_payout).collect::<Result<Vec<_>, _>>()?;
+    pub async fn settle(
+        &self,
+        workflow: B256,
+        payouts: &[OperatorPayout],
+    ) -> Result<TxOutcome, ChainError> {
+        let batch = payouts
+            .iter()
+            .map(encode_payout)
+            .collect::<Result<Vec<_>, _>>()?;
         send("settle", self.market.settle(workflow, batch)).await
     }
 
@@ -244,7 +298,11 @@ impl MarketClient {
         proof: Bytes,
         public_inputs: Vec<U256>,
     ) -> Result<TxOutcome, ChainError> {
-        send("submitFinalProof", self.market.submitFinalProof(workflow, proof, public_inputs)).await
+        send(
+            "submitFinalProof",
+            self.market.submitFinalProof(workflow, proof, public_inputs),
+        )
+        .await
     }
 
     /// Returns the unspent escrow to the requester (after the deadline).
@@ -260,17 +318,31 @@ impl MarketClient {
     // -------------------------------------------------------------- slashing
 
     /// Reports a missed deadline with the operator's signed acceptance.
-    pub async fn slash_missed_deadline(&self, evidence: &SignedAcceptance) -> Result<TxOutcome, ChainError> {
+    pub async fn slash_missed_deadline(
+        &self,
+        evidence: &SignedAcceptance,
+    ) -> Result<TxOutcome, ChainError> {
         send(
             "slashMissedDeadline",
-            self.market.slashMissedDeadline(evidence.operator, evidence.acceptance.clone(), evidence.signature.clone()),
+            self.market.slashMissedDeadline(
+                evidence.operator,
+                evidence.acceptance.clone(),
+                evidence.signature.clone(),
+            ),
         )
         .await
     }
 
     /// Reports a signed final proof that the verifier rejects.
-    pub async fn slash_invalid_proof(&self, evidence: &SignedProofClaim) -> Result<TxOutcome, ChainError> {
-        let c = ProofMarket::ClaimRef { workflowId: evidence.workflow, task: evidence.task, attempt: evidence.attempt };
+    pub async fn slash_invalid_proof(
+        &self,
+        evidence: &SignedProofClaim,
+    ) -> Result<TxOutcome, ChainError> {
+        let c = ProofMarket::ClaimRef {
+            workflowId: evidence.workflow,
+            task: evidence.task,
+            attempt: evidence.attempt,
+        };
         send(
             "slashInvalidProof",
             self.market.slashInvalidProof(
@@ -285,46 +357,88 @@ impl MarketClient {
     }
 
     /// Fail fast: this operator gives up an accepted attempt before its deadline.
-    pub async fn declare_failure(&self, acceptance: &ProofMarket::Acceptance) -> Result<TxOutcome, ChainError> {
-        send("declareFailure", self.market.declareFailure(acceptance.clone())).await
+    pub async fn declare_failure(
+        &self,
+        acceptance: &ProofMarket::Acceptance,
+    ) -> Result<TxOutcome, ChainError> {
+        send(
+            "declareFailure",
+            self.market.declareFailure(acceptance.clone()),
+        )
+        .await
     }
 
     // ----------------------------------------------------------------- reads
 
     /// One operator's reputation and stake.
-    pub async fn reputation(&self, operator: Address) -> Result<ProofMarket::Reputation, ChainError> {
-        self.market.reputation(operator).call().await.map_err(|e| contract_err("reputation", e))
+    pub async fn reputation(
+        &self,
+        operator: Address,
+    ) -> Result<ProofMarket::Reputation, ChainError> {
+        self.market
+            .reputation(operator)
+            .call()
+            .await
+            .map_err(|e| contract_err("reputation", e))
     }
 
     /// Many operators' reputations in one call.
-    pub async fn reputations(&self, operators: &[Address]) -> Result<Vec<ProofMarket::Reputation>, ChainError> {
-        self.market.reputations(operators.to_vec()).call().await.map_err(|e| contract_err("reputations", e))
+    pub async fn reputations(
+        &self,
+        operators: &[Address],
+    ) -> Result<Vec<ProofMarket::Reputation>, ChainError> {
+        self.market
+            .reputations(operators.to_vec())
+            .call()
+            .await
+            .map_err(|e| contract_err("reputations", e))
     }
 
     /// An escrow's state (all zero if it does not exist).
     pub async fn escrow(&self, workflow: B256) -> Result<ProofMarket::Escrow, ChainError> {
-        self.market.escrow(workflow).call().await.map_err(|e| contract_err("escrow", e))
+        self.market
+            .escrow(workflow)
+            .call()
+            .await
+            .map_err(|e| contract_err("escrow", e))
     }
 
     /// What `account` can claim, wei.
     pub async fn claimable(&self, account: Address) -> Result<U256, ChainError> {
-        self.market.claimable(account).call().await.map_err(|e| contract_err("claimable", e))
+        self.market
+            .claimable(account)
+            .call()
+            .await
+            .map_err(|e| contract_err("claimable", e))
     }
 
     /// 0 unpaid, the paid attempt, or 255 closed unpaid.
     pub async fn paid_attempt(&self, workflow: B256, task: u32) -> Result<u8, ChainError> {
-        let v = self.market.paidAttempt(workflow, U256::from(task)).call().await.map_err(|e| contract_err("paidAttempt", e))?;
-        u8::try_from(v).map_err(|_| ChainError::InvalidArgument(format!("paidAttempt returned {v}")))
+        let v = self
+            .market
+            .paidAttempt(workflow, U256::from(task))
+            .call()
+            .await
+            .map_err(|e| contract_err("paidAttempt", e))?;
+        u8::try_from(v)
+            .map_err(|_| ChainError::InvalidArgument(format!("paidAttempt returned {v}")))
     }
 
     /// Wei burned by slashing so far.
     pub async fn total_burned(&self) -> Result<U256, ChainError> {
-        self.market.totalBurned().call().await.map_err(|e| contract_err("totalBurned", e))
+        self.market
+            .totalBurned()
+            .call()
+            .await
+            .map_err(|e| contract_err("totalBurned", e))
     }
 
     /// Balance of any account, wei.
     pub async fn balance(&self, account: Address) -> Result<U256, ChainError> {
-        self.provider.get_balance(account).await.map_err(|e| rpc_err("eth_getBalance", e))
+        self.provider
+            .get_balance(account)
+            .await
+            .map_err(|e| rpc_err("eth_getBalance", e))
     }
 
     /// Timestamp of the latest block (deadlines are compared against block time).
@@ -334,7 +448,10 @@ impl MarketClient {
             .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
             .await
             .map_err(|e| rpc_err("eth_getBlockByNumber", e))?
-            .ok_or_else(|| ChainError::Rpc { call: "eth_getBlockByNumber", message: "no latest block".into() })?;
+            .ok_or_else(|| ChainError::Rpc {
+                call: "eth_getBlockByNumber",
+                message: "no latest block".into(),
+            })?;
         Ok(block.header.timestamp)
     }
 }
@@ -355,7 +472,11 @@ pub fn encode_payout(p: &OperatorPayout) -> Result<ProofMarket::Payout, ChainErr
                 .map_err(|_| ChainError::InvalidArgument(format!("task {task} does not fit")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ProofMarket::Payout { operator: p.operator, amount: p.amount, tasks })
+    Ok(ProofMarket::Payout {
+        operator: p.operator,
+        amount: p.amount,
+        tasks,
+    })
 }
 
 async fn send<P, D>(call: &'static str, builder: CallBuilder<P, D>) -> Result<TxOutcome, ChainError>
@@ -372,14 +493,16 @@ where
         fee_wei: U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price),
     };
     if !receipt.status() {
-        return Err(ChainError::TxFailed { call, tx: receipt.transaction_hash });
+        return Err(ChainError::TxFailed {
+            call,
+            tx: receipt.transaction_hash,
+        });
     }
     tracing::debug!(call, gas = outcome.gas_used, tx = %outcome.tx_hash, "transaction mined");
     Ok(outcome)
 }
 
-/// Polls for the receipt. (alloy's block-watching `get_receipt` misses receipts on a dev chain
-/// whose clock was moved forward with `evm_increaseTime`; a plain poll does not.)
+/// Polls for the receipt directly (a dev chain mines at once; no block-watching heartbeat).
 async fn wait_receipt<P: Provider>(
     call: &'static str,
     provider: &P,
@@ -391,10 +514,18 @@ async fn wait_receipt<P: Provider>(
         match provider.get_transaction_receipt(tx).await {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => {}
-            Err(e) => return Err(ChainError::Rpc { call, message: format!("receipt of {tx}: {e}") }),
+            Err(e) => {
+                return Err(ChainError::Rpc {
+                    call,
+                    message: format!("receipt of {tx}: {e}"),
+                })
+            }
         }
         if start.elapsed() > RECEIPT_TIMEOUT {
-            return Err(ChainError::Rpc { call, message: format!("no receipt for {tx} after {RECEIPT_TIMEOUT:?}") });
+            return Err(ChainError::Rpc {
+                call,
+                message: format!("no receipt for {tx} after {RECEIPT_TIMEOUT:?}"),
+            });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(std::time::Duration::from_millis(500));
@@ -413,9 +544,15 @@ fn contract_err(call: &'static str, e: alloy::contract::Error) -> ChainError {
         };
         return ChainError::Reverted { call, reason };
     }
-    ChainError::Rpc { call, message: e.to_string() }
+    ChainError::Rpc {
+        call,
+        message: e.to_string(),
+    }
 }
 
 fn rpc_err(call: &'static str, e: impl std::fmt::Display) -> ChainError {
-    ChainError::Rpc { call, message: e.to_string() }
+    ChainError::Rpc {
+        call,
+        message: e.to_string(),
+    }
 }

@@ -13,7 +13,9 @@ use alloy::primitives::{Address, Bytes, Signature, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use alloy::sol_types::{eip712_domain, Eip712Domain, SolStruct};
-use proofmesh_protocol::identity::{Keypair, PublicKey, Signature as NodeSignature, SignatureError};
+use proofmesh_protocol::identity::{
+    Keypair, PublicKey, Signature as NodeSignature, SignatureError,
+};
 
 alloy::sol! {
     /// EIP-712 type of a final-proof claim (must match `PROOF_CLAIM_TYPEHASH` in the contract).
@@ -58,7 +60,9 @@ impl SignedAcceptance {
         acceptance: ProofMarket::Acceptance,
     ) -> Result<Self, ChainError> {
         let hash = acceptance.eip712_signing_hash(&domain(chain_id, market));
-        let sig = signer.sign_hash_sync(&hash).map_err(|e| ChainError::Signing(e.to_string()))?;
+        let sig = signer
+            .sign_hash_sync(&hash)
+            .map_err(|e| ChainError::Signing(e.to_string()))?;
         Ok(SignedAcceptance {
             operator: signer.address(),
             acceptance,
@@ -68,15 +72,29 @@ impl SignedAcceptance {
 
     /// Checks that `operator` signed this acceptance for this market.
     pub fn verify(&self, chain_id: u64, market: Address) -> Result<(), ChainError> {
-        let hash = self.acceptance.eip712_signing_hash(&domain(chain_id, market));
+        let hash = self
+            .acceptance
+            .eip712_signing_hash(&domain(chain_id, market));
         check_signer(self.operator, hash, &self.signature)
     }
 }
 
 /// Builds an acceptance from protocol values (deadline in ms, rounded up to whole seconds so
 /// the on-chain deadline is never earlier than the off-chain one).
-pub fn acceptance(workflow: B256, task: u32, attempt: u32, deadline_ms: u64, price_wei: u128) -> ProofMarket::Acceptance {
-    ProofMarket::Acceptance { workflowId: workflow, task, attempt, deadline: deadline_ms.div_ceil(1000), price: price_wei }
+pub fn acceptance(
+    workflow: B256,
+    task: u32,
+    attempt: u32,
+    deadline_ms: u64,
+    price_wei: u128,
+) -> ProofMarket::Acceptance {
+    ProofMarket::Acceptance {
+        workflowId: workflow,
+        task,
+        attempt,
+        deadline: deadline_ms.div_ceil(1000),
+        price: price_wei,
+    }
 }
 
 /// An operator's signed claim that `proof` (with `public_inputs`) is its final proof for one
@@ -121,7 +139,9 @@ impl SignedProofClaim {
             public_inputs,
             signature: Bytes::new(),
         };
-        let sig = signer.sign_hash_sync(&claim.signing_hash(chain_id, market)).map_err(|e| ChainError::Signing(e.to_string()))?;
+        let sig = signer
+            .sign_hash_sync(&claim.signing_hash(chain_id, market))
+            .map_err(|e| ChainError::Signing(e.to_string()))?;
         claim.signature = Bytes::copy_from_slice(&sig.as_bytes());
         Ok(claim)
     }
@@ -140,17 +160,24 @@ impl SignedProofClaim {
 
     /// Checks that `operator` signed this claim for this market.
     pub fn verify(&self, chain_id: u64, market: Address) -> Result<(), ChainError> {
-        check_signer(self.operator, self.signing_hash(chain_id, market), &self.signature)
+        check_signer(
+            self.operator,
+            self.signing_hash(chain_id, market),
+            &self.signature,
+        )
     }
 }
 
 fn check_signer(expected: Address, hash: B256, sig: &[u8]) -> Result<(), ChainError> {
-    let sig = Signature::try_from(sig).map_err(|e| ChainError::Signing(format!("malformed signature: {e}")))?;
+    let sig = Signature::try_from(sig)
+        .map_err(|e| ChainError::Signing(format!("malformed signature: {e}")))?;
     let signer = sig
         .recover_address_from_prehash(&hash)
         .map_err(|e| ChainError::Signing(format!("unrecoverable signature: {e}")))?;
     if signer != expected {
-        return Err(ChainError::Signing(format!("signed by {signer}, expected {expected}")));
+        return Err(ChainError::Signing(format!(
+            "signed by {signer}, expected {expected}"
+        )));
     }
     Ok(())
 }
@@ -170,7 +197,12 @@ pub fn binding_message(chain_id: u64, market: Address, account: Address) -> Vec<
 }
 
 /// The node key's signature over the binding.
-pub fn sign_binding(node_key: &Keypair, chain_id: u64, market: Address, account: Address) -> NodeSignature {
+pub fn sign_binding(
+    node_key: &Keypair,
+    chain_id: u64,
+    market: Address,
+    account: Address,
+) -> NodeSignature {
     node_key.sign(&binding_message(chain_id, market, account))
 }
 
@@ -182,8 +214,14 @@ pub fn verify_binding(
     market: Address,
     account: Address,
 ) -> Result<(), SignatureError> {
-    let sig: [u8; 64] = signature
-        .try_into()
-        .map_err(|_| SignatureError::BadSignature(format!("{node_key:?}: binding signature is {} bytes, not 64", signature.len())))?;
-    node_key.verify(&binding_message(chain_id, market, account), &NodeSignature(sig))
+    let sig: [u8; 64] = signature.try_into().map_err(|_| {
+        SignatureError::BadSignature(format!(
+            "{node_key:?}: binding signature is {} bytes, not 64",
+            signature.len()
+        ))
+    })?;
+    node_key.verify(
+        &binding_message(chain_id, market, account),
+        &NodeSignature(sig),
+    )
 }

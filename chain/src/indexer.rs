@@ -43,7 +43,10 @@ impl Cursor {
         }
         let mut n = [0u8; 8];
         n.copy_from_slice(&b[..8]);
-        Some(Cursor { next_block: u64::from_be_bytes(n), last_hash: B256::from_slice(&b[8..]) })
+        Some(Cursor {
+            next_block: u64::from_be_bytes(n),
+            last_hash: B256::from_slice(&b[8..]),
+        })
     }
 }
 
@@ -85,7 +88,11 @@ pub struct IndexerConfig {
 
 impl Default for IndexerConfig {
     fn default() -> Self {
-        IndexerConfig { start_block: 0, max_range: 2_000, reorg_window: 12 }
+        IndexerConfig {
+            start_block: 0,
+            max_range: 2_000,
+            reorg_window: 12,
+        }
     }
 }
 
@@ -114,7 +121,7 @@ pub enum IndexerItem {
         from_block: u64,
     },
     /// A market event.
-    Event(IndexedEvent),
+    Event(Box<IndexedEvent>),
 }
 
 /// Polls one market's events.
@@ -128,12 +135,23 @@ pub struct Indexer<S: CursorStore> {
 
 impl<S: CursorStore> Indexer<S> {
     /// Resumes from the stored cursor, or starts at `config.start_block`.
-    pub fn new(provider: DynProvider, market: Address, mut store: S, config: IndexerConfig) -> Result<Self, ChainError> {
-        let cursor = store
-            .load()
-            .map_err(ChainError::Cursor)?
-            .unwrap_or(Cursor { next_block: config.start_block, last_hash: B256::ZERO });
-        Ok(Indexer { provider, market, store, cursor, config })
+    pub fn new(
+        provider: DynProvider,
+        market: Address,
+        mut store: S,
+        config: IndexerConfig,
+    ) -> Result<Self, ChainError> {
+        let cursor = store.load().map_err(ChainError::Cursor)?.unwrap_or(Cursor {
+            next_block: config.start_block,
+            last_hash: B256::ZERO,
+        });
+        Ok(Indexer {
+            provider,
+            market,
+            store,
+            cursor,
+            config,
+        })
     }
 
     /// The in-memory cursor (what the next poll starts from).
@@ -157,12 +175,23 @@ impl<S: CursorStore> Indexer<S> {
         if let Some(from_block) = self.detect_reorg().await? {
             items.push(IndexerItem::Reorg { from_block });
         }
-        let head = self.provider.get_block_number().await.map_err(|e| rpc("eth_blockNumber", e))?;
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| rpc("eth_blockNumber", e))?;
         while self.cursor.next_block <= head {
             let from = self.cursor.next_block;
             let to = head.min(from.saturating_add(self.config.max_range.max(1) - 1));
-            let filter = Filter::new().address(self.market).from_block(from).to_block(to);
-            let logs = self.provider.get_logs(&filter).await.map_err(|e| rpc("eth_getLogs", e))?;
+            let filter = Filter::new()
+                .address(self.market)
+                .from_block(from)
+                .to_block(to);
+            let logs = self
+                .provider
+                .get_logs(&filter)
+                .await
+                .map_err(|e| rpc("eth_getLogs", e))?;
             for log in logs {
                 let event = match ProofMarket::ProofMarketEvents::decode_log(&log.inner) {
                     Ok(decoded) => decoded.data,
@@ -171,16 +200,19 @@ impl<S: CursorStore> Indexer<S> {
                         continue;
                     }
                 };
-                items.push(IndexerItem::Event(IndexedEvent {
+                items.push(IndexerItem::Event(Box::new(IndexedEvent {
                     block_number: log.block_number.unwrap_or_default(),
                     block_hash: log.block_hash.unwrap_or_default(),
                     tx_hash: log.transaction_hash.unwrap_or_default(),
                     log_index: log.log_index.unwrap_or_default(),
                     event,
-                }));
+                })));
             }
             let hash = self.block_hash(to).await?.unwrap_or_default();
-            self.cursor = Cursor { next_block: to + 1, last_hash: hash };
+            self.cursor = Cursor {
+                next_block: to + 1,
+                last_hash: hash,
+            };
         }
         Ok(items)
     }
@@ -194,10 +226,23 @@ impl<S: CursorStore> Indexer<S> {
         if self.block_hash(last).await? == Some(self.cursor.last_hash) {
             return Ok(None);
         }
-        let from_block = last.saturating_sub(self.config.reorg_window.saturating_sub(1)).max(self.config.start_block);
-        tracing::warn!(last, from_block, "chain reorganised under the indexer; re-reading the window");
-        let prev = if from_block == 0 { None } else { self.block_hash(from_block - 1).await? };
-        self.cursor = Cursor { next_block: from_block, last_hash: prev.unwrap_or_default() };
+        let from_block = last
+            .saturating_sub(self.config.reorg_window.saturating_sub(1))
+            .max(self.config.start_block);
+        tracing::warn!(
+            last,
+            from_block,
+            "chain reorganised under the indexer; re-reading the window"
+        );
+        let prev = if from_block == 0 {
+            None
+        } else {
+            self.block_hash(from_block - 1).await?
+        };
+        self.cursor = Cursor {
+            next_block: from_block,
+            last_hash: prev.unwrap_or_default(),
+        };
         Ok(Some(from_block))
     }
 
@@ -212,5 +257,8 @@ impl<S: CursorStore> Indexer<S> {
 }
 
 fn rpc(call: &'static str, e: impl std::fmt::Display) -> ChainError {
-    ChainError::Rpc { call, message: e.to_string() }
+    ChainError::Rpc {
+        call,
+        message: e.to_string(),
+    }
 }

@@ -23,7 +23,9 @@ pub use alloy::signers::local::PrivateKeySigner;
 pub use client::{MarketClient, MarketParams, OperatorPayout, TxOutcome};
 pub use error::ChainError;
 pub use evidence::{SignedAcceptance, SignedProofClaim};
-pub use indexer::{Cursor, CursorStore, IndexedEvent, Indexer, IndexerConfig, IndexerItem, MemoryCursorStore};
+pub use indexer::{
+    Cursor, CursorStore, IndexedEvent, Indexer, IndexerConfig, IndexerItem, MemoryCursorStore,
+};
 
 use proofmesh_protocol::WorkflowId;
 

@@ -240,7 +240,9 @@ contract ProofMarket {
         if (p.minStake == 0) revert InvalidParams("minStake is zero");
         if (p.maxEscrowDuration == 0) revert InvalidParams("maxEscrowDuration is zero");
         if (p.unbondingDelay <= p.maxEscrowDuration) revert InvalidParams("unbondingDelay <= maxEscrowDuration");
-        if (p.failurePenalty >= p.missedDeadlinePenalty) revert InvalidParams("failurePenalty >= missedDeadlinePenalty");
+        if (p.failurePenalty >= p.missedDeadlinePenalty) {
+            revert InvalidParams("failurePenalty >= missedDeadlinePenalty");
+        }
         if (uint256(p.requesterShareBps) + p.reporterShareBps > BPS) revert InvalidParams("shares exceed 100%");
         verifier = verifier_;
         minStake = p.minStake;
@@ -412,7 +414,13 @@ contract ProofMarket {
         _registered(operator).failed += 1;
         _close(operator, acc.workflowId, acc.task, acc.attempt);
         _slash(
-            operator, e.requester, acc.workflowId, SlashKind.MissedDeadline, acc.task, acc.attempt, missedDeadlinePenalty
+            operator,
+            e.requester,
+            acc.workflowId,
+            SlashKind.MissedDeadline,
+            acc.task,
+            acc.attempt,
+            missedDeadlinePenalty
         );
     }
 
@@ -667,9 +675,10 @@ contract ProofMarket {
     }
 
     function _buildDomainSeparator() private view returns (bytes32) {
-        return keccak256(
-            abi.encode(DOMAIN_TYPEHASH, keccak256("ProofMarket"), keccak256("1"), block.chainid, address(this))
-        );
+        return
+            keccak256(
+                abi.encode(DOMAIN_TYPEHASH, keccak256("ProofMarket"), keccak256("1"), block.chainid, address(this))
+            );
     }
 
     function _u128(uint256 x) private pure returns (uint128) {

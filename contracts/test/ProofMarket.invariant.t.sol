@@ -63,7 +63,7 @@ contract Handler {
 
     function register(uint256 seed, uint96 amount) external {
         (address op,) = _op(seed);
-        (, , , uint64 registeredAt, , ,) = _rep(op);
+        (,,, uint64 registeredAt,,,) = _rep(op);
         if (registeredAt != 0) return;
         uint256 a = 1 ether + uint256(amount) % (10 ether);
         vm.deal(op, op.balance + a);
@@ -94,7 +94,7 @@ contract Handler {
         (address op,) = _op(seed);
         ProofMarket.Reputation memory r = market.reputation(op);
         if (r.unbonding == 0) return;
-        (, , uint64 unbondAt) = market.operatorInfo(op);
+        (,, uint64 unbondAt) = market.operatorInfo(op);
         if (block.timestamp < unbondAt) vm.warp(unbondAt);
         vm.prank(op);
         market.withdraw();
@@ -283,9 +283,7 @@ contract ProofMarketInvariantTest is Test {
         for (uint256 i = 0; i < 3; ++i) {
             address a = handler.actors(i);
             ProofMarket.Reputation memory r = market.reputation(a);
-            vm.assertEq(
-                uint256(r.stake) + r.unbonding, handler.stakeIn(a) - handler.stakeOut(a), "stake != in - out"
-            );
+            vm.assertEq(uint256(r.stake) + r.unbonding, handler.stakeIn(a) - handler.stakeOut(a), "stake != in - out");
         }
     }
 }

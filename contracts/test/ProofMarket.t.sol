@@ -502,8 +502,8 @@ contract ProofMarketTest is Base {
         vm.assertEq(r.unbonding, 0, "all taken");
         vm.assertEq(r.slashed, 3, "three slashes");
         // 0.5 + 1.0 + 0.5 (capped) = 2 ether slashed in total, nothing created or lost.
-        uint256 total = market.claimable(requester) + market.claimable(reporter) + market.claimable(settler)
-            + market.totalBurned();
+        uint256 total =
+            market.claimable(requester) + market.claimable(reporter) + market.claimable(settler) + market.totalBurned();
         vm.assertEq(total, 2 ether, "slashed total");
         vm.assertEq(address(market).balance, 2 ether + 1 ether, "balance: escrow + slashed credits");
     }

@@ -13,17 +13,39 @@ fn artifacts_are_fresh() {
         forge.display()
     );
     let contracts = repo_root().join("contracts");
-    let out = Command::new(&forge).arg("build").arg("--quiet").current_dir(&contracts).output().expect("run forge build");
-    assert!(out.status.success(), "forge build failed: {}", String::from_utf8_lossy(&out.stderr));
-    for (file, name) in [("ProofMarket.sol", "ProofMarket"), ("TestVerifier.sol", "TestVerifier")] {
+    let out = Command::new(&forge)
+        .arg("build")
+        .arg("--quiet")
+        .current_dir(&contracts)
+        .output()
+        .expect("run forge build");
+    assert!(
+        out.status.success(),
+        "forge build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (file, name) in [
+        ("ProofMarket.sol", "ProofMarket"),
+        ("TestVerifier.sol", "TestVerifier"),
+    ] {
         let fresh: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(contracts.join("out").join(file).join(format!("{name}.json"))).expect("read forge output"),
+            &std::fs::read(
+                contracts
+                    .join("out")
+                    .join(file)
+                    .join(format!("{name}.json")),
+            )
+            .expect("read forge output"),
         )
         .expect("parse forge output");
-        let committed: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(artifact_path(name)).expect("read committed artifact"))
-                .expect("parse committed artifact");
-        assert_eq!(fresh["abi"], committed["abi"], "chain/abi/{name}.json ABI is stale: run chain/abi/update.sh");
+        let committed: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(artifact_path(name)).expect("read committed artifact"),
+        )
+        .expect("parse committed artifact");
+        assert_eq!(
+            fresh["abi"], committed["abi"],
+            "chain/abi/{name}.json ABI is stale: run chain/abi/update.sh"
+        );
         assert_eq!(
             fresh["bytecode"]["object"], committed["bytecode"]["object"],
             "chain/abi/{name}.json bytecode is stale: run chain/abi/update.sh"

@@ -24,25 +24,48 @@ pub async fn setup() -> Env {
         Ok(a) => a,
         Err(e) => panic!("chain tests need a local anvil: {e}"),
     };
-    let deployer = anvil.funded_signer(wei(1_000 * ETH)).await.expect("fund deployer");
-    let provider = connect(&anvil.endpoint(), deployer.clone()).await.expect("connect");
-    let verifier = deploy_test_verifier(&provider).await.expect("deploy verifier");
+    let deployer = anvil
+        .funded_signer(wei(1_000 * ETH))
+        .await
+        .expect("fund deployer");
+    let provider = connect(&anvil.endpoint(), deployer.clone())
+        .await
+        .expect("connect");
+    let verifier = deploy_test_verifier(&provider)
+        .await
+        .expect("deploy verifier");
     let params = MarketParams::devnet();
-    let market = MarketClient::deploy(&anvil.endpoint(), deployer, verifier, &params).await.expect("deploy market");
-    Env { anvil, market, verifier, params }
+    let market = MarketClient::deploy(&anvil.endpoint(), deployer, verifier, &params)
+        .await
+        .expect("deploy market");
+    Env {
+        anvil,
+        market,
+        verifier,
+        params,
+    }
 }
 
 impl Env {
     /// A new account holding `eth` ether, attached to the market.
     pub async fn actor(&self, eth: u128) -> MarketClient {
-        let signer = self.anvil.funded_signer(wei(eth * ETH)).await.expect("fund actor");
-        self.market.as_signer(&self.anvil.endpoint(), signer).await.expect("attach actor")
+        let signer = self
+            .anvil
+            .funded_signer(wei(eth * ETH))
+            .await
+            .expect("fund actor");
+        self.market
+            .as_signer(&self.anvil.endpoint(), signer)
+            .await
+            .expect("attach actor")
     }
 
     /// A registered operator with `stake` wei.
     pub async fn operator(&self, stake: u128) -> MarketClient {
         let op = self.actor(100).await;
-        op.register(&Keypair::generate(), capacity(), stake).await.expect("register");
+        op.register(&Keypair::generate(), capacity(), stake)
+            .await
+            .expect("register");
         op
     }
 
@@ -56,10 +79,20 @@ impl Env {
 }
 
 pub fn capacity() -> ProofMarket::Capacity {
-    ProofMarket::Capacity { cpuCores: 16, memoryGb: 64, gpus: 1, vramGbPerGpu: 80 }
+    ProofMarket::Capacity {
+        cpuCores: 16,
+        memoryGb: 64,
+        gpus: 1,
+        vramGbPerGpu: 80,
+    }
 }
 
 /// Asserts that `after == before + gained - fee` to the wei.
 pub fn assert_balance(before: U256, after: U256, gained: U256, tx: &TxOutcome, what: &str) {
-    assert_eq!(after, before + gained - tx.fee_wei, "{what}: balance off (before {before}, after {after}, gained {gained}, fee {})", tx.fee_wei);
+    assert_eq!(
+        after,
+        before + gained - tx.fee_wei,
+        "{what}: balance off (before {before}, after {after}, gained {gained}, fee {})",
+        tx.fee_wei
+    );
 }
