@@ -335,6 +335,24 @@ impl Matchmaker {
         self.st.check_invariants()
     }
 
+    /// A one-line description of a task's state, for diagnostics.
+    pub fn describe_task(&self, workflow: &WorkflowId, task: u32) -> String {
+        let Some(&w) = self.st.wf_index.get(workflow) else { return "unknown workflow".into() };
+        let wf = &self.st.wfs[w as usize];
+        match wf.tasks.get(task as usize) {
+            Some(t) => format!(
+                "{:?} pending_deps={} attempts={} failures={} deps={:?} history={:?}",
+                t.status,
+                t.pending_deps,
+                t.attempts,
+                t.failures,
+                wf.workflow.tasks[task as usize].deps,
+                t.history.iter().map(|h| h.cause.to_string()).collect::<Vec<_>>()
+            ),
+            None => format!("{:?}", wf.phase),
+        }
+    }
+
     /// Memory attributed to tracked tasks (see [`MemoryEstimate`]).
     pub fn memory_estimate(&self) -> MemoryEstimate {
         self.st.memory_estimate()
@@ -394,6 +412,30 @@ impl State {
             Event::Matchmakers(live) => self.matchmakers(live, checker),
             Event::Assigned(a) => self.observed_assignment(a),
             Event::Verdict(v) => self.observed_verdict(v),
+            Event::Cancelled {
+                workflow,
+                task,
+                attempt,
+                operator,
+                reason,
+            } => match self.wf_index.get(&workflow) {
+                Some(&w) if !self.wfs[w as usize].active => {
+                    if self.current(&workflow, task, attempt, &operator).is_some() {
+                        self.end_attempt(w, task, reason, false);
+                    }
+                }
+                Some(_) => {}
+                None => self.buffer_early(
+                    workflow,
+                    Event::Cancelled {
+                        workflow,
+                        task,
+                        attempt,
+                        operator,
+                        reason,
+                    },
+                ),
+            },
         }
     }
 
@@ -555,6 +597,7 @@ impl State {
                     Event::Assigned(a) => self.observed_assignment(a),
                     Event::Verdict(v) => self.observed_verdict(v),
                     Event::Acceptance(a) => self.acceptance(a),
+                    e @ Event::Cancelled { .. } => self.apply_early_cancel(e),
                     _ => {}
                 }
             }
@@ -1190,6 +1233,25 @@ impl State {
         for (i, r) in held {
             if self.wfs[w as usize].phase == Phase::Running {
                 self.judge(w, i, r, checker);
+            }
+        }
+    }
+
+    fn apply_early_cancel(&mut self, e: Event) {
+        if let Event::Cancelled {
+            workflow,
+            task,
+            attempt,
+            operator,
+            reason,
+        } = e
+        {
+            if let Some(&w) = self.wf_index.get(&workflow) {
+                if !self.wfs[w as usize].active
+                    && self.current(&workflow, task, attempt, &operator).is_some()
+                {
+                    self.end_attempt(w, task, reason, false);
+                }
             }
         }
     }

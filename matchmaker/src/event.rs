@@ -57,6 +57,20 @@ pub enum Event {
     Assigned(Assignment),
     /// A verdict seen on gossip (ignored for workflows this matchmaker is active for).
     Verdict(Verdict),
+    /// Another matchmaker's [`Decision::Cancel`], seen on gossip (ignored for workflows this
+    /// matchmaker is active for): a follower learns that an attempt ended on a timeout.
+    Cancelled {
+        /// Workflow.
+        workflow: WorkflowId,
+        /// Task.
+        task: TaskIndex,
+        /// Attempt that ended.
+        attempt: u32,
+        /// Operator that held it.
+        operator: PublicKey,
+        /// Why.
+        reason: AttemptCause,
+    },
 }
 
 /// An output of [`crate::Matchmaker::handle`]: something the node must send or record.

@@ -353,6 +353,8 @@ pub struct Sim {
     finished: BTreeMap<WorkflowId, (u64, bool)>,
     /// Submission delivered to the matchmakers.
     delivered: Vec<bool>,
+    /// Recent decisions, for violation messages.
+    trace: Vec<String>,
     report: SimReport,
 }
 
@@ -470,6 +472,7 @@ impl Sim {
             views,
             finished: BTreeMap::new(),
             delivered: Vec::new(),
+            trace: Vec::new(),
             report: SimReport::default(),
         };
         if sim.mms.len() > 1 {
@@ -683,10 +686,35 @@ impl Sim {
     }
 
     fn decision(&mut self, m: usize, d: Decision) {
+        let wi = |id: &WorkflowId| self.by_id.get(id).copied().unwrap_or(usize::MAX);
+        let line = match &d {
+            Decision::Assign(a) => format!("t={} mm{m} assign {}/{}#{}", self.now, wi(&a.workflow), a.task, a.attempt),
+            Decision::Verdict(Verdict::Accepted(r)) => {
+                format!("t={} mm{m} accept {}/{}#{}", self.now, wi(&r.result.workflow), r.result.task, r.result.attempt)
+            }
+            Decision::Cancel { workflow, task, attempt, reason, .. } => {
+                format!("t={} mm{m} cancel {}/{}#{} {reason}", self.now, wi(workflow), task, attempt)
+            }
+            other => format!("t={} mm{m} {other:?}", self.now).chars().take(120).collect(),
+        };
+        self.trace.push(line);
         // Gossip to the other matchmakers.
         let gossip = match &d {
             Decision::Assign(a) => Some(Event::Assigned(a.clone())),
             Decision::Verdict(v) => Some(Event::Verdict(v.clone())),
+            Decision::Cancel {
+                workflow,
+                task,
+                attempt,
+                operator,
+                reason,
+            } => Some(Event::Cancelled {
+                workflow: *workflow,
+                task: *task,
+                attempt: *attempt,
+                operator: *operator,
+                reason: reason.clone(),
+            }),
             _ => None,
         };
         match d {
@@ -771,8 +799,13 @@ impl Sim {
         let task = &self.workflows[w].workflow.tasks[a.task as usize];
         for &d in &task.deps {
             if self.views[w][d as usize].accepted == 0 {
+                let mut tail = self.trace.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n");
+                for m in &self.mms {
+                    tail.push_str(&format!("\nview: {}", m.mm.describe_task(&a.workflow, d)));
+                    tail.push_str(&format!("\nview9: {}", m.mm.describe_task(&a.workflow, a.task)));
+                }
                 self.report.violations.push(format!(
-                    "task {} assigned before dependency {d} was accepted",
+                    "task {} of workflow {w} assigned before dependency {d} was accepted\n{tail}",
                     task.name
                 ));
             }

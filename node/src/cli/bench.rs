@@ -49,7 +49,10 @@ pub struct OverheadArgs {
 
 /// Run it.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     match cmd {
         BenchCommand::Overhead(args) => runtime.block_on(overhead(args)),
     }
@@ -73,10 +76,15 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         other => bail!("--program {other:?}: use noop or sleep"),
     };
     let root = tempfile::tempdir().context("temp dir")?;
-    let domain = Domain { network_id: 9_999, chain_id: 31337 };
+    let domain = Domain {
+        network_id: 9_999,
+        chain_id: 31337,
+    };
     let mut mm_opts = NodeOptions::test(root.path().join("mm"), domain).with_test_matchmaker();
     mm_opts.rpc = None;
-    let mm = Node::spawn(mm_opts).await.context("starting the matchmaker node")?;
+    let mm = Node::spawn(mm_opts)
+        .await
+        .context("starting the matchmaker node")?;
     let boot: Vec<Multiaddr> = mm.listen_addrs().to_vec();
     let mut operators = Vec::new();
     for i in 0..args.operators {
@@ -85,10 +93,27 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         o.rpc = None;
         o.network.bootstrap = boot.clone();
         let config = OperatorConfig::new(dir.join("operator"))
-            .with_program("noop", "1", ProgramSpec::Builtin { builtin: "noop".into() })
-            .with_program("sleep", "1", ProgramSpec::Builtin { builtin: "sleep".into() });
+            .with_program(
+                "noop",
+                "1",
+                ProgramSpec::Builtin {
+                    builtin: "noop".into(),
+                },
+            )
+            .with_program(
+                "sleep",
+                "1",
+                ProgramSpec::Builtin {
+                    builtin: "sleep".into(),
+                },
+            );
         let mut op = OperatorOptions::new(config);
-        op.capacity = Some(Capacity { cpu: args.slots, memory_mb: 1 << 20, disk_mb: 1 << 20, gpus: Vec::new() });
+        op.capacity = Some(Capacity {
+            cpu: args.slots,
+            memory_mb: 1 << 20,
+            disk_mb: 1 << 20,
+            gpus: Vec::new(),
+        });
         op.heartbeat_interval = Duration::from_millis(200);
         o.operator = Some(op);
         operators.push(Node::spawn(o).await.context("starting an operator node")?);
@@ -117,7 +142,9 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     let mut done: HashMap<u32, Instant> = HashMap::new();
     let end = Instant::now() + Duration::from_secs(600);
     loop {
-        let event = tokio::time::timeout_at(end.into(), progress.recv()).await.context("bench timed out")?;
+        let event = tokio::time::timeout_at(end.into(), progress.recv())
+            .await
+            .context("bench timed out")?;
         match event {
             Ok(Progress::Task { task, state, .. }) => match state {
                 TaskState::Assigned { .. } => {
@@ -128,14 +155,19 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
                 }
                 _ => {}
             },
-            Ok(Progress::Workflow { state: WorkflowState::Active, .. }) => {}
+            Ok(Progress::Workflow {
+                state: WorkflowState::Active,
+                ..
+            }) => {}
             Ok(Progress::Workflow { state, .. }) => {
                 if state != WorkflowState::Completed {
                     bail!("workflow ended {state:?}");
                 }
                 break;
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => bail!("progress receiver lagged by {n} events"),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                bail!("progress receiver lagged by {n} events")
+            }
             Err(e) => bail!("progress stream ended: {e}"),
         }
     }
@@ -143,7 +175,9 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     let results = api.store().results(&id)?;
     let mut overheads = Vec::with_capacity(results.len());
     for (task, r) in &results {
-        let (Some(a), Some(d)) = (assigned.get(task), done.get(task)) else { continue };
+        let (Some(a), Some(d)) = (assigned.get(task), done.get(task)) else {
+            continue;
+        };
         let compute_ms = r.result.finished_ms.saturating_sub(r.result.started_ms) as f64;
         overheads.push((d.duration_since(*a).as_secs_f64() * 1000.0 - compute_ms).max(0.0));
     }

@@ -10,7 +10,10 @@ use std::process::ExitCode;
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let config = NodeConfig::load(&args).context("node configuration")?;
     let options = NodeOptions::from_config(&config).context("node configuration")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async move {
         let node = Node::spawn(options).await.context("starting the node")?;
         let addrs: Vec<String> = node.listen_addrs().iter().map(|a| a.to_string()).collect();
@@ -20,7 +23,9 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             node.public_key(),
             node.peer_id(),
             addrs.join(","),
-            node.rpc_addr().map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into())
+            node.rpc_addr()
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_else(|| "off".into())
         );
         wait_for_signal().await?;
         tracing::info!("shutting down");

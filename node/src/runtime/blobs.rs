@@ -11,15 +11,25 @@ use std::path::PathBuf;
 pub struct StoreBlobs(pub Store);
 
 fn io(store: &Store, e: StoreError) -> BlobError {
-    BlobError::Io { path: PathBuf::from(store.dir()), source: std::io::Error::other(e.to_string()) }
+    BlobError::Io {
+        path: PathBuf::from(store.dir()),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 impl BlobStore for StoreBlobs {
     fn get(&self, id: &ContentId) -> Result<Vec<u8>, BlobError> {
-        let bytes = self.0.blob(id).map_err(|e| io(&self.0, e))?.ok_or(BlobError::NotFound(*id))?;
+        let bytes = self
+            .0
+            .blob(id)
+            .map_err(|e| io(&self.0, e))?
+            .ok_or(BlobError::NotFound(*id))?;
         let actual = ContentId::of_bytes(&bytes);
         if actual != *id {
-            return Err(BlobError::Corrupt { expected: *id, actual });
+            return Err(BlobError::Corrupt {
+                expected: *id,
+                actual,
+            });
         }
         Ok(bytes)
     }

@@ -30,11 +30,20 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug)]
 pub(crate) enum Internal {
     /// An envelope that reached us outside gossip (a direct reply).
-    Received { envelope: Envelope, message: Message },
+    Received {
+        envelope: Envelope,
+        message: Message,
+    },
     /// A result's precheck finished.
-    Checked { result: proofmesh_protocol::messages::SignedResult, verdict: super::verify::CheckVerdict },
+    Checked {
+        result: proofmesh_protocol::messages::SignedResult,
+        verdict: super::verify::CheckVerdict,
+    },
     /// An operator attempt ended.
-    AttemptDone { key: operating::AttemptKey, outcome: Outcome },
+    AttemptDone {
+        key: operating::AttemptKey,
+        outcome: Outcome,
+    },
 }
 
 /// Where a message came from.
@@ -57,7 +66,10 @@ impl Seen {
     const CAP: usize = 200_000;
 
     fn new() -> Self {
-        Seen { set: HashSet::new(), order: VecDeque::new() }
+        Seen {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// True when new.
@@ -153,7 +165,17 @@ impl Core {
         // Nonces must never repeat for this key, across restarts too: start from the clock in
         // microseconds (a node signs far fewer than a million messages per second).
         let nonce = sh.now().saturating_mul(1000);
-        Core { sh, nonce, seen: Seen::new(), view, mm, op, settlement, progress, last_advert: None }
+        Core {
+            sh,
+            nonce,
+            seen: Seen::new(),
+            view,
+            mm,
+            op,
+            settlement,
+            progress,
+            last_advert: None,
+        }
     }
 
     pub async fn run(
@@ -162,7 +184,10 @@ impl Core {
         mut commands: mpsc::Receiver<Command>,
         mut internal: mpsc::UnboundedReceiver<Internal>,
     ) {
-        let mut heartbeat = self.op.as_ref().map(|o| interval(o.opts.heartbeat_interval));
+        let mut heartbeat = self
+            .op
+            .as_ref()
+            .map(|o| interval(o.opts.heartbeat_interval));
         let mut advert = self.op.as_ref().map(|o| interval(o.opts.advert_interval));
         let mut announce = self.mm.as_ref().map(|m| interval(m.opts.announce_interval));
         let cancel = self.sh.cancel.clone();
@@ -203,7 +228,13 @@ impl Core {
     fn seal(&mut self, message: &Message) -> Envelope {
         self.nonce += 1;
         let expires = self.sh.now().saturating_add(self.sh.ttl_ms);
-        Envelope::seal(&self.sh.keypair, self.sh.domain, message, self.nonce, expires)
+        Envelope::seal(
+            &self.sh.keypair,
+            self.sh.domain,
+            message,
+            self.nonce,
+            expires,
+        )
     }
 
     /// Sign `message`, apply it locally and queue it for gossip. Returns the envelope (for a
@@ -220,7 +251,9 @@ impl Core {
     /// Send an envelope straight to `to` (an assignment, a cancellation); an answering envelope
     /// is handled like any received message.
     pub fn send_direct(&self, to: &PublicKey, envelope: Envelope) {
-        let Some(peer) = network::peer_id_of(to) else { return };
+        let Some(peer) = network::peer_id_of(to) else {
+            return;
+        };
         let client = self.sh.client.clone();
         let internal = self.sh.internal.clone();
         self.sh.spawn(async move {
@@ -229,7 +262,9 @@ impl Core {
                     let _ = internal.send(Internal::Received { envelope, message });
                 }
                 Ok(None) => {}
-                Err(e) => tracing::debug!(%peer, error = %e, "direct send failed (gossip carries it too)"),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "direct send failed (gossip carries it too)")
+                }
             }
         });
     }
@@ -238,12 +273,19 @@ impl Core {
 
     fn on_network(&mut self, event: NetworkEvent) {
         match event {
-            NetworkEvent::Message { envelope, message, .. } => {
+            NetworkEvent::Message {
+                envelope, message, ..
+            } => {
                 if self.seen.insert(&envelope) {
                     self.on_message(envelope.sender, message, Origin::Remote);
                 }
             }
-            NetworkEvent::DirectRequest { envelope, message, responder, .. } => {
+            NetworkEvent::DirectRequest {
+                envelope,
+                message,
+                responder,
+                ..
+            } => {
                 if !self.seen.insert(&envelope) {
                     responder.ack();
                     return;
@@ -255,7 +297,11 @@ impl Core {
             }
             NetworkEvent::PeerConnected { key, .. } => {
                 // Someone new may not know us yet: re-advertise (rate-limited).
-                if self.op.is_some() && self.last_advert.is_none_or(|t| t.elapsed() > Duration::from_millis(200)) {
+                if self.op.is_some()
+                    && self
+                        .last_advert
+                        .is_none_or(|t| t.elapsed() > Duration::from_millis(200))
+                {
                     self.advert();
                 }
                 if let (Some(key), Some(_)) = (key, &self.mm) {
@@ -263,7 +309,9 @@ impl Core {
                 }
             }
             NetworkEvent::PeerDisconnected { peer } => {
-                let Some(key) = public_key_of(&peer) else { return };
+                let Some(key) = public_key_of(&peer) else {
+                    return;
+                };
                 let now = self.sh.now();
                 if let Some(decisions) = self.mm.as_mut().map(|m| m.peer_gone(&self.sh, key, now)) {
                     self.act(decisions);
@@ -282,7 +330,11 @@ impl Core {
             }
             Internal::Checked { result, verdict } => {
                 let now = self.sh.now();
-                if let Some(decisions) = self.mm.as_mut().map(|m| m.checked(&self.sh, now, result, verdict)) {
+                if let Some(decisions) = self
+                    .mm
+                    .as_mut()
+                    .map(|m| m.checked(&self.sh, now, result, verdict))
+                {
                     self.act(decisions);
                 }
             }
@@ -305,7 +357,14 @@ impl Core {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Submit { workflow, owner, owner_eth, escrow, submitted_at_ms, reply } => {
+            Command::Submit {
+                workflow,
+                owner,
+                owner_eth,
+                escrow,
+                submitted_at_ms,
+                reply,
+            } => {
                 let result = match workflow.validate() {
                     Err(e) => Err(NodeError::InvalidWorkflow(e)),
                     Ok(_) => {
@@ -320,7 +379,8 @@ impl Core {
                                     owner: owner.unwrap_or(self.sh.me),
                                     owner_eth,
                                     escrow,
-                                    submitted_at_ms: submitted_at_ms.unwrap_or_else(|| self.sh.now()),
+                                    submitted_at_ms: submitted_at_ms
+                                        .unwrap_or_else(|| self.sh.now()),
                                 };
                                 self.emit(Message::Submission(submission));
                                 // `emit` stored it synchronously; confirm before acknowledging.
@@ -344,9 +404,16 @@ impl Core {
                 let store = self.sh.store.clone();
                 self.sh.spawn(async move {
                     let result = match client.fetch_blob(None, id).await {
-                        Ok(bytes) => match tokio::task::spawn_blocking(move || store.put_blob_expected(&id, &bytes)).await {
+                        Ok(bytes) => match tokio::task::spawn_blocking(move || {
+                            store.put_blob_expected(&id, &bytes)
+                        })
+                        .await
+                        {
                             Ok(Ok(true)) => Ok(()),
-                            Ok(Ok(false)) => Err(NodeError::Rpc(format!("blob {} did not match its hash", id.short()))),
+                            Ok(Ok(false)) => Err(NodeError::Rpc(format!(
+                                "blob {} did not match its hash",
+                                id.short()
+                            ))),
                             Ok(Err(e)) => Err(NodeError::Store(e)),
                             Err(e) => Err(NodeError::Rpc(e.to_string())),
                         },
@@ -356,7 +423,11 @@ impl Core {
                 });
             }
             Command::LiveMatchmakers { reply } => {
-                let live = self.mm.as_ref().map(|m| m.live_set(self.sh.me)).unwrap_or_default();
+                let live = self
+                    .mm
+                    .as_ref()
+                    .map(|m| m.live_set(self.sh.me))
+                    .unwrap_or_default();
                 let _ = reply.send(live);
             }
         }
@@ -364,7 +435,12 @@ impl Core {
 
     /// Apply one message (received or our own). Returns the answer to send back when it came
     /// as a direct request (an operator's acceptance or refusal of an assignment).
-    pub fn on_message(&mut self, sender: PublicKey, message: Message, origin: Origin) -> Option<Envelope> {
+    pub fn on_message(
+        &mut self,
+        sender: PublicKey,
+        message: Message,
+        origin: Origin,
+    ) -> Option<Envelope> {
         let now = self.sh.now();
         let mut reply = None;
         // Authorship: a message about an operator or matchmaker must be signed by it.
@@ -386,10 +462,12 @@ impl Core {
         }
         let mut new_submission = true;
         match &message {
-            Message::Submission(s) => match self.view.submission(&self.sh, &self.progress, s, now) {
-                Some(new) => new_submission = new,
-                None => return None,
-            },
+            Message::Submission(s) => {
+                match self.view.submission(&self.sh, &self.progress, s, now) {
+                    Some(new) => new_submission = new,
+                    None => return None,
+                }
+            }
             Message::OperatorAdvert(a) => self.view.advert(&self.sh, a, now),
             Message::Heartbeat(_) | Message::Result(_) | Message::MatchmakerAnnounce(_) => {}
             Message::Assignment(a) => {
@@ -421,7 +499,8 @@ impl Core {
                         | Message::WorkflowFailed(_)
                         | Message::MatchmakerAnnounce(_)
                 );
-            let skip = own_decision || (matches!(message, Message::Submission(_)) && !new_submission);
+            let skip =
+                own_decision || (matches!(message, Message::Submission(_)) && !new_submission);
             if !skip {
                 let decisions = match self.mm.as_mut() {
                     Some(m) => m.on_message(&self.sh, &self.view, sender, message, now),
@@ -435,14 +514,20 @@ impl Core {
 
     // ---- roles ----------------------------------------------------------------------------------
 
-    fn operator_assignment(&mut self, a: &proofmesh_protocol::messages::Assignment) -> Option<Envelope> {
+    fn operator_assignment(
+        &mut self,
+        a: &proofmesh_protocol::messages::Assignment,
+    ) -> Option<Envelope> {
         let now = self.sh.now();
         let key = (a.workflow, a.task, a.attempt);
         // The same attempt again (e.g. re-sent by a matchmaker that took over): same answer.
         if let Some(envelope) = self.op.as_ref()?.answered.get(&key) {
             return Some(envelope.clone());
         }
-        let answer = self.op.as_mut()?.on_assignment(&self.sh, &self.view, a, now)?;
+        let answer = self
+            .op
+            .as_mut()?
+            .on_assignment(&self.sh, &self.view, a, now)?;
         let envelope = self.emit(answer);
         if let Some(op) = &mut self.op {
             op.answered.insert(key, envelope.clone());
@@ -460,7 +545,9 @@ impl Core {
     /// Carry out the matchmaker's decisions.
     fn act(&mut self, decisions: Vec<proofmesh_matchmaker::Decision>) {
         for decision in decisions {
-            let Some(message) = super::matchmaking::decision_message(self, decision) else { continue };
+            let Some(message) = super::matchmaking::decision_message(self, decision) else {
+                continue;
+            };
             let direct_to = match &message {
                 Message::Assignment(a) => Some(a.operator),
                 Message::Cancel(c) => Some(c.operator),
@@ -477,7 +564,11 @@ impl Core {
 
     fn heartbeat(&mut self) {
         let running = self.op.as_ref().map(|o| o.running()).unwrap_or_default();
-        let hb = Heartbeat { operator: self.sh.me, at_ms: self.sh.now(), running };
+        let hb = Heartbeat {
+            operator: self.sh.me,
+            at_ms: self.sh.now(),
+            running,
+        };
         self.emit(Message::Heartbeat(hb));
     }
 
@@ -496,7 +587,10 @@ impl Core {
 
     fn announce(&mut self) {
         let now = self.sh.now();
-        self.emit(Message::MatchmakerAnnounce(MatchmakerAnnounce { matchmaker: self.sh.me, at_ms: now }));
+        self.emit(Message::MatchmakerAnnounce(MatchmakerAnnounce {
+            matchmaker: self.sh.me,
+            at_ms: now,
+        }));
         if let Some(decisions) = self.mm.as_mut().map(|m| m.refresh_live(&self.sh, now)) {
             self.act(decisions);
         }

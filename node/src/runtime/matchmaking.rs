@@ -71,7 +71,11 @@ fn attempt_of(event: &Event) -> Option<AttemptKey> {
 
 impl MatchmakerRole {
     /// Rebuild from the event log (empty on a fresh node).
-    pub fn start(store: &Store, mut opts: MatchmakerOptions, me: PublicKey) -> Result<Self, StoreError> {
+    pub fn start(
+        store: &Store,
+        mut opts: MatchmakerOptions,
+        me: PublicKey,
+    ) -> Result<Self, StoreError> {
         opts.config.me = me;
         let verdicts = Verdicts::default();
         let mut events = Vec::new();
@@ -106,7 +110,10 @@ impl MatchmakerRole {
             }
         }
         if replayed > 0 {
-            tracing::info!(events = replayed, "matchmaker state rebuilt from its event log");
+            tracing::info!(
+                events = replayed,
+                "matchmaker state rebuilt from its event log"
+            );
         }
         Ok(MatchmakerRole {
             engine,
@@ -128,7 +135,12 @@ impl MatchmakerRole {
 
     /// The live set, including this node.
     pub fn live_set(&self, me: PublicKey) -> Vec<PublicKey> {
-        let mut set: Vec<PublicKey> = self.live.keys().copied().chain(std::iter::once(me)).collect();
+        let mut set: Vec<PublicKey> = self
+            .live
+            .keys()
+            .copied()
+            .chain(std::iter::once(me))
+            .collect();
         set.sort();
         set.dedup();
         set
@@ -136,7 +148,13 @@ impl MatchmakerRole {
 
     /// Feed `event`, holding back attempt events whose assignment has not been seen yet, and
     /// releasing held-back events once it has.
-    fn feed(&mut self, sh: &Shared, now: u64, event: Event, check: Option<CheckVerdict>) -> Vec<Decision> {
+    fn feed(
+        &mut self,
+        sh: &Shared,
+        now: u64,
+        event: Event,
+        check: Option<CheckVerdict>,
+    ) -> Vec<Decision> {
         if let Some(key) = attempt_of(&event) {
             if !self.known.contains(&key) {
                 self.early.entry(key).or_default().push((now, event, check));
@@ -173,8 +191,18 @@ impl MatchmakerRole {
     }
 
     /// Log `event` durably, then handle it.
-    fn feed_now(&mut self, sh: &Shared, now: u64, event: Event, check: Option<CheckVerdict>) -> Vec<Decision> {
-        let record = LogRecord { now_ms: now, event, check };
+    fn feed_now(
+        &mut self,
+        sh: &Shared,
+        now: u64,
+        event: Event,
+        check: Option<CheckVerdict>,
+    ) -> Vec<Decision> {
+        let record = LogRecord {
+            now_ms: now,
+            event,
+            check,
+        };
         if let Err(e) = sh.store.append_events(&[encoding::encode(&record)]) {
             // Without the log a crash would lose this event; carry on, but loudly.
             tracing::error!(error = %e, "cannot append to the matchmaker event log");
@@ -231,7 +259,11 @@ impl MatchmakerRole {
             Message::MatchmakerAnnounce(a) => {
                 let new = self.live.insert(sender, now).is_none();
                 let _ = a;
-                return if new { self.refresh_live(sh, now) } else { Vec::new() };
+                return if new {
+                    self.refresh_live(sh, now)
+                } else {
+                    Vec::new()
+                };
             }
             Message::Cancel(_) | Message::WorkflowFailed(_) => return Vec::new(),
         };
@@ -246,7 +278,9 @@ impl MatchmakerRole {
         let internal = sh.internal.clone();
         let Some(task) = task else {
             // Unknown workflow or task: the engine ignores it; judge by signature only.
-            let verdict = result.verify().map_err(|e| format!("bad result signature: {e}"));
+            let verdict = result
+                .verify()
+                .map_err(|e| format!("bad result signature: {e}"));
             let _ = internal.send(Internal::Checked { result, verdict });
             return;
         };
@@ -262,7 +296,13 @@ impl MatchmakerRole {
     }
 
     /// A precheck finished: the result becomes an event, with its verdict recorded.
-    pub fn checked(&mut self, sh: &Shared, now: u64, result: SignedResult, verdict: CheckVerdict) -> Vec<Decision> {
+    pub fn checked(
+        &mut self,
+        sh: &Shared,
+        now: u64,
+        result: SignedResult,
+        verdict: CheckVerdict,
+    ) -> Vec<Decision> {
         self.verdicts.insert(&result, verdict.clone());
         self.feed(sh, now, Event::Result(result), Some(verdict))
     }
@@ -284,7 +324,8 @@ impl MatchmakerRole {
     /// Forget matchmakers not heard from within the timeout; feed a changed live set.
     pub fn refresh_live(&mut self, sh: &Shared, now: u64) -> Vec<Decision> {
         let timeout = self.opts.live_timeout.as_millis() as u64;
-        self.live.retain(|_, seen| now.saturating_sub(*seen) <= timeout);
+        self.live
+            .retain(|_, seen| now.saturating_sub(*seen) <= timeout);
         let set = self.live_set(sh.me);
         if set == self.fed {
             return Vec::new();
@@ -303,7 +344,10 @@ pub(crate) fn decision_message(core: &mut Core, decision: Decision) -> Option<Me
         Decision::Assign(a) => {
             if a.attempt == 1 {
                 if let Some(ready) = core.view.ready_at(&a.workflow, a.task) {
-                    core.sh.metrics.assignment_latency.observe(now.saturating_sub(ready) as f64 / 1000.0);
+                    core.sh
+                        .metrics
+                        .assignment_latency
+                        .observe(now.saturating_sub(ready) as f64 / 1000.0);
                 }
             }
             if let Some(mm) = &mut core.mm {
@@ -311,7 +355,13 @@ pub(crate) fn decision_message(core: &mut Core, decision: Decision) -> Option<Me
             }
             Some(Message::Assignment(a))
         }
-        Decision::Cancel { workflow, task, attempt, operator, reason } => Some(Message::Cancel(CancelAttempt {
+        Decision::Cancel {
+            workflow,
+            task,
+            attempt,
+            operator,
+            reason,
+        } => Some(Message::Cancel(CancelAttempt {
             workflow,
             task,
             attempt,
@@ -339,7 +389,11 @@ pub(crate) fn decision_message(core: &mut Core, decision: Decision) -> Option<Me
             None
         }
         Decision::WorkflowFailed { workflow, reason } => {
-            Some(Message::WorkflowFailed(WorkflowFailure { workflow, matchmaker: me, reason: reason.to_string() }))
+            Some(Message::WorkflowFailed(WorkflowFailure {
+                workflow,
+                matchmaker: me,
+                reason: reason.to_string(),
+            }))
         }
     }
 }

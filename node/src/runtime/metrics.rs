@@ -45,8 +45,16 @@ impl RuntimeMetrics {
             conflicting_results: Counter::default(),
             events_logged: Counter::default(),
         };
-        registry.register("proofmesh_tasks", "Tasks by state in this node's view", m.tasks.clone());
-        registry.register("proofmesh_workflows", "Workflows by state in this node's view", m.workflows.clone());
+        registry.register(
+            "proofmesh_tasks",
+            "Tasks by state in this node's view",
+            m.tasks.clone(),
+        );
+        registry.register(
+            "proofmesh_workflows",
+            "Workflows by state in this node's view",
+            m.workflows.clone(),
+        );
         registry.register(
             "proofmesh_assignment_latency_seconds",
             "Task ready to first assignment, at the assigning matchmaker",
@@ -62,7 +70,11 @@ impl RuntimeMetrics {
             "Accepted verdicts that conflicted with an already accepted result",
             m.conflicting_results.clone(),
         );
-        registry.register("proofmesh_matchmaker_events", "Events appended to the matchmaker log", m.events_logged.clone());
+        registry.register(
+            "proofmesh_matchmaker_events",
+            "Events appended to the matchmaker log",
+            m.events_logged.clone(),
+        );
         m
     }
 
@@ -72,9 +84,17 @@ impl RuntimeMetrics {
             return;
         }
         if let Some(from) = from {
-            self.tasks.get_or_create(&StateLabel { state: from.to_owned() }).dec();
+            self.tasks
+                .get_or_create(&StateLabel {
+                    state: from.to_owned(),
+                })
+                .dec();
         }
-        self.tasks.get_or_create(&StateLabel { state: to.to_owned() }).inc();
+        self.tasks
+            .get_or_create(&StateLabel {
+                state: to.to_owned(),
+            })
+            .inc();
     }
 
     /// Move one workflow between states in the gauge.
@@ -83,8 +103,16 @@ impl RuntimeMetrics {
             return;
         }
         if let Some(from) = from {
-            self.workflows.get_or_create(&StateLabel { state: from.to_owned() }).dec();
+            self.workflows
+                .get_or_create(&StateLabel {
+                    state: from.to_owned(),
+                })
+                .dec();
         }
-        self.workflows.get_or_create(&StateLabel { state: to.to_owned() }).inc();
+        self.workflows
+            .get_or_create(&StateLabel {
+                state: to.to_owned(),
+            })
+            .inc();
     }
 }

@@ -33,10 +33,12 @@ pub use settlement::{NoSettlement, Settlement};
 use crate::network::{self, Client, Multiaddr, PeerId};
 use crate::store::{Store, StoreError, TaskRecord, TaskState, WorkflowRecord, WorkflowState};
 use core_loop::{Core, Shared};
+use prometheus_client::registry::Registry;
 use proofmesh_operator::Operator;
 use proofmesh_protocol::messages::{EscrowRef, EthAddress, Submission};
-use proofmesh_protocol::{Envelope, Keypair, PublicKey, TaskIndex, Workflow, WorkflowError, WorkflowId};
-use prometheus_client::registry::Registry;
+use proofmesh_protocol::{
+    Envelope, Keypair, PublicKey, TaskIndex, Workflow, WorkflowError, WorkflowId,
+};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -154,7 +156,10 @@ pub struct WorkflowStatus {
 impl WorkflowStatus {
     /// Tasks in state `label` (`pending`, `assigned`, `running`, `done`, ...).
     pub fn count(&self, label: &str) -> usize {
-        self.tasks.iter().filter(|t| t.state.label() == label).count()
+        self.tasks
+            .iter()
+            .filter(|t| t.state.label() == label)
+            .count()
     }
 }
 
@@ -185,8 +190,18 @@ impl Api {
         escrow: Option<EscrowRef>,
     ) -> Result<WorkflowId, NodeError> {
         let (reply, rx) = oneshot::channel();
-        let command = Command::Submit { workflow, owner: None, owner_eth, escrow, submitted_at_ms: None, reply };
-        self.commands.send(command).await.map_err(|_| NodeError::Stopped)?;
+        let command = Command::Submit {
+            workflow,
+            owner: None,
+            owner_eth,
+            escrow,
+            submitted_at_ms: None,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)?.map(|(id, _)| id)
     }
 
@@ -201,20 +216,28 @@ impl Api {
             submitted_at_ms: Some(s.submitted_at_ms),
             reply,
         };
-        self.commands.send(command).await.map_err(|_| NodeError::Stopped)?;
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
     /// Fetch blob `id` from peers into this node's store (no-op when it is there already).
     pub async fn fetch_blob(&self, id: proofmesh_protocol::ContentId) -> Result<(), NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::FetchBlob { id, reply }).await.map_err(|_| NodeError::Stopped)?;
+        self.commands
+            .send(Command::FetchBlob { id, reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
     /// A workflow's record and task states, or `None` if this node has not seen it.
     pub fn status(&self, id: &WorkflowId) -> Result<Option<WorkflowStatus>, StoreError> {
-        let Some(record) = self.store.workflow(id)? else { return Ok(None) };
+        let Some(record) = self.store.workflow(id)? else {
+            return Ok(None);
+        };
         let mut tasks = vec![TaskRecord::default(); record.submission.workflow.tasks.len()];
         for (i, rec) in self.store.tasks(id)? {
             if let Some(slot) = tasks.get_mut(i as usize) {
@@ -232,7 +255,10 @@ impl Api {
     /// The live matchmakers this node's matchmaker sees (empty if it is not one).
     pub async fn live_matchmakers(&self) -> Result<Vec<PublicKey>, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::LiveMatchmakers { reply }).await.map_err(|_| NodeError::Stopped)?;
+        self.commands
+            .send(Command::LiveMatchmakers { reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
@@ -308,12 +334,22 @@ impl NodeHandle {
 
     /// Connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerId>, NodeError> {
-        Ok(self.client.as_ref().ok_or(NodeError::Stopped)?.peers().await?)
+        Ok(self
+            .client
+            .as_ref()
+            .ok_or(NodeError::Stopped)?
+            .peers()
+            .await?)
     }
 
     /// Dial another node.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
-        Ok(self.client.as_ref().ok_or(NodeError::Stopped)?.dial(addr).await?)
+        Ok(self
+            .client
+            .as_ref()
+            .ok_or(NodeError::Stopped)?
+            .dial(addr)
+            .await?)
     }
 
     /// Stop the node and wait until it has fully stopped (the store is closed afterwards, so
@@ -336,7 +372,10 @@ impl Drop for NodeHandle {
 /// Load `<dir>/node.key`, or create it (mode 0600) with a fresh key.
 pub fn load_or_create_key(dir: &Path) -> Result<Keypair, NodeError> {
     let path = dir.join(KEY_FILE);
-    let err = |reason: String| NodeError::Key { path: path.display().to_string(), reason };
+    let err = |reason: String| NodeError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) => Keypair::from_file_string(&text).map_err(|e| err(e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -350,7 +389,8 @@ pub fn load_or_create_key(dir: &Path) -> Result<Keypair, NodeError> {
                 .mode(0o600)
                 .open(&path)
                 .map_err(|e| err(e.to_string()))?;
-            file.write_all(keypair.to_file_string().as_bytes()).map_err(|e| err(e.to_string()))?;
+            file.write_all(keypair.to_file_string().as_bytes())
+                .map_err(|e| err(e.to_string()))?;
             file.sync_all().map_err(|e| err(e.to_string()))?;
             Ok(keypair)
         }
@@ -369,10 +409,15 @@ impl Node {
     }
 
     /// Start a node with a settlement implementation (the chain integration).
-    pub async fn spawn_with(options: NodeOptions, settlement: Arc<dyn Settlement>) -> Result<NodeHandle, NodeError> {
+    pub async fn spawn_with(
+        options: NodeOptions,
+        settlement: Arc<dyn Settlement>,
+    ) -> Result<NodeHandle, NodeError> {
         let store = {
             let dir = options.data_dir.clone();
-            tokio::task::spawn_blocking(move || Store::open(&dir)).await.map_err(|e| NodeError::Rpc(e.to_string()))??
+            tokio::task::spawn_blocking(move || Store::open(&dir))
+                .await
+                .map_err(|e| NodeError::Rpc(e.to_string()))??
         };
         let keypair = match options.keypair.clone() {
             Some(k) => k,
@@ -394,7 +439,10 @@ impl Node {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let (publish_tx, publish_rx) = mpsc::unbounded_channel::<Envelope>();
         let (commands_tx, commands_rx) = mpsc::channel(1024);
-        let notifier = Notifier { progress: broadcast::channel(4096).0, changes: broadcast::channel(4096).0 };
+        let notifier = Notifier {
+            progress: broadcast::channel(4096).0,
+            changes: broadcast::channel(4096).0,
+        };
 
         let sh = Shared {
             keypair: keypair.clone(),
@@ -415,15 +463,19 @@ impl Node {
 
         let view = {
             let sh = sh.clone();
-            tokio::task::spawn_blocking(move || view::View::load(&sh)).await.map_err(|e| NodeError::Rpc(e.to_string()))??
+            tokio::task::spawn_blocking(move || view::View::load(&sh))
+                .await
+                .map_err(|e| NodeError::Rpc(e.to_string()))??
         };
         let mm = match options.matchmaker.clone() {
             Some(opts) => {
                 let store = store.clone();
                 Some(
-                    tokio::task::spawn_blocking(move || matchmaking::MatchmakerRole::start(&store, opts, me))
-                        .await
-                        .map_err(|e| NodeError::Rpc(e.to_string()))??,
+                    tokio::task::spawn_blocking(move || {
+                        matchmaking::MatchmakerRole::start(&store, opts, me)
+                    })
+                    .await
+                    .map_err(|e| NodeError::Rpc(e.to_string()))??,
                 )
             }
             None => None,
@@ -433,8 +485,10 @@ impl Node {
                 if opts.config.work_dir.as_os_str().is_empty() {
                     opts.config.work_dir = options.data_dir.join("operator");
                 }
-                let blobs: Arc<dyn proofmesh_operator::BlobStore> = Arc::new(blobs::StoreBlobs(store.clone()));
-                let (config, key, capacity) = (opts.config.clone(), keypair.clone(), opts.capacity.clone());
+                let blobs: Arc<dyn proofmesh_operator::BlobStore> =
+                    Arc::new(blobs::StoreBlobs(store.clone()));
+                let (config, key, capacity) =
+                    (opts.config.clone(), keypair.clone(), opts.capacity.clone());
                 let operator = tokio::task::spawn_blocking(move || match capacity {
                     Some(capacity) => {
                         let discovery = proofmesh_operator::Discovery {
@@ -476,15 +530,27 @@ impl Node {
             chain_height: None,
             workflows: 0,
         };
-        let api = Api { commands: commands_tx, store: store.clone(), notifier: notifier.clone(), public_key: me, peer_id, info };
+        let api = Api {
+            commands: commands_tx,
+            store: store.clone(),
+            notifier: notifier.clone(),
+            public_key: me,
+            peer_id,
+            info,
+        };
         let node_metrics = crate::metrics::NodeMetrics::register(&mut registry);
         let registry = Arc::new(Mutex::new(registry));
 
         let rpc = match &options.rpc {
             Some(config) => Some(
-                crate::rpc::spawn(config, Arc::new(api.clone()), registry.clone(), Some(node_metrics))
-                    .await
-                    .map_err(|e| NodeError::Rpc(e.to_string()))?,
+                crate::rpc::spawn(
+                    config,
+                    Arc::new(api.clone()),
+                    registry.clone(),
+                    Some(node_metrics),
+                )
+                .await
+                .map_err(|e| NodeError::Rpc(e.to_string()))?,
             ),
             None => None,
         };
@@ -510,7 +576,15 @@ impl Node {
             })
         };
         tracing::info!(peer = %peer_id, key = %me, addrs = ?listen_addrs, "node started");
-        Ok(NodeHandle { api, listen_addrs, rpc_addr, registry, client: Some(client), cancel, supervisor: Some(supervisor) })
+        Ok(NodeHandle {
+            api,
+            listen_addrs,
+            rpc_addr,
+            registry,
+            client: Some(client),
+            cancel,
+            supervisor: Some(supervisor),
+        })
     }
 }
 

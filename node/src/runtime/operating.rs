@@ -13,7 +13,9 @@ use super::view::{View, WorkflowCache};
 use crate::network::{peer_id_of, Client};
 use crate::store::Store;
 use proofmesh_operator::{resolve_inputs, CancellationToken, Lease, Operator, Outcome, TaskSpec};
-use proofmesh_protocol::messages::{Acceptance, Assignment, FailureCause, SignedResult, TaskFailure};
+use proofmesh_protocol::messages::{
+    Acceptance, Assignment, FailureCause, SignedResult, TaskFailure,
+};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, TaskIndex, WorkflowId};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -38,7 +40,13 @@ pub struct OperatorRole {
 
 impl OperatorRole {
     pub fn new(operator: Operator, opts: OperatorOptions) -> Self {
-        OperatorRole { operator, opts, running: HashMap::new(), handled: HashSet::new(), answered: HashMap::new() }
+        OperatorRole {
+            operator,
+            opts,
+            running: HashMap::new(),
+            handled: HashSet::new(),
+            answered: HashMap::new(),
+        }
     }
 
     /// Attempts running now (for heartbeats).
@@ -68,7 +76,13 @@ impl OperatorRole {
 
     /// An assignment addressed to us: the message to answer with (acceptance or refusal), or
     /// `None` for one already handled.
-    pub fn on_assignment(&mut self, sh: &Shared, view: &View, a: &Assignment, now: u64) -> Option<Message> {
+    pub fn on_assignment(
+        &mut self,
+        sh: &Shared,
+        view: &View,
+        a: &Assignment,
+        now: u64,
+    ) -> Option<Message> {
         let key = (a.workflow, a.task, a.attempt);
         if !self.handled.insert(key) {
             return None;
@@ -87,7 +101,10 @@ impl OperatorRole {
             match wf.tasks.get(a.task as usize) {
                 None => return refuse(format!("workflow has no task {}", a.task)),
                 Some(task) if !self.operator.executor().supports(&task.program) => {
-                    return refuse(format!("program {}@{} is not configured", task.program.name, task.program.version));
+                    return refuse(format!(
+                        "program {}@{} is not configured",
+                        task.program.name, task.program.version
+                    ));
                 }
                 Some(_) => {}
             }
@@ -166,7 +183,8 @@ impl Attempt {
             .unwrap_or(false);
         let report = self.operator.run(spec, lease, cancel).await;
         match report.outcome {
-            Outcome::Completed(result) if self.corrupt && is_proof => match self.corrupted(&result) {
+            Outcome::Completed(result) if self.corrupt && is_proof => match self.corrupted(&result)
+            {
                 Ok(bad) => Outcome::Completed(bad),
                 Err(e) => {
                     tracing::error!(error = %e, "fault injection: cannot corrupt the output");
@@ -187,7 +205,10 @@ impl Attempt {
                 break wf;
             }
             if Instant::now() > deadline {
-                return Err(format!("workflow {} is unknown to this operator", a.workflow.short()));
+                return Err(format!(
+                    "workflow {} is unknown to this operator",
+                    a.workflow.short()
+                ));
             }
             tokio::time::sleep(POLL).await;
         };
@@ -202,7 +223,9 @@ impl Attempt {
                 match self.store.result(&a.workflow, *dep) {
                     Ok(Some(r)) => break r,
                     Ok(None) if Instant::now() <= deadline => tokio::time::sleep(POLL).await,
-                    Ok(None) => return Err(format!("dependency {dep} has no accepted result here")),
+                    Ok(None) => {
+                        return Err(format!("dependency {dep} has no accepted result here"))
+                    }
                     Err(e) => return Err(e.to_string()),
                 }
             };
@@ -214,7 +237,10 @@ impl Attempt {
             if self.store.has_blob(id).map_err(|e| e.to_string())? {
                 continue;
             }
-            let from = producers.values().find(|r| r.result.output == *id).and_then(|r| peer_id_of(&r.result.operator));
+            let from = producers
+                .values()
+                .find(|r| r.result.output == *id)
+                .and_then(|r| peer_id_of(&r.result.operator));
             let bytes = match self.client.fetch_blob(from, *id).await {
                 Ok(b) => b,
                 Err(first) => self
@@ -223,11 +249,17 @@ impl Attempt {
                     .await
                     .map_err(|e| format!("input {}: {first}; then {e}", id.short()))?,
             };
-            if !self.store.put_blob_expected(id, &bytes).map_err(|e| e.to_string())? {
+            if !self
+                .store
+                .put_blob_expected(id, &bytes)
+                .map_err(|e| e.to_string())?
+            {
                 return Err(format!("input {} does not match its hash", id.short()));
             }
         }
-        Ok(TaskSpec::from_task(a.workflow, a.task, &task, a.attempt, inputs))
+        Ok(TaskSpec::from_task(
+            a.workflow, a.task, &task, a.attempt, inputs,
+        ))
     }
 
     /// FAULT INJECTION (see `OperatorOptions::corrupt_results`): flip one byte of the proof,
@@ -247,7 +279,10 @@ impl Attempt {
         let mut tampered = result.result.clone();
         tampered.output = id;
         tampered.output_bytes = bytes.len() as u64;
-        tracing::warn!(task = tampered.task, "fault injection: signing a corrupted proof");
+        tracing::warn!(
+            task = tampered.task,
+            "fault injection: signing a corrupted proof"
+        );
         Ok(SignedResult::sign(&self.keypair, tampered))
     }
 }

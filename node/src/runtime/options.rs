@@ -112,7 +112,11 @@ impl NodeOptions {
     pub fn test(data_dir: impl Into<PathBuf>, domain: Domain) -> Self {
         NodeOptions {
             network: NetworkConfig::test(domain),
-            rpc: Some(RpcConfig { enabled: true, bind: SocketAddr::from(([127, 0, 0, 1], 0)), token: None }),
+            rpc: Some(RpcConfig {
+                enabled: true,
+                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                token: None,
+            }),
             ..NodeOptions::new(data_dir, domain)
         }
     }
@@ -162,7 +166,10 @@ pub enum OptionsError {
 impl NodeOptions {
     /// Translate the node configuration (file, environment, flags) into runtime options.
     pub fn from_config(config: &crate::config::NodeConfig) -> Result<NodeOptions, OptionsError> {
-        let domain = Domain { network_id: config.network.network_id, chain_id: config.chain.chain_id };
+        let domain = Domain {
+            network_id: config.network.network_id,
+            chain_id: config.chain.chain_id,
+        };
         let mut network = NetworkConfig::new(domain);
         let listen = config.listen_addrs()?;
         if !listen.is_empty() {
@@ -172,11 +179,15 @@ impl NodeOptions {
         // An explicit key file must exist; the default `<data_dir>/node.key` is created if absent.
         let keypair = match &config.key_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| OptionsError::Key { path: path.clone(), problem: e.to_string() })?;
+                let text = std::fs::read_to_string(path).map_err(|e| OptionsError::Key {
+                    path: path.clone(),
+                    problem: e.to_string(),
+                })?;
                 Some(
-                    Keypair::from_file_string(&text)
-                        .map_err(|e| OptionsError::Key { path: path.clone(), problem: e.to_string() })?,
+                    Keypair::from_file_string(&text).map_err(|e| OptionsError::Key {
+                        path: path.clone(),
+                        problem: e.to_string(),
+                    })?,
                 )
             }
             None => None,
@@ -198,7 +209,10 @@ impl NodeOptions {
                         .as_integer()
                         .and_then(|i| u64::try_from(i).ok())
                         .map(Some)
-                        .ok_or(OptionsError::OperatorKey { key, problem: "must be a non-negative integer".into() }),
+                        .ok_or(OptionsError::OperatorKey {
+                            key,
+                            problem: "must be a non-negative integer".into(),
+                        }),
                 }
             };
             if let Some(ms) = int("heartbeat_ms")? {
@@ -219,15 +233,20 @@ impl NodeOptions {
                 })?;
             }
             if let Some(v) = table.get("eth_address") {
-                let bad = || OptionsError::OperatorKey { key: "eth_address", problem: "must be 0x followed by 40 hex digits".into() };
+                let bad = || OptionsError::OperatorKey {
+                    key: "eth_address",
+                    problem: "must be 0x followed by 40 hex digits".into(),
+                };
                 let s = v.as_str().ok_or_else(bad)?;
-                let bytes = hex::decode(s.strip_prefix("0x").ok_or_else(bad)?).map_err(|_| bad())?;
+                let bytes =
+                    hex::decode(s.strip_prefix("0x").ok_or_else(bad)?).map_err(|_| bad())?;
                 op.eth_address = Some(bytes.try_into().map_err(|_| bad())?);
             }
             if let Some(v) = table.get("corrupt_results") {
-                op.corrupt_results = v
-                    .as_bool()
-                    .ok_or(OptionsError::OperatorKey { key: "corrupt_results", problem: "must be true or false".into() })?;
+                op.corrupt_results = v.as_bool().ok_or(OptionsError::OperatorKey {
+                    key: "corrupt_results",
+                    problem: "must be true or false".into(),
+                })?;
             }
             options.operator = Some(op);
         }

@@ -5,7 +5,8 @@
 use super::{Api, NodeError};
 use crate::network::BlobChunk;
 use crate::rpc::{
-    ApiError, NodeApi, NodeInfo, OperatorInfo, ResultInfo, StoreApi, SubmitOutcome, SubmitRequest, WorkflowStatus,
+    ApiError, NodeApi, NodeInfo, OperatorInfo, ResultInfo, StoreApi, SubmitOutcome, SubmitRequest,
+    WorkflowStatus,
 };
 use proofmesh_protocol::{ContentId, WorkflowId};
 use tokio::sync::broadcast;
@@ -42,7 +43,11 @@ impl NodeApi for Api {
                 (id, new, tasks)
             }
         };
-        Ok(SubmitOutcome { id: id.to_hex(), new, tasks })
+        Ok(SubmitOutcome {
+            id: id.to_hex(),
+            new,
+            tasks,
+        })
     }
 
     async fn status(&self, id: WorkflowId) -> Result<WorkflowStatus, ApiError> {
@@ -57,9 +62,16 @@ impl NodeApi for Api {
         NodeApi::result(&self.reads(), id).await
     }
 
-    async fn blob(&self, id: ContentId, offset: u64, max_len: usize) -> Result<BlobChunk, ApiError> {
+    async fn blob(
+        &self,
+        id: ContentId,
+        offset: u64,
+        max_len: usize,
+    ) -> Result<BlobChunk, ApiError> {
         if !self.store.has_blob(&id)? {
-            self.fetch_blob(id).await.map_err(|_| ApiError::UnknownBlob(id))?;
+            self.fetch_blob(id)
+                .await
+                .map_err(|_| ApiError::UnknownBlob(id))?;
         }
         NodeApi::blob(&self.reads(), id, offset, max_len).await
     }

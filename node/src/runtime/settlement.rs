@@ -21,7 +21,10 @@ pub struct NoSettlement;
 
 impl Settlement for NoSettlement {
     fn slash(&self, evidence: &SlashEvidence) {
-        tracing::warn!(?evidence, "slashing evidence (no chain configured: kept in the store only)");
+        tracing::warn!(
+            ?evidence,
+            "slashing evidence (no chain configured: kept in the store only)"
+        );
     }
 
     fn workflow_completed(&self, workflow: &WorkflowId, outputs: &[(TaskIndex, ContentId)]) {

@@ -33,11 +33,18 @@ pub struct Verdicts(Arc<Mutex<HashMap<ContentId, CheckVerdict>>>);
 impl Verdicts {
     /// Record the verdict on `result`.
     pub fn insert(&self, result: &SignedResult, verdict: CheckVerdict) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(ContentId::of_value(result), verdict);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ContentId::of_value(result), verdict);
     }
 
     fn get(&self, result: &SignedResult) -> Option<CheckVerdict> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&ContentId::of_value(result)).cloned()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&ContentId::of_value(result))
+            .cloned()
     }
 }
 
@@ -48,12 +55,22 @@ impl Verdicts {
 pub struct RecordedChecker(pub Verdicts);
 
 impl ResultChecker for RecordedChecker {
-    fn check(&mut self, _workflow: &Workflow, _task: &Task, result: &SignedResult) -> Result<(), String> {
+    fn check(
+        &mut self,
+        _workflow: &Workflow,
+        _task: &Task,
+        result: &SignedResult,
+    ) -> Result<(), String> {
         match self.0.get(result) {
             Some(verdict) => verdict,
             None => {
-                tracing::warn!(task = result.result.task, "result judged without a precheck; checking its signature only");
-                result.verify().map_err(|e| format!("bad result signature: {e}"))
+                tracing::warn!(
+                    task = result.result.task,
+                    "result judged without a precheck; checking its signature only"
+                );
+                result
+                    .verify()
+                    .map_err(|e| format!("bad result signature: {e}"))
             }
         }
     }
@@ -62,18 +79,30 @@ impl ResultChecker for RecordedChecker {
 /// Check a result fully: the operator's signature, the output fetched (from the operator, else
 /// any peer) and stored with a matching blake3 hash and size, and for proving programs a valid
 /// proof. Returns the verdict; never panics on hostile input.
-pub async fn precheck(client: &Client, store: &Store, task: &Task, result: &SignedResult) -> CheckVerdict {
-    result.verify().map_err(|e| format!("bad result signature: {e}"))?;
+pub async fn precheck(
+    client: &Client,
+    store: &Store,
+    task: &Task,
+    result: &SignedResult,
+) -> CheckVerdict {
+    result
+        .verify()
+        .map_err(|e| format!("bad result signature: {e}"))?;
     let id = result.result.output;
     let bytes = match fetch_or_load(client, store, result).await {
         Ok(bytes) => bytes,
         Err(e) => return Err(format!("output {} unavailable: {e}", id.short())),
     };
     if bytes.len() as u64 != result.result.output_bytes {
-        return Err(format!("output is {} bytes, the result claims {}", bytes.len(), result.result.output_bytes));
+        return Err(format!(
+            "output is {} bytes, the result claims {}",
+            bytes.len(),
+            result.result.output_bytes
+        ));
     }
     if is_proof_task(task) {
-        let verified = tokio::task::spawn_blocking(move || proofmesh_prover::verify_proof_bytes(&bytes)).await;
+        let verified =
+            tokio::task::spawn_blocking(move || proofmesh_prover::verify_proof_bytes(&bytes)).await;
         match verified {
             Ok(Ok(_public_inputs)) => {}
             Ok(Err(e)) => return Err(format!("proof does not verify: {e}")),
@@ -85,11 +114,17 @@ pub async fn precheck(client: &Client, store: &Store, task: &Task, result: &Sign
 
 /// The output bytes: from the local store if present, else fetched and stored (verified
 /// against the id by the network layer and again by the store).
-async fn fetch_or_load(client: &Client, store: &Store, result: &SignedResult) -> Result<Vec<u8>, String> {
+async fn fetch_or_load(
+    client: &Client,
+    store: &Store,
+    result: &SignedResult,
+) -> Result<Vec<u8>, String> {
     let id = result.result.output;
     let local = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.blob(&id)).await.map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || store.blob(&id))
+            .await
+            .map_err(|e| e.to_string())?
     };
     if let Ok(Some(bytes)) = local {
         return Ok(bytes);
@@ -98,7 +133,10 @@ async fn fetch_or_load(client: &Client, store: &Store, result: &SignedResult) ->
     let bytes = match client.fetch_blob(operator, id).await {
         Ok(bytes) => bytes,
         // The operator may be gone already; any peer that has it will do.
-        Err(first) => client.fetch_blob(None, id).await.map_err(|e| format!("{first}; then: {e}"))?,
+        Err(first) => client
+            .fetch_blob(None, id)
+            .await
+            .map_err(|e| format!("{first}; then: {e}"))?,
     };
     let store = store.clone();
     let stored = bytes.clone();

@@ -6,12 +6,12 @@ use super::core_loop::Shared;
 use super::{Notifier, Progress};
 use crate::store::{AttemptRecord, StoreError, TaskRecord, TaskState, WorkflowState};
 use proofmesh_protocol::messages::{
-    Acceptance, Assignment, OperatorAdvert, SignedResult, Submission, TaskFailure, Verdict, WorkflowFailure,
+    Acceptance, Assignment, OperatorAdvert, SignedResult, Submission, TaskFailure, Verdict,
+    WorkflowFailure,
 };
 use proofmesh_protocol::{ContentId, TaskIndex, Workflow, WorkflowId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-
 
 /// Workflows in memory, shared with background tasks (operator attempts, prechecks) so they
 /// never decode a large submission from the store again.
@@ -21,11 +21,18 @@ pub struct WorkflowCache(Arc<Mutex<HashMap<WorkflowId, Arc<Workflow>>>>);
 impl WorkflowCache {
     /// The workflow, if known.
     pub fn get(&self, id: &WorkflowId) -> Option<Arc<Workflow>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
     }
 
     fn insert(&self, id: WorkflowId, workflow: Arc<Workflow>) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, workflow);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, workflow);
     }
 }
 
@@ -59,9 +66,15 @@ fn attempt_of(state: &TaskState) -> u32 {
 impl View {
     /// Load what the store holds (after a restart: every workflow, its progress and results).
     pub fn load(sh: &Shared) -> Result<View, StoreError> {
-        let mut view = View { workflows: WorkflowCache::default(), tracked: HashMap::new(), accepted_at: HashMap::new() };
+        let mut view = View {
+            workflows: WorkflowCache::default(),
+            tracked: HashMap::new(),
+            accepted_at: HashMap::new(),
+        };
         for (id, state) in sh.store.workflows()? {
-            let Some(record) = sh.store.workflow(&id)? else { continue };
+            let Some(record) = sh.store.workflow(&id)? else {
+                continue;
+            };
             let total = record.submission.workflow.tasks.len();
             let tasks = sh.store.tasks(&id)?;
             let mut counted = 0;
@@ -79,8 +92,17 @@ impl View {
             }
             sh.metrics.workflow_moved(None, state.label());
             let finished = !matches!(state, WorkflowState::Active);
-            view.tracked.insert(id, Tracked { total, done, finished, received_at: record.accepted_at_ms });
-            view.workflows.insert(id, Arc::new(record.submission.workflow));
+            view.tracked.insert(
+                id,
+                Tracked {
+                    total,
+                    done,
+                    finished,
+                    received_at: record.accepted_at_ms,
+                },
+            );
+            view.workflows
+                .insert(id, Arc::new(record.submission.workflow));
         }
         Ok(view)
     }
@@ -117,14 +139,25 @@ impl View {
         };
         if new {
             let total = s.workflow.tasks.len();
-            self.tracked.insert(id, Tracked { total, done: 0, finished: false, received_at: now });
+            self.tracked.insert(
+                id,
+                Tracked {
+                    total,
+                    done: 0,
+                    finished: false,
+                    received_at: now,
+                },
+            );
             self.workflows.insert(id, Arc::new(s.workflow.clone()));
             sh.metrics.workflow_moved(None, "active");
             for _ in 0..total {
                 sh.metrics.task_moved(None, TaskState::Pending.label());
             }
             tracing::info!(workflow = %id.short(), name = %s.workflow.name, tasks = total, "workflow accepted");
-            progress.send(Progress::Workflow { workflow: id, state: WorkflowState::Active });
+            progress.send(Progress::Workflow {
+                workflow: id,
+                state: WorkflowState::Active,
+            });
         }
         Some(new)
     }
@@ -157,7 +190,11 @@ impl View {
         match result {
             Ok(record) if changed => {
                 sh.metrics.task_moved(before, record.state.label());
-                progress.send(Progress::Task { workflow: *id, task, state: record.state });
+                progress.send(Progress::Task {
+                    workflow: *id,
+                    task,
+                    state: record.state,
+                });
             }
             Ok(_) => {}
             Err(e) => log_store_error("updating a task", e),
@@ -168,7 +205,9 @@ impl View {
     pub fn assignment(&mut self, sh: &Shared, progress: &Notifier, a: &Assignment) {
         let (attempt, operator) = (a.attempt, a.operator);
         self.update(sh, progress, &a.workflow, a.task, |r| {
-            if matches!(r.state, TaskState::Done { .. } | TaskState::Failed) || attempt_of(&r.state) > attempt {
+            if matches!(r.state, TaskState::Done { .. } | TaskState::Failed)
+                || attempt_of(&r.state) > attempt
+            {
                 return false;
             }
             if attempt_of(&r.state) == attempt && matches!(r.state, TaskState::Running { .. }) {
@@ -183,7 +222,9 @@ impl View {
     pub fn acceptance(&mut self, sh: &Shared, progress: &Notifier, a: &Acceptance) {
         let (attempt, operator) = (a.attempt, a.operator);
         self.update(sh, progress, &a.workflow, a.task, |r| {
-            if matches!(r.state, TaskState::Done { .. } | TaskState::Failed) || attempt_of(&r.state) > attempt {
+            if matches!(r.state, TaskState::Done { .. } | TaskState::Failed)
+                || attempt_of(&r.state) > attempt
+            {
                 return false;
             }
             r.state = TaskState::Running { attempt, operator };
@@ -199,7 +240,11 @@ impl View {
             if r.attempts.iter().any(|x| x.attempt == attempt) {
                 return false;
             }
-            r.attempts.push(AttemptRecord { attempt, operator, cause: Some(cause) });
+            r.attempts.push(AttemptRecord {
+                attempt,
+                operator,
+                cause: Some(cause),
+            });
             if attempt_of(&r.state) == attempt && !matches!(r.state, TaskState::Done { .. }) {
                 r.state = TaskState::Ready;
             }
@@ -220,7 +265,11 @@ impl View {
                     if rec.attempts.iter().any(|x| x.attempt == attempt) {
                         return false;
                     }
-                    rec.attempts.push(AttemptRecord { attempt, operator, cause: Some(cause) });
+                    rec.attempts.push(AttemptRecord {
+                        attempt,
+                        operator,
+                        cause: Some(cause),
+                    });
                     if attempt_of(&rec.state) == attempt {
                         rec.state = TaskState::Ready;
                     }
@@ -234,7 +283,9 @@ impl View {
     fn accepted(&mut self, sh: &Shared, progress: &Notifier, result: &SignedResult, now: u64) {
         let r = &result.result;
         let key = (r.workflow, r.task);
-        let Some(tracked) = self.tracked.get_mut(&r.workflow) else { return };
+        let Some(tracked) = self.tracked.get_mut(&r.workflow) else {
+            return;
+        };
         if self.accepted_at.contains_key(&key) {
             // Already accepted; the store refuses a different result for the same task.
             if let Ok(Some(existing)) = sh.store.result(&r.workflow, r.task) {
@@ -246,10 +297,17 @@ impl View {
             return;
         }
         if result.verify().is_err() {
-            tracing::warn!(task = r.task, "dropping an accepted verdict whose result signature does not verify");
+            tracing::warn!(
+                task = r.task,
+                "dropping an accepted verdict whose result signature does not verify"
+            );
             return;
         }
-        let before = sh.store.task(&r.workflow, r.task).map(|t| t.state.label()).ok();
+        let before = sh
+            .store
+            .task(&r.workflow, r.task)
+            .map(|t| t.state.label())
+            .ok();
         match sh.store.accept_result(result) {
             Ok(result_id) => {
                 self.accepted_at.insert(key, now);
@@ -260,7 +318,9 @@ impl View {
                     task: r.task,
                     state: TaskState::Done { result: result_id },
                 });
-                let _ = sh.store.update_operator(&r.operator, |o| o.stats.completed += 1);
+                let _ = sh
+                    .store
+                    .update_operator(&r.operator, |o| o.stats.completed += 1);
                 if tracked.done == tracked.total && !tracked.finished {
                     tracked.finished = true;
                     self.set_state(sh, progress, &r.workflow, WorkflowState::Completed);
@@ -277,17 +337,28 @@ impl View {
 
     /// A matchmaker declared the workflow failed.
     pub fn workflow_failed(&mut self, sh: &Shared, progress: &Notifier, f: &WorkflowFailure) {
-        let Some(tracked) = self.tracked.get_mut(&f.workflow) else { return };
+        let Some(tracked) = self.tracked.get_mut(&f.workflow) else {
+            return;
+        };
         if tracked.finished {
             return;
         }
         tracked.finished = true;
-        self.set_state(sh, progress, &f.workflow, WorkflowState::Failed { reason: f.reason.clone() });
+        self.set_state(
+            sh,
+            progress,
+            &f.workflow,
+            WorkflowState::Failed {
+                reason: f.reason.clone(),
+            },
+        );
     }
 
     /// Mark a workflow completed (from our own matchmaker's decision; idempotent).
     pub fn completed(&mut self, sh: &Shared, progress: &Notifier, id: &WorkflowId) {
-        let Some(tracked) = self.tracked.get_mut(id) else { return };
+        let Some(tracked) = self.tracked.get_mut(id) else {
+            return;
+        };
         if tracked.finished {
             return;
         }
@@ -302,7 +373,10 @@ impl View {
         }
         sh.metrics.workflow_moved(Some("active"), state.label());
         tracing::info!(workflow = %id.short(), state = state.label(), "workflow finished");
-        progress.send(Progress::Workflow { workflow: *id, state });
+        progress.send(Progress::Workflow {
+            workflow: *id,
+            state,
+        });
     }
 }
 

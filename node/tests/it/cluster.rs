@@ -4,7 +4,9 @@
 
 use proofmesh_matchmaker::{active_matchmaker, routing_key};
 use proofmesh_node::network::Multiaddr;
-use proofmesh_node::runtime::{Node, Api, NodeHandle, NodeOptions, OperatorOptions, Progress, WorkflowStatus};
+use proofmesh_node::runtime::{
+    Api, Node, NodeHandle, NodeOptions, OperatorOptions, Progress, WorkflowStatus,
+};
 use proofmesh_node::store::{TaskState, WorkflowState};
 use proofmesh_operator::{OperatorConfig, ProgramSpec};
 use proofmesh_protocol::messages::Capacity;
@@ -16,7 +18,10 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::time::{sleep, Instant};
 
-const DOMAIN: Domain = Domain { network_id: 77, chain_id: 31337 };
+const DOMAIN: Domain = Domain {
+    network_id: 77,
+    chain_id: 31337,
+};
 const WAIT: Duration = Duration::from_secs(40);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,10 +40,27 @@ fn options(dir: &Path, role: Role, bootstrap: &[Multiaddr]) -> NodeOptions {
         Role::Matchmaker => o.with_test_matchmaker(),
         Role::Operator => {
             let config = OperatorConfig::new(dir.join("operator"))
-                .with_program("sleep", "1", ProgramSpec::Builtin { builtin: "sleep".into() })
-                .with_program("noop", "1", ProgramSpec::Builtin { builtin: "noop".into() });
+                .with_program(
+                    "sleep",
+                    "1",
+                    ProgramSpec::Builtin {
+                        builtin: "sleep".into(),
+                    },
+                )
+                .with_program(
+                    "noop",
+                    "1",
+                    ProgramSpec::Builtin {
+                        builtin: "noop".into(),
+                    },
+                );
             let mut op = OperatorOptions::new(config);
-            op.capacity = Some(Capacity { cpu: 2, memory_mb: 4096, disk_mb: 10_000, gpus: Vec::new() });
+            op.capacity = Some(Capacity {
+                cpu: 2,
+                memory_mb: 4096,
+                disk_mb: 10_000,
+                gpus: Vec::new(),
+            });
             op.heartbeat_interval = Duration::from_millis(200);
             op.advert_interval = Duration::from_secs(1);
             o.operator = Some(op);
@@ -85,9 +107,19 @@ impl Cluster {
         let mut members: Vec<Member> = Vec::new();
         for (name, role) in roles {
             let dir = tempfile::tempdir().expect("temp dir");
-            let boot = members.iter().flat_map(|m| m.handle.as_ref().expect("up").listen_addrs().to_vec()).collect::<Vec<_>>();
-            let handle = Node::spawn(options(dir.path(), *role, &boot)).await.expect("node starts");
-            members.push(Member { name: (*name).to_string(), role: *role, dir, handle: Some(handle) });
+            let boot = members
+                .iter()
+                .flat_map(|m| m.handle.as_ref().expect("up").listen_addrs().to_vec())
+                .collect::<Vec<_>>();
+            let handle = Node::spawn(options(dir.path(), *role, &boot))
+                .await
+                .expect("node starts");
+            members.push(Member {
+                name: (*name).to_string(),
+                role: *role,
+                dir,
+                handle: Some(handle),
+            });
         }
         let cluster = Cluster { members };
         cluster.wait_connected().await;
@@ -96,11 +128,17 @@ impl Cluster {
     }
 
     fn get(&self, name: &str) -> &Member {
-        self.members.iter().find(|m| m.name == name).expect("member exists")
+        self.members
+            .iter()
+            .find(|m| m.name == name)
+            .expect("member exists")
     }
 
     fn get_mut(&mut self, name: &str) -> &mut Member {
-        self.members.iter_mut().find(|m| m.name == name).expect("member exists")
+        self.members
+            .iter_mut()
+            .find(|m| m.name == name)
+            .expect("member exists")
     }
 
     fn running(&self) -> impl Iterator<Item = &Member> {
@@ -112,11 +150,22 @@ impl Cluster {
         let deadline = Instant::now() + WAIT;
         for m in self.running() {
             loop {
-                let peers = m.handle.as_ref().expect("up").peers().await.expect("network up");
+                let peers = m
+                    .handle
+                    .as_ref()
+                    .expect("up")
+                    .peers()
+                    .await
+                    .expect("network up");
                 if peers.len() >= want {
                     break;
                 }
-                assert!(Instant::now() < deadline, "{} sees {} peers, wants {want}", m.name, peers.len());
+                assert!(
+                    Instant::now() < deadline,
+                    "{} sees {} peers, wants {want}",
+                    m.name,
+                    peers.len()
+                );
                 sleep(Duration::from_millis(50)).await;
             }
         }
@@ -124,15 +173,29 @@ impl Cluster {
 
     /// Every running matchmaker sees every running matchmaker.
     async fn wait_matchmakers(&self) {
-        let keys: BTreeSet<PublicKey> = self.running().filter(|m| m.role == Role::Matchmaker).map(|m| m.key()).collect();
+        let keys: BTreeSet<PublicKey> = self
+            .running()
+            .filter(|m| m.role == Role::Matchmaker)
+            .map(|m| m.key())
+            .collect();
         let deadline = Instant::now() + WAIT;
         for m in self.running().filter(|m| m.role == Role::Matchmaker) {
             loop {
-                let live: BTreeSet<PublicKey> = m.api().live_matchmakers().await.expect("up").into_iter().collect();
+                let live: BTreeSet<PublicKey> = m
+                    .api()
+                    .live_matchmakers()
+                    .await
+                    .expect("up")
+                    .into_iter()
+                    .collect();
                 if live == keys {
                     break;
                 }
-                assert!(Instant::now() < deadline, "{} sees matchmakers {live:?}, want {keys:?}", m.name);
+                assert!(
+                    Instant::now() < deadline,
+                    "{} sees matchmakers {live:?}, want {keys:?}",
+                    m.name
+                );
                 sleep(Duration::from_millis(50)).await;
             }
         }
@@ -167,10 +230,17 @@ args = ["--ms", "20"]
 deps = ["leaf"]
 "#
     );
-    spec::load(&text, Format::Toml).expect("test workflow is valid").0
+    spec::load(&text, Format::Toml)
+        .expect("test workflow is valid")
+        .0
 }
 
-async fn wait_status(api: &Api, id: &WorkflowId, what: &str, pred: impl Fn(&WorkflowStatus) -> bool) -> WorkflowStatus {
+async fn wait_status(
+    api: &Api,
+    id: &WorkflowId,
+    what: &str,
+    pred: impl Fn(&WorkflowStatus) -> bool,
+) -> WorkflowStatus {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(status) = api.status(id).expect("store readable") {
@@ -181,18 +251,32 @@ async fn wait_status(api: &Api, id: &WorkflowId, what: &str, pred: impl Fn(&Work
                 Instant::now() < deadline,
                 "timed out waiting for {what}: workflow is {:?}, tasks {:?}",
                 status.record.state,
-                status.tasks.iter().map(|t| t.state.label()).collect::<Vec<_>>()
+                status
+                    .tasks
+                    .iter()
+                    .map(|t| t.state.label())
+                    .collect::<Vec<_>>()
             );
         } else {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: workflow unknown");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: workflow unknown"
+            );
         }
         sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn wait_completed(api: &Api, id: &WorkflowId) -> WorkflowStatus {
-    let status = wait_status(api, id, "completion", |s| s.record.state != WorkflowState::Active).await;
-    assert_eq!(status.record.state, WorkflowState::Completed, "workflow should complete");
+    let status = wait_status(api, id, "completion", |s| {
+        s.record.state != WorkflowState::Active
+    })
+    .await;
+    assert_eq!(
+        status.record.state,
+        WorkflowState::Completed,
+        "workflow should complete"
+    );
     status
 }
 
@@ -200,13 +284,24 @@ async fn wait_completed(api: &Api, id: &WorkflowId) -> WorkflowStatus {
 fn results_of(api: &Api, id: &WorkflowId, tasks: usize) -> BTreeMap<u32, ContentId> {
     let results = api.store().results(id).expect("store readable");
     assert_eq!(results.len(), tasks, "every task has an accepted result");
-    results.into_iter().map(|(t, r)| (t, ContentId::of_value(&r))).collect()
+    results
+        .into_iter()
+        .map(|(t, r)| (t, ContentId::of_value(&r)))
+        .collect()
 }
 
 /// Distinct accepted result ids per task, from a progress subscription.
-fn drain_done(rx: &mut tokio::sync::broadcast::Receiver<Progress>, seen: &mut BTreeMap<u32, BTreeSet<ContentId>>) {
+fn drain_done(
+    rx: &mut tokio::sync::broadcast::Receiver<Progress>,
+    seen: &mut BTreeMap<u32, BTreeSet<ContentId>>,
+) {
     while let Ok(p) = rx.try_recv() {
-        if let Progress::Task { task, state: TaskState::Done { result }, .. } = p {
+        if let Progress::Task {
+            task,
+            state: TaskState::Done { result },
+            ..
+        } = p
+        {
             seen.entry(task).or_default().insert(result);
         }
     }
@@ -237,23 +332,43 @@ async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
     for m in cluster.running() {
         let status = wait_completed(m.api(), &id).await;
         assert_eq!(status.count("done"), n, "{}: all tasks done", m.name);
-        assert_eq!(results_of(m.api(), &id, n), reference, "{} agrees on every result", m.name);
+        assert_eq!(
+            results_of(m.api(), &id, n),
+            reference,
+            "{} agrees on every result",
+            m.name
+        );
     }
     let mut seen = BTreeMap::new();
     drain_done(&mut progress, &mut seen);
     assert_eq!(seen.len(), n, "a done event per task");
-    assert!(seen.values().all(|s| s.len() == 1), "no task was accepted with two different results: {seen:?}");
+    assert!(
+        seen.values().all(|s| s.len() == 1),
+        "no task was accepted with two different results: {seen:?}"
+    );
     // The work was spread: more than one operator produced results.
-    let producers: BTreeSet<PublicKey> =
-        gw.store().results(&id).expect("readable").into_iter().map(|(_, r)| r.result.operator).collect();
-    assert!(producers.len() >= 2, "tasks spread over operators, got {producers:?}");
+    let producers: BTreeSet<PublicKey> = gw
+        .store()
+        .results(&id)
+        .expect("readable")
+        .into_iter()
+        .map(|(_, r)| r.result.operator)
+        .collect();
+    assert!(
+        producers.len() >= 2,
+        "tasks spread over operators, got {producers:?}"
+    );
     cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarted_nodes_keep_workflows_and_results() {
-    let mut cluster =
-        Cluster::start(&[("gw", Role::Gateway), ("mm", Role::Matchmaker), ("op", Role::Operator)]).await;
+    let mut cluster = Cluster::start(&[
+        ("gw", Role::Gateway),
+        ("mm", Role::Matchmaker),
+        ("op", Role::Operator),
+    ])
+    .await;
     let gw = cluster.get("gw").api().clone();
     let workflow = sleep_workflow("restart", 3, 50, 1);
     let n = workflow.tasks.len();
@@ -263,11 +378,22 @@ async fn restarted_nodes_keep_workflows_and_results() {
     let mm_before = results_of(cluster.get("mm").api(), &id, n);
     let gw_key = cluster.get("gw").key();
     // Every node keeps a copy of accepted outputs (fetched in the background): wait for them.
-    let outputs: Vec<ContentId> =
-        gw.store().results(&id).expect("readable").into_iter().map(|(_, r)| r.result.output).collect();
+    let outputs: Vec<ContentId> = gw
+        .store()
+        .results(&id)
+        .expect("readable")
+        .into_iter()
+        .map(|(_, r)| r.result.output)
+        .collect();
     let deadline = Instant::now() + WAIT;
-    while !outputs.iter().all(|o| gw.store().has_blob(o).expect("readable")) {
-        assert!(Instant::now() < deadline, "gateway never fetched the accepted outputs");
+    while !outputs
+        .iter()
+        .all(|o| gw.store().has_blob(o).expect("readable"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "gateway never fetched the accepted outputs"
+        );
         sleep(Duration::from_millis(20)).await;
     }
     drop(gw);
@@ -300,16 +426,33 @@ async fn restarted_nodes_keep_workflows_and_results() {
         m.handle = Some(handle.expect("node restarts on its data dir"));
     }
     let gw = cluster.get("gw").api().clone();
-    assert_eq!(cluster.get("gw").key(), gw_key, "same identity from the key file");
-    let status = gw.status(&id).expect("readable").expect("workflow survived the restart");
+    assert_eq!(
+        cluster.get("gw").key(),
+        gw_key,
+        "same identity from the key file"
+    );
+    let status = gw
+        .status(&id)
+        .expect("readable")
+        .expect("workflow survived the restart");
     assert_eq!(status.record.state, WorkflowState::Completed);
     assert_eq!(results_of(&gw, &id, n), before, "gateway kept every result");
     let mm = cluster.get("mm").api();
-    assert_eq!(results_of(mm, &id, n), mm_before, "matchmaker kept every result");
-    assert!(mm.store().last_event_seq().expect("readable").is_some(), "matchmaker kept its event log");
+    assert_eq!(
+        results_of(mm, &id, n),
+        mm_before,
+        "matchmaker kept every result"
+    );
+    assert!(
+        mm.store().last_event_seq().expect("readable").is_some(),
+        "matchmaker kept its event log"
+    );
     // Every accepted output is still served from the gateway's own store.
     for (_, r) in gw.store().results(&id).expect("readable") {
-        assert!(gw.store().has_blob(&r.result.output).expect("readable"), "output blob kept");
+        assert!(
+            gw.store().has_blob(&r.result.output).expect("readable"),
+            "output blob kept"
+        );
     }
     cluster.shutdown().await;
 }
@@ -331,22 +474,38 @@ async fn active_matchmaker_dies_and_the_other_takes_over() {
     let n = workflow.tasks.len();
     let wf_id = workflow.id();
     let keys = [cluster.get("mm1").key(), cluster.get("mm2").key()];
-    let active = active_matchmaker(&routing_key(&wf_id, &workflow), &keys).expect("two live matchmakers");
-    let (active_name, survivor) = if active == keys[0] { ("mm1", "mm2") } else { ("mm2", "mm1") };
+    let active =
+        active_matchmaker(&routing_key(&wf_id, &workflow), &keys).expect("two live matchmakers");
+    let (active_name, survivor) = if active == keys[0] {
+        ("mm1", "mm2")
+    } else {
+        ("mm2", "mm1")
+    };
     let id = gw.submit(workflow).await.expect("submit accepted");
     assert_eq!(id, wf_id);
 
     wait_status(&gw, &id, "a first task done", |s| s.count("done") >= 1).await;
-    let done_before = gw.status(&id).expect("readable").expect("known").count("done");
+    let done_before = gw
+        .status(&id)
+        .expect("readable")
+        .expect("known")
+        .count("done");
     assert!(done_before < n, "the matchmaker must die mid-workflow");
     cluster.get_mut(active_name).stop().await;
 
     wait_completed(&gw, &id).await;
     let reference = results_of(&gw, &id, n);
-    assert_eq!(results_of(cluster.get(survivor).api(), &id, n), reference, "survivor agrees");
+    assert_eq!(
+        results_of(cluster.get(survivor).api(), &id, n),
+        reference,
+        "survivor agrees"
+    );
     let mut seen = BTreeMap::new();
     drain_done(&mut progress, &mut seen);
-    assert!(seen.values().all(|s| s.len() == 1), "no task accepted twice: {seen:?}");
+    assert!(
+        seen.values().all(|s| s.len() == 1),
+        "no task accepted twice: {seen:?}"
+    );
     cluster.shutdown().await;
 }
 
@@ -364,10 +523,15 @@ async fn operator_dies_mid_task_and_its_task_is_reassigned() {
     let workflow = sleep_workflow("reassign", 3, 1500, 2);
     let n = workflow.tasks.len();
     let id = gw.submit(workflow).await.expect("submit accepted");
-    let ops = [("op1", cluster.get("op1").key()), ("op2", cluster.get("op2").key())];
+    let ops = [
+        ("op1", cluster.get("op1").key()),
+        ("op2", cluster.get("op2").key()),
+    ];
 
     let status = wait_status(&gw, &id, "a task running", |s| {
-        s.tasks.iter().any(|t| matches!(t.state, TaskState::Running { .. }))
+        s.tasks
+            .iter()
+            .any(|t| matches!(t.state, TaskState::Running { .. }))
     })
     .await;
     let (victim_task, victim_key) = status
@@ -379,7 +543,11 @@ async fn operator_dies_mid_task_and_its_task_is_reassigned() {
             _ => None,
         })
         .expect("a running task");
-    let victim = ops.iter().find(|(_, k)| *k == victim_key).expect("runs on an operator").0;
+    let victim = ops
+        .iter()
+        .find(|(_, k)| *k == victim_key)
+        .expect("runs on an operator")
+        .0;
     let killed_at = Instant::now();
     cluster.get_mut(victim).stop().await;
 
@@ -387,9 +555,18 @@ async fn operator_dies_mid_task_and_its_task_is_reassigned() {
     assert!(killed_at.elapsed() < WAIT);
     let results = gw.store().results(&id).expect("readable");
     assert_eq!(results.len(), n);
-    let (_, reassigned) = results.iter().find(|(t, _)| *t == victim_task).expect("victim task has a result");
-    assert_ne!(reassigned.result.operator, victim_key, "the dead operator's task ran elsewhere");
-    assert!(reassigned.result.attempt >= 2, "the task needed another attempt");
+    let (_, reassigned) = results
+        .iter()
+        .find(|(t, _)| *t == victim_task)
+        .expect("victim task has a result");
+    assert_ne!(
+        reassigned.result.operator, victim_key,
+        "the dead operator's task ran elsewhere"
+    );
+    assert!(
+        reassigned.result.attempt >= 2,
+        "the task needed another attempt"
+    );
     cluster.shutdown().await;
 }
 
@@ -398,24 +575,42 @@ async fn operator_dies_mid_task_and_its_task_is_reassigned() {
 fn proof_options(dir: &Path, bootstrap: &[Multiaddr], corrupt: bool) -> NodeOptions {
     let mut o = options(dir, Role::Operator, bootstrap);
     let op = o.operator.as_mut().expect("operator options");
-    let copy = vec!["/bin/sh".to_string(), "-c".to_string(), "cp \"$PROOFMESH_INPUT_DIR/000\" \"$PROOFMESH_OUTPUT\"".to_string()];
-    op.config = op.config.clone().with_program("final", "1", ProgramSpec::Command(copy));
+    let copy = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        "cp \"$PROOFMESH_INPUT_DIR/000\" \"$PROOFMESH_OUTPUT\"".to_string(),
+    ];
+    op.config = op
+        .config
+        .clone()
+        .with_program("final", "1", ProgramSpec::Command(copy));
     op.corrupt_results = corrupt;
     o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn corrupted_proofs_are_rejected_slashed_and_reassigned() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contracts/test/fixtures/final.proof");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../contracts/test/fixtures/final.proof");
     let proof = std::fs::read(&fixture).expect("the final-proof fixture exists");
     proofmesh_prover::verify_proof_bytes(&proof).expect("the fixture is a valid proof");
 
     let mut cluster = Cluster::start(&[("gw", Role::Gateway), ("mm", Role::Matchmaker)]).await;
-    let boot: Vec<Multiaddr> = cluster.running().flat_map(|m| m.handle.as_ref().expect("up").listen_addrs().to_vec()).collect();
+    let boot: Vec<Multiaddr> = cluster
+        .running()
+        .flat_map(|m| m.handle.as_ref().expect("up").listen_addrs().to_vec())
+        .collect();
     for (name, corrupt) in [("honest", false), ("cheat", true)] {
         let dir = tempfile::tempdir().expect("temp dir");
-        let handle = Node::spawn(proof_options(dir.path(), &boot, corrupt)).await.expect("operator starts");
-        cluster.members.push(Member { name: name.into(), role: Role::Operator, dir, handle: Some(handle) });
+        let handle = Node::spawn(proof_options(dir.path(), &boot, corrupt))
+            .await
+            .expect("operator starts");
+        cluster.members.push(Member {
+            name: name.into(),
+            role: Role::Operator,
+            dir,
+            handle: Some(handle),
+        });
     }
     cluster.wait_connected().await;
     let gw = cluster.get("gw").api().clone();
@@ -443,13 +638,24 @@ count = 4
     let honest = cluster.get("honest").key();
     let cheat = cluster.get("cheat").key();
     for (task, r) in gw.store().results(&id).expect("readable") {
-        assert_eq!(r.result.operator, honest, "task {task}: only verified proofs are accepted");
-        assert_eq!(r.result.output, proof_id, "task {task}: the accepted output is the valid proof");
+        assert_eq!(
+            r.result.operator, honest,
+            "task {task}: only verified proofs are accepted"
+        );
+        assert_eq!(
+            r.result.output, proof_id,
+            "task {task}: the accepted output is the valid proof"
+        );
     }
     assert_eq!(results_of(&gw, &id, n).len(), n);
     // The cheat was caught at least once (it is offered work while it has no bad record), and
     // the matchmaker kept the evidence against it.
-    let evidence = cluster.get("mm").api().store().evidence().expect("readable");
+    let evidence = cluster
+        .get("mm")
+        .api()
+        .store()
+        .evidence()
+        .expect("readable");
     let decoded: Vec<proofmesh_matchmaker::SlashEvidence> = evidence
         .iter()
         .map(|(_, bytes)| proofmesh_protocol::encoding::decode(bytes).expect("evidence decodes"))
@@ -460,14 +666,23 @@ count = 4
     );
     assert!(
         decoded.iter().all(|e| match e {
-            proofmesh_matchmaker::SlashEvidence::InvalidResult { result, .. } => result.result.operator == cheat,
-            proofmesh_matchmaker::SlashEvidence::MissedDeadline { acceptance, .. } => acceptance.operator == cheat,
+            proofmesh_matchmaker::SlashEvidence::InvalidResult { result, .. } =>
+                result.result.operator == cheat,
+            proofmesh_matchmaker::SlashEvidence::MissedDeadline { acceptance, .. } =>
+                acceptance.operator == cheat,
         }),
         "no evidence against the honest operator"
     );
     let status = gw.status(&id).expect("readable").expect("known");
     assert!(
-        status.tasks.iter().flat_map(|t| &t.attempts).any(|a| a.operator == cheat && a.cause.as_deref().is_some_and(|c| c.contains("invalid result"))),
+        status
+            .tasks
+            .iter()
+            .flat_map(|t| &t.attempts)
+            .any(|a| a.operator == cheat
+                && a.cause
+                    .as_deref()
+                    .is_some_and(|c| c.contains("invalid result"))),
         "the gateway's view records the rejected attempt"
     );
     cluster.shutdown().await;
