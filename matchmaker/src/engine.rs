@@ -337,7 +337,9 @@ impl Matchmaker {
 
     /// A one-line description of a task's state, for diagnostics.
     pub fn describe_task(&self, workflow: &WorkflowId, task: u32) -> String {
-        let Some(&w) = self.st.wf_index.get(workflow) else { return "unknown workflow".into() };
+        let Some(&w) = self.st.wf_index.get(workflow) else {
+            return "unknown workflow".into();
+        };
         let wf = &self.st.wfs[w as usize];
         match wf.tasks.get(task as usize) {
             Some(t) => format!(
@@ -347,7 +349,10 @@ impl Matchmaker {
                 t.attempts,
                 t.failures,
                 wf.workflow.tasks[task as usize].deps,
-                t.history.iter().map(|h| h.cause.to_string()).collect::<Vec<_>>()
+                t.history
+                    .iter()
+                    .map(|h| h.cause.to_string())
+                    .collect::<Vec<_>>()
             ),
             None => format!("{:?}", wf.phase),
         }

@@ -107,13 +107,11 @@ impl Reputation {
             / isqrt(1_000_000u64.saturating_mul(self.outcomes().saturating_add(1))).max(1) as i64;
         let slowness = (i64::from(self.speed_permille) - 1000).max(-500);
         let speed_penalty = cfg.speed_weight.saturating_mul(slowness) / 1000;
-        let price_penalty = if cfg.price_ref_wei == 0 {
-            0
-        } else {
-            (u128::from(cfg.price_weight.unsigned_abs()).saturating_mul(price_wei)
-                / cfg.price_ref_wei)
-                .min(1_000_000) as i64
-        };
+        let price_penalty = u128::from(cfg.price_weight.unsigned_abs())
+            .saturating_mul(price_wei)
+            .checked_div(cfg.price_ref_wei)
+            .unwrap_or(0)
+            .min(1_000_000) as i64;
         let load_penalty =
             cfg.load_weight.saturating_mul(i64::from(inflight)) / i64::from(slots.max(1));
         reliability + bonus - speed_penalty - price_penalty - load_penalty

@@ -280,6 +280,9 @@ enum Ev {
     Submit(usize),
     /// An operator message, gossiped to every live matchmaker.
     Broadcast(Event),
+    /// Gossip from one matchmaker to another (queued, so a matchmaker's decisions are seen in
+    /// the order it made them).
+    Deliver(usize, Event),
     Tick(usize),
     Start(usize, Assignment),
     Finish {
@@ -557,6 +560,7 @@ impl Sim {
                 self.broadcast(e);
             }
             Ev::Broadcast(e) => self.broadcast(e),
+            Ev::Deliver(k, e) => self.feed(k, e),
             Ev::Tick(m) => {
                 self.ticks.remove(&(self.now, m));
                 self.feed(m, Event::Tick);
@@ -688,15 +692,45 @@ impl Sim {
     fn decision(&mut self, m: usize, d: Decision) {
         let wi = |id: &WorkflowId| self.by_id.get(id).copied().unwrap_or(usize::MAX);
         let line = match &d {
-            Decision::Assign(a) => format!("t={} mm{m} assign {}/{}#{}", self.now, wi(&a.workflow), a.task, a.attempt),
+            Decision::Assign(a) => format!(
+                "t={} mm{m} assign {}/{}#{}",
+                self.now,
+                wi(&a.workflow),
+                a.task,
+                a.attempt
+            ),
             Decision::Verdict(Verdict::Accepted(r)) => {
-                format!("t={} mm{m} accept {}/{}#{}", self.now, wi(&r.result.workflow), r.result.task, r.result.attempt)
+                format!(
+                    "t={} mm{m} accept {}/{}#{}",
+                    self.now,
+                    wi(&r.result.workflow),
+                    r.result.task,
+                    r.result.attempt
+                )
             }
-            Decision::Cancel { workflow, task, attempt, reason, .. } => {
-                format!("t={} mm{m} cancel {}/{}#{} {reason}", self.now, wi(workflow), task, attempt)
+            Decision::Cancel {
+                workflow,
+                task,
+                attempt,
+                reason,
+                ..
+            } => {
+                format!(
+                    "t={} mm{m} cancel {}/{}#{} {reason}",
+                    self.now,
+                    wi(workflow),
+                    task,
+                    attempt
+                )
             }
-            other => format!("t={} mm{m} {other:?}", self.now).chars().take(120).collect(),
+            other => format!("t={} mm{m} {other:?}", self.now)
+                .chars()
+                .take(120)
+                .collect(),
         };
+        if self.trace.len() >= 256 {
+            self.trace.drain(..128);
+        }
         self.trace.push(line);
         // Gossip to the other matchmakers.
         let gossip = match &d {
@@ -784,7 +818,7 @@ impl Sim {
         if let Some(e) = gossip {
             for k in 0..self.mms.len() {
                 if k != m && self.mms[k].alive {
-                    self.feed(k, e.clone());
+                    self.push(self.now, Ev::Deliver(k, e.clone()));
                 }
             }
         }
@@ -799,10 +833,21 @@ impl Sim {
         let task = &self.workflows[w].workflow.tasks[a.task as usize];
         for &d in &task.deps {
             if self.views[w][d as usize].accepted == 0 {
-                let mut tail = self.trace.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n");
+                let mut tail = self
+                    .trace
+                    .iter()
+                    .rev()
+                    .take(40)
+                    .rev()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 for m in &self.mms {
                     tail.push_str(&format!("\nview: {}", m.mm.describe_task(&a.workflow, d)));
-                    tail.push_str(&format!("\nview9: {}", m.mm.describe_task(&a.workflow, a.task)));
+                    tail.push_str(&format!(
+                        "\nview9: {}",
+                        m.mm.describe_task(&a.workflow, a.task)
+                    ));
                 }
                 self.report.violations.push(format!(
                     "task {} of workflow {w} assigned before dependency {d} was accepted\n{tail}",

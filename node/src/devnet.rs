@@ -79,9 +79,15 @@ impl DevnetState {
     /// Read `DIR/devnet.toml`.
     pub fn load(dir: &Path) -> Result<DevnetState> {
         let path = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("no devnet at {} (run `proofmesh devnet up --dir {}`)", path.display(), dir.display()))?;
-        toml::from_str(&text).with_context(|| format!("corrupt devnet state file {}", path.display()))
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no devnet at {} (run `proofmesh devnet up --dir {}`)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        toml::from_str(&text)
+            .with_context(|| format!("corrupt devnet state file {}", path.display()))
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -120,7 +126,10 @@ pub fn free_port() -> Result<u16> {
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // Field 3 is the state; `Z` is a zombie (dead, not yet reaped).
-        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
         Err(_) => false,
     }
 }
@@ -130,7 +139,11 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
     if spec.dir.join(STATE_FILE).exists() {
         let state = DevnetState::load(&spec.dir)?;
         if state.nodes.iter().any(|n| pid_alive(n.pid)) {
-            bail!("a devnet is already running in {} (run `proofmesh devnet down --dir {}` first)", spec.dir.display(), spec.dir.display());
+            bail!(
+                "a devnet is already running in {} (run `proofmesh devnet down --dir {}` first)",
+                spec.dir.display(),
+                spec.dir.display()
+            );
         }
     }
     if spec.matchmakers == 0 {
@@ -139,7 +152,8 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
     if spec.operators == 0 {
         bail!("--operators must be at least 1: nothing would run tasks");
     }
-    std::fs::create_dir_all(&spec.dir).with_context(|| format!("cannot create {}", spec.dir.display()))?;
+    std::fs::create_dir_all(&spec.dir)
+        .with_context(|| format!("cannot create {}", spec.dir.display()))?;
     let dir = spec.dir.canonicalize()?;
 
     let mut roles: Vec<(String, &str)> = vec![("gateway".into(), "gateway")];
@@ -165,9 +179,15 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
         let rpc_port = free_port()?;
         let p2p = format!("/ip4/127.0.0.1/tcp/{p2p_port}/p2p/{peer}");
 
-        let mut cfg = NodeConfig::default();
-        cfg.data_dir = node_dir.join("data");
-        cfg.key_file = Some(key_file.clone());
+        let mut cfg = NodeConfig {
+            data_dir: node_dir.join("data"),
+            key_file: Some(key_file.clone()),
+            roles: RolesSection {
+                operator: role == "operator",
+                matchmaker: role == "matchmaker",
+            },
+            ..NodeConfig::default()
+        };
         cfg.network.listen = vec![format!("/ip4/127.0.0.1/tcp/{p2p_port}")];
         cfg.network.bootstrap = bootstrap.clone();
         cfg.network.network_id = spec.network_id;
@@ -176,20 +196,29 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
         cfg.chain.contract = spec.contract.clone();
         cfg.rpc.bind = SocketAddr::from(([127, 0, 0, 1], rpc_port));
         cfg.log.filter = "info".into();
-        cfg.roles = RolesSection { operator: role == "operator", matchmaker: role == "matchmaker" };
         if role == "operator" {
-            let index: usize = name.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
-            cfg.operator = Some(operator_table(spec, &node_dir, spec.malicious_operators.contains(&index))?);
+            let index: usize = name
+                .rsplit('-')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            cfg.operator = Some(operator_table(
+                spec,
+                &node_dir,
+                spec.malicious_operators.contains(&index),
+            )?);
         }
         let config_path = node_dir.join("node.toml");
-        std::fs::write(&config_path, toml::to_string(&cfg).context("serializing node config")?)?;
+        std::fs::write(
+            &config_path,
+            toml::to_string(&cfg).context("serializing node config")?,
+        )?;
 
         let log = node_dir.join("node.log");
         let pid = spawn_node(&spec.proofmesh, &config_path, &log)?;
-        // Everyone after the gateway bootstraps from the gateway and the first matchmaker.
-        if bootstrap.len() < 2 {
-            bootstrap.push(p2p.clone());
-        }
+        // A devnet is small: every node dials every node started before it, so gossip never
+        // depends on a sparse mesh forming under load.
+        bootstrap.push(p2p.clone());
         state.nodes.push(DevnetNode {
             name,
             role: role.into(),
@@ -214,11 +243,20 @@ fn operator_table(spec: &DevnetSpec, node_dir: &Path, malicious: bool) -> Result
     let prover = spec.prover.display().to_string();
     let mut programs = toml::Table::new();
     for stage in ["witness", "leaf", "aggregate", "final", "sleep", "noop"] {
-        programs.insert(format!("{stage}@1"), toml::Value::Array(vec![prover.clone().into(), stage.into()]));
+        programs.insert(
+            format!("{stage}@1"),
+            toml::Value::Array(vec![prover.clone().into(), stage.into()]),
+        );
     }
     let mut table = toml::Table::new();
-    table.insert("work_dir".into(), node_dir.join("work").display().to_string().into());
-    table.insert("max_concurrent".into(), (spec.operator_max_concurrent as i64).into());
+    table.insert(
+        "work_dir".into(),
+        node_dir.join("work").display().to_string().into(),
+    );
+    table.insert(
+        "max_concurrent".into(),
+        (spec.operator_max_concurrent as i64).into(),
+    );
     table.insert("programs".into(), toml::Value::Table(programs));
     if malicious {
         table.insert("corrupt_results".into(), true.into());
@@ -228,7 +266,10 @@ fn operator_table(spec: &DevnetSpec, node_dir: &Path, malicious: bool) -> Result
 
 /// Start one node process in its own process group, output to its log file.
 pub fn spawn_node(proofmesh: &Path, config: &Path, log: &Path) -> Result<u32> {
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let child = Command::new(proofmesh)
         .arg("node")
         .arg("--config")
@@ -251,18 +292,31 @@ pub fn wait_healthy(node: &DevnetNode, deadline: Instant) -> Result<()> {
             return Ok(());
         }
         if !pid_alive(node.pid) {
-            bail!("node {} exited during start-up; see its log {}", node.name, node.log.display());
+            bail!(
+                "node {} exited during start-up; see its log {}",
+                node.name,
+                node.log.display()
+            );
         }
         if Instant::now() > deadline {
-            bail!("node {} did not become healthy at {} in time; see {}", node.name, node.rpc, node.log.display());
+            bail!(
+                "node {} did not become healthy at {} in time; see {}",
+                node.name,
+                node.rpc,
+                node.log.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn http_get_ok(addr: &str, path: &str) -> bool {
-    let Ok(sock) = addr.parse::<SocketAddr>() else { return false };
-    let Ok(mut stream) = TcpStream::connect_timeout(&sock, Duration::from_millis(500)) else { return false };
+    let Ok(sock) = addr.parse::<SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&sock, Duration::from_millis(500)) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if stream.write_all(req.as_bytes()).is_err() {
@@ -270,7 +324,9 @@ fn http_get_ok(addr: &str, path: &str) -> bool {
     }
     let mut buf = [0u8; 32];
     let n = stream.read(&mut buf).unwrap_or(0);
-    std::str::from_utf8(&buf[..n]).map(|s| s.starts_with("HTTP/1.1 200")).unwrap_or(false)
+    std::str::from_utf8(&buf[..n])
+        .map(|s| s.starts_with("HTTP/1.1 200"))
+        .unwrap_or(false)
 }
 
 /// Stop every node: SIGTERM, then SIGKILL after `grace`.
@@ -291,5 +347,9 @@ pub fn down(dir: &Path, grace: Duration) -> Result<DevnetState> {
 
 /// Send a signal by name with `kill(1)` (keeps this crate free of unsafe and of libc bindings).
 pub fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
 }

@@ -64,7 +64,9 @@ pub fn run(cmd: DevnetCommand) -> Result<ExitCode> {
     match cmd {
         DevnetCommand::Up(args) => {
             let me = std::env::current_exe().context("cannot locate the proofmesh binary")?;
-            let prover = args.prover.unwrap_or_else(|| me.with_file_name("proofmesh-prover"));
+            let prover = args
+                .prover
+                .unwrap_or_else(|| me.with_file_name("proofmesh-prover"));
             anyhow::ensure!(
                 prover.exists(),
                 "{} not found: build it (`cargo build --release -p proofmesh-prover`) or pass --prover",
