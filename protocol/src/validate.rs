@@ -630,7 +630,8 @@ impl Workflow {
         let mut total = ResourceTotals::default();
         let mut largest = Resources::default();
         let mut max_price_wei_total: u128 = 0;
-        let mut programs: BTreeMap<String, usize> = BTreeMap::new();
+        // Keyed by borrowed strings: one allocation per program, not per task.
+        let mut by_program: BTreeMap<(&str, &str), usize> = BTreeMap::new();
         for &i in &order {
             let t = &self.tasks[i as usize];
             let (d, w) = t.deps.iter().fold((0, 0), |(d, w), &p| {
@@ -652,9 +653,14 @@ impl Workflow {
             largest.vram_mb = largest.vram_mb.max(r.vram_mb);
             largest.disk_mb = largest.disk_mb.max(r.disk_mb);
             max_price_wei_total = max_price_wei_total.saturating_add(t.max_price_wei);
-            let key = format!("{}@{}", t.program.name, t.program.version);
-            *programs.entry(key).or_default() += 1;
+            *by_program
+                .entry((t.program.name.as_str(), t.program.version.as_str()))
+                .or_default() += 1;
         }
+        let programs = by_program
+            .into_iter()
+            .map(|((name, version), count)| (format!("{name}@{version}"), count))
+            .collect();
         Ok(Summary {
             tasks: n,
             edges,
