@@ -460,6 +460,9 @@ impl Worker {
                 return end(EndStatus::Succeeded, diagnostics);
             }
             Some(Ok(WorkerResponse { error, .. })) => {
+                // Worker stderr is read by another task: what it logged just before answering
+                // may not be in the tail yet (best effort), while `error` always is.
+                tokio::task::yield_now().await;
                 diagnostics.stderr_tail = self.stderr_tail();
                 let stderr_tail =
                     format!("{}{}", diagnostics.stderr_tail, error.unwrap_or_default());
