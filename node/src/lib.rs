@@ -14,5 +14,5 @@ pub mod devnet;
 pub mod metrics;
 pub mod network;
 pub mod rpc;
-pub mod store;
 pub mod runtime;
+pub mod store;

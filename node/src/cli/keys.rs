@@ -51,7 +51,10 @@ pub fn write_key_file(path: &Path, keypair: &Keypair) -> anyhow::Result<()> {
     }
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow::anyhow!("{} already exists; refusing to overwrite a key (choose another --out)", path.display())
+            anyhow::anyhow!(
+                "{} already exists; refusing to overwrite a key (choose another --out)",
+                path.display()
+            )
         } else {
             anyhow::anyhow!("cannot create {}: {e}", path.display())
         }
@@ -63,10 +66,12 @@ pub fn write_key_file(path: &Path, keypair: &Keypair) -> anyhow::Result<()> {
 
 /// Load a key file written by `proofmesh keys generate`.
 pub fn read_key_file(path: &Path) -> anyhow::Result<Keypair> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
     if meta.len() > 64 * 1024 {
         anyhow::bail!("{} is {} bytes: not a key file", path.display(), meta.len());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
     Keypair::from_file_string(&text).with_context(|| format!("key file {}", path.display()))
 }

@@ -39,7 +39,8 @@ pub fn run(cmd: WorkflowCommand) -> anyhow::Result<ExitCode> {
 
 /// Read, parse, expand and validate a workflow file; errors name the file.
 pub fn load(file: &Path) -> anyhow::Result<(Workflow, Summary)> {
-    let meta = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let meta =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
     // Refuse huge files before reading them into memory.
     if meta.len() > proofmesh_protocol::validate::MAX_FILE_BYTES as u64 {
         anyhow::bail!(
@@ -51,7 +52,11 @@ pub fn load(file: &Path) -> anyhow::Result<(Workflow, Summary)> {
     }
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!("{}: not UTF-8 text (invalid byte at offset {})", file.display(), e.utf8_error().valid_up_to())
+        anyhow::anyhow!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            file.display(),
+            e.utf8_error().valid_up_to()
+        )
     })?;
     let format = Format::from_file_name(&file.to_string_lossy());
     spec::load(&text, format).with_context(|| file.display().to_string())
@@ -72,7 +77,11 @@ fn render(file: &Path, w: &Workflow, s: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: valid workflow {:?}", file.display(), w.name);
     let _ = writeln!(out, "  id:             {}", w.id());
-    let _ = writeln!(out, "  tasks:          {} ({} without dependencies, {} final)", s.tasks, s.roots, s.sinks);
+    let _ = writeln!(
+        out,
+        "  tasks:          {} ({} without dependencies, {} final)",
+        s.tasks, s.roots, s.sinks
+    );
     let _ = writeln!(out, "  edges:          {}", s.edges);
     let _ = writeln!(
         out,
@@ -80,7 +89,11 @@ fn render(file: &Path, w: &Workflow, s: &Summary) -> String {
         s.critical_path_tasks,
         s.critical_path_timeout_ms as f64 / 1000.0
     );
-    let programs: Vec<String> = s.programs.iter().map(|(p, n)| format!("{p} x{n}")).collect();
+    let programs: Vec<String> = s
+        .programs
+        .iter()
+        .map(|(p, n)| format!("{p} x{n}"))
+        .collect();
     let _ = writeln!(out, "  programs:       {}", programs.join(", "));
     let t = &s.total;
     let _ = writeln!(
@@ -102,8 +115,16 @@ fn render(file: &Path, w: &Workflow, s: &Summary) -> String {
         gib(l.vram_mb),
         gib(l.disk_mb)
     );
-    let _ = writeln!(out, "  price ceiling:  {} wei (sum of max_price_wei)", s.max_price_wei_total);
-    let deadline = if w.deadline_ms == 0 { "none".to_owned() } else { format!("{:.0} s", w.deadline_ms as f64 / 1000.0) };
+    let _ = writeln!(
+        out,
+        "  price ceiling:  {} wei (sum of max_price_wei)",
+        s.max_price_wei_total
+    );
+    let deadline = if w.deadline_ms == 0 {
+        "none".to_owned()
+    } else {
+        format!("{:.0} s", w.deadline_ms as f64 / 1000.0)
+    };
     let _ = writeln!(out, "  deadline:       {deadline}");
     let ordering = match &w.ordering {
         Some(o) => format!("stream {:?}, sequence {}", o.stream, o.sequence),

@@ -9,7 +9,10 @@ fn repo() -> PathBuf {
 }
 
 fn proofmesh(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_proofmesh")).args(args).output().expect("the proofmesh binary runs")
+    Command::new(env!("CARGO_BIN_EXE_proofmesh"))
+        .args(args)
+        .output()
+        .expect("the proofmesh binary runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -20,7 +23,12 @@ fn workflow_files(dir: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
         .expect("directory exists")
         .map(|e| e.expect("entry").path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("toml" | "json")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("toml" | "json")
+            )
+        })
         .collect();
     files.sort();
     files
@@ -29,15 +37,25 @@ fn workflow_files(dir: &str) -> Vec<PathBuf> {
 /// What an invalid fixture's error must say: its `# expect:` line, or `FILE.expect`.
 fn expected(path: &Path) -> String {
     let body = std::fs::read_to_string(path).expect("fixture readable");
-    match body.lines().next().and_then(|l| l.strip_prefix("# expect: ")) {
+    match body
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# expect: "))
+    {
         Some(e) => e.to_owned(),
-        None => std::fs::read_to_string(format!("{}.expect", path.display())).expect("expect file").trim().to_owned(),
+        None => std::fs::read_to_string(format!("{}.expect", path.display()))
+            .expect("expect file")
+            .trim()
+            .to_owned(),
     }
 }
 
 fn assert_no_panic(out: &Output) {
     let err = text(&out.stderr);
-    assert!(!err.contains("panicked") && !err.to_lowercase().contains("backtrace"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.to_lowercase().contains("backtrace"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -47,13 +65,35 @@ fn validate_accepts_every_example_and_prints_a_summary() {
     for path in examples {
         let out = proofmesh(&["workflow", "validate", path.to_str().unwrap()]);
         let stdout = text(&out.stdout);
-        assert!(out.status.success(), "{}: {}", path.display(), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
         assert!(stdout.contains("valid workflow"), "{stdout}");
-        for key in ["tasks:", "edges:", "critical path:", "resources:", "price ceiling:"] {
-            assert!(stdout.contains(key), "{} summary lacks {key}:\n{stdout}", path.display());
+        for key in [
+            "tasks:",
+            "edges:",
+            "critical path:",
+            "resources:",
+            "price ceiling:",
+        ] {
+            assert!(
+                stdout.contains(key),
+                "{} summary lacks {key}:\n{stdout}",
+                path.display()
+            );
         }
     }
-    let out = proofmesh(&["workflow", "validate", repo().join("examples/workflows/zksync-batch.toml").to_str().unwrap()]);
+    let out = proofmesh(&[
+        "workflow",
+        "validate",
+        repo()
+            .join("examples/workflows/zksync-batch.toml")
+            .to_str()
+            .unwrap(),
+    ]);
     let stdout = text(&out.stdout);
     assert!(stdout.contains("tasks:          1025 "), "{stdout}");
     assert!(stdout.contains("critical path:  12 tasks"), "{stdout}");
@@ -69,7 +109,12 @@ fn validate_rejects_every_invalid_fixture_with_its_message() {
         assert!(!out.status.success(), "{} was accepted", path.display());
         assert_eq!(out.status.code(), Some(1), "{}: {stderr}", path.display());
         assert!(stderr.starts_with("error: "), "{stderr}");
-        assert!(stderr.contains(&expected(&path)), "{}:\n got {stderr}\n want {}", path.display(), expected(&path));
+        assert!(
+            stderr.contains(&expected(&path)),
+            "{}:\n got {stderr}\n want {}",
+            path.display(),
+            expected(&path)
+        );
         assert!(out.stdout.is_empty());
         assert_no_panic(&out);
     }
@@ -81,13 +126,21 @@ fn validate_reports_missing_and_non_utf8_files() {
     let missing = dir.path().join("nope.toml");
     let out = proofmesh(&["workflow", "validate", missing.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("cannot read"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let binary = dir.path().join("bin.toml");
     std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x41]).unwrap();
     let out = proofmesh(&["workflow", "validate", binary.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("not UTF-8"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not UTF-8"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_no_panic(&out);
 }
 
@@ -103,8 +156,22 @@ fn id_prints_the_content_id_of_the_expanded_workflow() {
         assert_eq!(printed.len(), 64);
     }
     // The JSON twin of demo.toml has the same id.
-    let toml_id = proofmesh(&["workflow", "id", repo().join("examples/workflows/demo.toml").to_str().unwrap()]);
-    let json_id = proofmesh(&["workflow", "id", repo().join("protocol/tests/fixtures/valid/demo.json").to_str().unwrap()]);
+    let toml_id = proofmesh(&[
+        "workflow",
+        "id",
+        repo()
+            .join("examples/workflows/demo.toml")
+            .to_str()
+            .unwrap(),
+    ]);
+    let json_id = proofmesh(&[
+        "workflow",
+        "id",
+        repo()
+            .join("protocol/tests/fixtures/valid/demo.json")
+            .to_str()
+            .unwrap(),
+    ]);
     assert_eq!(toml_id.stdout, json_id.stdout);
 }
 
@@ -126,8 +193,16 @@ fn keys_generate_writes_0600_refuses_to_overwrite_and_show_agrees() {
 
     let again = proofmesh(&["keys", "generate", "--out", key.to_str().unwrap()]);
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("refusing to overwrite"), "{}", text(&again.stderr));
-    assert_eq!(std::fs::read(&key).unwrap(), before, "the existing key was modified");
+    assert!(
+        text(&again.stderr).contains("refusing to overwrite"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the existing key was modified"
+    );
 
     let show = proofmesh(&["keys", "show", key.to_str().unwrap()]);
     assert!(show.status.success(), "{}", text(&show.stderr));
@@ -135,7 +210,11 @@ fn keys_generate_writes_0600_refuses_to_overwrite_and_show_agrees() {
 
     let other = dir.path().join("other.key");
     let out = proofmesh(&["keys", "generate", "--out", other.to_str().unwrap()]);
-    assert_ne!(text(&out.stdout).trim(), public, "two generated keys are equal");
+    assert_ne!(
+        text(&out.stdout).trim(),
+        public,
+        "two generated keys are equal"
+    );
 }
 
 #[test]
@@ -146,6 +225,9 @@ fn keys_show_rejects_a_corrupt_file() {
     let out = proofmesh(&["keys", "show", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.starts_with("error: key file") && stderr.contains("line 2"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: key file") && stderr.contains("line 2"),
+        "{stderr}"
+    );
     assert_no_panic(&out);
 }
