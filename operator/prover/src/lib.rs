@@ -14,6 +14,7 @@
 pub mod circuits;
 pub mod error;
 pub mod field;
+mod header;
 pub mod keys;
 pub mod pipeline;
 pub mod poseidon;

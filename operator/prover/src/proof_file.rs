@@ -56,24 +56,7 @@ impl ProofFile {
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |m: String| Error::MalformedProof(m);
-        if bytes.len() < HEADER {
-            return Err(bad(format!(
-                "{} bytes is shorter than the {HEADER}-byte header",
-                bytes.len()
-            )));
-        }
-        if &bytes[..4] != MAGIC {
-            return Err(bad(format!(
-                "bad magic {:02x?}, expected \"PMPF\"",
-                &bytes[..4]
-            )));
-        }
-        if bytes[4] != VERSION {
-            return Err(bad(format!(
-                "unsupported format version {}, expected {VERSION}",
-                bytes[4]
-            )));
-        }
+        crate::header::check(bytes, MAGIC, VERSION, HEADER).map_err(bad)?;
         let circuit = CircuitKind::from_tag(bytes[5])
             .ok_or_else(|| bad(format!("unknown circuit tag {}", bytes[5])))?;
         if usize::from(bytes[6]) != NUM_PUBLIC_INPUTS {

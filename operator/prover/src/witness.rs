@@ -71,24 +71,7 @@ impl Witness {
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |m: String| Error::MalformedWitness(m);
-        if bytes.len() < HEADER {
-            return Err(bad(format!(
-                "{} bytes is shorter than the {HEADER}-byte header",
-                bytes.len()
-            )));
-        }
-        if &bytes[..4] != MAGIC {
-            return Err(bad(format!(
-                "bad magic {:02x?}, expected \"PMWT\"",
-                &bytes[..4]
-            )));
-        }
-        if bytes[4] != VERSION {
-            return Err(bad(format!(
-                "unsupported format version {}, expected {VERSION}",
-                bytes[4]
-            )));
-        }
+        crate::header::check(bytes, MAGIC, VERSION, HEADER).map_err(bad)?;
         let u32_at = |at: usize| {
             u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
         };
