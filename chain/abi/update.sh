@@ -8,7 +8,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 FORGE="${PROOFMESH_FORGE:-$ROOT/.tools/bin/forge}"
 [[ -x "$FORGE" ]] || { echo "forge not found at $FORGE: run scripts/install-foundry" >&2; exit 1; }
 (cd "$ROOT/contracts" && "$FORGE" build --quiet)
-for c in ProofMarket:ProofMarket TestVerifier:TestVerifier; do
+for c in ProofMarket:ProofMarket TestVerifier:TestVerifier Groth16ProofVerifier:Groth16ProofVerifier; do
     file="${c%%:*}"; name="${c##*:}"
     node -e '
 const fs = require("fs");

@@ -21,6 +21,15 @@ alloy::sol!(
     "abi/TestVerifier.json"
 );
 
+alloy::sol!(
+    /// The real on-chain verifier of proofmesh final proofs (Groth16/BN254), generated from the
+    /// final circuit's verifying key; its constructor deploys the generated `Groth16Verifier`.
+    #[sol(rpc)]
+    #[derive(Debug, PartialEq, Eq)]
+    Groth16ProofVerifier,
+    "abi/Groth16ProofVerifier.json"
+);
+
 /// Path of the committed artifact of `name` (for the freshness check).
 pub fn artifact_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -126,6 +126,14 @@ pub async fn deploy_test_verifier(provider: &DynProvider) -> Result<Address, Cha
     Ok(*v.address())
 }
 
+/// Deploys the real Groth16 final-proof verifier (devnets and production-like tests).
+pub async fn deploy_groth16_verifier(provider: &DynProvider) -> Result<Address, ChainError> {
+    let v = crate::bindings::Groth16ProofVerifier::deploy(provider.clone())
+        .await
+        .map_err(|e| contract_err("deploy Groth16ProofVerifier", e))?;
+    Ok(*v.address())
+}
+
 impl MarketClient {
     /// Attaches to the market at `market`, signing with `signer`.
     pub async fn connect(
@@ -278,6 +286,39 @@ impl MarketClient {
         .await
     }
 
+    /// Names further settlers of an escrow (requester only): failover matchmakers.
+    pub async fn add_settlers(
+        &self,
+        workflow: B256,
+        settlers: &[Address],
+    ) -> Result<TxOutcome, ChainError> {
+        send(
+            "addSettlers",
+            self.market.addSettlers(workflow, settlers.to_vec()),
+        )
+        .await
+    }
+
+    /// Whether `who` may settle `workflow`.
+    pub async fn is_settler(&self, workflow: B256, who: Address) -> Result<bool, ChainError> {
+        self.market
+            .isSettler(workflow, who)
+            .call()
+            .await
+            .map_err(|e| contract_err("isSettler", e))
+    }
+
+    /// Whether `account` is a registered operator (and its bound node key).
+    pub async fn registered_node_key(&self, account: Address) -> Result<Option<B256>, ChainError> {
+        let info = self
+            .market
+            .operatorInfo(account)
+            .call()
+            .await
+            .map_err(|e| contract_err("operatorInfo", e))?;
+        Ok((info.nodeKey != B256::ZERO).then_some(info.nodeKey))
+    }
+
     /// Pays a batch (settler only). Each (task, attempt) is packed as `(task << 8) | attempt`.
     pub async fn settle(
         &self,
@@ -401,6 +442,25 @@ impl MarketClient {
             .call()
             .await
             .map_err(|e| contract_err("escrow", e))
+    }
+
+    /// Total paid to each operator by `settle` since deployment, wei (sum of `OperatorPaid`
+    /// events; what it has claimed since is included).
+    pub async fn paid_totals(
+        &self,
+    ) -> Result<std::collections::BTreeMap<Address, U256>, ChainError> {
+        let events = self
+            .market
+            .OperatorPaid_filter()
+            .from_block(0)
+            .query()
+            .await
+            .map_err(|e| contract_err("OperatorPaid logs", e))?;
+        let mut totals = std::collections::BTreeMap::new();
+        for (e, _log) in events {
+            *totals.entry(e.operator).or_insert(U256::ZERO) += e.amount;
+        }
+        Ok(totals)
     }
 
     /// What `account` can claim, wei.

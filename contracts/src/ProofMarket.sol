@@ -154,6 +154,8 @@ contract ProofMarket {
     /// Evidence already used, keyed by `attemptKey(operator, workflow, task, attempt)`.
     mapping(bytes32 => bool) public attemptClosed;
     mapping(address => uint256) public claimable;
+    /// Further settlers of a workflow's escrow, named by its requester (failover matchmakers).
+    mapping(bytes32 => mapping(address => bool)) public backupSettler;
     uint256 public totalBurned;
 
     // ----------------------------------------------------------------- events
@@ -193,6 +195,7 @@ contract ProofMarket {
         address indexed operator, bytes32 indexed workflowId, uint32 task, uint32 attempt, uint256 penalty
     );
     event Claimed(address indexed account, uint256 amount);
+    event SettlersAdded(bytes32 indexed workflowId, address[] settlers);
 
     // ----------------------------------------------------------------- errors
 
@@ -338,6 +341,24 @@ contract ProofMarket {
         emit EscrowOpened(workflowId, msg.sender, settler, msg.value, deadline, taskCount);
     }
 
+    /// @notice Names further settlers for `workflowId` (requester only): the matchmakers that
+    /// may take over scheduling it. Any of them may settle and report, with the same rights as
+    /// `settler`; the contract still pays each task at most once whoever settles.
+    function addSettlers(bytes32 workflowId, address[] calldata settlers) external {
+        Escrow storage e = _escrow(workflowId);
+        if (msg.sender != e.requester) revert NotRequester(msg.sender);
+        for (uint256 i = 0; i < settlers.length; ++i) {
+            if (settlers[i] == address(0)) revert ZeroSettler();
+            backupSettler[workflowId][settlers[i]] = true;
+        }
+        emit SettlersAdded(workflowId, settlers);
+    }
+
+    /// @notice Whether `who` may settle `workflowId`: its settler or a backup settler.
+    function isSettler(bytes32 workflowId, address who) public view returns (bool) {
+        return who == escrows[workflowId].settler || backupSettler[workflowId][who];
+    }
+
     /// @notice Pays operators for completed task attempts, in one transaction per batch. Only
     /// the escrow's settler, only until the escrow deadline. Each (task) is paid at most once
     /// over all batches; each operator's payout is credited to `claimable` and counted in its
@@ -346,7 +367,7 @@ contract ProofMarket {
         Escrow storage e = escrows[workflowId];
         address requester = e.requester;
         if (requester == address(0)) revert UnknownEscrow(workflowId);
-        if (msg.sender != e.settler) revert NotSettler(msg.sender);
+        if (!isSettler(workflowId, msg.sender)) revert NotSettler(msg.sender);
         uint64 deadline = e.deadline;
         if (block.timestamp > deadline) revert EscrowExpired(deadline);
         uint256 taskCount = e.taskCount;
@@ -377,7 +398,7 @@ contract ProofMarket {
     /// @notice Records a verified final proof for the workflow (settler or requester).
     function submitFinalProof(bytes32 workflowId, bytes calldata proof, uint256[] calldata publicInputs) external {
         Escrow storage e = _escrow(workflowId);
-        if (msg.sender != e.settler && msg.sender != e.requester) revert NotSettler(msg.sender);
+        if (!isSettler(workflowId, msg.sender) && msg.sender != e.requester) revert NotSettler(msg.sender);
         if (!verifier.verifyProof(proof, publicInputs)) revert InvalidProof();
         e.proofAccepted = true;
         emit FinalProofAccepted(workflowId, keccak256(proof));
@@ -405,7 +426,7 @@ contract ProofMarket {
     function slashMissedDeadline(address operator, Acceptance calldata acc, bytes calldata signature) external {
         Escrow storage e = _escrow(acc.workflowId);
         if (block.timestamp <= acc.deadline) revert DeadlineNotPassed(acc.deadline);
-        if (block.timestamp <= e.deadline && msg.sender != e.settler) {
+        if (block.timestamp <= e.deadline && !isSettler(acc.workflowId, msg.sender)) {
             revert OnlySettlerBeforeEscrowDeadline(e.deadline);
         }
         _checkTaskAttempt(e, acc.task, acc.attempt);

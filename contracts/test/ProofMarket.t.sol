@@ -295,6 +295,45 @@ contract ProofMarketTest is Base {
         vm.assertEq(market.claimable(op), 0, "claimable cleared");
     }
 
+    function test_addSettlers_backupSettlesAndReports_onceOnly() public {
+        registerOp(op, 1 ether);
+        uint64 deadline = uint64(block.timestamp + 1 days);
+        openEscrow(WF, 1 ether, deadline, 4);
+        address backup = address(0xBAC);
+        address[] memory s = new address[](1);
+        s[0] = backup;
+        vm.prank(settler);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.NotRequester.selector, settler));
+        market.addSettlers(WF, s);
+        vm.prank(backup);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.NotSettler.selector, backup));
+        market.settle(WF, one(payout(op, 1, 0, 1, 1)));
+        vm.prank(requester);
+        market.addSettlers(WF, s);
+        vm.assertTrue(market.isSettler(WF, backup), "backup is a settler");
+        vm.assertTrue(market.isSettler(WF, settler), "settler still is");
+        vm.prank(settler);
+        market.settle(WF, one(payout(op, 0.25 ether, 0, 1, 1)));
+        // The backup takes over: the task the settler paid cannot be paid again.
+        vm.startPrank(backup);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.TaskAlreadyPaid.selector, 0));
+        market.settle(WF, one(payout(op, 0.25 ether, 0, 1, 2)));
+        market.settle(WF, one(payout(op, 0.25 ether, 1, 1, 1)));
+        vm.stopPrank();
+        vm.assertEq(market.claimable(op), 0.5 ether, "paid once per task");
+        // A backup settler may report a missed deadline before the escrow deadline.
+        ProofMarket.Acceptance memory acc = acceptance(WF, 2, 1, uint64(block.timestamp + 10));
+        bytes memory sig = signAcceptance(OP_KEY, acc);
+        vm.warp(block.timestamp + 11);
+        vm.prank(backup);
+        market.slashMissedDeadline(op, acc, sig);
+        vm.assertEq(market.reputation(op).slashed, 1, "slashed by the backup");
+        address[] memory zero = new address[](1);
+        vm.prank(requester);
+        vm.expectRevert(ProofMarket.ZeroSettler.selector);
+        market.addSettlers(WF, zero);
+    }
+
     function test_settle_reverts() public {
         registerOp(op, 1 ether);
         uint64 deadline = uint64(block.timestamp + 1 days);

@@ -101,6 +101,7 @@ fn result(a: &Assignment, now: u64) -> Event {
             gpus: a.gpus.clone(),
         },
         signature: Signature([0; 64]),
+        eth_claim: None,
     })
 }
 

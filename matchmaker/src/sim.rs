@@ -1008,6 +1008,7 @@ impl Sim {
             attempt: a.attempt,
             operator: a.operator,
             accepted_at_ms: self.now,
+            eth: None,
         };
         self.push(self.now, Ev::Broadcast(Event::Acceptance(acc)));
         match fault {

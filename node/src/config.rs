@@ -125,6 +125,11 @@ pub struct ChainSection {
     pub rpc_url: Option<String>,
     /// ProofMarket contract address (0x + 40 hex).
     pub contract: Option<String>,
+    /// File holding this node's Ethereum private key (0x + 64 hex): an operator registers,
+    /// stakes and signs evidence with it; a matchmaker settles and slashes with it.
+    pub eth_key_file: Option<PathBuf>,
+    /// Stake an operator puts up when it registers, wei (decimal string).
+    pub stake_wei: String,
 }
 
 /// `[roles]`.
@@ -198,6 +203,9 @@ impl Default for ChainSection {
             chain_id: 31337,
             rpc_url: None,
             contract: None,
+            eth_key_file: None,
+            // The devnet market's minimum stake: 1 ETH.
+            stake_wei: "1000000000000000000".into(),
         }
     }
 }
@@ -237,6 +245,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROOFMESH_CHAIN_ID", "chain.chain_id"),
     ("PROOFMESH_CHAIN_RPC_URL", "chain.rpc_url"),
     ("PROOFMESH_CONTRACT", "chain.contract"),
+    ("PROOFMESH_ETH_KEY_FILE", "chain.eth_key_file"),
+    ("PROOFMESH_STAKE_WEI", "chain.stake_wei"),
     ("PROOFMESH_OPERATOR", "roles.operator (true/false)"),
     ("PROOFMESH_MATCHMAKER", "roles.matchmaker (true/false)"),
     ("PROOFMESH_OPERATOR_CONFIG", "operator.config"),
@@ -299,6 +309,10 @@ pub struct ChainArgs {
     /// ProofMarket contract address. [env: PROOFMESH_CONTRACT]
     #[arg(long = "chain.contract", value_name = "ADDRESS")]
     pub contract: Option<String>,
+    #[arg(long = "chain.eth-key-file", value_name = "FILE")]
+    pub eth_key_file: Option<PathBuf>,
+    #[arg(long = "chain.stake-wei", value_name = "WEI")]
+    pub stake_wei: Option<String>,
 }
 
 /// Role flags.
@@ -402,6 +416,8 @@ fn invalid(field: &'static str, message: String) -> ConfigError {
         "chain.chain_id" => ("--chain.id", "PROOFMESH_CHAIN_ID"),
         "chain.rpc_url" => ("--chain.rpc-url", "PROOFMESH_CHAIN_RPC_URL"),
         "chain.contract" => ("--chain.contract", "PROOFMESH_CONTRACT"),
+        "chain.eth_key_file" => ("--chain.eth-key-file", "PROOFMESH_ETH_KEY_FILE"),
+        "chain.stake_wei" => ("--chain.stake-wei", "PROOFMESH_STAKE_WEI"),
         "roles.operator" => ("--roles.operator", "PROOFMESH_OPERATOR"),
         "operator" | "operator.config" => ("--operator.config", "PROOFMESH_OPERATOR_CONFIG"),
         "rpc.bind" => ("--rpc.bind", "PROOFMESH_RPC_BIND"),
@@ -488,6 +504,12 @@ impl NodeConfig {
         if let Some(v) = env("PROOFMESH_CONTRACT") {
             self.chain.contract = Some(v);
         }
+        if let Some(v) = env("PROOFMESH_ETH_KEY_FILE") {
+            self.chain.eth_key_file = Some(v.into());
+        }
+        if let Some(v) = env("PROOFMESH_STAKE_WEI") {
+            self.chain.stake_wei = v;
+        }
         if let Some(v) = env("PROOFMESH_OPERATOR") {
             self.roles.operator = parse_bool("PROOFMESH_OPERATOR", &v)?;
         }
@@ -541,6 +563,12 @@ impl NodeConfig {
         if let Some(v) = &args.chain.contract {
             self.chain.contract = Some(v.clone());
         }
+        if let Some(v) = &args.chain.eth_key_file {
+            self.chain.eth_key_file = Some(v.clone());
+        }
+        if let Some(v) = &args.chain.stake_wei {
+            self.chain.stake_wei = v.clone();
+        }
         if let Some(v) = args.roles.operator {
             self.roles.operator = v;
         }
@@ -587,6 +615,21 @@ impl NodeConfig {
         if let Some(c) = &self.chain.contract {
             self.contract_address()
                 .map_err(|m| invalid("chain.contract", format!("{c:?}: {m}")))?;
+        }
+        self.stake_wei()
+            .map_err(|m| invalid("chain.stake_wei", m))?;
+        if self.chain.rpc_url.is_some()
+            && (self.roles.operator || self.roles.matchmaker)
+            && (self.chain.contract.is_none() || self.chain.eth_key_file.is_none())
+        {
+            return Err(invalid(
+                if self.chain.contract.is_none() {
+                    "chain.contract"
+                } else {
+                    "chain.eth_key_file"
+                },
+                "an operator or matchmaker with chain.rpc_url set needs chain.contract and chain.eth_key_file".into(),
+            ));
         }
         if let Some(url) = &self.chain.rpc_url {
             if !(url.starts_with("http://")
@@ -650,6 +693,14 @@ impl NodeConfig {
     }
 
     /// Parsed `chain.contract` (20 bytes), if set.
+    pub fn stake_wei(&self) -> Result<u128, String> {
+        self.chain
+            .stake_wei
+            .trim()
+            .parse()
+            .map_err(|e| format!("{:?} is not a wei amount: {e}", self.chain.stake_wei))
+    }
+
     pub fn contract_address(&self) -> Result<Option<[u8; 20]>, String> {
         let Some(c) = &self.chain.contract else {
             return Ok(None);

@@ -45,7 +45,29 @@ pub struct DevnetSpec {
     pub malicious_operators: Vec<usize>,
     /// Extra `[operator]` table entries for every operator (e.g. `max_concurrent`).
     pub operator_max_concurrent: usize,
+    /// Start anvil (`.tools/bin/anvil` or `$PROOFMESH_ANVIL`) under the devnet directory, deploy
+    /// the market over the real Groth16 verifier, and give every matchmaker and operator a funded
+    /// Ethereum key (operators register and stake on start). Overrides `chain_rpc`/`contract`.
+    pub anvil: bool,
+    /// Asking price of operator i, wei (`operator_prices[i % len]`); empty: 0 without a chain,
+    /// else [`DEFAULT_PRICES_WEI`].
+    pub operator_prices: Vec<u128>,
+    /// Programs the malicious operators offer (empty: all). E.g. `["final"]` makes them bid
+    /// only for the final proof, the one the chain can check.
+    pub malicious_programs: Vec<String>,
 }
+
+/// Operators' asking prices on a devnet with a chain: different, so payments tell them apart,
+/// and at most the demo workflow's `max_price_wei` (0.001 ETH).
+pub const DEFAULT_PRICES_WEI: [u128; 4] = [
+    1_000_000_000_000_000,
+    900_000_000_000_000,
+    800_000_000_000_000,
+    700_000_000_000_000,
+];
+
+/// Balance given to every devnet account, wei (100 ETH).
+pub const DEVNET_BALANCE_WEI: u128 = 100_000_000_000_000_000_000;
 
 /// One node of a running devnet, as `status` prints it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +88,26 @@ pub struct DevnetNode {
     pub log: PathBuf,
     /// The node's public key (hex).
     pub public_key: String,
+    /// Its Ethereum address, when the devnet settles on-chain.
+    #[serde(default)]
+    pub eth: Option<String>,
+}
+
+/// The chain of a devnet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevnetChain {
+    /// JSON-RPC URL.
+    pub rpc: String,
+    /// anvil's pid (0: an external chain this devnet did not start).
+    pub pid: u32,
+    /// Chain id.
+    pub chain_id: u64,
+    /// ProofMarket address.
+    pub contract: String,
+    /// The requester's key file (funded; `proofmesh submit --devnet DIR` pays escrows with it).
+    pub requester_key: PathBuf,
+    /// Every matchmaker's Ethereum address: the settlers a requester names on its escrow.
+    pub settlers: Vec<String>,
 }
 
 /// The state file.
@@ -73,6 +115,9 @@ pub struct DevnetNode {
 pub struct DevnetState {
     /// All nodes, gateway first.
     pub nodes: Vec<DevnetNode>,
+    /// The chain, when the devnet settles on-chain.
+    #[serde(default)]
+    pub chain: Option<DevnetChain>,
 }
 
 impl DevnetState {
@@ -98,22 +143,38 @@ impl DevnetState {
         Ok(())
     }
 
-    /// `key=value` lines, one per node, for scripts.
+    /// `key=value` lines, one per node (and one for the chain), for scripts.
     pub fn status_lines(&self) -> Vec<String> {
-        self.nodes
+        let mut lines: Vec<String> = self
+            .chain
             .iter()
-            .map(|n| {
+            .map(|c| {
                 format!(
-                    "name={} role={} rpc={} p2p={} pid={} alive={}",
-                    n.name,
-                    n.role,
-                    n.rpc,
-                    n.p2p,
-                    n.pid,
-                    pid_alive(n.pid)
+                    "name=anvil role=chain rpc={} p2p=- pid={} alive={} chain_id={} contract={}",
+                    c.rpc,
+                    c.pid,
+                    c.pid == 0 || pid_alive(c.pid),
+                    c.chain_id,
+                    c.contract
                 )
             })
-            .collect()
+            .collect();
+        lines.extend(self.nodes.iter().map(|n| {
+            let mut line = format!(
+                "name={} role={} rpc={} p2p={} pid={} alive={}",
+                n.name,
+                n.role,
+                n.rpc,
+                n.p2p,
+                n.pid,
+                pid_alive(n.pid)
+            );
+            if let Some(eth) = &n.eth {
+                line.push_str(&format!(" eth={eth}"));
+            }
+            line
+        }));
+        lines
     }
 }
 
@@ -161,6 +222,17 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
     roles.extend((0..spec.operators).map(|i| (format!("operator-{i}"), "operator")));
 
     let mut state = DevnetState::default();
+    let mut chain_rpc = spec.chain_rpc.clone();
+    let mut contract = spec.contract.clone();
+    let mut funder = None;
+    if spec.anvil {
+        let (c, f) = start_chain(spec, &dir).context("starting the devnet chain")?;
+        chain_rpc = Some(c.rpc.clone());
+        contract = Some(c.contract.clone());
+        funder = Some(f);
+        state.chain = Some(c);
+        state.save(&dir)?;
+    }
     let mut bootstrap: Vec<String> = Vec::new();
     for (name, role) in roles {
         let node_dir = dir.join(&name);
@@ -192,8 +264,20 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
         cfg.network.bootstrap = bootstrap.clone();
         cfg.network.network_id = spec.network_id;
         cfg.chain.chain_id = spec.chain_id;
-        cfg.chain.rpc_url = spec.chain_rpc.clone();
-        cfg.chain.contract = spec.contract.clone();
+        cfg.chain.rpc_url = chain_rpc.clone();
+        cfg.chain.contract = contract.clone();
+        let mut eth = None;
+        if let (Some(funder), true) = (&funder, role != "gateway") {
+            let key_path = node_dir.join("eth.key");
+            let address = funder.account(&key_path)?;
+            cfg.chain.eth_key_file = Some(key_path);
+            if role == "matchmaker" {
+                if let Some(c) = state.chain.as_mut() {
+                    c.settlers.push(address.clone());
+                }
+            }
+            eth = Some(address);
+        }
         cfg.rpc.bind = SocketAddr::from(([127, 0, 0, 1], rpc_port));
         cfg.log.filter = "info".into();
         if role == "operator" {
@@ -202,10 +286,16 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
                 .next()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
+            let price = match (&spec.operator_prices[..], chain_rpc.is_some()) {
+                ([], false) => 0,
+                ([], true) => DEFAULT_PRICES_WEI[index % DEFAULT_PRICES_WEI.len()],
+                (prices, _) => prices[index % prices.len()],
+            };
             cfg.operator = Some(operator_table(
                 spec,
                 &node_dir,
                 spec.malicious_operators.contains(&index),
+                price,
             )?);
         }
         let config_path = node_dir.join("node.toml");
@@ -228,6 +318,7 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
             config: config_path,
             log,
             public_key: keypair.public().to_hex(),
+            eth,
         });
         state.save(&dir)?;
     }
@@ -239,10 +330,21 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
     Ok(state)
 }
 
-fn operator_table(spec: &DevnetSpec, node_dir: &Path, malicious: bool) -> Result<toml::Table> {
+fn operator_table(
+    spec: &DevnetSpec,
+    node_dir: &Path,
+    malicious: bool,
+    price_wei: u128,
+) -> Result<toml::Table> {
     let prover = spec.prover.display().to_string();
     let mut programs = toml::Table::new();
     for stage in ["witness", "leaf", "aggregate", "final", "sleep", "noop"] {
+        if malicious
+            && !spec.malicious_programs.is_empty()
+            && !spec.malicious_programs.iter().any(|p| p == stage)
+        {
+            continue;
+        }
         programs.insert(
             format!("{stage}@1"),
             toml::Value::Array(vec![prover.clone().into(), stage.into()]),
@@ -258,6 +360,7 @@ fn operator_table(spec: &DevnetSpec, node_dir: &Path, malicious: bool) -> Result
         (spec.operator_max_concurrent as i64).into(),
     );
     table.insert("programs".into(), toml::Value::Table(programs));
+    table.insert("price_wei".into(), price_wei.to_string().into());
     if malicious {
         table.insert("corrupt_results".into(), true.into());
     }
@@ -329,20 +432,172 @@ fn http_get_ok(addr: &str, path: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Stop every node: SIGTERM, then SIGKILL after `grace`.
+/// Stop every node, then the devnet's anvil: SIGTERM, then SIGKILL after `grace`.
 pub fn down(dir: &Path, grace: Duration) -> Result<DevnetState> {
     let state = DevnetState::load(dir)?;
-    for node in &state.nodes {
-        signal(node.pid, "TERM");
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && state.nodes.iter().any(|n| pid_alive(n.pid)) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for node in state.nodes.iter().filter(|n| pid_alive(n.pid)) {
-        signal(node.pid, "KILL");
+    let nodes: Vec<u32> = state.nodes.iter().map(|n| n.pid).collect();
+    stop_pids(&nodes, grace);
+    // The chain last: nodes may still be settling while they shut down.
+    if let Some(c) = state.chain.as_ref().filter(|c| c.pid != 0) {
+        stop_pids(&[c.pid], grace);
     }
     Ok(state)
+}
+
+fn stop_pids(pids: &[u32], grace: Duration) {
+    for &pid in pids {
+        signal(pid, "TERM");
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && pids.iter().any(|&p| pid_alive(p)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for &pid in pids.iter().filter(|&&p| pid_alive(p)) {
+        signal(pid, "KILL");
+    }
+}
+
+/// Starts anvil under `DIR/anvil/` (state dumped there on exit), deploys the market over the
+/// real Groth16 verifier, and creates a funded requester key. Returns the chain and a funder
+/// for the nodes' keys.
+fn start_chain(spec: &DevnetSpec, dir: &Path) -> Result<(DevnetChain, Funder)> {
+    let bin = proofmesh_chain::anvil::anvil_path();
+    if !bin.exists() {
+        bail!(
+            "{} not found: run scripts/install-foundry (or set PROOFMESH_ANVIL), or pass --no-chain",
+            bin.display()
+        );
+    }
+    let anvil_dir = dir.join("anvil");
+    std::fs::create_dir_all(&anvil_dir)?;
+    let port = free_port()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(anvil_dir.join("anvil.log"))?;
+    let child = Command::new(&bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--chain-id", &spec.chain_id.to_string()])
+        .arg("--dump-state")
+        .arg(anvil_dir.join("state.json"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let rpc = format!("http://127.0.0.1:{port}");
+    let pid = child.id();
+    let requester_key = dir.join("requester.eth.key");
+    let deployed = on_fresh_runtime({
+        let rpc = rpc.clone();
+        let requester_key = requester_key.clone();
+        let chain_id = spec.chain_id;
+        move || async move { deploy(&rpc, chain_id, &requester_key).await }
+    });
+    let contract = match deployed {
+        Ok(c) => c,
+        Err(e) => {
+            signal(pid, "KILL");
+            return Err(e.context(format!("see {}", anvil_dir.join("anvil.log").display())));
+        }
+    };
+    let chain = DevnetChain {
+        rpc: rpc.clone(),
+        pid,
+        chain_id: spec.chain_id,
+        contract,
+        requester_key,
+        settlers: Vec::new(),
+    };
+    Ok((chain, Funder { rpc }))
+}
+
+/// Waits for anvil, deploys verifier + market with a fresh funded deployer, and writes the
+/// funded requester key. Returns the market address.
+async fn deploy(rpc: &str, chain_id: u64, requester_key: &Path) -> Result<String> {
+    use alloy::providers::{Provider, ProviderBuilder};
+    use proofmesh_chain::{client, MarketClient, MarketParams, PrivateKeySigner};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let provider = loop {
+        if let Ok(p) = ProviderBuilder::new().connect(rpc).await {
+            if let Ok(id) = p.get_chain_id().await {
+                anyhow::ensure!(id == chain_id, "{rpc} serves chain id {id}, not {chain_id}");
+                break p.erased();
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "anvil did not answer on {rpc} in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let deployer = PrivateKeySigner::random();
+    set_balance(&provider, deployer.address()).await?;
+    let signing = client::connect(rpc, deployer.clone()).await?;
+    let verifier = client::deploy_groth16_verifier(&signing).await?;
+    let market = MarketClient::deploy(rpc, deployer, verifier, &MarketParams::devnet()).await?;
+    let requester = PrivateKeySigner::random();
+    set_balance(&provider, requester.address()).await?;
+    crate::chain::setup::write_eth_key(requester_key, &requester)?;
+    Ok(format!("{:#x}", market.address()))
+}
+
+async fn set_balance(
+    provider: &alloy::providers::DynProvider,
+    account: proofmesh_chain::Address,
+) -> Result<()> {
+    use alloy::providers::Provider;
+    provider
+        .raw_request::<_, serde_json::Value>(
+            "anvil_setBalance".into(),
+            (account, proofmesh_chain::U256::from(DEVNET_BALANCE_WEI)),
+        )
+        .await
+        .context("anvil_setBalance")?;
+    Ok(())
+}
+
+/// Creates funded Ethereum keys for devnet nodes.
+struct Funder {
+    rpc: String,
+}
+
+impl Funder {
+    /// The key at `path` (created if missing), funded; returns its address.
+    fn account(&self, path: &Path) -> Result<String> {
+        use proofmesh_chain::PrivateKeySigner;
+        let signer = if path.exists() {
+            crate::chain::setup::read_eth_key(path)?
+        } else {
+            let s = PrivateKeySigner::random();
+            crate::chain::setup::write_eth_key(path, &s)?;
+            s
+        };
+        let rpc = self.rpc.clone();
+        let address = signer.address();
+        on_fresh_runtime(move || async move {
+            use alloy::providers::{Provider, ProviderBuilder};
+            let p = ProviderBuilder::new().connect(&rpc).await?.erased();
+            set_balance(&p, address).await
+        })?;
+        Ok(format!("{address:#x}"))
+    }
+}
+
+/// Runs async chain code from sync devnet code, on its own thread and runtime (so it works
+/// whether or not the caller is inside a tokio runtime).
+fn on_fresh_runtime<T, F, Fut>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("chain setup thread panicked"))?
 }
 
 /// Send a signal by name with `kill(1)` (keeps this crate free of unsafe and of libc bindings).

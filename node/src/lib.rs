@@ -5,10 +5,12 @@
 //! - [`store`]: the redb-backed durable store.
 //! - [`rpc`]: JSON-RPC over HTTP and WebSocket, `/metrics` and `/health`.
 //! - [`metrics`]: the shared Prometheus registry.
+//! - [`chain`]: on-chain settlement (register and stake, escrow payment, slashing).
 //! - [`config`]: node configuration (file, environment, flags).
 //! - [`devnet`]: a local network of node processes (`proofmesh devnet`).
 //! - [`runtime`]: the running node: roles, core loop and handle ([`runtime::Node::spawn`]).
 
+pub mod chain;
 pub mod config;
 pub mod devnet;
 pub mod metrics;

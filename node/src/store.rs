@@ -27,7 +27,7 @@ use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Schema version this code writes. Bump it, and add a migration, whenever a table or an
@@ -307,6 +307,18 @@ enum BlobEntry {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    mode: Mode,
+}
+
+/// How a handle's commits reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// fsync before `commit` returns.
+    Immediate,
+    /// No fsync; the owner calls [`Store::sync_if_needed`] before announcing anything.
+    Deferred,
+    /// No fsync; made durable by the next sync, whenever that is (derived, rebuildable state).
+    Lazy,
 }
 
 struct Inner {
@@ -314,6 +326,10 @@ struct Inner {
     dir: PathBuf,
     blob_dir: PathBuf,
     tmp_counter: AtomicU64,
+    /// Deferred commits not yet synced.
+    unsynced: AtomicBool,
+    /// Lazy commits not yet synced.
+    lazy_unsynced: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -396,8 +412,81 @@ impl Store {
                 dir: dir.to_owned(),
                 blob_dir,
                 tmp_counter: AtomicU64::new(0),
+                unsynced: AtomicBool::new(false),
+                lazy_unsynced: AtomicBool::new(false),
             }),
+            mode: Mode::Immediate,
         })
+    }
+
+    /// A handle whose commits are visible at once but made durable only by the next
+    /// [`Store::sync`] (or any durable commit): group commit for a loop that applies many
+    /// messages and then syncs once, before it announces or acknowledges any of them. A crash
+    /// before that sync rolls back to the last durable commit, which redb keeps consistent.
+    pub fn deferred(&self) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            mode: Mode::Deferred,
+        }
+    }
+
+    /// A handle for state that may lag on disk (task-state views, operator stats): durable
+    /// with the next sync of any handle, and never the reason for one.
+    pub fn lazy(&self) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            mode: Mode::Lazy,
+        }
+    }
+
+    /// Whether deferred commits wait for a sync.
+    pub fn needs_sync(&self) -> bool {
+        self.inner.unsynced.load(Ordering::Acquire)
+    }
+
+    /// Make every commit so far durable (one fsync), whichever handle made it.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        // Cleared before the sync's transaction starts: a writer that sets a flag after this
+        // either commits before the sync (covered) or is synced next time.
+        self.inner.unsynced.store(false, Ordering::Release);
+        self.inner.lazy_unsynced.store(false, Ordering::Release);
+        let mut tx = self.inner.db.begin_write()?;
+        tx.set_durability(redb::Durability::Immediate);
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// [`Store::sync`] when deferred commits are pending; `Ok(false)` when none were.
+    pub fn sync_if_needed(&self) -> Result<bool, StoreError> {
+        if !self.needs_sync() {
+            return Ok(false);
+        }
+        self.sync().map(|_| true)
+    }
+
+    /// [`Store::sync`] when deferred or lazy commits are pending (a periodic flush).
+    pub fn flush(&self) -> Result<bool, StoreError> {
+        if !self.needs_sync() && !self.inner.lazy_unsynced.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.sync().map(|_| true)
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut tx = self.inner.db.begin_write()?;
+        // Flagged once the write lock is held, so a concurrent `sync` orders before or after.
+        match self.mode {
+            Mode::Immediate => {}
+            Mode::Deferred => {
+                tx.set_durability(redb::Durability::None);
+                self.inner.unsynced.store(true, Ordering::Release);
+            }
+            Mode::Lazy => {
+                tx.set_durability(redb::Durability::None);
+                self.inner.lazy_unsynced.store(true, Ordering::Release);
+            }
+        }
+        Ok(tx)
     }
 
     /// The data directory.
@@ -430,7 +519,7 @@ impl Store {
     /// Overwrite the schema version (tests of the refusal path, and future migrations).
     #[doc(hidden)]
     pub fn force_schema_version(&self, version: u32) -> Result<(), StoreError> {
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(META)?
             .insert(META_SCHEMA, version.to_le_bytes().as_slice())?;
         tx.commit()?;
@@ -447,7 +536,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<(WorkflowId, bool), StoreError> {
         let id = submission.workflow.id();
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         let new = {
             let mut wf = tx.open_table(WORKFLOWS)?;
             if wf.get(id.0)?.is_some() {
@@ -519,7 +608,7 @@ impl Store {
         id: &WorkflowId,
         state: WorkflowState,
     ) -> Result<(), StoreError> {
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut table = tx.open_table(WORKFLOW_META)?;
             let mut meta: WorkflowMeta = match table.get(id.0)? {
@@ -550,7 +639,7 @@ impl Store {
         task: TaskIndex,
         f: impl FnOnce(&mut TaskRecord),
     ) -> Result<TaskRecord, StoreError> {
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         let tasks = Self::task_count(&tx, id)?;
         if task as usize >= tasks {
             return Err(StoreError::UnknownTask {
@@ -613,7 +702,7 @@ impl Store {
         let id = result.result.workflow;
         let task = result.result.task;
         let result_id = ContentId::of_value(result);
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         let tasks = Self::task_count(&tx, &id)?;
         if task as usize >= tasks {
             return Err(StoreError::UnknownTask {
@@ -696,7 +785,7 @@ impl Store {
                 len: bytes.len() as u64,
             }
         };
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(BLOBS)?
             .insert(id.0, encoding::encode(&entry).as_slice())?;
         tx.commit()?;
@@ -794,7 +883,7 @@ impl Store {
 
     /// Append events in one transaction; returns the sequence numbers they got.
     pub fn append_events(&self, events: &[Vec<u8>]) -> Result<Range<u64>, StoreError> {
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         let range = {
             let mut table = tx.open_table(EVENTS)?;
             let first = match table.last()? {
@@ -842,7 +931,7 @@ impl Store {
 
     /// Drop events before `seq` (after a snapshot made them unnecessary). Returns how many.
     pub fn prune_events_before(&self, seq: u64) -> Result<u64, StoreError> {
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         let n = {
             let mut table = tx.open_table(EVENTS)?;
             let before = table.len()?;
@@ -866,7 +955,7 @@ impl Store {
 
     /// Durably move the chain indexer's cursor.
     pub fn set_chain_cursor(&self, cursor: ChainCursor) -> Result<(), StoreError> {
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(META)?
             .insert(META_CHAIN_CURSOR, encoding::encode(&cursor).as_slice())?;
         tx.commit()?;
@@ -881,7 +970,7 @@ impl Store {
 
     /// Durably record that `stream` has finalized up to `sequence`.
     pub fn set_stream_cursor(&self, stream: &str, sequence: u64) -> Result<(), StoreError> {
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(STREAMS)?.insert(stream, sequence)?;
         tx.commit()?;
         Ok(())
@@ -892,7 +981,7 @@ impl Store {
     /// Durably keep encoded slashing evidence under its content id (idempotent).
     pub fn put_evidence(&self, encoded: &[u8]) -> Result<ContentId, StoreError> {
         let id = ContentId::of_bytes(encoded);
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(EVIDENCE)?.insert(id.0, encoded)?;
         tx.commit()?;
         Ok(id)
@@ -932,7 +1021,7 @@ impl Store {
         key: &PublicKey,
         f: impl FnOnce(&mut OperatorRecord),
     ) -> Result<OperatorRecord, StoreError> {
-        let tx = self.inner.db.begin_write()?;
+        let tx = self.begin_write()?;
         let record = {
             let mut table = tx.open_table(OPERATORS)?;
             let mut record = match table.get(key.0)? {

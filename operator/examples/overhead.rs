@@ -1,6 +1,7 @@
 //! Per-task operator overhead: spawn, materialize inputs, hash output, sign, clean up.
 //!
-//! `cargo run --release -p proofmesh-operator --example overhead -- [--tasks N] [--prover PATH]`
+//! `cargo run --release -p proofmesh-operator --example overhead -- [--tasks N] [--prover PATH]
+//! [--link-inputs true|false]`
 //!
 //! Three paths, each running a noop program N times sequentially with one 1 KiB input, timing
 //! `Operator::run` end to end (the program does nothing, so all of it is overhead):
@@ -10,7 +11,8 @@
 //! - `worker`: a persistent worker (this binary with `--as-worker`, line protocol).
 //! - `builtin`: the in-process `noop`.
 //!
-//! Prints P50/P99/mean per path and a final `key=value` line.
+//! `--link-inputs` forces hard-linked (or copied) inputs; the default is the store's (link
+//! unless running as root). Prints P50/P99/mean per path and a final `key=value` line.
 
 use anyhow::{bail, Context};
 use proofmesh_operator::discovery::{Discovery, GpuSource};
@@ -57,12 +59,13 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 }
 
 async fn bench(args: Vec<String>) -> anyhow::Result<()> {
-    let (mut tasks, mut prover) = (2000usize, None);
+    let (mut tasks, mut prover, mut link) = (2000usize, None, None);
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--tasks" => tasks = it.next().context("--tasks N")?.parse()?,
             "--prover" => prover = Some(it.next().context("--prover PATH")?),
+            "--link-inputs" => link = Some(it.next().context("--link-inputs true|false")?.parse()?),
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -92,7 +95,12 @@ async fn bench(args: Vec<String>) -> anyhow::Result<()> {
                 builtin: "noop".into(),
             },
         );
-    let blobs = Arc::new(FsBlobStore::open(dir.path().join("blobs"))?);
+    let mut blobs = FsBlobStore::open(dir.path().join("blobs"))?;
+    if let Some(link) = link {
+        blobs = blobs.with_link_inputs(link);
+    }
+    let link = blobs.links_inputs();
+    let blobs = Arc::new(blobs);
     let input = blobs.put(&[7u8; 1024])?;
     let store: Arc<dyn BlobStore> = blobs;
     let capacity = Capacity {
@@ -108,8 +116,10 @@ async fn bench(args: Vec<String>) -> anyhow::Result<()> {
     };
     let operator = Operator::with_discovery(config, Keypair::generate(), Some(store), discovery)?;
     println!(
-        "machine: {} cores; {tasks} sequential tasks per path; subprocess program: {subprocess:?}",
-        std::thread::available_parallelism()?
+        "machine: {} cores; {tasks} sequential tasks per path; inputs {}; work dir {}; subprocess program: {subprocess:?}",
+        std::thread::available_parallelism()?,
+        if link { "hard-linked" } else { "copied" },
+        dir.path().display()
     );
     let mut summary = Vec::new();
     for (label, program) in [

@@ -3,13 +3,15 @@
 //! [`BlobStore`] is the small interface the executor needs; the node backs it with its own store.
 //! [`FsBlobStore`] keeps one file per blob under its blake3 hex, verifies the hash on every write
 //! and every read, and writes atomically (temp file + rename), so a crash never leaves a blob
-//! that is present under its name but wrong. [`MemBlobStore`] is an in-memory store for tests
-//! and benchmarks.
+//! that is present under its name but wrong. No fsync: a blob lost in a power cut is fetched or
+//! recomputed again, and the node's own store is what must be durable. [`MemBlobStore`] is an
+//! in-memory store for tests and benchmarks.
 
 use proofmesh_protocol::ContentId;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -86,11 +88,18 @@ pub trait BlobStore: Send + Sync + 'static {
 }
 
 /// Blobs as files `<root>/<first 2 hex>/<64 hex>`.
+///
+/// Inputs are materialized as hard links when the work dir is on the same filesystem (no copy:
+/// ~20 µs instead of ~200 µs for a new 1 KiB file on ext4). The linked inode is the stored blob,
+/// so it is made read-only (0444) and its hash is checked through the link; a program that
+/// still manages to write to it corrupts the blob, which every later read detects. Root ignores
+/// the mode bits, so a store opened by root copies instead (see [`FsBlobStore::with_link_inputs`]).
 #[derive(Debug)]
 pub struct FsBlobStore {
     root: PathBuf,
     tmp: PathBuf,
     counter: AtomicU64,
+    link_inputs: bool,
 }
 
 impl FsBlobStore {
@@ -103,7 +112,21 @@ impl FsBlobStore {
             root,
             tmp,
             counter: AtomicU64::new(0),
+            link_inputs: !running_as_root(),
         })
+    }
+
+    /// Materialize inputs as read-only hard links (`true`, falling back to a copy across
+    /// filesystems) or always as private copies (`false`). Default: link unless running as root,
+    /// for whom read-only mode bits do not stop a program writing into the store.
+    pub fn with_link_inputs(mut self, link: bool) -> Self {
+        self.link_inputs = link;
+        self
+    }
+
+    /// Whether inputs are materialized as hard links.
+    pub fn links_inputs(&self) -> bool {
+        self.link_inputs
     }
 
     /// Where blob `id` lives (whether or not it exists).
@@ -125,6 +148,16 @@ impl FsBlobStore {
         }
         fs::rename(tmp, &dest).map_err(io_err(&dest))
     }
+}
+
+// A regular file with no other name.
+fn file_is_private(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1)
+}
+
+fn running_as_root() -> bool {
+    // `/proc/self` is owned by the effective uid.
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// Stream a reader into blake3 (and optionally a writer); returns (id, size).
@@ -187,6 +220,16 @@ impl BlobStore for FsBlobStore {
 
     fn materialize(&self, id: &ContentId, dest: &Path) -> Result<u64, BlobError> {
         let src = self.path_of(id);
+        if self.link_inputs {
+            match fs::hard_link(&src, dest) {
+                Ok(()) => return self.check_link(id, dest),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !src.exists() => {
+                    return Err(BlobError::NotFound(*id))
+                }
+                // Another filesystem, too many links, no permission: copy.
+                Err(_) => {}
+            }
+        }
         let file = match File::open(&src) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound(*id)),
@@ -209,12 +252,22 @@ impl BlobStore for FsBlobStore {
     fn put_file(&self, path: &Path) -> Result<(ContentId, u64), BlobError> {
         let file = File::open(path).map_err(io_err(path))?;
         let (id, size) = hash_copy(file, None, path)?;
-        if self.path_of(&id).exists() {
+        let dest = self.path_of(&id);
+        if dest.exists() {
             return Ok((id, size));
         }
-        // Same filesystem: a rename moves the output in without copying; otherwise copy.
+        // Same filesystem: rename the complete file straight to its name (atomic, no copy; its
+        // writer has exited). Not a symlink or an inode linked elsewhere, whose other names
+        // could change the blob later: those are copied, as is anything across filesystems.
+        let movable = file_is_private(path);
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        if movable && fs::rename(path, &dest).is_ok() {
+            return Ok((id, size));
+        }
         let tmp = self.temp_path();
-        if fs::rename(path, &tmp).is_err() {
+        {
             let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
             let src = File::open(path).map_err(io_err(path))?;
             let (copied, _) = hash_copy(src, Some(&mut out), path)?;
@@ -228,6 +281,35 @@ impl BlobStore for FsBlobStore {
         }
         self.install(&tmp, &id)?;
         Ok((id, size))
+    }
+}
+
+impl FsBlobStore {
+    // Verify a freshly linked input through the link (the inode the program will see) and
+    // make it read-only.
+    fn check_link(&self, id: &ContentId, dest: &Path) -> Result<u64, BlobError> {
+        let checked = File::open(dest).map_err(io_err(dest)).and_then(|file| {
+            let mode = file.metadata().map_err(io_err(dest))?.permissions().mode();
+            if mode & 0o222 != 0 {
+                file.set_permissions(fs::Permissions::from_mode(mode & !0o222 & 0o7777))
+                    .map_err(io_err(dest))?;
+            }
+            hash_copy(file, None, dest)
+        });
+        match checked {
+            Ok((actual, size)) if actual == *id => Ok(size),
+            Ok((actual, _)) => {
+                let _ = fs::remove_file(dest);
+                Err(BlobError::Corrupt {
+                    expected: *id,
+                    actual,
+                })
+            }
+            Err(e) => {
+                let _ = fs::remove_file(dest);
+                Err(e)
+            }
+        }
     }
 }
 

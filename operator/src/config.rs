@@ -14,8 +14,8 @@ pub const DEFAULT_TAIL_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorConfig {
-    /// Root of per-attempt work directories (`<work_dir>/tasks/...`); its filesystem is the one
-    /// whose free space is advertised as disk.
+    /// Root of per-attempt work directories (`<work_dir>/tasks/s<n>`, recycled; see
+    /// `workdir.rs`); its filesystem is the one whose free space is advertised as disk.
     pub work_dir: PathBuf,
     /// Directory of the built-in file blob store; `None` means `<work_dir>/blobs`.
     #[serde(default)]
@@ -35,7 +35,8 @@ pub struct OperatorConfig {
     /// Largest output file accepted, in bytes.
     #[serde(default = "default_max_output")]
     pub max_output_bytes: u64,
-    /// Keep a failed attempt's work directory for post-mortem (successful ones are removed).
+    /// Keep a failed attempt's work directory for post-mortem, as
+    /// `<work_dir>/failed/<workflow>-<task>-<attempt>-<n>` (successful ones are emptied).
     #[serde(default)]
     pub keep_failed_work_dirs: bool,
     /// Extra environment variables for every program (the contract's variables win).

@@ -1,6 +1,6 @@
 //! Prover-agnostic execution of one attempt (see the program contract in the README).
 //!
-//! For a subprocess program: make a fresh work dir, materialize the inputs by content hash as
+//! For a subprocess program: take an empty work dir ([`crate::workdir`]), materialize the inputs by content hash as
 //! `inputs/000, 001, ...` (verified), spawn `argv + task args` in its own process group with the
 //! contract's environment and `CUDA_VISIBLE_DEVICES` / `NVIDIA_VISIBLE_DEVICES` set to the leased
 //! GPUs only, capture the tails of stdout and stderr, and wait for exit, timeout or cancellation.
@@ -14,6 +14,7 @@ use crate::config::{program_key, OperatorConfig, ProgramSpec};
 use crate::lease::Lease;
 use crate::result::{now_ms, sign_result, task_failure, Produced};
 use crate::worker::{Builtin, WorkerPool};
+use crate::workdir::{WorkDir, WorkDirs, INPUTS};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use proofmesh_protocol::messages::{FailureCause, SignedResult, TaskFailure};
@@ -161,7 +162,7 @@ pub(crate) struct Inner {
     pub(crate) config: OperatorConfig,
     pub(crate) keypair: Keypair,
     pub(crate) blobs: Arc<dyn BlobStore>,
-    tasks_dir: PathBuf,
+    work_dirs: Arc<WorkDirs>,
     seq: AtomicU64,
     workers: WorkerPool,
 }
@@ -188,22 +189,16 @@ impl Executor {
         blobs: Arc<dyn BlobStore>,
     ) -> Result<Self, ExecutorError> {
         config.validate()?;
-        let tasks_dir = config.work_dir.join("tasks");
-        std::fs::create_dir_all(&tasks_dir).map_err(|source| ExecutorError::WorkDir {
-            path: tasks_dir.clone(),
-            source,
-        })?;
-        let tasks_dir = tasks_dir
-            .canonicalize()
-            .map_err(|source| ExecutorError::WorkDir {
-                path: tasks_dir,
+        let work_dirs =
+            WorkDirs::open(&config.work_dir).map_err(|source| ExecutorError::WorkDir {
+                path: config.work_dir.join("tasks"),
                 source,
             })?;
         let inner = Inner {
             config,
             keypair,
             blobs,
-            tasks_dir,
+            work_dirs,
             seq: AtomicU64::new(0),
             workers: WorkerPool::default(),
         };
@@ -271,9 +266,18 @@ impl Executor {
         }
     }
 
-    /// Stop every persistent worker (their process groups are killed).
+    /// Stop every persistent worker (their process groups are killed) and wait for the work
+    /// dirs of finished attempts to be cleaned.
     pub async fn shutdown(&self) {
         self.inner.workers.shutdown().await;
+        let inner = Arc::clone(&self.inner);
+        let _ = tokio::task::spawn_blocking(move || inner.work_dirs.flush()).await;
+    }
+
+    /// Block until the work dirs of attempts that have returned are emptied (for reuse) or
+    /// removed; cleaning runs on a background thread, off the attempts' path.
+    pub fn flush_work_dirs(&self) {
+        self.inner.work_dirs.flush();
     }
 
     /// The shared skeleton of file-based attempts: work dir + inputs, `body` runs the program,
@@ -293,33 +297,43 @@ impl Executor {
         let operator = inner.keypair.public();
         let t0 = Instant::now();
         let started_ms = now_ms();
-        let dir = inner.tasks_dir.join(format!(
-            "{}-{}-{}-{}",
-            spec.workflow.short(),
-            spec.task,
-            spec.attempt,
-            inner.seq.fetch_add(1, Ordering::Relaxed)
-        ));
         let guard = WorkDirGuard {
-            dir: dir.clone(),
+            name: format!(
+                "{}-{}-{}-{}",
+                spec.workflow.short(),
+                spec.task,
+                spec.attempt,
+                inner.seq.fetch_add(1, Ordering::Relaxed)
+            ),
             keep: inner.config.keep_failed_work_dirs,
         };
-        let (blobs, inputs, setup_dir) =
-            (Arc::clone(&inner.blobs), spec.inputs.clone(), dir.clone());
-        let setup =
-            tokio::task::spawn_blocking(move || materialize_inputs(&*blobs, &inputs, &setup_dir))
-                .await;
-        let setup = match setup {
-            Ok(r) => r,
-            Err(join) => Err(SetupError::Operator(format!(
-                "input materialization panicked: {join}"
-            ))),
+        let (blobs, inputs, work_dirs) = (
+            Arc::clone(&inner.blobs),
+            spec.inputs.clone(),
+            Arc::clone(&inner.work_dirs),
+        );
+        let setup = tokio::task::spawn_blocking(move || {
+            let work_dir = work_dirs
+                .acquire()
+                .map_err(|e| SetupError::Operator(format!("cannot create a work dir: {e}")))?;
+            let materialized = materialize_inputs(&*blobs, &inputs, work_dir.path());
+            Ok::<_, SetupError>((work_dir, materialized))
+        })
+        .await;
+        let work_dir = match setup {
+            Ok(Ok((work_dir, Ok(())))) => work_dir,
+            Ok(Ok((work_dir, Err(e)))) => {
+                let mut report = report_failure(operator, spec, e.into_cause());
+                report.diagnostics.kept_work_dir = guard.finish(work_dir, false);
+                return report;
+            }
+            Ok(Err(e)) => return report_failure(operator, spec, e.into_cause()),
+            Err(join) => {
+                let why = format!("input materialization panicked: {join}");
+                return report_failure(operator, spec, SetupError::Operator(why).into_cause());
+            }
         };
-        if let Err(e) = setup {
-            let mut report = report_failure(operator, spec, e.into_cause());
-            report.diagnostics.kept_work_dir = guard.finish(false);
-            return report;
-        }
+        let dir = work_dir.path().to_owned();
         let setup_time = t0.elapsed();
         let ctx = RunContext {
             spec,
@@ -355,7 +369,7 @@ impl Executor {
             }
         };
         let ok = matches!(outcome, Outcome::Completed(_));
-        diagnostics.kept_work_dir = guard.finish(ok);
+        diagnostics.kept_work_dir = guard.finish(work_dir, ok);
         diagnostics.timings.collect = t1.elapsed();
         TaskReport {
             outcome,
@@ -374,7 +388,7 @@ pub(crate) struct RunContext<'a> {
 
 impl RunContext<'_> {
     pub(crate) fn input_dir(&self) -> PathBuf {
-        self.dir.join("inputs")
+        self.dir.join(INPUTS)
     }
     pub(crate) fn output_path(&self) -> PathBuf {
         self.dir.join("output")
@@ -419,19 +433,13 @@ impl SetupError {
     }
 }
 
+// `dir` is an empty slot with an empty `inputs/` (see `workdir`).
 fn materialize_inputs(
     blobs: &dyn BlobStore,
     inputs: &[ContentId],
     dir: &Path,
 ) -> Result<(), SetupError> {
-    // A leftover from an operator that crashed mid-attempt could hold a stale `output`.
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)
-            .map_err(|e| SetupError::Operator(format!("cannot clear {}: {e}", dir.display())))?;
-    }
-    let input_dir = dir.join("inputs");
-    std::fs::create_dir_all(&input_dir)
-        .map_err(|e| SetupError::Operator(format!("cannot create {}: {e}", input_dir.display())))?;
+    let input_dir = dir.join(INPUTS);
     for (i, id) in inputs.iter().enumerate() {
         let dest = input_dir.join(format!("{i:03}"));
         blobs.materialize(id, &dest).map_err(|e| match e {
@@ -454,25 +462,32 @@ async fn collect_output(
         exit_code: diagnostics.exit_code,
         stderr_tail: format!("{}[operator] {msg}", diagnostics.stderr_tail),
     };
-    let size = match tokio::fs::metadata(&output).await {
-        Ok(m) if m.is_file() => m.len(),
-        _ => {
-            return Err(note(format!(
-                "program succeeded but wrote no output file at {}",
-                output.display()
-            )))
-        }
-    };
-    if size > inner.config.max_output_bytes {
-        return Err(note(format!(
+    enum Collected {
+        Missing,
+        TooBig(u64),
+        Stored(Result<(ContentId, u64), BlobError>),
+    }
+    let (blobs, max) = (Arc::clone(&inner.blobs), inner.config.max_output_bytes);
+    let path = output.clone();
+    // One blocking hop for the size check and the store.
+    let collected = tokio::task::spawn_blocking(move || match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => Collected::Missing,
+        Ok(m) if m.len() > max => Collected::TooBig(m.len()),
+        Ok(_) => Collected::Stored(blobs.put_file(&path)),
+        Err(_) => Collected::Missing,
+    })
+    .await;
+    match collected {
+        Ok(Collected::Missing) => Err(note(format!(
+            "program succeeded but wrote no output file at {}",
+            output.display()
+        ))),
+        Ok(Collected::TooBig(size)) => Err(note(format!(
             "output is {size} bytes, above max_output_bytes {}",
             inner.config.max_output_bytes
-        )));
-    }
-    let blobs = Arc::clone(&inner.blobs);
-    match tokio::task::spawn_blocking(move || blobs.put_file(&output)).await {
-        Ok(Ok(stored)) => Ok(stored),
-        Ok(Err(e)) => Err(FailureCause::Refused(format!(
+        ))),
+        Ok(Collected::Stored(Ok(stored))) => Ok(stored),
+        Ok(Collected::Stored(Err(e))) => Err(FailureCause::Refused(format!(
             "operator error: storing output: {e}"
         ))),
         Err(join) => Err(FailureCause::Refused(format!(
@@ -481,29 +496,24 @@ async fn collect_output(
     }
 }
 
-/// Removes the work dir when the attempt ends (kept on failure if configured), also when the
-/// attempt's future is dropped.
+/// What happens to the work dir when the attempt ends: recycled after success, kept as
+/// `<work_dir>/failed/<name>` after a failure if configured, otherwise removed. A dropped
+/// attempt drops its [`WorkDir`], which removes it. All of it runs in the background.
 struct WorkDirGuard {
-    dir: PathBuf,
+    name: String,
     keep: bool,
 }
 
 impl WorkDirGuard {
-    fn finish(self, ok: bool) -> Option<PathBuf> {
-        let kept = (!ok && self.keep).then(|| self.dir.clone());
-        if kept.is_some() {
-            std::mem::forget(self);
-        }
-        kept
-    }
-}
-
-impl Drop for WorkDirGuard {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove work dir");
-            }
+    fn finish(self, work_dir: WorkDir, ok: bool) -> Option<PathBuf> {
+        if ok {
+            work_dir.recycle();
+            None
+        } else if self.keep {
+            work_dir.keep(&self.name)
+        } else {
+            drop(work_dir);
+            None
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`blob`]: the content-addressed blob store interface and a file-backed store.
 //! - [`executor`]: running one attempt as a subprocess, under the program contract.
 //! - [`worker`]: built-in programs and persistent workers for very short tasks.
+//! - `workdir`: the pool of per-attempt work directories, cleaned off the task's path.
 //! - [`result`]: building, signing and checking results.
 //! - [`operator`]: all of the above behind one handle ([`Operator`]).
 
@@ -19,6 +20,7 @@ pub mod lease;
 pub mod operator;
 pub mod result;
 pub mod worker;
+mod workdir;
 
 pub use blob::{BlobError, BlobStore, FsBlobStore, MemBlobStore};
 pub use config::{OperatorConfig, ProgramSpec, ResourceConfig};

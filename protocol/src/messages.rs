@@ -133,6 +133,21 @@ pub struct Acceptance {
     pub operator: PublicKey,
     /// When it accepted (operator clock).
     pub accepted_at_ms: u64,
+    /// With on-chain settlement: the operator's EIP-712 signature by its Ethereum key, the
+    /// evidence a missed-deadline slash needs (`None` without a chain).
+    pub eth: Option<EthAcceptance>,
+}
+
+/// The on-chain form of an acceptance, signed (EIP-712 `Acceptance`) by the operator's
+/// Ethereum key: workflow, task and attempt are the enclosing [`Acceptance`]'s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EthAcceptance {
+    /// Result deadline, unix seconds (the assignment's, rounded up).
+    pub deadline_s: u64,
+    /// Agreed price, wei.
+    pub price_wei: u128,
+    /// 65 bytes: r, s, v.
+    pub signature: Vec<u8>,
 }
 
 /// What an operator measured while running a task.
@@ -170,13 +185,21 @@ pub struct SignedResult {
     pub result: TaskResult,
     /// Operator signature over `RESULT_TAG || encode(result)`.
     pub signature: Signature,
+    /// With on-chain settlement, for a final proof: the operator's EIP-712 `ProofClaim`
+    /// signature (65 bytes) over the output's calldata form, the evidence an invalid-proof
+    /// slash needs. Outside the ed25519-signed part.
+    pub eth_claim: Option<Vec<u8>>,
 }
 
 impl SignedResult {
     /// Sign a result.
     pub fn sign(keypair: &Keypair, result: TaskResult) -> SignedResult {
         let signature = keypair.sign(&Self::signing_bytes(&result));
-        SignedResult { result, signature }
+        SignedResult {
+            result,
+            signature,
+            eth_claim: None,
+        }
     }
 
     fn signing_bytes(result: &TaskResult) -> Vec<u8> {

@@ -27,6 +27,7 @@ fn artifacts_are_fresh() {
     for (file, name) in [
         ("ProofMarket.sol", "ProofMarket"),
         ("TestVerifier.sol", "TestVerifier"),
+        ("Groth16ProofVerifier.sol", "Groth16ProofVerifier"),
     ] {
         let fresh: serde_json::Value = serde_json::from_slice(
             &std::fs::read(

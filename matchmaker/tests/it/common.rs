@@ -105,6 +105,7 @@ pub fn accept(a: &Assignment, now: u64) -> Event {
         attempt: a.attempt,
         operator: a.operator,
         accepted_at_ms: now,
+        eth: None,
     })
 }
 

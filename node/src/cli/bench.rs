@@ -25,6 +25,12 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Orchestration overhead per task (end-to-end minus compute).
     Overhead(OverheadArgs),
+    /// The 1,025-task sleep pipeline: makespan against the ideal bound (`efficiency=`).
+    Pipeline(super::bench_pipeline::PipelineArgs),
+    /// Weak scaling on sleep tasks at 1, 2, 4, ... operators (`efficiency_N=`).
+    Scaling(super::bench_pipeline::ScalingArgs),
+    /// Time from an operator's death to its task running elsewhere.
+    Failover(super::bench_pipeline::FailoverArgs),
 }
 
 /// Arguments of `proofmesh bench overhead`.
@@ -45,6 +51,10 @@ pub struct OverheadArgs {
     /// Concurrent task slots per operator (advertised CPU cores; each task takes one).
     #[arg(long, default_value_t = 4)]
     pub slots: u32,
+    /// After the main run: one-task workflows submitted one at a time, each timed from
+    /// `submit` to its first assignment (0 to skip).
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: u32,
 }
 
 /// Run it.
@@ -55,6 +65,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     match cmd {
         BenchCommand::Overhead(args) => runtime.block_on(overhead(args)),
+        BenchCommand::Pipeline(args) => super::bench_pipeline::run_pipeline(args),
+        BenchCommand::Scaling(args) => super::bench_pipeline::run_scaling(args),
+        BenchCommand::Failover(args) => super::bench_pipeline::run_failover(args),
     }
 }
 
@@ -172,6 +185,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let wall = started.elapsed();
+    let submit_to_assign = submit_latency(&api, &mut progress, program, &task_args, args.latency_samples).await?;
     let results = api.store().results(&id)?;
     let mut overheads = Vec::with_capacity(results.len());
     for (task, r) in &results {
@@ -188,7 +202,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     }
     mm.shutdown().await;
     println!(
-        "program={} operators={} tasks={} measured={} wall_s={:.3} tasks_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+        "program={} operators={} tasks={} measured={} wall_s={:.3} tasks_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} submit_assign_n={} submit_assign_p50_ms={:.3} submit_assign_p99_ms={:.3}",
         args.program,
         args.operators,
         args.tasks,
@@ -197,7 +211,54 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         tasks_per_s,
         percentile(&overheads, 0.50),
         percentile(&overheads, 0.99),
-        overheads.last().copied().unwrap_or(0.0)
+        overheads.last().copied().unwrap_or(0.0),
+        submit_to_assign.len(),
+        percentile(&submit_to_assign, 0.50),
+        percentile(&submit_to_assign, 0.99),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Submit-to-first-assignment: `samples` one-task workflows, each submitted once the previous
+/// one is assigned; the time from calling `submit` to the task's `Assigned` progress event on
+/// the same (gateway + matchmaker) node, in ms, sorted.
+async fn submit_latency(
+    api: &proofmesh_node::runtime::Api,
+    progress: &mut tokio::sync::broadcast::Receiver<Progress>,
+    program: &str,
+    task_args: &str,
+    samples: u32,
+) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(samples as usize);
+    for i in 0..samples {
+        // A distinct name makes a distinct workflow id.
+        let text = format!(
+            "name = \"latency-{i}\"\n[defaults]\nresources = {{ cpu = 1, memory_gb = 0.01 }}\ntimeout_s = 60\n\
+             [[task]]\nid = \"t\"\nprogram = \"{program}@1\"\n{task_args}\n"
+        );
+        let workflow = spec::load(&text, Format::Toml).context("latency workflow")?.0;
+        let t0 = Instant::now();
+        let id = api.submit(workflow).await.context("submitting")?;
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(end.into(), progress.recv())
+                .await
+                .context("no assignment within 30 s")?
+            {
+                Ok(Progress::Task {
+                    workflow,
+                    state: TaskState::Assigned { .. },
+                    ..
+                }) if workflow == id => {
+                    out.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("progress stream ended: {e}"),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    Ok(out)
 }

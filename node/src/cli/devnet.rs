@@ -12,9 +12,10 @@ use std::time::Duration;
 pub enum DevnetCommand {
     /// Start a local network and return once it is ready.
     Up(UpArgs),
-    /// Print one `key=value` line per node: name= role= rpc= p2p= pid= alive=.
+    /// Print one `key=value` line per node: name= role= rpc= p2p= pid= alive= (and eth= on a
+    /// chain), after a `name=anvil role=chain rpc= pid= contract=` line when the devnet has one.
     Status(DirArg),
-    /// Stop every node of the devnet (SIGTERM, then SIGKILL after 10 s).
+    /// Stop every node of the devnet, then its anvil (SIGTERM, then SIGKILL after 10 s).
     Down(DirArg),
 }
 
@@ -46,8 +47,12 @@ pub struct UpArgs {
     /// Chain id (anvil's by default).
     #[arg(long, default_value_t = 31337)]
     chain_id: u64,
-    /// Ethereum JSON-RPC URL for on-chain settlement.
-    #[arg(long)]
+    /// Run without a chain: no anvil, no escrow, no payment or slashing on-chain.
+    #[arg(long, conflicts_with_all = ["chain_rpc", "contract"])]
+    no_chain: bool,
+    /// Settle on this external chain instead of starting anvil (needs --contract; nodes get no
+    /// Ethereum keys from the devnet then, so set them in the node configs).
+    #[arg(long, requires = "contract")]
     chain_rpc: Option<String>,
     /// ProofMarket contract address.
     #[arg(long)]
@@ -72,6 +77,7 @@ pub fn run(cmd: DevnetCommand) -> Result<ExitCode> {
                 "{} not found: build it (`cargo build --release -p proofmesh-prover`) or pass --prover",
                 prover.display()
             );
+            let anvil = !args.no_chain && args.chain_rpc.is_none();
             let spec = DevnetSpec {
                 dir: args.dir.dir,
                 operators: args.operators,
@@ -84,6 +90,9 @@ pub fn run(cmd: DevnetCommand) -> Result<ExitCode> {
                 contract: args.contract,
                 malicious_operators: args.malicious,
                 operator_max_concurrent: args.operator_max_concurrent,
+                anvil,
+                operator_prices: Vec::new(),
+                malicious_programs: Vec::new(),
             };
             let state = devnet::up(&spec)?;
             for line in state.status_lines() {
@@ -100,7 +109,15 @@ pub fn run(cmd: DevnetCommand) -> Result<ExitCode> {
         }
         DevnetCommand::Down(dir) => {
             let state = devnet::down(&dir.dir, Duration::from_secs(10))?;
-            println!("stopped {} nodes", state.nodes.len());
+            println!(
+                "stopped {} nodes{}",
+                state.nodes.len(),
+                if state.chain.as_ref().is_some_and(|c| c.pid != 0) {
+                    " and anvil"
+                } else {
+                    ""
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

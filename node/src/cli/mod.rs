@@ -1,6 +1,8 @@
 //! Subcommands of the `proofmesh` binary.
 
 pub mod bench;
+pub mod bench_pipeline;
+pub mod chain_args;
 pub mod devnet;
 pub mod keys;
 pub mod node;

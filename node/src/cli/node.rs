@@ -9,13 +9,24 @@ use std::process::ExitCode;
 /// Run it.
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let config = NodeConfig::load(&args).context("node configuration")?;
-    let options = NodeOptions::from_config(&config).context("node configuration")?;
+    let mut options = NodeOptions::from_config(&config).context("node configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let node = Node::spawn(options).await.context("starting the node")?;
+        // On-chain settlement: connect (chain id checked), register + stake an operator.
+        let settlement = proofmesh_node::chain::prepare(&config, &mut options)
+            .await
+            .context("on-chain settlement ([chain] section)")?;
+        let node = match &settlement {
+            Some(s) => Node::spawn_with(options, s.clone()).await,
+            None => Node::spawn(options).await,
+        }
+        .context("starting the node")?;
+        if let Some(s) = &settlement {
+            s.attach_store(node.api().store().clone());
+        }
         let addrs: Vec<String> = node.listen_addrs().iter().map(|a| a.to_string()).collect();
         // One line for scripts: who this node is and where it listens.
         println!(

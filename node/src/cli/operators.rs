@@ -1,7 +1,9 @@
 //! `proofmesh operators`: one line per known operator, `key=value` pairs including
 //! `completed= failed= slashed=`.
 
+use super::chain_args::ChainClientArgs;
 use super::rpc_args::{block_on, RpcArgs};
+use anyhow::Context;
 use clap::Args;
 use proofmesh_node::rpc::OperatorInfo;
 use std::process::ExitCode;
@@ -11,6 +13,9 @@ use std::process::ExitCode;
 pub struct OperatorsArgs {
     #[command(flatten)]
     pub rpc: RpcArgs,
+    /// With a chain: add each operator's on-chain payment and reputation.
+    #[command(flatten)]
+    pub chain: ChainClientArgs,
 }
 
 /// The line for one operator.
@@ -40,8 +45,38 @@ pub fn format_operator(o: &OperatorInfo) -> String {
 pub fn run(args: OperatorsArgs) -> anyhow::Result<ExitCode> {
     block_on(async move {
         let mut client = args.rpc.connect().await?;
+        let chain = match args.chain.resolve(false)? {
+            Some(c) => Some(
+                proofmesh_node::chain::setup::connect(&c.params)
+                    .await
+                    .context("connecting to the chain")?,
+            ),
+            None => None,
+        };
+        let paid = match &chain {
+            Some(m) => m.paid_totals().await?,
+            None => Default::default(),
+        };
         for o in client.operators().await? {
-            println!("{}", format_operator(&o));
+            let mut line = format_operator(&o);
+            let eth = o
+                .eth_address
+                .as_deref()
+                .and_then(|a| a.parse::<proofmesh_chain::Address>().ok());
+            if let (Some(m), Some(eth)) = (&chain, eth) {
+                let rep = m.reputation(eth).await?;
+                let claimable = m.claimable(eth).await?;
+                line.push_str(&format!(
+                    " paid_wei={} claimable_wei={} chain_completed={} chain_failed={} chain_slashed={} stake_wei={}",
+                    paid.get(&eth).copied().unwrap_or_default(),
+                    claimable,
+                    rep.completed,
+                    rep.failed,
+                    rep.slashed,
+                    rep.stake
+                ));
+            }
+            println!("{line}");
         }
         Ok(ExitCode::SUCCESS)
     })

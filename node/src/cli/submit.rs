@@ -3,12 +3,16 @@
 //! running / failed / ETA) and exit 0 only when the workflow completed (every task has an
 //! accepted result); a failed workflow exits 1 and prints its reason.
 
+use super::chain_args::ChainClientArgs;
 use super::rpc_args::{block_on, RpcArgs};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use proofmesh_node::rpc::{RpcClient, WorkflowStatus};
+use proofmesh_node::rpc::SubmitOutcome;
+use proofmesh_protocol::messages::Submission;
 use proofmesh_protocol::spec::{self, Format};
+use proofmesh_protocol::{encoding, Keypair};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +28,9 @@ pub struct SubmitArgs {
     pub wait: bool,
     #[command(flatten)]
     pub rpc: RpcArgs,
+    /// With a chain: open the escrow (sum of task prices) before submitting.
+    #[command(flatten)]
+    pub chain: ChainClientArgs,
 }
 
 /// Run it.
@@ -32,15 +39,49 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("reading {}", args.file.display()))?;
     let format = Format::from_file_name(&args.file.to_string_lossy());
     // Validate here first: a bad file fails fast and without a node.
-    spec::load(&text, format)
+    let (workflow, _) = spec::load(&text, format)
         .with_context(|| format!("{} is not a valid workflow", args.file.display()))?;
+    let chain = args.chain.resolve(true)?;
     let format = match format {
         Format::Json => "json",
         Format::Toml => "toml",
     };
     block_on(async move {
         let mut client = args.rpc.connect().await?;
-        let outcome = client.submit_workflow(&text, format).await?;
+        let outcome: SubmitOutcome = match chain {
+            None => client.submit_workflow(&text, format).await?,
+            Some(chain) => {
+                // Escrow first: matchmakers settle from it as soon as the workflow completes.
+                let opened = proofmesh_node::chain::escrow::open_escrow(
+                    &chain.params,
+                    &workflow,
+                    &chain.settlers,
+                )
+                .await
+                .context("opening the escrow")?;
+                eprintln!(
+                    "escrow {} amount_wei={} settlers={} contract={}",
+                    if opened.new { "opened" } else { "exists" },
+                    opened.amount_wei,
+                    chain.settlers.len(),
+                    chain.params.contract
+                );
+                let submission = Submission {
+                    workflow,
+                    owner: Keypair::generate().public(),
+                    owner_eth: Some(chain.params.signer.address().into_array()),
+                    escrow: Some(opened.escrow),
+                    submitted_at_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                };
+                let hexed = hex::encode(encoding::encode(&submission));
+                client
+                    .call("pm_submitWorkflow", serde_json::json!({ "submission": hexed }))
+                    .await?
+            }
+        };
         println!("{}", outcome.id);
         if !args.wait {
             return Ok(ExitCode::SUCCESS);

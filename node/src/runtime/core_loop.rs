@@ -6,6 +6,12 @@
 //!
 //! Every message this node produces goes through [`Core::emit`]: it is signed, applied locally
 //! exactly like a received one (gossip does not loop back), and queued for publication in order.
+//!
+//! Group commit: each loop iteration handles one input and then drains every input already
+//! waiting (up to [`BATCH`]), writing through a deferred store handle (no fsync). Then
+//! [`Core::commit`] syncs the store once and only then releases what the batch produced:
+//! publications, direct sends and replies, RPC acknowledgements and progress. Nothing is
+//! announced before it is durable, and a busy node pays one fsync per batch, not per message.
 
 use super::matchmaking::MatchmakerRole;
 use super::metrics::RuntimeMetrics;
@@ -18,13 +24,22 @@ use crate::store::Store;
 use proofmesh_operator::Outcome;
 use proofmesh_protocol::messages::{Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission};
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Inputs handled per iteration before the store syncs and the batch's output is released.
+const BATCH: usize = 256;
+
+/// How often state written lazily (task-state views) is made durable when nothing else syncs.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Something to do once the store has synced.
+type Deferred = Box<dyn FnOnce() + Send>;
 
 /// Completions of background work, reported to the core.
 #[derive(Debug)]
@@ -135,6 +150,11 @@ pub(crate) struct Core {
     pub settlement: Arc<dyn Settlement>,
     pub progress: Notifier,
     last_advert: Option<Instant>,
+    /// Output of the current batch, released by [`Core::commit`].
+    outbox: Vec<Deferred>,
+    /// The matchmaker that assigned each attempt this operator runs: its result goes to it
+    /// directly (gossip carries it to everyone else).
+    assigned_by: HashMap<operating::AttemptKey, PublicKey>,
 }
 
 /// A timer that never fires when the role is off.
@@ -173,8 +193,37 @@ impl Core {
             mm,
             op,
             settlement,
-            progress,
+            // Held until the batch that produced it is durable.
+            progress: progress.held(),
             last_advert: None,
+            outbox: Vec::new(),
+            assigned_by: HashMap::new(),
+        }
+    }
+
+    /// Queue `f` to run once the current batch is durable.
+    fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.outbox.push(Box::new(f));
+    }
+
+    /// End of a batch: sync the store if anything durable is about to be announced, then
+    /// announce it (in the order it was produced).
+    fn commit(&mut self) {
+        if !self.outbox.is_empty() || self.progress.holds_durable() {
+            let started = std::time::Instant::now();
+            match self.sh.store.sync_if_needed() {
+                Ok(true) => self
+                    .sh
+                    .metrics
+                    .store_sync
+                    .observe(started.elapsed().as_secs_f64()),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "store sync failed; announcing anyway"),
+            }
+        }
+        self.progress.release();
+        for f in self.outbox.drain(..) {
+            f();
         }
     }
 
@@ -190,6 +239,7 @@ impl Core {
             .map(|o| interval(o.opts.heartbeat_interval));
         let mut advert = self.op.as_ref().map(|o| interval(o.opts.advert_interval));
         let mut announce = self.mm.as_ref().map(|m| interval(m.opts.announce_interval));
+        let mut flush = interval(FLUSH_INTERVAL);
         let cancel = self.sh.cancel.clone();
         loop {
             let deadline = self.mm.as_ref().and_then(|m| m.next_deadline());
@@ -215,7 +265,29 @@ impl Core {
                 _ = tick(&mut heartbeat) => self.heartbeat(),
                 _ = tick(&mut advert) => self.advert(),
                 _ = tick(&mut announce) => self.announce(),
+                _ = flush.tick() => {
+                    if let Err(e) = self.sh.store.flush() {
+                        tracing::error!(error = %e, "store flush failed");
+                    }
+                }
             }
+            // Group commit: take in everything already waiting, then sync once.
+            for _ in 0..BATCH {
+                if let Ok(event) = net.try_recv() {
+                    self.on_network(event);
+                } else if let Ok(done) = internal.try_recv() {
+                    self.on_internal(done);
+                } else if let Ok(command) = commands.try_recv() {
+                    self.on_command(command);
+                } else {
+                    break;
+                }
+            }
+            self.commit();
+        }
+        self.commit();
+        if let Err(e) = self.sh.store.flush() {
+            tracing::error!(error = %e, "store flush at shutdown failed");
         }
         if let Some(op) = &mut self.op {
             op.cancel_all();
@@ -242,33 +314,45 @@ impl Core {
     pub fn emit(&mut self, message: Message) -> Envelope {
         let envelope = self.seal(&message);
         self.seen.insert(&envelope);
-        let _ = self.sh.publish.send(envelope.clone());
+        let publish = self.sh.publish.clone();
+        let out = envelope.clone();
+        self.after_commit(move || {
+            let _ = publish.send(out);
+        });
         let me = self.sh.me;
         self.on_message(me, message, Origin::Local);
         envelope
     }
 
-    /// Send an envelope straight to `to` (an assignment, a cancellation); an answering envelope
-    /// is handled like any received message.
-    pub fn send_direct(&self, to: &PublicKey, envelope: Envelope) {
+    /// Send an envelope straight to `to` (an assignment, a cancellation, a result) once the
+    /// batch is durable; an answering envelope is handled like any received message.
+    pub fn send_direct(&mut self, to: &PublicKey, envelope: Envelope) {
         let Some(peer) = network::peer_id_of(to) else {
             return;
         };
-        let client = self.sh.client.clone();
-        let internal = self.sh.internal.clone();
-        self.sh.spawn(async move {
-            match client.send_direct(peer, &envelope).await {
-                Ok(Some((envelope, message))) => {
-                    let _ = internal.send(Internal::Received { envelope, message });
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "direct send failed (gossip carries it too)")
-                }
-            }
-        });
+        let sh = self.sh.clone();
+        self.after_commit(move || sh.spawn(direct(sh.client.clone(), sh.internal.clone(), peer, envelope)));
     }
+}
 
+async fn direct(
+    client: Client,
+    internal: mpsc::UnboundedSender<Internal>,
+    peer: network::PeerId,
+    envelope: Envelope,
+) {
+    match client.send_direct(peer, &envelope).await {
+        Ok(Some((envelope, message))) => {
+            let _ = internal.send(Internal::Received { envelope, message });
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "direct send failed (gossip carries it too)")
+        }
+    }
+}
+
+impl Core {
     // ---- inputs ---------------------------------------------------------------------------------
 
     fn on_network(&mut self, event: NetworkEvent) {
@@ -290,9 +374,10 @@ impl Core {
                     responder.ack();
                     return;
                 }
+                // Answered once what the request changed is durable.
                 match self.on_message(envelope.sender, message, Origin::Remote) {
-                    Some(reply) => responder.reply(reply),
-                    None => responder.ack(),
+                    Some(reply) => self.after_commit(move || responder.reply(reply)),
+                    None => self.after_commit(move || responder.ack()),
                 }
             }
             NetworkEvent::PeerConnected { key, .. } => {
@@ -342,14 +427,15 @@ impl Core {
                 if let Some(op) = &mut self.op {
                     op.finished(&key);
                 }
-                match outcome {
-                    Outcome::Completed(result) => {
-                        self.emit(Message::Result(result));
-                    }
-                    Outcome::Failed(failure) => {
-                        self.emit(Message::Failure(failure));
-                    }
-                    Outcome::Cancelled => {}
+                let matchmaker = self.assigned_by.remove(&key);
+                let envelope = match outcome {
+                    Outcome::Completed(result) => self.emit(Message::Result(result)),
+                    Outcome::Failed(failure) => self.emit(Message::Failure(failure)),
+                    Outcome::Cancelled => return,
+                };
+                // Straight to the matchmaker waiting for it, without a gossip hop.
+                if let Some(mm) = matchmaker.filter(|mm| *mm != self.sh.me) {
+                    self.send_direct(&mm, envelope);
                 }
             }
         }
@@ -383,7 +469,7 @@ impl Core {
                                         .unwrap_or_else(|| self.sh.now()),
                                 };
                                 self.emit(Message::Submission(submission));
-                                // `emit` stored it synchronously; confirm before acknowledging.
+                                // `emit` stored it; the reply leaves after the batch's sync.
                                 match self.sh.store.has_workflow(&id) {
                                     Ok(true) => Ok((id, true)),
                                     Ok(false) => Err(NodeError::NotStored(id)),
@@ -393,7 +479,9 @@ impl Core {
                         }
                     }
                 };
-                let _ = reply.send(result);
+                self.after_commit(move || {
+                    let _ = reply.send(result);
+                });
             }
             Command::FetchBlob { id, reply } => {
                 if matches!(self.sh.store.has_blob(&id), Ok(true)) {
@@ -529,6 +617,9 @@ impl Core {
             .as_mut()?
             .on_assignment(&self.sh, &self.view, a, now)?;
         let envelope = self.emit(answer);
+        if matches!(envelope.kind, proofmesh_protocol::MessageKind::Acceptance) {
+            self.assigned_by.insert(key, a.matchmaker);
+        }
         if let Some(op) = &mut self.op {
             op.answered.insert(key, envelope.clone());
         }

@@ -31,6 +31,8 @@ pub struct RuntimeMetrics {
     pub conflicting_results: Counter,
     /// Matchmaker events appended to the durable log.
     pub events_logged: Counter,
+    /// Seconds per group commit (one fsync covering a batch of messages).
+    pub store_sync: Histogram,
 }
 
 impl RuntimeMetrics {
@@ -44,6 +46,7 @@ impl RuntimeMetrics {
             task_overhead: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
             conflicting_results: Counter::default(),
             events_logged: Counter::default(),
+            store_sync: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
         };
         registry.register(
             "proofmesh_tasks",
@@ -74,6 +77,11 @@ impl RuntimeMetrics {
             "proofmesh_matchmaker_events",
             "Events appended to the matchmaker log",
             m.events_logged.clone(),
+        );
+        registry.register(
+            "proofmesh_store_sync_seconds",
+            "Group commits: one fsync before a batch of messages is announced",
+            m.store_sync.clone(),
         );
         m
     }

@@ -40,7 +40,7 @@ use proofmesh_protocol::{
     Envelope, Keypair, PublicKey, TaskIndex, Workflow, WorkflowError, WorkflowId,
 };
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -132,15 +132,59 @@ pub(crate) enum Command {
 pub(crate) struct Notifier {
     pub progress: broadcast::Sender<Progress>,
     pub changes: broadcast::Sender<WorkflowId>,
+    /// The core's notifier holds progress back until the store has synced (see
+    /// [`Notifier::held`]); others send at once.
+    pub held: Option<Arc<Mutex<Vec<Progress>>>>,
 }
 
 impl Notifier {
     pub fn send(&self, p: Progress) {
+        if let Some(held) = &self.held {
+            held.lock().unwrap_or_else(PoisonError::into_inner).push(p);
+            return;
+        }
+        self.deliver(p);
+    }
+
+    fn deliver(&self, p: Progress) {
         let id = match &p {
             Progress::Workflow { workflow, .. } | Progress::Task { workflow, .. } => *workflow,
         };
         let _ = self.progress.send(p);
         let _ = self.changes.send(id);
+    }
+
+    /// A notifier that holds what it is sent until [`Notifier::release`].
+    pub fn held(&self) -> Notifier {
+        Notifier {
+            progress: self.progress.clone(),
+            changes: self.changes.clone(),
+            held: Some(Arc::default()),
+        }
+    }
+
+    /// Whether held progress reports a durable fact (a result, a workflow's state), which
+    /// must not be announced before the store syncs.
+    pub fn holds_durable(&self) -> bool {
+        let Some(held) = &self.held else { return false };
+        held.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|p| match p {
+                Progress::Workflow { .. } => true,
+                Progress::Task { state, .. } => {
+                    matches!(state, TaskState::Done { .. } | TaskState::Failed)
+                }
+            })
+    }
+
+    /// Send everything held.
+    pub fn release(&self) {
+        let Some(held) = &self.held else { return };
+        let out = std::mem::take(&mut *held.lock().unwrap_or_else(PoisonError::into_inner));
+        for p in out {
+            self.deliver(p);
+        }
     }
 }
 
@@ -442,6 +486,7 @@ impl Node {
         let notifier = Notifier {
             progress: broadcast::channel(4096).0,
             changes: broadcast::channel(4096).0,
+            held: None,
         };
 
         let sh = Shared {
@@ -450,7 +495,8 @@ impl Node {
             domain,
             clock,
             ttl_ms: options.message_ttl.as_millis() as u64,
-            store: store.clone(),
+            // Group commit: the core syncs once per batch of messages, before announcing any.
+            store: store.deferred(),
             client: client.clone(),
             metrics: runtime_metrics,
             tracker: tracker.clone(),
@@ -486,7 +532,8 @@ impl Node {
                     opts.config.work_dir = options.data_dir.join("operator");
                 }
                 let blobs: Arc<dyn proofmesh_operator::BlobStore> =
-                    Arc::new(blobs::StoreBlobs(store.clone()));
+                    // Outputs are synced by the core before the result announcing them leaves.
+                    Arc::new(blobs::StoreBlobs(store.deferred()));
                 let (config, key, capacity) =
                     (opts.config.clone(), keypair.clone(), opts.capacity.clone());
                 let operator = tokio::task::spawn_blocking(move || match capacity {

@@ -9,6 +9,7 @@
 use super::core_loop::{Internal, Shared};
 use super::options::OperatorOptions;
 use super::verify::is_proof_task;
+use crate::chain::EthIdentity;
 use super::view::{View, WorkflowCache};
 use crate::network::{peer_id_of, Client};
 use crate::store::Store;
@@ -23,6 +24,9 @@ use tokio::time::Instant;
 
 /// (workflow, task, attempt).
 pub type AttemptKey = (WorkflowId, TaskIndex, u32);
+
+/// The program whose proof the on-chain verifier checks.
+const FINAL_PROGRAM: &str = "final";
 
 /// How often a waiting attempt looks for its workflow or a dependency's result.
 const POLL: Duration = Duration::from_millis(2);
@@ -124,6 +128,7 @@ impl OperatorRole {
             workflows: view.workflows.clone(),
             input_wait: self.opts.input_wait,
             corrupt: self.opts.corrupt_results,
+            eth: self.opts.eth.clone(),
         };
         let internal = sh.internal.clone();
         // Tracked but not raced against shutdown here: cancellation reaches the executor
@@ -132,6 +137,13 @@ impl OperatorRole {
             let outcome = attempt.run(lease, token).await;
             let _ = internal.send(Internal::AttemptDone { key, outcome });
         });
+        // With a chain, the acceptance also carries the EIP-712 signature that lets a matchmaker
+        // slash this operator on-chain if it misses the deadline.
+        let eth = self.opts.eth.as_ref().and_then(|id| {
+            id.sign_acceptance(a)
+                .inspect_err(|e| tracing::error!(error = %e, "cannot sign the on-chain acceptance"))
+                .ok()
+        });
         Some(Message::Acceptance(Acceptance {
             assignment: ContentId::of_value(a),
             workflow: a.workflow,
@@ -139,6 +151,7 @@ impl OperatorRole {
             attempt: a.attempt,
             operator: sh.me,
             accepted_at_ms: now,
+            eth,
         }))
     }
 }
@@ -153,6 +166,7 @@ struct Attempt {
     workflows: WorkflowCache,
     input_wait: Duration,
     corrupt: bool,
+    eth: Option<EthIdentity>,
 }
 
 impl Attempt {
@@ -176,13 +190,16 @@ impl Attempt {
             Ok(spec) => spec,
             Err(why) => return self.failure(FailureCause::Input(why)),
         };
-        let is_proof = self
+        let task = self
             .workflows
             .get(&spec.workflow)
-            .and_then(|wf| wf.tasks.get(spec.task as usize).map(is_proof_task))
-            .unwrap_or(false);
+            .and_then(|wf| wf.tasks.get(spec.task as usize).cloned());
+        let is_proof = task.as_ref().map(is_proof_task).unwrap_or(false);
+        let is_final = task
+            .as_ref()
+            .is_some_and(|t| t.program.name == FINAL_PROGRAM);
         let report = self.operator.run(spec, lease, cancel).await;
-        match report.outcome {
+        let outcome = match report.outcome {
             Outcome::Completed(result) if self.corrupt && is_proof => match self.corrupted(&result)
             {
                 Ok(bad) => Outcome::Completed(bad),
@@ -192,7 +209,29 @@ impl Attempt {
                 }
             },
             other => other,
+        };
+        match outcome {
+            Outcome::Completed(result) if is_final => Outcome::Completed(self.claim(result)),
+            other => other,
         }
+    }
+
+    /// With a chain, a final proof's result carries the operator's EIP-712 claim over the
+    /// proof's calldata form: if the on-chain verifier rejects it, that is the slash evidence.
+    fn claim(&self, mut result: SignedResult) -> SignedResult {
+        let Some(id) = &self.eth else { return result };
+        let r = &result.result;
+        let signed = self
+            .store
+            .blob(&r.output)
+            .map_err(|e| e.to_string())
+            .and_then(|b| b.ok_or_else(|| "output blob missing".to_string()))
+            .and_then(|bytes| id.sign_final_claim(&r.workflow, r.task, r.attempt, &bytes));
+        match signed {
+            Ok(sig) => result.eth_claim = Some(sig),
+            Err(e) => tracing::error!(error = %e, "cannot sign the on-chain claim of the final proof"),
+        }
+        result
     }
 
     /// The workflow, dependency outputs and input blobs, waiting a little for gossip to catch
@@ -273,7 +312,17 @@ impl Attempt {
         if bytes.is_empty() {
             return Err("empty output".into());
         }
-        let i = bytes.len() / 2;
+        // Prefer a flip that still decodes as a proof: a cheater wants its proof to reach the
+        // verifier (on-chain too, for a final proof), not to fail parsing.
+        let mid = bytes.len() / 2;
+        let i = (0..bytes.len())
+            .map(|k| (mid + k) % bytes.len())
+            .find(|&i| {
+                let mut b = bytes.clone();
+                b[i] ^= 0x01;
+                crate::chain::identity::calldata(&b).is_ok()
+            })
+            .unwrap_or(mid);
         bytes[i] ^= 0x01;
         let id = self.store.put_blob(&bytes).map_err(|e| e.to_string())?;
         let mut tampered = result.result.clone();

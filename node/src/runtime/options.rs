@@ -76,6 +76,9 @@ pub struct OperatorOptions {
     /// operator produces (programs `leaf`, `aggregate`, `final`) and sign the corrupted output,
     /// so that verification, reassignment and slashing can be exercised. Never set it otherwise.
     pub corrupt_results: bool,
+    /// With on-chain settlement: the Ethereum key that signs acceptances and final-proof
+    /// claims (set by `crate::chain::prepare`).
+    pub eth: Option<crate::chain::EthIdentity>,
 }
 
 impl OperatorOptions {
@@ -90,6 +93,7 @@ impl OperatorOptions {
             advert_interval: Duration::from_secs(10),
             input_wait: Duration::from_secs(10),
             corrupt_results: false,
+            eth: None,
         }
     }
 }

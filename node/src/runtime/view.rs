@@ -164,7 +164,7 @@ impl View {
 
     /// An operator advert.
     pub fn advert(&mut self, sh: &Shared, a: &OperatorAdvert, now: u64) {
-        if let Err(e) = sh.store.put_operator_advert(a, now) {
+        if let Err(e) = sh.store.lazy().put_operator_advert(a, now) {
             log_store_error("storing an operator advert", e);
         }
     }
@@ -183,7 +183,8 @@ impl View {
         }
         let mut before = None;
         let mut changed = false;
-        let result = sh.store.update_task(id, task, |r| {
+        // Task states are a view, rebuilt from gossip: they reach the disk with the next sync.
+        let result = sh.store.lazy().update_task(id, task, |r| {
             before = Some(r.state.label());
             changed = f(r);
         });
@@ -250,7 +251,7 @@ impl View {
             }
             true
         });
-        let _ = sh.store.update_operator(&operator, |o| o.stats.failed += 1);
+        let _ = sh.store.lazy().update_operator(&operator, |o| o.stats.failed += 1);
     }
 
     /// A matchmaker's verdict.
@@ -275,7 +276,7 @@ impl View {
                     }
                     true
                 });
-                let _ = sh.store.update_operator(&operator, |o| o.stats.failed += 1);
+                let _ = sh.store.lazy().update_operator(&operator, |o| o.stats.failed += 1);
             }
         }
     }

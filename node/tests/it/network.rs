@@ -404,6 +404,7 @@ async fn direct_request_response_round_trip() {
                 attempt: a.attempt,
                 operator: op_key.public(),
                 accepted_at_ms: NOW_MS,
+                eth: None,
             });
             responder.reply(Envelope::seal(
                 &op_key,

@@ -232,11 +232,66 @@ async fn output_is_hashed_stored_and_signed() {
     assert!(signed.result.started_ms <= signed.result.finished_ms);
     signed.verify().expect("signature verifies");
     assert_eq!(signed.result.operator, fx.operator.public_key());
-    // Work dirs of successful attempts are removed.
-    let leftovers = std::fs::read_dir(fx.dir.path().join("work/tasks"))
+    // The work dir of a successful attempt is emptied for reuse: one slot, holding only an
+    // empty `inputs/`.
+    fx.operator.executor().flush_work_dirs();
+    let pools: Vec<_> = std::fs::read_dir(fx.dir.path().join("work/tasks"))
         .unwrap()
-        .count();
-    assert_eq!(leftovers, 0);
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    let slots: Vec<_> = std::fs::read_dir(&pools[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+    let names: Vec<_> = std::fs::read_dir(&slots[0])
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["inputs"]);
+    assert_eq!(std::fs::read_dir(slots[0].join("inputs")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn recycled_work_dir_holds_nothing_from_the_previous_attempt() {
+    // Prints its work dir and what it finds in it and in its inputs; `dirty` litters first,
+    // `crash` exits 1.
+    let body = "l=\"$(pwd; ls -A .; echo --; ls -A \"$PROOFMESH_INPUT_DIR\")\"\n\
+                case \"$1\" in dirty) mkdir -p scratch/deep; echo j > scratch/deep/f; echo j > junk;; \
+                crash) exit 1;; esac\n\
+                printf '%s' \"$l\" > \"$PROOFMESH_OUTPUT\"";
+    let fx = Fixture::new(&[("ls", cmd(&["/bin/sh", "-c", body, "ls"]))], |_| {});
+    let input = fx.blobs.put(b"in").unwrap();
+    let run = |arg: &'static str| {
+        fx.operator.run(
+            spec("ls", &[arg], vec![input], Duration::from_secs(10)),
+            fx.lease(vec![]),
+            CancellationToken::new(),
+        )
+    };
+    let listing = |report: proofmesh_operator::TaskReport| {
+        let Outcome::Completed(signed) = report.outcome else {
+            panic!("expected success, got {:?}", report.outcome)
+        };
+        String::from_utf8(fx.blobs.get(&signed.result.output).unwrap()).unwrap()
+    };
+    let first = listing(run("dirty").await);
+    fx.operator.executor().flush_work_dirs();
+    let second = listing(run("clean").await);
+    let (dir1, seen1) = first.split_once('\n').unwrap();
+    let (dir2, seen2) = second.split_once('\n').unwrap();
+    assert_eq!(dir1, dir2, "the slot was reused");
+    assert_eq!(seen1, "inputs\n--\n000");
+    assert_eq!(seen2, "inputs\n--\n000", "no scratch, junk or old output left");
+
+    // A failed attempt's slot is removed, not recycled.
+    fx.operator.executor().flush_work_dirs();
+    let report = run("crash").await;
+    assert!(matches!(report.outcome, Outcome::Failed(_)));
+    fx.operator.executor().flush_work_dirs();
+    assert!(!std::path::Path::new(dir1).exists(), "failed slot removed");
 }
 
 #[tokio::test]

@@ -171,6 +171,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     attempt: 1,
                     operator,
                     accepted_at_ms: at,
+                    eth: None,
                 })
             }
         ),

@@ -1,0 +1,266 @@
+//! [`ChainSettlement`]: the matchmaker's on-chain side. The core loop hands it completed
+//! workflows and slashing evidence; one background task turns them into transactions, one at a
+//! time (one account, one nonce sequence), retrying transient errors.
+//!
+//! Idempotent by construction: before paying, it reads `paidAttempt` for every task and skips
+//! what is paid already (by this node before a restart, or by another matchmaker after a
+//! failover); the contract itself pays a task at most once and uses each piece of evidence once.
+
+use super::identity::{acceptance_of, proof_claim_of};
+use super::retry::with_retry;
+use crate::runtime::Settlement;
+use crate::store::Store;
+use proofmesh_chain::{
+    workflow_key, Address, ChainError, MarketClient, OperatorPayout, SignedAcceptance,
+};
+use proofmesh_matchmaker::SlashEvidence;
+use proofmesh_protocol::{ContentId, PublicKey, TaskIndex, WorkflowId};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most task lines per `settle` transaction (keeps each under the block gas limit).
+pub const MAX_TASKS_PER_TX: usize = 256;
+
+/// How long a missed-deadline report waits for block time to pass the signed deadline.
+const DEADLINE_WAIT: Duration = Duration::from_secs(120);
+
+enum Job {
+    Completed(WorkflowId),
+    Slash(Box<SlashEvidence>),
+}
+
+/// Settlement on a ProofMarket. Cheap to call from the core loop: it only queues work.
+pub struct ChainSettlement {
+    jobs: mpsc::UnboundedSender<Job>,
+    store: std::sync::Mutex<Option<oneshot::Sender<Store>>>,
+}
+
+impl std::fmt::Debug for ChainSettlement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainSettlement").finish_non_exhaustive()
+    }
+}
+
+impl ChainSettlement {
+    /// Starts the settling task (on the current tokio runtime). It waits for the node's store
+    /// ([`Self::attach_store`]) before it handles anything.
+    pub fn spawn(client: MarketClient) -> Self {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let (store_tx, store_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let Ok(store) = store_rx.await else { return };
+            run(client, store, rx).await;
+        });
+        ChainSettlement {
+            jobs,
+            store: std::sync::Mutex::new(Some(store_tx)),
+        }
+    }
+
+    /// Hands over the node's store (opened by the node itself).
+    pub fn attach_store(&self, store: Store) {
+        if let Some(tx) = self
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            let _ = tx.send(store);
+        }
+    }
+}
+
+impl Settlement for ChainSettlement {
+    fn slash(&self, evidence: &SlashEvidence) {
+        let _ = self.jobs.send(Job::Slash(Box::new(evidence.clone())));
+    }
+
+    fn workflow_completed(&self, workflow: &WorkflowId, _outputs: &[(TaskIndex, ContentId)]) {
+        let _ = self.jobs.send(Job::Completed(*workflow));
+    }
+}
+
+async fn run(client: MarketClient, store: Store, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = rx.recv().await {
+        let (what, outcome) = match job {
+            Job::Completed(wf) => ("settle", settle_workflow(&client, &store, &wf).await),
+            Job::Slash(ev) => ("slash", slash(&client, &store, &ev).await),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(job = what, error = %e, "on-chain settlement failed");
+        }
+    }
+}
+
+/// The Ethereum address and price an operator advertised.
+fn operator_terms(store: &Store, key: &PublicKey) -> Result<Option<(Address, u128)>, String> {
+    let rec = store.operator(key).map_err(|e| e.to_string())?;
+    Ok(rec
+        .and_then(|r| r.advert)
+        .and_then(|a| a.eth_address.map(|e| (Address::from(e), a.price_wei))))
+}
+
+/// Pays every task's accepted attempt of `wf` that is not paid yet, per operator, in batches.
+pub async fn settle_workflow(
+    client: &MarketClient,
+    store: &Store,
+    wf: &WorkflowId,
+) -> Result<(), String> {
+    let Some(record) = store.workflow(wf).map_err(|e| e.to_string())? else {
+        return Err(format!("workflow {} is not in the store", wf.short()));
+    };
+    let Some(escrow) = record.submission.escrow.clone() else {
+        tracing::info!(workflow = %wf.short(), "no escrow: nothing to settle on-chain");
+        return Ok(());
+    };
+    if Address::from(escrow.contract) != client.address() || escrow.chain_id != client.chain_id() {
+        tracing::warn!(workflow = %wf.short(), "escrow is on another market; not settling it");
+        return Ok(());
+    }
+    let key = workflow_key(wf);
+    let me = client.account();
+    if !with_retry("isSettler", || client.is_settler(key, me))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        tracing::warn!(workflow = %wf.short(), account = %me, "this matchmaker is not a settler of the escrow; leaving payment to one that is");
+        return Ok(());
+    }
+    let mut lines: BTreeMap<Address, OperatorPayout> = BTreeMap::new();
+    for (task, result) in store.results(wf).map_err(|e| e.to_string())? {
+        let paid = with_retry("paidAttempt", || client.paid_attempt(key, task))
+            .await
+            .map_err(|e| e.to_string())?;
+        if (1..=254).contains(&paid) {
+            continue; // paid already: by us before a restart, or by another matchmaker
+        }
+        let r = &result.result;
+        let Some((operator, price)) = operator_terms(store, &r.operator)? else {
+            tracing::warn!(task, operator = %r.operator, "operator advertised no Ethereum address; its task is not paid on-chain");
+            continue;
+        };
+        let line = lines.entry(operator).or_insert_with(|| OperatorPayout {
+            operator,
+            amount: 0,
+            tasks: Vec::new(),
+        });
+        line.amount += price;
+        line.tasks.push((task, r.attempt));
+    }
+    // Split into transactions of at most MAX_TASKS_PER_TX tasks, whole operators where possible.
+    let mut batches: Vec<Vec<OperatorPayout>> = vec![Vec::new()];
+    let mut in_batch = 0;
+    for line in lines.into_values() {
+        let price_each = line.amount / line.tasks.len().max(1) as u128;
+        for chunk in line.tasks.chunks(MAX_TASKS_PER_TX) {
+            if in_batch + chunk.len() > MAX_TASKS_PER_TX {
+                batches.push(Vec::new());
+                in_batch = 0;
+            }
+            in_batch += chunk.len();
+            if let Some(b) = batches.last_mut() {
+                b.push(OperatorPayout {
+                    operator: line.operator,
+                    amount: price_each * chunk.len() as u128,
+                    tasks: chunk.to_vec(),
+                });
+            }
+        }
+    }
+    for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+        let tasks: usize = batch.iter().map(|p| p.tasks.len()).sum();
+        let total: u128 = batch.iter().map(|p| p.amount).sum();
+        let out = with_retry("settle", || client.settle(key, &batch))
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(workflow = %wf.short(), operators = batch.len(), tasks, total_wei = total, gas = out.gas_used, tx = %out.tx_hash, "settled on-chain");
+    }
+    Ok(())
+}
+
+/// Reports slashing evidence on-chain, where the contract can check it.
+pub async fn slash(
+    client: &MarketClient,
+    store: &Store,
+    evidence: &SlashEvidence,
+) -> Result<(), String> {
+    match evidence {
+        SlashEvidence::MissedDeadline { acceptance, .. } => {
+            let Some(eth) = &acceptance.eth else {
+                tracing::warn!(task = acceptance.task, "missed deadline, but the acceptance carries no Ethereum signature: evidence kept off-chain only");
+                return Ok(());
+            };
+            let Some((operator, _)) = operator_terms(store, &acceptance.operator)? else {
+                return Err(format!(
+                    "operator {} advertised no Ethereum address",
+                    acceptance.operator
+                ));
+            };
+            let ev = SignedAcceptance {
+                operator,
+                acceptance: acceptance_of(
+                    &acceptance.workflow,
+                    acceptance.task,
+                    acceptance.attempt,
+                    eth,
+                ),
+                signature: eth.signature.clone().into(),
+            };
+            ev.verify(client.chain_id(), client.address())
+                .map_err(|e| format!("acceptance signature does not verify: {e}"))?;
+            let started = tokio::time::Instant::now();
+            loop {
+                match with_retry("slashMissedDeadline", || client.slash_missed_deadline(&ev)).await
+                {
+                    Ok(out) => {
+                        tracing::warn!(%operator, task = acceptance.task, attempt = acceptance.attempt, tx = %out.tx_hash, "slashed on-chain: missed deadline");
+                        return Ok(());
+                    }
+                    // Block time lags the matchmaker's clock by up to a second or two.
+                    Err(ChainError::Reverted { reason, .. })
+                        if reason.contains("DeadlineNotPassed")
+                            && started.elapsed() < DEADLINE_WAIT =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => return Err(report_revert(e)),
+                }
+            }
+        }
+        SlashEvidence::InvalidResult { result, reason } => {
+            if result.eth_claim.is_none() {
+                tracing::info!(task = result.result.task, %reason, "invalid result without an on-chain claim (only final proofs are checkable on-chain): reassigned, not slashed on-chain");
+                return Ok(());
+            }
+            let Some((operator, _)) = operator_terms(store, &result.result.operator)? else {
+                return Err(format!(
+                    "operator {} advertised no Ethereum address",
+                    result.result.operator
+                ));
+            };
+            let bytes = store
+                .blob(&result.result.output)
+                .map_err(|e| e.to_string())?
+                .ok_or("the invalid proof is not in the store")?;
+            let claim = proof_claim_of(result, operator, &bytes)?;
+            claim
+                .verify(client.chain_id(), client.address())
+                .map_err(|e| format!("proof claim signature does not verify: {e}"))?;
+            let out = with_retry("slashInvalidProof", || client.slash_invalid_proof(&claim))
+                .await
+                .map_err(report_revert)?;
+            tracing::warn!(%operator, task = claim.task, attempt = claim.attempt, tx = %out.tx_hash, "slashed on-chain: invalid final proof");
+            Ok(())
+        }
+    }
+}
+
+fn report_revert(e: ChainError) -> String {
+    match &e {
+        ChainError::Reverted { reason, .. } if reason.contains("EvidenceUsed") => {
+            format!("evidence already used (slashed before, e.g. by another matchmaker): {e}")
+        }
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,231 @@
+//! Faults injected into a devnet of real `proofmesh node` processes (loopback only): the active
+//! matchmaker SIGKILLed mid-workflow, nodes SIGKILLed and restarted mid-workflow, and an ordered
+//! stream submitted out of order. Tasks are the prover's `sleep` program, so the faults, not the
+//! proofs, are what is exercised. (Operator death and malicious operators, which involve on-chain
+//! slashing, are in the settlement tests.)
+
+use crate::harness::{spec, wait_status, Net};
+use proofmesh_matchmaker::{active_matchmaker, routing_key};
+use proofmesh_node::store::{Store, WorkflowState};
+use proofmesh_protocol::spec::{self as wfspec, Format};
+use proofmesh_protocol::{TaskIndex, Workflow, WorkflowId};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// `leaves` sleep tasks of `ms` each, then one root over all of them.
+fn fan_in(name: &str, leaves: u32, ms: u64) -> String {
+    format!(
+        "name = \"{name}\"\n\
+         [defaults]\nresources = {{ cpu = 1, memory_gb = 0.01 }}\ntimeout_s = 30\nmax_attempts = 5\n\
+         [[task]]\nid = \"leaf\"\nprogram = \"sleep@1\"\ncount = {leaves}\nargs = [\"--ms\", \"{ms}\"]\n\
+         [[task]]\nid = \"root\"\nprogram = \"sleep@1\"\ndeps = [\"leaf\"]\nargs = [\"--ms\", \"20\"]\n"
+    )
+}
+
+fn parse(text: &str) -> (WorkflowId, Workflow) {
+    let workflow = wfspec::load(text, Format::Toml)
+        .expect("test workflow is valid")
+        .0;
+    (workflow.id(), workflow)
+}
+
+/// task -> (operator, output) of every accepted result in `store`.
+fn accepted(store: &Store, id: &WorkflowId) -> BTreeMap<TaskIndex, (String, String)> {
+    store
+        .results(id)
+        .expect("store readable")
+        .into_iter()
+        .map(|(t, r)| (t, (r.result.operator.to_hex(), r.result.output.to_hex())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_matchmaker_sigkilled_mid_workflow_another_takes_over() {
+    let net = Net::up(spec(Default::default(), 2, 2));
+    // 8 leaves of 400 ms on 2 operators x 2 slots: two rounds, so the kill lands mid-workflow.
+    let text = fan_in("e2e-takeover", 8, 400);
+    let (wf_id, workflow) = parse(&text);
+    let n = workflow.tasks.len();
+    let mms = net.names("matchmaker");
+    let keys: Vec<_> = mms.iter().map(|m| net.key(m)).collect();
+    let active = active_matchmaker(&routing_key(&wf_id, &workflow), &keys).expect("live set");
+    let victim = mms[keys.iter().position(|k| *k == active).expect("one of ours")].clone();
+    let survivor = mms.iter().find(|m| **m != victim).expect("two").clone();
+
+    let mut gw = net.rpc("gateway").await;
+    let id = gw.submit_workflow(&text, "toml").await.expect("submit").id;
+    assert_eq!(id, wf_id.to_hex());
+    let before = wait_status(&mut gw, &id, "a first task done", WAIT, |s| s.done >= 1).await;
+    assert!(
+        (before.done as usize) < n,
+        "the matchmaker must die mid-workflow"
+    );
+    net.kill(&victim);
+    let killed_at = Instant::now();
+
+    let done = wait_status(&mut gw, &id, "completion after takeover", WAIT, |s| {
+        s.state == "completed"
+    })
+    .await;
+    assert_eq!(done.done as usize, n);
+    eprintln!(
+        "takeover: {victim} killed at done={}, completed {:.2} s later",
+        before.done,
+        killed_at.elapsed().as_secs_f64()
+    );
+    // Each task counted once: operators' completed counters sum to the task count (a task whose
+    // result was accepted twice, by the dead and by the new matchmaker, would count twice).
+    let ops = gw.operators().await.expect("operators");
+    let completed: u64 = ops.iter().map(|o| o.completed).sum();
+    assert_eq!(completed as usize, n, "completed counters: {ops:?}");
+    // CHAIN HOOK (settlement tests): with on-chain settlement enabled, also assert here that
+    // the escrow paid each task exactly once (sum of payments == n x price).
+
+    // Every node that accepted results agrees on one result per task: the survivor did not
+    // re-run and accept a second result for a task the dead matchmaker had already accepted.
+    drop(gw);
+    net.stop("gateway");
+    net.stop(&survivor);
+    let gateway = accepted(&net.store("gateway"), &wf_id);
+    let surviving = accepted(&net.store(&survivor), &wf_id);
+    let dead = accepted(&net.store(&victim), &wf_id);
+    assert_eq!(gateway.len(), n, "gateway holds every result");
+    assert_eq!(surviving, gateway, "survivor and gateway agree on every result");
+    for (task, r) in &dead {
+        assert_eq!(
+            gateway.get(task),
+            Some(r),
+            "task {task}: the dead matchmaker's accepted result was replaced"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_and_operator_restarted_mid_workflow_lose_nothing() {
+    let mut net = Net::up(spec(Default::default(), 2, 1));
+    let text = fan_in("e2e-restart", 8, 400);
+    let (wf_id, workflow) = parse(&text);
+    let n = workflow.tasks.len();
+    let mut gw = net.rpc("gateway").await;
+    let id = gw.submit_workflow(&text, "toml").await.expect("submit").id;
+    let before = wait_status(&mut gw, &id, "a first task done", WAIT, |s| s.done >= 1).await;
+    assert!((before.done as usize) < n, "restart must land mid-workflow");
+    drop(gw);
+    // A crash, not a clean stop: SIGKILL both, then start them on the same directories.
+    net.kill("gateway");
+    net.kill("operator-1");
+    net.restart("operator-1");
+    net.restart("gateway");
+
+    let mut gw = net.rpc("gateway").await;
+    let status = wait_status(&mut gw, &id, "completion after restarts", WAIT, |s| {
+        s.state == "completed"
+    })
+    .await;
+    assert_eq!(status.done as usize, n);
+    let result = gw.result(&id).await.expect("result");
+    assert_eq!(result.outputs.len(), 1, "one final task: {result:?}");
+    let root = gw
+        .fetch_blob(&result.outputs[0].output)
+        .await
+        .expect("final output fetchable from the restarted gateway");
+    assert!(root.starts_with(b"proofmesh-noop"), "sleep program output");
+    drop(gw);
+
+    net.stop("gateway");
+    net.stop("operator-1");
+    net.stop("matchmaker-0");
+    let reference = accepted(&net.store("matchmaker-0"), &wf_id);
+    assert_eq!(reference.len(), n);
+    for name in ["gateway", "operator-1"] {
+        let store = net.store(name);
+        let record = store
+            .workflow(&wf_id)
+            .expect("readable")
+            .unwrap_or_else(|| panic!("{name} lost the workflow"));
+        assert_eq!(record.state, WorkflowState::Completed, "{name}");
+        assert_eq!(
+            accepted(&store, &wf_id),
+            reference,
+            "{name} holds every accepted result"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
+    let net = Net::up(spec(Default::default(), 3, 1));
+    // Block k sleeps 1000 + (5 - k) x 250 ms: unordered, block 5 would finish first and block 1
+    // last. Every block is submitted well inside 1 s, so the matchmaker knows all five before
+    // any can finish (it cannot wait for a sequence it never heard of).
+    let block = |k: u64| {
+        format!(
+            "name = \"e2e-block-{k}\"\n[ordering]\nstream = \"e2e-l2\"\nsequence = {k}\n\
+             [[task]]\nid = \"prove\"\nprogram = \"sleep@1\"\nresources = {{ cpu = 1, memory_gb = 0.01 }}\n\
+             args = [\"--ms\", \"{}\"]\n",
+            1000 + (5 - k) * 250
+        )
+    };
+    let mut gw = net.rpc("gateway").await;
+    let mut ids = BTreeMap::new();
+    for k in [5u64, 3, 1, 4, 2] {
+        let id = gw
+            .submit_workflow(&block(k), "toml")
+            .await
+            .expect("submit")
+            .id;
+        ids.insert(k, id);
+    }
+    // Watch the matchmaker (it finalizes) and the gateway (what the requester sees). Each round
+    // reads sequences from 5 down to 1: since completion is monotone, seeing k completed and
+    // then some j < k active in the same round proves j finalized after k.
+    let mut watchers = [
+        ("matchmaker-0", net.rpc("matchmaker-0").await),
+        ("gateway", gw),
+    ];
+    let mut first_seen: BTreeMap<(&str, u64), Instant> = BTreeMap::new();
+    let started = Instant::now();
+    loop {
+        let mut all = true;
+        for (name, client) in watchers.iter_mut() {
+            let mut later_completed: Option<u64> = None;
+            for k in (1..=5u64).rev() {
+                let s = client.status(&ids[&k]).await.expect("status");
+                assert_ne!(s.state, "failed", "block {k} failed: {:?}", s.reason);
+                if s.state == "completed" {
+                    first_seen.entry((*name, k)).or_insert_with(Instant::now);
+                    if later_completed.is_none() {
+                        later_completed = Some(k);
+                    }
+                } else {
+                    all = false;
+                    assert!(
+                        later_completed.is_none(),
+                        "{name}: block {} completed while block {k} is still {}",
+                        later_completed.unwrap_or_default(),
+                        s.state
+                    );
+                }
+            }
+        }
+        if all {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "stream did not finish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for name in ["matchmaker-0", "gateway"] {
+        let order: Vec<u64> = {
+            let mut v: Vec<(Instant, u64)> = (1..=5)
+                .map(|k| (first_seen[&(name, k)], k))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, k)| k).collect()
+        };
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted, "{name} saw completions in order {order:?}");
+    }
+}

@@ -1,0 +1,278 @@
+//! On-chain settlement end to end: real `proofmesh node` processes, a real anvil started by the
+//! devnet with the market deployed over the real Groth16 verifier, real proofs. Payments are
+//! checked to the wei against the prices operators advertised; slashes against the contract's
+//! reputation counters and the burn.
+
+use crate::harness::{chain_spec, eventually, wait_status, Net};
+use proofmesh_chain::{workflow_key, U256};
+use proofmesh_node::devnet::DEFAULT_PRICES_WEI;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(180);
+const ETH: u128 = 1_000_000_000_000_000_000;
+
+/// The demo pipeline (witness -> 4 leaves -> aggregation tree -> final), real proofs.
+fn demo() -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workflows/demo.toml"),
+    )
+    .expect("examples/workflows/demo.toml")
+}
+
+/// Operator name -> (advertised price, tasks completed per the gateway).
+async fn completed_by(net: &Net) -> BTreeMap<String, (u128, u64)> {
+    let mut gw = net.rpc("gateway").await;
+    let infos = gw.operators().await.expect("operators");
+    net.names("operator")
+        .into_iter()
+        .map(|name| {
+            let key = net.key(&name).to_hex();
+            let info = infos
+                .iter()
+                .find(|o| o.key == key)
+                .unwrap_or_else(|| panic!("gateway does not list {name}"));
+            assert_eq!(
+                info.eth_address.as_deref().map(str::to_lowercase),
+                Some(format!("{:#x}", net.eth(&name))),
+                "{name} advertises its devnet Ethereum address"
+            );
+            (
+                name,
+                (info.price_wei.parse().expect("price"), info.completed),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
+    let net = Net::up(chain_spec(2, 1));
+    let market = net.market().await;
+    // Registered and staked on start, bound to their node keys.
+    for name in net.names("operator") {
+        let eth = net.eth(&name);
+        let rep = market.reputation(eth).await.expect("reputation");
+        assert_eq!(rep.stake, ETH, "{name} staked the devnet stake");
+        assert_eq!(
+            market.registered_node_key(eth).await.expect("operatorInfo"),
+            Some(proofmesh_chain::B256::from(net.key(&name).0)),
+            "{name} bound its node key"
+        );
+    }
+    let requester = net.requester().signer.address();
+    let before = market.balance(requester).await.expect("balance");
+
+    let (id, workflow) = net.submit_with_escrow(&demo()).await;
+    let n = workflow.tasks.len();
+    let max = proofmesh_node::chain::escrow::max_payment(&workflow);
+    let mut gw = net.rpc("gateway").await;
+    let status = wait_status(&mut gw, &id.to_hex(), "completion", WAIT, |s| {
+        s.state == "completed"
+    })
+    .await;
+    assert_eq!(status.done as usize, n);
+    // The final proof verifies.
+    let result = gw.result(&id.to_hex()).await.expect("result");
+    assert_eq!(result.outputs.len(), 1);
+    let proof = gw
+        .fetch_blob(&result.outputs[0].output)
+        .await
+        .expect("final proof");
+    proofmesh_prover::verify_proof_bytes(&proof).expect("the final proof verifies");
+
+    // Each operator is paid exactly completed x its price, and the escrow paid the sum.
+    let by_op = completed_by(&net).await;
+    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+    assert_eq!(
+        by_op.values().map(|(_, c)| *c as usize).sum::<usize>(),
+        n,
+        "every task counted once: {by_op:?}"
+    );
+    let key = workflow_key(&id);
+    let escrow = eventually("settlement", WAIT, || async {
+        let e = market.escrow(key).await.map_err(|e| e.to_string())?;
+        if e.paid == expected {
+            Ok(e)
+        } else {
+            Err(format!("paid {} of {expected}", e.paid))
+        }
+    })
+    .await;
+    assert_eq!(escrow.held, max - expected, "the rest stays refundable");
+    assert!(expected > 0 && expected < max, "prices differ per operator");
+    for (name, (price, completed)) in &by_op {
+        let eth = net.eth(name);
+        assert!(DEFAULT_PRICES_WEI.contains(price), "{name} price {price}");
+        assert_eq!(
+            market.claimable(eth).await.expect("claimable"),
+            U256::from(price * u128::from(*completed)),
+            "{name}: paid completed x price, to the wei"
+        );
+        let rep = market.reputation(eth).await.expect("reputation");
+        assert_eq!(u64::from(rep.completed), *completed, "{name} on-chain completed");
+        assert_eq!((rep.failed, rep.slashed), (0, 0), "{name} clean");
+    }
+    for t in 0..n as u32 {
+        let paid = market.paid_attempt(key, t).await.expect("paidAttempt");
+        assert!((1..=254).contains(&paid), "task {t} paid once (attempt {paid})");
+    }
+    // The requester paid the whole ceiling (plus gas) into the escrow.
+    let after = market.balance(requester).await.expect("balance");
+    assert!(before - after >= U256::from(max));
+}
+
+/// `leaves` sleep tasks of `ms` each with a short deadline, then a root; priced.
+fn sleepers(name: &str, leaves: u32, ms: u64, timeout_s: u64) -> String {
+    format!(
+        "name = \"{name}\"\n\
+         [defaults]\nresources = {{ cpu = 1, memory_gb = 0.01 }}\ntimeout_s = {timeout_s}\nmax_attempts = 5\n\
+         max_price_wei = \"1000000000000000\"\n\
+         [[task]]\nid = \"leaf\"\nprogram = \"sleep@1\"\ncount = {leaves}\nargs = [\"--ms\", \"{ms}\"]\n\
+         [[task]]\nid = \"root\"\nprogram = \"sleep@1\"\ndeps = [\"leaf\"]\nargs = [\"--ms\", \"20\"]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
+    let mut spec = chain_spec(2, 1);
+    // One slot each: with 4 ready leaves both operators run one, so the victim holds an
+    // accepted attempt when it dies.
+    spec.operator_max_concurrent = 1;
+    let net = Net::up(spec);
+    let market = net.market().await;
+    let (id, workflow) = net
+        .submit_with_escrow(&sleepers("e2e-sigkill", 4, 2500, 6))
+        .await;
+    let n = workflow.tasks.len();
+    let mut gw = net.rpc("gateway").await;
+    let running = wait_status(&mut gw, &id.to_hex(), "both operators running", WAIT, |s| {
+        s.running >= 2
+    })
+    .await;
+    assert_eq!(running.done, 0, "the kill must land mid-task");
+    let victim = "operator-0";
+    net.kill(victim);
+
+    let status = wait_status(&mut gw, &id.to_hex(), "completion after the kill", WAIT, |s| {
+        s.state == "completed"
+    })
+    .await;
+    assert_eq!(status.done as usize, n);
+    let eth = net.eth(victim);
+    let stake_before = ETH;
+    let rep = eventually("the missed-deadline slash", WAIT, || async {
+        let r = market.reputation(eth).await.map_err(|e| e.to_string())?;
+        if r.slashed >= 1 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(rep.slashed, 1, "one accepted attempt missed: one slash");
+    assert_eq!(rep.failed, 1, "counted as failed");
+    assert_eq!(
+        rep.stake,
+        stake_before - ETH / 2,
+        "the devnet missed-deadline penalty (0.5 ETH) left its stake"
+    );
+    // The survivor is paid for everything it did, the victim for nothing it did not finish.
+    let by_op = completed_by(&net).await;
+    let survivor = "operator-1";
+    let (price, completed) = by_op[survivor];
+    assert!(completed as usize >= n - 1, "survivor did the rest: {by_op:?}");
+    let key = workflow_key(&id);
+    eventually("settlement", WAIT, || async {
+        let paid = market.escrow(key).await.map_err(|e| e.to_string())?.paid;
+        let want: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+        if paid == want {
+            Ok(())
+        } else {
+            Err(format!("paid {paid}, want {want}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        market.claimable(net.eth(survivor)).await.expect("claimable"),
+        U256::from(price * u128::from(completed))
+    );
+    let requester = net.requester().signer.address();
+    assert!(
+        market.claimable(requester).await.expect("claimable") > U256::ZERO,
+        "the requester got its share of the slash"
+    );
+}
+
+/// The demo pipeline with three final proofs over the same root, so a final-only bidder gets one.
+fn triple_final() -> String {
+    demo()
+        .replace("name = \"demo\"", "name = \"e2e-malicious\"")
+        .replace("max_attempts = 3", "max_attempts = 5")
+        .replace(
+            "program = \"final@1\"\n",
+            "program = \"final@1\"\ncount = 3\n",
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malicious_final_proof_is_caught_reassigned_and_slashed_on_chain() {
+    let mut spec = chain_spec(2, 1);
+    // operator-0 bids only for final proofs and corrupts them; operator-1 (one slot) is honest,
+    // so of three ready finals operator-0 surely gets one.
+    spec.malicious_operators = vec![0];
+    spec.malicious_programs = vec!["final".into()];
+    spec.operator_max_concurrent = 1;
+    let net = Net::up(spec);
+    let market = net.market().await;
+    let text = triple_final();
+    assert!(text.contains("count = 3"), "demo.toml changed shape");
+    let (id, workflow) = net.submit_with_escrow(&text).await;
+    let n = workflow.tasks.len();
+    let mut gw = net.rpc("gateway").await;
+    let status = wait_status(&mut gw, &id.to_hex(), "completion", WAIT, |s| {
+        s.state == "completed"
+    })
+    .await;
+    assert_eq!(status.done as usize, n);
+    // Every accepted final proof verifies: the corrupted ones were caught.
+    let result = gw.result(&id.to_hex()).await.expect("result");
+    assert_eq!(result.outputs.len(), 3);
+    for out in &result.outputs {
+        let proof = gw.fetch_blob(&out.output).await.expect("proof");
+        proofmesh_prover::verify_proof_bytes(&proof).expect("accepted final proofs verify");
+    }
+    let eth = net.eth("operator-0");
+    let rep = eventually("the invalid-proof slash", WAIT, || async {
+        let r = market.reputation(eth).await.map_err(|e| e.to_string())?;
+        if r.slashed >= 1 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(rep.completed, 0, "the cheater is never paid");
+    assert_eq!(rep.stake, 0, "the invalid-proof penalty (1 ETH) took its whole stake");
+    assert!(
+        market.total_burned().await.expect("burned") > U256::ZERO,
+        "part of the slash is burned"
+    );
+    assert_eq!(
+        market.claimable(eth).await.expect("claimable"),
+        U256::ZERO,
+        "nothing paid to the cheater"
+    );
+    // Everything was done, and paid, by the honest operator.
+    let honest = net.eth("operator-1");
+    let price = DEFAULT_PRICES_WEI[1];
+    eventually("settlement", WAIT, || async {
+        let c = market.claimable(honest).await.map_err(|e| e.to_string())?;
+        if c == U256::from(price * n as u128) {
+            Ok(())
+        } else {
+            Err(format!("claimable {c}"))
+        }
+    })
+    .await;
+}
