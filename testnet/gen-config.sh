@@ -8,6 +8,12 @@
 # rewritten. The committed keys are for this local testnet only.
 #   testnet/gen-config.sh            (re)write configs, generating missing keys
 #   testnet/gen-config.sh --new-keys replace every key too
+#   CHAIN=0 testnet/gen-config.sh    no on-chain settlement (no [chain] rpc_url / keys)
+#
+# With the chain (the default), matchmakers and operators sign with anvil's funded dev accounts
+# 1..6 (operators register and stake on start), and testnet/config/requester.key (account 7)
+# pays the escrows of `proofmesh submit`; testnet/config/settlers lists the matchmakers'
+# addresses for its --settler flag. These are anvil's public dev keys: local use only.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib/common.sh"
 cd "$ROOT"
@@ -21,6 +27,9 @@ CHAIN_ID=31337
 ANVIL_IP=172.30.7.2
 # Deterministic (anvil account 0, nonce 1): see testnet/deploy-contracts.sh.
 MARKET=0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512
+CHAIN="${CHAIN:-1}"
+MNEMONIC="test test test test test test test test test test test junk"
+CAST="$ROOT/.tools/bin/cast"
 P2P_PORT=7546
 RPC_PORT=7545
 
@@ -58,7 +67,16 @@ toml_list() { # items... -> ["a", "b"]
     printf '[%s]' "$out"
 }
 
+if [[ "$CHAIN" == 1 ]]; then
+    [[ -x "$CAST" ]] || "$ROOT/scripts/install-foundry"
+    "$CAST" wallet private-key "$MNEMONIC" 7 >"$CONFIG/requester.key"
+    rm -f "$CONFIG/settlers"
+else
+    rm -f "$CONFIG/requester.key" "$CONFIG/settlers"
+fi
+
 bootstrap=()
+account=1
 for entry in "${NODES[@]}"; do
     read -r name role ip <<<"$entry"
     dir="$CONFIG/$name"
@@ -88,9 +106,23 @@ for entry in "${NODES[@]}"; do
         echo
         echo '[chain]'
         echo "chain_id = $CHAIN_ID"
-        echo "# On-chain settlement (anvil service, contract from the deployer service):"
-        echo "# rpc_url = \"http://$ANVIL_IP:8545\""
-        echo "# contract = \"$MARKET\""
+        # On-chain settlement against the anvil service and the deployer's contract; the
+        # gateway only relays, so it holds no Ethereum key.
+        if [[ "$CHAIN" == 1 ]]; then
+            echo "rpc_url = \"http://$ANVIL_IP:8545\""
+            echo "contract = \"$MARKET\""
+            if [[ "$role" != gateway ]]; then
+                "$CAST" wallet private-key "$MNEMONIC" "$account" >"$dir/eth.key"
+                echo 'eth_key_file = "/config/eth.key"'
+                if [[ "$role" == matchmaker ]]; then
+                    addr="$("$CAST" wallet address --private-key "$(cat "$dir/eth.key")")"
+                    printf '%s%s' "$([[ -s $CONFIG/settlers ]] && echo ,)" "$addr" >>"$CONFIG/settlers"
+                fi
+                account=$((account + 1))
+            fi
+        else
+            rm -f "$dir/eth.key"
+        fi
         echo
         echo '[roles]'
         echo "operator = $([[ $role == operator ]] && echo true || echo false)"
@@ -110,6 +142,12 @@ for entry in "${NODES[@]}"; do
             echo '[operator]'
             echo 'work_dir = "/data/work"'
             echo 'max_concurrent = 2'
+            if [[ "$CHAIN" == 1 ]]; then
+                # As `proofmesh devnet` prices them (DEFAULT_PRICES_WEI): distinct, so payments
+                # tell operators apart, and within the demo's max_price_wei.
+                prices=(1000000000000000 900000000000000 800000000000000 700000000000000)
+                echo "price_wei = \"${prices[${name##*-} % 4]}\""
+            fi
             echo
             echo '[operator.programs]'
             for stage in witness leaf aggregate final sleep noop; do

@@ -526,7 +526,10 @@ async fn deploy(rpc: &str, chain_id: u64, requester_key: &Path) -> Result<String
                 break p.erased();
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "anvil did not answer on {rpc} in 30 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "anvil did not answer on {rpc} in 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let deployer = PrivateKeySigner::random();

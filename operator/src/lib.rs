@@ -19,8 +19,8 @@ pub mod executor;
 pub mod lease;
 pub mod operator;
 pub mod result;
-pub mod worker;
 mod workdir;
+pub mod worker;
 
 pub use blob::{BlobError, BlobStore, FsBlobStore, MemBlobStore};
 pub use config::{OperatorConfig, ProgramSpec, ResourceConfig};

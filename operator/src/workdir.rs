@@ -164,7 +164,8 @@ impl WorkDir {
     pub(crate) fn keep(mut self, name: &str) -> Option<PathBuf> {
         let path = self.path.take()?;
         let dest = self.pool.failed_dir.join(name);
-        let moved = fs::create_dir_all(&self.pool.failed_dir).and_then(|()| fs::rename(&path, &dest));
+        let moved =
+            fs::create_dir_all(&self.pool.failed_dir).and_then(|()| fs::rename(&path, &dest));
         match moved {
             Ok(()) => Some(dest),
             Err(e) => {
@@ -361,7 +362,11 @@ mod tests {
     fn wait_gone(path: &Path) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while path.exists() {
-            assert!(std::time::Instant::now() < deadline, "{} not removed", path.display());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} not removed",
+                path.display()
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
@@ -384,7 +389,10 @@ mod tests {
         live.flush();
         assert!(!crashed.exists() && !legacy.exists(), "stale trees removed");
         assert!(!dir.path().join("tasks/1-1.lock").exists());
-        assert!(live_slot.path().join(INPUTS).is_dir(), "a live pool is left alone");
+        assert!(
+            live_slot.path().join(INPUTS).is_dir(),
+            "a live pool is left alone"
+        );
         assert_ne!(other.acquire().unwrap().path(), live_slot.path());
     }
 }

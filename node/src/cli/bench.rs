@@ -185,7 +185,14 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let wall = started.elapsed();
-    let submit_to_assign = submit_latency(&api, &mut progress, program, &task_args, args.latency_samples).await?;
+    let submit_to_assign = submit_latency(
+        &api,
+        &mut progress,
+        program,
+        &task_args,
+        args.latency_samples,
+    )
+    .await?;
     let results = api.store().results(&id)?;
     let mut overheads = Vec::with_capacity(results.len());
     for (task, r) in &results {
@@ -236,7 +243,9 @@ async fn submit_latency(
             "name = \"latency-{i}\"\n[defaults]\nresources = {{ cpu = 1, memory_gb = 0.01 }}\ntimeout_s = 60\n\
              [[task]]\nid = \"t\"\nprogram = \"{program}@1\"\n{task_args}\n"
         );
-        let workflow = spec::load(&text, Format::Toml).context("latency workflow")?.0;
+        let workflow = spec::load(&text, Format::Toml)
+            .context("latency workflow")?
+            .0;
         let t0 = Instant::now();
         let id = api.submit(workflow).await.context("submitting")?;
         let end = Instant::now() + Duration::from_secs(30);

@@ -496,9 +496,9 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     if args.trials == 0 {
         bail!("--trials must be at least 1");
     }
-    // One operator per death plus one to take the last task; one slot each so that a task can
-    // only move to an operator that is idle.
-    let mut net = Net::start(args.trials + 1, 1).await?;
+    // Each trial kills one operator and leaves its task (a long sleep) running on another, so
+    // 2 per trial, plus one spare; one slot each so a task can only move to an idle operator.
+    let mut net = Net::start(2 * args.trials + 1, 1).await?;
     let keys: Vec<PublicKey> = net
         .operators
         .iter()

@@ -8,8 +8,8 @@ use super::rpc_args::{block_on, RpcArgs};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use proofmesh_node::rpc::{RpcClient, WorkflowStatus};
 use proofmesh_node::rpc::SubmitOutcome;
+use proofmesh_node::rpc::{RpcClient, WorkflowStatus};
 use proofmesh_protocol::messages::Submission;
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{encoding, Keypair};
@@ -78,7 +78,10 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 };
                 let hexed = hex::encode(encoding::encode(&submission));
                 client
-                    .call("pm_submitWorkflow", serde_json::json!({ "submission": hexed }))
+                    .call(
+                        "pm_submitWorkflow",
+                        serde_json::json!({ "submission": hexed }),
+                    )
                     .await?
             }
         };

@@ -331,7 +331,14 @@ impl Core {
             return;
         };
         let sh = self.sh.clone();
-        self.after_commit(move || sh.spawn(direct(sh.client.clone(), sh.internal.clone(), peer, envelope)));
+        self.after_commit(move || {
+            sh.spawn(direct(
+                sh.client.clone(),
+                sh.internal.clone(),
+                peer,
+                envelope,
+            ))
+        });
     }
 }
 

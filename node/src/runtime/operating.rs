@@ -9,8 +9,8 @@
 use super::core_loop::{Internal, Shared};
 use super::options::OperatorOptions;
 use super::verify::is_proof_task;
-use crate::chain::EthIdentity;
 use super::view::{View, WorkflowCache};
+use crate::chain::EthIdentity;
 use crate::network::{peer_id_of, Client};
 use crate::store::Store;
 use proofmesh_operator::{resolve_inputs, CancellationToken, Lease, Operator, Outcome, TaskSpec};
@@ -229,7 +229,9 @@ impl Attempt {
             .and_then(|bytes| id.sign_final_claim(&r.workflow, r.task, r.attempt, &bytes));
         match signed {
             Ok(sig) => result.eth_claim = Some(sig),
-            Err(e) => tracing::error!(error = %e, "cannot sign the on-chain claim of the final proof"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign the on-chain claim of the final proof")
+            }
         }
         result
     }

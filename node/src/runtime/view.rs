@@ -251,7 +251,10 @@ impl View {
             }
             true
         });
-        let _ = sh.store.lazy().update_operator(&operator, |o| o.stats.failed += 1);
+        let _ = sh
+            .store
+            .lazy()
+            .update_operator(&operator, |o| o.stats.failed += 1);
     }
 
     /// A matchmaker's verdict.
@@ -276,7 +279,10 @@ impl View {
                     }
                     true
                 });
-                let _ = sh.store.lazy().update_operator(&operator, |o| o.stats.failed += 1);
+                let _ = sh
+                    .store
+                    .lazy()
+                    .update_operator(&operator, |o| o.stats.failed += 1);
             }
         }
     }

@@ -92,7 +92,10 @@ async fn active_matchmaker_sigkilled_mid_workflow_another_takes_over() {
     let surviving = accepted(&net.store(&survivor), &wf_id);
     let dead = accepted(&net.store(&victim), &wf_id);
     assert_eq!(gateway.len(), n, "gateway holds every result");
-    assert_eq!(surviving, gateway, "survivor and gateway agree on every result");
+    assert_eq!(
+        surviving, gateway,
+        "survivor and gateway agree on every result"
+    );
     for (task, r) in &dead {
         assert_eq!(
             gateway.get(task),
@@ -218,9 +221,7 @@ async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
     }
     for name in ["matchmaker-0", "gateway"] {
         let order: Vec<u64> = {
-            let mut v: Vec<(Instant, u64)> = (1..=5)
-                .map(|k| (first_seen[&(name, k)], k))
-                .collect();
+            let mut v: Vec<(Instant, u64)> = (1..=5).map(|k| (first_seen[&(name, k)], k)).collect();
             v.sort();
             v.into_iter().map(|(_, k)| k).collect()
         };

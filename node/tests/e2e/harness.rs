@@ -9,12 +9,12 @@ use proofmesh_node::chain::escrow;
 use proofmesh_node::chain::setup::read_eth_key;
 use proofmesh_node::chain::ChainParams;
 use proofmesh_node::devnet::{self, DevnetChain, DevnetNode, DevnetSpec};
-use proofmesh_protocol::messages::Submission;
-use proofmesh_protocol::spec::{self as wfspec, Format};
-use proofmesh_protocol::{encoding, Keypair, Workflow, WorkflowId};
 use proofmesh_node::rpc::{RpcClient, WorkflowStatus};
 use proofmesh_node::store::Store;
+use proofmesh_protocol::messages::Submission;
+use proofmesh_protocol::spec::{self as wfspec, Format};
 use proofmesh_protocol::PublicKey;
+use proofmesh_protocol::{encoding, Keypair, Workflow, WorkflowId};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -175,7 +175,10 @@ impl Net {
     /// Open the store of a STOPPED node (redb allows one process at a time).
     pub fn store(&self, name: &str) -> Store {
         let node = self.node(name);
-        assert!(!devnet::pid_alive(node.pid), "stop {name} before opening its store");
+        assert!(
+            !devnet::pid_alive(node.pid),
+            "stop {name} before opening its store"
+        );
         let data = node.config.with_file_name("data");
         Store::open(&data).unwrap_or_else(|e| panic!("{name}'s store at {}: {e}", data.display()))
     }
@@ -187,8 +190,18 @@ impl Net {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// Wait until the gateway lists every operator (adverts have crossed the mesh).
+    /// Wait until the gateway lists every operator (adverts have crossed the mesh). Runs on its
+    /// own thread and runtime, so it works from sync and async tests alike.
     fn wait_mesh(&self) {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.wait_mesh_blocking())
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    fn wait_mesh_blocking(&self) {
         let operators = self.names("operator").len();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -287,7 +300,10 @@ impl Net {
         let opened = escrow::open_escrow(&self.requester(), &workflow, &settlers)
             .await
             .expect("open escrow");
-        assert!(opened.new, "a fresh devnet has no escrow for this workflow yet");
+        assert!(
+            opened.new,
+            "a fresh devnet has no escrow for this workflow yet"
+        );
         assert_eq!(opened.amount_wei, escrow::max_payment(&workflow));
         let submission = Submission {
             workflow: workflow.clone(),

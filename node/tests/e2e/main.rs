@@ -3,6 +3,6 @@
 //! `cargo test -p proofmesh-node --test e2e -- --test-threads=1` after
 //! `cargo build -p proofmesh-prover` (the operators run `proofmesh-prover` programs).
 
-mod harness;
 mod faults;
+mod harness;
 mod settlement;

@@ -110,12 +110,19 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
             "{name}: paid completed x price, to the wei"
         );
         let rep = market.reputation(eth).await.expect("reputation");
-        assert_eq!(u64::from(rep.completed), *completed, "{name} on-chain completed");
+        assert_eq!(
+            u64::from(rep.completed),
+            *completed,
+            "{name} on-chain completed"
+        );
         assert_eq!((rep.failed, rep.slashed), (0, 0), "{name} clean");
     }
     for t in 0..n as u32 {
         let paid = market.paid_attempt(key, t).await.expect("paidAttempt");
-        assert!((1..=254).contains(&paid), "task {t} paid once (attempt {paid})");
+        assert!(
+            (1..=254).contains(&paid),
+            "task {t} paid once (attempt {paid})"
+        );
     }
     // The requester paid the whole ceiling (plus gas) into the escrow.
     let after = market.balance(requester).await.expect("balance");
@@ -147,16 +154,20 @@ async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
     let n = workflow.tasks.len();
     let mut gw = net.rpc("gateway").await;
     let running = wait_status(&mut gw, &id.to_hex(), "both operators running", WAIT, |s| {
-        s.running >= 2
+        s.stages.iter().map(|st| st.running).sum::<u64>() >= 2
     })
     .await;
     assert_eq!(running.done, 0, "the kill must land mid-task");
     let victim = "operator-0";
     net.kill(victim);
 
-    let status = wait_status(&mut gw, &id.to_hex(), "completion after the kill", WAIT, |s| {
-        s.state == "completed"
-    })
+    let status = wait_status(
+        &mut gw,
+        &id.to_hex(),
+        "completion after the kill",
+        WAIT,
+        |s| s.state == "completed",
+    )
     .await;
     assert_eq!(status.done as usize, n);
     let eth = net.eth(victim);
@@ -181,7 +192,10 @@ async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
     let by_op = completed_by(&net).await;
     let survivor = "operator-1";
     let (price, completed) = by_op[survivor];
-    assert!(completed as usize >= n - 1, "survivor did the rest: {by_op:?}");
+    assert!(
+        completed as usize >= n - 1,
+        "survivor did the rest: {by_op:?}"
+    );
     let key = workflow_key(&id);
     eventually("settlement", WAIT, || async {
         let paid = market.escrow(key).await.map_err(|e| e.to_string())?.paid;
@@ -194,7 +208,10 @@ async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
     })
     .await;
     assert_eq!(
-        market.claimable(net.eth(survivor)).await.expect("claimable"),
+        market
+            .claimable(net.eth(survivor))
+            .await
+            .expect("claimable"),
         U256::from(price * u128::from(completed))
     );
     let requester = net.requester().signer.address();
@@ -243,17 +260,32 @@ async fn malicious_final_proof_is_caught_reassigned_and_slashed_on_chain() {
         proofmesh_prover::verify_proof_bytes(&proof).expect("accepted final proofs verify");
     }
     let eth = net.eth("operator-0");
-    let rep = eventually("the invalid-proof slash", WAIT, || async {
+    let why = || {
+        let log = std::fs::read_to_string(&net.node("matchmaker-0").log).unwrap_or_default();
+        log.lines()
+            .filter(|l| {
+                ["slash", "claim", "rejected", "settle"]
+                    .iter()
+                    .any(|k| l.contains(k))
+            })
+            .map(|l| l.chars().take(400).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let rep = eventually("the invalid-proof slash", Duration::from_secs(60), || async {
         let r = market.reputation(eth).await.map_err(|e| e.to_string())?;
         if r.slashed >= 1 {
             Ok(r)
         } else {
-            Err(format!("{r:?}"))
+            Err(format!("{r:?}; matchmaker log:\n{}", why()))
         }
     })
     .await;
     assert_eq!(rep.completed, 0, "the cheater is never paid");
-    assert_eq!(rep.stake, 0, "the invalid-proof penalty (1 ETH) took its whole stake");
+    assert_eq!(
+        rep.stake, 0,
+        "the invalid-proof penalty (1 ETH) took its whole stake"
+    );
     assert!(
         market.total_burned().await.expect("burned") > U256::ZERO,
         "part of the slash is burned"

@@ -89,7 +89,10 @@ fn linked_input_is_the_blob_read_only_and_verified() {
     assert_eq!(linked.permissions().mode() & 0o222, 0, "read-only");
     assert_eq!(std::fs::read(&dest).unwrap(), b"input bytes");
     if linked.uid() != 0 && std::fs::metadata("/proc/self").unwrap().uid() != 0 {
-        let err = std::fs::OpenOptions::new().write(true).open(&dest).unwrap_err();
+        let err = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&dest)
+            .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
     }
     // A blob changed behind the store's back is caught through the link, and the link removed.

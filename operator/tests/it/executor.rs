@@ -251,7 +251,10 @@ async fn output_is_hashed_stored_and_signed() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["inputs"]);
-    assert_eq!(std::fs::read_dir(slots[0].join("inputs")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(slots[0].join("inputs")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -284,7 +287,10 @@ async fn recycled_work_dir_holds_nothing_from_the_previous_attempt() {
     let (dir2, seen2) = second.split_once('\n').unwrap();
     assert_eq!(dir1, dir2, "the slot was reused");
     assert_eq!(seen1, "inputs\n--\n000");
-    assert_eq!(seen2, "inputs\n--\n000", "no scratch, junk or old output left");
+    assert_eq!(
+        seen2, "inputs\n--\n000",
+        "no scratch, junk or old output left"
+    );
 
     // A failed attempt's slot is removed, not recycled.
     fx.operator.executor().flush_work_dirs();
@@ -370,7 +376,7 @@ async fn corrupted_or_missing_input_is_refused_before_running() {
 #[tokio::test]
 async fn child_sees_the_contract_env_and_only_its_leased_gpus() {
     let body = "printf '%s|%s|%s|%s|%s|%s|%s' \"$CUDA_VISIBLE_DEVICES\" \"$NVIDIA_VISIBLE_DEVICES\" \"$PROOFMESH_INPUTS\" \
-                \"$PROOFMESH_TASK\" \"$PROOFMESH_ATTEMPT\" \"$EXTRA\" \"$(basename \"$(dirname \"$PROOFMESH_OUTPUT\")\" | cut -c1-3)\" > \"$PROOFMESH_OUTPUT\"\n\
+                \"$PROOFMESH_TASK\" \"$PROOFMESH_ATTEMPT\" \"$EXTRA\" \"$(basename \"$(dirname \"$PROOFMESH_OUTPUT\")\" | cut -c1-1)\" > \"$PROOFMESH_OUTPUT\"\n\
                 [ \"$(pwd)\" = \"$(dirname \"$PROOFMESH_OUTPUT\")\" ] || exit 9\n[ -d \"$PROOFMESH_INPUT_DIR\" ] || exit 8";
     let fx = Fixture::new(&[("env", cmd(&["/bin/sh", "-c", body]))], |c| {
         c.env.insert("EXTRA".into(), "extra-var".into());
@@ -391,10 +397,10 @@ async fn child_sees_the_contract_env_and_only_its_leased_gpus() {
             panic!("expected success: {:?}", report)
         };
         let seen = String::from_utf8(fx.blobs.get(&signed.result.output).unwrap()).unwrap();
-        let short = &ContentId::of_bytes(b"workflow").short()[..3];
+        // The work dir is a pool slot `s<n>`.
         assert_eq!(
             seen,
-            format!("{expected}|{expected}|1|leaf[3]|2|extra-var|{short}")
+            format!("{expected}|{expected}|1|leaf[3]|2|extra-var|s")
         );
     }
 }
