@@ -798,7 +798,15 @@ impl State {
         }
         let held: Vec<(u32, u32)> = op.tasks.iter().copied().collect();
         for (w, i) in held {
-            let inf = self.wfs[w as usize].tasks[i as usize].inflight.as_ref();
+            // Ending one attempt can fail (and forget) its workflow, which releases the
+            // operator's other attempts of it: re-check each held attempt before touching it.
+            let Some(slot) = self.wfs[w as usize].tasks.get(i as usize) else {
+                continue;
+            };
+            let inf = slot.inflight.as_ref().filter(|inf| inf.op == o);
+            if inf.is_none() {
+                continue;
+            }
             if let Some(inf) = inf {
                 if let Some(acc) = inf.accepted.clone() {
                     if self.wfs[w as usize].active {

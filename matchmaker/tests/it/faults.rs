@@ -196,3 +196,26 @@ fn operator_down_holding_accepted_work_is_slashed_at_the_deadline_unless_it_deli
         "{d:?}"
     );
 }
+
+#[test]
+fn operator_down_holding_several_tasks_of_a_workflow_that_fails_does_not_panic() {
+    // One operator with two GPUs takes both independent tasks of a one-attempt workflow. Its
+    // loss ends the first attempt, which fails (and forgets) the workflow; the second held
+    // attempt must then be skipped, not indexed into the forgotten task list.
+    let mut mm = with_operators(1, 2);
+    let mut wf = chain(2, 1);
+    for t in &mut wf.tasks {
+        t.deps.clear();
+        t.inputs.clear();
+    }
+    let (id, d) = submit(&mut mm, 0, &wf);
+    let a = assignments(&d);
+    assert_eq!(a.len(), 2, "both tasks on the one operator: {d:?}");
+    let d = mm.handle(2, Event::OperatorDown(a[0].operator));
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::WorkflowFailed { workflow, .. } if *workflow == id)),
+        "{d:?}"
+    );
+    assert_eq!(mm.inflight_len(), 0);
+}
