@@ -174,14 +174,18 @@ async fn run(args: Args) {
         let t0 = Instant::now();
         clients[publisher].publish(&env).await.expect("publish");
         let mut last = t0;
+        let mut last_node = usize::MAX;
         let mut got = 0;
         let deadline = t0 + Duration::from_secs(5);
         while got < n - 1 {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, deliveries.recv()).await {
-                Ok(Some((_node, nonce_got, at))) if nonce_got == nonce => {
+                Ok(Some((node, nonce_got, at))) if nonce_got == nonce => {
                     got += 1;
-                    last = last.max(at);
+                    if at >= last {
+                        last = at;
+                        last_node = node;
+                    }
                     if k >= warmup {
                         each_ms.push(at.duration_since(t0).as_secs_f64() * 1e3);
                     }
@@ -189,6 +193,28 @@ async fn run(args: Args) {
                 Ok(Some(_)) => {} // a straggler from an earlier message
                 _ => break,
             }
+        }
+        if k >= warmup && last.duration_since(t0) > Duration::from_millis(200) {
+            // Which publisher and which last receiver the slow path involves (diagnosis).
+            let mesh = clients[last_node]
+                .mesh_peers(network::Topic::Heartbeats)
+                .await
+                .map(|p| p.len())
+                .unwrap_or(0);
+            let peers = clients[last_node]
+                .peers()
+                .await
+                .map(|p| p.len())
+                .unwrap_or(0);
+            let pub_peers = clients[publisher]
+                .peers()
+                .await
+                .map(|p| p.len())
+                .unwrap_or(0);
+            eprintln!(
+                "slow: message {k} from node {publisher} ({pub_peers} peers) reached node {last_node} ({peers} peers, mesh {mesh}) after {:.1} ms",
+                last.duration_since(t0).as_secs_f64() * 1e3
+            );
         }
         if k >= warmup {
             if got < n - 1 {

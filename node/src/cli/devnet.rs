@@ -60,6 +60,9 @@ pub struct UpArgs {
     /// Operator indices that return corrupted proofs (fault injection, for tests).
     #[arg(long, value_delimiter = ',')]
     malicious: Vec<usize>,
+    /// Programs the malicious operators offer (comma-separated; default all), e.g. `final`.
+    #[arg(long, value_delimiter = ',')]
+    malicious_programs: Vec<String>,
     /// The `proofmesh-prover` binary (default: next to this binary).
     #[arg(long)]
     prover: Option<PathBuf>,
@@ -92,7 +95,7 @@ pub fn run(cmd: DevnetCommand) -> Result<ExitCode> {
                 operator_max_concurrent: args.operator_max_concurrent,
                 anvil,
                 operator_prices: Vec::new(),
-                malicious_programs: Vec::new(),
+                malicious_programs: args.malicious_programs,
             };
             let state = devnet::up(&spec)?;
             for line in state.status_lines() {
