@@ -40,6 +40,8 @@ struct Tracked {
     total: usize,
     done: usize,
     finished: bool,
+    /// Stream position, for workflows that must finalize in order.
+    ordering: Option<(String, u64)>,
     /// When this node first saw the submission (ms).
     received_at: u64,
 }
@@ -98,6 +100,7 @@ impl View {
                     total,
                     done,
                     finished,
+                    ordering: stream_position(&record.submission.workflow),
                     received_at: record.accepted_at_ms,
                 },
             );
@@ -145,6 +148,7 @@ impl View {
                     total,
                     done: 0,
                     finished: false,
+                    ordering: stream_position(&s.workflow),
                     received_at: now,
                 },
             );
@@ -329,8 +333,7 @@ impl View {
                     .store
                     .update_operator(&r.operator, |o| o.stats.completed += 1);
                 if tracked.done == tracked.total && !tracked.finished {
-                    tracked.finished = true;
-                    self.set_state(sh, progress, &r.workflow, WorkflowState::Completed);
+                    self.finish_in_order(sh, progress, r.workflow);
                 }
                 fetch_output(sh, result);
             }
@@ -351,6 +354,7 @@ impl View {
             return;
         }
         tracked.finished = true;
+        let stream = tracked.ordering.clone();
         self.set_state(
             sh,
             progress,
@@ -359,18 +363,83 @@ impl View {
                 reason: f.reason.clone(),
             },
         );
+        // A failed sequence no longer holds the ones after it.
+        if let Some((stream, seq)) = stream {
+            self.release_successors(sh, progress, &stream, seq);
+        }
+    }
+
+    /// Mark a workflow whose every task is done completed, unless it belongs to a stream and
+    /// an earlier sequence this node knows of is still open: then it waits, and completing (or
+    /// failing) that earlier one releases it. This is the matchmaker's own finalization rule
+    /// (`matchmaker::engine::finalize`), applied to the same gossip, so every node reports a
+    /// stream's workflows completed in sequence order.
+    fn finish_in_order(&mut self, sh: &Shared, progress: &Notifier, id: WorkflowId) {
+        let Some(tracked) = self.tracked.get(&id) else {
+            return;
+        };
+        if tracked.finished || tracked.done < tracked.total {
+            return;
+        }
+        let Some((stream, seq)) = tracked.ordering.clone() else {
+            self.mark_completed(sh, progress, &id);
+            return;
+        };
+        if self.open_before(&stream, seq) {
+            return;
+        }
+        self.mark_completed(sh, progress, &id);
+        self.release_successors(sh, progress, &stream, seq);
+    }
+
+    /// Whether a workflow of `stream` before `seq` is known and not yet finished.
+    fn open_before(&self, stream: &str, seq: u64) -> bool {
+        self.tracked
+            .values()
+            .any(|t| !t.finished && matches!(&t.ordering, Some((s, q)) if s == stream && *q < seq))
+    }
+
+    /// Complete, in sequence order, the workflows of `stream` after `seq` that were only
+    /// waiting for earlier sequences.
+    fn release_successors(&mut self, sh: &Shared, progress: &Notifier, stream: &str, seq: u64) {
+        let mut waiting: Vec<(u64, WorkflowId)> = self
+            .tracked
+            .iter()
+            .filter_map(|(id, t)| match &t.ordering {
+                Some((s, q)) if s == stream && *q > seq && !t.finished => Some((*q, *id)),
+                _ => None,
+            })
+            .collect();
+        waiting.sort();
+        for (q, id) in waiting {
+            let t = &self.tracked[&id];
+            if t.done < t.total || self.open_before(stream, q) {
+                break;
+            }
+            self.mark_completed(sh, progress, &id);
+        }
+    }
+
+    fn mark_completed(&mut self, sh: &Shared, progress: &Notifier, id: &WorkflowId) {
+        if let Some(t) = self.tracked.get_mut(id) {
+            t.finished = true;
+        }
+        self.set_state(sh, progress, id, WorkflowState::Completed);
     }
 
     /// Mark a workflow completed (from our own matchmaker's decision; idempotent).
     pub fn completed(&mut self, sh: &Shared, progress: &Notifier, id: &WorkflowId) {
-        let Some(tracked) = self.tracked.get_mut(id) else {
+        let Some(tracked) = self.tracked.get(id) else {
             return;
         };
         if tracked.finished {
             return;
         }
-        tracked.finished = true;
-        self.set_state(sh, progress, id, WorkflowState::Completed);
+        let stream = tracked.ordering.clone();
+        self.mark_completed(sh, progress, id);
+        if let Some((stream, seq)) = stream {
+            self.release_successors(sh, progress, &stream, seq);
+        }
     }
 
     fn set_state(&self, sh: &Shared, progress: &Notifier, id: &WorkflowId, state: WorkflowState) {
@@ -385,6 +454,13 @@ impl View {
             state,
         });
     }
+}
+
+fn stream_position(workflow: &Workflow) -> Option<(String, u64)> {
+    workflow
+        .ordering
+        .as_ref()
+        .map(|o| (o.stream.clone(), o.sequence))
 }
 
 /// Keep a copy of every accepted output, so results stay available (and servable to peers)

@@ -190,12 +190,10 @@ async fn restarted_mid_workflow(victims: &[&str]) {
     }
 }
 
-// Fails today: a node's view marks a workflow `completed` as soon as its last result is
-// accepted (runtime/view.rs), even on the matchmaker, which holds only its internal
-// `WorkflowCompleted` decision (and settlement) back until earlier sequences finalize; the gateway
-// never learns of that decision at all. Run with `--ignored ordered_stream`.
+// Every node's view applies the matchmaker's finalization rule (runtime/view.rs
+// `finish_in_order`): a stream's workflow whose tasks are all done stays active until every
+// earlier sequence the node knows of has finished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "node status reports stream workflows completed out of order (see comment); run with --ignored"]
 async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
     let net = Net::up(spec(Default::default(), 3, 1));
     // Block k sleeps 1000 + (5 - k) x 250 ms: unordered, block 5 would finish first and block 1
@@ -226,9 +224,11 @@ async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
         ("matchmaker-0", net.rpc("matchmaker-0").await),
         ("gateway", gw),
     ];
-    let mut first_seen: BTreeMap<(&str, u64), Instant> = BTreeMap::new();
+    // The polling round in which each node first reported each block completed. Blocks that
+    // finalize together (one earlier block releasing several held ones) share a round.
+    let mut first_seen: BTreeMap<(&str, u64), u32> = BTreeMap::new();
     let started = Instant::now();
-    loop {
+    for round in 0u32.. {
         let mut all = true;
         for (name, client) in watchers.iter_mut() {
             let mut later_completed: Option<u64> = None;
@@ -236,7 +236,7 @@ async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
                 let s = client.status(&ids[&k]).await.expect("status");
                 assert_ne!(s.state, "failed", "block {k} failed: {:?}", s.reason);
                 if s.state == "completed" {
-                    first_seen.entry((*name, k)).or_insert_with(Instant::now);
+                    first_seen.entry((*name, k)).or_insert(round);
                     if later_completed.is_none() {
                         later_completed = Some(k);
                     }
@@ -259,7 +259,7 @@ async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
     }
     for name in ["matchmaker-0", "gateway"] {
         let order: Vec<u64> = {
-            let mut v: Vec<(Instant, u64)> = (1..=5).map(|k| (first_seen[&(name, k)], k)).collect();
+            let mut v: Vec<(u32, u64)> = (1..=5).map(|k| (first_seen[&(name, k)], k)).collect();
             v.sort();
             v.into_iter().map(|(_, k)| k).collect()
         };
