@@ -124,6 +124,13 @@ fn gossip_config(config: &NetworkConfig) -> Result<gossipsub::Config, String> {
         .mesh_n_high(g.mesh_n_high)
         .mesh_outbound_min(g.mesh_n_low.min(g.mesh_n / 2).saturating_sub(1))
         .flood_publish(g.flood_publish)
+        // Anonymous messages carry no author, so a peer that received our publication by
+        // another path first forwards it back to us in good faith. gossipsub's default treats
+        // that as an invalid message (-100 x count^2 here): two such echoes graylisted honest
+        // peers, and a node then silently stopped hearing them (lost heartbeats and verdicts
+        // under load, the rotating-publisher tail in bench/network.md). An echo is just a
+        // duplicate: the duplicate cache and the replay guard already drop it, unpenalized.
+        .allow_self_origin(true)
         .build()
         .map_err(|e| format!("gossipsub configuration: {e}"))
 }
