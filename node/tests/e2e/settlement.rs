@@ -233,7 +233,6 @@ fn triple_final() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky on a loaded 2-core machine: the honest operator sometimes never receives the verdict on a leaf (gossip loss, issue 6), so the aggregation fails with 'dependency has no accepted result here' before any final is assigned; the settlement part is not reached"]
 async fn malicious_final_proof_is_caught_reassigned_and_slashed_on_chain() {
     let mut spec = chain_spec(2, 1);
     // operator-0 bids only for final proofs and corrupts them; operator-1 (one slot) is honest,

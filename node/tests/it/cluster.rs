@@ -509,11 +509,7 @@ async fn active_matchmaker_dies_and_the_other_takes_over() {
     cluster.shutdown().await;
 }
 
-// Passes alone (about 5 s) but under CPU load on 2 cores the survivor's result sometimes never
-// reaches the gateway's view and the workflow stalls: a real bug, tracked in issue 6. Run it with
-// `cargo test -p proofmesh-node --test it -- --ignored operator_dies`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "stalls under CPU load on 2 cores (issue 6); run with --ignored"]
 async fn operator_dies_mid_task_and_its_task_is_reassigned() {
     let mut cluster = Cluster::start(&[
         ("gw", Role::Gateway),
