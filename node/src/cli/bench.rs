@@ -101,34 +101,12 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     let boot: Vec<Multiaddr> = mm.listen_addrs().to_vec();
     let mut operators = Vec::new();
     for i in 0..args.operators {
-        let dir = root.path().join(format!("op{i}"));
-        let mut o = NodeOptions::test(&dir, domain);
-        o.rpc = None;
-        o.network.bootstrap = boot.clone();
-        let config = OperatorConfig::new(dir.join("operator"))
-            .with_program(
-                "noop",
-                "1",
-                ProgramSpec::Builtin {
-                    builtin: "noop".into(),
-                },
-            )
-            .with_program(
-                "sleep",
-                "1",
-                ProgramSpec::Builtin {
-                    builtin: "sleep".into(),
-                },
-            );
-        let mut op = OperatorOptions::new(config);
-        op.capacity = Some(Capacity {
-            cpu: args.slots,
-            memory_mb: 1 << 20,
-            disk_mb: 1 << 20,
-            gpus: Vec::new(),
-        });
-        op.heartbeat_interval = Duration::from_millis(200);
-        o.operator = Some(op);
+        let o = builtin_operator_node(
+            &root.path().join(format!("op{i}")),
+            domain,
+            &boot,
+            args.slots,
+        );
         operators.push(Node::spawn(o).await.context("starting an operator node")?);
     }
     // Wait until the operators are connected and have heartbeated.
@@ -270,4 +248,33 @@ async fn submit_latency(
     }
     out.sort_by(|a, b| a.total_cmp(b));
     Ok(out)
+}
+
+/// Options for an in-process operator node that runs the operator crate's built-in `noop` and
+/// `sleep` programs on `slots` cores, bootstrapped to `bootstrap` (shared by the benches).
+pub(crate) fn builtin_operator_node(
+    dir: &std::path::Path,
+    domain: Domain,
+    bootstrap: &[Multiaddr],
+    slots: u32,
+) -> NodeOptions {
+    let mut o = NodeOptions::test(dir, domain);
+    o.rpc = None;
+    o.network.bootstrap = bootstrap.to_vec();
+    let builtin = |name: &str| ProgramSpec::Builtin {
+        builtin: name.into(),
+    };
+    let config = OperatorConfig::new(dir.join("operator"))
+        .with_program("noop", "1", builtin("noop"))
+        .with_program("sleep", "1", builtin("sleep"));
+    let mut op = OperatorOptions::new(config);
+    op.capacity = Some(Capacity {
+        cpu: slots,
+        memory_mb: 1 << 20,
+        disk_mb: 1 << 20,
+        gpus: Vec::new(),
+    });
+    op.heartbeat_interval = Duration::from_millis(200);
+    o.operator = Some(op);
+    o
 }

@@ -19,10 +19,8 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use proofmesh_node::network::Multiaddr;
-use proofmesh_node::runtime::{Node, NodeHandle, NodeOptions, OperatorOptions, Progress};
+use proofmesh_node::runtime::{Node, NodeHandle, NodeOptions, Progress};
 use proofmesh_node::store::{TaskState, WorkflowState};
-use proofmesh_operator::{OperatorConfig, ProgramSpec};
-use proofmesh_protocol::messages::Capacity;
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{Domain, PublicKey, Workflow, WorkflowId};
 use std::path::PathBuf;
@@ -269,34 +267,12 @@ impl Net {
         let boot: Vec<Multiaddr> = mm.listen_addrs().to_vec();
         let mut ops = Vec::new();
         for i in 0..operators {
-            let dir = root.path().join(format!("op{i}"));
-            let mut o = NodeOptions::test(&dir, DOMAIN);
-            o.rpc = None;
-            o.network.bootstrap = boot.clone();
-            let config = OperatorConfig::new(dir.join("operator"))
-                .with_program(
-                    "noop",
-                    "1",
-                    ProgramSpec::Builtin {
-                        builtin: "noop".into(),
-                    },
-                )
-                .with_program(
-                    "sleep",
-                    "1",
-                    ProgramSpec::Builtin {
-                        builtin: "sleep".into(),
-                    },
-                );
-            let mut op = OperatorOptions::new(config);
-            op.capacity = Some(Capacity {
-                cpu: slots,
-                memory_mb: 1 << 20,
-                disk_mb: 1 << 20,
-                gpus: Vec::new(),
-            });
-            op.heartbeat_interval = Duration::from_millis(200);
-            o.operator = Some(op);
+            let o = super::bench::builtin_operator_node(
+                &root.path().join(format!("op{i}")),
+                DOMAIN,
+                &boot,
+                slots,
+            );
             ops.push(Some(
                 Node::spawn(o).await.context("starting an operator node")?,
             ));
