@@ -4,7 +4,7 @@
 //! proofs, are what is exercised. (Operator death and malicious operators, which involve on-chain
 //! slashing, are in the settlement tests.)
 
-use crate::harness::{spec, wait_status, Net};
+use crate::harness::{spec, wait_completed, wait_status, Net};
 use proofmesh_matchmaker::{active_matchmaker, routing_key};
 use proofmesh_node::store::{Store, WorkflowState};
 use proofmesh_protocol::spec::{self as wfspec, Format};
@@ -65,11 +65,7 @@ async fn active_matchmaker_sigkilled_mid_workflow_another_takes_over() {
     net.kill(&victim);
     let killed_at = Instant::now();
 
-    let done = wait_status(&mut gw, &id, "completion after takeover", WAIT, |s| {
-        s.state == "completed"
-    })
-    .await;
-    assert_eq!(done.done as usize, n);
+    wait_completed(&mut gw, &id, "completion after takeover", WAIT, n).await;
     eprintln!(
         "takeover: {victim} killed at done={}, completed {:.2} s later",
         before.done,
@@ -148,15 +144,7 @@ async fn restarted_mid_workflow(victims: &[&str]) {
     })
     .await;
     let mut gw = net.rpc("gateway").await;
-    let status = wait_status(
-        &mut gw,
-        &id,
-        "the restarted gateway to catch up",
-        WAIT,
-        |s| s.state == "completed",
-    )
-    .await;
-    assert_eq!(status.done as usize, n);
+    wait_completed(&mut gw, &id, "the restarted gateway to catch up", WAIT, n).await;
     let result = gw.result(&id).await.expect("result");
     assert_eq!(result.outputs.len(), 1, "one final task: {result:?}");
     let root = gw

@@ -387,3 +387,17 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Wait until `id` is completed on `client`, and check that all of its `tasks` tasks are done
+/// there.
+pub async fn wait_completed(
+    client: &mut RpcClient,
+    id: &str,
+    what: &str,
+    timeout: Duration,
+    tasks: usize,
+) -> WorkflowStatus {
+    let status = wait_status(client, id, what, timeout, |s| s.state == "completed").await;
+    assert_eq!(status.done as usize, tasks, "{what}: every task done");
+    status
+}

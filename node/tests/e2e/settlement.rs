@@ -3,7 +3,7 @@
 //! checked to the wei against the prices operators advertised; slashes against the contract's
 //! reputation counters and the burn.
 
-use crate::harness::{chain_spec, eventually, wait_status, Net};
+use crate::harness::{chain_spec, eventually, wait_completed, wait_status, Net};
 use proofmesh_chain::{workflow_key, U256};
 use proofmesh_node::devnet::DEFAULT_PRICES_WEI;
 use std::collections::BTreeMap;
@@ -67,11 +67,7 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     let n = workflow.tasks.len();
     let max = proofmesh_node::chain::escrow::max_payment(&workflow);
     let mut gw = net.rpc("gateway").await;
-    let status = wait_status(&mut gw, &id.to_hex(), "completion", WAIT, |s| {
-        s.state == "completed"
-    })
-    .await;
-    assert_eq!(status.done as usize, n);
+    wait_completed(&mut gw, &id.to_hex(), "completion", WAIT, n).await;
     // The final proof verifies.
     let result = gw.result(&id.to_hex()).await.expect("result");
     assert_eq!(result.outputs.len(), 1);
@@ -161,15 +157,7 @@ async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
     let victim = "operator-0";
     net.kill(victim);
 
-    let status = wait_status(
-        &mut gw,
-        &id.to_hex(),
-        "completion after the kill",
-        WAIT,
-        |s| s.state == "completed",
-    )
-    .await;
-    assert_eq!(status.done as usize, n);
+    wait_completed(&mut gw, &id.to_hex(), "completion after the kill", WAIT, n).await;
     let eth = net.eth(victim);
     let stake_before = ETH;
     let rep = eventually("the missed-deadline slash", WAIT, || async {
@@ -247,11 +235,7 @@ async fn malicious_final_proof_is_caught_reassigned_and_slashed_on_chain() {
     let (id, workflow) = net.submit_with_escrow(&text).await;
     let n = workflow.tasks.len();
     let mut gw = net.rpc("gateway").await;
-    let status = wait_status(&mut gw, &id.to_hex(), "completion", WAIT, |s| {
-        s.state == "completed"
-    })
-    .await;
-    assert_eq!(status.done as usize, n);
+    wait_completed(&mut gw, &id.to_hex(), "completion", WAIT, n).await;
     // Every accepted final proof verifies: the corrupted ones were caught.
     let result = gw.result(&id.to_hex()).await.expect("result");
     assert_eq!(result.outputs.len(), 3);

@@ -3,7 +3,7 @@
 use proofmesh_operator::config::ProgramSpec;
 use proofmesh_operator::discovery::{Discovery, GpuSource};
 use proofmesh_operator::{
-    BlobStore, FsBlobStore, Lease, LeaseRequest, Operator, OperatorConfig, TaskSpec,
+    BlobStore, FsBlobStore, Lease, LeaseRequest, Operator, OperatorConfig, TaskReport, TaskSpec,
 };
 use proofmesh_protocol::messages::{Capacity, GpuInfo};
 use proofmesh_protocol::{ContentId, Keypair, Program, Resources};
@@ -84,6 +84,13 @@ impl Fixture {
             .leases()
             .acquire(&LeaseRequest::new(gpus, resources))
             .expect("lease")
+    }
+
+    /// Run `spec` on a CPU-only lease, never cancelled.
+    pub async fn run_cpu(&self, spec: TaskSpec) -> TaskReport {
+        self.operator
+            .run(spec, self.lease(vec![]), Default::default())
+            .await
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

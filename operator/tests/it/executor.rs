@@ -129,12 +129,7 @@ async fn crash_reports_exit_code_and_bounded_stderr_tail() {
         ..fx
     };
     let report = fx
-        .operator
-        .run(
-            spec("crash", &[], vec![], Duration::from_secs(30)),
-            fx.lease(vec![]),
-            Default::default(),
-        )
+        .run_cpu(spec("crash", &[], vec![], Duration::from_secs(30)))
         .await;
     let Outcome::Failed(failure) = &report.outcome else {
         panic!("expected failure, got {:?}", report.outcome)
@@ -166,12 +161,7 @@ async fn crash_reports_exit_code_and_bounded_stderr_tail() {
 async fn missing_program_binary_is_a_crash_not_a_panic() {
     let fx = Fixture::new(&[("ghost", cmd(&["/nonexistent/prover"]))], |_| {});
     let report = fx
-        .operator
-        .run(
-            spec("ghost", &[], vec![], Duration::from_secs(5)),
-            fx.lease(vec![]),
-            Default::default(),
-        )
+        .run_cpu(spec("ghost", &[], vec![], Duration::from_secs(5)))
         .await;
     let Outcome::Failed(f) = report.outcome else {
         panic!("expected failure")
@@ -185,12 +175,7 @@ async fn missing_program_binary_is_a_crash_not_a_panic() {
 async fn success_without_output_file_fails() {
     let fx = Fixture::new(&[("lazy", cmd(&["/bin/sh", "-c", "exit 0"]))], |_| {});
     let report = fx
-        .operator
-        .run(
-            spec("lazy", &[], vec![], Duration::from_secs(5)),
-            fx.lease(vec![]),
-            Default::default(),
-        )
+        .run_cpu(spec("lazy", &[], vec![], Duration::from_secs(5)))
         .await;
     let Outcome::Failed(f) = report.outcome else {
         panic!("expected failure")
@@ -321,12 +306,12 @@ async fn corrupted_or_missing_input_is_refused_before_running() {
     let good = fx.blobs.put(b"the real input").unwrap();
     std::fs::write(fx.blobs.path_of(&good), b"tampered bytes").unwrap();
     let report = fx
-        .operator
-        .run(
-            spec("touch", &[&marker_path], vec![good], Duration::from_secs(5)),
-            fx.lease(vec![]),
-            Default::default(),
-        )
+        .run_cpu(spec(
+            "touch",
+            &[&marker_path],
+            vec![good],
+            Duration::from_secs(5),
+        ))
         .await;
     let Outcome::Failed(f) = &report.outcome else {
         panic!("expected failure")
@@ -351,17 +336,12 @@ async fn corrupted_or_missing_input_is_refused_before_running() {
 
     let missing = ContentId::of_bytes(b"never stored");
     let report = fx
-        .operator
-        .run(
-            spec(
-                "touch",
-                &[&marker_path],
-                vec![missing],
-                Duration::from_secs(5),
-            ),
-            fx.lease(vec![]),
-            Default::default(),
-        )
+        .run_cpu(spec(
+            "touch",
+            &[&marker_path],
+            vec![missing],
+            Duration::from_secs(5),
+        ))
         .await;
     let Outcome::Failed(f) = &report.outcome else {
         panic!("expected failure")
