@@ -185,14 +185,21 @@ pub fn free_port() -> Result<u16> {
 
 /// Whether a process is still running (and not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Field 3 is the state; `Z` is a zombie (dead, not yet reaped).
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
+    // Dead means every thread has exited: after SIGKILL the main thread can turn zombie (`Z`)
+    // while the others are still exiting and holding the process's files (the store's lock).
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // Field 3 is the state; the command name before it may hold spaces or ')'.
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// Start every node, then wait until each serves `/health` and the gateway sees every operator.
@@ -396,9 +403,10 @@ pub fn wait_healthy(node: &DevnetNode, deadline: Instant) -> Result<()> {
         }
         if !pid_alive(node.pid) {
             bail!(
-                "node {} exited during start-up; see its log {}",
+                "node {} exited during start-up; see its log {}; it ends:\n{}",
                 node.name,
-                node.log.display()
+                node.log.display(),
+                log_tail(&node.log, 20)
             );
         }
         if Instant::now() > deadline {
@@ -411,6 +419,14 @@ pub fn wait_healthy(node: &DevnetNode, deadline: Instant) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The last `lines` lines of a log file, for error messages (the file may be gone by the time
+/// someone reads the message, e.g. a test's temporary directory).
+pub fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn http_get_ok(addr: &str, path: &str) -> bool {

@@ -340,6 +340,23 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How long [`Store::open`] waits for another process to release the database lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn create_waiting_for_lock(path: &Path) -> Result<Database, redb::DatabaseError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
@@ -354,12 +371,16 @@ fn dec<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Resu
 impl Store {
     /// Open (creating if needed) the store in `dir`. Refuses a database whose schema version is
     /// newer than [`SCHEMA_VERSION`]. Recovers from an unclean shutdown (redb repairs on open).
+    ///
+    /// A process that was just killed may hold the file lock for a moment while its last
+    /// threads exit (a supervisor restarting a crashed node hits this): a locked database is
+    /// retried for up to [`LOCK_WAIT`] before the error is returned.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let blob_dir = dir.join("blobs");
         fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path)?;
+        let db = create_waiting_for_lock(&path)?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;

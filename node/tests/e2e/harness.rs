@@ -185,9 +185,7 @@ impl Net {
 
     /// The tail of node `name`'s log, for failure messages.
     pub fn log_tail(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(&self.node(name).log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        devnet::log_tail(&self.node(name).log, 30)
     }
 
     /// Wait until the gateway lists every operator (adverts have crossed the mesh). Runs on its
