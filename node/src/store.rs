@@ -602,6 +602,18 @@ impl Store {
         }))
     }
 
+    /// A stored workflow's state alone (no decoding of its submission), or `None`.
+    pub fn workflow_state(&self, id: &WorkflowId) -> Result<Option<WorkflowState>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        if let Some(m) = tx.open_table(WORKFLOW_META)?.get(id.0)? {
+            return Ok(Some(
+                dec::<WorkflowMeta>("workflow state", m.value())?.state,
+            ));
+        }
+        let known = tx.open_table(WORKFLOWS)?.get(id.0)?.is_some();
+        Ok(known.then_some(WorkflowState::Active))
+    }
+
     /// Whether the store holds workflow `id`.
     pub fn has_workflow(&self, id: &WorkflowId) -> Result<bool, StoreError> {
         let tx = self.inner.db.begin_read()?;

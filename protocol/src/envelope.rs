@@ -47,6 +47,17 @@ pub enum MessageKind {
     Cancel,
     /// [`crate::messages::WorkflowFailure`]
     WorkflowFailed,
+    /// [`crate::messages::SyncRequest`] (direct only, never gossiped)
+    SyncRequest,
+    /// [`crate::messages::SyncReply`] (direct only, never gossiped)
+    SyncReply,
+}
+
+impl MessageKind {
+    /// Whether this kind travels only by direct request-response: gossip must reject it.
+    pub fn direct_only(self) -> bool {
+        matches!(self, MessageKind::SyncRequest | MessageKind::SyncReply)
+    }
 }
 
 /// A signed message.

@@ -303,6 +303,68 @@ pub struct WorkflowFailure {
     pub reason: String,
 }
 
+/// Catch-up sync: a node asks a peer for what it missed about workflows it knows (results
+/// gossiped while it was down or lost to a partition). Direct request-response only, never
+/// gossiped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The workflows to catch up on, each with the tasks the asker already has done.
+    pub workflows: Vec<SyncWant>,
+}
+
+/// One workflow a [`SyncRequest`] asks about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncWant {
+    /// Workflow.
+    pub workflow: WorkflowId,
+    /// Bitmap of tasks the asker already has an accepted result for (bit `i % 8` of byte
+    /// `i / 8` is task `i`), so the answer carries only the missing ones.
+    pub have: Vec<u8>,
+}
+
+impl SyncWant {
+    /// Whether the asker has task `task`.
+    pub fn has(&self, task: TaskIndex) -> bool {
+        self.have
+            .get(task as usize / 8)
+            .is_some_and(|b| b & (1 << (task % 8)) != 0)
+    }
+
+    /// A bitmap with the tasks in `done` set.
+    pub fn bitmap(done: impl IntoIterator<Item = TaskIndex>) -> Vec<u8> {
+        let mut have = Vec::new();
+        for t in done {
+            let (byte, bit) = (t as usize / 8, t % 8);
+            if have.len() <= byte {
+                have.resize(byte + 1, 0);
+            }
+            have[byte] |= 1 << bit;
+        }
+        have
+    }
+}
+
+/// The answer to a [`SyncRequest`]: what the responder knows that the asker lacks. Every result
+/// carries its operator's signature, so the asker checks it exactly like a gossiped verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReply {
+    /// One entry per asked workflow the responder knows something new about.
+    pub workflows: Vec<SyncUpdate>,
+    /// The answer hit its size budget: ask again for the rest.
+    pub more: bool,
+}
+
+/// What a [`SyncReply`] says about one workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncUpdate {
+    /// Workflow.
+    pub workflow: WorkflowId,
+    /// Accepted results the asker lacks.
+    pub accepted: Vec<SignedResult>,
+    /// Set when the workflow failed: the active matchmaker's reason.
+    pub failed: Option<String>,
+}
+
 /// Every message, as decoded from an envelope's payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -328,6 +390,10 @@ pub enum Message {
     Cancel(CancelAttempt),
     /// The active matchmaker declares a workflow failed.
     WorkflowFailed(WorkflowFailure),
+    /// Catch-up sync request (direct only).
+    SyncRequest(SyncRequest),
+    /// Catch-up sync answer (direct only).
+    SyncReply(SyncReply),
 }
 
 impl Message {
@@ -345,6 +411,8 @@ impl Message {
             Message::MatchmakerAnnounce(_) => MessageKind::MatchmakerAnnounce,
             Message::Cancel(_) => MessageKind::Cancel,
             Message::WorkflowFailed(_) => MessageKind::WorkflowFailed,
+            Message::SyncRequest(_) => MessageKind::SyncRequest,
+            Message::SyncReply(_) => MessageKind::SyncReply,
         }
     }
 }

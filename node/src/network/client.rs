@@ -144,7 +144,9 @@ impl Client {
                 limit: self.max_message_bytes,
             });
         }
-        let topic = Topic::for_kind(envelope.kind);
+        let topic = Topic::for_kind(envelope.kind).ok_or(NetworkError::DirectOnly {
+            kind: envelope.kind,
+        })?;
         let own = OwnEnvelope {
             envelope: envelope.clone(),
             digest: *blake3::hash(&data).as_bytes(),

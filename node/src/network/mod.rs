@@ -297,6 +297,12 @@ pub enum NetworkError {
         /// limit
         limit: usize,
     },
+    /// The message kind travels only by direct request-response.
+    #[error("{kind:?} messages are sent directly to one peer, never gossiped")]
+    DirectOnly {
+        /// kind
+        kind: proofmesh_protocol::MessageKind,
+    },
     /// Publishing failed for a reason other than missing peers.
     #[error("publishing on {topic} failed: {reason}")]
     Publish {

@@ -48,9 +48,9 @@ impl Topic {
         }
     }
 
-    /// The topic a message of `kind` is published on.
-    pub fn for_kind(kind: MessageKind) -> Topic {
-        match kind {
+    /// The topic a message of `kind` is published on; `None` for direct-only kinds.
+    pub fn for_kind(kind: MessageKind) -> Option<Topic> {
+        Some(match kind {
             MessageKind::WorkflowSubmission => Topic::Submissions,
             MessageKind::Assignment | MessageKind::Cancel => Topic::Assignments,
             MessageKind::Acceptance => Topic::Acceptances,
@@ -58,12 +58,13 @@ impl Topic {
             MessageKind::Verdict | MessageKind::WorkflowFailed => Topic::Verdicts,
             MessageKind::OperatorAdvert => Topic::Adverts,
             MessageKind::Heartbeat | MessageKind::MatchmakerAnnounce => Topic::Heartbeats,
-        }
+            MessageKind::SyncRequest | MessageKind::SyncReply => return None,
+        })
     }
 
-    /// Whether an envelope of `kind` may travel on this topic.
+    /// Whether an envelope of `kind` may travel on this topic (never, for direct-only kinds).
     pub fn carries(self, kind: MessageKind) -> bool {
-        Topic::for_kind(kind) == self
+        Topic::for_kind(kind) == Some(self)
     }
 
     /// The gossipsub topic on network `network_id`, e.g. `/proofmesh/7/results/1`.
@@ -97,5 +98,9 @@ mod tests {
         }
         assert!(Topic::Results.carries(MessageKind::TaskFailure));
         assert!(!Topic::Results.carries(MessageKind::Heartbeat));
+        for t in Topic::ALL {
+            assert!(!t.carries(MessageKind::SyncRequest), "sync is direct only");
+            assert!(!t.carries(MessageKind::SyncReply), "sync is direct only");
+        }
     }
 }

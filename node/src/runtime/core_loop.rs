@@ -22,7 +22,10 @@ use super::{Command, NodeError, Notifier};
 use crate::network::{self, public_key_of, Client, Clock, NetworkEvent};
 use crate::store::Store;
 use proofmesh_operator::Outcome;
-use proofmesh_protocol::messages::{Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission};
+use proofmesh_protocol::messages::{
+    Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission, SyncReply, SyncRequest, Verdict,
+    WorkflowFailure,
+};
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -34,6 +37,13 @@ use tokio_util::task::TaskTracker;
 
 /// Inputs handled per iteration before the store syncs and the batch's output is released.
 const BATCH: usize = 256;
+
+/// How often the core looks for quiet workflows to catch up on (each has its own backoff).
+const CATCH_UP_TICK: Duration = Duration::from_millis(250);
+
+/// Peers asked per catch-up round: a matchmaker first (it decided the verdicts), and one more
+/// in case that one is behind too.
+const CATCH_UP_PEERS: usize = 2;
 
 /// How often state written lazily (task-state views) is made durable when nothing else syncs.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
@@ -155,6 +165,10 @@ pub(crate) struct Core {
     /// The matchmaker that assigned each attempt this operator runs: its result goes to it
     /// directly (gossip carries it to everyone else).
     assigned_by: HashMap<operating::AttemptKey, PublicKey>,
+    /// Matchmakers heard announcing: whom catch-up asks first.
+    matchmakers: HashSet<PublicKey>,
+    /// Catch-up rounds so far (rotates the peers asked).
+    catch_up_round: usize,
 }
 
 /// A timer that never fires when the role is off.
@@ -198,6 +212,8 @@ impl Core {
             last_advert: None,
             outbox: Vec::new(),
             assigned_by: HashMap::new(),
+            matchmakers: HashSet::new(),
+            catch_up_round: 0,
         }
     }
 
@@ -240,6 +256,7 @@ impl Core {
         let mut advert = self.op.as_ref().map(|o| interval(o.opts.advert_interval));
         let mut announce = self.mm.as_ref().map(|m| interval(m.opts.announce_interval));
         let mut flush = interval(FLUSH_INTERVAL);
+        let mut catch_up = interval(CATCH_UP_TICK);
         let cancel = self.sh.cancel.clone();
         loop {
             let deadline = self.mm.as_ref().and_then(|m| m.next_deadline());
@@ -265,6 +282,7 @@ impl Core {
                 _ = tick(&mut heartbeat) => self.heartbeat(),
                 _ = tick(&mut advert) => self.advert(),
                 _ = tick(&mut announce) => self.announce(),
+                _ = catch_up.tick() => self.catch_up(),
                 _ = flush.tick() => {
                     if let Err(e) = self.sh.store.flush() {
                         tracing::error!(error = %e, "store flush failed");
@@ -340,6 +358,33 @@ impl Core {
             ))
         });
     }
+}
+
+/// Whom one catch-up round asks: connected matchmakers first, then any peer, rotating with
+/// `round` so that a peer as far behind as we are is not asked forever.
+fn catch_up_peers(
+    mut peers: Vec<network::PeerId>,
+    matchmakers: &HashSet<PublicKey>,
+    round: usize,
+) -> Vec<network::PeerId> {
+    if peers.is_empty() {
+        return peers;
+    }
+    peers.sort();
+    let is_mm = |p: &network::PeerId| public_key_of(p).is_some_and(|k| matchmakers.contains(&k));
+    let (mut first, rest): (Vec<_>, Vec<_>) = peers.into_iter().partition(is_mm);
+    let rotate = |v: &mut Vec<network::PeerId>| {
+        if !v.is_empty() {
+            let n = round % v.len();
+            v.rotate_left(n);
+        }
+    };
+    rotate(&mut first);
+    let mut rest = rest;
+    rotate(&mut rest);
+    first.extend(rest);
+    first.truncate(CATCH_UP_PEERS);
+    first
 }
 
 async fn direct(
@@ -550,10 +595,25 @@ impl Core {
             Message::MatchmakerAnnounce(a) => a.matchmaker == sender,
             Message::Cancel(c) => c.matchmaker == sender,
             Message::WorkflowFailed(f) => f.matchmaker == sender,
+            Message::SyncRequest(_) | Message::SyncReply(_) => true,
         };
         if !author_ok {
             tracing::debug!(kind = ?message.kind(), %sender, "dropping a message signed by someone it does not speak for");
             return None;
+        }
+        match message {
+            Message::SyncRequest(request) => {
+                if origin == Origin::Local {
+                    return None;
+                }
+                let answer = super::catch_up::answer(&self.sh, &request);
+                return Some(self.seal(&Message::SyncReply(answer)));
+            }
+            Message::SyncReply(reply) => {
+                self.caught_up(sender, reply);
+                return None;
+            }
+            _ => {}
         }
         let mut new_submission = true;
         match &message {
@@ -564,7 +624,12 @@ impl Core {
                 }
             }
             Message::OperatorAdvert(a) => self.view.advert(&self.sh, a, now),
-            Message::Heartbeat(_) | Message::Result(_) | Message::MatchmakerAnnounce(_) => {}
+            Message::MatchmakerAnnounce(a) => {
+                if a.matchmaker != self.sh.me {
+                    self.matchmakers.insert(a.matchmaker);
+                }
+            }
+            Message::Heartbeat(_) | Message::Result(_) => {}
             Message::Assignment(a) => {
                 self.view.assignment(&self.sh, &self.progress, a);
                 if a.operator == self.sh.me && self.op.is_some() {
@@ -582,6 +647,7 @@ impl Core {
                 }
             }
             Message::WorkflowFailed(f) => self.view.workflow_failed(&self.sh, &self.progress, f),
+            Message::SyncRequest(_) | Message::SyncReply(_) => return None,
         }
         if self.mm.is_some() {
             // Decisions this node's matchmaker made itself are not fed back to it.
@@ -660,6 +726,70 @@ impl Core {
         }
     }
 
+    // ---- catch-up sync (see `catch_up`) ---------------------------------------------------------
+
+    /// Ask peers about the workflows that have been quiet too long.
+    fn catch_up(&mut self) {
+        let now = self.sh.now();
+        let wants = self.view.catch_up_wants(now);
+        if wants.is_empty() {
+            return;
+        }
+        let message = Message::SyncRequest(SyncRequest { workflows: wants });
+        let envelope = self.seal(&message);
+        let matchmakers = self.matchmakers.clone();
+        let round = self.catch_up_round;
+        self.catch_up_round += 1;
+        self.sh.metrics.catch_up_requests.inc();
+        let sh = self.sh.clone();
+        self.sh.spawn(async move {
+            let Ok(peers) = sh.client.peers().await else {
+                return;
+            };
+            for peer in catch_up_peers(peers, &matchmakers, round) {
+                sh.spawn(direct(
+                    sh.client.clone(),
+                    sh.internal.clone(),
+                    peer,
+                    envelope.clone(),
+                ));
+            }
+        });
+    }
+
+    /// A peer's answer: its accepted results go through the same path as gossiped verdicts
+    /// (operator signature checked, one result per task), a failure through the view.
+    fn caught_up(&mut self, from: PublicKey, reply: SyncReply) {
+        for update in reply.workflows {
+            let id = update.workflow;
+            let before = self.view.done(&id);
+            for result in update.accepted {
+                self.on_message(
+                    from,
+                    Message::Verdict(Verdict::Accepted(result)),
+                    Origin::Remote,
+                );
+            }
+            let learned = self.view.done(&id).saturating_sub(before);
+            if learned > 0 {
+                self.sh.metrics.caught_up_results.inc_by(learned as u64);
+                tracing::info!(workflow = %id.short(), learned, peer = %from, "caught up on results gossip missed");
+            }
+            if let Some(reason) = update.failed {
+                let failure = WorkflowFailure {
+                    workflow: id,
+                    matchmaker: from,
+                    reason,
+                };
+                self.view
+                    .workflow_failed(&self.sh, &self.progress, &failure);
+            }
+            if reply.more {
+                self.view.catch_up_soon(&id);
+            }
+        }
+    }
+
     fn heartbeat(&mut self) {
         let running = self.op.as_ref().map(|o| o.running()).unwrap_or_default();
         let hb = Heartbeat {
@@ -692,5 +822,31 @@ impl Core {
         if let Some(decisions) = self.mm.as_mut().map(|m| m.refresh_live(&self.sh, now)) {
             self.act(decisions);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catch_up_asks_matchmakers_first_and_rotates() {
+        let keys: Vec<PublicKey> = (0..4).map(|_| Keypair::generate().public()).collect();
+        let peers: Vec<network::PeerId> = keys.iter().filter_map(network::peer_id_of).collect();
+        let mm: HashSet<PublicKey> = [keys[2]].into_iter().collect();
+        let mm_peer = network::peer_id_of(&keys[2]).expect("ed25519 key");
+        let mut seconds = HashSet::new();
+        for round in 0..6 {
+            let asked = catch_up_peers(peers.clone(), &mm, round);
+            assert_eq!(asked.len(), CATCH_UP_PEERS);
+            assert_eq!(asked[0], mm_peer, "round {round}: the matchmaker first");
+            seconds.insert(asked[1]);
+        }
+        assert_eq!(
+            seconds.len(),
+            3,
+            "the second question rotates over the other peers"
+        );
+        assert!(catch_up_peers(Vec::new(), &mm, 0).is_empty());
     }
 }

@@ -246,6 +246,8 @@ impl MatchmakerRole {
             Message::Acceptance(a) => Event::Acceptance(a),
             Message::Failure(f) => Event::Failure(f),
             Message::Verdict(v) => Event::Verdict(v),
+            // Handled by the core (catch-up sync), never an engine event.
+            Message::SyncRequest(_) | Message::SyncReply(_) => return Vec::new(),
             Message::Result(r) => {
                 let key = (r.result.workflow, r.result.task, r.result.attempt);
                 if let Some(at) = self.assigned_at.remove(&key) {

@@ -33,6 +33,11 @@ pub struct RuntimeMetrics {
     pub events_logged: Counter,
     /// Seconds per group commit (one fsync covering a batch of messages).
     pub store_sync: Histogram,
+    /// Catch-up questions sent to peers.
+    pub catch_up_requests: Counter,
+    /// Accepted results this node learned by catch-up rather than gossip (each one a result
+    /// its gossip missed).
+    pub caught_up_results: Counter,
 }
 
 impl RuntimeMetrics {
@@ -47,6 +52,8 @@ impl RuntimeMetrics {
             conflicting_results: Counter::default(),
             events_logged: Counter::default(),
             store_sync: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
+            catch_up_requests: Counter::default(),
+            caught_up_results: Counter::default(),
         };
         registry.register(
             "proofmesh_tasks",
@@ -82,6 +89,16 @@ impl RuntimeMetrics {
             "proofmesh_store_sync_seconds",
             "Group commits: one fsync before a batch of messages is announced",
             m.store_sync.clone(),
+        );
+        registry.register(
+            "proofmesh_catch_up_requests",
+            "Catch-up questions sent to peers about quiet workflows",
+            m.catch_up_requests.clone(),
+        );
+        registry.register(
+            "proofmesh_caught_up_results",
+            "Accepted results learned by catch-up sync (missed by gossip)",
+            m.caught_up_results.clone(),
         );
         m
     }

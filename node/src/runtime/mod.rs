@@ -17,6 +17,7 @@
 //! - [`metrics`]: the runtime's Prometheus metrics.
 
 pub mod blobs;
+pub(crate) mod catch_up;
 pub(crate) mod core_loop;
 pub(crate) mod matchmaking;
 pub mod metrics;

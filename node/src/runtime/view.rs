@@ -2,12 +2,13 @@
 //! acceptances, failures and verdicts move tasks through their states in the store, so
 //! `status` and progress subscriptions work on any node, whatever its roles.
 
+use super::catch_up::{self, Schedule};
 use super::core_loop::Shared;
 use super::{Notifier, Progress};
 use crate::store::{AttemptRecord, StoreError, TaskRecord, TaskState, WorkflowState};
 use proofmesh_protocol::messages::{
-    Acceptance, Assignment, OperatorAdvert, SignedResult, Submission, TaskFailure, Verdict,
-    WorkflowFailure,
+    Acceptance, Assignment, OperatorAdvert, SignedResult, Submission, SyncWant, TaskFailure,
+    Verdict, WorkflowFailure,
 };
 use proofmesh_protocol::{ContentId, TaskIndex, Workflow, WorkflowId};
 use std::collections::HashMap;
@@ -44,6 +45,8 @@ struct Tracked {
     ordering: Option<(String, u64)>,
     /// When this node first saw the submission (ms).
     received_at: u64,
+    /// When to ask a peer about it if nothing new arrives (catch-up sync).
+    catch_up: Schedule,
 }
 
 /// The in-memory side of the view (the durable side is the store).
@@ -102,6 +105,8 @@ impl View {
                     finished,
                     ordering: stream_position(&record.submission.workflow),
                     received_at: record.accepted_at_ms,
+                    // Anything may have happened while this node was down: ask at once.
+                    catch_up: Schedule::now(),
                 },
             );
             view.workflows
@@ -119,6 +124,40 @@ impl View {
             at = at.max(*self.accepted_at.get(&(*id, *dep))?);
         }
         Some(at)
+    }
+
+    /// Active workflows due for a catch-up question (quiet for a while, or loaded after a
+    /// restart), each with a bitmap of the tasks this node has; they count as asked.
+    pub fn catch_up_wants(&mut self, now: u64) -> Vec<SyncWant> {
+        let mut wants = Vec::new();
+        for (id, t) in &mut self.tracked {
+            if wants.len() == catch_up::MAX_WANTS {
+                break;
+            }
+            if t.finished || !t.catch_up.due(now) {
+                continue;
+            }
+            t.catch_up.asked(now);
+            let accepted = &self.accepted_at;
+            let have = (0..t.total as u32).filter(|task| accepted.contains_key(&(*id, *task)));
+            wants.push(SyncWant {
+                workflow: *id,
+                have: SyncWant::bitmap(have),
+            });
+        }
+        wants
+    }
+
+    /// A peer had more on `id` than fit one reply: ask again at the next opportunity.
+    pub fn catch_up_soon(&mut self, id: &WorkflowId) {
+        if let Some(t) = self.tracked.get_mut(id) {
+            t.catch_up = Schedule::now();
+        }
+    }
+
+    /// Tasks of `id` with an accepted result here.
+    pub fn done(&self, id: &WorkflowId) -> usize {
+        self.tracked.get(id).map_or(0, |t| t.done)
     }
 
     /// A submission. `None` if the workflow is invalid (dropped), else whether it was new.
@@ -150,6 +189,7 @@ impl View {
                     finished: false,
                     ordering: stream_position(&s.workflow),
                     received_at: now,
+                    catch_up: Schedule::quiet_from(now),
                 },
             );
             self.workflows.insert(id, Arc::new(s.workflow.clone()));
@@ -323,6 +363,7 @@ impl View {
             Ok(result_id) => {
                 self.accepted_at.insert(key, now);
                 tracked.done += 1;
+                tracked.catch_up = Schedule::quiet_from(now);
                 sh.metrics.task_moved(before, "done");
                 progress.send(Progress::Task {
                     workflow: r.workflow,

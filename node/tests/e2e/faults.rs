@@ -103,22 +103,29 @@ async fn active_matchmaker_sigkilled_mid_workflow_another_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restarted_mid_workflow_loses_nothing() {
-    restarted_mid_workflow(&["operator-1"]).await;
+    restarted_mid_workflow(&["operator-1"], Downtime::Brief).await;
 }
 
-// Fails whenever a result is gossiped while the gateway is down (under CPU load, most runs): the
-// workflow completes on the matchmaker, but a node has no catch-up sync on restart yet, so the
-// gateway never learns what it missed and shows the workflow active (issue 6). It passes when the
-// restart beats the next result. Run with `--ignored gateway_and_operator`.
+// The gateway and an operator stay down until the workflow has completed elsewhere, so every
+// later result and the completion are gossiped while they cannot hear it: only catch-up sync
+// (runtime/catch_up.rs) can bring them up to date.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a restarted node has no catch-up sync for results gossiped while it was down (issue 6); run with --ignored"]
-async fn gateway_and_operator_restarted_mid_workflow_lose_nothing() {
-    restarted_mid_workflow(&["gateway", "operator-1"]).await;
+async fn gateway_and_operator_down_for_the_rest_of_a_workflow_catch_up_on_restart() {
+    restarted_mid_workflow(&["gateway", "operator-1"], Downtime::UntilCompleted).await;
+}
+
+/// How long the victims stay down.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Downtime {
+    /// Restarted at once: they rejoin the running workflow.
+    Brief,
+    /// Restarted only once the matchmaker has completed the workflow without them.
+    UntilCompleted,
 }
 
 /// SIGKILL `victims` once the first task is done, restart them on their data directories, and
 /// check that the workflow completes and each restarted store holds it and every result.
-async fn restarted_mid_workflow(victims: &[&str]) {
+async fn restarted_mid_workflow(victims: &[&str], downtime: Downtime) {
     let mut net = Net::up(spec(Default::default(), 2, 1));
     let text = fan_in("e2e-restart", 8, 400);
     let (wf_id, workflow) = parse(&text);
@@ -132,6 +139,13 @@ async fn restarted_mid_workflow(victims: &[&str]) {
     for v in victims {
         net.kill(v);
     }
+    if downtime == Downtime::UntilCompleted {
+        let mut mm = net.rpc("matchmaker-0").await;
+        wait_status(&mut mm, &id, "completion without the victims", WAIT, |s| {
+            s.state == "completed"
+        })
+        .await;
+    }
     for v in victims {
         net.restart(v);
     }
@@ -143,8 +157,20 @@ async fn restarted_mid_workflow(victims: &[&str]) {
         s.state == "completed"
     })
     .await;
+    // Every restarted node's own view (they all serve RPC) catches up on what it missed.
+    for v in victims {
+        let mut rpc = net.rpc(v).await;
+        wait_completed(
+            &mut rpc,
+            &id,
+            &format!("the restarted {v} to catch up"),
+            WAIT,
+            n,
+        )
+        .await;
+    }
     let mut gw = net.rpc("gateway").await;
-    wait_completed(&mut gw, &id, "the restarted gateway to catch up", WAIT, n).await;
+    wait_completed(&mut gw, &id, "the gateway to show completion", WAIT, n).await;
     let result = gw.result(&id).await.expect("result");
     assert_eq!(result.outputs.len(), 1, "one final task: {result:?}");
     let root = gw
@@ -170,12 +196,9 @@ async fn restarted_mid_workflow(victims: &[&str]) {
         for (task, r) in &held {
             assert_eq!(reference.get(task), Some(r), "{name}: task {task}");
         }
-        // The gateway must also catch up on what it missed while down (an operator keeps only
-        // what it saw: results accepted while it was down are not replayed to it today).
-        if name == "gateway" {
-            assert_eq!(record.state, WorkflowState::Completed, "{name}");
-            assert_eq!(held, reference, "{name} holds every accepted result");
-        }
+        // And it caught up on everything it missed while down.
+        assert_eq!(record.state, WorkflowState::Completed, "{name}");
+        assert_eq!(held, reference, "{name} holds every accepted result");
     }
 }
 

@@ -148,3 +148,47 @@ fn replay_guard_memory_stays_bounded_under_a_flood() {
     guard.forget_expired(1_000_000);
     assert!(guard.is_empty());
 }
+
+#[test]
+fn sync_bitmap_names_exactly_the_tasks_the_asker_has() {
+    use proofmesh_protocol::messages::SyncWant;
+    let want = SyncWant {
+        workflow: proofmesh_protocol::ContentId([1; 32]),
+        have: SyncWant::bitmap([0, 7, 8, 1024]),
+    };
+    for t in 0..1100 {
+        assert_eq!(want.has(t), [0, 7, 8, 1024].contains(&t), "task {t}");
+    }
+    assert_eq!(want.have.len(), 129, "1,025 tasks fit in 129 bytes");
+}
+
+#[test]
+fn sync_messages_seal_open_and_are_direct_only() {
+    use proofmesh_protocol::messages::{SyncReply, SyncRequest, SyncUpdate, SyncWant};
+    let kp = Keypair::generate();
+    let workflow = proofmesh_protocol::ContentId([2; 32]);
+    let req = Message::SyncRequest(SyncRequest {
+        workflows: vec![SyncWant {
+            workflow,
+            have: SyncWant::bitmap([3]),
+        }],
+    });
+    let rep = Message::SyncReply(SyncReply {
+        workflows: vec![SyncUpdate {
+            workflow,
+            accepted: vec![],
+            failed: Some("task 3: every attempt timed out".into()),
+        }],
+        more: false,
+    });
+    for msg in [req, rep] {
+        let env = Envelope::seal(&kp, DOMAIN, &msg, 1, 10_000);
+        assert!(
+            env.kind.direct_only(),
+            "{:?} must never be gossiped",
+            env.kind
+        );
+        assert_eq!(env.open(DOMAIN, 1_000).unwrap(), msg);
+    }
+    assert!(!heartbeat(&kp, 2).kind.direct_only());
+}

@@ -1,0 +1,142 @@
+//! Catch-up sync. Gossip is fire-and-forget: a node that was down, restarting, or cut off while
+//! a result or verdict was gossiped never hears it again, and its view of that workflow stays
+//! behind for good. So every node asks a peer, now and then, about the workflows it still
+//! shows active and has heard nothing of for a while: a [`SyncRequest`] naming them with a
+//! bitmap of the tasks it has, answered by a [`SyncReply`] with the accepted results it lacks
+//! (each signed by its operator, checked like a gossiped verdict) and the failure reason of
+//! any that failed. Direct request-response only; never gossiped.
+//!
+//! Polling is per workflow with backoff: a workflow is asked about once it has been quiet for
+//! [`QUIET`], then again after 2x, 4x, .. up to [`MAX_BACKOFF`] while nothing new arrives;
+//! news resets it. A busy workflow costs nothing; a restarted node asks at once.
+
+use super::core_loop::Shared;
+use crate::store::WorkflowState;
+use proofmesh_protocol::encoding;
+use proofmesh_protocol::messages::{SyncReply, SyncRequest, SyncUpdate};
+
+/// How long a workflow must be quiet (no accepted result) before this node asks about it.
+pub const QUIET: u64 = 1_000;
+/// Longest wait between two questions about a quiet workflow.
+pub const MAX_BACKOFF: u64 = 16_000;
+/// Most workflows named in one request.
+pub const MAX_WANTS: usize = 32;
+/// Encoded bytes of results one reply may carry (a quarter of the message limit): a reply
+/// that would be larger says `more` and the asker comes back for the rest.
+pub const REPLY_BUDGET: usize = encoding::MAX_MESSAGE_BYTES / 4;
+
+/// When to ask about one workflow next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    next_at: u64,
+    backoff: u64,
+}
+
+impl Schedule {
+    /// Ask once the workflow has been quiet for [`QUIET`] from `now`.
+    pub fn quiet_from(now: u64) -> Self {
+        Schedule {
+            next_at: now.saturating_add(QUIET),
+            backoff: QUIET,
+        }
+    }
+
+    /// Ask at the first opportunity (a workflow loaded after a restart: anything may have
+    /// happened while the node was down).
+    pub fn now() -> Self {
+        Schedule {
+            next_at: 0,
+            backoff: QUIET,
+        }
+    }
+
+    /// Whether it is time to ask.
+    pub fn due(&self, now: u64) -> bool {
+        now >= self.next_at
+    }
+
+    /// A question goes out now: the next one only after the backoff, which doubles.
+    pub fn asked(&mut self, now: u64) {
+        self.next_at = now.saturating_add(self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The responder's side: what this node's store holds that the asker lacks. Unknown workflows
+/// are skipped; a workflow with nothing new is left out.
+pub fn answer(sh: &Shared, request: &SyncRequest) -> SyncReply {
+    let mut reply = SyncReply {
+        workflows: Vec::new(),
+        more: false,
+    };
+    let mut budget = REPLY_BUDGET;
+    for want in request.workflows.iter().take(MAX_WANTS) {
+        let failed = match sh.store.workflow_state(&want.workflow) {
+            Ok(Some(WorkflowState::Failed { reason })) => Some(reason),
+            Ok(Some(_)) => None,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up: reading a workflow's state failed");
+                continue;
+            }
+        };
+        let results = match sh.store.results(&want.workflow) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up: reading results failed");
+                continue;
+            }
+        };
+        let mut update = SyncUpdate {
+            workflow: want.workflow,
+            accepted: Vec::new(),
+            failed,
+        };
+        for (task, result) in results {
+            if want.has(task) {
+                continue;
+            }
+            let size = encoding::encode(&result).len();
+            if size > budget {
+                reply.more = true;
+                break;
+            }
+            budget -= size;
+            update.accepted.push(result);
+        }
+        if !update.accepted.is_empty() || update.failed.is_some() {
+            reply.workflows.push(update);
+        }
+        if reply.more {
+            break;
+        }
+    }
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_news_resets_it() {
+        let mut s = Schedule::quiet_from(10_000);
+        assert!(!s.due(10_999));
+        assert!(s.due(11_000));
+        let mut now = 11_000;
+        let mut gaps = Vec::new();
+        for _ in 0..7 {
+            s.asked(now);
+            let next = s.next_at;
+            gaps.push(next - now);
+            now = next;
+        }
+        assert_eq!(gaps, [1_000, 2_000, 4_000, 8_000, 16_000, 16_000, 16_000]);
+        let s = Schedule::quiet_from(now);
+        assert_eq!(s.next_at - now, QUIET, "news starts the wait over");
+        assert!(
+            Schedule::now().due(0),
+            "a loaded workflow is asked about at once"
+        );
+    }
+}
