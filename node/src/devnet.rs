@@ -312,7 +312,7 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
         )?;
 
         let log = node_dir.join("node.log");
-        let pid = spawn_node(&spec.proofmesh, &config_path, &log)?;
+        let pid = spawn_node(&spec.proofmesh, &config_path, &log, &[])?;
         // A devnet is small: every node dials every node started before it, so gossip never
         // depends on a sparse mesh forming under load.
         bootstrap.push(p2p.clone());
@@ -374,8 +374,14 @@ fn operator_table(
     Ok(table)
 }
 
-/// Start one node process in its own process group, output to its log file.
-pub fn spawn_node(proofmesh: &Path, config: &Path, log: &Path) -> Result<u32> {
+/// Start one node process in its own process group, output to its log file, with `env` added
+/// to its environment.
+pub fn spawn_node(
+    proofmesh: &Path,
+    config: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Result<u32> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -384,6 +390,7 @@ pub fn spawn_node(proofmesh: &Path, config: &Path, log: &Path) -> Result<u32> {
         .arg("node")
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)

@@ -62,6 +62,10 @@ const STREAMS: TableDefinition<'_, &str, u64> = TableDefinition::new("streams");
 /// Content id -> encoded slashing evidence produced by this node's matchmaker.
 const EVIDENCE: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("evidence");
 
+/// Content ids (workflow ids, evidence ids) whose on-chain settlement is done: a workflow paid
+/// (or found to need no payment), a piece of evidence reported (or found unusable). What is
+/// completed or stored but not here is settled again after a restart.
+const CHAIN_DONE: TableDefinition<'_, Key32, u64> = TableDefinition::new("chain_done");
 const META_SCHEMA: &str = "schema_version";
 const META_CHAIN_CURSOR: &str = "chain_cursor";
 
@@ -416,6 +420,7 @@ impl Store {
             tx.open_table(EVENTS)?;
             tx.open_table(OPERATORS)?;
             tx.open_table(STREAMS)?;
+            tx.open_table(CHAIN_DONE)?;
             tx.open_table(EVIDENCE)?;
         }
         tx.commit()?;
@@ -1030,6 +1035,22 @@ impl Store {
             out.push((ContentId(k.value()), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    // ---- on-chain settlement journal ---------------------------------------------------------
+
+    /// Record that `id`'s on-chain settlement is done (at `at_ms`).
+    pub fn mark_chain_done(&self, id: &ContentId, at_ms: u64) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        tx.open_table(CHAIN_DONE)?.insert(id.0, at_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether `id`'s on-chain settlement is recorded as done.
+    pub fn chain_done(&self, id: &ContentId) -> Result<bool, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        Ok(tx.open_table(CHAIN_DONE)?.get(id.0)?.is_some())
     }
 
     // ---- operators -------------------------------------------------------------------------

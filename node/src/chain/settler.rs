@@ -5,17 +5,25 @@
 //! Idempotent by construction: before paying, it reads `paidAttempt` for every task and skips
 //! what is paid already (by this node before a restart, or by another matchmaker after a
 //! failover); the contract itself pays a task at most once and uses each piece of evidence once.
+//!
+//! Nothing completed is left unpaid by a crash: the queue lives in memory, but what it is done
+//! with is journaled in the store ([`Store::mark_chain_done`]). On start, and every
+//! [`RESCAN`] after, every completed workflow and stored piece of evidence not journaled is
+//! queued again (a matchmaker killed between a workflow's completion and its settle
+//! transaction pays after its restart; a job that failed is retried).
 
 use super::identity::{acceptance_of, proof_claim_of};
 use super::retry::with_retry;
 use crate::runtime::Settlement;
 use crate::store::Store;
+use crate::store::WorkflowState;
 use proofmesh_chain::{
     workflow_key, Address, ChainError, MarketClient, OperatorPayout, SignedAcceptance,
 };
 use proofmesh_matchmaker::SlashEvidence;
+use proofmesh_protocol::encoding;
 use proofmesh_protocol::{ContentId, PublicKey, TaskIndex, WorkflowId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,9 +33,29 @@ pub const MAX_TASKS_PER_TX: usize = 256;
 /// How long a missed-deadline report waits for block time to pass the signed deadline.
 const DEADLINE_WAIT: Duration = Duration::from_secs(120);
 
+/// How often the store is scanned for settlement not journaled as done.
+pub const RESCAN: Duration = Duration::from_secs(30);
+
+/// Tries per job before it is given up (journaled done, with an error in the log).
+const MAX_TRIES: u32 = 5;
+
+/// FAULT INJECTION, for the crash-before-settlement test only: when this environment variable
+/// is set, the settler journals and sends nothing, as if the node died before settling.
+pub const HOLD_ENV: &str = "PROOFMESH_FAULT_HOLD_SETTLEMENT";
+
 enum Job {
     Completed(WorkflowId),
     Slash(Box<SlashEvidence>),
+}
+
+impl Job {
+    /// The journal key: the workflow id, or the evidence's content id (as the store keeps it).
+    fn key(&self) -> ContentId {
+        match self {
+            Job::Completed(wf) => *wf,
+            Job::Slash(ev) => ContentId::of_bytes(&encoding::encode(ev.as_ref())),
+        }
+    }
 }
 
 /// Settlement on a ProofMarket. Cheap to call from the core loop: it only queues work.
@@ -82,15 +110,113 @@ impl Settlement for ChainSettlement {
 }
 
 async fn run(client: MarketClient, store: Store, mut rx: mpsc::UnboundedReceiver<Job>) {
-    while let Some(job) = rx.recv().await {
-        let (what, outcome) = match job {
-            Job::Completed(wf) => ("settle", settle_workflow(&client, &store, &wf).await),
-            Job::Slash(ev) => ("slash", slash(&client, &store, &ev).await),
-        };
-        if let Err(e) = outcome {
-            tracing::error!(job = what, error = %e, "on-chain settlement failed");
+    if std::env::var_os(HOLD_ENV).is_some() {
+        tracing::warn!("{HOLD_ENV} is set (fault injection): settling nothing");
+        while rx.recv().await.is_some() {}
+        return;
+    }
+    let mut queue = Queue::default();
+    let mut tries: HashMap<ContentId, u32> = HashMap::new();
+    let mut first_scan = true;
+    let mut unsettled_before: HashSet<ContentId> = HashSet::new();
+    let mut rescan = tokio::time::interval(RESCAN);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        while let Ok(job) = rx.try_recv() {
+            queue.push(job);
+        }
+        if let Some(job) = queue.jobs.pop_front() {
+            let key = job.key();
+            let (what, outcome) = match job {
+                Job::Completed(wf) => ("settle", settle_workflow(&client, &store, &wf).await),
+                Job::Slash(ev) => ("slash", slash(&client, &store, &ev).await),
+            };
+            queue.queued.remove(&key);
+            let done = match outcome {
+                Ok(()) => true,
+                Err(e) => {
+                    let n = tries.entry(key).or_default();
+                    *n += 1;
+                    tracing::error!(job = what, error = %e, tries = *n, "on-chain settlement failed");
+                    *n >= MAX_TRIES
+                }
+            };
+            if done {
+                tries.remove(&key);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                if let Err(e) = store.mark_chain_done(&key, now) {
+                    tracing::error!(error = %e, "cannot journal settlement as done");
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => queue.push(job),
+                None => return,
+            },
+            // The first tick is immediate: the backlog a restart left is queued at once. Later
+            // scans queue only what was already unsettled at the scan before, so a workflow
+            // another matchmaker is settling right now is left to it.
+            _ = rescan.tick() => match backlog(&store) {
+                Ok(jobs) => {
+                    let keys: HashSet<ContentId> = jobs.iter().map(Job::key).collect();
+                    let due: Vec<Job> = jobs
+                        .into_iter()
+                        .filter(|j| first_scan || unsettled_before.contains(&j.key()))
+                        .collect();
+                    if !due.is_empty() {
+                        tracing::info!(jobs = due.len(), "settlement not journaled as done: queued again");
+                    }
+                    for job in due {
+                        queue.push(job);
+                    }
+                    unsettled_before = keys;
+                    first_scan = false;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot scan the store for unsettled work"),
+            },
         }
     }
+}
+
+/// Jobs in order, each at most once.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    queued: HashSet<ContentId>,
+}
+
+impl Queue {
+    fn push(&mut self, job: Job) {
+        if self.queued.insert(job.key()) {
+            self.jobs.push_back(job);
+        }
+    }
+}
+
+/// Completed workflows and stored evidence whose settlement is not journaled as done.
+fn backlog(store: &Store) -> Result<Vec<Job>, crate::store::StoreError> {
+    let mut jobs = Vec::new();
+    for (id, state) in store.workflows()? {
+        if state == WorkflowState::Completed && !store.chain_done(&id)? {
+            jobs.push(Job::Completed(id));
+        }
+    }
+    for (id, bytes) in store.evidence()? {
+        if store.chain_done(&id)? {
+            continue;
+        }
+        match encoding::decode::<SlashEvidence>(&bytes) {
+            Ok(ev) => jobs.push(Job::Slash(Box::new(ev))),
+            Err(e) => {
+                tracing::error!(evidence = %id.short(), error = %e, "undecodable slashing evidence in the store")
+            }
+        }
+    }
+    Ok(jobs)
 }
 
 /// The Ethereum address and price an operator advertised.
@@ -224,7 +350,8 @@ pub async fn slash(
                     {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
-                    Err(e) => return Err(report_revert(e)),
+                    Err(e) if evidence_used(&e) => return Ok(already_used(e)),
+                    Err(e) => return Err(e.to_string()),
                 }
             }
         }
@@ -247,20 +374,25 @@ pub async fn slash(
             claim
                 .verify(client.chain_id(), client.address())
                 .map_err(|e| format!("proof claim signature does not verify: {e}"))?;
-            let out = with_retry("slashInvalidProof", || client.slash_invalid_proof(&claim))
+            let out = match with_retry("slashInvalidProof", || client.slash_invalid_proof(&claim))
                 .await
-                .map_err(report_revert)?;
+            {
+                Ok(out) => out,
+                Err(e) if evidence_used(&e) => return Ok(already_used(e)),
+                Err(e) => return Err(e.to_string()),
+            };
             tracing::warn!(%operator, task = claim.task, attempt = claim.attempt, tx = %out.tx_hash, "slashed on-chain: invalid final proof");
             Ok(())
         }
     }
 }
 
-fn report_revert(e: ChainError) -> String {
-    match &e {
-        ChainError::Reverted { reason, .. } if reason.contains("EvidenceUsed") => {
-            format!("evidence already used (slashed before, e.g. by another matchmaker): {e}")
-        }
-        _ => e.to_string(),
-    }
+/// The contract refused evidence it has used before: slashed already (by this node before a
+/// restart, or by another matchmaker). Done, not an error.
+fn evidence_used(e: &ChainError) -> bool {
+    matches!(e, ChainError::Reverted { reason, .. } if reason.contains("EvidenceUsed"))
+}
+
+fn already_used(e: ChainError) {
+    tracing::info!(error = %e, "evidence already used on-chain (slashed before): nothing to do");
 }

@@ -236,6 +236,13 @@ async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
         ("matchmaker-0", net.rpc("matchmaker-0").await),
         ("gateway", gw),
     ];
+    // Gossip takes a moment: a watcher that has not heard of a block yet says "unknown id".
+    for (name, client) in watchers.iter_mut() {
+        for id in ids.values() {
+            let what = format!("{name} to hear of every block");
+            wait_status(client, id, &what, WAIT, |_| true).await;
+        }
+    }
     // The polling round in which each node first reported each block completed. Blocks that
     // finalize together (one earlier block releasing several held ones) share a round.
     let mut first_seen: BTreeMap<(&str, u64), u32> = BTreeMap::new();

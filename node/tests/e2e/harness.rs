@@ -158,9 +158,14 @@ impl Net {
     /// Start node `name` again on its config and data directory (it must be stopped) and wait
     /// until it serves RPC.
     pub fn restart(&mut self, name: &str) {
+        self.restart_with_env(name, &[]);
+    }
+
+    /// [`Net::restart`] with `env` added to the node's environment (fault injection).
+    pub fn restart_with_env(&mut self, name: &str, env: &[(&str, &str)]) {
         let node = self.node(name).clone();
         assert!(!devnet::pid_alive(node.pid), "{name} is still running");
-        let pid = devnet::spawn_node(&proofmesh_bin(), &node.config, &node.log)
+        let pid = devnet::spawn_node(&proofmesh_bin(), &node.config, &node.log, env)
             .unwrap_or_else(|e| panic!("cannot restart {name}: {e:#}"));
         let slot = self
             .nodes

@@ -5,6 +5,7 @@
 
 use crate::harness::{chain_spec, eventually, wait_completed, wait_status, Net};
 use proofmesh_chain::{workflow_key, U256};
+use proofmesh_node::chain::settler::HOLD_ENV;
 use proofmesh_node::devnet::DEFAULT_PRICES_WEI;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -123,6 +124,64 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     // The requester paid the whole ceiling (plus gas) into the escrow.
     let after = market.balance(requester).await.expect("balance");
     assert!(before - after >= U256::from(max));
+}
+
+// The settler's queue is in memory; what it finished is journaled in the store. A matchmaker
+// that dies after a workflow completed but before its settle transaction must pay on restart.
+// The fault (dying in exactly that window) is injected with `HOLD_ENV`: the settler sends
+// nothing, as if the node had died first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matchmaker_killed_before_settling_pays_after_restart() {
+    let mut net = Net::up(chain_spec(2, 1));
+    let market = net.market().await;
+    net.kill("matchmaker-0");
+    net.restart_with_env("matchmaker-0", &[(HOLD_ENV, "1")]);
+
+    let (id, workflow) = net
+        .submit_with_escrow(&sleepers("e2e-settle-after-crash", 4, 100, 60))
+        .await;
+    let n = workflow.tasks.len();
+    let key = workflow_key(&id);
+    let mut mm = net.rpc("matchmaker-0").await;
+    wait_completed(&mut mm, &id.to_hex(), "completion", WAIT, n).await;
+    drop(mm);
+    let mut gw = net.rpc("gateway").await;
+    wait_completed(&mut gw, &id.to_hex(), "completion on the gateway", WAIT, n).await;
+    drop(gw);
+    assert_eq!(
+        market.escrow(key).await.expect("escrow").paid,
+        0,
+        "nothing is paid while the settler is held"
+    );
+
+    // Dies in the window, comes back without the fault: its store says what is unsettled.
+    net.kill("matchmaker-0");
+    net.restart("matchmaker-0");
+    let by_op = completed_by(&net).await;
+    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+    eventually("settlement after the restart", WAIT, || async {
+        let e = market.escrow(key).await.map_err(|e| e.to_string())?;
+        if e.paid == expected {
+            Ok(())
+        } else {
+            Err(format!("paid {} of {expected}", e.paid))
+        }
+    })
+    .await;
+    for t in 0..n as u32 {
+        let paid = market.paid_attempt(key, t).await.expect("paidAttempt");
+        assert!(
+            (1..=254).contains(&paid),
+            "task {t} paid once (attempt {paid})"
+        );
+    }
+    for (name, (price, completed)) in &by_op {
+        assert_eq!(
+            market.claimable(net.eth(name)).await.expect("claimable"),
+            U256::from(price * u128::from(*completed)),
+            "{name}: paid completed x price, to the wei"
+        );
+    }
 }
 
 /// `leaves` sleep tasks of `ms` each with a short deadline, then a root; priced.
