@@ -350,7 +350,10 @@ pub async fn slash(
                     {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
-                    Err(e) if evidence_used(&e) => return Ok(already_used(e)),
+                    Err(e) if evidence_used(&e) => {
+                        already_used(e);
+                        return Ok(());
+                    }
                     Err(e) => return Err(e.to_string()),
                 }
             }
@@ -378,7 +381,10 @@ pub async fn slash(
                 .await
             {
                 Ok(out) => out,
-                Err(e) if evidence_used(&e) => return Ok(already_used(e)),
+                Err(e) if evidence_used(&e) => {
+                    already_used(e);
+                    return Ok(());
+                }
                 Err(e) => return Err(e.to_string()),
             };
             tracing::warn!(%operator, task = claim.task, attempt = claim.attempt, tx = %out.tx_hash, "slashed on-chain: invalid final proof");
@@ -394,5 +400,6 @@ fn evidence_used(e: &ChainError) -> bool {
 }
 
 fn already_used(e: ChainError) {
+    // Done, not an error: the journal marks it so.
     tracing::info!(error = %e, "evidence already used on-chain (slashed before): nothing to do");
 }
