@@ -55,6 +55,11 @@ pub struct OverheadArgs {
     /// `submit` to its first assignment (0 to skip).
     #[arg(long, default_value_t = 200)]
     pub latency_samples: u32,
+    /// Run each operator as its own `proofmesh node` process (this binary, a config file per
+    /// operator, as `devnet` does) instead of in this process. Operators then advertise the
+    /// cores discovery finds (`--slots` does not apply).
+    #[arg(long)]
+    pub processes: bool,
 }
 
 /// Run it.
@@ -100,18 +105,21 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         .context("starting the matchmaker node")?;
     let boot: Vec<Multiaddr> = mm.listen_addrs().to_vec();
     let mut operators = Vec::new();
+    let mut processes = Vec::new();
     for i in 0..args.operators {
-        let o = builtin_operator_node(
-            &root.path().join(format!("op{i}")),
-            domain,
-            &boot,
-            args.slots,
-        );
+        let dir = root.path().join(format!("op{i}"));
+        if args.processes {
+            let peer = mm.peer_id();
+            let boot: Vec<String> = boot.iter().map(|a| format!("{a}/p2p/{peer}")).collect();
+            processes.push(OperatorProcess::start(&dir, domain, &boot)?);
+            continue;
+        }
+        let o = builtin_operator_node(&dir, domain, &boot, args.slots);
         operators.push(Node::spawn(o).await.context("starting an operator node")?);
     }
     // Wait until the operators are connected and have heartbeated.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while mm.peers().await?.len() < operators.len() {
+    while mm.peers().await?.len() < args.operators as usize {
         if Instant::now() > deadline {
             bail!("operators did not connect in time");
         }
@@ -185,9 +193,15 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     for op in operators {
         op.shutdown().await;
     }
+    drop(processes);
     mm.shutdown().await;
     println!(
-        "program={} operators={} tasks={} measured={} wall_s={:.3} tasks_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} submit_assign_n={} submit_assign_p50_ms={:.3} submit_assign_p99_ms={:.3}",
+        "mode={} program={} operators={} tasks={} measured={} wall_s={:.3} tasks_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} submit_assign_n={} submit_assign_p50_ms={:.3} submit_assign_p99_ms={:.3}",
+        if args.processes {
+            "processes"
+        } else {
+            "in-process"
+        },
         args.program,
         args.operators,
         args.tasks,
@@ -248,6 +262,63 @@ async fn submit_latency(
     }
     out.sort_by(|a, b| a.total_cmp(b));
     Ok(out)
+}
+
+/// An operator node run as its own `proofmesh node` process; killed when dropped.
+struct OperatorProcess(std::process::Child);
+
+impl OperatorProcess {
+    /// Write a config under `dir` (built-in `noop` and `sleep`, no RPC, 200 ms heartbeats like
+    /// the in-process bench's) and start this binary on it, bootstrapped to `bootstrap`.
+    fn start(
+        dir: &std::path::Path,
+        domain: Domain,
+        bootstrap: &[String],
+    ) -> anyhow::Result<OperatorProcess> {
+        use proofmesh_node::config::{NodeConfig, RolesSection};
+        std::fs::create_dir_all(dir)?;
+        let mut cfg = NodeConfig {
+            data_dir: dir.join("data"),
+            roles: RolesSection {
+                operator: true,
+                matchmaker: false,
+            },
+            ..NodeConfig::default()
+        };
+        cfg.network.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        cfg.network.bootstrap = bootstrap.to_vec();
+        cfg.network.network_id = domain.network_id;
+        cfg.chain.chain_id = domain.chain_id;
+        cfg.rpc.enabled = false;
+        cfg.metrics.enabled = false;
+        cfg.log.filter = "warn".into();
+        let operator: toml::Table = toml::from_str(&format!(
+            "work_dir = {:?}\nheartbeat_ms = 200\n[programs]\n\
+             \"noop@1\" = {{ builtin = \"noop\" }}\n\"sleep@1\" = {{ builtin = \"sleep\" }}\n",
+            dir.join("work").display().to_string()
+        ))?;
+        cfg.operator = Some(operator);
+        let config = dir.join("node.toml");
+        std::fs::write(&config, toml::to_string(&cfg)?)?;
+        let log = std::fs::File::create(dir.join("node.log"))?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("node")
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting an operator process")?;
+        Ok(OperatorProcess(child))
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Options for an in-process operator node that runs the operator crate's built-in `noop` and
