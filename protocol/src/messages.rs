@@ -310,6 +310,10 @@ pub struct WorkflowFailure {
 pub struct SyncRequest {
     /// The workflows to catch up on, each with the tasks the asker already has done.
     pub workflows: Vec<SyncWant>,
+    /// Discovery: every workflow the asker knows as active. The responder sends the
+    /// submissions of active workflows not in this list (ones the asker never heard of, e.g.
+    /// submitted while it was down). `None`: no discovery this time.
+    pub known_active: Option<Vec<WorkflowId>>,
 }
 
 /// One workflow a [`SyncRequest`] asks about.
@@ -350,6 +354,8 @@ impl SyncWant {
 pub struct SyncReply {
     /// One entry per asked workflow the responder knows something new about.
     pub workflows: Vec<SyncUpdate>,
+    /// For discovery: submissions of active workflows the asker did not list.
+    pub submissions: Vec<Submission>,
     /// The answer hit its size budget: ask again for the rest.
     pub more: bool,
 }

@@ -6,6 +6,11 @@
 //! (each signed by its operator, checked like a gossiped verdict) and the failure reason of
 //! any that failed. Direct request-response only; never gossiped.
 //!
+//! Discovery: every [`DISCOVER_EVERY`] (and at start) the question also lists every workflow
+//! the node knows as active, and the answer carries the submissions of active workflows it
+//! did not list — a matchmaker that was down when a workflow was submitted must know it to take
+//! it over if the active one dies.
+//!
 //! Polling is per workflow with backoff: a workflow is asked about once it has been quiet for
 //! [`QUIET`], then again after 2x, 4x, .. up to [`MAX_BACKOFF`] while nothing new arrives;
 //! news resets it. A busy workflow costs nothing; a restarted node asks at once.
@@ -21,6 +26,12 @@ pub const QUIET: u64 = 1_000;
 pub const MAX_BACKOFF: u64 = 16_000;
 /// Most workflows named in one request.
 pub const MAX_WANTS: usize = 32;
+/// How often a node runs discovery (ms).
+pub const DISCOVER_EVERY: u64 = 5_000;
+/// A newly connected peer triggers discovery if the last one is at least this old (ms).
+pub const REDISCOVER_AFTER: u64 = 1_000;
+/// Most active workflow ids listed for discovery.
+pub const MAX_KNOWN_ACTIVE: usize = 4_096;
 /// Encoded bytes of results one reply may carry (a quarter of the message limit): a reply
 /// that would be larger says `more` and the asker comes back for the rest.
 pub const REPLY_BUDGET: usize = encoding::MAX_MESSAGE_BYTES / 4;
@@ -67,6 +78,7 @@ impl Schedule {
 pub fn answer(sh: &Shared, request: &SyncRequest) -> SyncReply {
     let mut reply = SyncReply {
         workflows: Vec::new(),
+        submissions: Vec::new(),
         more: false,
     };
     let mut budget = REPLY_BUDGET;
@@ -111,7 +123,42 @@ pub fn answer(sh: &Shared, request: &SyncRequest) -> SyncReply {
             break;
         }
     }
+    if let (Some(known), false) = (&request.known_active, reply.more) {
+        discover(sh, known, &mut budget, &mut reply);
+    }
     reply
+}
+
+/// Add the submissions of this node's active workflows that `known` does not list.
+fn discover(
+    sh: &Shared,
+    known: &[proofmesh_protocol::WorkflowId],
+    budget: &mut usize,
+    reply: &mut SyncReply,
+) {
+    let known: std::collections::HashSet<_> = known.iter().collect();
+    let workflows = match sh.store.workflows() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "catch-up: listing workflows failed");
+            return;
+        }
+    };
+    for (id, state) in workflows {
+        if state != WorkflowState::Active || known.contains(&id) {
+            continue;
+        }
+        let Ok(Some(record)) = sh.store.workflow(&id) else {
+            continue;
+        };
+        let size = encoding::encode(&record.submission).len();
+        if size > *budget {
+            reply.more = true;
+            return;
+        }
+        *budget -= size;
+        reply.submissions.push(record.submission);
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! publications, direct sends and replies, RPC acknowledgements and progress. Nothing is
 //! announced before it is durable, and a busy node pays one fsync per batch, not per message.
 
+use super::catch_up;
 use super::matchmaking::MatchmakerRole;
 use super::metrics::RuntimeMetrics;
 use super::operating::{self, OperatorRole};
@@ -169,6 +170,10 @@ pub(crate) struct Core {
     matchmakers: HashSet<PublicKey>,
     /// Catch-up rounds so far (rotates the peers asked).
     catch_up_round: usize,
+    /// When this node last ran discovery (ms); `None`: not yet (it runs once a peer is up).
+    last_discovery: Option<u64>,
+    /// Peers connected now (discovery needs someone to ask).
+    connected: usize,
 }
 
 /// A timer that never fires when the role is off.
@@ -214,6 +219,8 @@ impl Core {
             assigned_by: HashMap::new(),
             matchmakers: HashSet::new(),
             catch_up_round: 0,
+            last_discovery: None,
+            connected: 0,
         }
     }
 
@@ -433,6 +440,15 @@ impl Core {
                 }
             }
             NetworkEvent::PeerConnected { key, .. } => {
+                // A new peer may know workflows we missed: discover again soon.
+                self.connected += 1;
+                let now = self.sh.now();
+                if self
+                    .last_discovery
+                    .is_some_and(|t| now.saturating_sub(t) >= catch_up::REDISCOVER_AFTER)
+                {
+                    self.last_discovery = None;
+                }
                 // Someone new may not know us yet: re-advertise (rate-limited).
                 if self.op.is_some()
                     && self
@@ -446,6 +462,7 @@ impl Core {
                 }
             }
             NetworkEvent::PeerDisconnected { peer } => {
+                self.connected = self.connected.saturating_sub(1);
                 let Some(key) = public_key_of(&peer) else {
                     return;
                 };
@@ -606,7 +623,7 @@ impl Core {
                 if origin == Origin::Local {
                     return None;
                 }
-                let answer = super::catch_up::answer(&self.sh, &request);
+                let answer = catch_up::answer(&self.sh, &request);
                 return Some(self.seal(&Message::SyncReply(answer)));
             }
             Message::SyncReply(reply) => {
@@ -728,14 +745,26 @@ impl Core {
 
     // ---- catch-up sync (see `catch_up`) ---------------------------------------------------------
 
-    /// Ask peers about the workflows that have been quiet too long.
+    /// Ask peers about the workflows that have been quiet too long, and now and then which
+    /// active workflows this node has never heard of.
     fn catch_up(&mut self) {
         let now = self.sh.now();
         let wants = self.view.catch_up_wants(now);
-        if wants.is_empty() {
+        let discover = self.connected > 0
+            && self
+                .last_discovery
+                .is_none_or(|t| now.saturating_sub(t) >= catch_up::DISCOVER_EVERY);
+        if wants.is_empty() && !discover {
             return;
         }
-        let message = Message::SyncRequest(SyncRequest { workflows: wants });
+        let known_active = discover.then(|| {
+            self.last_discovery = Some(now);
+            self.view.active_ids(catch_up::MAX_KNOWN_ACTIVE)
+        });
+        let message = Message::SyncRequest(SyncRequest {
+            workflows: wants,
+            known_active,
+        });
         let envelope = self.seal(&message);
         let matchmakers = self.matchmakers.clone();
         let round = self.catch_up_round;
@@ -760,6 +789,13 @@ impl Core {
     /// A peer's answer: its accepted results go through the same path as gossiped verdicts
     /// (operator signature checked, one result per task), a failure through the view.
     fn caught_up(&mut self, from: PublicKey, reply: SyncReply) {
+        for submission in reply.submissions {
+            let id = submission.workflow.id();
+            tracing::info!(workflow = %id.short(), peer = %from, "discovered a workflow gossip missed");
+            self.on_message(from, Message::Submission(submission), Origin::Remote);
+            // Whatever happened to it since: ask at the next round.
+            self.view.catch_up_soon(&id);
+        }
         for update in reply.workflows {
             let id = update.workflow;
             let before = self.view.done(&id);

@@ -155,6 +155,16 @@ impl View {
         }
     }
 
+    /// Workflows this node shows active (for discovery), at most `max`.
+    pub fn active_ids(&self, max: usize) -> Vec<WorkflowId> {
+        self.tracked
+            .iter()
+            .filter(|(_, t)| !t.finished)
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect()
+    }
+
     /// Tasks of `id` with an accepted result here.
     pub fn done(&self, id: &WorkflowId) -> usize {
         self.tracked.get(id).map_or(0, |t| t.done)

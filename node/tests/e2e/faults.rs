@@ -101,6 +101,45 @@ async fn active_matchmaker_sigkilled_mid_workflow_another_takes_over() {
     }
 }
 
+// A standby matchmaker that was down when a workflow was submitted never got the submission
+// by gossip. Catch-up discovery (runtime/catch_up.rs) gives it to it after its restart, so when
+// the active matchmaker then dies, the standby can take the workflow over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_matchmaker_down_at_submission_discovers_it_and_takes_over() {
+    let mut net = Net::up(spec(Default::default(), 2, 2));
+    let text = fan_in("e2e-discovery", 8, 400);
+    let (wf_id, workflow) = parse(&text);
+    let n = workflow.tasks.len();
+    let mms = net.names("matchmaker");
+    let keys: Vec<_> = mms.iter().map(|m| net.key(m)).collect();
+    let active = active_matchmaker(&routing_key(&wf_id, &workflow), &keys).expect("live set");
+    let active = mms[keys.iter().position(|k| *k == active).expect("one of ours")].clone();
+    let standby = mms.iter().find(|m| **m != active).expect("two").clone();
+
+    net.kill(&standby);
+    let mut gw = net.rpc("gateway").await;
+    let id = gw.submit_workflow(&text, "toml").await.expect("submit").id;
+    let before = wait_status(&mut gw, &id, "a first task done", WAIT, |s| s.done >= 1).await;
+    assert!((before.done as usize) < n, "must still be running");
+    net.restart(&standby);
+    let mut sb = net.rpc(&standby).await;
+    wait_status(
+        &mut sb,
+        &id,
+        "the standby to discover the workflow",
+        WAIT,
+        |_| true,
+    )
+    .await;
+    net.kill(&active);
+
+    wait_completed(&mut sb, &id, "completion by the standby", WAIT, n).await;
+    wait_completed(&mut gw, &id, "completion on the gateway", WAIT, n).await;
+    let ops = gw.operators().await.expect("operators");
+    let completed: u64 = ops.iter().map(|o| o.completed).sum();
+    assert_eq!(completed as usize, n, "each task counted once: {ops:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restarted_mid_workflow_loses_nothing() {
     restarted_mid_workflow(&["operator-1"], Downtime::Brief).await;

@@ -172,6 +172,7 @@ fn sync_messages_seal_open_and_are_direct_only() {
             workflow,
             have: SyncWant::bitmap([3]),
         }],
+        known_active: Some(vec![workflow]),
     });
     let rep = Message::SyncReply(SyncReply {
         workflows: vec![SyncUpdate {
@@ -179,6 +180,7 @@ fn sync_messages_seal_open_and_are_direct_only() {
             accepted: vec![],
             failed: Some("task 3: every attempt timed out".into()),
         }],
+        submissions: vec![],
         more: false,
     });
     for msg in [req, rep] {
