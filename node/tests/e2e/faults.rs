@@ -41,6 +41,16 @@ fn accepted(store: &Store, id: &WorkflowId) -> BTreeMap<TaskIndex, (String, Stri
         .collect()
 }
 
+/// The matchmaker active for `workflow` (rendezvous hashing over both) and the other one.
+fn active_and_standby(net: &Net, id: &WorkflowId, workflow: &Workflow) -> (String, String) {
+    let mms = net.names("matchmaker");
+    let keys: Vec<_> = mms.iter().map(|m| net.key(m)).collect();
+    let active = active_matchmaker(&routing_key(id, workflow), &keys).expect("live set");
+    let active = mms[keys.iter().position(|k| *k == active).expect("one of ours")].clone();
+    let standby = mms.iter().find(|m| **m != active).expect("two").clone();
+    (active, standby)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_matchmaker_sigkilled_mid_workflow_another_takes_over() {
     let net = Net::up(spec(Default::default(), 2, 2));
@@ -48,11 +58,7 @@ async fn active_matchmaker_sigkilled_mid_workflow_another_takes_over() {
     let text = fan_in("e2e-takeover", 8, 400);
     let (wf_id, workflow) = parse(&text);
     let n = workflow.tasks.len();
-    let mms = net.names("matchmaker");
-    let keys: Vec<_> = mms.iter().map(|m| net.key(m)).collect();
-    let active = active_matchmaker(&routing_key(&wf_id, &workflow), &keys).expect("live set");
-    let victim = mms[keys.iter().position(|k| *k == active).expect("one of ours")].clone();
-    let survivor = mms.iter().find(|m| **m != victim).expect("two").clone();
+    let (victim, survivor) = active_and_standby(&net, &wf_id, &workflow);
 
     let mut gw = net.rpc("gateway").await;
     let id = gw.submit_workflow(&text, "toml").await.expect("submit").id;
@@ -110,11 +116,7 @@ async fn standby_matchmaker_down_at_submission_discovers_it_and_takes_over() {
     let text = fan_in("e2e-discovery", 8, 400);
     let (wf_id, workflow) = parse(&text);
     let n = workflow.tasks.len();
-    let mms = net.names("matchmaker");
-    let keys: Vec<_> = mms.iter().map(|m| net.key(m)).collect();
-    let active = active_matchmaker(&routing_key(&wf_id, &workflow), &keys).expect("live set");
-    let active = mms[keys.iter().position(|k| *k == active).expect("one of ours")].clone();
-    let standby = mms.iter().find(|m| **m != active).expect("two").clone();
+    let (active, standby) = active_and_standby(&net, &wf_id, &workflow);
 
     net.kill(&standby);
     let mut gw = net.rpc("gateway").await;
