@@ -37,6 +37,11 @@ pub struct Config {
     /// How many ready tasks of one class are examined when the head cannot be placed (only when
     /// the sole free operator is the one that just failed it).
     pub max_skip: usize,
+    /// Attempts of one task that may be lost to operators going down before the workflow
+    /// fails. Such losses do not use up the task's own `max_attempts` (operator churn is not
+    /// the task's fault), but a task that keeps taking its operators down (out of memory,
+    /// a driver crash) must not loop forever.
+    pub max_operator_losses: u32,
 }
 
 impl Default for Config {
@@ -56,6 +61,7 @@ impl Default for Config {
             load_weight: 300,
             slash_weight: 4,
             max_skip: 32,
+            max_operator_losses: 8,
         }
     }
 }

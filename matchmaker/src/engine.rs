@@ -77,6 +77,8 @@ struct TaskSlot {
     attempts: u32,
     /// Failed attempts that count against `max_attempts`.
     failures: u32,
+    /// Attempts lost to operators going down (against `Config::max_operator_losses`).
+    lost: u32,
     class: u32,
     crit_ms: u64,
     last_failed_by: u32,
@@ -570,6 +572,7 @@ impl State {
                 pending_deps: t.deps.len() as u32,
                 attempts: 0,
                 failures: 0,
+                lost: 0,
                 class,
                 crit_ms: crit[i],
                 last_failed_by: NONE,
@@ -1092,7 +1095,8 @@ impl State {
             );
         }
         let counts = cause.counts();
-        if counts {
+        let lost = cause == AttemptCause::OperatorDown;
+        if cause.operator_fault() {
             self.ops[inf.op as usize].rep.record_failure();
             self.refresh_op(inf.op);
         }
@@ -1111,7 +1115,10 @@ impl State {
         if counts {
             slot.failures += 1;
         }
-        if slot.failures >= max_attempts {
+        if lost {
+            slot.lost += 1;
+        }
+        if slot.failures >= max_attempts || slot.lost >= self.cfg.max_operator_losses.max(1) {
             let attempts = std::mem::take(&mut slot.history);
             let name = self.wfs[w as usize].workflow.tasks[i as usize].name.clone();
             self.fail_workflow(

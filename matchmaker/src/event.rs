@@ -155,15 +155,23 @@ impl AttemptCause {
     /// Whether this cause uses up one of the task's `max_attempts`. An assignment that was never
     /// accepted, that another matchmaker replaced, or that the operator refused because its
     /// lease was taken (several active matchmakers can race for the last GPU) did no work and
-    /// does not count; refusals are retried after a backoff instead.
+    /// does not count; refusals are retried after a backoff instead. Nor does an operator
+    /// going down: that is the operator's failure (its reputation records it), not the task's;
+    /// such losses have their own, larger budget (`Config::max_operator_losses`).
     pub fn counts(&self) -> bool {
         !matches!(
             self,
             AttemptCause::AcceptTimeout
                 | AttemptCause::Superseded
                 | AttemptCause::WorkflowEnded
+                | AttemptCause::OperatorDown
                 | AttemptCause::Declared(FailureCause::Refused(_))
         )
+    }
+
+    /// Whether the operator holding the attempt is to blame (its reputation records a failure).
+    pub fn operator_fault(&self) -> bool {
+        self.counts() || *self == AttemptCause::OperatorDown
     }
 }
 

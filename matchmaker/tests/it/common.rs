@@ -150,7 +150,12 @@ pub fn keypair_of(a: &Assignment, n: u8) -> Keypair {
 
 /// A matchmaker with `n` operators (keys 1..=n) of `gpus` GPUs each.
 pub fn with_operators(n: u8, gpus: u32) -> Matchmaker {
-    let mut mm = Matchmaker::new(config());
+    with_config(config(), n, gpus)
+}
+
+/// [`with_operators`] under `cfg`.
+pub fn with_config(cfg: Config, n: u8, gpus: u32) -> Matchmaker {
+    let mut mm = Matchmaker::new(cfg);
     for i in 1..=n {
         mm.handle(0, Event::OperatorAdvert(advert(&key(i), gpus, 24_576)));
     }

@@ -1,4 +1,5 @@
 use crate::common::*;
+use proofmesh_matchmaker::Config;
 use proofmesh_matchmaker::{AttemptCause, Decision, Event, FailureReason, SlashEvidence};
 use proofmesh_protocol::messages::{FailureCause, TaskFailure, Verdict};
 
@@ -198,11 +199,51 @@ fn operator_down_holding_accepted_work_is_slashed_at_the_deadline_unless_it_deli
 }
 
 #[test]
+fn operator_losses_do_not_use_up_attempts_but_have_their_own_budget() {
+    // A one-attempt task survives its operators going down (churn is not the task's fault)...
+    let cfg = Config {
+        max_operator_losses: 3,
+        ..config()
+    };
+    let mut mm = with_config(cfg, 4, 1);
+    let (id, d) = submit(&mut mm, 0, &chain(1, 1));
+    let mut a = assignments(&d).remove(0);
+    let mut now = 1;
+    for lost in 1..=3u32 {
+        mm.handle(now, accept(&a, now));
+        now += 1;
+        let d = mm.handle(now, Event::OperatorDown(a.operator));
+        now += 1;
+        if lost < 3 {
+            assert!(
+                !d.iter()
+                    .any(|x| matches!(x, Decision::WorkflowFailed { .. })),
+                "loss {lost} of 3 must not fail a one-attempt task: {d:?}"
+            );
+            a = assignments(&d).remove(0);
+            assert_eq!(a.attempt, lost + 1);
+        } else {
+            // ...but a task that keeps taking its operators down does not loop forever.
+            let reason = d.iter().find_map(|x| match x {
+                Decision::WorkflowFailed { workflow, reason } if *workflow == id => Some(reason),
+                _ => None,
+            });
+            let text = reason.map(|r| r.to_string()).unwrap_or_default();
+            assert!(text.contains("operator went down"), "{d:?}");
+        }
+    }
+}
+
+#[test]
 fn operator_down_holding_several_tasks_of_a_workflow_that_fails_does_not_panic() {
-    // One operator with two GPUs takes both independent tasks of a one-attempt workflow. Its
-    // loss ends the first attempt, which fails (and forgets) the workflow; the second held
-    // attempt must then be skipped, not indexed into the forgotten task list.
-    let mut mm = with_operators(1, 2);
+    // One operator with two GPUs takes both independent tasks of a workflow that tolerates no
+    // operator loss. Its loss ends the first attempt, which fails (and forgets) the workflow;
+    // the second held attempt must then be skipped, not indexed into the forgotten task list.
+    let cfg = Config {
+        max_operator_losses: 1,
+        ..config()
+    };
+    let mut mm = with_config(cfg, 1, 2);
     let mut wf = chain(2, 1);
     for t in &mut wf.tasks {
         t.deps.clear();
