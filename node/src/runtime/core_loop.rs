@@ -811,7 +811,8 @@ impl Core {
                 self.sh.metrics.caught_up_results.inc_by(learned as u64);
                 tracing::info!(workflow = %id.short(), learned, peer = %from, "caught up on results gossip missed");
             }
-            if let Some(reason) = update.failed {
+            // A failure is a matchmaker's decision: taken only from one heard announcing.
+            if let Some(reason) = update.failed.filter(|_| self.matchmakers.contains(&from)) {
                 let failure = WorkflowFailure {
                     workflow: id,
                     matchmaker: from,
