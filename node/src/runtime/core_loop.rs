@@ -118,6 +118,8 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     pub internal: mpsc::UnboundedSender<Internal>,
     pub publish: mpsc::UnboundedSender<Envelope>,
+    /// Result signatures already checked here (each is verified once per node).
+    pub verified_results: super::verify::VerifiedResults,
 }
 
 impl Shared {
@@ -436,7 +438,11 @@ impl Core {
                 }
                 let matchmaker = self.assigned_by.remove(&key);
                 let envelope = match outcome {
-                    Outcome::Completed(result) => self.emit(Message::Result(result)),
+                    Outcome::Completed(result) => {
+                        // Signed here: the verdict that carries it back needs no re-check.
+                        self.sh.verified_results.insert_own(&result);
+                        self.emit(Message::Result(result))
+                    }
                     Outcome::Failed(failure) => self.emit(Message::Failure(failure)),
                     Outcome::Cancelled => return,
                 };

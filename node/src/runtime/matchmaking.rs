@@ -278,16 +278,18 @@ impl MatchmakerRole {
         let internal = sh.internal.clone();
         let Some(task) = task else {
             // Unknown workflow or task: the engine ignores it; judge by signature only.
-            let verdict = result
-                .verify()
+            let verdict = sh
+                .verified_results
+                .verify(&result)
                 .map_err(|e| format!("bad result signature: {e}"));
             let _ = internal.send(Internal::Checked { result, verdict });
             return;
         };
         let client = sh.client.clone();
         let store = sh.store.clone();
+        let verified = sh.verified_results.clone();
         sh.spawn(async move {
-            let verdict = verify::precheck(&client, &store, &task, &result).await;
+            let verdict = verify::precheck(&client, &store, &verified, &task, &result).await;
             if let Err(reason) = &verdict {
                 tracing::warn!(task = %task.name, operator = %result.result.operator, %reason, "result failed its check");
             }

@@ -503,6 +503,7 @@ impl Node {
             cancel: cancel.clone(),
             internal: internal_tx,
             publish: publish_tx,
+            verified_results: verify::VerifiedResults::default(),
         };
         // Publications leave in the order they were emitted.
         sh.spawn(publisher(client.clone(), publish_rx));

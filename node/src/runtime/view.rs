@@ -307,7 +307,7 @@ impl View {
             }
             return;
         }
-        if result.verify().is_err() {
+        if sh.verified_results.verify(result).is_err() {
             tracing::warn!(
                 task = r.task,
                 "dropping an accepted verdict whose result signature does not verify"
