@@ -330,6 +330,8 @@ struct Inner {
     unsynced: AtomicBool,
     /// Lazy commits not yet synced.
     lazy_unsynced: AtomicBool,
+    /// Deferred write transactions begun so far (see [`Store::deferred_writes`]).
+    deferred_writes: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -435,6 +437,7 @@ impl Store {
                 tmp_counter: AtomicU64::new(0),
                 unsynced: AtomicBool::new(false),
                 lazy_unsynced: AtomicBool::new(false),
+                deferred_writes: AtomicU64::new(0),
             }),
             mode: Mode::Immediate,
         })
@@ -463,6 +466,13 @@ impl Store {
     /// Whether deferred commits wait for a sync.
     pub fn needs_sync(&self) -> bool {
         self.inner.unsynced.load(Ordering::Acquire)
+    }
+
+    /// How many deferred write transactions (state that must be durable before it is
+    /// announced) any handle has begun: unchanged across some work means that work wrote
+    /// nothing that needs a sync.
+    pub fn deferred_writes(&self) -> u64 {
+        self.inner.deferred_writes.load(Ordering::Relaxed)
     }
 
     /// Make every commit so far durable (one fsync), whichever handle made it.
@@ -501,6 +511,7 @@ impl Store {
             Mode::Deferred => {
                 tx.set_durability(redb::Durability::None);
                 self.inner.unsynced.store(true, Ordering::Release);
+                self.inner.deferred_writes.fetch_add(1, Ordering::Relaxed);
             }
             Mode::Lazy => {
                 tx.set_durability(redb::Durability::None);

@@ -209,11 +209,20 @@ impl Core {
     }
 
     /// End of a batch: sync the store if anything durable is about to be announced, then
-    /// announce it (in the order it was produced).
-    fn commit(&mut self) {
-        if !self.outbox.is_empty() || self.progress.holds_durable() {
+    /// announce it (in the order it was produced). The fsync runs on the blocking pool: the
+    /// core waits for it, but the runtime's worker threads stay free for the network and
+    /// every other task meanwhile.
+    async fn commit(&mut self) {
+        if (!self.outbox.is_empty() || self.progress.holds_durable()) && self.sh.store.needs_sync()
+        {
             let started = std::time::Instant::now();
-            match self.sh.store.sync_if_needed() {
+            let store = self.sh.store.clone();
+            let result = match tokio::task::spawn_blocking(move || store.sync_if_needed()).await {
+                Ok(result) => result,
+                // The blocking pool is gone (runtime shutting down): sync here.
+                Err(_) => self.sh.store.sync_if_needed(),
+            };
+            match result {
                 Ok(true) => self
                     .sh
                     .metrics
@@ -285,9 +294,9 @@ impl Core {
                     break;
                 }
             }
-            self.commit();
+            self.commit().await;
         }
-        self.commit();
+        self.commit().await;
         if let Err(e) = self.sh.store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
         }
@@ -383,9 +392,16 @@ impl Core {
                     responder.ack();
                     return;
                 }
+                let before = (self.outbox.len(), self.sh.store.deferred_writes());
                 // Answered once what the request changed is durable.
                 match self.on_message(envelope.sender, message, Origin::Remote) {
                     Some(reply) => self.after_commit(move || responder.reply(reply)),
+                    // It changed nothing that must be durable and produced nothing to
+                    // announce (a result handed to the precheck): a bare ack need not wait
+                    // for the batch's sync.
+                    None if before == (self.outbox.len(), self.sh.store.deferred_writes()) => {
+                        responder.ack()
+                    }
                     None => self.after_commit(move || responder.ack()),
                 }
             }

@@ -286,7 +286,8 @@ impl MatchmakerRole {
             return;
         };
         let client = sh.client.clone();
-        let store = sh.store.clone();
+        // The fetched output is a copy (the verdict is what is logged): stored lazily.
+        let store = sh.store.lazy();
         let verified = sh.verified_results.clone();
         sh.spawn(async move {
             let verdict = verify::precheck(&client, &store, &verified, &task, &result).await;
