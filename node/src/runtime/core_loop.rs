@@ -204,7 +204,7 @@ impl Core {
     }
 
     /// Queue `f` to run once the current batch is durable.
-    fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
+    pub(crate) fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
         self.outbox.push(Box::new(f));
     }
 
@@ -213,6 +213,10 @@ impl Core {
     /// core waits for it, but the runtime's worker threads stay free for the network and
     /// every other task meanwhile.
     async fn commit(&mut self) {
+        // Before any wait: an open batch holds the store's write lock.
+        if let Err(e) = self.sh.store.end_batch() {
+            tracing::error!(error = %e, "store batch commit failed");
+        }
         if (!self.outbox.is_empty() || self.progress.holds_durable()) && self.sh.store.needs_sync()
         {
             let started = std::time::Instant::now();
@@ -518,7 +522,7 @@ impl Core {
                     return;
                 }
                 let client = self.sh.client.clone();
-                let store = self.sh.store.clone();
+                let store = self.sh.store.unbatched();
                 self.sh.spawn(async move {
                     let result = match client.fetch_blob(None, id).await {
                         Ok(bytes) => match tokio::task::spawn_blocking(move || {

@@ -287,7 +287,7 @@ impl MatchmakerRole {
         };
         let client = sh.client.clone();
         // The fetched output is a copy (the verdict is what is logged): stored lazily.
-        let store = sh.store.lazy();
+        let store = sh.store.lazy().unbatched();
         let verified = sh.verified_results.clone();
         sh.spawn(async move {
             let verdict = verify::precheck(&client, &store, &verified, &task, &result).await;
@@ -383,12 +383,15 @@ pub(crate) fn decision_message(core: &mut Core, decision: Decision) -> Option<Me
                 Ok(id) => tracing::warn!(evidence = %id.short(), "slashing evidence stored"),
                 Err(e) => tracing::error!(error = %e, "cannot store slashing evidence"),
             }
-            core.settlement.slash(&evidence);
+            // Settlement reads the store from its own task: after the batch commits.
+            let settlement = core.settlement.clone();
+            core.after_commit(move || settlement.slash(&evidence));
             None
         }
         Decision::WorkflowCompleted { workflow, outputs } => {
             core.view.completed(&core.sh, &core.progress, &workflow);
-            core.settlement.workflow_completed(&workflow, &outputs);
+            let settlement = core.settlement.clone();
+            core.after_commit(move || settlement.workflow_completed(&workflow, &outputs));
             None
         }
         Decision::WorkflowFailed { workflow, reason } => {

@@ -474,7 +474,7 @@ fn fetch_output(sh: &Shared, result: &SignedResult) {
     }
     let client = sh.client.clone();
     // A copy that can be fetched again: it never forces a sync of its own.
-    let store = sh.store.lazy();
+    let store = sh.store.lazy().unbatched();
     let from = crate::network::peer_id_of(&result.result.operator);
     sh.spawn(async move {
         let bytes = match client.fetch_blob(from, id).await {
