@@ -28,7 +28,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Schema version this code writes. Bump it, and add a migration, whenever a table or an
 /// encoded record changes shape.
@@ -312,6 +312,8 @@ enum BlobEntry {
 pub struct Store {
     inner: Arc<Inner>,
     mode: Mode,
+    /// Writes join the open batch transaction (see [`Store::batched`]).
+    batched: bool,
 }
 
 /// How a handle's commits reach the disk.
@@ -334,6 +336,10 @@ struct Inner {
     unsynced: AtomicBool,
     /// Lazy commits not yet synced.
     lazy_unsynced: AtomicBool,
+    /// Deferred write transactions begun so far (see [`Store::deferred_writes`]).
+    deferred_writes: AtomicU64,
+    /// The batch transaction batched handles write through, while one is open.
+    batch: Mutex<Option<redb::WriteTransaction>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -440,8 +446,11 @@ impl Store {
                 tmp_counter: AtomicU64::new(0),
                 unsynced: AtomicBool::new(false),
                 lazy_unsynced: AtomicBool::new(false),
+                deferred_writes: AtomicU64::new(0),
+                batch: Mutex::new(None),
             }),
             mode: Mode::Immediate,
+            batched: false,
         })
     }
 
@@ -453,7 +462,99 @@ impl Store {
         Store {
             inner: self.inner.clone(),
             mode: Mode::Deferred,
+            batched: self.batched,
         }
+    }
+
+    /// A handle whose writes all go into one open write transaction (begun by the first
+    /// write) until [`Store::end_batch`] commits it: a loop that applies many messages pays
+    /// one commit per batch instead of one per write, and rewrites each page once. Reads
+    /// through this handle see the batch's writes; other handles see them once it ends.
+    ///
+    /// Only for one task that ends the batch before it ever waits (its writes block every
+    /// other writer of the store meanwhile); background work uses [`Store::unbatched`].
+    pub fn batched(&self) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            // Batch commits never fsync: an immediate handle becomes a deferred one.
+            mode: match self.mode {
+                Mode::Immediate => Mode::Deferred,
+                mode => mode,
+            },
+            batched: true,
+        }
+    }
+
+    /// The same handle without batching, for work off the batching task.
+    pub fn unbatched(&self) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            mode: self.mode,
+            batched: false,
+        }
+    }
+
+    fn batch(&self) -> MutexGuard<'_, Option<redb::WriteTransaction>> {
+        self.inner
+            .batch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commit the open batch transaction, if any (without fsync: durability still comes
+    /// from [`Store::sync`]).
+    pub fn end_batch(&self) -> Result<(), StoreError> {
+        let tx = self.batch().take();
+        if let Some(tx) = tx {
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Run `f` in a write transaction: the open batch's (begun if needed) for a batched
+    /// handle, else its own, committed at once.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !self.batched {
+            let tx = self.begin_write()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            return Ok(out);
+        }
+        let mut batch = self.batch();
+        let tx = match batch.take() {
+            Some(tx) => {
+                self.mark_write();
+                tx
+            }
+            None => self.begin_write()?,
+        };
+        let out = f(&tx);
+        *batch = Some(tx);
+        out
+    }
+
+    /// A read transaction that sees everything this handle wrote: a batched handle's open
+    /// batch is committed first (the batch-aware reads below read through it instead).
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        if self.batched {
+            self.end_batch()?;
+        }
+        Ok(self.inner.db.begin_read()?)
+    }
+
+    /// `Some(f(batch))` when this handle is batched and a batch is open.
+    fn in_batch<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        if !self.batched {
+            return None;
+        }
+        let batch = self.batch();
+        batch.as_ref().map(f)
     }
 
     /// A handle for state that may lag on disk (task-state views, operator stats): durable
@@ -462,6 +563,7 @@ impl Store {
         Store {
             inner: self.inner.clone(),
             mode: Mode::Lazy,
+            batched: self.batched,
         }
     }
 
@@ -470,8 +572,16 @@ impl Store {
         self.inner.unsynced.load(Ordering::Acquire)
     }
 
+    /// How many deferred write transactions (state that must be durable before it is
+    /// announced) any handle has begun: unchanged across some work means that work wrote
+    /// nothing that needs a sync.
+    pub fn deferred_writes(&self) -> u64 {
+        self.inner.deferred_writes.load(Ordering::Relaxed)
+    }
+
     /// Make every commit so far durable (one fsync), whichever handle made it.
     pub fn sync(&self) -> Result<(), StoreError> {
+        self.end_batch()?;
         // Cleared before the sync's transaction starts: a writer that sets a flag after this
         // either commits before the sync (covered) or is synced next time.
         self.inner.unsynced.store(false, Ordering::Release);
@@ -500,19 +610,23 @@ impl Store {
 
     fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
         let mut tx = self.inner.db.begin_write()?;
-        // Flagged once the write lock is held, so a concurrent `sync` orders before or after.
+        if self.batched || self.mode != Mode::Immediate {
+            tx.set_durability(redb::Durability::None);
+        }
+        self.mark_write();
+        Ok(tx)
+    }
+
+    // Flagged once the write lock is held, so a concurrent `sync` orders before or after.
+    fn mark_write(&self) {
         match self.mode {
             Mode::Immediate => {}
             Mode::Deferred => {
-                tx.set_durability(redb::Durability::None);
                 self.inner.unsynced.store(true, Ordering::Release);
+                self.inner.deferred_writes.fetch_add(1, Ordering::Relaxed);
             }
-            Mode::Lazy => {
-                tx.set_durability(redb::Durability::None);
-                self.inner.lazy_unsynced.store(true, Ordering::Release);
-            }
+            Mode::Lazy => self.inner.lazy_unsynced.store(true, Ordering::Release),
         }
-        Ok(tx)
     }
 
     /// The data directory.
@@ -522,7 +636,7 @@ impl Store {
 
     /// Schema version recorded in the database.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         let meta = tx.open_table(META)?;
         let v = meta
             .get(META_SCHEMA)?
@@ -545,11 +659,11 @@ impl Store {
     /// Overwrite the schema version (tests of the refusal path, and future migrations).
     #[doc(hidden)]
     pub fn force_schema_version(&self, version: u32) -> Result<(), StoreError> {
-        let tx = self.begin_write()?;
-        tx.open_table(META)?
-            .insert(META_SCHEMA, version.to_le_bytes().as_slice())?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            tx.open_table(META)?
+                .insert(META_SCHEMA, version.to_le_bytes().as_slice())?;
+            Ok(())
+        })
     }
 
     // ---- workflows -------------------------------------------------------------------------
@@ -562,31 +676,31 @@ impl Store {
         now_ms: u64,
     ) -> Result<(WorkflowId, bool), StoreError> {
         let id = submission.workflow.id();
-        let tx = self.begin_write()?;
-        let new = {
-            let mut wf = tx.open_table(WORKFLOWS)?;
-            if wf.get(id.0)?.is_some() {
-                false
-            } else {
-                wf.insert(id.0, encoding::encode(submission).as_slice())?;
-                let tasks = u32::try_from(submission.workflow.tasks.len()).unwrap_or(u32::MAX);
-                let meta = WorkflowMeta {
-                    state: WorkflowState::Active,
-                    accepted_at_ms: now_ms,
-                    tasks,
-                };
-                tx.open_table(WORKFLOW_META)?
-                    .insert(id.0, encoding::encode(&meta).as_slice())?;
-                true
-            }
-        };
-        tx.commit()?;
-        Ok((id, new))
+        self.write(|tx| {
+            let new = {
+                let mut wf = tx.open_table(WORKFLOWS)?;
+                if wf.get(id.0)?.is_some() {
+                    false
+                } else {
+                    wf.insert(id.0, encoding::encode(submission).as_slice())?;
+                    let tasks = u32::try_from(submission.workflow.tasks.len()).unwrap_or(u32::MAX);
+                    let meta = WorkflowMeta {
+                        state: WorkflowState::Active,
+                        accepted_at_ms: now_ms,
+                        tasks,
+                    };
+                    tx.open_table(WORKFLOW_META)?
+                        .insert(id.0, encoding::encode(&meta).as_slice())?;
+                    true
+                }
+            };
+            Ok((id, new))
+        })
     }
 
     /// A stored workflow, or `None`.
     pub fn workflow(&self, id: &WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         let Some(sub) = tx.open_table(WORKFLOWS)?.get(id.0)? else {
             return Ok(None);
         };
@@ -621,13 +735,16 @@ impl Store {
 
     /// Whether the store holds workflow `id`.
     pub fn has_workflow(&self, id: &WorkflowId) -> Result<bool, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        if let Some(r) = self.in_batch(|tx| Ok(tx.open_table(WORKFLOWS)?.get(id.0)?.is_some())) {
+            return r;
+        }
+        let tx = self.begin_read()?;
         Ok(tx.open_table(WORKFLOWS)?.get(id.0)?.is_some())
     }
 
     /// Every workflow id with its state.
     pub fn workflows(&self) -> Result<Vec<(WorkflowId, WorkflowState)>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(WORKFLOW_META)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -646,18 +763,18 @@ impl Store {
         id: &WorkflowId,
         state: WorkflowState,
     ) -> Result<(), StoreError> {
-        let tx = self.begin_write()?;
-        {
-            let mut table = tx.open_table(WORKFLOW_META)?;
-            let mut meta: WorkflowMeta = match table.get(id.0)? {
-                Some(m) => dec("workflow state", m.value())?,
-                None => return Err(StoreError::UnknownWorkflow(*id)),
-            };
-            meta.state = state;
-            table.insert(id.0, encoding::encode(&meta).as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            {
+                let mut table = tx.open_table(WORKFLOW_META)?;
+                let mut meta: WorkflowMeta = match table.get(id.0)? {
+                    Some(m) => dec("workflow state", m.value())?,
+                    None => return Err(StoreError::UnknownWorkflow(*id)),
+                };
+                meta.state = state;
+                table.insert(id.0, encoding::encode(&meta).as_slice())?;
+            }
+            Ok(())
+        })
     }
 
     // ---- tasks -----------------------------------------------------------------------------
@@ -677,27 +794,27 @@ impl Store {
         task: TaskIndex,
         f: impl FnOnce(&mut TaskRecord),
     ) -> Result<TaskRecord, StoreError> {
-        let tx = self.begin_write()?;
-        let tasks = Self::task_count(&tx, id)?;
-        if task as usize >= tasks {
-            return Err(StoreError::UnknownTask {
-                workflow: *id,
-                task,
-                tasks,
-            });
-        }
-        let record = {
-            let mut table = tx.open_table(TASKS)?;
-            let mut record = match table.get((id.0, task))? {
-                Some(v) => dec::<TaskRecord>("task", v.value())?,
-                None => TaskRecord::default(),
+        self.write(|tx| {
+            let tasks = Self::task_count(tx, id)?;
+            if task as usize >= tasks {
+                return Err(StoreError::UnknownTask {
+                    workflow: *id,
+                    task,
+                    tasks,
+                });
+            }
+            let record = {
+                let mut table = tx.open_table(TASKS)?;
+                let mut record = match table.get((id.0, task))? {
+                    Some(v) => dec::<TaskRecord>("task", v.value())?,
+                    None => TaskRecord::default(),
+                };
+                f(&mut record);
+                table.insert((id.0, task), encoding::encode(&record).as_slice())?;
+                record
             };
-            f(&mut record);
-            table.insert((id.0, task), encoding::encode(&record).as_slice())?;
-            record
-        };
-        tx.commit()?;
-        Ok(record)
+            Ok(record)
+        })
     }
 
     /// Set one task's state, keeping its attempt history.
@@ -712,7 +829,13 @@ impl Store {
 
     /// One task's record (`Pending` with no attempts if never written).
     pub fn task(&self, id: &WorkflowId, task: TaskIndex) -> Result<TaskRecord, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        if let Some(r) = self.in_batch(|tx| match tx.open_table(TASKS)?.get((id.0, task))? {
+            Some(v) => dec("task", v.value()),
+            None => Ok(TaskRecord::default()),
+        }) {
+            return r;
+        }
+        let tx = self.begin_read()?;
         match tx.open_table(TASKS)?.get((id.0, task))? {
             Some(v) => dec("task", v.value()),
             None => Ok(TaskRecord::default()),
@@ -721,7 +844,7 @@ impl Store {
 
     /// Every written task record of a workflow, by index (tasks without a row are pending).
     pub fn tasks(&self, id: &WorkflowId) -> Result<Vec<(TaskIndex, TaskRecord)>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(TASKS)?;
         let mut out = Vec::new();
         for row in table.range((id.0, 0)..=(id.0, u32::MAX))? {
@@ -740,42 +863,42 @@ impl Store {
         let id = result.result.workflow;
         let task = result.result.task;
         let result_id = ContentId::of_value(result);
-        let tx = self.begin_write()?;
-        let tasks = Self::task_count(&tx, &id)?;
-        if task as usize >= tasks {
-            return Err(StoreError::UnknownTask {
-                workflow: id,
-                task,
-                tasks,
-            });
-        }
-        {
-            let mut results = tx.open_table(RESULTS)?;
-            if let Some(existing) = results.get((id.0, task))? {
-                if existing.value() == encoding::encode(result).as_slice() {
-                    return Ok(result_id);
-                }
-                return Err(StoreError::ConflictingResult { workflow: id, task });
-            }
-            results.insert((id.0, task), encoding::encode(result).as_slice())?;
-            let mut table = tx.open_table(TASKS)?;
-            let mut record = match table.get((id.0, task))? {
-                Some(v) => dec::<TaskRecord>("task", v.value())?,
-                None => TaskRecord::default(),
-            };
-            record.state = TaskState::Done { result: result_id };
-            let attempt = result.result.attempt;
-            if !record.attempts.iter().any(|a| a.attempt == attempt) {
-                record.attempts.push(AttemptRecord {
-                    attempt,
-                    operator: result.result.operator,
-                    cause: None,
+        self.write(|tx| {
+            let tasks = Self::task_count(tx, &id)?;
+            if task as usize >= tasks {
+                return Err(StoreError::UnknownTask {
+                    workflow: id,
+                    task,
+                    tasks,
                 });
             }
-            table.insert((id.0, task), encoding::encode(&record).as_slice())?;
-        }
-        tx.commit()?;
-        Ok(result_id)
+            {
+                let mut results = tx.open_table(RESULTS)?;
+                if let Some(existing) = results.get((id.0, task))? {
+                    if existing.value() == encoding::encode(result).as_slice() {
+                        return Ok(result_id);
+                    }
+                    return Err(StoreError::ConflictingResult { workflow: id, task });
+                }
+                results.insert((id.0, task), encoding::encode(result).as_slice())?;
+                let mut table = tx.open_table(TASKS)?;
+                let mut record = match table.get((id.0, task))? {
+                    Some(v) => dec::<TaskRecord>("task", v.value())?,
+                    None => TaskRecord::default(),
+                };
+                record.state = TaskState::Done { result: result_id };
+                let attempt = result.result.attempt;
+                if !record.attempts.iter().any(|a| a.attempt == attempt) {
+                    record.attempts.push(AttemptRecord {
+                        attempt,
+                        operator: result.result.operator,
+                        cause: None,
+                    });
+                }
+                table.insert((id.0, task), encoding::encode(&record).as_slice())?;
+            }
+            Ok(result_id)
+        })
     }
 
     /// The accepted result of a task, if any.
@@ -784,7 +907,13 @@ impl Store {
         id: &WorkflowId,
         task: TaskIndex,
     ) -> Result<Option<SignedResult>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        if let Some(r) = self.in_batch(|tx| match tx.open_table(RESULTS)?.get((id.0, task))? {
+            Some(v) => Ok(Some(dec("result", v.value())?)),
+            None => Ok(None),
+        }) {
+            return r;
+        }
+        let tx = self.begin_read()?;
         match tx.open_table(RESULTS)?.get((id.0, task))? {
             Some(v) => Ok(Some(dec("result", v.value())?)),
             None => Ok(None),
@@ -793,7 +922,7 @@ impl Store {
 
     /// Every accepted result of a workflow, by task index.
     pub fn results(&self, id: &WorkflowId) -> Result<Vec<(TaskIndex, SignedResult)>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(RESULTS)?;
         let mut out = Vec::new();
         for row in table.range((id.0, 0)..=(id.0, u32::MAX))? {
@@ -823,11 +952,11 @@ impl Store {
                 len: bytes.len() as u64,
             }
         };
-        let tx = self.begin_write()?;
-        tx.open_table(BLOBS)?
-            .insert(id.0, encoding::encode(&entry).as_slice())?;
-        tx.commit()?;
-        Ok(id)
+        self.write(|tx| {
+            tx.open_table(BLOBS)?
+                .insert(id.0, encoding::encode(&entry).as_slice())?;
+            Ok(id)
+        })
     }
 
     /// Store bytes that must hash to `expected` (received from a peer); `Ok(false)` if not.
@@ -862,7 +991,7 @@ impl Store {
     }
 
     fn blob_entry(&self, id: &ContentId) -> Result<Option<BlobEntry>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         match tx.open_table(BLOBS)?.get(id.0)? {
             Some(v) => Ok(Some(dec("blob", v.value())?)),
             None => Ok(None),
@@ -871,7 +1000,10 @@ impl Store {
 
     /// Whether the store holds blob `id`.
     pub fn has_blob(&self, id: &ContentId) -> Result<bool, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        if let Some(r) = self.in_batch(|tx| Ok(tx.open_table(BLOBS)?.get(id.0)?.is_some())) {
+            return r;
+        }
+        let tx = self.begin_read()?;
         Ok(tx.open_table(BLOBS)?.get(id.0)?.is_some())
     }
 
@@ -921,20 +1053,20 @@ impl Store {
 
     /// Append events in one transaction; returns the sequence numbers they got.
     pub fn append_events(&self, events: &[Vec<u8>]) -> Result<Range<u64>, StoreError> {
-        let tx = self.begin_write()?;
-        let range = {
-            let mut table = tx.open_table(EVENTS)?;
-            let first = match table.last()? {
-                Some((k, _)) => k.value() + 1,
-                None => 0,
+        self.write(|tx| {
+            let range = {
+                let mut table = tx.open_table(EVENTS)?;
+                let first = match table.last()? {
+                    Some((k, _)) => k.value() + 1,
+                    None => 0,
+                };
+                for (i, event) in events.iter().enumerate() {
+                    table.insert(first + i as u64, event.as_slice())?;
+                }
+                first..first + events.len() as u64
             };
-            for (i, event) in events.iter().enumerate() {
-                table.insert(first + i as u64, event.as_slice())?;
-            }
-            first..first + events.len() as u64
-        };
-        tx.commit()?;
-        Ok(range)
+            Ok(range)
+        })
     }
 
     /// Events with sequence number `>= seq`, oldest first, read in batches (each batch is one
@@ -949,7 +1081,7 @@ impl Store {
     }
 
     fn read_events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(EVENTS)?;
         let mut out = Vec::new();
         for row in table.range(from..)?.take(limit) {
@@ -961,7 +1093,7 @@ impl Store {
 
     /// Sequence number of the last event, if any.
     pub fn last_event_seq(&self) -> Result<Option<u64>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(EVENTS)?;
         let last = table.last()?.map(|(k, _)| k.value());
         Ok(last)
@@ -969,22 +1101,22 @@ impl Store {
 
     /// Drop events before `seq` (after a snapshot made them unnecessary). Returns how many.
     pub fn prune_events_before(&self, seq: u64) -> Result<u64, StoreError> {
-        let tx = self.begin_write()?;
-        let n = {
-            let mut table = tx.open_table(EVENTS)?;
-            let before = table.len()?;
-            table.retain_in(..seq, |_, _| false)?;
-            before - table.len()?
-        };
-        tx.commit()?;
-        Ok(n)
+        self.write(|tx| {
+            let n = {
+                let mut table = tx.open_table(EVENTS)?;
+                let before = table.len()?;
+                table.retain_in(..seq, |_, _| false)?;
+                before - table.len()?
+            };
+            Ok(n)
+        })
     }
 
     // ---- cursors ---------------------------------------------------------------------------
 
     /// The chain indexer's cursor.
     pub fn chain_cursor(&self) -> Result<Option<ChainCursor>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         match tx.open_table(META)?.get(META_CHAIN_CURSOR)? {
             Some(v) => Ok(Some(dec("chain cursor", v.value())?)),
             None => Ok(None),
@@ -993,25 +1125,25 @@ impl Store {
 
     /// Durably move the chain indexer's cursor.
     pub fn set_chain_cursor(&self, cursor: ChainCursor) -> Result<(), StoreError> {
-        let tx = self.begin_write()?;
-        tx.open_table(META)?
-            .insert(META_CHAIN_CURSOR, encoding::encode(&cursor).as_slice())?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            tx.open_table(META)?
+                .insert(META_CHAIN_CURSOR, encoding::encode(&cursor).as_slice())?;
+            Ok(())
+        })
     }
 
     /// Last finalized sequence number of an ordered stream.
     pub fn stream_cursor(&self, stream: &str) -> Result<Option<u64>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx.open_table(STREAMS)?.get(stream)?.map(|v| v.value()))
     }
 
     /// Durably record that `stream` has finalized up to `sequence`.
     pub fn set_stream_cursor(&self, stream: &str, sequence: u64) -> Result<(), StoreError> {
-        let tx = self.begin_write()?;
-        tx.open_table(STREAMS)?.insert(stream, sequence)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            tx.open_table(STREAMS)?.insert(stream, sequence)?;
+            Ok(())
+        })
     }
 
     // ---- slashing evidence -----------------------------------------------------------------
@@ -1019,15 +1151,15 @@ impl Store {
     /// Durably keep encoded slashing evidence under its content id (idempotent).
     pub fn put_evidence(&self, encoded: &[u8]) -> Result<ContentId, StoreError> {
         let id = ContentId::of_bytes(encoded);
-        let tx = self.begin_write()?;
-        tx.open_table(EVIDENCE)?.insert(id.0, encoded)?;
-        tx.commit()?;
-        Ok(id)
+        self.write(|tx| {
+            tx.open_table(EVIDENCE)?.insert(id.0, encoded)?;
+            Ok(id)
+        })
     }
 
     /// Every piece of encoded slashing evidence, by content id.
     pub fn evidence(&self) -> Result<Vec<(ContentId, Vec<u8>)>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(EVIDENCE)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -1075,27 +1207,27 @@ impl Store {
         key: &PublicKey,
         f: impl FnOnce(&mut OperatorRecord),
     ) -> Result<OperatorRecord, StoreError> {
-        let tx = self.begin_write()?;
-        let record = {
-            let mut table = tx.open_table(OPERATORS)?;
-            let mut record = match table.get(key.0)? {
-                Some(v) => dec("operator", v.value())?,
-                None => OperatorRecord {
-                    advert: None,
-                    stats: OperatorStats::default(),
-                },
+        self.write(|tx| {
+            let record = {
+                let mut table = tx.open_table(OPERATORS)?;
+                let mut record = match table.get(key.0)? {
+                    Some(v) => dec("operator", v.value())?,
+                    None => OperatorRecord {
+                        advert: None,
+                        stats: OperatorStats::default(),
+                    },
+                };
+                f(&mut record);
+                table.insert(key.0, encoding::encode(&record).as_slice())?;
+                record
             };
-            f(&mut record);
-            table.insert(key.0, encoding::encode(&record).as_slice())?;
-            record
-        };
-        tx.commit()?;
-        Ok(record)
+            Ok(record)
+        })
     }
 
     /// One operator.
     pub fn operator(&self, key: &PublicKey) -> Result<Option<OperatorRecord>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         match tx.open_table(OPERATORS)?.get(key.0)? {
             Some(v) => Ok(Some(dec("operator", v.value())?)),
             None => Ok(None),
@@ -1104,7 +1236,7 @@ impl Store {
 
     /// Every operator, by key.
     pub fn operators(&self) -> Result<Vec<(PublicKey, OperatorRecord)>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(OPERATORS)?;
         let mut out = Vec::new();
         for row in table.iter()? {

@@ -187,6 +187,20 @@ impl Envelope {
 
     /// Check version, domain, expiry and signature, then decode the payload.
     pub fn open(&self, domain: Domain, now_ms: u64) -> Result<Message, EnvelopeError> {
+        self.check_header(domain, now_ms)?;
+        self.sender.verify(&self.signing_bytes(), &self.signature)?;
+        self.decode_message()
+    }
+
+    /// [`Envelope::open`] without the signature check, for an envelope whose exact bytes
+    /// already passed [`Envelope::open`] (the caller matched them by content hash): version,
+    /// domain, expiry and payload are still checked.
+    pub fn open_verified(&self, domain: Domain, now_ms: u64) -> Result<Message, EnvelopeError> {
+        self.check_header(domain, now_ms)?;
+        self.decode_message()
+    }
+
+    fn check_header(&self, domain: Domain, now_ms: u64) -> Result<(), EnvelopeError> {
         if self.version != PROTOCOL_VERSION {
             return Err(EnvelopeError::Version {
                 got: self.version,
@@ -211,7 +225,10 @@ impl Envelope {
                 now_ms,
             });
         }
-        self.sender.verify(&self.signing_bytes(), &self.signature)?;
+        Ok(())
+    }
+
+    fn decode_message(&self) -> Result<Message, EnvelopeError> {
         let message: Message = encoding::decode(&self.payload).map_err(EnvelopeError::Payload)?;
         if message.kind() != self.kind {
             return Err(EnvelopeError::KindMismatch {

@@ -147,14 +147,43 @@ pub enum SignatureError {
     BadSignature(String),
 }
 
+/// Decompressed keys of recent signers: decompressing a point costs about a third of a
+/// verification, and a network has few signers that each sign many messages.
+static VERIFYING_KEYS: std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifyingKey>>,
+> = std::sync::OnceLock::new();
+
+/// Past this many cached keys the cache starts over (bounds memory against key floods).
+const VERIFYING_KEYS_MAX: usize = 4096;
+
 impl PublicKey {
-    /// Verify `sig` over `message` with ed25519 `verify_strict`.
-    pub fn verify(&self, message: &[u8], sig: &Signature) -> Result<(), SignatureError> {
+    /// The decompressed key, refused when invalid or weak (only valid keys are cached).
+    fn verifying_key(&self) -> Result<VerifyingKey, SignatureError> {
+        let cache = VERIFYING_KEYS.get_or_init(Default::default);
+        let lock = || {
+            cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(key) = lock().get(&self.0) {
+            return Ok(*key);
+        }
         let key = VerifyingKey::from_bytes(&self.0)
             .map_err(|_| SignatureError::BadKey(self.to_string()))?;
         if key.is_weak() {
             return Err(SignatureError::BadKey(self.to_string()));
         }
+        let mut keys = lock();
+        if keys.len() >= VERIFYING_KEYS_MAX {
+            keys.clear();
+        }
+        keys.insert(self.0, key);
+        Ok(key)
+    }
+
+    /// Verify `sig` over `message` with ed25519 `verify_strict`.
+    pub fn verify(&self, message: &[u8], sig: &Signature) -> Result<(), SignatureError> {
+        let key = self.verifying_key()?;
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
         key.verify_strict(message, &sig)
             .map_err(|_| SignatureError::BadSignature(self.to_string()))

@@ -90,6 +90,7 @@ pub struct Client {
     max_message_bytes: usize,
     blob_chunk_bytes: usize,
     max_blob_bytes: u64,
+    verified: validation::SharedVerified,
 }
 
 impl std::fmt::Debug for Client {
@@ -105,8 +106,10 @@ impl Client {
         commands: mpsc::Sender<Command>,
         local_peer_id: PeerId,
         config: &NetworkConfig,
+        verified: validation::SharedVerified,
     ) -> Self {
         Client {
+            verified,
             commands,
             local_peer_id,
             domain: config.domain,
@@ -196,15 +199,16 @@ impl Client {
             DirectWire::Ack => Ok(None),
             DirectWire::Rejected(reason) => Err(NetworkError::Rejected { peer, reason }),
             DirectWire::Reply(bytes) => {
-                let checked = validation::check(
+                let (envelope, message, _) = validation::check_cached(
                     &bytes,
                     None,
                     self.domain,
                     (self.clock)(),
                     self.max_message_bytes,
+                    &self.verified,
                 )
                 .map_err(|e| invalid(e.to_string()))?;
-                Ok(Some(checked))
+                Ok(Some((envelope, message)))
             }
         }
     }

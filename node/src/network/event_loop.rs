@@ -58,9 +58,11 @@ pub struct EventLoop {
     answers: FuturesUnordered<Answer>,
     overflow: VecDeque<NetworkEvent>,
     kad_ready: bool,
+    verified: validation::SharedVerified,
 }
 
 impl EventLoop {
+    #[allow(clippy::too_many_arguments)] // one call site, in `network::new`
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
@@ -69,8 +71,10 @@ impl EventLoop {
         metrics: NetworkMetrics,
         libp2p_metrics: libp2p::metrics::Metrics,
         bootstrap: Vec<Multiaddr>,
+        verified: validation::SharedVerified,
     ) -> Self {
         EventLoop {
+            verified,
             swarm,
             commands,
             events,
@@ -422,20 +426,20 @@ impl EventLoop {
                     return;
                 };
                 let now = (self.config.clock)();
-                match validation::check(
+                match validation::check_cached(
                     &message.data,
                     Some(topic),
                     self.config.domain,
                     now,
                     self.config.max_message_bytes,
+                    &self.verified,
                 ) {
                     Err(invalid) => {
                         tracing::debug!(peer = %propagation_source, %topic, reason = %invalid, "rejected gossip message");
                         self.metrics.rejected(topic.name(), invalid.label());
                         self.report(&message_id, &propagation_source, MessageAcceptance::Reject);
                     }
-                    Ok((envelope, msg)) => {
-                        let digest = *blake3::hash(&message.data).as_bytes();
+                    Ok((envelope, msg, digest)) => {
                         match self.guard.observe(&envelope, digest, Via::Gossip, now) {
                             Seen::New => {
                                 self.metrics.received(topic.name());
@@ -532,14 +536,15 @@ impl EventLoop {
     ) {
         let now = (self.config.clock)();
         let reject = |reason: String| encoding::encode(&DirectWire::Rejected(reason));
-        let checked = validation::check(
+        let checked = validation::check_cached(
             &request,
             None,
             self.config.domain,
             now,
             self.config.max_message_bytes,
+            &self.verified,
         );
-        let (envelope, message) = match checked {
+        let (envelope, message, digest) = match checked {
             Ok(ok) => ok,
             Err(invalid) => {
                 self.metrics.direct("inbound", invalid.label());
@@ -551,7 +556,6 @@ impl EventLoop {
                 return;
             }
         };
-        let digest = *blake3::hash(&request).as_bytes();
         if self.guard.observe(&envelope, digest, Via::Direct, now) == Seen::Duplicate {
             self.metrics.direct("inbound", "duplicate");
             let reason = format!(

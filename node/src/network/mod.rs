@@ -426,7 +426,8 @@ pub fn new(
     let local_peer_id = *swarm.local_peer_id();
     let (command_tx, command_rx) = mpsc::channel(1024);
     let (event_tx, event_rx) = mpsc::channel(config.event_buffer.max(1));
-    let client = Client::new(command_tx, local_peer_id, &config);
+    let verified = validation::SharedVerified::default();
+    let client = Client::new(command_tx, local_peer_id, &config, verified.clone());
     let event_loop = EventLoop::new(
         swarm,
         command_rx,
@@ -435,6 +436,7 @@ pub fn new(
         metrics,
         libp2p_metrics,
         bootstrap,
+        verified,
     );
     Ok((client, event_rx, event_loop))
 }

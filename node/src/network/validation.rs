@@ -82,6 +82,85 @@ pub fn check(
     Ok((envelope, message))
 }
 
+/// Content hashes (blake3 of the wire bytes) of envelopes whose signature this node has
+/// verified, so the same bytes arriving again (the gossip copy of a direct message, a direct
+/// reply also gossiped) skip the ed25519 check; every other check still runs. Bounded: the
+/// oldest are forgotten first (a forgotten one is simply verified again).
+#[derive(Debug, Default)]
+pub struct VerifiedDigests {
+    set: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+impl VerifiedDigests {
+    /// Envelopes remembered (duplicates arrive within milliseconds of each other).
+    pub const CAP: usize = 32_768;
+
+    /// Whether these bytes were verified before.
+    pub fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.set.contains(digest)
+    }
+
+    /// Remember verified bytes.
+    pub fn insert(&mut self, digest: [u8; 32]) {
+        if !self.set.insert(digest) {
+            return;
+        }
+        self.order.push_back(digest);
+        if self.order.len() > Self::CAP {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+/// Shared between the event loop and the client (direct replies are checked off the loop).
+pub type SharedVerified = std::sync::Arc<std::sync::Mutex<VerifiedDigests>>;
+
+/// [`check`], skipping the signature when these exact bytes were verified before; returns the
+/// bytes' blake3 digest too.
+pub fn check_cached(
+    bytes: &[u8],
+    topic: Option<Topic>,
+    domain: Domain,
+    now_ms: u64,
+    max_bytes: usize,
+    verified: &SharedVerified,
+) -> Result<(Envelope, Message, [u8; 32]), Invalid> {
+    if bytes.len() > max_bytes {
+        return Err(Invalid::Oversized {
+            size: bytes.len(),
+            limit: max_bytes,
+        });
+    }
+    let digest = *blake3::hash(bytes).as_bytes();
+    let known = verified
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(&digest);
+    if !known {
+        let (envelope, message) = check(bytes, topic, domain, now_ms, max_bytes)?;
+        verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(digest);
+        return Ok((envelope, message, digest));
+    }
+    let envelope = Envelope::from_bytes(bytes)?;
+    if let Some(topic) = topic {
+        if !topic.carries(envelope.kind) {
+            return Err(Invalid::WrongTopic {
+                kind: envelope.kind,
+                topic,
+            });
+        }
+    }
+    // Same bytes as an envelope whose signature verified: version, domain and expiry again.
+    let message = envelope.open_verified(domain, now_ms)?;
+    Ok((envelope, message, digest))
+}
+
 /// How a message reached us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -252,6 +331,88 @@ mod tests {
             label(check(&forged.to_bytes(), None, DOMAIN, 500, 1 << 20)),
             Some("bad_signature")
         );
+    }
+
+    #[test]
+    fn cached_check_skips_only_the_signature_of_known_bytes() {
+        let kp = Keypair::generate();
+        let verified = SharedVerified::default();
+        let good = heartbeat(&kp, 1, 0, 1_000).to_bytes();
+        let (_, _, digest) = check_cached(
+            &good,
+            Some(Topic::Heartbeats),
+            DOMAIN,
+            500,
+            1 << 20,
+            &verified,
+        )
+        .unwrap();
+        assert!(verified.lock().unwrap().contains(&digest));
+        // Known bytes: still checked for topic, expiry and domain.
+        assert!(check_cached(
+            &good,
+            Some(Topic::Heartbeats),
+            DOMAIN,
+            500,
+            1 << 20,
+            &verified
+        )
+        .is_ok());
+        let label = |r: Result<_, Invalid>| r.err().map(|e| e.label());
+        assert_eq!(
+            label(check_cached(
+                &good,
+                Some(Topic::Results),
+                DOMAIN,
+                500,
+                1 << 20,
+                &verified
+            )),
+            Some("wrong_topic")
+        );
+        assert_eq!(
+            label(check_cached(&good, None, DOMAIN, 1_001, 1 << 20, &verified)),
+            Some("expired")
+        );
+        let other_chain = Domain {
+            chain_id: 1,
+            ..DOMAIN
+        };
+        assert_eq!(
+            label(check_cached(
+                &good,
+                None,
+                other_chain,
+                500,
+                1 << 20,
+                &verified
+            )),
+            Some("wrong_chain")
+        );
+        // A forgery is new bytes: fully verified, and not remembered.
+        let mut forged = heartbeat(&kp, 1, 0, 1_000);
+        forged.nonce = 2;
+        let forged = forged.to_bytes();
+        assert_eq!(
+            label(check_cached(&forged, None, DOMAIN, 500, 1 << 20, &verified)),
+            Some("bad_signature")
+        );
+        assert!(!verified
+            .lock()
+            .unwrap()
+            .contains(blake3::hash(&forged).as_bytes()));
+    }
+
+    #[test]
+    fn verified_digests_are_bounded() {
+        let mut v = VerifiedDigests::default();
+        for i in 0..(VerifiedDigests::CAP + 10) {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            v.insert(d);
+        }
+        assert_eq!(v.set.len(), VerifiedDigests::CAP);
+        assert!(!v.contains(&[0u8; 32]));
     }
 
     #[test]

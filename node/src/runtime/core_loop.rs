@@ -129,6 +129,8 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     pub internal: mpsc::UnboundedSender<Internal>,
     pub publish: mpsc::UnboundedSender<Envelope>,
+    /// Result signatures already checked here (each is verified once per node).
+    pub verified_results: super::verify::VerifiedResults,
 }
 
 impl Shared {
@@ -225,16 +227,29 @@ impl Core {
     }
 
     /// Queue `f` to run once the current batch is durable.
-    fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
+    pub(crate) fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
         self.outbox.push(Box::new(f));
     }
 
     /// End of a batch: sync the store if anything durable is about to be announced, then
-    /// announce it (in the order it was produced).
-    fn commit(&mut self) {
-        if !self.outbox.is_empty() || self.progress.holds_durable() {
+    /// announce it (in the order it was produced). The fsync runs on the blocking pool: the
+    /// core waits for it, but the runtime's worker threads stay free for the network and
+    /// every other task meanwhile.
+    async fn commit(&mut self) {
+        // Before any wait: an open batch holds the store's write lock.
+        if let Err(e) = self.sh.store.end_batch() {
+            tracing::error!(error = %e, "store batch commit failed");
+        }
+        if (!self.outbox.is_empty() || self.progress.holds_durable()) && self.sh.store.needs_sync()
+        {
             let started = std::time::Instant::now();
-            match self.sh.store.sync_if_needed() {
+            let store = self.sh.store.clone();
+            let result = match tokio::task::spawn_blocking(move || store.sync_if_needed()).await {
+                Ok(result) => result,
+                // The blocking pool is gone (runtime shutting down): sync here.
+                Err(_) => self.sh.store.sync_if_needed(),
+            };
+            match result {
                 Ok(true) => self
                     .sh
                     .metrics
@@ -308,9 +323,9 @@ impl Core {
                     break;
                 }
             }
-            self.commit();
+            self.commit().await;
         }
-        self.commit();
+        self.commit().await;
         if let Err(e) = self.sh.store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
         }
@@ -433,9 +448,16 @@ impl Core {
                     responder.ack();
                     return;
                 }
+                let before = (self.outbox.len(), self.sh.store.deferred_writes());
                 // Answered once what the request changed is durable.
                 match self.on_message(envelope.sender, message, Origin::Remote) {
                     Some(reply) => self.after_commit(move || responder.reply(reply)),
+                    // It changed nothing that must be durable and produced nothing to
+                    // announce (a result handed to the precheck): a bare ack need not wait
+                    // for the batch's sync.
+                    None if before == (self.outbox.len(), self.sh.store.deferred_writes()) => {
+                        responder.ack()
+                    }
                     None => self.after_commit(move || responder.ack()),
                 }
             }
@@ -498,7 +520,11 @@ impl Core {
                 }
                 let matchmaker = self.assigned_by.remove(&key);
                 let envelope = match outcome {
-                    Outcome::Completed(result) => self.emit(Message::Result(result)),
+                    Outcome::Completed(result) => {
+                        // Signed here: the verdict that carries it back needs no re-check.
+                        self.sh.verified_results.insert_own(&result);
+                        self.emit(Message::Result(result))
+                    }
                     Outcome::Failed(failure) => self.emit(Message::Failure(failure)),
                     Outcome::Cancelled => return,
                 };
@@ -558,7 +584,7 @@ impl Core {
                     return;
                 }
                 let client = self.sh.client.clone();
-                let store = self.sh.store.clone();
+                let store = self.sh.store.unbatched();
                 self.sh.spawn(async move {
                     let result = match client.fetch_blob(None, id).await {
                         Ok(bytes) => match tokio::task::spawn_blocking(move || {

@@ -280,16 +280,19 @@ impl MatchmakerRole {
         let internal = sh.internal.clone();
         let Some(task) = task else {
             // Unknown workflow or task: the engine ignores it; judge by signature only.
-            let verdict = result
-                .verify()
+            let verdict = sh
+                .verified_results
+                .verify(&result)
                 .map_err(|e| format!("bad result signature: {e}"));
             let _ = internal.send(Internal::Checked { result, verdict });
             return;
         };
         let client = sh.client.clone();
-        let store = sh.store.clone();
+        // The fetched output is a copy (the verdict is what is logged): stored lazily.
+        let store = sh.store.lazy().unbatched();
+        let verified = sh.verified_results.clone();
         sh.spawn(async move {
-            let verdict = verify::precheck(&client, &store, &task, &result).await;
+            let verdict = verify::precheck(&client, &store, &verified, &task, &result).await;
             if let Err(reason) = &verdict {
                 tracing::warn!(task = %task.name, operator = %result.result.operator, %reason, "result failed its check");
             }
@@ -382,12 +385,15 @@ pub(crate) fn decision_message(core: &mut Core, decision: Decision) -> Option<Me
                 Ok(id) => tracing::warn!(evidence = %id.short(), "slashing evidence stored"),
                 Err(e) => tracing::error!(error = %e, "cannot store slashing evidence"),
             }
-            core.settlement.slash(&evidence);
+            // Settlement reads the store from its own task: after the batch commits.
+            let settlement = core.settlement.clone();
+            core.after_commit(move || settlement.slash(&evidence));
             None
         }
         Decision::WorkflowCompleted { workflow, outputs } => {
             core.view.completed(&core.sh, &core.progress, &workflow);
-            core.settlement.workflow_completed(&workflow, &outputs);
+            let settlement = core.settlement.clone();
+            core.after_commit(move || settlement.workflow_completed(&workflow, &outputs));
             None
         }
         Decision::WorkflowFailed { workflow, reason } => {

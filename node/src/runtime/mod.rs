@@ -497,13 +497,15 @@ impl Node {
             clock,
             ttl_ms: options.message_ttl.as_millis() as u64,
             // Group commit: the core syncs once per batch of messages, before announcing any.
-            store: store.deferred(),
+            // One write transaction per batch, too (background work gets unbatched handles).
+            store: store.deferred().batched(),
             client: client.clone(),
             metrics: runtime_metrics,
             tracker: tracker.clone(),
             cancel: cancel.clone(),
             internal: internal_tx,
             publish: publish_tx,
+            verified_results: verify::VerifiedResults::default(),
         };
         // Publications leave in the order they were emitted.
         sh.spawn(publisher(client.clone(), publish_rx));

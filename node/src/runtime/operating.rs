@@ -123,7 +123,7 @@ impl OperatorRole {
             assignment: a.clone(),
             operator: self.operator.clone(),
             keypair: sh.keypair.clone(),
-            store: sh.store.clone(),
+            store: sh.store.unbatched(),
             client: sh.client.clone(),
             workflows: view.workflows.clone(),
             input_wait: self.opts.input_wait,

@@ -11,7 +11,7 @@ use crate::network::{peer_id_of, Client};
 use crate::store::Store;
 use proofmesh_matchmaker::ResultChecker;
 use proofmesh_protocol::messages::SignedResult;
-use proofmesh_protocol::{ContentId, Task, Workflow};
+use proofmesh_protocol::{ContentId, SignatureError, Task, Workflow};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -45,6 +45,54 @@ impl Verdicts {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&ContentId::of_value(result))
             .cloned()
+    }
+}
+
+/// Signed results whose operator signature this node has checked (or made itself), by content
+/// id, so a result is verified once per node: the precheck and the view's acceptance of the
+/// verdict carrying it check the same bytes. Bounded; a forgotten one is verified again.
+#[derive(Clone, Debug, Default)]
+pub struct VerifiedResults(Arc<Mutex<VerifiedSet>>);
+
+#[derive(Debug, Default)]
+struct VerifiedSet {
+    set: std::collections::HashSet<ContentId>,
+    order: std::collections::VecDeque<ContentId>,
+}
+
+impl VerifiedResults {
+    const CAP: usize = 65_536;
+
+    /// `result.verify()`, skipped when this exact signed result verified before.
+    pub fn verify(&self, result: &SignedResult) -> Result<(), SignatureError> {
+        let id = ContentId::of_value(result);
+        if self.lock().set.contains(&id) {
+            return Ok(());
+        }
+        result.verify()?;
+        self.remember(id);
+        Ok(())
+    }
+
+    /// Record a result this node signed itself.
+    pub fn insert_own(&self, result: &SignedResult) {
+        self.remember(ContentId::of_value(result));
+    }
+
+    fn remember(&self, id: ContentId) {
+        let mut v = self.lock();
+        if v.set.insert(id) {
+            v.order.push_back(id);
+            if v.order.len() > Self::CAP {
+                if let Some(old) = v.order.pop_front() {
+                    v.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VerifiedSet> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -82,11 +130,12 @@ impl ResultChecker for RecordedChecker {
 pub async fn precheck(
     client: &Client,
     store: &Store,
+    verified: &VerifiedResults,
     task: &Task,
     result: &SignedResult,
 ) -> CheckVerdict {
-    result
-        .verify()
+    verified
+        .verify(result)
         .map_err(|e| format!("bad result signature: {e}"))?;
     let id = result.result.output;
     let bytes = match fetch_or_load(client, store, result).await {

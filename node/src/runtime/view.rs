@@ -357,7 +357,7 @@ impl View {
             }
             return;
         }
-        if result.verify().is_err() {
+        if sh.verified_results.verify(result).is_err() {
             tracing::warn!(
                 task = r.task,
                 "dropping an accepted verdict whose result signature does not verify"
@@ -380,8 +380,10 @@ impl View {
                     task: r.task,
                     state: TaskState::Done { result: result_id },
                 });
+                // Stats are derived: lazy, like the failure counters.
                 let _ = sh
                     .store
+                    .lazy()
                     .update_operator(&r.operator, |o| o.stats.completed += 1);
                 if tracked.done == tracked.total && !tracked.finished {
                     self.finish_in_order(sh, progress, r.workflow);
@@ -522,7 +524,8 @@ fn fetch_output(sh: &Shared, result: &SignedResult) {
         return;
     }
     let client = sh.client.clone();
-    let store = sh.store.clone();
+    // A copy that can be fetched again: it never forces a sync of its own.
+    let store = sh.store.lazy().unbatched();
     let from = crate::network::peer_id_of(&result.result.operator);
     sh.spawn(async move {
         let bytes = match client.fetch_blob(from, id).await {

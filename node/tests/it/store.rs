@@ -465,3 +465,48 @@ fn survives_kill_9() {
         );
     }
 }
+
+#[test]
+fn batched_writes_share_one_transaction_until_the_batch_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Keypair::generate();
+    let op = Keypair::generate();
+    let sub = submission("batched", 2, &owner);
+    let id = sub.workflow.id();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let batch = store.deferred().batched();
+        let before = store.deferred_writes();
+        batch.put_workflow(&sub, 1).unwrap();
+        batch
+            .lazy()
+            .set_task_state(&id, 1, TaskState::Ready)
+            .unwrap();
+        let result = signed_result(&sub, 0, ContentId::of_bytes(b"out"), &op);
+        batch.accept_result(&result).unwrap();
+        let blob = batch.put_blob(b"batched blob").unwrap();
+        // Read-your-writes through the batched handle, nothing for the others yet.
+        assert!(batch.has_workflow(&id).unwrap());
+        assert_eq!(batch.task(&id, 1).unwrap().state, TaskState::Ready);
+        assert_eq!(batch.result(&id, 0).unwrap(), Some(result.clone()));
+        assert!(batch.has_blob(&blob).unwrap());
+        assert!(!store.has_workflow(&id).unwrap());
+        assert!(store.deferred_writes() > before);
+        assert!(store.needs_sync());
+        batch.end_batch().unwrap();
+        assert!(store.has_workflow(&id).unwrap());
+        assert_eq!(store.result(&id, 0).unwrap(), Some(result));
+        // Any other read through the batched handle ends the batch first.
+        batch.put_blob(b"second").unwrap();
+        assert_eq!(batch.tasks(&id).unwrap().len(), 2);
+        assert!(store.has_blob(&ContentId::of_bytes(b"second")).unwrap());
+        // A sync ends the open batch and makes it durable.
+        batch.put_blob(b"third").unwrap();
+        batch.sync().unwrap();
+        assert!(!store.needs_sync());
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.has_workflow(&id).unwrap());
+    assert!(store.has_blob(&ContentId::of_bytes(b"third")).unwrap());
+    assert_eq!(store.task(&id, 1).unwrap().state, TaskState::Ready);
+}
