@@ -212,7 +212,9 @@ async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
         s.stages.iter().map(|st| st.running).sum::<u64>() >= 2
     })
     .await;
-    assert_eq!(running.done, 0, "the kill must land mid-task");
+    // One slot each and both running: the victim holds an accepted attempt when it dies (it
+    // may have finished one before, when one operator started late on a loaded machine).
+    let done_before = running.done as usize;
     let victim = "operator-0";
     net.kill(victim);
 
@@ -240,7 +242,7 @@ async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
     let survivor = "operator-1";
     let (price, completed) = by_op[survivor];
     assert!(
-        completed as usize >= n - 1,
+        completed as usize >= n - 1 - done_before,
         "survivor did the rest: {by_op:?}"
     );
     let key = workflow_key(&id);
