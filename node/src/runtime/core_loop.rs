@@ -306,7 +306,13 @@ impl Core {
                 _ = tick(&mut announce) => self.announce(),
                 _ = catch_up.tick() => self.catch_up(),
                 _ = flush.tick() => {
-                    if let Err(e) = self.sh.store.flush() {
+                    // Nothing is written yet this iteration: no batch is open.
+                    let store = self.sh.store.clone();
+                    let flushed = match tokio::task::spawn_blocking(move || store.flush()).await {
+                        Ok(result) => result,
+                        Err(_) => self.sh.store.flush(),
+                    };
+                    if let Err(e) = flushed {
                         tracing::error!(error = %e, "store flush failed");
                     }
                 }
