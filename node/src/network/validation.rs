@@ -54,14 +54,13 @@ impl Invalid {
     }
 }
 
-/// Decode and fully check an envelope. `topic` is `None` for direct messages (no topic rule).
-pub fn check(
+/// The checks that need no signature: size, envelope decoding and the topic rule (cheap, so
+/// floods of misrouted messages cost little).
+fn decode_routed(
     bytes: &[u8],
     topic: Option<Topic>,
-    domain: Domain,
-    now_ms: u64,
     max_bytes: usize,
-) -> Result<(Envelope, Message), Invalid> {
+) -> Result<Envelope, Invalid> {
     if bytes.len() > max_bytes {
         return Err(Invalid::Oversized {
             size: bytes.len(),
@@ -69,7 +68,6 @@ pub fn check(
         });
     }
     let envelope = Envelope::from_bytes(bytes)?;
-    // Cheap header check before the signature, so floods of misrouted messages cost little.
     if let Some(topic) = topic {
         if !topic.carries(envelope.kind) {
             return Err(Invalid::WrongTopic {
@@ -78,6 +76,18 @@ pub fn check(
             });
         }
     }
+    Ok(envelope)
+}
+
+/// Decode and fully check an envelope. `topic` is `None` for direct messages (no topic rule).
+pub fn check(
+    bytes: &[u8],
+    topic: Option<Topic>,
+    domain: Domain,
+    now_ms: u64,
+    max_bytes: usize,
+) -> Result<(Envelope, Message), Invalid> {
+    let envelope = decode_routed(bytes, topic, max_bytes)?;
     let message = envelope.open(domain, now_ms)?;
     Ok((envelope, message))
 }
@@ -128,36 +138,21 @@ pub fn check_cached(
     max_bytes: usize,
     verified: &SharedVerified,
 ) -> Result<(Envelope, Message, [u8; 32]), Invalid> {
-    if bytes.len() > max_bytes {
-        return Err(Invalid::Oversized {
-            size: bytes.len(),
-            limit: max_bytes,
-        });
-    }
+    let envelope = decode_routed(bytes, topic, max_bytes)?;
     let digest = *blake3::hash(bytes).as_bytes();
-    let known = verified
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .contains(&digest);
-    if !known {
-        let (envelope, message) = check(bytes, topic, domain, now_ms, max_bytes)?;
+    let lock = || {
         verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(digest);
-        return Ok((envelope, message, digest));
-    }
-    let envelope = Envelope::from_bytes(bytes)?;
-    if let Some(topic) = topic {
-        if !topic.carries(envelope.kind) {
-            return Err(Invalid::WrongTopic {
-                kind: envelope.kind,
-                topic,
-            });
-        }
-    }
-    // Same bytes as an envelope whose signature verified: version, domain and expiry again.
-    let message = envelope.open_verified(domain, now_ms)?;
+    };
+    let message = if lock().contains(&digest) {
+        // Same bytes as an envelope whose signature verified: version, domain, expiry again.
+        envelope.open_verified(domain, now_ms)?
+    } else {
+        let message = envelope.open(domain, now_ms)?;
+        lock().insert(digest);
+        message
+    };
     Ok((envelope, message, digest))
 }
 
