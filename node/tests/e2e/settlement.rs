@@ -97,7 +97,11 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     })
     .await;
     assert_eq!(escrow.held, max - expected, "the rest stays refundable");
-    assert!(expected > 0 && expected < max, "prices differ per operator");
+    assert!(expected > 0 && expected <= max, "paid within the escrow");
+    // Under load one operator may do every task; when both worked, prices tell them apart.
+    if by_op.values().all(|(_, c)| *c > 0) {
+        assert!(expected < max, "prices differ per operator: {by_op:?}");
+    }
     for (name, (price, completed)) in &by_op {
         let eth = net.eth(name);
         assert!(DEFAULT_PRICES_WEI.contains(price), "{name} price {price}");
