@@ -723,7 +723,7 @@ impl Store {
 
     /// A stored workflow's state alone (no decoding of its submission), or `None`.
     pub fn workflow_state(&self, id: &WorkflowId) -> Result<Option<WorkflowState>, StoreError> {
-        let tx = self.inner.db.begin_read()?;
+        let tx = self.begin_read()?;
         if let Some(m) = tx.open_table(WORKFLOW_META)?.get(id.0)? {
             return Ok(Some(
                 dec::<WorkflowMeta>("workflow state", m.value())?.state,
@@ -1173,16 +1173,21 @@ impl Store {
 
     /// Record that `id`'s on-chain settlement is done (at `at_ms`).
     pub fn mark_chain_done(&self, id: &ContentId, at_ms: u64) -> Result<(), StoreError> {
-        let tx = self.begin_write()?;
-        tx.open_table(CHAIN_DONE)?.insert(id.0, at_ms)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            tx.open_table(CHAIN_DONE)?.insert(id.0, at_ms)?;
+            Ok(())
+        })
     }
 
-    /// Whether `id`'s on-chain settlement is recorded as done.
-    pub fn chain_done(&self, id: &ContentId) -> Result<bool, StoreError> {
-        let tx = self.inner.db.begin_read()?;
-        Ok(tx.open_table(CHAIN_DONE)?.get(id.0)?.is_some())
+    /// Every content id whose on-chain settlement is recorded as done (one read, for scans).
+    pub fn chain_done_ids(&self) -> Result<std::collections::HashSet<ContentId>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(CHAIN_DONE)?;
+        let mut out = std::collections::HashSet::new();
+        for row in table.iter()? {
+            out.insert(ContentId(row?.0.value()));
+        }
+        Ok(out)
     }
 
     // ---- operators -------------------------------------------------------------------------

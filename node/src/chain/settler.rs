@@ -199,14 +199,15 @@ impl Queue {
 
 /// Completed workflows and stored evidence whose settlement is not journaled as done.
 fn backlog(store: &Store) -> Result<Vec<Job>, crate::store::StoreError> {
+    let done = store.chain_done_ids()?;
     let mut jobs = Vec::new();
     for (id, state) in store.workflows()? {
-        if state == WorkflowState::Completed && !store.chain_done(&id)? {
+        if state == WorkflowState::Completed && !done.contains(&id) {
             jobs.push(Job::Completed(id));
         }
     }
     for (id, bytes) in store.evidence()? {
-        if store.chain_done(&id)? {
+        if done.contains(&id) {
             continue;
         }
         match encoding::decode::<SlashEvidence>(&bytes) {
@@ -350,11 +351,7 @@ pub async fn slash(
                     {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
-                    Err(e) if evidence_used(&e) => {
-                        already_used(e);
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return unless_used(e),
                 }
             }
         }
@@ -381,11 +378,7 @@ pub async fn slash(
                 .await
             {
                 Ok(out) => out,
-                Err(e) if evidence_used(&e) => {
-                    already_used(e);
-                    return Ok(());
-                }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return unless_used(e),
             };
             tracing::warn!(%operator, task = claim.task, attempt = claim.attempt, tx = %out.tx_hash, "slashed on-chain: invalid final proof");
             Ok(())
@@ -393,13 +386,14 @@ pub async fn slash(
     }
 }
 
-/// The contract refused evidence it has used before: slashed already (by this node before a
-/// restart, or by another matchmaker). Done, not an error.
-fn evidence_used(e: &ChainError) -> bool {
-    matches!(e, ChainError::Reverted { reason, .. } if reason.contains("EvidenceUsed"))
-}
-
-fn already_used(e: ChainError) {
-    // Done, not an error: the journal marks it so.
-    tracing::info!(error = %e, "evidence already used on-chain (slashed before): nothing to do");
+/// A slash that failed: an error, unless the contract refused evidence it has used before
+/// (slashed already, by this node before a restart or by another matchmaker): that is done.
+fn unless_used(e: ChainError) -> Result<(), String> {
+    match &e {
+        ChainError::Reverted { reason, .. } if reason.contains("EvidenceUsed") => {
+            tracing::info!(error = %e, "evidence already used on-chain (slashed before): nothing to do");
+            Ok(())
+        }
+        _ => Err(e.to_string()),
+    }
 }
