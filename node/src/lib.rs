@@ -8,8 +8,10 @@
 //! - [`chain`]: on-chain settlement (register and stake, escrow payment, slashing).
 //! - [`config`]: node configuration (file, environment, flags).
 //! - [`devnet`]: a local network of node processes (`proofmesh devnet`).
+//! - [`bounded_set`]: bounded de-duplication caches.
 //! - [`runtime`]: the running node: roles, core loop and handle ([`runtime::Node::spawn`]).
 
+pub mod bounded_set;
 pub mod chain;
 pub mod config;
 pub mod devnet;

@@ -96,34 +96,7 @@ pub fn check(
 /// verified, so the same bytes arriving again (the gossip copy of a direct message, a direct
 /// reply also gossiped) skip the ed25519 check; every other check still runs. Bounded: the
 /// oldest are forgotten first (a forgotten one is simply verified again).
-#[derive(Debug, Default)]
-pub struct VerifiedDigests {
-    set: std::collections::HashSet<[u8; 32]>,
-    order: std::collections::VecDeque<[u8; 32]>,
-}
-
-impl VerifiedDigests {
-    /// Envelopes remembered (duplicates arrive within milliseconds of each other).
-    pub const CAP: usize = 32_768;
-
-    /// Whether these bytes were verified before.
-    pub fn contains(&self, digest: &[u8; 32]) -> bool {
-        self.set.contains(digest)
-    }
-
-    /// Remember verified bytes.
-    pub fn insert(&mut self, digest: [u8; 32]) {
-        if !self.set.insert(digest) {
-            return;
-        }
-        self.order.push_back(digest);
-        if self.order.len() > Self::CAP {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-    }
-}
+pub type VerifiedDigests = crate::bounded_set::BoundedSet<[u8; 32], 32_768>;
 
 /// Shared between the event loop and the client (direct replies are checked off the loop).
 pub type SharedVerified = std::sync::Arc<std::sync::Mutex<VerifiedDigests>>;
@@ -406,7 +379,7 @@ mod tests {
             d[..8].copy_from_slice(&(i as u64).to_le_bytes());
             v.insert(d);
         }
-        assert_eq!(v.set.len(), VerifiedDigests::CAP);
+        assert_eq!(v.len(), VerifiedDigests::CAP);
         assert!(!v.contains(&[0u8; 32]));
     }
 

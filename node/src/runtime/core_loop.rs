@@ -20,6 +20,7 @@ use super::operating::{self, OperatorRole};
 use super::settlement::Settlement;
 use super::view::View;
 use super::{Command, NodeError, Notifier};
+use crate::bounded_set::BoundedSet;
 use crate::network::{self, public_key_of, Client, Clock, NetworkEvent};
 use crate::store::Store;
 use proofmesh_operator::Outcome;
@@ -28,7 +29,7 @@ use proofmesh_protocol::messages::{
     WorkflowFailure,
 };
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -81,36 +82,14 @@ pub(crate) enum Origin {
     Remote,
 }
 
-/// Remembers the last `CAP` envelopes handled, so one that reaches us twice (direct reply and
-/// gossip) is handled once.
-struct Seen {
-    set: HashSet<(PublicKey, u64)>,
-    order: VecDeque<(PublicKey, u64)>,
-}
+/// Remembers the last envelopes handled, by `(sender, nonce)`, so one that reaches us twice
+/// (direct reply and gossip) is handled once.
+struct Seen(BoundedSet<(PublicKey, u64), 200_000>);
 
 impl Seen {
-    const CAP: usize = 200_000;
-
-    fn new() -> Self {
-        Seen {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
     /// True when new.
     fn insert(&mut self, envelope: &Envelope) -> bool {
-        let key = (envelope.sender, envelope.nonce);
-        if !self.set.insert(key) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > Self::CAP {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
+        self.0.insert((envelope.sender, envelope.nonce))
     }
 }
 
@@ -209,7 +188,7 @@ impl Core {
         Core {
             sh,
             nonce,
-            seen: Seen::new(),
+            seen: Seen(BoundedSet::default()),
             view,
             mm,
             op,

@@ -52,46 +52,28 @@ impl Verdicts {
 /// id, so a result is verified once per node: the precheck and the view's acceptance of the
 /// verdict carrying it check the same bytes. Bounded; a forgotten one is verified again.
 #[derive(Clone, Debug, Default)]
-pub struct VerifiedResults(Arc<Mutex<VerifiedSet>>);
+pub struct VerifiedResults(Arc<Mutex<ResultIds>>);
 
-#[derive(Debug, Default)]
-struct VerifiedSet {
-    set: std::collections::HashSet<ContentId>,
-    order: std::collections::VecDeque<ContentId>,
-}
+type ResultIds = crate::bounded_set::BoundedSet<ContentId, 65_536>;
 
 impl VerifiedResults {
-    const CAP: usize = 65_536;
-
     /// `result.verify()`, skipped when this exact signed result verified before.
     pub fn verify(&self, result: &SignedResult) -> Result<(), SignatureError> {
         let id = ContentId::of_value(result);
-        if self.lock().set.contains(&id) {
+        if self.lock().contains(&id) {
             return Ok(());
         }
         result.verify()?;
-        self.remember(id);
+        self.lock().insert(id);
         Ok(())
     }
 
     /// Record a result this node signed itself.
     pub fn insert_own(&self, result: &SignedResult) {
-        self.remember(ContentId::of_value(result));
+        self.lock().insert(ContentId::of_value(result));
     }
 
-    fn remember(&self, id: ContentId) {
-        let mut v = self.lock();
-        if v.set.insert(id) {
-            v.order.push_back(id);
-            if v.order.len() > Self::CAP {
-                if let Some(old) = v.order.pop_front() {
-                    v.set.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VerifiedSet> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ResultIds> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
