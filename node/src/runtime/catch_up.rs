@@ -16,9 +16,10 @@
 //! news resets it. A busy workflow costs nothing; a restarted node asks at once.
 
 use super::core_loop::Shared;
+use super::view::View;
 use crate::store::WorkflowState;
-use proofmesh_protocol::encoding;
 use proofmesh_protocol::messages::{SyncReply, SyncRequest, SyncUpdate};
+use proofmesh_protocol::{encoding, WorkflowId};
 
 /// How long a workflow must be quiet (no accepted result) before this node asks about it.
 pub const QUIET: u64 = 1_000;
@@ -75,7 +76,7 @@ impl Schedule {
 
 /// The responder's side: what this node's store holds that the asker lacks. Unknown workflows
 /// are skipped; a workflow with nothing new is left out.
-pub fn answer(sh: &Shared, request: &SyncRequest) -> SyncReply {
+pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
     let mut reply = SyncReply {
         workflows: Vec::new(),
         submissions: Vec::new(),
@@ -124,28 +125,24 @@ pub fn answer(sh: &Shared, request: &SyncRequest) -> SyncReply {
         }
     }
     if let (Some(known), false) = (&request.known_active, reply.more) {
-        discover(sh, known, &mut budget, &mut reply);
+        let active = view.active_ids(usize::MAX);
+        discover(sh, active, known, &mut budget, &mut reply);
     }
     reply
 }
 
-/// Add the submissions of this node's active workflows that `known` does not list.
+/// Add the submissions of this node's active workflows that `known` does not list. The active
+/// set comes from the view in memory: no scan of every workflow the store ever held.
 fn discover(
     sh: &Shared,
-    known: &[proofmesh_protocol::WorkflowId],
+    active: Vec<WorkflowId>,
+    known: &[WorkflowId],
     budget: &mut usize,
     reply: &mut SyncReply,
 ) {
     let known: std::collections::HashSet<_> = known.iter().collect();
-    let workflows = match sh.store.workflows() {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "catch-up: listing workflows failed");
-            return;
-        }
-    };
-    for (id, state) in workflows {
-        if state != WorkflowState::Active || known.contains(&id) {
+    for id in active {
+        if known.contains(&id) {
             continue;
         }
         let Ok(Some(record)) = sh.store.workflow(&id) else {

@@ -634,7 +634,7 @@ impl Core {
                 if origin == Origin::Local {
                     return None;
                 }
-                let answer = catch_up::answer(&self.sh, &request);
+                let answer = catch_up::answer(&self.sh, &self.view, &request);
                 return Some(self.seal(&Message::SyncReply(answer)));
             }
             Message::SyncReply(reply) => {
