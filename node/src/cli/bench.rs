@@ -301,6 +301,8 @@ impl OperatorProcess {
         let config = dir.join("node.toml");
         std::fs::write(&config, toml::to_string(&cfg)?)?;
         let log = std::fs::File::create(dir.join("node.log"))?;
+        // Not `devnet::spawn_node`: that puts the node in its own process group so it outlives
+        // the terminal; these stay in ours, so Ctrl-C on the bench stops them too.
         let child = std::process::Command::new(std::env::current_exe()?)
             .arg("node")
             .arg("--config")
