@@ -350,6 +350,8 @@ impl SyncWant {
 
 /// The answer to a [`SyncRequest`]: what the responder knows that the asker lacks. Every result
 /// carries its operator's signature, so the asker checks it exactly like a gossiped verdict.
+/// A matchmaker also sends one unasked, ahead of an assignment, with the accepted results of
+/// the task's dependencies: operators do not follow verdicts on gossip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReply {
     /// One entry per asked workflow the responder knows something new about.

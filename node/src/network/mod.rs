@@ -104,6 +104,8 @@ pub struct NetworkConfig {
     pub max_message_bytes: usize,
     /// gossipsub tuning.
     pub gossip: GossipConfig,
+    /// Topics this node subscribes to (receives and forwards); it may publish on any.
+    pub subscriptions: Vec<Topic>,
     /// How often queued publications are retried.
     pub publish_retry_interval: Duration,
     /// Most publications held while no peer is subscribed; more are refused.
@@ -139,6 +141,7 @@ impl NetworkConfig {
             blobs: Arc::new(MemoryBlobProvider::new()),
             max_message_bytes: MAX_MESSAGE_BYTES,
             gossip: GossipConfig::default(),
+            subscriptions: Topic::ALL.to_vec(),
             publish_retry_interval: Duration::from_millis(250),
             publish_queue_max: 4096,
             replay_guard_capacity: 200_000,
@@ -392,7 +395,7 @@ pub fn new(
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
         .build();
 
-    for t in Topic::ALL {
+    for t in &config.subscriptions {
         swarm
             .behaviour_mut()
             .gossipsub

@@ -21,11 +21,15 @@ pub enum Topic {
     Adverts,
     /// Operator heartbeats.
     Heartbeats,
+    /// Matchmakers announcing themselves (apart from heartbeats: every node wants to know its
+    /// matchmakers, few need every operator's heartbeat).
+    Matchmakers,
 }
 
 impl Topic {
-    /// Every topic; a node subscribes to all of them.
-    pub const ALL: [Topic; 7] = [
+    /// Every topic: what a matchmaker or gateway subscribes to (it keeps the whole market's
+    /// state).
+    pub const ALL: [Topic; 8] = [
         Topic::Submissions,
         Topic::Assignments,
         Topic::Acceptances,
@@ -33,7 +37,21 @@ impl Topic {
         Topic::Verdicts,
         Topic::Adverts,
         Topic::Heartbeats,
+        Topic::Matchmakers,
     ];
+
+    /// What a node that only operates subscribes to: workflow definitions (to run their
+    /// tasks) and who the matchmakers are. Its assignments come to it directly, with the
+    /// accepted results of the task's dependencies pushed beside them; the rest of its view
+    /// (other tasks' progress, completion, failure) it pulls by catch-up sync. Other tasks'
+    /// assignments, acceptances, results and verdicts, and other operators' adverts and
+    /// heartbeats, are none of its business: with every operator receiving and verifying every
+    /// task's messages the network's work per task grows with the number of operators, and
+    /// adding operators stops adding throughput.
+    /// It still *publishes* on the topics it does not subscribe to: gossipsub sends those to
+    /// the connected peers that subscribe (its matchmakers), which is why an operator must
+    /// bootstrap to at least one matchmaker or full node.
+    pub const OPERATOR: [Topic; 2] = [Topic::Submissions, Topic::Matchmakers];
 
     /// Short name, used in the topic string and as a metrics label.
     pub fn name(self) -> &'static str {
@@ -45,6 +63,7 @@ impl Topic {
             Topic::Verdicts => "verdicts",
             Topic::Adverts => "adverts",
             Topic::Heartbeats => "heartbeats",
+            Topic::Matchmakers => "matchmakers",
         }
     }
 
@@ -57,7 +76,8 @@ impl Topic {
             MessageKind::TaskResult | MessageKind::TaskFailure => Topic::Results,
             MessageKind::Verdict | MessageKind::WorkflowFailed => Topic::Verdicts,
             MessageKind::OperatorAdvert => Topic::Adverts,
-            MessageKind::Heartbeat | MessageKind::MatchmakerAnnounce => Topic::Heartbeats,
+            MessageKind::Heartbeat => Topic::Heartbeats,
+            MessageKind::MatchmakerAnnounce => Topic::Matchmakers,
             MessageKind::SyncRequest | MessageKind::SyncReply => return None,
         })
     }
@@ -98,6 +118,7 @@ mod tests {
         }
         assert!(Topic::Results.carries(MessageKind::TaskFailure));
         assert!(!Topic::Results.carries(MessageKind::Heartbeat));
+        assert!(!Topic::Heartbeats.carries(MessageKind::MatchmakerAnnounce));
         for t in Topic::ALL {
             assert!(!t.carries(MessageKind::SyncRequest), "sync is direct only");
             assert!(!t.carries(MessageKind::SyncReply), "sync is direct only");

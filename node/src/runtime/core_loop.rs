@@ -25,8 +25,8 @@ use crate::network::{self, public_key_of, Client, Clock, NetworkEvent};
 use crate::store::Store;
 use proofmesh_operator::Outcome;
 use proofmesh_protocol::messages::{
-    Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission, SyncReply, SyncRequest, Verdict,
-    WorkflowFailure,
+    Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission, SyncReply, SyncRequest, SyncUpdate,
+    Verdict, WorkflowFailure,
 };
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey};
 use std::collections::{HashMap, HashSet};
@@ -745,12 +745,64 @@ impl Core {
                 Message::Cancel(c) => Some(c.operator),
                 _ => None,
             };
+            if let Message::Assignment(a) = &message {
+                if a.operator != self.sh.me {
+                    self.push_inputs(a);
+                }
+            }
             let envelope = self.emit(message);
             if let Some(to) = direct_to {
                 if to != self.sh.me {
                     self.send_direct(&to, envelope);
                 }
             }
+        }
+    }
+
+    /// Send the operator of `a` the accepted results of the task's dependencies, just ahead of
+    /// the assignment (same connection, sent first): operators follow no verdicts on gossip
+    /// (`Topic::OPERATOR`), so this is how they learn their inputs without waiting for a
+    /// catch-up round. Split to stay within a message's size; a result missing here (not
+    /// accepted yet, so the task would not be ready) is left to the operator's catch-up.
+    fn push_inputs(&mut self, a: &proofmesh_protocol::messages::Assignment) {
+        let deps = match self.view.workflows.get(&a.workflow) {
+            Some(wf) => match wf.tasks.get(a.task as usize) {
+                Some(task) if !task.deps.is_empty() => task.deps.clone(),
+                _ => return,
+            },
+            None => return,
+        };
+        let mut chunks: Vec<Vec<_>> = vec![Vec::new()];
+        let mut budget = catch_up::REPLY_BUDGET;
+        for dep in deps {
+            let result = match self.sh.store.result(&a.workflow, dep) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a dependency's result failed");
+                    continue;
+                }
+            };
+            let size = proofmesh_protocol::encoding::encode(&result).len();
+            if size > budget {
+                chunks.push(Vec::new());
+                budget = catch_up::REPLY_BUDGET;
+            }
+            budget = budget.saturating_sub(size);
+            chunks.last_mut().expect("one chunk at least").push(result);
+        }
+        for accepted in chunks.into_iter().filter(|c| !c.is_empty()) {
+            let push = Message::SyncReply(SyncReply {
+                workflows: vec![SyncUpdate {
+                    workflow: a.workflow,
+                    accepted,
+                    failed: None,
+                }],
+                submissions: Vec::new(),
+                more: false,
+            });
+            let envelope = self.seal(&push);
+            self.send_direct(&a.operator, envelope);
         }
     }
 

@@ -387,6 +387,16 @@ impl NodeHandle {
             .await?)
     }
 
+    /// Peers known to subscribe to gossip `topic`.
+    pub async fn topic_peers(&self, topic: network::Topic) -> Result<Vec<PeerId>, NodeError> {
+        Ok(self
+            .client
+            .as_ref()
+            .ok_or(NodeError::Stopped)?
+            .topic_peers(topic)
+            .await?)
+    }
+
     /// Dial another node.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
         Ok(self
@@ -474,6 +484,9 @@ impl Node {
 
         let mut net_config = options.network.clone();
         net_config.blobs = Arc::new(store.clone());
+        if options.matchmaker.is_none() && options.operator.is_some() {
+            net_config.subscriptions = network::Topic::OPERATOR.to_vec();
+        }
         let clock = net_config.clock.clone();
         let domain = net_config.domain;
         let (client, net_events, event_loop) = network::new(net_config, &keypair, &mut registry)?;

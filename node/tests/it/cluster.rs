@@ -3,7 +3,7 @@
 //! and run workflows end to end, survive restarts, a matchmaker's death and an operator's death.
 
 use proofmesh_matchmaker::{active_matchmaker, routing_key};
-use proofmesh_node::network::Multiaddr;
+use proofmesh_node::network::{Multiaddr, PeerId, Topic};
 use proofmesh_node::runtime::{
     Api, Node, NodeHandle, NodeOptions, OperatorOptions, Progress, WorkflowStatus,
 };
@@ -318,8 +318,46 @@ async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
         ("op3", Role::Operator),
     ])
     .await;
+    // Operators follow only submissions and matchmaker announcements on gossip; matchmakers
+    // and the gateway follow everything.
+    let gw_handle = cluster.get("gw").handle.as_ref().expect("up");
+    for (topic, followers) in [
+        (
+            Topic::Submissions,
+            ["mm1", "mm2", "op1", "op2", "op3"].as_slice(),
+        ),
+        (Topic::Matchmakers, &["mm1", "mm2", "op1", "op2", "op3"]),
+        (Topic::Verdicts, &["mm1", "mm2"]),
+        (Topic::Results, &["mm1", "mm2"]),
+        (Topic::Heartbeats, &["mm1", "mm2"]),
+    ] {
+        let want: BTreeSet<PeerId> = followers
+            .iter()
+            .map(|name| cluster.get(name).handle.as_ref().expect("up").peer_id())
+            .collect();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got: BTreeSet<PeerId> = gw_handle
+                .topic_peers(topic)
+                .await
+                .expect("network up")
+                .into_iter()
+                .collect();
+            if got == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}: subscribed {got:?}, want {followers:?}"
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
     let gw = cluster.get("gw").api().clone();
     let mut progress = gw.subscribe();
+    // The root depends on every leaf: its operator learns their results from the matchmaker's
+    // push (operators follow no verdicts), and every operator's view still completes below
+    // (catch-up sync).
     let workflow = sleep_workflow("happy", 6, 150, 1);
     let n = workflow.tasks.len();
     let id = gw.submit(workflow).await.expect("submit accepted");
