@@ -259,8 +259,8 @@ struct Net {
 impl Net {
     async fn start(operators: u32, slots: u32) -> anyhow::Result<Net> {
         let root = tempfile::tempdir().context("temp dir")?;
-        let mut mm_opts = NodeOptions::test(root.path().join("mm"), DOMAIN).with_test_matchmaker();
-        mm_opts.rpc = None;
+        let mm_opts =
+            super::bench::bench_node(&root.path().join("mm"), DOMAIN).with_test_matchmaker();
         let mm = Node::spawn(mm_opts)
             .await
             .context("starting the matchmaker node")?;

@@ -295,9 +295,15 @@ impl EventLoop {
     }
 
     /// Retry queued publications (all, or those of one topic after a peer subscribed to it).
+    /// Those of a topic no connected peer subscribes to are not handed to gossipsub at all:
+    /// a topic can stay without subscribers for good (a network's only matchmaker publishes
+    /// verdicts that operators do not follow), and a failed publish copies and hashes the
+    /// whole message, which for a queue of thousands, every retry tick, was most of a busy
+    /// matchmaker's CPU.
     fn retry_publish(&mut self, only: Option<Topic>) {
         let now = (self.config.clock)();
         let network_id = self.config.domain.network_id;
+        let mut subscribed: HashMap<Topic, bool> = HashMap::new();
         let mut keep = VecDeque::with_capacity(self.pending_publish.len());
         while let Some(p) = self.pending_publish.pop_front() {
             if only.is_some_and(|t| t != p.topic) {
@@ -305,7 +311,20 @@ impl EventLoop {
                 continue;
             }
             if now > p.give_up_at_ms {
-                tracing::warn!(topic = %p.topic, "queued publication expired before any peer subscribed");
+                // Normal for a topic nobody follows (see above): counted, logged at debug.
+                tracing::debug!(topic = %p.topic, "queued publication expired before any peer subscribed");
+                self.metrics.unsent(p.topic.name());
+                continue;
+            }
+            let gossipsub = &self.swarm.behaviour().gossipsub;
+            let any = *subscribed.entry(p.topic).or_insert_with(|| {
+                let hash = p.topic.ident(network_id).hash();
+                gossipsub
+                    .all_peers()
+                    .any(|(_, topics)| topics.contains(&&hash))
+            });
+            if !any {
+                keep.push_back(p);
                 continue;
             }
             match self

@@ -16,6 +16,7 @@ pub struct NetworkMetrics {
     gossip_out: Family<Labels, Counter>,
     gossip_rejected: Family<Labels, Counter>,
     gossip_ignored: Family<Labels, Counter>,
+    gossip_unsent: Family<Labels, Counter>,
     direct: Family<Labels, Counter>,
     dropped_events: Counter,
 }
@@ -51,6 +52,11 @@ impl NetworkMetrics {
             m.gossip_ignored.clone(),
         );
         r.register(
+            "gossip_messages_unsent",
+            "Own publications that expired while no peer subscribed to their topic, by topic",
+            m.gossip_unsent.clone(),
+        );
+        r.register(
             "direct_requests",
             "Direct requests, by direction and outcome",
             m.direct.clone(),
@@ -78,6 +84,12 @@ impl NetworkMetrics {
 
     pub(crate) fn ignored(&self, topic: &'static str) {
         self.gossip_ignored
+            .get_or_create(&vec![("topic", topic)])
+            .inc();
+    }
+
+    pub(crate) fn unsent(&self, topic: &'static str) {
+        self.gossip_unsent
             .get_or_create(&vec![("topic", topic)])
             .inc();
     }
