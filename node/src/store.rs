@@ -932,6 +932,34 @@ impl Store {
         Ok(out)
     }
 
+    /// The accepted results of a workflow for the tasks `wanted` accepts, in task order, as
+    /// long as their encoded size fits in `budget` (which is decremented); the flag says some
+    /// were left out. Only what is returned is decoded: a catch-up answer to a node that has
+    /// most results costs a key scan, not a decode of every result.
+    pub fn results_within(
+        &self,
+        id: &WorkflowId,
+        wanted: impl Fn(TaskIndex) -> bool,
+        budget: &mut usize,
+    ) -> Result<(Vec<SignedResult>, bool), StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(RESULTS)?;
+        let mut out = Vec::new();
+        for row in table.range((id.0, 0)..=(id.0, u32::MAX))? {
+            let (k, v) = row?;
+            if !wanted(k.value().1) {
+                continue;
+            }
+            let bytes = v.value();
+            if bytes.len() > *budget {
+                return Ok((out, true));
+            }
+            *budget -= bytes.len();
+            out.push(dec("result", bytes)?);
+        }
+        Ok((out, false))
+    }
+
     // ---- blobs -----------------------------------------------------------------------------
 
     fn blob_path(&self, id: &ContentId) -> PathBuf {

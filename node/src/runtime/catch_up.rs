@@ -93,30 +93,23 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
                 continue;
             }
         };
-        let results = match sh.store.results(&want.workflow) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "catch-up: reading results failed");
-                continue;
-            }
-        };
-        let mut update = SyncUpdate {
+        let (accepted, more) =
+            match sh
+                .store
+                .results_within(&want.workflow, |task| !want.has(task), &mut budget)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "catch-up: reading results failed");
+                    continue;
+                }
+            };
+        reply.more = more;
+        let update = SyncUpdate {
             workflow: want.workflow,
-            accepted: Vec::new(),
+            accepted,
             failed,
         };
-        for (task, result) in results {
-            if want.has(task) {
-                continue;
-            }
-            let size = encoding::encode(&result).len();
-            if size > budget {
-                reply.more = true;
-                break;
-            }
-            budget -= size;
-            update.accepted.push(result);
-        }
         if !update.accepted.is_empty() || update.failed.is_some() {
             reply.workflows.push(update);
         }

@@ -28,7 +28,7 @@ use proofmesh_protocol::messages::{
     Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission, SyncReply, SyncRequest, SyncUpdate,
     Verdict, WorkflowFailure,
 };
-use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey};
+use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey, WorkflowId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -431,6 +431,12 @@ impl Core {
             } => {
                 if !self.seen.insert(&envelope) {
                     responder.ack();
+                    return;
+                }
+                // Nothing to answer and nothing the pusher waits on: acked at once.
+                if let Message::SyncReply(push) = message {
+                    responder.ack();
+                    self.inputs_pushed(envelope.sender, push);
                     return;
                 }
                 let before = (self.outbox.len(), self.sh.store.deferred_writes());
@@ -861,15 +867,7 @@ impl Core {
         }
         for update in reply.workflows {
             let id = update.workflow;
-            let before = self.view.done(&id);
-            for result in update.accepted {
-                self.on_message(
-                    from,
-                    Message::Verdict(Verdict::Accepted(result)),
-                    Origin::Remote,
-                );
-            }
-            let learned = self.view.done(&id).saturating_sub(before);
+            let learned = self.take_accepted(from, &id, update.accepted);
             if learned > 0 {
                 self.sh.metrics.caught_up_results.inc_by(learned as u64);
                 tracing::info!(workflow = %id.short(), learned, peer = %from, "caught up on results gossip missed");
@@ -888,6 +886,33 @@ impl Core {
                 self.view.catch_up_soon(&id);
             }
         }
+    }
+
+    /// A matchmaker's push of an assigned task's dependency results (see `push_inputs`):
+    /// taken like a catch-up answer's results, but not counted as something gossip missed.
+    fn inputs_pushed(&mut self, from: PublicKey, push: SyncReply) {
+        for update in push.workflows {
+            self.take_accepted(from, &update.workflow, update.accepted);
+        }
+    }
+
+    /// Accepted results from a peer, through the same path as gossiped verdicts (operator
+    /// signature checked, one result per task); how many were new.
+    fn take_accepted(
+        &mut self,
+        from: PublicKey,
+        id: &WorkflowId,
+        results: Vec<proofmesh_protocol::messages::SignedResult>,
+    ) -> usize {
+        let before = self.view.done(id);
+        for result in results {
+            self.on_message(
+                from,
+                Message::Verdict(Verdict::Accepted(result)),
+                Origin::Remote,
+            );
+        }
+        self.view.done(id).saturating_sub(before)
     }
 
     fn heartbeat(&mut self) {

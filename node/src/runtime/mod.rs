@@ -484,7 +484,9 @@ impl Node {
 
         let mut net_config = options.network.clone();
         net_config.blobs = Arc::new(store.clone());
-        if options.matchmaker.is_none() && options.operator.is_some() {
+        // A node that only operates follows little on gossip (see `Topic::OPERATOR`).
+        let lean = options.matchmaker.is_none() && options.operator.is_some();
+        if lean {
             net_config.subscriptions = network::Topic::OPERATOR.to_vec();
         }
         let clock = net_config.clock.clone();
@@ -523,12 +525,13 @@ impl Node {
         // Publications leave in the order they were emitted.
         sh.spawn(publisher(client.clone(), publish_rx));
 
-        let view = {
+        let mut view = {
             let sh = sh.clone();
             tokio::task::spawn_blocking(move || view::View::load(&sh))
                 .await
                 .map_err(|e| NodeError::Rpc(e.to_string()))??
         };
+        view.set_polled(lean);
         let mm = match options.matchmaker.clone() {
             Some(opts) => {
                 let store = store.clone();

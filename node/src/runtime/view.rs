@@ -55,6 +55,11 @@ pub struct View {
     tracked: HashMap<WorkflowId, Tracked>,
     /// When each task's result was accepted here (ms): when its dependents became ready.
     accepted_at: HashMap<(WorkflowId, TaskIndex), u64>,
+    /// This node follows no verdicts on gossip (it only operates): catch-up is how its view
+    /// converges, so the results it does learn (its own, pushed inputs, catch-up answers) do
+    /// not reset the catch-up backoff. Otherwise it would ask about every running workflow
+    /// every second, and each answer would carry every result since the last.
+    polled: bool,
 }
 
 fn log_store_error(what: &str, e: StoreError) {
@@ -75,6 +80,7 @@ impl View {
             workflows: WorkflowCache::default(),
             tracked: HashMap::new(),
             accepted_at: HashMap::new(),
+            polled: false,
         };
         for (id, state) in sh.store.workflows()? {
             let Some(record) = sh.store.workflow(&id)? else {
@@ -146,6 +152,11 @@ impl View {
             });
         }
         wants
+    }
+
+    /// Converge by catch-up alone: see [`View::polled`](View).
+    pub fn set_polled(&mut self, polled: bool) {
+        self.polled = polled;
     }
 
     /// A peer had more on `id` than fit one reply: ask again at the next opportunity.
@@ -373,7 +384,9 @@ impl View {
             Ok(result_id) => {
                 self.accepted_at.insert(key, now);
                 tracked.done += 1;
-                tracked.catch_up = Schedule::quiet_from(now);
+                if !self.polled {
+                    tracked.catch_up = Schedule::quiet_from(now);
+                }
                 sh.metrics.task_moved(before, "done");
                 progress.send(Progress::Task {
                     workflow: r.workflow,
