@@ -322,8 +322,6 @@ impl Drop for OperatorProcess {
     }
 }
 
-/// Options for an in-process operator node that runs the operator crate's built-in `noop` and
-/// `sleep` programs on `slots` cores, bootstrapped to `bootstrap` (shared by the benches).
 /// Options for an in-process benchmark node: the test options (loopback, port 0, a temp dir)
 /// with the network's production timings, so that a benchmark does not pay test-only chatter
 /// a deployment would not (gossipsub heartbeats every 100 ms and a kademlia bootstrap every
@@ -338,6 +336,8 @@ pub(crate) fn bench_node(dir: &std::path::Path, domain: Domain) -> NodeOptions {
     o
 }
 
+/// Options for an in-process operator node that runs the operator crate's built-in `noop` and
+/// `sleep` programs on `slots` cores, bootstrapped to `bootstrap` (shared by the benches).
 pub(crate) fn builtin_operator_node(
     dir: &std::path::Path,
     domain: Domain,

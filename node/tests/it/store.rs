@@ -171,6 +171,48 @@ fn workflow_task_and_result_round_trip() {
 }
 
 #[test]
+fn results_within_returns_only_wanted_results_up_to_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let owner = Keypair::generate();
+    let sub = submission("within", 4, &owner);
+    let (id, _) = store.put_workflow(&sub, 5_000).unwrap();
+    let op = Keypair::generate();
+    let results: Vec<_> = (0..5u32)
+        .map(|t| signed_result(&sub, t, ContentId::of_bytes(&t.to_le_bytes()), &op))
+        .collect();
+    for r in &results {
+        store.accept_result(r).unwrap();
+    }
+    let size = proofmesh_protocol::encoding::encode(&results[0]).len();
+
+    // The asker has tasks 0 and 3: it gets 1, 2 and 4, in order, and the budget pays for them.
+    let mut budget = 10 * size;
+    let (got, more) = store
+        .results_within(&id, |t| t != 0 && t != 3, &mut budget)
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![results[1].clone(), results[2].clone(), results[4].clone()]
+    );
+    assert!(!more);
+    assert_eq!(budget, 7 * size);
+
+    // Room for two: the third is left out and flagged.
+    let mut budget = 2 * size + size / 2;
+    let (got, more) = store.results_within(&id, |_| true, &mut budget).unwrap();
+    assert_eq!(got, results[..2].to_vec());
+    assert!(more, "a result that does not fit says there is more");
+
+    // An unknown workflow has none.
+    let mut budget = 10 * size;
+    let (got, more) = store
+        .results_within(&ContentId([7; 32]), |_| true, &mut budget)
+        .unwrap();
+    assert!(got.is_empty() && !more);
+}
+
+#[test]
 fn blobs_events_cursors_and_operators_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let owner = Keypair::generate();
