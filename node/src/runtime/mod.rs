@@ -377,34 +377,24 @@ impl NodeHandle {
         self.registry.clone()
     }
 
+    /// The network client, while the node runs.
+    fn client(&self) -> Result<&Client, NodeError> {
+        self.client.as_ref().ok_or(NodeError::Stopped)
+    }
+
     /// Connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerId>, NodeError> {
-        Ok(self
-            .client
-            .as_ref()
-            .ok_or(NodeError::Stopped)?
-            .peers()
-            .await?)
+        Ok(self.client()?.peers().await?)
     }
 
     /// Peers known to subscribe to gossip `topic`.
     pub async fn topic_peers(&self, topic: network::Topic) -> Result<Vec<PeerId>, NodeError> {
-        Ok(self
-            .client
-            .as_ref()
-            .ok_or(NodeError::Stopped)?
-            .topic_peers(topic)
-            .await?)
+        Ok(self.client()?.topic_peers(topic).await?)
     }
 
     /// Dial another node.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
-        Ok(self
-            .client
-            .as_ref()
-            .ok_or(NodeError::Stopped)?
-            .dial(addr)
-            .await?)
+        Ok(self.client()?.dial(addr).await?)
     }
 
     /// Stop the node and wait until it has fully stopped (the store is closed afterwards, so
