@@ -737,6 +737,7 @@ impl State {
             }
         }
         self.seen(&a.operator);
+        self.reserve_deferred(o);
         self.refresh_op(o);
     }
 
@@ -763,7 +764,7 @@ impl State {
         for &c in &op.classes {
             let class = &mut self.classes[c as usize];
             class.ops.remove(&(old, o));
-            if op.up && op.fits(&class.res) {
+            if op.up && op.takes(&class.res) {
                 class.ops.insert((op.set_key, o));
             }
         }
@@ -938,6 +939,8 @@ impl State {
         let op = &mut self.ops[inf.op as usize];
         if inf.reserved {
             op.release(&res, &inf.gpus);
+        } else {
+            op.unreserved = op.unreserved.saturating_sub(1);
         }
         op.tasks.remove(&(w, i));
         if inf.reserved {
@@ -947,9 +950,13 @@ impl State {
         Some(inf)
     }
 
-    /// Gossiped assignments that did not fit our view of an operator (our view lagged: we had
-    /// not yet seen the release that made room) take their reservation as soon as room appears.
+    /// Held attempts without a reservation take it as soon as room appears: tasks queued on
+    /// the operator (which starts them as its running tasks finish), and gossiped assignments
+    /// that did not fit our view (we had not yet seen the release that made room).
     fn reserve_deferred(&mut self, o: u32) {
+        if self.ops[o as usize].unreserved == 0 {
+            return;
+        }
         let held: Vec<(u32, u32)> = self.ops[o as usize].tasks.iter().copied().collect();
         for (w, i) in held {
             let Some(slot) = self.wfs[w as usize].tasks.get(i as usize) else {
@@ -965,6 +972,8 @@ impl State {
             if self.ops[o as usize].reserve_exact(&res, &inf.gpus) {
                 if let Some(inf) = self.wfs[w as usize].tasks[i as usize].inflight.as_mut() {
                     inf.reserved = true;
+                    let op = &mut self.ops[o as usize];
+                    op.unreserved = op.unreserved.saturating_sub(1);
                 }
             }
         }
@@ -1321,6 +1330,9 @@ impl State {
         let c = self.wfs[w as usize].tasks[a.task as usize].class;
         let res = self.classes[c as usize].res;
         let reserved = self.ops[o as usize].reserve_exact(&res, &a.gpus);
+        if !reserved {
+            self.ops[o as usize].unreserved += 1;
+        }
         self.ops[o as usize].tasks.insert((w, a.task));
         self.refresh_op(o);
         let id = ContentId::of_value(&a);
@@ -1522,11 +1534,13 @@ impl State {
     /// Best operator for a task of class `c`: the highest score that has room, skipping the
     /// operator that just failed this task (unless no other live operator could run it) and
     /// probationary operators at their cap (unless nobody else has room).
+    /// An operator with room now wins over a better-scored one that would queue the task.
     fn pick_operator(&self, c: u32, key: &ReadyKey) -> Option<u32> {
         let class = &self.classes[c as usize];
         let excluded = self.wfs[key.wf as usize].tasks[key.task as usize].last_failed_by;
         let mut probation = None;
         let mut fallback_excluded = None;
+        let mut queue = None;
         for &(_, o) in class.ops.iter().take(64) {
             if o == excluded {
                 fallback_excluded = Some(o);
@@ -1539,7 +1553,13 @@ impl State {
                 probation.get_or_insert(o);
                 continue;
             }
-            return Some(o);
+            if op.fits(&class.res) {
+                return Some(o);
+            }
+            queue.get_or_insert(o);
+        }
+        if queue.is_some() {
+            return queue;
         }
         if probation.is_some() {
             return probation;
@@ -1552,21 +1572,40 @@ impl State {
         let (w, i) = (key.wf, key.task);
         self.dequeue(w, i);
         let res = self.classes[c as usize].res;
-        let Some(gpus) = self.ops[o as usize].reserve(&res) else {
-            // Cannot happen (the class set holds only operators that fit); requeue defensively.
-            self.enqueue(w, i);
-            return;
+        let now = self.now;
+        let accept_by = now.saturating_add(self.cfg.accept_timeout_ms);
+        // Queued behind what it holds, a task starts at the latest when those attempts' own
+        // deadlines pass (the operator enforces their timeouts): its deadline counts from there.
+        let mut start_by = accept_by;
+        let (gpus, reserved) = match self.ops[o as usize].reserve(&res) {
+            Some(gpus) => (gpus, true),
+            None if self.ops[o as usize].can_queue(&res) => {
+                for &(hw, hi) in &self.ops[o as usize].tasks {
+                    if let Some(inf) = self.wfs[hw as usize]
+                        .tasks
+                        .get(hi as usize)
+                        .and_then(|t| t.inflight.as_ref())
+                    {
+                        start_by = start_by.max(inf.deadline);
+                    }
+                }
+                self.ops[o as usize].unreserved += 1;
+                (Vec::new(), false)
+            }
+            None => {
+                // Cannot happen (the class set holds only operators that take it); requeue.
+                self.enqueue(w, i);
+                return;
+            }
         };
         self.ops[o as usize].tasks.insert((w, i));
         self.refresh_op(o);
-        let now = self.now;
         let wf = &mut self.wfs[w as usize];
         let task = &wf.workflow.tasks[i as usize];
         let slot = &mut wf.tasks[i as usize];
         slot.attempts += 1;
         slot.status = Status::Inflight;
-        let accept_by = now.saturating_add(self.cfg.accept_timeout_ms);
-        let deadline = accept_by
+        let deadline = start_by
             .saturating_add(task.timeout_ms)
             .saturating_add(self.cfg.result_grace_ms);
         let a = Assignment {
@@ -1585,7 +1624,7 @@ impl State {
             attempt: a.attempt,
             op: o,
             gpus: a.gpus.clone(),
-            reserved: true,
+            reserved,
             assignment_id: ContentId::of_value(&a),
             assigned_at: now,
             accept_by,
@@ -1606,6 +1645,7 @@ impl State {
         for (o, op) in self.ops.iter().enumerate() {
             let mut used = Resources::default();
             let mut gpus_held: Vec<u32> = Vec::new();
+            let mut unreserved = 0u32;
             for &(w, i) in &op.tasks {
                 let slot = self.wfs[w as usize].tasks.get(i as usize).ok_or_else(|| {
                     format!("operator {o} holds task {i} of a forgotten workflow {w}")
@@ -1621,6 +1661,7 @@ impl State {
                     ));
                 }
                 if !inf.reserved {
+                    unreserved += 1;
                     continue;
                 }
                 let r = self.classes[slot.class as usize].res;
@@ -1662,6 +1703,12 @@ impl State {
                     op.free, op.total
                 ));
             }
+            if unreserved != op.unreserved {
+                return Err(format!(
+                    "operator {o}: {unreserved} attempts held unreserved, counted {}",
+                    op.unreserved
+                ));
+            }
             let busy = op.gpus.iter().filter(|g| g.busy).count();
             if busy != gpus_held.len() {
                 return Err(format!(
@@ -1673,7 +1720,7 @@ impl State {
                 let member = self.classes[c as usize]
                     .ops
                     .contains(&(op.set_key, o as u32));
-                let should = op.up && op.fits(&self.classes[c as usize].res);
+                let should = op.up && op.takes(&self.classes[c as usize].res);
                 if member != should {
                     return Err(format!(
                         "operator {o} membership in class {c} is {member}, should be {should}"

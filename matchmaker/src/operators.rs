@@ -41,6 +41,11 @@ pub struct OperatorState {
     pub expiry_ms: u64,
     /// Attempts it holds: (workflow slot, task).
     pub tasks: BTreeSet<(u32, u32)>,
+    /// CPU tasks it accepts beyond what fits now (advertised).
+    pub queue: u32,
+    /// Held attempts without a reservation in this view: queued on the machine, or gossiped
+    /// by another matchmaker ahead of the release that makes their room.
+    pub unreserved: u32,
     /// Track record.
     pub rep: Reputation,
     /// Scheduling classes it is statically eligible for (program, price, total capacity).
@@ -62,6 +67,8 @@ impl OperatorState {
             up: true,
             expiry_ms: 0,
             tasks: BTreeSet::new(),
+            queue: 0,
+            unreserved: 0,
             rep: Reputation::default(),
             classes: Vec::new(),
             set_key: 0,
@@ -118,6 +125,7 @@ impl OperatorState {
         programs.dedup();
         self.programs = programs;
         self.price_wei = advert.price_wei;
+        self.queue = advert.queue;
     }
 
     /// Whether the machine could ever run `r` (on totals, ignoring reservations).
@@ -141,6 +149,17 @@ impl OperatorState {
                     .take(r.gpu as usize)
                     .count()
                     >= r.gpu as usize)
+    }
+
+    /// Whether a task needing `r` may wait in its queue: a CPU task the machine could run,
+    /// with a queue place free.
+    pub fn can_queue(&self, r: &Resources) -> bool {
+        r.gpu == 0 && self.unreserved < self.queue && self.could_fit(r)
+    }
+
+    /// Whether a task needing `r` may be assigned now: it fits, or it may wait in the queue.
+    pub fn takes(&self, r: &Resources) -> bool {
+        self.fits(r) || self.can_queue(r)
     }
 
     /// Reserve `r`, choosing GPUs by best fit (smallest VRAM that suffices). Returns the GPU

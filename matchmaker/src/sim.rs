@@ -430,6 +430,7 @@ impl Sim {
                     .map(|p| program(p))
                     .collect(),
                 price_wei: 1_000,
+                queue: 0,
             };
             op_by_key.insert(key.public(), i);
             ops.push(SimOperator {

@@ -26,6 +26,12 @@ pub struct OperatorConfig {
     /// Most tasks running at once, whatever the resources would allow.
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent: usize,
+    /// Tasks accepted beyond what runs now: each waits on this machine (in arrival order) and
+    /// starts the moment a running task frees its resources, so the round trip to the
+    /// matchmaker between two tasks is not idle time. Matchmakers queue only CPU tasks (GPU
+    /// tasks run for long enough that the round trip does not matter). 0 turns it off.
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: usize,
     /// Bytes of stdout and of stderr kept (the tail) per task for diagnostics.
     #[serde(default = "default_tail")]
     pub stdout_tail_bytes: usize,
@@ -98,6 +104,9 @@ pub struct ResourceConfig {
 fn default_max_concurrent() -> usize {
     64
 }
+fn default_queue_depth() -> usize {
+    4
+}
 fn default_tail() -> usize {
     DEFAULT_TAIL_BYTES
 }
@@ -143,6 +152,7 @@ impl OperatorConfig {
             blob_dir: None,
             programs: BTreeMap::new(),
             max_concurrent: default_max_concurrent(),
+            queue_depth: default_queue_depth(),
             stdout_tail_bytes: DEFAULT_TAIL_BYTES,
             stderr_tail_bytes: DEFAULT_TAIL_BYTES,
             max_output_bytes: default_max_output(),

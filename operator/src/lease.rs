@@ -4,11 +4,17 @@
 //! machine: [`LeaseManager::acquire`] refuses, with an error naming the resource, anything it
 //! cannot honour (GPU busy or unknown, VRAM above the GPU's, not enough cores, memory or disk,
 //! too many tasks). A [`Lease`] releases on drop, so a task that errors or panics never leaks a GPU.
+//!
+//! [`LeaseManager::admit`] also queues: a request that does not fit *now* but will once running
+//! tasks finish waits in a bounded FIFO and is granted, in arrival order among those that fit,
+//! the moment a lease is released. Holding the next tasks on the machine hides the round trip
+//! to the matchmaker between one task's end and the next one's start.
 
 use proofmesh_protocol::messages::{Capacity, GpuInfo};
 use proofmesh_protocol::Resources;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 
 /// What a task asks to hold.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -94,6 +100,14 @@ pub enum LeaseError {
     /// The concurrent-task limit is reached.
     #[error("already running the maximum of {0} concurrent tasks")]
     TooManyTasks(usize),
+    /// It does not fit now and the wait queue is full.
+    #[error("resources busy ({busy}) and all {depth} queue places taken")]
+    QueueFull {
+        /// Why it does not fit now.
+        busy: Box<LeaseError>,
+        /// Queue depth.
+        depth: usize,
+    },
 }
 
 impl LeaseError {
@@ -101,7 +115,9 @@ impl LeaseError {
     /// false when the request can never fit this operator.
     pub fn is_transient(&self) -> bool {
         match self {
-            LeaseError::GpuBusy(_) | LeaseError::TooManyTasks(_) => true,
+            LeaseError::GpuBusy(_) | LeaseError::TooManyTasks(_) | LeaseError::QueueFull { .. } => {
+                true
+            }
             LeaseError::Cpu {
                 requested, total, ..
             } => requested <= total,
@@ -127,12 +143,34 @@ struct Held {
     memory_mb: u64,
     disk_mb: u64,
     tasks: usize,
+    /// Requests waiting for room, in arrival order.
+    waiting: VecDeque<Waiter>,
+    next_ticket: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    request: LeaseRequest,
+    grant: oneshot::Sender<Lease>,
+}
+
+impl Held {
+    fn take(&mut self, request: &LeaseRequest) {
+        let r = &request.resources;
+        self.gpus.extend(request.gpus.iter().copied());
+        self.cpu += r.cpu;
+        self.memory_mb += r.memory_mb;
+        self.disk_mb += r.disk_mb;
+        self.tasks += 1;
+    }
 }
 
 #[derive(Debug)]
 struct Shared {
     capacity: Capacity,
     max_tasks: usize,
+    max_waiting: usize,
     held: Mutex<Held>,
 }
 
@@ -167,16 +205,163 @@ pub struct Usage {
     pub tasks: usize,
 }
 
+/// What [`LeaseManager::admit`] gives: a lease now, or a place in the queue.
+#[derive(Debug)]
+pub enum Admission {
+    /// It fits now.
+    Now(Lease),
+    /// It fits once running tasks finish; await [`Ticket::lease`].
+    Queued(Ticket),
+}
+
+impl Admission {
+    /// Wait for the lease (at once for [`Admission::Now`]).
+    pub async fn lease(self) -> Lease {
+        match self {
+            Admission::Now(lease) => lease,
+            Admission::Queued(ticket) => ticket.lease().await,
+        }
+    }
+}
+
+/// A queued request. Dropping it gives up its place (or the lease, if just granted).
+#[derive(Debug)]
+pub struct Ticket {
+    shared: Arc<Shared>,
+    ticket: u64,
+    grant: Option<oneshot::Receiver<Lease>>,
+}
+
+impl Ticket {
+    /// Wait until the request is granted.
+    pub async fn lease(mut self) -> Lease {
+        let grant = self.grant.take().expect("a ticket is awaited once");
+        match grant.await {
+            Ok(lease) => lease,
+            // The sender lives in the queue until it grants; the queue outlives every ticket
+            // (the ticket holds the shared state), so it cannot be dropped unsent.
+            Err(_) => unreachable!("a queued lease request was dropped without an answer"),
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.grant.is_some() {
+            let mut held = self.shared.lock();
+            held.waiting.retain(|w| w.ticket != self.ticket);
+        }
+    }
+}
+
 impl LeaseManager {
-    /// A manager over `capacity`, allowing at most `max_tasks` concurrent leases.
+    /// A manager over `capacity`, allowing at most `max_tasks` concurrent leases and no queue.
     pub fn new(capacity: Capacity, max_tasks: usize) -> Self {
+        Self::with_queue(capacity, max_tasks, 0)
+    }
+
+    /// A manager that also queues up to `max_waiting` requests (see [`Self::admit`]).
+    pub fn with_queue(capacity: Capacity, max_tasks: usize, max_waiting: usize) -> Self {
         LeaseManager {
             shared: Arc::new(Shared {
                 capacity,
                 max_tasks,
+                max_waiting,
                 held: Mutex::new(Held::default()),
             }),
         }
+    }
+
+    /// How many requests may wait for room.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.max_waiting
+    }
+
+    /// Requests waiting now.
+    pub fn waiting(&self) -> usize {
+        self.shared.lock().waiting.len()
+    }
+
+    /// A lease now if the request fits; else, if it will fit once running tasks finish and
+    /// the queue has room, a ticket that is granted in arrival order; else refuse naming
+    /// the resource. A request never jumps ahead of an earlier waiter that fits.
+    pub fn admit(&self, request: &LeaseRequest) -> Result<Admission, LeaseError> {
+        let mut held = self.shared.lock();
+        let busy = match self.admissible(&held, request) {
+            Ok(()) if held.waiting.is_empty() => {
+                held.take(request);
+                drop(held);
+                return Ok(Admission::Now(self.lease(request)));
+            }
+            Ok(()) => None,
+            Err(e) if e.is_transient() => Some(e),
+            Err(e) => return Err(e),
+        };
+        // Would it ever fit on an idle machine? (GPU names, VRAM and totals.)
+        self.admissible(&Held::default(), request)?;
+        if held.waiting.len() >= self.shared.max_waiting {
+            return Err(match busy {
+                Some(busy) => LeaseError::QueueFull {
+                    busy: Box::new(busy),
+                    depth: self.shared.max_waiting,
+                },
+                // Fits now but others wait first and the queue is full: refuse as busy.
+                None => LeaseError::QueueFull {
+                    busy: Box::new(LeaseError::TooManyTasks(held.tasks)),
+                    depth: self.shared.max_waiting,
+                },
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        held.next_ticket += 1;
+        let ticket = held.next_ticket;
+        held.waiting.push_back(Waiter {
+            ticket,
+            request: request.clone(),
+            grant: tx,
+        });
+        // Room may already be there (it fit, but earlier waiters came first): grant in order.
+        let granted = self.grant_waiting(&mut held);
+        drop(held);
+        send_grants(granted);
+        Ok(Admission::Queued(Ticket {
+            shared: Arc::clone(&self.shared),
+            ticket,
+            grant: Some(rx),
+        }))
+    }
+
+    fn lease(&self, request: &LeaseRequest) -> Lease {
+        let mut gpus = request.gpus.clone();
+        gpus.sort_unstable();
+        Lease {
+            shared: Arc::clone(&self.shared),
+            gpus,
+            resources: request.resources,
+        }
+    }
+
+    /// Take room for every waiter that fits, in arrival order; the leases are sent by the
+    /// caller once the lock is released (a failed send drops the lease, which locks).
+    fn grant_waiting(&self, held: &mut Held) -> Vec<(oneshot::Sender<Lease>, Lease)> {
+        let mut granted = Vec::new();
+        let mut k = 0;
+        while k < held.waiting.len() {
+            if held.waiting[k].grant.is_closed() {
+                held.waiting.remove(k);
+                continue;
+            }
+            if self.admissible(held, &held.waiting[k].request).is_ok() {
+                let Some(w) = held.waiting.remove(k) else {
+                    break;
+                };
+                held.take(&w.request);
+                granted.push((w.grant, self.lease(&w.request)));
+            } else {
+                k += 1;
+            }
+        }
+        granted
     }
 
     /// The capacity leases are drawn from.
@@ -206,20 +391,9 @@ impl LeaseManager {
     pub fn acquire(&self, request: &LeaseRequest) -> Result<Lease, LeaseError> {
         let mut held = self.shared.lock();
         self.admissible(&held, request)?;
-        let r = &request.resources;
-        held.gpus.extend(request.gpus.iter().copied());
-        held.cpu += r.cpu;
-        held.memory_mb += r.memory_mb;
-        held.disk_mb += r.disk_mb;
-        held.tasks += 1;
+        held.take(request);
         drop(held);
-        let mut gpus = request.gpus.clone();
-        gpus.sort_unstable();
-        Ok(Lease {
-            shared: Arc::clone(&self.shared),
-            gpus,
-            resources: request.resources,
-        })
+        Ok(self.lease(request))
     }
 
     fn gpu(&self, index: u32) -> Option<&GpuInfo> {
@@ -325,6 +499,22 @@ impl Drop for Lease {
         held.memory_mb = held.memory_mb.saturating_sub(self.resources.memory_mb);
         held.disk_mb = held.disk_mb.saturating_sub(self.resources.disk_mb);
         held.tasks = held.tasks.saturating_sub(1);
+        if held.waiting.is_empty() {
+            return;
+        }
+        let manager = LeaseManager {
+            shared: Arc::clone(&self.shared),
+        };
+        let granted = manager.grant_waiting(&mut held);
+        drop(held);
+        send_grants(granted);
+    }
+}
+
+/// Hand granted leases to their waiters; one whose waiter just left is dropped (released).
+fn send_grants(granted: Vec<(oneshot::Sender<Lease>, Lease)>) {
+    for (tx, lease) in granted {
+        let _ = tx.send(lease);
     }
 }
 
@@ -445,5 +635,84 @@ mod tests {
             ),
             (0, 2, 20, 2)
         );
+    }
+
+    fn queued(m: &LeaseManager, r: &LeaseRequest) -> Ticket {
+        match m.admit(r).unwrap() {
+            Admission::Queued(t) => t,
+            Admission::Now(_) => panic!("expected to queue"),
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_requests_are_granted_in_order_when_room_frees() {
+        let m = LeaseManager::with_queue(
+            Capacity {
+                cpu: 2,
+                memory_mb: 1000,
+                disk_mb: 0,
+                gpus: Vec::new(),
+            },
+            8,
+            2,
+        );
+        let one = req(vec![], 1, 10, 0);
+        let a = match m.admit(&one).unwrap() {
+            Admission::Now(l) => l,
+            Admission::Queued(_) => panic!("fits now"),
+        };
+        let b = m.admit(&one).unwrap().lease().await;
+        // Both cores held: the next two wait, the third is refused naming the full queue.
+        let first = queued(&m, &req(vec![], 2, 10, 0));
+        let second = queued(&m, &one);
+        assert_eq!(m.waiting(), 2);
+        let full = m.admit(&one).unwrap_err();
+        assert!(
+            matches!(full, LeaseError::QueueFull { depth: 2, .. }),
+            "{full}"
+        );
+        assert!(full.is_transient());
+        // Never on this machine: refused at once, not queued.
+        assert!(matches!(
+            m.admit(&req(vec![], 3, 10, 0)),
+            Err(LeaseError::Cpu { total: 2, .. })
+        ));
+        // One core frees: `first` needs two, so `second` (which fits) is granted; `first` keeps
+        // its place.
+        drop(a);
+        let second = second.lease().await;
+        assert_eq!(m.waiting(), 1);
+        assert_eq!(m.usage().cpu, 2);
+        drop(b);
+        drop(second);
+        let first = first.lease().await;
+        assert_eq!((m.usage().cpu, m.usage().tasks, m.waiting()), (2, 1, 0));
+        drop(first);
+        assert_eq!(m.usage().tasks, 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_ticket_gives_up_its_place_and_its_grant() {
+        let m = LeaseManager::with_queue(
+            Capacity {
+                cpu: 1,
+                memory_mb: 1000,
+                disk_mb: 0,
+                gpus: Vec::new(),
+            },
+            8,
+            1,
+        );
+        let one = req(vec![], 1, 10, 0);
+        let held = m.acquire(&one).unwrap();
+        let waiting = queued(&m, &one);
+        drop(waiting);
+        assert_eq!(m.waiting(), 0);
+        let again = queued(&m, &one);
+        drop(held);
+        // Granted on release, then the ticket is dropped unread: the lease goes back.
+        drop(again);
+        assert_eq!((m.usage().tasks, m.usage().cpu), (0, 0));
+        assert!(matches!(m.admit(&one).unwrap(), Admission::Now(_)));
     }
 }

@@ -26,6 +26,6 @@ pub use blob::{BlobError, BlobStore, FsBlobStore, MemBlobStore};
 pub use config::{OperatorConfig, ProgramSpec, ResourceConfig};
 pub use discovery::{discover, Discovery, GpuSource};
 pub use executor::{resolve_inputs, Diagnostics, Executor, Outcome, TaskReport, TaskSpec, Timings};
-pub use lease::{Lease, LeaseError, LeaseManager, LeaseRequest};
+pub use lease::{Admission, Lease, LeaseError, LeaseManager, LeaseRequest, Ticket};
 pub use operator::Operator;
 pub use tokio_util::sync::CancellationToken;

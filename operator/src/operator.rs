@@ -6,7 +6,7 @@ use crate::blob::{BlobStore, FsBlobStore};
 use crate::config::OperatorConfig;
 use crate::discovery::{discover, Discovery};
 use crate::executor::{Executor, ExecutorError, TaskReport, TaskSpec};
-use crate::lease::{Lease, LeaseError, LeaseManager, LeaseRequest};
+use crate::lease::{Admission, Lease, LeaseError, LeaseManager, LeaseRequest};
 use proofmesh_protocol::messages::{Assignment, Capacity, FailureCause};
 use proofmesh_protocol::{Keypair, Program, PublicKey};
 use std::sync::Arc;
@@ -55,7 +55,11 @@ impl Operator {
             Some(b) => b,
             None => Arc::new(FsBlobStore::open(config.blob_dir())?),
         };
-        let leases = LeaseManager::new(discovery.capacity.clone(), config.max_concurrent);
+        let leases = LeaseManager::with_queue(
+            discovery.capacity.clone(),
+            config.max_concurrent,
+            config.queue_depth,
+        );
         let executor = Executor::new(config, keypair, blobs)?;
         Ok(Operator {
             discovery: Arc::new(discovery),
@@ -97,6 +101,15 @@ impl Operator {
     /// Lease what an assignment reserves, or refuse naming the resource.
     pub fn reserve(&self, assignment: &Assignment) -> Result<Lease, LeaseError> {
         self.leases.acquire(&LeaseRequest::new(
+            assignment.gpus.clone(),
+            assignment.resources,
+        ))
+    }
+
+    /// Lease what an assignment reserves now, or queue it until running tasks free room
+    /// (see [`LeaseManager::admit`]), or refuse naming the resource.
+    pub fn admit(&self, assignment: &Assignment) -> Result<Admission, LeaseError> {
+        self.leases.admit(&LeaseRequest::new(
             assignment.gpus.clone(),
             assignment.resources,
         ))

@@ -79,6 +79,9 @@ pub struct OperatorAdvert {
     pub programs: Vec<Program>,
     /// Asking price per task, in wei.
     pub price_wei: u128,
+    /// CPU tasks it accepts beyond what runs now (queued on the machine, started as running
+    /// tasks finish); 0: only what fits now.
+    pub queue: u32,
 }
 
 /// Liveness signal; also carries what the operator is running.

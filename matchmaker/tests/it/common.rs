@@ -36,6 +36,7 @@ pub fn advert(k: &Keypair, gpus: u32, vram_mb: u64) -> OperatorAdvert {
             })
             .collect(),
         price_wei: 1_000,
+        queue: 0,
     }
 }
 

@@ -5,6 +5,7 @@ mod common;
 mod failover;
 mod faults;
 mod props;
+mod queueing;
 mod rendezvous;
 mod scheduling;
 mod simulation;

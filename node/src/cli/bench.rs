@@ -51,6 +51,10 @@ pub struct OverheadArgs {
     /// Concurrent task slots per operator (advertised CPU cores; each task takes one).
     #[arg(long, default_value_t = 4)]
     pub slots: u32,
+    /// Tasks each operator accepts beyond its slots (operator `queue_depth`; 0: off). A queued
+    /// task's wait counts as overhead here: 0 measures the bare round trip per task.
+    #[arg(long, default_value_t = 0)]
+    pub queue_depth: usize,
     /// After the main run: one-task workflows submitted one at a time, each timed from
     /// `submit` to its first assignment (0 to skip).
     #[arg(long, default_value_t = 200)]
@@ -110,10 +114,15 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         if args.processes {
             let peer = mm.peer_id();
             let boot: Vec<String> = boot.iter().map(|a| format!("{a}/p2p/{peer}")).collect();
-            processes.push(OperatorProcess::start(&dir, domain, &boot)?);
+            processes.push(OperatorProcess::start(
+                &dir,
+                domain,
+                &boot,
+                args.queue_depth,
+            )?);
             continue;
         }
-        let o = builtin_operator_node(&dir, domain, &boot, args.slots);
+        let o = builtin_operator_node(&dir, domain, &boot, args.slots, args.queue_depth);
         operators.push(Node::spawn(o).await.context("starting an operator node")?);
     }
     // Wait until the operators are connected and have heartbeated.
@@ -195,7 +204,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     drop(processes);
     mm.shutdown().await;
     println!(
-        "mode={} program={} operators={} tasks={} measured={} wall_s={:.3} tasks_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} submit_assign_n={} submit_assign_p50_ms={:.3} submit_assign_p99_ms={:.3}",
+        "mode={} program={} operators={} queue_depth={} tasks={} measured={} wall_s={:.3} tasks_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} submit_assign_n={} submit_assign_p50_ms={:.3} submit_assign_p99_ms={:.3}",
         if args.processes {
             "processes"
         } else {
@@ -203,6 +212,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         },
         args.program,
         args.operators,
+        args.queue_depth,
         args.tasks,
         overheads.len(),
         wall.as_secs_f64(),
@@ -273,6 +283,7 @@ impl OperatorProcess {
         dir: &std::path::Path,
         domain: Domain,
         bootstrap: &[String],
+        queue_depth: usize,
     ) -> anyhow::Result<OperatorProcess> {
         use proofmesh_node::config::{NodeConfig, RolesSection};
         std::fs::create_dir_all(dir)?;
@@ -292,7 +303,7 @@ impl OperatorProcess {
         cfg.metrics.enabled = false;
         cfg.log.filter = "warn".into();
         let operator: toml::Table = toml::from_str(&format!(
-            "work_dir = {:?}\nheartbeat_ms = 200\n[programs]\n\
+            "work_dir = {:?}\nheartbeat_ms = 200\nqueue_depth = {queue_depth}\n[programs]\n\
              \"noop@1\" = {{ builtin = \"noop\" }}\n\"sleep@1\" = {{ builtin = \"sleep\" }}\n",
             dir.join("work").display().to_string()
         ))?;
@@ -337,21 +348,24 @@ pub(crate) fn bench_node(dir: &std::path::Path, domain: Domain) -> NodeOptions {
 }
 
 /// Options for an in-process operator node that runs the operator crate's built-in `noop` and
-/// `sleep` programs on `slots` cores, bootstrapped to `bootstrap` (shared by the benches).
+/// `sleep` programs on `slots` cores with a queue of `queue_depth`, bootstrapped to `bootstrap`
+/// (shared by the benches).
 pub(crate) fn builtin_operator_node(
     dir: &std::path::Path,
     domain: Domain,
     bootstrap: &[Multiaddr],
     slots: u32,
+    queue_depth: usize,
 ) -> NodeOptions {
     let mut o = bench_node(dir, domain);
     o.network.bootstrap = bootstrap.to_vec();
     let builtin = |name: &str| ProgramSpec::Builtin {
         builtin: name.into(),
     };
-    let config = OperatorConfig::new(dir.join("operator"))
+    let mut config = OperatorConfig::new(dir.join("operator"))
         .with_program("noop", "1", builtin("noop"))
         .with_program("sleep", "1", builtin("sleep"));
+    config.queue_depth = queue_depth;
     let mut op = OperatorOptions::new(config);
     op.capacity = Some(Capacity {
         cpu: slots,

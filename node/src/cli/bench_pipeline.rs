@@ -40,6 +40,9 @@ pub struct PipelineArgs {
     /// Concurrent task slots per operator (advertised CPU cores; each task takes `cpu` of them).
     #[arg(long, default_value_t = 4)]
     pub slots: u32,
+    /// Tasks each operator accepts beyond its slots (operator `queue_depth`; 0: off).
+    #[arg(long, default_value_t = 4)]
+    pub queue_depth: usize,
     /// Workflow file of `sleep`/`noop` tasks (default: examples/workflows/sleep-pipeline.toml).
     #[arg(long)]
     pub file: Option<PathBuf>,
@@ -57,6 +60,9 @@ pub struct ScalingArgs {
     /// Concurrent task slots per operator.
     #[arg(long, default_value_t = 2)]
     pub slots: u32,
+    /// Tasks each operator accepts beyond its slots (operator `queue_depth`; 0: off).
+    #[arg(long, default_value_t = 4)]
+    pub queue_depth: usize,
     /// Tasks per slot (the ideal makespan is rounds x ms at every operator count).
     #[arg(long, default_value_t = 8)]
     pub rounds: u32,
@@ -257,7 +263,7 @@ struct Net {
 }
 
 impl Net {
-    async fn start(operators: u32, slots: u32) -> anyhow::Result<Net> {
+    async fn start(operators: u32, slots: u32, queue_depth: usize) -> anyhow::Result<Net> {
         let root = tempfile::tempdir().context("temp dir")?;
         let mm_opts =
             super::bench::bench_node(&root.path().join("mm"), DOMAIN).with_test_matchmaker();
@@ -272,6 +278,7 @@ impl Net {
                 DOMAIN,
                 &boot,
                 slots,
+                queue_depth,
             );
             ops.push(Some(
                 Node::spawn(o).await.context("starting an operator node")?,
@@ -384,7 +391,7 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{source} is not a valid workflow"))?
         .0;
     let ideal = ideal(&workflow, u64::from(args.operators) * u64::from(args.slots))?;
-    let net = Net::start(args.operators, args.slots).await?;
+    let net = Net::start(args.operators, args.slots, args.queue_depth).await?;
     let mut spans = Vec::new();
     for run in 0..args.runs {
         // A distinct name per run: the same workflow id would be "already known".
@@ -399,10 +406,11 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let med = median(&mut spans);
     let n = workflow.tasks.len() as f64;
     println!(
-        "operators={} slots={} tasks={} critical_ms={:.1} work_slot_ms={:.1} ideal_ms={:.1} list_ms={:.1} \
+        "operators={} slots={} queue_depth={} tasks={} critical_ms={:.1} work_slot_ms={:.1} ideal_ms={:.1} list_ms={:.1} \
          makespan_ms={:.1} best_ms={:.1} overhead_per_task_slot_ms={:.3} efficiency={:.4} efficiency_best={:.4}",
         args.operators,
         args.slots,
+        args.queue_depth,
         workflow.tasks.len(),
         ideal.critical_ms,
         ideal.work_slot_ms,
@@ -438,7 +446,7 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     let ideal_ms = (u64::from(args.rounds) * args.ms) as f64;
     let mut results: Vec<(u32, f64)> = Vec::new();
     for &p in &counts {
-        let net = Net::start(p, args.slots).await?;
+        let net = Net::start(p, args.slots, args.queue_depth).await?;
         let tasks = p * args.slots * args.rounds;
         // Two runs, the better kept: the first also warms connections and caches.
         let mut best = f64::INFINITY;
@@ -455,8 +463,8 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     }
     let t1 = results[0].1;
     let mut line = format!(
-        "slots={} rounds={} ms={} ideal_ms={ideal_ms:.1}",
-        args.slots, args.rounds, args.ms
+        "slots={} queue_depth={} rounds={} ms={} ideal_ms={ideal_ms:.1}",
+        args.slots, args.queue_depth, args.rounds, args.ms
     );
     for (p, t) in &results {
         line.push_str(&format!(" makespan_{p}_ms={t:.1}"));
@@ -473,8 +481,9 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         bail!("--trials must be at least 1");
     }
     // Each trial kills one operator and leaves its task (a long sleep) running on another, so
-    // 2 per trial, plus one spare; one slot each so a task can only move to an idle operator.
-    let mut net = Net::start(2 * args.trials + 1, 1).await?;
+    // 2 per trial, plus one spare; one slot each and no queue, so a task can only move to an
+    // idle operator.
+    let mut net = Net::start(2 * args.trials + 1, 1, 0).await?;
     let keys: Vec<PublicKey> = net
         .operators
         .iter()

@@ -28,7 +28,7 @@ use proofmesh_protocol::messages::{
     Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission, SyncReply, SyncRequest, SyncUpdate,
     Verdict, WorkflowFailure,
 };
-use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey, WorkflowId};
+use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey, TaskIndex, WorkflowId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +71,12 @@ pub(crate) enum Internal {
         key: operating::AttemptKey,
         outcome: Outcome,
     },
+    /// A direct send to this peer failed: what we believe it holds may not have arrived.
+    DirectFailed { peer: network::PeerId },
 }
+
+/// Dependency results pushed to one operator and not to be pushed again (see `push_inputs`).
+type Pushed = BoundedSet<(WorkflowId, TaskIndex), 4096>;
 
 /// Where a message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +160,9 @@ pub(crate) struct Core {
     last_discovery: Option<u64>,
     /// Peers connected now (discovery needs someone to ask).
     connected: usize,
+    /// Per operator, the results already pushed to it over its current connection (a task's
+    /// inputs are often another task's too: the witness feeds every leaf).
+    pushed: HashMap<PublicKey, Pushed>,
 }
 
 /// A timer that never fires when the role is off.
@@ -202,6 +210,7 @@ impl Core {
             catch_up_round: 0,
             last_discovery: None,
             connected: 0,
+            pushed: HashMap::new(),
         }
     }
 
@@ -406,7 +415,8 @@ async fn direct(
         }
         Ok(None) => {}
         Err(e) => {
-            tracing::debug!(%peer, error = %e, "direct send failed (gossip carries it too)")
+            tracing::debug!(%peer, error = %e, "direct send failed (gossip carries it too)");
+            let _ = internal.send(Internal::DirectFailed { peer });
         }
     }
 }
@@ -479,6 +489,7 @@ impl Core {
                 let Some(key) = public_key_of(&peer) else {
                     return;
                 };
+                self.pushed.remove(&key);
                 let now = self.sh.now();
                 if let Some(decisions) = self.mm.as_mut().map(|m| m.peer_gone(&self.sh, key, now)) {
                     self.act(decisions);
@@ -522,6 +533,11 @@ impl Core {
                 // Straight to the matchmaker waiting for it, without a gossip hop.
                 if let Some(mm) = matchmaker.filter(|mm| *mm != self.sh.me) {
                     self.send_direct(&mm, envelope);
+                }
+            }
+            Internal::DirectFailed { peer } => {
+                if let Some(key) = public_key_of(&peer) {
+                    self.pushed.remove(&key);
                 }
             }
         }
@@ -770,6 +786,8 @@ impl Core {
     /// (`Topic::OPERATOR`), so this is how they learn their inputs without waiting for a
     /// catch-up round. Split to stay within a message's size; a result missing here (not
     /// accepted yet, so the task would not be ready) is left to the operator's catch-up.
+    /// A result already pushed to this operator is not sent again: forgotten when the
+    /// connection drops or a direct send to it fails, since it may not have arrived.
     fn push_inputs(&mut self, a: &proofmesh_protocol::messages::Assignment) {
         let deps = match self.view.workflows.get(&a.workflow) {
             Some(wf) => match wf.tasks.get(a.task as usize) {
@@ -780,9 +798,16 @@ impl Core {
         };
         let mut chunks: Vec<Vec<_>> = vec![Vec::new()];
         let mut budget = catch_up::REPLY_BUDGET;
+        let pushed = self.pushed.entry(a.operator).or_default();
         for dep in deps {
+            if pushed.contains(&(a.workflow, dep)) {
+                continue;
+            }
             let result = match self.sh.store.result(&a.workflow, dep) {
-                Ok(Some(r)) => r,
+                Ok(Some(r)) => {
+                    pushed.insert((a.workflow, dep));
+                    r
+                }
                 Ok(None) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading a dependency's result failed");
@@ -933,6 +958,7 @@ impl Core {
             capacity: op.operator.capacity().clone(),
             programs: op.operator.programs(),
             price_wei: op.opts.price_wei,
+            queue: u32::try_from(op.operator.leases().queue_depth()).unwrap_or(u32::MAX),
         };
         self.last_advert = Some(Instant::now());
         self.emit(Message::OperatorAdvert(advert));

@@ -2,7 +2,8 @@
 //! operator crate's executor, and report signed results or declared failures.
 //!
 //! The acceptance is answered synchronously from the core loop (it is the direct reply to the
-//! matchmaker), after the lease is taken, so an accepted attempt always has its resources.
+//! matchmaker), after the lease is taken or a place in the operator's queue (see
+//! `proofmesh_operator::lease`), so an accepted attempt always has its resources or will.
 //! Everything slow (waiting for dependency results, fetching inputs, running the program)
 //! happens in a background task that reports [`Internal::AttemptDone`].
 
@@ -13,7 +14,9 @@ use super::view::{View, WorkflowCache};
 use crate::chain::EthIdentity;
 use crate::network::{peer_id_of, Client};
 use crate::store::Store;
-use proofmesh_operator::{resolve_inputs, CancellationToken, Lease, Operator, Outcome, TaskSpec};
+use proofmesh_operator::{
+    resolve_inputs, Admission, CancellationToken, Operator, Outcome, TaskSpec,
+};
 use proofmesh_protocol::messages::{
     Acceptance, Assignment, FailureCause, SignedResult, TaskFailure,
 };
@@ -113,8 +116,8 @@ impl OperatorRole {
                 Some(_) => {}
             }
         }
-        let lease = match self.operator.reserve(a) {
-            Ok(lease) => lease,
+        let admission = match self.operator.admit(a) {
+            Ok(admission) => admission,
             Err(e) => return refuse(e.to_string()),
         };
         let token = sh.cancel.child_token();
@@ -134,7 +137,7 @@ impl OperatorRole {
         // Tracked but not raced against shutdown here: cancellation reaches the executor
         // through `token`, which kills the program's process group.
         sh.tracker.spawn(async move {
-            let outcome = attempt.run(lease, token).await;
+            let outcome = attempt.run(admission, token).await;
             let _ = internal.send(Internal::AttemptDone { key, outcome });
         });
         // With a chain, the acceptance also carries the EIP-712 signature that lets a matchmaker
@@ -181,7 +184,8 @@ impl Attempt {
         })
     }
 
-    async fn run(self, lease: Lease, cancel: CancellationToken) -> Outcome {
+    /// Inputs are fetched while a queued attempt waits for its lease.
+    async fn run(self, admission: Admission, cancel: CancellationToken) -> Outcome {
         let prepared = tokio::select! {
             _ = cancel.cancelled() => return Outcome::Cancelled,
             p = self.prepare() => p,
@@ -189,6 +193,10 @@ impl Attempt {
         let spec = match prepared {
             Ok(spec) => spec,
             Err(why) => return self.failure(FailureCause::Input(why)),
+        };
+        let lease = tokio::select! {
+            _ = cancel.cancelled() => return Outcome::Cancelled,
+            lease = admission.lease() => lease,
         };
         let task = self
             .workflows

@@ -725,3 +725,60 @@ count = 4
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_queues_tasks_beyond_its_cores_and_never_oversubscribes_them() {
+    let cluster = Cluster::start(&[("mm", Role::Matchmaker), ("op", Role::Operator)]).await;
+    let mm = cluster.get("mm").api().clone();
+    let op = cluster.get("op").key();
+    // Each leaf takes both of the operator's cores for 300 ms: one runs at a time, and the
+    // operator's queue (4 places by default) holds the other three.
+    let workflow = sleep_workflow("queued", 4, 300, 2);
+    let mut progress = mm.subscribe();
+    let id = mm.submit(workflow).await.expect("submit accepted");
+    let mut accepted = BTreeSet::new();
+    let first_done = loop {
+        let event = tokio::time::timeout(WAIT, progress.recv())
+            .await
+            .expect("progress in time")
+            .expect("progress stream open");
+        match event {
+            Progress::Task {
+                workflow,
+                task,
+                state: TaskState::Running { operator, .. },
+            } if workflow == id => {
+                assert_eq!(operator, op);
+                accepted.insert(task);
+            }
+            Progress::Task {
+                workflow,
+                task,
+                state: TaskState::Done { .. },
+            } if workflow == id => break task,
+            _ => {}
+        }
+    };
+    // All four leaves were handed over and accepted before the first could finish.
+    assert_eq!(
+        accepted,
+        (0..4).collect::<BTreeSet<u32>>(),
+        "accepted before task {first_done} finished"
+    );
+    wait_completed(&mm, &id).await;
+    // The machine ran them one after another: no two leases of both cores overlapped.
+    let mut spans: Vec<(u64, u64)> = mm
+        .store()
+        .results(&id)
+        .expect("readable")
+        .into_iter()
+        .filter(|(task, _)| *task < 4)
+        .map(|(_, r)| (r.result.started_ms, r.result.finished_ms))
+        .collect();
+    spans.sort();
+    assert_eq!(spans.len(), 4);
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "runs overlap: {spans:?}");
+    }
+    cluster.shutdown().await;
+}

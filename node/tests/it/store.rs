@@ -236,6 +236,7 @@ fn blobs_events_cursors_and_operators_survive_reopen() {
             version: "1".into(),
         }],
         price_wei: 42,
+        queue: 0,
     };
     let (small_id, large_id, id);
     {

@@ -1,0 +1,141 @@
+//! Operators that queue: CPU tasks assigned beyond what fits now wait on the machine.
+
+use crate::common::*;
+use proofmesh_matchmaker::sim::sim_task;
+use proofmesh_matchmaker::{Event, Matchmaker};
+use proofmesh_protocol::messages::Heartbeat;
+use proofmesh_protocol::{Resources, Workflow};
+
+fn cpu_tasks(n: u32, gpu: u32) -> Workflow {
+    Workflow {
+        name: "flat".into(),
+        ordering: None,
+        deadline_ms: 0,
+        tasks: (0..n)
+            .map(|i| {
+                let mut t = sim_task(format!("t{i}"), "work", vec![], 100, 3);
+                t.resources = Resources {
+                    cpu: 1,
+                    memory_mb: 100,
+                    gpu,
+                    vram_mb: 0,
+                    disk_mb: 0,
+                };
+                t
+            })
+            .collect(),
+    }
+}
+
+/// Operators 1..=n with 4 cores (no GPU, or one) and a queue of `queue`.
+fn queueing(n: u8, gpus: u32, queue: u32) -> Matchmaker {
+    let mut mm = Matchmaker::new(config());
+    for i in 1..=n {
+        let mut a = advert(&key(i), gpus, 24_576);
+        a.capacity.cpu = 4;
+        a.queue = queue;
+        mm.handle(0, Event::OperatorAdvert(a));
+    }
+    mm
+}
+
+#[test]
+fn cpu_tasks_fill_the_queue_and_start_in_this_view_as_running_ones_finish() {
+    let mut mm = queueing(1, 0, 2);
+    let (_, d) = submit(&mut mm, 0, &cpu_tasks(10, 0));
+    let a = assignments(&d);
+    // 4 cores run 4 now, 2 more wait in the operator's queue, 4 stay with the matchmaker.
+    assert_eq!(a.len(), 6, "{d:?}");
+    assert_eq!(mm.ready_len(), 4);
+    mm.check_invariants().expect("invariants");
+    // The queued ones' deadlines count from when those ahead of them must be done.
+    let first_deadline = a[0].deadline_ms;
+    assert!(a[..4].iter().all(|x| x.deadline_ms == first_deadline));
+    assert!(
+        a[4..].iter().all(|x| x.deadline_ms > first_deadline),
+        "queued deadlines {:?} not after {first_deadline}",
+        a[4..].iter().map(|x| x.deadline_ms).collect::<Vec<_>>()
+    );
+    for x in &a {
+        mm.handle(1, accept(x, 1));
+    }
+    // One finishes: a queued task takes its core here too, and one more joins the queue.
+    let k = key(1);
+    let d = mm.handle(100, result_for(&a[0], &k, 1, 100, true));
+    let next = assignments(&d);
+    assert_eq!(next.len(), 1, "{d:?}");
+    assert!(next[0].deadline_ms > next[0].accept_by_ms + 300);
+    assert_eq!(mm.ready_len(), 3);
+    mm.check_invariants().expect("invariants");
+}
+
+#[test]
+fn an_operator_with_room_now_wins_over_one_that_would_queue() {
+    let mut mm = queueing(2, 0, 8);
+    // 8 tasks: both operators' cores fill (4 + 4) before anything is queued.
+    let (_, d) = submit(&mut mm, 0, &cpu_tasks(8, 0));
+    let a = assignments(&d);
+    assert_eq!(a.len(), 8);
+    for op in [key(1).public(), key(2).public()] {
+        let on = a.iter().filter(|x| x.operator == op).count();
+        assert_eq!(
+            on, 4,
+            "operator got {on} of 8 while the other had free cores"
+        );
+    }
+    mm.check_invariants().expect("invariants");
+}
+
+#[test]
+fn gpu_tasks_are_never_queued() {
+    let mut mm = queueing(1, 1, 4);
+    let (_, d) = submit(&mut mm, 0, &cpu_tasks(3, 1));
+    // One GPU: one runs, the others wait with the matchmaker.
+    assert_eq!(assignments(&d).len(), 1, "{d:?}");
+    assert_eq!(mm.ready_len(), 2);
+    mm.check_invariants().expect("invariants");
+}
+
+#[test]
+fn queued_tasks_of_an_operator_that_goes_down_move_to_another() {
+    let mut mm = queueing(2, 0, 2);
+    let (_, d) = submit(&mut mm, 0, &cpu_tasks(12, 0));
+    let a = assignments(&d);
+    assert_eq!(a.len(), 12, "4 + 2 on each of two operators");
+    for x in &a {
+        mm.handle(1, accept(x, 1));
+    }
+    // Operator 1 falls silent (presumed down 300 ms after its last word); operator 2 keeps
+    // heartbeating and gets all of 1's tasks as its own finish (before their 400 ms deadline).
+    let mut t = 50;
+    let mut moved = 0;
+    while t <= 350 {
+        let d = mm.handle(
+            t,
+            Event::Heartbeat(Heartbeat {
+                operator: key(2).public(),
+                at_ms: t,
+                running: vec![],
+            }),
+        );
+        moved += assignments(&d)
+            .iter()
+            .filter(|x| x.operator == key(2).public() && x.attempt == 2)
+            .count();
+        t += 50;
+    }
+    mm.check_invariants().expect("invariants");
+    // Operator 2 holds at most 6 (4 cores + 2 queued); its own 6 never finished, so none of
+    // operator 1's six could be placed yet: they wait with the matchmaker, not lost.
+    assert_eq!(moved, 0);
+    assert_eq!(mm.ready_len(), 6);
+    let d = (0..6)
+        .filter(|i| a[*i].operator == key(2).public())
+        .chain((6..12).filter(|i| a[*i].operator == key(2).public()))
+        .map(|i| mm.handle(t, result_for(&a[i], &key(2), 1, t, true)))
+        .collect::<Vec<_>>();
+    let reassigned: Vec<_> = d.iter().flat_map(|d| assignments(d)).collect();
+    assert_eq!(reassigned.len(), 6, "{reassigned:?}");
+    assert!(reassigned.iter().all(|x| x.attempt == 2));
+    mm.check_invariants().expect("invariants");
+}
