@@ -811,7 +811,9 @@ impl State {
             if inf.is_none() {
                 continue;
             }
-            if let Some(inf) = inf {
+            // Evidence for what it was running; attempts still waiting in its queue in our
+            // view simply move (a queue place is not work begun).
+            if let Some(inf) = inf.filter(|inf| inf.reserved) {
                 if let Some(acc) = inf.accepted.clone() {
                     if self.wfs[w as usize].active {
                         let key = (w, i, inf.attempt);
@@ -943,7 +945,8 @@ impl State {
             op.unreserved = op.unreserved.saturating_sub(1);
         }
         op.tasks.remove(&(w, i));
-        if inf.reserved {
+        // A down operator starts nothing more: its queue is being taken back.
+        if inf.reserved && op.up {
             self.reserve_deferred(inf.op);
         }
         self.refresh_op(inf.op);
@@ -1619,6 +1622,7 @@ impl State {
             deadline_ms: deadline,
             price_wei: self.ops[o as usize].price_wei,
             matchmaker: self.cfg.me,
+            queued: !reserved,
         };
         slot.inflight = Some(Box::new(Inflight {
             attempt: a.attempt,

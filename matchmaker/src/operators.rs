@@ -43,6 +43,8 @@ pub struct OperatorState {
     pub tasks: BTreeSet<(u32, u32)>,
     /// CPU tasks it accepts beyond what fits now (advertised).
     pub queue: u32,
+    /// Most attempts it runs at once (advertised; 0: no limit beyond resources).
+    pub max_tasks: u32,
     /// Held attempts without a reservation in this view: queued on the machine, or gossiped
     /// by another matchmaker ahead of the release that makes their room.
     pub unreserved: u32,
@@ -68,6 +70,7 @@ impl OperatorState {
             expiry_ms: 0,
             tasks: BTreeSet::new(),
             queue: 0,
+            max_tasks: 0,
             unreserved: 0,
             rep: Reputation::default(),
             classes: Vec::new(),
@@ -126,6 +129,7 @@ impl OperatorState {
         self.programs = programs;
         self.price_wei = advert.price_wei;
         self.queue = advert.queue;
+        self.max_tasks = advert.max_tasks;
     }
 
     /// Whether the machine could ever run `r` (on totals, ignoring reservations).
@@ -136,9 +140,16 @@ impl OperatorState {
             && self.gpus.iter().filter(|g| g.vram_mb >= r.vram_mb).count() >= r.gpu as usize
     }
 
+    /// Whether one more attempt may hold a reservation (run) under the advertised task limit.
+    fn below_max_tasks(&self) -> bool {
+        let running = (self.tasks.len() as u32).saturating_sub(self.unreserved);
+        self.max_tasks == 0 || running < self.max_tasks
+    }
+
     /// Whether `r` fits in what is free now.
     pub fn fits(&self, r: &Resources) -> bool {
-        r.cpu <= self.free.cpu
+        self.below_max_tasks()
+            && r.cpu <= self.free.cpu
             && r.memory_mb <= self.free.memory_mb
             && r.disk_mb <= self.free.disk_mb
             && (r.gpu == 0
@@ -185,7 +196,8 @@ impl OperatorState {
     /// Reserve `r` on exactly the GPUs `indices` (another matchmaker chose them). Returns false,
     /// reserving nothing, when that would oversubscribe this view.
     pub fn reserve_exact(&mut self, r: &Resources, indices: &[u32]) -> bool {
-        let cpu_ok = r.cpu <= self.free.cpu
+        let cpu_ok = self.below_max_tasks()
+            && r.cpu <= self.free.cpu
             && r.memory_mb <= self.free.memory_mb
             && r.disk_mb <= self.free.disk_mb;
         let gpus_ok = indices.len() == r.gpu as usize

@@ -431,6 +431,7 @@ impl Sim {
                     .collect(),
                 price_wei: 1_000,
                 queue: 0,
+                max_tasks: 0,
             };
             op_by_key.insert(key.public(), i);
             ops.push(SimOperator {

@@ -45,6 +45,8 @@ pub struct DevnetSpec {
     pub malicious_operators: Vec<usize>,
     /// Extra `[operator]` table entries for every operator (e.g. `max_concurrent`).
     pub operator_max_concurrent: usize,
+    /// Every operator's `queue_depth` (CPU tasks held beyond what runs now).
+    pub operator_queue_depth: usize,
     /// Start anvil (`.tools/bin/anvil` or `$PROOFMESH_ANVIL`) under the devnet directory, deploy
     /// the market over the real Groth16 verifier, and give every matchmaker and operator a funded
     /// Ethereum key (operators register and stake on start). Overrides `chain_rpc`/`contract`.
@@ -381,6 +383,10 @@ fn operator_table(
     table.insert(
         "max_concurrent".into(),
         (spec.operator_max_concurrent as i64).into(),
+    );
+    table.insert(
+        "queue_depth".into(),
+        (spec.operator_queue_depth as i64).into(),
     );
     table.insert("programs".into(), toml::Value::Table(programs));
     table.insert("price_wei".into(), price_wei.to_string().into());

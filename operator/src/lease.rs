@@ -272,6 +272,11 @@ impl LeaseManager {
         }
     }
 
+    /// Most leases alive at once.
+    pub fn max_tasks(&self) -> usize {
+        self.shared.max_tasks
+    }
+
     /// How many requests may wait for room.
     pub fn queue_depth(&self) -> usize {
         self.shared.max_waiting

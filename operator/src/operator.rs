@@ -106,13 +106,17 @@ impl Operator {
         ))
     }
 
-    /// Lease what an assignment reserves now, or queue it until running tasks free room
-    /// (see [`LeaseManager::admit`]), or refuse naming the resource.
+    /// Lease what an assignment reserves now; or, for one the matchmaker marked `queued`,
+    /// queue it until running tasks free room (see [`LeaseManager::admit`]); or refuse naming
+    /// the resource. An unqueued assignment that does not fit now is refused, not queued: its
+    /// deadline allows for no wait.
     pub fn admit(&self, assignment: &Assignment) -> Result<Admission, LeaseError> {
-        self.leases.admit(&LeaseRequest::new(
-            assignment.gpus.clone(),
-            assignment.resources,
-        ))
+        let request = LeaseRequest::new(assignment.gpus.clone(), assignment.resources);
+        if assignment.queued {
+            self.leases.admit(&request)
+        } else {
+            self.leases.acquire(&request).map(Admission::Now)
+        }
     }
 
     /// Run an attempt under its lease.

@@ -82,6 +82,8 @@ pub struct OperatorAdvert {
     /// CPU tasks it accepts beyond what runs now (queued on the machine, started as running
     /// tasks finish); 0: only what fits now.
     pub queue: u32,
+    /// Most tasks it runs at once whatever the resources allow; 0: no such limit.
+    pub max_tasks: u32,
 }
 
 /// Liveness signal; also carries what the operator is running.
@@ -118,6 +120,10 @@ pub struct Assignment {
     pub price_wei: u128,
     /// Which matchmaker assigned it.
     pub matchmaker: PublicKey,
+    /// It may wait on the operator, behind the attempts the operator holds, until their
+    /// resources free (its deadline allows for that wait); otherwise it must fit now. `gpus`
+    /// is empty for a queued task (only CPU tasks are queued).
+    pub queued: bool,
 }
 
 /// The operator commits to an assignment. Signed, this is the evidence for a missed-deadline

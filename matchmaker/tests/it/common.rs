@@ -37,6 +37,7 @@ pub fn advert(k: &Keypair, gpus: u32, vram_mb: u64) -> OperatorAdvert {
             .collect(),
         price_wei: 1_000,
         queue: 0,
+        max_tasks: 0,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use proofmesh_matchmaker::sim::sim_task;
-use proofmesh_matchmaker::{Event, Matchmaker};
+use proofmesh_matchmaker::{Decision, Event, Matchmaker, SlashEvidence};
 use proofmesh_protocol::messages::Heartbeat;
 use proofmesh_protocol::{Resources, Workflow};
 
@@ -50,7 +50,10 @@ fn cpu_tasks_fill_the_queue_and_start_in_this_view_as_running_ones_finish() {
     mm.check_invariants().expect("invariants");
     // The queued ones' deadlines count from when those ahead of them must be done.
     let first_deadline = a[0].deadline_ms;
-    assert!(a[..4].iter().all(|x| x.deadline_ms == first_deadline));
+    assert!(a[..4]
+        .iter()
+        .all(|x| x.deadline_ms == first_deadline && !x.queued));
+    assert!(a[4..].iter().all(|x| x.queued && x.gpus.is_empty()));
     assert!(
         a[4..].iter().all(|x| x.deadline_ms > first_deadline),
         "queued deadlines {:?} not after {first_deadline}",
@@ -137,5 +140,68 @@ fn queued_tasks_of_an_operator_that_goes_down_move_to_another() {
     let reassigned: Vec<_> = d.iter().flat_map(|d| assignments(d)).collect();
     assert_eq!(reassigned.len(), 6, "{reassigned:?}");
     assert!(reassigned.iter().all(|x| x.attempt == 2));
+    mm.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_dead_operator_is_slashed_for_what_it_ran_not_for_what_waited_in_its_queue() {
+    let mut mm = queueing(2, 0, 2);
+    let (_, d) = submit(&mut mm, 0, &cpu_tasks(12, 0));
+    let a = assignments(&d);
+    for x in &a {
+        mm.handle(1, accept(x, 1));
+    }
+    let victim = key(1).public();
+    let running = a
+        .iter()
+        .filter(|x| x.operator == victim && !x.queued)
+        .count();
+    assert_eq!(running, 4);
+    assert_eq!(a.iter().filter(|x| x.operator == victim).count(), 6);
+    mm.handle(2, Event::OperatorDown(victim));
+    let latest = a.iter().map(|x| x.deadline_ms).max().unwrap_or(0);
+    let slashed: Vec<_> = mm
+        .tick(latest)
+        .into_iter()
+        .filter_map(|x| match x {
+            Decision::Slash(SlashEvidence::MissedDeadline { acceptance, .. })
+                if acceptance.operator == victim =>
+            {
+                Some(acceptance.task)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut want: Vec<u32> = a
+        .iter()
+        .filter(|x| x.operator == victim && !x.queued)
+        .map(|x| x.task)
+        .collect();
+    want.sort();
+    let mut got = slashed;
+    got.sort();
+    assert_eq!(got, want, "slashed for its four running attempts only");
+}
+
+#[test]
+fn an_advertised_task_limit_caps_what_runs_and_the_rest_queues() {
+    let mut mm = Matchmaker::new(config());
+    let mut ad = advert(&key(1), 0, 0);
+    ad.capacity.cpu = 4;
+    ad.queue = 2;
+    ad.max_tasks = 1;
+    mm.handle(0, Event::OperatorAdvert(ad));
+    let (_, d) = submit(&mut mm, 0, &cpu_tasks(5, 0));
+    let a = assignments(&d);
+    // Four free cores but one task at a time: one runs, two queue, two wait here.
+    assert_eq!(a.len(), 3, "{d:?}");
+    assert_eq!(a.iter().filter(|x| !x.queued).count(), 1);
+    assert!(a.iter().filter(|x| x.queued).all(|x| x.gpus.is_empty()));
+    mm.check_invariants().expect("invariants");
+    for x in &a {
+        mm.handle(1, accept(x, 1));
+    }
+    let d = mm.handle(50, result_for(&a[0], &key(1), 1, 50, true));
+    assert_eq!(assignments(&d).len(), 1, "one place freed in the queue");
     mm.check_invariants().expect("invariants");
 }

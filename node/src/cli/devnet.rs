@@ -41,6 +41,9 @@ pub struct UpArgs {
     /// Tasks each operator runs at once at most.
     #[arg(long, default_value_t = 2)]
     operator_max_concurrent: usize,
+    /// Tasks each operator holds queued beyond what runs now (CPU tasks; 0: none).
+    #[arg(long, default_value_t = 4)]
+    operator_queue_depth: usize,
     /// Network id.
     #[arg(long, default_value_t = 1337)]
     network_id: u64,
@@ -93,6 +96,7 @@ pub fn run(cmd: DevnetCommand) -> Result<ExitCode> {
                 contract: args.contract,
                 malicious_operators: args.malicious,
                 operator_max_concurrent: args.operator_max_concurrent,
+                operator_queue_depth: args.operator_queue_depth,
                 anvil,
                 operator_prices: Vec::new(),
                 malicious_programs: args.malicious_programs,

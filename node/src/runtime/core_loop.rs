@@ -959,6 +959,7 @@ impl Core {
             programs: op.operator.programs(),
             price_wei: op.opts.price_wei,
             queue: u32::try_from(op.operator.leases().queue_depth()).unwrap_or(u32::MAX),
+            max_tasks: u32::try_from(op.operator.leases().max_tasks()).unwrap_or(u32::MAX),
         };
         self.last_advert = Some(Instant::now());
         self.emit(Message::OperatorAdvert(advert));

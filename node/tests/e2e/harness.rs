@@ -52,6 +52,7 @@ pub fn spec(dir: PathBuf, operators: usize, matchmakers: usize) -> DevnetSpec {
         contract: None,
         malicious_operators: Vec::new(),
         operator_max_concurrent: 2,
+        operator_queue_depth: 4,
         anvil: false,
         operator_prices: Vec::new(),
         malicious_programs: Vec::new(),
@@ -232,6 +233,10 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        if std::env::var_os("PROOFMESH_E2E_KEEP").is_some() {
+            eprintln!("PROOFMESH_E2E_KEEP: keeping {}", self.dir.path().display());
+            self.dir.disable_cleanup(true);
+        }
         for n in &self.nodes {
             devnet::signal(n.pid, "TERM");
         }

@@ -202,9 +202,10 @@ fn sleepers(name: &str, leaves: u32, ms: u64, timeout_s: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
     let mut spec = chain_spec(2, 1);
-    // One slot each: with 4 ready leaves both operators run one, so the victim holds an
-    // accepted attempt when it dies.
+    // One slot each and no queue: with 4 ready leaves both operators run one, so the victim
+    // holds an accepted attempt when it dies (one it had only queued would not be slashed).
     spec.operator_max_concurrent = 1;
+    spec.operator_queue_depth = 0;
     let net = Net::up(spec);
     let market = net.market().await;
     let (id, workflow) = net

@@ -366,6 +366,7 @@ fn assignment(matchmaker: &Keypair, operator: &Keypair, nonce: u64) -> Envelope 
         deadline_ms: NOW_MS + 10_000,
         price_wei: 1,
         matchmaker: matchmaker.public(),
+        queued: false,
     });
     Envelope::seal(matchmaker, DOMAIN, &msg, nonce, FUTURE)
 }

@@ -317,6 +317,7 @@ async fn result_blob_operators_and_node_info() {
                 programs: Vec::new(),
                 price_wei: 10u128.pow(30),
                 queue: 0,
+                max_tasks: 0,
             },
             5,
         )

@@ -414,6 +414,7 @@ async fn operator_refuses_what_it_cannot_honour() {
         deadline_ms: 0,
         price_wei: 0,
         matchmaker: PublicKey::default(),
+        queued: false,
     };
     let cases = [
         (assignment(vec![1], 10), "GPU 1 is busy"),

@@ -159,6 +159,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                         deadline_ms: t,
                         price_wei,
                         matchmaker: operator,
+                        queued: t % 2 == 0,
                     })
                 }
             ),
