@@ -42,6 +42,10 @@ pub struct Config {
     /// the task's fault), but a task that keeps taking its operators down (out of memory,
     /// a driver crash) must not loop forever.
     pub max_operator_losses: u32,
+    /// How long a task refused by an operator waits before it is placed again, in ms: long
+    /// enough for the refuser's running tasks (or our view of them) to change, short against
+    /// the tasks themselves (a refusal for lack of room is usually a race that is over).
+    pub refusal_backoff_ms: u64,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             slash_weight: 4,
             max_skip: 32,
             max_operator_losses: 8,
+            refusal_backoff_ms: 100,
         }
     }
 }

@@ -1154,7 +1154,7 @@ impl State {
             if refused && self.wfs[w as usize].active {
                 // Back off: an immediate retry would meet the same stale view.
                 self.wfs[w as usize].tasks[i as usize].status = Status::Backoff;
-                let at = self.now.saturating_add(self.cfg.accept_timeout_ms.max(1));
+                let at = self.now.saturating_add(self.cfg.refusal_backoff_ms.max(1));
                 self.timers
                     .insert((at, TimerKind::Requeue, w, i, inf.attempt));
             } else {

@@ -90,6 +90,7 @@ impl SimConfig {
                 missed_heartbeats: 3,
                 accept_timeout_ms: 5,
                 result_grace_ms: 5,
+                refusal_backoff_ms: 5,
                 ..Config::default()
             },
             heartbeat_ms: 20,
@@ -645,7 +646,7 @@ impl Sim {
         if let Event::Failure(f) = &e {
             self.clear_outstanding(&f.workflow, f.task, f.attempt, Some(f.operator));
             if matches!(f.cause, FailureCause::Refused(_)) {
-                let until = self.now + self.cfg.matchmaker.accept_timeout_ms.max(1);
+                let until = self.now + self.cfg.matchmaker.refusal_backoff_ms.max(1);
                 if let Some(v) = self
                     .by_id
                     .get(&f.workflow)

@@ -186,16 +186,67 @@ impl Client {
         peer: PeerId,
         envelope: &Envelope,
     ) -> Result<Option<(Envelope, Message)>, NetworkError> {
+        self.send_direct_in_order(peer, envelope).await
+    }
+
+    /// [`Self::send_direct`], but the request is handed to the network before this returns,
+    /// so requests to one peer leave in the order of these calls (an input push ahead of its
+    /// assignment, a running task's assignment ahead of a queued one); the returned future
+    /// only waits for the answer. Under backpressure (the command queue full) the hand-over
+    /// moves into the future and the order is no longer promised.
+    pub fn send_direct_in_order(
+        &self,
+        peer: PeerId,
+        envelope: &Envelope,
+    ) -> impl std::future::Future<Output = Result<Option<(Envelope, Message)>, NetworkError>>
+           + Send
+           + 'static {
         let data = envelope.to_bytes();
+        let client = self.clone();
+        let (reply, answer) = oneshot::channel();
+        let mut early = None;
+        let mut later = None;
         if data.len() > self.max_message_bytes {
-            return Err(NetworkError::TooLarge {
+            early = Some(NetworkError::TooLarge {
                 size: data.len(),
                 limit: self.max_message_bytes,
             });
+        } else {
+            let command = Command::Request {
+                protocol: Protocol::Direct,
+                peer,
+                data,
+                reply,
+            };
+            match self.commands.try_send(command) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(command)) => later = Some(command),
+                Err(mpsc::error::TrySendError::Closed(_)) => early = Some(NetworkError::Stopped),
+            }
         }
-        let answer = self.request(Protocol::Direct, peer, data).await?;
+        async move {
+            if let Some(e) = early {
+                return Err(e);
+            }
+            if let Some(command) = later {
+                client
+                    .commands
+                    .send(command)
+                    .await
+                    .map_err(|_| NetworkError::Stopped)?;
+            }
+            let answer = answer.await.map_err(|_| NetworkError::Stopped)??;
+            client.direct_answer(peer, &answer)
+        }
+    }
+
+    fn direct_answer(
+        &self,
+        peer: PeerId,
+        answer: &[u8],
+    ) -> Result<Option<(Envelope, Message)>, NetworkError> {
         let invalid = |reason: String| NetworkError::InvalidReply { peer, reason };
-        match encoding::decode::<DirectWire>(&answer).map_err(|e| invalid(e.to_string()))? {
+        match encoding::decode::<DirectWire>(answer).map_err(|e| invalid(e.to_string()))? {
             DirectWire::Ack => Ok(None),
             DirectWire::Rejected(reason) => Err(NetworkError::Rejected { peer, reason }),
             DirectWire::Reply(bytes) => {

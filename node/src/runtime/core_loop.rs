@@ -365,13 +365,10 @@ impl Core {
             return;
         };
         let sh = self.sh.clone();
+        // Handed to the network here, in batch order; only the wait for the answer is spawned.
         self.after_commit(move || {
-            sh.spawn(direct(
-                sh.client.clone(),
-                sh.internal.clone(),
-                peer,
-                envelope,
-            ))
+            let answer = sh.client.send_direct_in_order(peer, &envelope);
+            sh.spawn(direct(answer, sh.internal.clone(), peer))
         });
     }
 }
@@ -404,12 +401,13 @@ fn catch_up_peers(
 }
 
 async fn direct(
-    client: Client,
+    answer: impl std::future::Future<
+        Output = Result<Option<(Envelope, Message)>, network::NetworkError>,
+    >,
     internal: mpsc::UnboundedSender<Internal>,
     peer: network::PeerId,
-    envelope: Envelope,
 ) {
-    match client.send_direct(peer, &envelope).await {
+    match answer.await {
         Ok(Some((envelope, message))) => {
             let _ = internal.send(Internal::Received { envelope, message });
         }
@@ -870,12 +868,8 @@ impl Core {
                 return;
             };
             for peer in catch_up_peers(peers, &matchmakers, round) {
-                sh.spawn(direct(
-                    sh.client.clone(),
-                    sh.internal.clone(),
-                    peer,
-                    envelope.clone(),
-                ));
+                let answer = sh.client.send_direct_in_order(peer, &envelope);
+                sh.spawn(direct(answer, sh.internal.clone(), peer));
             }
         });
     }
