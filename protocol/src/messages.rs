@@ -333,6 +333,9 @@ pub struct SyncWant {
     /// Bitmap of tasks the asker already has an accepted result for (bit `i % 8` of byte
     /// `i / 8` is task `i`), so the answer carries only the missing ones.
     pub have: Vec<u8>,
+    /// Whether to send the missing results; `false`: only the outcome (an operator-only node
+    /// gets the inputs of its tasks with their assignments and needs no one else's results).
+    pub results: bool,
 }
 
 impl SyncWant {
@@ -380,6 +383,8 @@ pub struct SyncUpdate {
     pub accepted: Vec<SignedResult>,
     /// Set when the workflow failed: the active matchmaker's reason.
     pub failed: Option<String>,
+    /// The responder holds the workflow completed (every task done, in stream order).
+    pub completed: bool,
 }
 
 /// Every message, as decoded from an envelope's payload.

@@ -84,16 +84,17 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
     };
     let mut budget = REPLY_BUDGET;
     for want in request.workflows.iter().take(MAX_WANTS) {
-        let failed = match sh.store.workflow_state(&want.workflow) {
-            Ok(Some(WorkflowState::Failed { reason })) => Some(reason),
-            Ok(Some(_)) => None,
+        let (failed, completed) = match sh.store.workflow_state(&want.workflow) {
+            Ok(Some(WorkflowState::Failed { reason })) => (Some(reason), false),
+            Ok(Some(WorkflowState::Completed)) => (None, true),
+            Ok(Some(WorkflowState::Active)) => (None, false),
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "catch-up: reading a workflow's state failed");
                 continue;
             }
         };
-        let (accepted, more) =
+        let (accepted, more) = if want.results {
             match sh
                 .store
                 .results_within(&want.workflow, |task| !want.has(task), &mut budget)
@@ -103,14 +104,18 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
                     tracing::warn!(error = %e, "catch-up: reading results failed");
                     continue;
                 }
-            };
+            }
+        } else {
+            (Vec::new(), false)
+        };
         reply.more = more;
         let update = SyncUpdate {
             workflow: want.workflow,
             accepted,
             failed,
+            completed,
         };
-        if !update.accepted.is_empty() || update.failed.is_some() {
+        if !update.accepted.is_empty() || update.failed.is_some() || update.completed {
             reply.workflows.push(update);
         }
         if reply.more {

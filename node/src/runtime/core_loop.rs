@@ -78,6 +78,10 @@ pub(crate) enum Internal {
 /// Dependency results pushed to one operator and not to be pushed again (see `push_inputs`).
 type Pushed = BoundedSet<(WorkflowId, TaskIndex), 4096>;
 
+/// In [`Pushed`], the workflow's submission itself (no task has this index: a workflow holds
+/// fewer tasks than that).
+const WHOLE_WORKFLOW: TaskIndex = TaskIndex::MAX;
+
 /// Where a message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -779,24 +783,38 @@ impl Core {
         }
     }
 
-    /// Send the operator of `a` the accepted results of the task's dependencies, just ahead of
-    /// the assignment (same connection, sent first): operators follow no verdicts on gossip
-    /// (`Topic::OPERATOR`), so this is how they learn their inputs without waiting for a
-    /// catch-up round. Split to stay within a message's size; a result missing here (not
+    /// Send the operator of `a` what it needs to start the task, just ahead of the assignment
+    /// (same connection, sent first): the workflow's submission the first time (gossip may not
+    /// have brought it yet, and an operator waits for it before running anything), and the
+    /// accepted results of the task's dependencies (operators follow no verdicts on gossip,
+    /// `Topic::OPERATOR`). Split to stay within a message's size; a result missing here (not
     /// accepted yet, so the task would not be ready) is left to the operator's catch-up.
-    /// A result already pushed to this operator is not sent again: forgotten when the
-    /// connection drops or a direct send to it fails, since it may not have arrived.
+    /// Nothing already pushed to this operator is sent again: forgotten when the connection
+    /// drops or a direct send to it fails, since it may not have arrived.
     fn push_inputs(&mut self, a: &proofmesh_protocol::messages::Assignment) {
-        let deps = match self.view.workflows.get(&a.workflow) {
-            Some(wf) => match wf.tasks.get(a.task as usize) {
-                Some(task) if !task.deps.is_empty() => task.deps.clone(),
-                _ => return,
-            },
-            None => return,
+        let Some(deps) = self
+            .view
+            .workflows
+            .get(&a.workflow)
+            .and_then(|wf| wf.tasks.get(a.task as usize).map(|t| t.deps.clone()))
+        else {
+            return;
         };
         let mut chunks: Vec<Vec<_>> = vec![Vec::new()];
         let mut budget = catch_up::REPLY_BUDGET;
         let pushed = self.pushed.entry(a.operator).or_default();
+        let mut submissions = Vec::new();
+        if !pushed.contains(&(a.workflow, WHOLE_WORKFLOW)) {
+            if let Ok(Some(record)) = self.sh.store.workflow(&a.workflow) {
+                let size = proofmesh_protocol::encoding::encode(&record.submission).len();
+                // A workflow too big to push travels by gossip and catch-up only.
+                if size <= budget {
+                    budget -= size;
+                    pushed.insert((a.workflow, WHOLE_WORKFLOW));
+                    submissions.push(record.submission);
+                }
+            }
+        }
         for dep in deps {
             if pushed.contains(&(a.workflow, dep)) {
                 continue;
@@ -820,14 +838,23 @@ impl Core {
             budget = budget.saturating_sub(size);
             chunks.last_mut().expect("one chunk at least").push(result);
         }
-        for accepted in chunks.into_iter().filter(|c| !c.is_empty()) {
+        for (k, accepted) in chunks.into_iter().enumerate() {
+            let submissions = if k == 0 {
+                std::mem::take(&mut submissions)
+            } else {
+                Vec::new()
+            };
+            if accepted.is_empty() && submissions.is_empty() {
+                continue;
+            }
             let push = Message::SyncReply(SyncReply {
                 workflows: vec![SyncUpdate {
                     workflow: a.workflow,
                     accepted,
                     failed: None,
+                    completed: false,
                 }],
-                submissions: Vec::new(),
+                submissions,
                 more: false,
             });
             let envelope = self.seal(&push);
@@ -901,6 +928,11 @@ impl Core {
                 self.view
                     .workflow_failed(&self.sh, &self.progress, &failure);
             }
+            // An outcome-only view (operator-only node) takes completion from a matchmaker's
+            // word; a full view completes by holding every result itself.
+            if update.completed && self.view.is_polled() && self.matchmakers.contains(&from) {
+                self.view.completed(&self.sh, &self.progress, &id);
+            }
             if reply.more {
                 self.view.catch_up_soon(&id);
             }
@@ -910,6 +942,9 @@ impl Core {
     /// A matchmaker's push of an assigned task's dependency results (see `push_inputs`):
     /// taken like a catch-up answer's results, but not counted as something gossip missed.
     fn inputs_pushed(&mut self, from: PublicKey, push: SyncReply) {
+        for submission in push.submissions {
+            self.on_message(from, Message::Submission(submission), Origin::Remote);
+        }
         for update in push.workflows {
             self.take_accepted(from, &update.workflow, update.accepted);
         }

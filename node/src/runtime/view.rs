@@ -149,6 +149,7 @@ impl View {
             wants.push(SyncWant {
                 workflow: *id,
                 have: SyncWant::bitmap(have),
+                results: !self.polled,
             });
         }
         wants
@@ -157,6 +158,11 @@ impl View {
     /// Converge by catch-up alone: see [`View::polled`](View).
     pub fn set_polled(&mut self, polled: bool) {
         self.polled = polled;
+    }
+
+    /// Whether this view converges by catch-up alone and asks for outcomes, not results.
+    pub fn is_polled(&self) -> bool {
+        self.polled
     }
 
     /// A peer had more on `id` than fit one reply: ask again at the next opportunity.

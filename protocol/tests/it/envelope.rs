@@ -155,6 +155,7 @@ fn sync_bitmap_names_exactly_the_tasks_the_asker_has() {
     let want = SyncWant {
         workflow: proofmesh_protocol::ContentId([1; 32]),
         have: SyncWant::bitmap([0, 7, 8, 1024]),
+        results: true,
     };
     for t in 0..1100 {
         assert_eq!(want.has(t), [0, 7, 8, 1024].contains(&t), "task {t}");
@@ -171,6 +172,7 @@ fn sync_messages_seal_open_and_are_direct_only() {
         workflows: vec![SyncWant {
             workflow,
             have: SyncWant::bitmap([3]),
+            results: false,
         }],
         known_active: Some(vec![workflow]),
     });
@@ -179,6 +181,7 @@ fn sync_messages_seal_open_and_are_direct_only() {
             workflow,
             accepted: vec![],
             failed: Some("task 3: every attempt timed out".into()),
+            completed: false,
         }],
         submissions: vec![],
         more: false,
