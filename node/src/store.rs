@@ -211,7 +211,7 @@ pub enum TaskState {
         /// The operator.
         operator: PublicKey,
     },
-    /// The operator accepted and runs it.
+    /// The operator accepted it: it runs, or waits in the operator's queue for room.
     Running {
         /// Attempt number, from 1.
         attempt: u32,
