@@ -48,8 +48,8 @@ fn commented_operator_sections_of_the_example_are_valid() {
         .replace("operator = false", "operator = true")
         .replace("# [operator]\n# work_dir", "[operator]\nwork_dir")
         .replace(
-            "# max_concurrent = 4\n# [operator.programs]\n# \"noop@1\"",
-            "max_concurrent = 4\n[operator.programs]\n\"noop@1\"",
+            "# max_concurrent = 4\n# queue_depth = 8\n# [operator.programs]\n# \"noop@1\"",
+            "max_concurrent = 4\nqueue_depth = 8\n[operator.programs]\n\"noop@1\"",
         );
     let config = NodeConfig::from_toml(&inline, Path::new("inline.toml")).unwrap();
     config.validate().unwrap();
@@ -58,6 +58,7 @@ fn commented_operator_sections_of_the_example_are_valid() {
         .unwrap()
         .expect("operator role is on");
     assert_eq!(op.max_concurrent, 4);
+    assert_eq!(op.queue_depth, 8, "not the default (4)");
     assert!(op.programs.contains_key("noop@1"));
 }
 
