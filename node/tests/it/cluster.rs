@@ -762,9 +762,9 @@ async fn an_operator_queues_tasks_beyond_its_cores_and_never_oversubscribes_them
     let cluster = Cluster::start(&[("mm", Role::Matchmaker), ("op", Role::Operator)]).await;
     let mm = cluster.get("mm").api().clone();
     let op = cluster.get("op").key();
-    // Each leaf takes both of the operator's cores for 300 ms: one runs at a time, and the
+    // Each leaf takes both of the operator's cores for 500 ms: one runs at a time, and the
     // operator's queue (4 places by default) holds the other three.
-    let workflow = sleep_workflow("queued", 4, 300, 2);
+    let workflow = sleep_workflow("queued", 4, 500, 2);
     let mut progress = mm.subscribe();
     let id = mm.submit(workflow).await.expect("submit accepted");
     let mut accepted = BTreeSet::new();
