@@ -75,7 +75,8 @@ pub(crate) enum Internal {
     DirectFailed { peer: network::PeerId },
 }
 
-/// Dependency results pushed to one operator and not to be pushed again (see `push_inputs`).
+/// What was pushed to one operator and is not pushed again (see `push_inputs`): dependency
+/// results by task, and the workflow's submission as [`WHOLE_WORKFLOW`].
 type Pushed = BoundedSet<(WorkflowId, TaskIndex), 4096>;
 
 /// In [`Pushed`], the workflow's submission itself (no task has this index: a workflow holds
@@ -164,7 +165,7 @@ pub(crate) struct Core {
     last_discovery: Option<u64>,
     /// Peers connected now (discovery needs someone to ask).
     connected: usize,
-    /// Per operator, the results already pushed to it over its current connection (a task's
+    /// Per operator, what was already pushed to it over its current connection (a task's
     /// inputs are often another task's too: the witness feeds every leaf).
     pushed: HashMap<PublicKey, Pushed>,
 }
