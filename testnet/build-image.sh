@@ -16,7 +16,7 @@ if [[ "${SKIP_CARGO_BUILD:-0}" != 1 ]]; then
     cargo build --release --locked -p proofmesh-node -p proofmesh-prover
 fi
 for b in proofmesh proofmesh-prover; do
-    [[ -x "$ROOT/target/release/$b" ]] || die "target/release/$b missing: run without SKIP_CARGO_BUILD"
+    [[ -x "$TARGET_DIR/release/$b" ]] || die "target/release/$b missing: run without SKIP_CARGO_BUILD"
 done
 if [[ ! -f contracts/out/ProofMarket.sol/ProofMarket.json ]]; then
     step "forge build (contracts)"
@@ -34,7 +34,7 @@ mkdir -p "$ROOTFS/bin" "$ROOTFS/tmp" "$ROOTFS/data" "$ROOTFS/etc" "$ROOTFS/contr
 chmod 1777 "$ROOTFS/tmp"
 
 step "assemble the root filesystem"
-bins=("$ROOT/target/release/proofmesh" "$ROOT/target/release/proofmesh-prover"
+bins=("$TARGET_DIR/release/proofmesh" "$TARGET_DIR/release/proofmesh-prover"
       "$(readlink -f "$ROOT/.tools/bin/anvil")" "$(readlink -f "$ROOT/.tools/bin/cast")")
 for b in "${bins[@]}"; do
     cp "$b" "$ROOTFS/bin/"
@@ -70,7 +70,7 @@ mkdir -p "$ROOTFS/prover-cache"
 if [[ -d "$HOME/.cache/proofmesh-prover" ]]; then
     cp "$HOME/.cache/proofmesh-prover/"*.pk "$ROOTFS/prover-cache/" 2>/dev/null || true
 fi
-PROOFMESH_PROVER_CACHE="$ROOTFS/prover-cache" "$ROOT/target/release/proofmesh-prover" \
+PROOFMESH_PROVER_CACHE="$ROOTFS/prover-cache" "$TARGET_DIR/release/proofmesh-prover" \
     pipeline --leaves 4 --block 1 --out "$CTX/pipeline" >/dev/null
 rm -rf "$CTX/pipeline"
 chmod -R a+rX "$ROOTFS/prover-cache"

@@ -18,8 +18,8 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/lib/common.sh"
 cd "$ROOT"
 
-PROOFMESH="${PROOFMESH:-$ROOT/target/release/proofmesh}"
-[[ -x "$PROOFMESH" ]] || PROOFMESH="$ROOT/target/debug/proofmesh"
+PROOFMESH="${PROOFMESH:-$TARGET_DIR/release/proofmesh}"
+[[ -x "$PROOFMESH" ]] || PROOFMESH="$TARGET_DIR/debug/proofmesh"
 [[ -x "$PROOFMESH" ]] || die "no proofmesh binary: cargo build --release -p proofmesh-node"
 CONFIG="$ROOT/testnet/config"
 NETWORK_ID=1337
