@@ -194,8 +194,9 @@ impl Net {
         devnet::log_tail(&self.node(name).log, 30)
     }
 
-    /// Wait until the gateway lists every operator (adverts have crossed the mesh). Runs on its
-    /// own thread and runtime, so it works from sync and async tests alike.
+    /// Wait until the gateway and every matchmaker list every operator (adverts have crossed
+    /// the mesh). Runs on its own thread and runtime, so it works from sync and async tests
+    /// alike.
     fn wait_mesh(&self) {
         std::thread::scope(|scope| {
             scope
@@ -212,20 +213,26 @@ impl Net {
             .build()
             .expect("runtime");
         let deadline = Instant::now() + Duration::from_secs(60);
+        // The gateway and every matchmaker (a matchmaker that has not heard an operator's
+        // advert yet would schedule as if it did not exist).
+        let mut watchers = vec!["gateway".to_string()];
+        watchers.extend(self.names("matchmaker"));
         rt.block_on(async {
-            loop {
-                if let Ok(mut c) = RpcClient::connect(&self.node("gateway").rpc, None).await {
-                    if let Ok(ops) = c.operators().await {
-                        if ops.len() >= operators {
-                            return;
+            for name in &watchers {
+                loop {
+                    if let Ok(mut c) = RpcClient::connect(&self.node(name).rpc, None).await {
+                        if let Ok(ops) = c.operators().await {
+                            if ops.len() >= operators {
+                                break;
+                            }
                         }
                     }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{name} did not see all {operators} operators in 60 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "the gateway did not see all {operators} operators in 60 s"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
     }
