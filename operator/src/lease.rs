@@ -299,22 +299,19 @@ impl LeaseManager {
                 return Ok(Admission::Now(self.lease(request)));
             }
             Ok(()) => None,
-            Err(e) if e.is_transient() => Some(e),
+            Err(e) if e.is_transient() => {
+                // Would it ever fit on an idle machine? (GPU names, VRAM and totals.)
+                self.admissible(&Held::default(), request)?;
+                Some(e)
+            }
             Err(e) => return Err(e),
         };
-        // Would it ever fit on an idle machine? (GPU names, VRAM and totals.)
-        self.admissible(&Held::default(), request)?;
         if held.waiting.len() >= self.shared.max_waiting {
-            return Err(match busy {
-                Some(busy) => LeaseError::QueueFull {
-                    busy: Box::new(busy),
-                    depth: self.shared.max_waiting,
-                },
-                // Fits now but others wait first and the queue is full: refuse as busy.
-                None => LeaseError::QueueFull {
-                    busy: Box::new(LeaseError::TooManyTasks(held.tasks)),
-                    depth: self.shared.max_waiting,
-                },
+            // It may fit now, but earlier requests wait first: as busy as a full machine.
+            let busy = busy.unwrap_or(LeaseError::TooManyTasks(held.tasks));
+            return Err(LeaseError::QueueFull {
+                busy: Box::new(busy),
+                depth: self.shared.max_waiting,
             });
         }
         let (tx, rx) = oneshot::channel();

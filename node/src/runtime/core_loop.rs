@@ -807,11 +807,12 @@ impl Core {
         let mut submissions = Vec::new();
         if !pushed.contains(&(a.workflow, WHOLE_WORKFLOW)) {
             if let Ok(Some(record)) = self.sh.store.workflow(&a.workflow) {
+                // Decided once per connection: a workflow too big to push travels by gossip
+                // and catch-up only, and is not read and measured again for every assignment.
+                pushed.insert((a.workflow, WHOLE_WORKFLOW));
                 let size = proofmesh_protocol::encoding::encode(&record.submission).len();
-                // A workflow too big to push travels by gossip and catch-up only.
                 if size <= budget {
                     budget -= size;
-                    pushed.insert((a.workflow, WHOLE_WORKFLOW));
                     submissions.push(record.submission);
                 }
             }
