@@ -75,15 +75,23 @@ else
     rm -f "$CONFIG/requester.key" "$CONFIG/settlers"
 fi
 
-bootstrap=()
-account=1
+# Keys first: every node's config lists the matchmakers' public keys (network.matchmakers).
+matchmakers=()
 for entry in "${NODES[@]}"; do
     read -r name role ip <<<"$entry"
     dir="$CONFIG/$name"
     mkdir -p "$dir"
     [[ "${1:-}" == --new-keys ]] && rm -f "$dir/node.key"
-    [[ -f "$dir/node.key" ]] || "$PROOFMESH" keys generate --out "$dir/node.key" >/dev/null
     # The container runs as root; the key is readable by the owner only, as generated.
+    [[ -f "$dir/node.key" ]] || "$PROOFMESH" keys generate --out "$dir/node.key" >/dev/null
+    [[ "$role" == matchmaker ]] && matchmakers+=("$("$PROOFMESH" keys show "$dir/node.key" | head -n 1)")
+done
+
+bootstrap=()
+account=1
+for entry in "${NODES[@]}"; do
+    read -r name role ip <<<"$entry"
+    dir="$CONFIG/$name"
     pk="$("$PROOFMESH" keys show "$dir/node.key" | head -n 1)"
     peer="$(peer_id "$pk")"
 
@@ -103,6 +111,8 @@ for entry in "${NODES[@]}"; do
         # never waits on a sparse mesh forming; compose starts them in that order.
         echo "bootstrap = $(toml_list "${bootstrap[@]}")"
         echo "network_id = $NETWORK_ID"
+        # Only these keys' verdicts, assignments and announcements count.
+        echo "matchmakers = $(toml_list "${matchmakers[@]}")"
         echo
         echo '[chain]'
         echo "chain_id = $CHAIN_ID"

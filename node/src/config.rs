@@ -13,6 +13,7 @@ use crate::rpc::DEFAULT_PORT;
 use clap::Args;
 use libp2p::Multiaddr;
 use proofmesh_operator::OperatorConfig;
+use proofmesh_protocol::PublicKey;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -113,6 +114,11 @@ pub struct NetworkSection {
     pub bootstrap: Vec<String>,
     /// Network id: nodes with different ids ignore each other's messages.
     pub network_id: u64,
+    /// Public keys (hex) of the matchmakers this node trusts: only they may announce
+    /// themselves, assign and cancel tasks, fail workflows and say which results are accepted
+    /// (gossiped verdicts, catch-up answers, pushed inputs). Empty: any node that signs such a
+    /// message is believed, which only a closed development network can afford.
+    pub matchmakers: Vec<String>,
 }
 
 /// `[chain]`.
@@ -192,6 +198,7 @@ impl Default for NetworkSection {
             listen: vec![format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}")],
             bootstrap: Vec::new(),
             network_id: 1,
+            matchmakers: Vec::new(),
         }
     }
 }
@@ -242,6 +249,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROOFMESH_LISTEN", "network.listen (comma-separated)"),
     ("PROOFMESH_BOOTSTRAP", "network.bootstrap (comma-separated)"),
     ("PROOFMESH_NETWORK_ID", "network.network_id"),
+    (
+        "PROOFMESH_MATCHMAKERS",
+        "network.matchmakers (comma-separated public keys)",
+    ),
     ("PROOFMESH_CHAIN_ID", "chain.chain_id"),
     ("PROOFMESH_CHAIN_RPC_URL", "chain.rpc_url"),
     ("PROOFMESH_CONTRACT", "chain.contract"),
@@ -294,6 +305,10 @@ pub struct NetworkArgs {
     /// Network id. [env: PROOFMESH_NETWORK_ID]
     #[arg(long = "network.id", value_name = "ID")]
     pub network_id: Option<u64>,
+    /// Public key (hex) of a trusted matchmaker (repeatable). [env: PROOFMESH_MATCHMAKERS,
+    /// comma-separated]
+    #[arg(long = "network.matchmaker", value_name = "PUBLIC_KEY")]
+    pub matchmakers: Vec<String>,
 }
 
 /// Chain flags.
@@ -413,6 +428,7 @@ fn invalid(field: &'static str, message: String) -> ConfigError {
         "network.listen" => ("--network.listen", "PROOFMESH_LISTEN"),
         "network.bootstrap" => ("--network.bootstrap", "PROOFMESH_BOOTSTRAP"),
         "network.network_id" => ("--network.id", "PROOFMESH_NETWORK_ID"),
+        "network.matchmakers" => ("--network.matchmaker", "PROOFMESH_MATCHMAKERS"),
         "chain.chain_id" => ("--chain.id", "PROOFMESH_CHAIN_ID"),
         "chain.rpc_url" => ("--chain.rpc-url", "PROOFMESH_CHAIN_RPC_URL"),
         "chain.contract" => ("--chain.contract", "PROOFMESH_CONTRACT"),
@@ -495,6 +511,9 @@ impl NodeConfig {
         if let Some(v) = env("PROOFMESH_NETWORK_ID") {
             self.network.network_id = parse_num("PROOFMESH_NETWORK_ID", &v)?;
         }
+        if let Some(v) = env("PROOFMESH_MATCHMAKERS") {
+            self.network.matchmakers = split_list(&v);
+        }
         if let Some(v) = env("PROOFMESH_CHAIN_ID") {
             self.chain.chain_id = parse_num("PROOFMESH_CHAIN_ID", &v)?;
         }
@@ -554,6 +573,9 @@ impl NodeConfig {
         if let Some(v) = args.network.network_id {
             self.network.network_id = v;
         }
+        if !args.network.matchmakers.is_empty() {
+            self.network.matchmakers = args.network.matchmakers.clone();
+        }
         if let Some(v) = args.chain.chain_id {
             self.chain.chain_id = v;
         }
@@ -612,6 +634,7 @@ impl NodeConfig {
         }
         self.listen_addrs()?;
         self.bootstrap_addrs()?;
+        self.trusted_matchmakers()?;
         if let Some(c) = &self.chain.contract {
             self.contract_address()
                 .map_err(|m| invalid("chain.contract", format!("{c:?}: {m}")))?;
@@ -673,6 +696,26 @@ impl NodeConfig {
     /// Parsed `network.listen`.
     pub fn listen_addrs(&self) -> Result<Vec<Multiaddr>, ConfigError> {
         parse_addrs(&self.network.listen, "network.listen")
+    }
+
+    /// Parsed `network.matchmakers` (empty: trust any matchmaker).
+    pub fn trusted_matchmakers(&self) -> Result<Vec<PublicKey>, ConfigError> {
+        self.network
+            .matchmakers
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                PublicKey::from_hex(k.trim()).ok_or_else(|| {
+                    invalid(
+                        "network.matchmakers",
+                        format!(
+                            "entry {i} ({k:?}) is not a public key: 64 hex digits, as \
+                             `proofmesh keys show` prints"
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Parsed `network.bootstrap`; each must end in `/p2p/<peer id>`.
@@ -769,6 +812,7 @@ impl NodeConfig {
                 listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
                 bootstrap: Vec::new(),
                 network_id: 1,
+                matchmakers: Vec::new(),
             },
             rpc: RpcConfig {
                 enabled: true,

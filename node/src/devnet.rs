@@ -258,19 +258,18 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
         state.chain = Some(c);
         state.save(&dir)?;
     }
+    // Every node trusts exactly the devnet's matchmakers: their keys come first.
+    let mut matchmaker_keys = Vec::new();
+    for (name, role) in &roles {
+        if *role == "matchmaker" {
+            matchmaker_keys.push(node_key(&dir.join(name))?.public().to_hex());
+        }
+    }
     let mut bootstrap: Vec<String> = Vec::new();
     for (name, role) in roles {
         let node_dir = dir.join(&name);
-        std::fs::create_dir_all(&node_dir)?;
         let key_file = node_dir.join("node.key");
-        let keypair = if key_file.exists() {
-            Keypair::from_file_string(&std::fs::read_to_string(&key_file)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()))?
-        } else {
-            let kp = Keypair::generate();
-            std::fs::write(&key_file, kp.to_file_string())?;
-            kp
-        };
+        let keypair = node_key(&node_dir)?;
         let peer = peer_id_of(&keypair.public()).context("node key is not a valid ed25519 key")?;
         let p2p_port = free_port()?;
         let rpc_port = free_port()?;
@@ -288,6 +287,7 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
         cfg.network.listen = vec![format!("/ip4/127.0.0.1/tcp/{p2p_port}")];
         cfg.network.bootstrap = bootstrap.clone();
         cfg.network.network_id = spec.network_id;
+        cfg.network.matchmakers = matchmaker_keys.clone();
         cfg.chain.chain_id = spec.chain_id;
         cfg.chain.rpc_url = chain_rpc.clone();
         cfg.chain.contract = contract.clone();
@@ -353,6 +353,19 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
         wait_healthy(node, deadline)?;
     }
     Ok(state)
+}
+
+/// The key of the node in `node_dir` (`node.key`), created on first use.
+fn node_key(node_dir: &Path) -> Result<Keypair> {
+    std::fs::create_dir_all(node_dir)?;
+    let key_file = node_dir.join("node.key");
+    if key_file.exists() {
+        return Keypair::from_file_string(&std::fs::read_to_string(&key_file)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()));
+    }
+    let kp = Keypair::generate();
+    std::fs::write(&key_file, kp.to_file_string())?;
+    Ok(kp)
 }
 
 fn operator_table(

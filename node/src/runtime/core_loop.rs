@@ -120,11 +120,23 @@ pub(crate) struct Shared {
     pub publish: mpsc::UnboundedSender<Envelope>,
     /// Result signatures already checked here (each is verified once per node).
     pub verified_results: super::verify::VerifiedResults,
+    /// The matchmakers whose decisions count here; `None`: any signer's (no list configured).
+    pub trusted_matchmakers: Option<Arc<HashSet<PublicKey>>>,
 }
 
 impl Shared {
     pub fn now(&self) -> u64 {
         (self.clock)()
+    }
+
+    /// Whether a matchmaker's decision signed by `key` counts here: this node's own, or one
+    /// of the trusted matchmakers' (anyone's when none are configured).
+    pub fn trusts_matchmaker(&self, key: &PublicKey) -> bool {
+        *key == self.me
+            || self
+                .trusted_matchmakers
+                .as_ref()
+                .is_none_or(|trusted| trusted.contains(key))
     }
 
     /// Run `fut` in the background until it ends or the node shuts down.
@@ -654,6 +666,21 @@ impl Core {
             tracing::debug!(kind = ?message.kind(), %sender, "dropping a message signed by someone it does not speak for");
             return None;
         }
+        // A matchmaker's decision (an accepted result included, however it came: gossip,
+        // catch-up answer, pushed input) counts only from a trusted matchmaker.
+        let decision = matches!(
+            message,
+            Message::MatchmakerAnnounce(_)
+                | Message::Assignment(_)
+                | Message::Cancel(_)
+                | Message::WorkflowFailed(_)
+                | Message::Verdict(_)
+        );
+        if decision && !self.sh.trusts_matchmaker(&sender) {
+            self.sh.metrics.untrusted_decisions.inc();
+            tracing::warn!(kind = ?message.kind(), %sender, "ignoring a matchmaker's decision from a key that is not among network.matchmakers");
+            return None;
+        }
         match message {
             Message::SyncRequest(request) => {
                 if origin == Origin::Local {
@@ -953,13 +980,19 @@ impl Core {
     }
 
     /// Accepted results from a peer, through the same path as gossiped verdicts (operator
-    /// signature checked, one result per task); how many were new.
+    /// signature checked, one result per task); how many were new. A peer that is not a
+    /// trusted matchmaker may answer catch-up too (with submissions): its word on which
+    /// results were accepted is not taken, quietly (it is no attack).
     fn take_accepted(
         &mut self,
         from: PublicKey,
         id: &WorkflowId,
         results: Vec<proofmesh_protocol::messages::SignedResult>,
     ) -> usize {
+        if !results.is_empty() && !self.sh.trusts_matchmaker(&from) {
+            tracing::debug!(peer = %from, "not taking accepted results from a peer that is not a trusted matchmaker");
+            return 0;
+        }
         let before = self.view.done(id);
         for result in results {
             self.on_message(

@@ -38,6 +38,9 @@ pub struct RuntimeMetrics {
     /// Accepted results this node learned by catch-up rather than gossip (each one a result
     /// its gossip missed).
     pub caught_up_results: Counter,
+    /// Matchmaker decisions (verdicts, assignments, ...) ignored because their signer is not
+    /// among the trusted matchmakers (`network.matchmakers`).
+    pub untrusted_decisions: Counter,
 }
 
 impl RuntimeMetrics {
@@ -54,6 +57,7 @@ impl RuntimeMetrics {
             store_sync: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
             catch_up_requests: Counter::default(),
             caught_up_results: Counter::default(),
+            untrusted_decisions: Counter::default(),
         };
         registry.register(
             "proofmesh_tasks",
@@ -99,6 +103,11 @@ impl RuntimeMetrics {
             "proofmesh_caught_up_results",
             "Accepted results learned by catch-up sync (missed by gossip)",
             m.caught_up_results.clone(),
+        );
+        registry.register(
+            "proofmesh_untrusted_decisions",
+            "Matchmaker decisions ignored: signed by a key not among network.matchmakers",
+            m.untrusted_decisions.clone(),
         );
         m
     }

@@ -511,7 +511,12 @@ impl Node {
             internal: internal_tx,
             publish: publish_tx,
             verified_results: verify::VerifiedResults::default(),
+            trusted_matchmakers: (!options.trusted_matchmakers.is_empty())
+                .then(|| Arc::new(options.trusted_matchmakers.iter().copied().collect())),
         };
+        if sh.trusted_matchmakers.is_none() {
+            tracing::warn!("network.matchmakers is empty: any node's verdicts and assignments are believed (fine for a closed development network only)");
+        }
         // Publications leave in the order they were emitted.
         sh.spawn(publisher(client.clone(), publish_rx));
 

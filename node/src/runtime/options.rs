@@ -30,6 +30,9 @@ pub struct NodeOptions {
     pub matchmaker: Option<MatchmakerOptions>,
     /// Operator role, if enabled.
     pub operator: Option<OperatorOptions>,
+    /// The only keys whose matchmaker decisions (announcements, assignments, cancellations,
+    /// workflow failures, verdicts) this node believes; empty believes any signer.
+    pub trusted_matchmakers: Vec<proofmesh_protocol::PublicKey>,
 }
 
 /// The matchmaker role.
@@ -109,6 +112,7 @@ impl NodeOptions {
             message_ttl: Duration::from_secs(120),
             matchmaker: None,
             operator: None,
+            trusted_matchmakers: Vec::new(),
         }
     }
 
@@ -180,6 +184,7 @@ impl NodeOptions {
             network.listen = listen;
         }
         network.bootstrap = config.bootstrap_addrs()?;
+        let trusted_matchmakers = config.trusted_matchmakers()?;
         // An explicit key file must exist; the default `<data_dir>/node.key` is created if absent.
         let keypair = match &config.key_file {
             Some(path) => {
@@ -199,6 +204,7 @@ impl NodeOptions {
         let mut options = NodeOptions::new(config.data_dir.clone(), domain);
         options.network = network;
         options.keypair = keypair;
+        options.trusted_matchmakers = trusted_matchmakers;
         options.rpc = config.rpc.enabled.then(|| config.rpc.clone());
         if config.roles.matchmaker {
             options.matchmaker = Some(MatchmakerOptions::default());

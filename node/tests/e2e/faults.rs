@@ -6,6 +6,7 @@
 
 use crate::harness::{spec, wait_completed, wait_status, Net};
 use proofmesh_matchmaker::{active_matchmaker, routing_key};
+use proofmesh_node::config::NodeConfig;
 use proofmesh_node::store::{Store, WorkflowState};
 use proofmesh_protocol::spec::{self as wfspec, Format};
 use proofmesh_protocol::{TaskIndex, Workflow, WorkflowId};
@@ -54,6 +55,24 @@ fn active_and_standby(net: &Net, id: &WorkflowId, workflow: &Workflow) -> (Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_matchmaker_sigkilled_mid_workflow_another_takes_over() {
     let net = Net::up(spec(Default::default(), 2, 2));
+    // Every node trusts exactly the devnet's matchmakers, so the survivor's decisions count.
+    let mut matchmakers: Vec<_> = net.names("matchmaker").iter().map(|n| net.key(n)).collect();
+    matchmakers.sort();
+    for node in net
+        .names("gateway")
+        .into_iter()
+        .chain(net.names("operator"))
+    {
+        let path = &net.node(&node).config;
+        let text = std::fs::read_to_string(path).expect("node config");
+        let config = NodeConfig::from_toml(&text, path).expect("node config parses");
+        let mut trusted = config.trusted_matchmakers().expect("valid keys");
+        trusted.sort();
+        assert_eq!(
+            trusted, matchmakers,
+            "{node} trusts the devnet's matchmakers"
+        );
+    }
     // 8 leaves of 400 ms on 2 operators x 2 slots: two rounds, so the kill lands mid-workflow.
     let text = fan_in("e2e-takeover", 8, 400);
     let (wf_id, workflow) = parse(&text);

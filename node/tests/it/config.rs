@@ -189,3 +189,88 @@ fn test_config_uses_port_zero_and_a_fresh_dir() {
     assert!(a.rpc.bind.ip().is_loopback());
     a.validate().unwrap();
 }
+
+#[test]
+fn trusted_matchmakers_layer_like_every_field_and_a_bad_key_is_named() {
+    let (k1, k2, k3) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, format!("[network]\nmatchmakers = [\"{k1}\"]\n")).unwrap();
+    let file_s = file.to_str().unwrap();
+    let keys = |c: &NodeConfig| -> Vec<String> {
+        c.trusted_matchmakers()
+            .unwrap()
+            .iter()
+            .map(|k| k.to_hex())
+            .collect()
+    };
+
+    let c = NodeConfig::load_with_env(&args(&["--config", file_s]), env(&[])).unwrap();
+    assert_eq!(keys(&c), vec![k1.clone()]);
+    let listed = format!("{k2},{k3}");
+    let e = env(&[("PROOFMESH_MATCHMAKERS", listed.as_str())]);
+    let c = NodeConfig::load_with_env(&args(&["--config", file_s]), &e).unwrap();
+    assert_eq!(keys(&c), vec![k2, k3]);
+    let c = NodeConfig::load_with_env(
+        &args(&["--config", file_s, "--network.matchmaker", &k1]),
+        &e,
+    )
+    .unwrap();
+    assert_eq!(keys(&c), vec![k1.clone()], "the flag beats the environment");
+
+    let err = NodeConfig::load_with_env(
+        &args(&[
+            "--network.matchmaker",
+            &k1,
+            "--network.matchmaker",
+            "0xnot-a-key",
+        ]),
+        env(&[]),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("network.matchmakers")
+            && msg.contains("entry 1")
+            && msg.contains("0xnot-a-key")
+            && msg.contains("--network.matchmaker")
+            && msg.contains("PROOFMESH_MATCHMAKERS"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn committed_testnet_configs_are_valid_and_trust_exactly_its_matchmakers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testnet/config");
+    let key_of = |node: &str| {
+        let text = std::fs::read_to_string(root.join(node).join("node.key")).unwrap();
+        proofmesh_protocol::Keypair::from_file_string(&text)
+            .unwrap()
+            .public()
+    };
+    let matchmakers = vec![key_of("matchmaker-0"), key_of("matchmaker-1")];
+    let nodes = [
+        "gateway",
+        "matchmaker-0",
+        "matchmaker-1",
+        "operator-0",
+        "operator-1",
+        "operator-2",
+        "operator-3",
+    ];
+    for node in nodes {
+        let path = root.join(node).join("node.toml");
+        let mut config = NodeConfig::from_toml(&std::fs::read_to_string(&path).unwrap(), &path)
+            .unwrap_or_else(|e| panic!("{node}: {e}"));
+        // docker-compose.yml hands the gateway (the only non-loopback RPC) its bearer token.
+        if node == "gateway" {
+            config.rpc.token = Some("testnet-local-token".into());
+        }
+        config.validate().unwrap_or_else(|e| panic!("{node}: {e}"));
+        assert_eq!(
+            config.trusted_matchmakers().unwrap(),
+            matchmakers,
+            "{node}: regenerate with testnet/gen-config.sh"
+        );
+    }
+}

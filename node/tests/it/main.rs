@@ -6,3 +6,4 @@ mod config;
 mod network;
 mod rpc;
 mod store;
+mod trust;

@@ -1,0 +1,135 @@
+//! Whose decisions count: with `network.matchmakers` set, a verdict signed by any other key is
+//! ignored, however valid its signature and the operator's signature on the result inside.
+//! Without the list (a closed development network), the same forged verdict is believed:
+//! that node is the control showing the forgery did arrive.
+
+use prometheus_client::registry::Registry;
+use proofmesh_node::network::{self, NetworkConfig, PublishOutcome, Topic};
+use proofmesh_node::runtime::{Node, NodeHandle, NodeOptions};
+use proofmesh_protocol::messages::{SignedResult, TaskResult, Verdict};
+use proofmesh_protocol::spec::{self, Format};
+use proofmesh_protocol::{ContentId, Domain, Envelope, Keypair, Message, Resources};
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+const DOMAIN: Domain = Domain {
+    network_id: 78,
+    chain_id: 31337,
+};
+const WAIT: Duration = Duration::from_secs(30);
+
+fn metric(handle: &NodeHandle, name: &str) -> f64 {
+    let mut text = String::new();
+    let registry = handle.registry();
+    let registry = registry.lock().expect("registry lock");
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics encode");
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_from_an_untrusted_key_is_ignored_where_matchmakers_are_listed() {
+    let (strict_dir, open_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut strict = NodeOptions::test(strict_dir.path(), DOMAIN);
+    strict.rpc = None;
+    // The one trusted matchmaker is not on this network: nobody's verdicts count but its.
+    strict.trusted_matchmakers = vec![Keypair::generate().public()];
+    let strict = Node::spawn(strict).await.expect("strict gateway starts");
+    let mut open = NodeOptions::test(open_dir.path(), DOMAIN);
+    open.rpc = None;
+    open.network.bootstrap = strict.listen_addrs().to_vec();
+    let open = Node::spawn(open).await.expect("open gateway starts");
+
+    let (workflow, _) = spec::load(
+        "name = \"trust\"\n[[task]]\nid = \"only\"\nprogram = \"noop@1\"\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let id = strict.api().submit(workflow).await.expect("submitted");
+
+    // The forger: a plain network peer signing both the result (as its operator) and the
+    // verdict that accepts it.
+    let forger = Keypair::generate();
+    let mut config = NetworkConfig::test(DOMAIN);
+    config.bootstrap = [strict.listen_addrs(), open.listen_addrs()].concat();
+    let mut registry = Registry::default();
+    let (client, _events) =
+        network::spawn(config, &forger, &mut registry).expect("forger's network starts");
+    let result = SignedResult::sign(
+        &forger,
+        TaskResult {
+            workflow: id,
+            task: 0,
+            attempt: 1,
+            operator: forger.public(),
+            output: ContentId::of_bytes(b"not a proof"),
+            output_bytes: 11,
+            started_ms: 1,
+            finished_ms: 2,
+            resources: Resources::default(),
+            gpus: Vec::new(),
+        },
+    );
+    let verdict = Envelope::seal(
+        &forger,
+        DOMAIN,
+        &Message::Verdict(Verdict::Accepted(result)),
+        1,
+        now_ms() + 60_000,
+    );
+
+    // Both gateways hear of the workflow, then of the forged verdict.
+    let deadline = Instant::now() + WAIT;
+    while open.api().status(&id).unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the open gateway never heard of the workflow"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    while client.topic_peers(Topic::Verdicts).await.unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the forger never reached both gateways"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    let sent = client.publish(&verdict).await.expect("published");
+    assert!(matches!(sent, PublishOutcome::Sent), "{sent:?}");
+
+    // The control believes it: the forgery arrived and would have counted.
+    loop {
+        let status = open.api().status(&id).unwrap().expect("known");
+        if status.count("done") == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the open gateway never took the verdict"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    // The strict gateway counted it as untrusted and left the task alone.
+    while metric(&strict, "proofmesh_untrusted_decisions_total") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the strict gateway never saw the verdict"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    let status = strict.api().status(&id).unwrap().expect("known");
+    assert_eq!(status.count("done"), 0, "{:?}", status.tasks);
+    assert!(strict.api().store().result(&id, 0).unwrap().is_none());
+
+    open.shutdown().await;
+    strict.shutdown().await;
+}
