@@ -25,8 +25,8 @@ use crate::network::{self, public_key_of, Client, Clock, NetworkEvent};
 use crate::store::Store;
 use proofmesh_operator::Outcome;
 use proofmesh_protocol::messages::{
-    Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission, SyncReply, SyncRequest, SyncUpdate,
-    Verdict, WorkflowFailure,
+    FailureCause, Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission, SyncReply,
+    SyncRequest, SyncUpdate, TaskFailure, Verdict, WorkflowFailure,
 };
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey, TaskIndex, WorkflowId};
 use std::collections::{HashMap, HashSet};
@@ -679,6 +679,21 @@ impl Core {
         if decision && !self.sh.trusts_matchmaker(&sender) {
             self.sh.metrics.untrusted_decisions.inc();
             tracing::warn!(kind = ?message.kind(), %sender, "ignoring a matchmaker's decision from a key that is not among network.matchmakers");
+            // An assignment sent to us is refused with the reason, so a matchmaker left out
+            // of our list by mistake learns why at once. Only it gets the refusal.
+            if let Message::Assignment(a) = &message {
+                if a.operator == self.sh.me && self.op.is_some() {
+                    return Some(self.seal(&Message::Failure(TaskFailure {
+                        workflow: a.workflow,
+                        task: a.task,
+                        attempt: a.attempt,
+                        operator: self.sh.me,
+                        cause: FailureCause::Refused(format!(
+                            "matchmaker {sender} is not among this operator's network.matchmakers"
+                        )),
+                    })));
+                }
+            }
             return None;
         }
         match message {

@@ -1,12 +1,14 @@
 //! Whose decisions count: with `network.matchmakers` set, a verdict signed by any other key is
 //! ignored, however valid its signature and the operator's signature on the result inside.
 //! Without the list (a closed development network), the same forged verdict is believed:
-//! that node is the control showing the forgery did arrive.
+//! that node is the control showing the forgery did arrive. An operator refuses an untrusted
+//! matchmaker's assignment and says why.
 
 use prometheus_client::registry::Registry;
 use proofmesh_node::network::{self, NetworkConfig, PublishOutcome, Topic};
-use proofmesh_node::runtime::{Node, NodeHandle, NodeOptions};
-use proofmesh_protocol::messages::{SignedResult, TaskResult, Verdict};
+use proofmesh_node::runtime::{Node, NodeHandle, NodeOptions, OperatorOptions};
+use proofmesh_operator::{OperatorConfig, ProgramSpec};
+use proofmesh_protocol::messages::{Capacity, SignedResult, TaskResult, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Domain, Envelope, Keypair, Message, Resources};
 use std::time::Duration;
@@ -132,4 +134,77 @@ async fn a_verdict_from_an_untrusted_key_is_ignored_where_matchmakers_are_listed
 
     open.shutdown().await;
     strict.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
+    let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut mm = NodeOptions::test(mm_dir.path(), DOMAIN).with_test_matchmaker();
+    mm.rpc = None;
+    let mm = Node::spawn(mm).await.expect("matchmaker starts");
+
+    let config = OperatorConfig::new(op_dir.path().join("operator")).with_program(
+        "noop",
+        "1",
+        ProgramSpec::Builtin {
+            builtin: "noop".into(),
+        },
+    );
+    let mut op = OperatorOptions::new(config);
+    op.capacity = Some(Capacity {
+        cpu: 2,
+        memory_mb: 4096,
+        disk_mb: 10_000,
+        gpus: Vec::new(),
+    });
+    op.heartbeat_interval = Duration::from_millis(200);
+    op.advert_interval = Duration::from_secs(1);
+    let mut operator = NodeOptions::test(op_dir.path(), DOMAIN);
+    operator.rpc = None;
+    operator.operator = Some(op);
+    operator.network.bootstrap = mm.listen_addrs().to_vec();
+    // This operator trusts some other matchmaker only.
+    operator.trusted_matchmakers = vec![Keypair::generate().public()];
+    let operator = Node::spawn(operator).await.expect("operator starts");
+
+    let (workflow, _) = spec::load(
+        "name = \"refused\"\n[defaults]\nmax_attempts = 1\n[[task]]\nid = \"only\"\nprogram = \"noop@1\"\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    // Submitted once the matchmaker knows the operator (else nothing would be assigned).
+    while mm.api().store().operators().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the matchmaker never heard the operator's advert"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    let id = mm.api().submit(workflow).await.expect("submitted");
+    let cause = loop {
+        let status = mm.api().status(&id).unwrap().expect("known");
+        if let Some(cause) = status.tasks[0]
+            .attempts
+            .iter()
+            .find_map(|a| a.cause.clone())
+        {
+            break cause;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no attempt ended: {:?}",
+            status.tasks
+        );
+        sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        cause.contains(&mm.public_key().to_string())
+            && cause.contains("not among this operator's network.matchmakers"),
+        "{cause}"
+    );
+    assert!(metric(&operator, "proofmesh_untrusted_decisions_total") >= 1.0);
+
+    operator.shutdown().await;
+    mm.shutdown().await;
 }
