@@ -390,6 +390,19 @@ impl Core {
     }
 }
 
+/// What only a matchmaker decides: announcing itself, assigning and cancelling tasks, failing
+/// workflows, accepting or rejecting results.
+fn is_matchmaker_decision(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::MatchmakerAnnounce(_)
+            | Message::Assignment(_)
+            | Message::Cancel(_)
+            | Message::WorkflowFailed(_)
+            | Message::Verdict(_)
+    )
+}
+
 /// Whom one catch-up round asks: connected matchmakers first, then any peer, rotating with
 /// `round` so that a peer as far behind as we are is not asked forever.
 fn catch_up_peers(
@@ -668,15 +681,7 @@ impl Core {
         }
         // A matchmaker's decision (an accepted result included, however it came: gossip,
         // catch-up answer, pushed input) counts only from a trusted matchmaker.
-        let decision = matches!(
-            message,
-            Message::MatchmakerAnnounce(_)
-                | Message::Assignment(_)
-                | Message::Cancel(_)
-                | Message::WorkflowFailed(_)
-                | Message::Verdict(_)
-        );
-        if decision && !self.sh.trusts_matchmaker(&sender) {
+        if is_matchmaker_decision(&message) && !self.sh.trusts_matchmaker(&sender) {
             self.sh.metrics.untrusted_decisions.inc();
             tracing::warn!(kind = ?message.kind(), %sender, "ignoring a matchmaker's decision from a key that is not among network.matchmakers");
             // An assignment sent to us is refused with the reason, so a matchmaker left out
@@ -746,15 +751,7 @@ impl Core {
         }
         if self.mm.is_some() {
             // Decisions this node's matchmaker made itself are not fed back to it.
-            let own_decision = origin == Origin::Local
-                && matches!(
-                    message,
-                    Message::Assignment(_)
-                        | Message::Verdict(_)
-                        | Message::Cancel(_)
-                        | Message::WorkflowFailed(_)
-                        | Message::MatchmakerAnnounce(_)
-                );
+            let own_decision = origin == Origin::Local && is_matchmaker_decision(&message);
             let skip =
                 own_decision || (matches!(message, Message::Submission(_)) && !new_submission);
             if !skip {

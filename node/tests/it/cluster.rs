@@ -18,20 +18,21 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::time::{sleep, Instant};
 
-const DOMAIN: Domain = Domain {
+pub(crate) const DOMAIN: Domain = Domain {
     network_id: 77,
     chain_id: 31337,
 };
 const WAIT: Duration = Duration::from_secs(40);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     Gateway,
     Matchmaker,
     Operator,
 }
 
-fn options(dir: &Path, role: Role, bootstrap: &[Multiaddr]) -> NodeOptions {
+/// Test options for a node of `role` (no RPC; operators run the built-in `sleep` and `noop`).
+pub(crate) fn options(dir: &Path, role: Role, bootstrap: &[Multiaddr]) -> NodeOptions {
     let mut o = NodeOptions::test(dir, DOMAIN);
     o.network.bootstrap = bootstrap.to_vec();
     o.rpc = None;

@@ -4,20 +4,16 @@
 //! that node is the control showing the forgery did arrive. An operator refuses an untrusted
 //! matchmaker's assignment and says why.
 
+use crate::cluster::{options, Role, DOMAIN};
 use prometheus_client::registry::Registry;
 use proofmesh_node::network::{self, NetworkConfig, PublishOutcome, Topic};
-use proofmesh_node::runtime::{Node, NodeHandle, NodeOptions, OperatorOptions};
-use proofmesh_operator::{OperatorConfig, ProgramSpec};
-use proofmesh_protocol::messages::{Capacity, SignedResult, TaskResult, Verdict};
+use proofmesh_node::runtime::{Node, NodeHandle};
+use proofmesh_protocol::messages::{SignedResult, TaskResult, Verdict};
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{ContentId, Domain, Envelope, Keypair, Message, Resources};
+use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, Resources};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
-const DOMAIN: Domain = Domain {
-    network_id: 78,
-    chain_id: 31337,
-};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn metric(handle: &NodeHandle, name: &str) -> f64 {
@@ -41,15 +37,17 @@ fn now_ms() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verdict_from_an_untrusted_key_is_ignored_where_matchmakers_are_listed() {
     let (strict_dir, open_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut strict = NodeOptions::test(strict_dir.path(), DOMAIN);
-    strict.rpc = None;
+    let mut strict = options(strict_dir.path(), Role::Gateway, &[]);
     // The one trusted matchmaker is not on this network: nobody's verdicts count but its.
     strict.trusted_matchmakers = vec![Keypair::generate().public()];
     let strict = Node::spawn(strict).await.expect("strict gateway starts");
-    let mut open = NodeOptions::test(open_dir.path(), DOMAIN);
-    open.rpc = None;
-    open.network.bootstrap = strict.listen_addrs().to_vec();
-    let open = Node::spawn(open).await.expect("open gateway starts");
+    let open = Node::spawn(options(
+        open_dir.path(),
+        Role::Gateway,
+        strict.listen_addrs(),
+    ))
+    .await
+    .expect("open gateway starts");
 
     let (workflow, _) = spec::load(
         "name = \"trust\"\n[[task]]\nid = \"only\"\nprogram = \"noop@1\"\n",
@@ -139,30 +137,10 @@ async fn a_verdict_from_an_untrusted_key_is_ignored_where_matchmakers_are_listed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
     let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut mm = NodeOptions::test(mm_dir.path(), DOMAIN).with_test_matchmaker();
-    mm.rpc = None;
-    let mm = Node::spawn(mm).await.expect("matchmaker starts");
-
-    let config = OperatorConfig::new(op_dir.path().join("operator")).with_program(
-        "noop",
-        "1",
-        ProgramSpec::Builtin {
-            builtin: "noop".into(),
-        },
-    );
-    let mut op = OperatorOptions::new(config);
-    op.capacity = Some(Capacity {
-        cpu: 2,
-        memory_mb: 4096,
-        disk_mb: 10_000,
-        gpus: Vec::new(),
-    });
-    op.heartbeat_interval = Duration::from_millis(200);
-    op.advert_interval = Duration::from_secs(1);
-    let mut operator = NodeOptions::test(op_dir.path(), DOMAIN);
-    operator.rpc = None;
-    operator.operator = Some(op);
-    operator.network.bootstrap = mm.listen_addrs().to_vec();
+    let mm = Node::spawn(options(mm_dir.path(), Role::Matchmaker, &[]))
+        .await
+        .expect("matchmaker starts");
+    let mut operator = options(op_dir.path(), Role::Operator, mm.listen_addrs());
     // This operator trusts some other matchmaker only.
     operator.trusted_matchmakers = vec![Keypair::generate().public()];
     let operator = Node::spawn(operator).await.expect("operator starts");
