@@ -171,6 +171,9 @@ pub(crate) struct Core {
     assigned_by: HashMap<operating::AttemptKey, PublicKey>,
     /// Matchmakers heard announcing: whom catch-up asks first.
     matchmakers: HashSet<PublicKey>,
+    /// Untrusted signers of matchmaker decisions already warned about (once each: a flood of
+    /// forgeries must not flood the log; the metric counts every one).
+    untrusted_warned: BoundedSet<PublicKey, 1024>,
     /// Catch-up rounds so far (rotates the peers asked).
     catch_up_round: usize,
     /// When this node last ran discovery (ms); `None`: not yet (it runs once a peer is up).
@@ -224,6 +227,7 @@ impl Core {
             outbox: Vec::new(),
             assigned_by: HashMap::new(),
             matchmakers: HashSet::new(),
+            untrusted_warned: BoundedSet::default(),
             catch_up_round: 0,
             last_discovery: None,
             connected: 0,
@@ -683,7 +687,11 @@ impl Core {
         // catch-up answer, pushed input) counts only from a trusted matchmaker.
         if is_matchmaker_decision(&message) && !self.sh.trusts_matchmaker(&sender) {
             self.sh.metrics.untrusted_decisions.inc();
-            tracing::warn!(kind = ?message.kind(), %sender, "ignoring a matchmaker's decision from a key that is not among network.matchmakers");
+            if self.untrusted_warned.insert(sender) {
+                tracing::warn!(kind = ?message.kind(), %sender, "ignoring matchmaker decisions from a key that is not among network.matchmakers (warned once per key; counted in proofmesh_untrusted_decisions)");
+            } else {
+                tracing::debug!(kind = ?message.kind(), %sender, "ignoring a matchmaker's decision from an untrusted key");
+            }
             // An assignment sent to us is refused with the reason, so a matchmaker left out
             // of our list by mistake learns why at once. Only it gets the refusal.
             if let Message::Assignment(a) = &message {
