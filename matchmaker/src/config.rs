@@ -45,6 +45,7 @@ pub struct Config {
     /// How long a task refused by an operator waits before it is placed again, in ms: long
     /// enough for the refuser's running tasks (or our view of them) to change, short against
     /// the tasks themselves (a refusal for lack of room is usually a race that is over).
+    /// Doubled with each further refusal of the same task, up to 64 times this.
     pub refusal_backoff_ms: u64,
 }
 

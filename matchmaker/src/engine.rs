@@ -1142,19 +1142,26 @@ impl State {
                 },
             );
         } else if self.wfs[w as usize].phase == Phase::Running {
-            let refused = matches!(
-                self.wfs[w as usize].tasks[i as usize]
-                    .history
-                    .last()
-                    .map(|r| &r.cause),
-                Some(AttemptCause::Declared(
-                    proofmesh_protocol::messages::FailureCause::Refused(_)
-                ))
-            );
+            let is_refusal = |r: &AttemptRecord| {
+                matches!(
+                    r.cause,
+                    AttemptCause::Declared(proofmesh_protocol::messages::FailureCause::Refused(_))
+                )
+            };
+            let history = &self.wfs[w as usize].tasks[i as usize].history;
+            let refused = history.last().is_some_and(is_refusal);
             if refused && self.wfs[w as usize].active {
-                // Back off: an immediate retry would meet the same stale view.
+                // Back off: an immediate retry would meet the same stale view. Doubling with
+                // each refusal of this task (up to 64 times): one that is refused again and
+                // again (a misconfigured peer) must not be re-sent ten times a second.
+                let refusals = history.iter().filter(|r| is_refusal(r)).count() as u32;
+                let backoff = self
+                    .cfg
+                    .refusal_backoff_ms
+                    .max(1)
+                    .saturating_mul(1 << refusals.saturating_sub(1).min(6));
                 self.wfs[w as usize].tasks[i as usize].status = Status::Backoff;
-                let at = self.now.saturating_add(self.cfg.refusal_backoff_ms.max(1));
+                let at = self.now.saturating_add(backoff);
                 self.timers
                     .insert((at, TimerKind::Requeue, w, i, inf.attempt));
             } else {

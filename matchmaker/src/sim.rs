@@ -337,6 +337,8 @@ struct TaskView {
     last_failed_on: Option<PublicKey>,
     /// A refused attempt is retried after a backoff; until then the task is not "waiting".
     backoff_until: u64,
+    /// Refusals of this task so far (the backoff doubles with each).
+    refusals: u32,
 }
 
 /// The simulation.
@@ -646,13 +648,16 @@ impl Sim {
         if let Event::Failure(f) = &e {
             self.clear_outstanding(&f.workflow, f.task, f.attempt, Some(f.operator));
             if matches!(f.cause, FailureCause::Refused(_)) {
-                let until = self.now + self.cfg.matchmaker.refusal_backoff_ms.max(1);
+                let base = self.cfg.matchmaker.refusal_backoff_ms.max(1);
+                let now = self.now;
                 if let Some(v) = self
                     .by_id
                     .get(&f.workflow)
                     .and_then(|&w| self.views[w].get_mut(f.task as usize))
                 {
-                    v.backoff_until = until;
+                    // The engine doubles the wait with each refusal of the task.
+                    v.refusals += 1;
+                    v.backoff_until = now + base * (1 << (v.refusals - 1).min(6));
                 }
             }
         }

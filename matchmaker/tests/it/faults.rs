@@ -260,3 +260,51 @@ fn operator_down_holding_several_tasks_of_a_workflow_that_fails_does_not_panic()
     );
     assert_eq!(mm.inflight_len(), 0);
 }
+
+#[test]
+fn a_task_refused_again_and_again_backs_off_doubling() {
+    let mut mm = with_operators(1, 1);
+    let (_, d) = submit(&mut mm, 0, &chain(1, 3));
+    let mut a = assignments(&d).remove(0);
+    let mut now = 1;
+    let base = Config::default().refusal_backoff_ms;
+    for (n, expected) in [base, 2 * base, 4 * base, 8 * base].into_iter().enumerate() {
+        let refusal = TaskFailure {
+            workflow: a.workflow,
+            task: a.task,
+            attempt: a.attempt,
+            operator: a.operator,
+            cause: FailureCause::Refused("not among this operator's matchmakers".into()),
+        };
+        assert!(assignments(&mm.handle(now, Event::Failure(refusal))).is_empty());
+        let alive = |mm: &mut proofmesh_matchmaker::Matchmaker, t: u64| {
+            mm.handle(
+                t,
+                Event::Heartbeat(proofmesh_protocol::messages::Heartbeat {
+                    operator: key(1).public(),
+                    at_ms: t,
+                    running: vec![],
+                }),
+            )
+        };
+        // Timers fire on any input: what a heartbeat's handling decides counts too.
+        let mut early = alive(&mut mm, now + expected - 1);
+        early.extend(mm.tick(now + expected - 1));
+        assert!(
+            assignments(&early).is_empty(),
+            "refusal {n}: placed before {expected} ms"
+        );
+        let mut due = alive(&mut mm, now + expected);
+        due.extend(mm.tick(now + expected));
+        let placed = assignments(&due);
+        assert_eq!(
+            placed.len(),
+            1,
+            "refusal {n}: placed again after {expected} ms"
+        );
+        a = placed.into_iter().next().unwrap();
+        now += expected;
+    }
+    // Refusals did no work: they never use up the task's attempts.
+    assert_eq!(mm.inflight_len(), 1);
+}
