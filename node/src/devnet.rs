@@ -162,14 +162,16 @@ impl DevnetState {
             })
             .collect();
         lines.extend(self.nodes.iter().map(|n| {
+            // key= is what another node lists in `network.matchmakers` to trust this one.
             let mut line = format!(
-                "name={} role={} rpc={} p2p={} pid={} alive={}",
+                "name={} role={} rpc={} p2p={} pid={} alive={} key={}",
                 n.name,
                 n.role,
                 n.rpc,
                 n.p2p,
                 n.pid,
-                pid_alive(n.pid)
+                pid_alive(n.pid),
+                n.public_key
             );
             if let Some(eth) = &n.eth {
                 line.push_str(&format!(" eth={eth}"));

@@ -12,8 +12,8 @@ use std::time::Duration;
 pub enum DevnetCommand {
     /// Start a local network and return once it is ready.
     Up(UpArgs),
-    /// Print one `key=value` line per node: name= role= rpc= p2p= pid= alive= (and eth= on a
-    /// chain), after a `name=anvil role=chain rpc= pid= contract=` line when the devnet has one.
+    /// Print one `key=value` line per node: name= role= rpc= p2p= pid= alive= key= (its public
+    /// key, for `network.matchmakers`; and eth= on a chain), after a `name=anvil role=chain rpc= pid= contract=` line when the devnet has one.
     Status(DirArg),
     /// Stop every node of the devnet, then its anvil (SIGTERM, then SIGKILL after 10 s).
     Down(DirArg),

@@ -73,6 +73,24 @@ async fn active_matchmaker_sigkilled_mid_workflow_another_takes_over() {
             "{node} trusts the devnet's matchmakers"
         );
     }
+    // `devnet status` tells scripts each node's key (what a joining node would list).
+    let status = std::process::Command::new(crate::harness::proofmesh_bin())
+        .args(["devnet", "status", "--dir"])
+        .arg(net.dir.path())
+        .output()
+        .expect("devnet status runs");
+    let status = String::from_utf8_lossy(&status.stdout);
+    for name in net.names("matchmaker") {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("name={name} ")))
+            .unwrap_or_else(|| panic!("no status line for {name}:\n{status}"));
+        assert!(
+            line.split(' ')
+                .any(|kv| kv == format!("key={}", net.key(&name).to_hex())),
+            "{line}"
+        );
+    }
     // 8 leaves of 400 ms on 2 operators x 2 slots: two rounds, so the kill lands mid-workflow.
     let text = fan_in("e2e-takeover", 8, 400);
     let (wf_id, workflow) = parse(&text);
