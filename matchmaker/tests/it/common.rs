@@ -3,7 +3,8 @@
 use proofmesh_matchmaker::sim::{honest_output, sim_task, zk_pipeline};
 use proofmesh_matchmaker::{Config, Decision, Event, Matchmaker};
 use proofmesh_protocol::messages::{
-    Acceptance, Assignment, Capacity, GpuInfo, OperatorAdvert, SignedResult, TaskResult,
+    Acceptance, Assignment, Capacity, FailureCause, GpuInfo, OperatorAdvert, SignedResult,
+    TaskFailure, TaskResult,
 };
 use proofmesh_protocol::{ContentId, Keypair, Program, Workflow, WorkflowId};
 
@@ -97,6 +98,17 @@ pub fn assignments(ds: &[Decision]) -> Vec<Assignment> {
             _ => None,
         })
         .collect()
+}
+
+/// The operator of `a` declaring its attempt failed with `cause`.
+pub fn failure(a: &Assignment, cause: FailureCause) -> Event {
+    Event::Failure(TaskFailure {
+        workflow: a.workflow,
+        task: a.task,
+        attempt: a.attempt,
+        operator: a.operator,
+        cause,
+    })
 }
 
 pub fn accept(a: &Assignment, now: u64) -> Event {

@@ -1,7 +1,7 @@
 use crate::common::*;
 use proofmesh_matchmaker::Config;
 use proofmesh_matchmaker::{AttemptCause, Decision, Event, FailureReason, SlashEvidence};
-use proofmesh_protocol::messages::{FailureCause, TaskFailure, Verdict};
+use proofmesh_protocol::messages::{FailureCause, Verdict};
 
 #[test]
 fn accept_timeout_reassigns_to_another_operator() {
@@ -73,17 +73,16 @@ fn declared_failure_reassigns_at_once() {
     let mut mm = with_operators(2, 1);
     let (_, d) = submit(&mut mm, 0, &chain(1, 3));
     let a = assignments(&d).remove(0);
-    let f = TaskFailure {
-        workflow: a.workflow,
-        task: a.task,
-        attempt: a.attempt,
-        operator: a.operator,
-        cause: FailureCause::Crashed {
-            exit_code: Some(2),
-            stderr_tail: "oom".into(),
-        },
-    };
-    let d = mm.handle(5, Event::Failure(f));
+    let d = mm.handle(
+        5,
+        failure(
+            &a,
+            FailureCause::Crashed {
+                exit_code: Some(2),
+                stderr_tail: "oom".into(),
+            },
+        ),
+    );
     let b = assignments(&d).remove(0);
     assert_eq!(b.attempt, 2);
     assert_ne!(b.operator, a.operator);
@@ -94,14 +93,7 @@ fn failed_task_goes_back_to_the_same_operator_only_when_no_other_can_run_it() {
     let mut mm = with_operators(1, 1);
     let (_, d) = submit(&mut mm, 0, &chain(1, 3));
     let a = assignments(&d).remove(0);
-    let f = TaskFailure {
-        workflow: a.workflow,
-        task: a.task,
-        attempt: a.attempt,
-        operator: a.operator,
-        cause: FailureCause::Timeout,
-    };
-    let d = mm.handle(5, Event::Failure(f));
+    let d = mm.handle(5, failure(&a, FailureCause::Timeout));
     let b = assignments(&d).remove(0);
     assert_eq!(b.operator, a.operator);
 }
@@ -134,14 +126,7 @@ fn exhausted_attempts_fail_the_workflow_naming_task_and_every_cause() {
     mm.handle(1, accept(&a, 1));
     let d = mm.handle(2, forged_result(&a, &keypair_of(&a, 2)));
     let b = assignments(&d).remove(0);
-    let f = TaskFailure {
-        workflow: b.workflow,
-        task: b.task,
-        attempt: b.attempt,
-        operator: b.operator,
-        cause: FailureCause::Input("blob missing".into()),
-    };
-    let d = mm.handle(3, Event::Failure(f));
+    let d = mm.handle(3, failure(&b, FailureCause::Input("blob missing".into())));
     let reason = d
         .iter()
         .find_map(|x| match x {
@@ -269,14 +254,14 @@ fn a_task_refused_again_and_again_backs_off_doubling() {
     let mut now = 1;
     let base = Config::default().refusal_backoff_ms;
     for (n, expected) in [base, 2 * base, 4 * base, 8 * base].into_iter().enumerate() {
-        let refusal = TaskFailure {
-            workflow: a.workflow,
-            task: a.task,
-            attempt: a.attempt,
-            operator: a.operator,
-            cause: FailureCause::Refused("not among this operator's matchmakers".into()),
-        };
-        assert!(assignments(&mm.handle(now, Event::Failure(refusal))).is_empty());
+        assert!(assignments(&mm.handle(
+            now,
+            failure(
+                &a,
+                FailureCause::Refused("not among this operator's matchmakers".into())
+            )
+        ))
+        .is_empty());
         let alive = |mm: &mut proofmesh_matchmaker::Matchmaker, t: u64| {
             mm.handle(
                 t,
