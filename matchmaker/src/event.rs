@@ -170,8 +170,15 @@ impl AttemptCause {
     }
 
     /// Whether the operator holding the attempt is to blame (its reputation records a failure).
+    /// An assignment a live operator never accepted is its fault too, though it costs the task
+    /// no attempt: else an operator that advertises room and accepts nothing (a black hole) is
+    /// offered task after task, each one waiting out the accept timeout.
     pub fn operator_fault(&self) -> bool {
-        self.counts() || *self == AttemptCause::OperatorDown
+        self.counts()
+            || matches!(
+                self,
+                AttemptCause::OperatorDown | AttemptCause::AcceptTimeout
+            )
     }
 }
 

@@ -18,7 +18,10 @@ pub struct Reputation {
     pub observed_ok: u64,
     /// Attempts of it that failed here.
     pub observed_failed: u64,
-    /// Exponentially weighted recent success rate, per mille (weight 1/8 per outcome).
+    /// Exponentially weighted recent success rate, per mille (weight 1/8 per outcome). It
+    /// starts at the prior's mean (500, as the Beta posterior does): started at 1000, one
+    /// failure left an operator scoring above one never tried (604 against 500), so an
+    /// operator that accepts nothing kept winning tasks over fresh ones.
     pub recent_ok_permille: u32,
     /// Exponentially weighted duration relative to the program's median, per mille (1000 =
     /// median speed, 2000 = twice as slow).
@@ -33,7 +36,7 @@ impl Default for Reputation {
             chain_slashed: 0,
             observed_ok: 0,
             observed_failed: 0,
-            recent_ok_permille: 1000,
+            recent_ok_permille: 500,
             speed_permille: 1000,
         }
     }
@@ -189,6 +192,29 @@ mod tests {
         // Load and price lower it too.
         assert!(good.score(&cfg, 0, 0, 4) > good.score(&cfg, 0, 2, 4));
         assert!(good.score(&cfg, 0, 0, 1) > good.score(&cfg, cfg.price_ref_wei, 0, 1));
+    }
+
+    #[test]
+    fn observed_failures_rank_below_no_history_and_successes_above() {
+        let cfg = Config::default();
+        let untried = Reputation::default();
+        let mut failed = Reputation::default();
+        failed.record_failure();
+        let mut worked = Reputation::default();
+        worked.record_success(1000);
+        let score = |r: &Reputation| r.score(&cfg, 0, 0, 1);
+        assert!(
+            score(&failed) < score(&untried),
+            "one failure beats no history"
+        );
+        assert!(score(&worked) > score(&untried));
+        for _ in 0..20 {
+            failed.record_failure();
+        }
+        assert!(
+            score(&failed) < score(&untried),
+            "many failures beat no history"
+        );
     }
 
     #[test]

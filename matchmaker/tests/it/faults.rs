@@ -293,3 +293,27 @@ fn a_task_refused_again_and_again_backs_off_doubling() {
     // Refusals did no work: they never use up the task's attempts.
     assert_eq!(mm.inflight_len(), 1);
 }
+
+#[test]
+fn an_operator_that_never_accepts_loses_standing_to_one_untried() {
+    let mut mm = with_operators(3, 1);
+    let (_, d) = submit(&mut mm, 0, &chain(1, 3));
+    let a = assignments(&d).remove(0);
+    let black_hole = a.operator;
+    let t = a.accept_by_ms;
+    // Not accepted in time: the task goes to another operator, which takes it (now busy).
+    let b = assignments(&mm.tick(t)).remove(0);
+    assert_ne!(b.operator, black_hole);
+    mm.handle(t + 1, accept(&b, t + 1));
+    // The next workflow's candidates: the black hole and one never tried. Before the black
+    // hole's timeout counted against it, both looked alike and the black hole could win.
+    let mut w = chain(1, 3);
+    w.name = "next".into();
+    let (_, d) = submit(&mut mm, t + 2, &w);
+    let c = assignments(&d).remove(0);
+    assert_ne!(c.operator, b.operator, "that one is busy");
+    assert_ne!(
+        c.operator, black_hole,
+        "offered to the operator that accepts nothing"
+    );
+}
