@@ -190,11 +190,57 @@ impl Drop for AnvilInstance {
 }
 
 fn free_port() -> Result<u16, ChainError> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?;
-    let port = l
-        .local_addr()
-        .map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?
-        .port();
-    Ok(port)
+    free_loopback_port().map_err(|e| ChainError::Anvil(format!("no free port: {e}")))
+}
+
+/// A free TCP port on loopback, for a process started a moment later (anvil, a devnet node).
+///
+/// Not `bind(0)`'s pick: within one process two picks never repeat (a counter walks the range),
+/// so tests spawning anvils in parallel threads cannot be handed the same port, where the
+/// second anvil failed to bind while its readiness check reached the first one's, and two
+/// tests shared a chain (seen: a transaction of one failing in the middle of another). Taken
+/// below the kernel's ephemeral range (32768+ on Linux), since a port `bind(0)` hands out is
+/// also what outgoing connections get, which can take it before the process binds it. Spread
+/// by pid so concurrent processes rarely collide; falls back to `bind(0)`.
+pub fn free_loopback_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = std::process::id().wrapping_mul(7_919);
+    for _ in 0..64 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + base.wrapping_add(n.wrapping_mul(97)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_picked_in_parallel_threads_never_repeat() {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    (0..50)
+                        .map(|_| free_loopback_port().unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<u16> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let picked = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), picked, "a port was handed out twice");
+        assert!(all.iter().all(|&p| p < 32_768), "below the ephemeral range");
+    }
 }

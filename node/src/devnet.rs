@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use proofmesh_protocol::Keypair;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -182,25 +182,11 @@ impl DevnetState {
     }
 }
 
-/// A free TCP port on loopback, for a node started a moment later. Taken below the kernel's
-/// ephemeral range (32768+ on Linux): a port the kernel handed out for `bind(0)` is also what it
-/// hands to outgoing connections, which can take it before the node binds it (seen: a demo's
-/// gateway failing with "address already in use"). Falls back to `bind(0)`.
+/// A free TCP port on loopback, for a node started a moment later (seen with `bind(0)`'s pick:
+/// a demo's gateway failing with "address already in use"); shared with the chain's anvil, so
+/// one process never hands out a port twice.
 pub fn free_port() -> Result<u16> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    // Spread over the range by pid and a counter, so concurrent devnets rarely collide.
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    let base = std::process::id().wrapping_mul(7_919);
-    for _ in 0..64 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (LOW + base.wrapping_add(n.wrapping_mul(97)) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(proofmesh_chain::anvil::free_loopback_port()?)
 }
 
 /// Whether a process is still running (and not a zombie).
