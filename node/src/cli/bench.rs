@@ -15,7 +15,7 @@ use proofmesh_node::store::{TaskState, WorkflowState};
 use proofmesh_operator::{OperatorConfig, ProgramSpec};
 use proofmesh_protocol::messages::Capacity;
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::Domain;
+use proofmesh_protocol::{Domain, Keypair, PublicKey};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -102,7 +102,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         network_id: 9_999,
         chain_id: 31337,
     };
-    let mm_opts = bench_node(&root.path().join("mm"), domain).with_test_matchmaker();
+    let (mm_opts, matchmaker) = bench_matchmaker(&root.path().join("mm"), domain);
     let mm = Node::spawn(mm_opts)
         .await
         .context("starting the matchmaker node")?;
@@ -119,10 +119,18 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
                 domain,
                 &boot,
                 args.queue_depth,
+                matchmaker,
             )?);
             continue;
         }
-        let o = builtin_operator_node(&dir, domain, &boot, args.slots, args.queue_depth);
+        let o = builtin_operator_node(
+            &dir,
+            domain,
+            &boot,
+            args.slots,
+            args.queue_depth,
+            matchmaker,
+        );
         operators.push(Node::spawn(o).await.context("starting an operator node")?);
     }
     // Wait until the operators are connected and have heartbeated.
@@ -284,6 +292,7 @@ impl OperatorProcess {
         domain: Domain,
         bootstrap: &[String],
         queue_depth: usize,
+        matchmaker: PublicKey,
     ) -> anyhow::Result<OperatorProcess> {
         use proofmesh_node::config::{NodeConfig, RolesSection};
         std::fs::create_dir_all(dir)?;
@@ -298,6 +307,7 @@ impl OperatorProcess {
         cfg.network.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
         cfg.network.bootstrap = bootstrap.to_vec();
         cfg.network.network_id = domain.network_id;
+        cfg.network.matchmakers = vec![matchmaker.to_hex()];
         cfg.chain.chain_id = domain.chain_id;
         cfg.rpc.enabled = false;
         cfg.metrics.enabled = false;
@@ -337,14 +347,29 @@ impl Drop for OperatorProcess {
 /// with the network's production timings, so that a benchmark does not pay test-only chatter
 /// a deployment would not (gossipsub heartbeats every 100 ms and a kademlia bootstrap every
 /// 5 s on every node: with 33 nodes on 2 cores that alone took a fifth of the CPU).
-pub(crate) fn bench_node(dir: &std::path::Path, domain: Domain) -> NodeOptions {
+pub(crate) fn bench_node(
+    dir: &std::path::Path,
+    domain: Domain,
+    matchmaker: PublicKey,
+) -> NodeOptions {
     let mut o = NodeOptions::test(dir, domain);
+    // Configured as a deployment is: only the bench's matchmaker's decisions count.
+    o.trusted_matchmakers = vec![matchmaker];
     let production = NetworkConfig::new(domain);
     o.network.gossip = production.gossip;
     o.network.kad_bootstrap_interval = production.kad_bootstrap_interval;
     o.network.publish_retry_interval = production.publish_retry_interval;
     o.rpc = None;
     o
+}
+
+/// Options for the benchmarks' matchmaker node, with its key (which every node trusts).
+pub(crate) fn bench_matchmaker(dir: &std::path::Path, domain: Domain) -> (NodeOptions, PublicKey) {
+    let key = Keypair::generate();
+    let mut o = bench_node(dir, domain, key.public()).with_test_matchmaker();
+    let public = key.public();
+    o.keypair = Some(key);
+    (o, public)
 }
 
 /// Options for an in-process operator node that runs the operator crate's built-in `noop` and
@@ -356,8 +381,9 @@ pub(crate) fn builtin_operator_node(
     bootstrap: &[Multiaddr],
     slots: u32,
     queue_depth: usize,
+    matchmaker: PublicKey,
 ) -> NodeOptions {
-    let mut o = bench_node(dir, domain);
+    let mut o = bench_node(dir, domain, matchmaker);
     o.network.bootstrap = bootstrap.to_vec();
     let builtin = |name: &str| ProgramSpec::Builtin {
         builtin: name.into(),

@@ -265,8 +265,7 @@ struct Net {
 impl Net {
     async fn start(operators: u32, slots: u32, queue_depth: usize) -> anyhow::Result<Net> {
         let root = tempfile::tempdir().context("temp dir")?;
-        let mm_opts =
-            super::bench::bench_node(&root.path().join("mm"), DOMAIN).with_test_matchmaker();
+        let (mm_opts, matchmaker) = super::bench::bench_matchmaker(&root.path().join("mm"), DOMAIN);
         let mm = Node::spawn(mm_opts)
             .await
             .context("starting the matchmaker node")?;
@@ -279,6 +278,7 @@ impl Net {
                 &boot,
                 slots,
                 queue_depth,
+                matchmaker,
             );
             ops.push(Some(
                 Node::spawn(o).await.context("starting an operator node")?,
