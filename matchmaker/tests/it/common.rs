@@ -3,8 +3,8 @@
 use proofmesh_matchmaker::sim::{honest_output, sim_task, zk_pipeline};
 use proofmesh_matchmaker::{Config, Decision, Event, Matchmaker};
 use proofmesh_protocol::messages::{
-    Acceptance, Assignment, Capacity, FailureCause, GpuInfo, OperatorAdvert, SignedResult,
-    TaskFailure, TaskResult,
+    Acceptance, Assignment, Capacity, FailureCause, GpuInfo, Heartbeat, OperatorAdvert,
+    SignedResult, TaskFailure, TaskResult,
 };
 use proofmesh_protocol::{ContentId, Keypair, Program, Workflow, WorkflowId};
 
@@ -98,6 +98,15 @@ pub fn assignments(ds: &[Decision]) -> Vec<Assignment> {
             _ => None,
         })
         .collect()
+}
+
+/// `k`'s operator heartbeating at `at_ms`, running nothing it tells of.
+pub fn heartbeat(k: &Keypair, at_ms: u64) -> Event {
+    Event::Heartbeat(Heartbeat {
+        operator: k.public(),
+        at_ms,
+        running: vec![],
+    })
 }
 
 /// The operator of `a` declaring its attempt failed with `cause`.

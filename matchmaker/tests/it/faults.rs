@@ -37,14 +37,7 @@ fn result_timeout_reassigns_and_emits_missed_deadline_evidence() {
     // Keep both operators alive.
     for t in [90, 180, 270, 360] {
         for i in 1..=2 {
-            mm.handle(
-                t,
-                Event::Heartbeat(proofmesh_protocol::messages::Heartbeat {
-                    operator: key(i).public(),
-                    at_ms: t,
-                    running: vec![],
-                }),
-            );
+            mm.handle(t, heartbeat(&key(i), t));
         }
     }
     let d = mm.tick(a.deadline_ms);
@@ -262,16 +255,8 @@ fn a_task_refused_again_and_again_backs_off_doubling() {
             )
         ))
         .is_empty());
-        let alive = |mm: &mut proofmesh_matchmaker::Matchmaker, t: u64| {
-            mm.handle(
-                t,
-                Event::Heartbeat(proofmesh_protocol::messages::Heartbeat {
-                    operator: key(1).public(),
-                    at_ms: t,
-                    running: vec![],
-                }),
-            )
-        };
+        let alive =
+            |mm: &mut proofmesh_matchmaker::Matchmaker, t: u64| mm.handle(t, heartbeat(&key(1), t));
         // Timers fire on any input: what a heartbeat's handling decides counts too.
         let mut early = alive(&mut mm, now + expected - 1);
         early.extend(mm.tick(now + expected - 1));

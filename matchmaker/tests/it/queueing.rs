@@ -3,7 +3,6 @@
 use crate::common::*;
 use proofmesh_matchmaker::sim::sim_task;
 use proofmesh_matchmaker::{Decision, Event, Matchmaker, SlashEvidence};
-use proofmesh_protocol::messages::Heartbeat;
 use proofmesh_protocol::{Resources, Workflow};
 
 fn cpu_tasks(n: u32, gpu: u32) -> Workflow {
@@ -113,14 +112,7 @@ fn queued_tasks_of_an_operator_that_goes_down_move_to_another() {
     let mut t = 50;
     let mut moved = 0;
     while t <= 350 {
-        let d = mm.handle(
-            t,
-            Event::Heartbeat(Heartbeat {
-                operator: key(2).public(),
-                at_ms: t,
-                running: vec![],
-            }),
-        );
+        let d = mm.handle(t, heartbeat(&key(2), t));
         moved += assignments(&d)
             .iter()
             .filter(|x| x.operator == key(2).public() && x.attempt == 2)

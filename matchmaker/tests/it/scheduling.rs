@@ -1,6 +1,5 @@
 use crate::common::*;
-use proofmesh_matchmaker::{Decision, Event, Matchmaker};
-use proofmesh_protocol::messages::Heartbeat;
+use proofmesh_matchmaker::{Decision, Matchmaker};
 use std::collections::BTreeSet;
 
 #[test]
@@ -82,14 +81,7 @@ fn an_operator_that_stops_heartbeating_is_presumed_down_and_its_task_moves() {
     // Only the other operator keeps heartbeating.
     let mut moved = None;
     for t in (100..=400).step_by(100) {
-        let d = mm.handle(
-            t,
-            Event::Heartbeat(Heartbeat {
-                operator: other.public(),
-                at_ms: t,
-                running: vec![],
-            }),
-        );
+        let d = mm.handle(t, heartbeat(&other, t));
         if let Some(n) = assignments(&d).into_iter().next() {
             assert!(d.iter().any(
                 |x| matches!(x, Decision::Cancel { operator, .. } if *operator == a.operator)
