@@ -288,8 +288,10 @@ impl MatchmakerRole {
             return;
         };
         let client = sh.client.clone();
-        // The fetched output is a copy (the verdict is what is logged): stored lazily.
-        let store = sh.store.lazy().unbatched();
+        // Stored durably with the verdict's batch (the sync before it is announced): an
+        // operator that only operates keeps its outputs lazily (`runtime::copies_only`), so an
+        // accepted output must not depend on the operator's disk.
+        let store = sh.store.unbatched();
         let verified = sh.verified_results.clone();
         sh.spawn(async move {
             let verdict = verify::precheck(&client, &store, &verified, &task, &result).await;

@@ -70,6 +70,18 @@ pub(crate) fn options(dir: &Path, role: Role, bootstrap: &[Multiaddr]) -> NodeOp
     }
 }
 
+/// The sum of a metric's samples (every label set) in a node's Prometheus registry.
+pub(crate) fn metric(handle: &NodeHandle, name: &str) -> f64 {
+    let mut text = String::new();
+    let registry = handle.registry();
+    let registry = registry.lock().expect("registry lock");
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics encode");
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 struct Member {
     name: String,
     role: Role,
@@ -361,7 +373,7 @@ async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
     // (catch-up sync, outcome only).
     let workflow = sleep_workflow("happy", 6, 150, 1);
     let n = workflow.tasks.len();
-    let id = gw.submit(workflow).await.expect("submit accepted");
+    let id = gw.submit(workflow.clone()).await.expect("submit accepted");
     // Stored before the acknowledgement.
     assert!(gw.store().has_workflow(&id).expect("store readable"));
 
@@ -408,6 +420,34 @@ async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
                 held.keys().collect::<Vec<_>>()
             );
         }
+    }
+    // An operator-only node's per-task writes are copies of the matchmakers' record and never
+    // wait for an fsync (runtime `copies_only`): it syncs once, for the workflow's definition.
+    // The matchmakers sync before announcing, and hold every accepted output themselves (the
+    // precheck's copy, durable with the verdict).
+    for m in cluster.running().filter(|m| m.role == Role::Operator) {
+        let syncs = metric(
+            m.handle.as_ref().expect("up"),
+            "proofmesh_store_sync_seconds_count",
+        );
+        assert_eq!(syncs, 1.0, "{} syncs for the workflow only", m.name);
+    }
+    let keys = [cluster.get("mm1").key(), cluster.get("mm2").key()];
+    let active = active_matchmaker(&routing_key(&id, &workflow), &keys).expect("two matchmakers");
+    let active = cluster
+        .running()
+        .find(|m| m.role == Role::Matchmaker && m.key() == active)
+        .expect("the active matchmaker runs");
+    for (task, r) in gw.store().results(&id).expect("readable") {
+        assert!(
+            active
+                .api()
+                .store()
+                .has_blob(&r.result.output)
+                .expect("readable"),
+            "{} holds task {task}'s output",
+            active.name
+        );
     }
     let mut seen = BTreeMap::new();
     drain_done(&mut progress, &mut seen);

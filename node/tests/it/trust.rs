@@ -4,10 +4,10 @@
 //! that node is the control showing the forgery did arrive. An operator refuses an untrusted
 //! matchmaker's assignment and says why.
 
-use crate::cluster::{options, Role, DOMAIN};
+use crate::cluster::{metric, options, Role, DOMAIN};
 use prometheus_client::registry::Registry;
 use proofmesh_node::network::{self, NetworkConfig, PublishOutcome, Topic};
-use proofmesh_node::runtime::{Node, NodeHandle};
+use proofmesh_node::runtime::Node;
 use proofmesh_protocol::messages::{SignedResult, TaskResult, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, Resources};
@@ -15,17 +15,6 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn metric(handle: &NodeHandle, name: &str) -> f64 {
-    let mut text = String::new();
-    let registry = handle.registry();
-    let registry = registry.lock().expect("registry lock");
-    prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics encode");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -61,6 +61,19 @@ async fn builtin_noop_and_sleep() {
         panic!("{:?}", report.outcome)
     };
     assert!(signed.result.finished_ms >= signed.result.started_ms + 20);
+    // Shorter than the part slept on a blocking thread, and never short either.
+    let report = fx
+        .operator
+        .run(
+            spec("sleep", &["--ms", "2"], vec![], Duration::from_secs(1)),
+            fx.lease(vec![]),
+            Default::default(),
+        )
+        .await;
+    let Outcome::Completed(signed) = report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert!(signed.result.finished_ms >= signed.result.started_ms + 2);
 
     let report = fx
         .operator
