@@ -251,6 +251,9 @@ fn list_schedule(
 // ---------------------------------------------------------------------------------------------
 // An in-process network.
 
+/// How long no connection may change before a network counts as settled.
+const QUIET: Duration = Duration::from_secs(2);
+
 const DOMAIN: Domain = Domain {
     network_id: 9_998,
     chain_id: 31337,
@@ -293,11 +296,44 @@ impl Net {
         }
         // Adverts and first heartbeats reach the matchmaker.
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        Ok(Net {
+        let net = Net {
             _root: root,
             mm,
             operators: ops,
-        })
+        };
+        net.settle().await?;
+        Ok(net)
+    }
+
+    /// Wait until no node's connections change for [`QUIET`]: the measurement starts on a
+    /// settled network, not during the joining nodes' discovery. Every node that joins makes
+    /// the others' Kademlia bootstrap again (libp2p-kad bootstraps on each new routing-table
+    /// entry), and a freshly started 33-node network on 2 cores spent seconds dialing,
+    /// handshaking and answering lookups: 17% of the CPU of the 32-operator run was
+    /// `libp2p_kad`, and the run right after startup measured 0.64 against 0.83 settled.
+    /// Joining is what it costs once per node in a deployment, not per task.
+    async fn settle(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = None;
+        let mut since = Instant::now();
+        loop {
+            let mut links = self.mm.peers().await?.len();
+            for op in self.operators.iter().flatten() {
+                links += op.peers().await?.len();
+            }
+            if last != Some(links) {
+                last = Some(links);
+                since = Instant::now();
+            } else if since.elapsed() >= QUIET {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the network did not settle in 60 s ({links} connection ends, still changing)"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Submit `workflow` and wait for it to complete; the makespan from submission.
