@@ -67,6 +67,9 @@ struct Inflight {
     accepted: Option<Acceptance>,
     /// A result that arrived while we were a follower, judged on takeover.
     pending_result: Option<SignedResult>,
+    /// The operator reported a result: what it held for this attempt is released already
+    /// (`Event::ResultArrived`), though the attempt stays in flight until the result is judged.
+    freed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -417,6 +420,17 @@ impl State {
                 slashed,
             } => self.reputation(operator, completed, failed, slashed),
             Event::Matchmakers(live) => self.matchmakers(live, checker),
+            Event::ResultArrived {
+                workflow,
+                task,
+                attempt,
+                operator,
+            } => {
+                self.seen(&operator);
+                if let Some((w, i)) = self.current(&workflow, task, attempt, &operator) {
+                    self.free_operator(w, i);
+                }
+            }
             Event::Assigned(a) => self.observed_assignment(a),
             Event::Verdict(v) => self.observed_verdict(v),
             Event::Cancelled {
@@ -935,22 +949,34 @@ impl State {
     }
 
     fn release_inflight(&mut self, w: u32, i: u32) -> Option<Box<Inflight>> {
-        let inf = self.wfs[w as usize].tasks[i as usize].inflight.take()?;
+        self.free_operator(w, i);
+        self.wfs[w as usize].tasks[i as usize].inflight.take()
+    }
+
+    /// Give back what the operator of (w, i)'s attempt holds for it in this view (once).
+    fn free_operator(&mut self, w: u32, i: u32) {
         let c = self.wfs[w as usize].tasks[i as usize].class;
         let res = self.classes[c as usize].res;
-        let op = &mut self.ops[inf.op as usize];
-        if inf.reserved {
+        let Some(inf) = self.wfs[w as usize].tasks[i as usize].inflight.as_mut() else {
+            return;
+        };
+        if inf.freed {
+            return;
+        }
+        inf.freed = true;
+        let (o, reserved) = (inf.op, inf.reserved);
+        let op = &mut self.ops[o as usize];
+        if reserved {
             op.release(&res, &inf.gpus);
         } else {
             op.unreserved = op.unreserved.saturating_sub(1);
         }
         op.tasks.remove(&(w, i));
         // A down operator starts nothing more: its queue is being taken back.
-        if inf.reserved && op.up {
-            self.reserve_deferred(inf.op);
+        if reserved && op.up {
+            self.reserve_deferred(o);
         }
-        self.refresh_op(inf.op);
-        Some(inf)
+        self.refresh_op(o);
     }
 
     /// Held attempts without a reservation take it as soon as room appears: tasks queued on
@@ -1361,6 +1387,7 @@ impl State {
             deadline: a.deadline_ms,
             accepted: None,
             pending_result: None,
+            freed: false,
         }));
         if active {
             self.timers
@@ -1642,6 +1669,7 @@ impl State {
             deadline,
             accepted: None,
             pending_result: None,
+            freed: false,
         }));
         self.timers
             .insert((accept_by, TimerKind::AcceptBy, w, i, a.attempt));

@@ -71,6 +71,21 @@ pub enum Event {
         /// Why.
         reason: AttemptCause,
     },
+    /// An operator's result arrived, before it is checked (appended variant: earlier encodings
+    /// are unchanged). The operator has finished the attempt, so what it held in this view (a
+    /// running slot or a queue place) is free for the next task while the result is checked:
+    /// checking a proof, or waiting for the durable commit before the verdict, does not idle
+    /// the prover. The attempt itself stays in flight until [`Event::Result`].
+    ResultArrived {
+        /// Workflow.
+        workflow: WorkflowId,
+        /// Task.
+        task: TaskIndex,
+        /// Attempt.
+        attempt: u32,
+        /// Operator that sent it.
+        operator: PublicKey,
+    },
 }
 
 /// An output of [`crate::Matchmaker::handle`]: something the node must send or record.

@@ -1111,6 +1111,13 @@ impl Sim {
             gpus: run.gpus,
         };
         let signed = SignedResult::sign(&self.ops[o].key, result);
+        // As a node does: the operator's slot is freed on arrival, the result judged after.
+        self.broadcast(Event::ResultArrived {
+            workflow: wf,
+            task,
+            attempt,
+            operator,
+        });
         self.broadcast(Event::Result(signed));
     }
 

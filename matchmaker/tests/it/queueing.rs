@@ -197,3 +197,47 @@ fn an_advertised_task_limit_caps_what_runs_and_the_rest_queues() {
     assert_eq!(assignments(&d).len(), 1, "one place freed in the queue");
     mm.check_invariants().expect("invariants");
 }
+
+#[test]
+fn a_result_frees_its_operators_place_before_it_is_judged_and_only_once() {
+    // One operator, 4 cores, no queue: of 7 tasks 4 run and 3 wait with the matchmaker.
+    let mut mm = queueing(1, 0, 0);
+    let (_, d) = submit(&mut mm, 0, &cpu_tasks(7, 0));
+    let a = assignments(&d);
+    assert_eq!(a.len(), 4, "{d:?}");
+    let arrived = |x: &proofmesh_protocol::messages::Assignment, from: u8| Event::ResultArrived {
+        workflow: x.workflow,
+        task: x.task,
+        attempt: x.attempt,
+        operator: key(from).public(),
+    };
+    // Another operator's word frees nothing.
+    assert!(assignments(&mm.handle(5, arrived(&a[0], 9))).is_empty());
+    // The holder's result is in, not yet judged: its core takes the next task meanwhile.
+    let next = assignments(&mm.handle(10, arrived(&a[0], 1)));
+    assert_eq!(next.len(), 1, "the freed core is used at once");
+    assert!(!next[0].queued);
+    mm.check_invariants().expect("invariants");
+    // Judged: accepted, and the place it held is not given back a second time.
+    let d = mm.handle(12, result_for(&a[0], &key(1), 1, 10, true));
+    assert!(d.iter().any(|x| matches!(x, Decision::Verdict(_))), "{d:?}");
+    assert!(assignments(&d).is_empty(), "freed twice: {d:?}");
+    mm.check_invariants().expect("invariants");
+    // A result that fails its check after arriving: the task goes back to be placed again
+    // (on the core its own arrival freed), still without freeing anything twice.
+    let next2 = assignments(&mm.handle(20, arrived(&a[1], 1)));
+    assert_eq!(next2.len(), 1);
+    let d = mm.handle(22, forged_result(&a[1], &key(1)));
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::Slash(SlashEvidence::InvalidResult { .. }))),
+        "{d:?}"
+    );
+    assert!(assignments(&d).is_empty(), "freed twice: {d:?}");
+    assert_eq!(
+        mm.ready_len(),
+        2,
+        "the rejected task waits to be placed again"
+    );
+    mm.check_invariants().expect("invariants");
+}

@@ -65,6 +65,12 @@ fn attempt_of(event: &Event) -> Option<AttemptKey> {
         Event::Acceptance(a) => Some((a.workflow, a.task, a.attempt)),
         Event::Result(r) => Some((r.result.workflow, r.result.task, r.result.attempt)),
         Event::Failure(f) => Some((f.workflow, f.task, f.attempt)),
+        Event::ResultArrived {
+            workflow,
+            task,
+            attempt,
+            ..
+        } => Some((*workflow, *task, *attempt)),
         _ => None,
     }
 }
@@ -255,8 +261,15 @@ impl MatchmakerRole {
                     let overhead = now.saturating_sub(at).saturating_sub(compute);
                     sh.metrics.task_overhead.observe(overhead as f64 / 1000.0);
                 }
+                let arrived = Event::ResultArrived {
+                    workflow: r.result.workflow,
+                    task: r.result.task,
+                    attempt: r.result.attempt,
+                    operator: r.result.operator,
+                };
                 self.spawn_precheck(sh, view, r);
-                return Vec::new();
+                // The operator's slot is free now; the result becomes an event once checked.
+                return self.feed(sh, now, arrived, None);
             }
             Message::MatchmakerAnnounce(a) => {
                 let new = self.live.insert(sender, now).is_none();
