@@ -261,15 +261,32 @@ impl MatchmakerRole {
                     let overhead = now.saturating_sub(at).saturating_sub(compute);
                     sh.metrics.task_overhead.observe(overhead as f64 / 1000.0);
                 }
-                let arrived = Event::ResultArrived {
-                    workflow: r.result.workflow,
-                    task: r.result.task,
-                    attempt: r.result.attempt,
-                    operator: r.result.operator,
-                };
+                // A proof's check (verifying it) can take longer than the next task: free the
+                // operator's place now rather than idle the prover meanwhile. Other checks end
+                // within a millisecond and the verdict then shares the next assignment's
+                // durable commit; freeing early there split them into two commits per task
+                // (1-slot sleep overhead P50 +0.35 ms, P99 +0.8 ms, for +1.5% pipeline).
+                let arrived = view
+                    .workflows
+                    .get(&r.result.workflow)
+                    .and_then(|wf| {
+                        wf.tasks
+                            .get(r.result.task as usize)
+                            .map(verify::is_proof_task)
+                    })
+                    .unwrap_or(false)
+                    .then_some(Event::ResultArrived {
+                        workflow: r.result.workflow,
+                        task: r.result.task,
+                        attempt: r.result.attempt,
+                        operator: r.result.operator,
+                    });
                 self.spawn_precheck(sh, view, r);
-                // The operator's slot is free now; the result becomes an event once checked.
-                return self.feed(sh, now, arrived, None);
+                // The result becomes an event once checked.
+                return match arrived {
+                    Some(event) => self.feed(sh, now, event, None),
+                    None => Vec::new(),
+                };
             }
             Message::MatchmakerAnnounce(a) => {
                 let new = self.live.insert(sender, now).is_none();
