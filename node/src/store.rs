@@ -676,6 +676,11 @@ impl Store {
         now_ms: u64,
     ) -> Result<(WorkflowId, bool), StoreError> {
         let id = submission.workflow.id();
+        // Known already (gossip and a matchmaker's push both bring it): no write, so nothing
+        // for a deferred handle to sync.
+        if self.has_workflow(&id)? {
+            return Ok((id, false));
+        }
         self.write(|tx| {
             let new = {
                 let mut wf = tx.open_table(WORKFLOWS)?;

@@ -199,10 +199,6 @@ impl View {
             tracing::warn!(error = %e, "dropping an invalid workflow submission");
             return None;
         }
-        // Known already (gossip and a matchmaker's push both bring it): nothing to write.
-        if matches!(sh.store.has_workflow(&s.workflow.id()), Ok(true)) {
-            return Some(false);
-        }
         // Durable before anything about it is announced, on every node (an operator-only
         // node's other writes are lazy: `runtime::copies_only`); once per workflow.
         let (id, new) = match sh.store.deferred().put_workflow(s, now) {
