@@ -1449,6 +1449,20 @@ impl State {
             }
             self.timers.pop_first();
             let (_, kind, w, i, attempt) = timer;
+            // A missed deadline is slashed even when others finished the workflow before it
+            // passed: the operator accepted the work and did not deliver it.
+            if kind == TimerKind::Evidence {
+                if let Some((acceptance, deadline_ms)) = self.evidence.remove(&(w, i, attempt)) {
+                    self.emit(
+                        w,
+                        Decision::Slash(SlashEvidence::MissedDeadline {
+                            acceptance,
+                            deadline_ms,
+                        }),
+                    );
+                }
+                continue;
+            }
             let wf = &self.wfs[w as usize];
             if !wf.active || wf.phase != Phase::Running {
                 continue;
@@ -1485,18 +1499,7 @@ impl State {
                         self.make_ready(w, i);
                     }
                 }
-                TimerKind::Evidence => {
-                    if let Some((acceptance, deadline_ms)) = self.evidence.remove(&(w, i, attempt))
-                    {
-                        self.emit(
-                            w,
-                            Decision::Slash(SlashEvidence::MissedDeadline {
-                                acceptance,
-                                deadline_ms,
-                            }),
-                        );
-                    }
-                }
+                TimerKind::Evidence => {} // handled above
                 TimerKind::AcceptBy | TimerKind::Deadline => {
                     let Some(inf) = wf.tasks.get(i as usize).and_then(|s| s.inflight.as_ref())
                     else {

@@ -177,6 +177,38 @@ fn operator_down_holding_accepted_work_is_slashed_at_the_deadline_unless_it_deli
 }
 
 #[test]
+fn operator_down_holding_accepted_work_is_slashed_even_when_the_workflow_finished_first() {
+    // Others finishing the workflow before the deadline do not excuse the one that accepted
+    // the work and vanished (e2e: the survivor finished in under the task timeout).
+    let mut mm = with_operators(2, 1);
+    let (id, d) = submit(&mut mm, 0, &chain(1, 3));
+    let a = assignments(&d).remove(0);
+    mm.handle(1, accept(&a, 1));
+    let d = mm.handle(2, Event::OperatorDown(a.operator));
+    let b = assignments(&d).remove(0);
+    mm.handle(3, accept(&b, 3));
+    let d = mm.handle(4, result_for(&b, &keypair_of(&b, 2), 3, 4, true));
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::WorkflowCompleted { .. })),
+        "{d:?}"
+    );
+    assert_eq!(mm.is_finished(&id), Some(true));
+    assert!(b.deadline_ms > 4 && a.deadline_ms > 4);
+    let d = mm.tick(a.deadline_ms);
+    let slashed: Vec<_> = d
+        .iter()
+        .filter_map(|x| match x {
+            Decision::Slash(SlashEvidence::MissedDeadline { acceptance, .. }) => {
+                Some(acceptance.operator)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slashed, vec![a.operator], "{d:?}");
+}
+
+#[test]
 fn operator_losses_do_not_use_up_attempts_but_have_their_own_budget() {
     // A one-attempt task survives its operators going down (churn is not the task's fault)...
     let cfg = Config {
