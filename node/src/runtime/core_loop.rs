@@ -65,6 +65,8 @@ pub(crate) enum Internal {
     Checked {
         result: proofmesh_protocol::messages::SignedResult,
         verdict: super::verify::CheckVerdict,
+        /// The output, fetched and not stored yet (see `verify::Checked`).
+        fetched: Option<(proofmesh_protocol::ContentId, Vec<u8>)>,
     },
     /// An operator attempt ended.
     AttemptDone {
@@ -245,18 +247,22 @@ impl Core {
     /// core waits for it, but the runtime's worker threads stay free for the network and
     /// every other task meanwhile.
     async fn commit(&mut self) {
-        // Before any wait: an open batch holds the store's write lock.
-        if let Err(e) = self.sh.store.end_batch() {
-            tracing::error!(error = %e, "store batch commit failed");
-        }
-        if (!self.outbox.is_empty() || self.progress.holds_durable()) && self.sh.store.needs_sync()
-        {
+        let announces = !self.outbox.is_empty() || self.progress.holds_durable();
+        if !announces || !self.sh.store.needs_sync() {
+            // Nothing to make durable first: end the batch at once (it holds the store's
+            // write lock).
+            if let Err(e) = self.sh.store.end_batch() {
+                tracing::error!(error = %e, "store batch commit failed");
+            }
+        } else {
+            // The batch's own commit is the durable one (one commit, one fsync).
             let started = std::time::Instant::now();
             let store = self.sh.store.clone();
-            let result = match tokio::task::spawn_blocking(move || store.sync_if_needed()).await {
+            let result = match tokio::task::spawn_blocking(move || store.end_batch_durably()).await
+            {
                 Ok(result) => result,
-                // The blocking pool is gone (runtime shutting down): sync here.
-                Err(_) => self.sh.store.sync_if_needed(),
+                // The blocking pool is gone (runtime shutting down): commit here.
+                Err(_) => self.sh.store.end_batch_durably(),
             };
             match result {
                 Ok(true) => self
@@ -538,7 +544,19 @@ impl Core {
                     self.on_message(envelope.sender, message, Origin::Remote);
                 }
             }
-            Internal::Checked { result, verdict } => {
+            Internal::Checked {
+                result,
+                verdict,
+                fetched,
+            } => {
+                // Stored durably with the verdict's batch (its sync comes before the verdict is
+                // announced): an operator that only operates keeps its outputs lazily
+                // (`runtime::copies_only`), so an accepted output must not depend on its disk.
+                if let Some((id, bytes)) = fetched {
+                    if let Err(e) = self.sh.store.put_blob_expected(&id, &bytes) {
+                        tracing::error!(error = %e, "cannot store a checked output");
+                    }
+                }
                 let now = self.sh.now();
                 if let Some(decisions) = self
                     .mm

@@ -308,21 +308,26 @@ impl MatchmakerRole {
                 .verified_results
                 .verify(&result)
                 .map_err(|e| format!("bad result signature: {e}"));
-            let _ = internal.send(Internal::Checked { result, verdict });
+            let _ = internal.send(Internal::Checked {
+                result,
+                verdict,
+                fetched: None,
+            });
             return;
         };
         let client = sh.client.clone();
-        // Stored durably with the verdict's batch (the sync before it is announced): an
-        // operator that only operates keeps its outputs lazily (`runtime::copies_only`), so an
-        // accepted output must not depend on the operator's disk.
         let store = sh.store.unbatched();
         let verified = sh.verified_results.clone();
         sh.spawn(async move {
-            let verdict = verify::precheck(&client, &store, &verified, &task, &result).await;
-            if let Err(reason) = &verdict {
+            let checked = verify::precheck(&client, &store, &verified, &task, &result).await;
+            if let Err(reason) = &checked.verdict {
                 tracing::warn!(task = %task.name, operator = %result.result.operator, %reason, "result failed its check");
             }
-            let _ = internal.send(Internal::Checked { result, verdict });
+            let _ = internal.send(Internal::Checked {
+                result,
+                verdict: checked.verdict,
+                fetched: checked.fetched,
+            });
         });
     }
 

@@ -8,7 +8,7 @@
 //! reproduces every decision exactly, without refetching or reverifying anything.
 
 use crate::network::{peer_id_of, Client};
-use crate::store::Store;
+use crate::store::{Store, INLINE_BLOB_MAX};
 use proofmesh_matchmaker::ResultChecker;
 use proofmesh_protocol::messages::SignedResult;
 use proofmesh_protocol::{ContentId, SignatureError, Task, Workflow};
@@ -106,22 +106,48 @@ impl ResultChecker for RecordedChecker {
     }
 }
 
+/// A precheck's outcome: the verdict, and the output's bytes when they were fetched and are
+/// small enough to live inside the store's database (`store::INLINE_BLOB_MAX`). The core
+/// stores those with the verdict's own batch: one commit, not one more beside it. Larger
+/// outputs (files, fsynced on their own) are stored by the precheck itself.
+pub struct Checked {
+    pub verdict: CheckVerdict,
+    pub fetched: Option<(ContentId, Vec<u8>)>,
+}
+
 /// Check a result fully: the operator's signature, the output fetched (from the operator, else
-/// any peer) and stored with a matching blake3 hash and size, and for proving programs a valid
-/// proof. Returns the verdict; never panics on hostile input.
+/// any peer) with a matching blake3 hash and size, and for proving programs a valid proof.
+/// Never panics on hostile input.
 pub async fn precheck(
     client: &Client,
     store: &Store,
     verified: &VerifiedResults,
     task: &Task,
     result: &SignedResult,
+) -> Checked {
+    let mut fetched = None;
+    let verdict = check(client, store, verified, task, result, &mut fetched).await;
+    Checked { verdict, fetched }
+}
+
+async fn check(
+    client: &Client,
+    store: &Store,
+    verified: &VerifiedResults,
+    task: &Task,
+    result: &SignedResult,
+    fetched: &mut Option<(ContentId, Vec<u8>)>,
 ) -> CheckVerdict {
     verified
         .verify(result)
         .map_err(|e| format!("bad result signature: {e}"))?;
     let id = result.result.output;
     let bytes = match fetch_or_load(client, store, result).await {
-        Ok(bytes) => bytes,
+        Ok(Output::Stored(bytes)) => bytes,
+        Ok(Output::Fetched(bytes)) => {
+            *fetched = Some((id, bytes.clone()));
+            bytes
+        }
         Err(e) => return Err(format!("output {} unavailable: {e}", id.short())),
     };
     if bytes.len() as u64 != result.result.output_bytes {
@@ -143,22 +169,32 @@ pub async fn precheck(
     Ok(())
 }
 
-/// The output bytes: from the local store if present, else fetched and stored (verified
-/// against the id by the network layer and again by the store).
+/// Where an output's bytes came from.
+enum Output {
+    /// In the local store (found there, or too large to hand over and stored at once).
+    Stored(Vec<u8>),
+    /// Fetched from a peer (hash checked), small, not stored yet: the caller stores them.
+    Fetched(Vec<u8>),
+}
+
+/// The output bytes: from the local store if present, else fetched (verified against the id
+/// by the network layer and again here); fetched bytes too large to live inside the database
+/// are stored here.
 async fn fetch_or_load(
     client: &Client,
     store: &Store,
     result: &SignedResult,
-) -> Result<Vec<u8>, String> {
+) -> Result<Output, String> {
     let id = result.result.output;
-    let local = {
+    // An index lookup (microseconds, no blocking-pool hop): the output is rarely here.
+    if store.has_blob(&id).unwrap_or(false) {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.blob(&id))
+        let local = tokio::task::spawn_blocking(move || store.blob(&id))
             .await
-            .map_err(|e| e.to_string())?
-    };
-    if let Ok(Some(bytes)) = local {
-        return Ok(bytes);
+            .map_err(|e| e.to_string())?;
+        if let Ok(Some(bytes)) = local {
+            return Ok(Output::Stored(bytes));
+        }
     }
     let operator = peer_id_of(&result.result.operator);
     let bytes = match client.fetch_blob(operator, id).await {
@@ -169,14 +205,17 @@ async fn fetch_or_load(
             .await
             .map_err(|e| format!("{first}; then: {e}"))?,
     };
+    if ContentId::of_bytes(&bytes) != id {
+        return Err("fetched bytes do not hash to the output id".into());
+    }
+    if bytes.len() <= INLINE_BLOB_MAX {
+        return Ok(Output::Fetched(bytes));
+    }
     let store = store.clone();
     let stored = bytes.clone();
-    let ok = tokio::task::spawn_blocking(move || store.put_blob_expected(&id, &stored))
+    tokio::task::spawn_blocking(move || store.put_blob_expected(&id, &stored))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    if !ok {
-        return Err("fetched bytes do not hash to the output id".into());
-    }
-    Ok(bytes)
+    Ok(Output::Stored(bytes))
 }

@@ -548,9 +548,21 @@ fn batched_writes_share_one_transaction_until_the_batch_ends() {
         batch.put_blob(b"third").unwrap();
         batch.sync().unwrap();
         assert!(!store.needs_sync());
+        // The batch's own commit can be the durable one; with nothing pending it syncs nothing.
+        assert!(!batch.end_batch_durably().unwrap());
+        batch.put_blob(b"fourth").unwrap();
+        assert!(store.needs_sync());
+        assert!(batch.end_batch_durably().unwrap());
+        assert!(!store.needs_sync());
+        assert!(store.has_blob(&ContentId::of_bytes(b"fourth")).unwrap());
+        // A deferred write outside the batch, and no batch open: an ordinary sync.
+        store.deferred().put_blob(b"fifth").unwrap();
+        assert!(batch.end_batch_durably().unwrap());
+        assert!(!store.needs_sync());
     }
     let store = Store::open(dir.path()).unwrap();
     assert!(store.has_workflow(&id).unwrap());
     assert!(store.has_blob(&ContentId::of_bytes(b"third")).unwrap());
+    assert!(store.has_blob(&ContentId::of_bytes(b"fifth")).unwrap());
     assert_eq!(store.task(&id, 1).unwrap().state, TaskState::Ready);
 }
