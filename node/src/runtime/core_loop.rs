@@ -185,6 +185,9 @@ pub(crate) struct Core {
     /// Per operator, what was already pushed to it over its current connection (a task's
     /// inputs are often another task's too: the witness feeds every leaf).
     pushed: HashMap<PublicKey, Pushed>,
+    /// The last workflow whose submission was pushed, with its sealed push (`None`: too big
+    /// to push); see [`Core::submission_push`].
+    submission_push: Option<(WorkflowId, Option<Envelope>)>,
 }
 
 /// A timer that never fires when the role is off.
@@ -234,6 +237,7 @@ impl Core {
             last_discovery: None,
             connected: 0,
             pushed: HashMap::new(),
+            submission_push: None,
         }
     }
 
@@ -866,22 +870,27 @@ impl Core {
         else {
             return;
         };
-        let mut chunks: Vec<Vec<_>> = vec![Vec::new()];
-        let mut budget = catch_up::REPLY_BUDGET;
-        let pushed = self.pushed.entry(a.operator).or_default();
-        let mut submissions = Vec::new();
-        if !pushed.contains(&(a.workflow, WHOLE_WORKFLOW)) {
-            if let Ok(Some(record)) = self.sh.store.workflow(&a.workflow) {
+        if !self
+            .pushed
+            .entry(a.operator)
+            .or_default()
+            .contains(&(a.workflow, WHOLE_WORKFLOW))
+        {
+            if let Some(push) = self.submission_push(&a.workflow) {
                 // Decided once per connection: a workflow too big to push travels by gossip
-                // and catch-up only, and is not read and measured again for every assignment.
-                pushed.insert((a.workflow, WHOLE_WORKFLOW));
-                let size = proofmesh_protocol::encoding::encode(&record.submission).len();
-                if size <= budget {
-                    budget -= size;
-                    submissions.push(record.submission);
+                // and catch-up only.
+                self.pushed
+                    .entry(a.operator)
+                    .or_default()
+                    .insert((a.workflow, WHOLE_WORKFLOW));
+                if let Some(envelope) = push {
+                    self.send_direct(&a.operator, envelope);
                 }
             }
         }
+        let mut chunks: Vec<Vec<_>> = vec![Vec::new()];
+        let mut budget = catch_up::REPLY_BUDGET;
+        let pushed = self.pushed.entry(a.operator).or_default();
         for dep in deps {
             if pushed.contains(&(a.workflow, dep)) {
                 continue;
@@ -905,13 +914,8 @@ impl Core {
             budget = budget.saturating_sub(size);
             chunks.last_mut().expect("one chunk at least").push(result);
         }
-        for (k, accepted) in chunks.into_iter().enumerate() {
-            let submissions = if k == 0 {
-                std::mem::take(&mut submissions)
-            } else {
-                Vec::new()
-            };
-            if accepted.is_empty() && submissions.is_empty() {
+        for accepted in chunks {
+            if accepted.is_empty() {
                 continue;
             }
             let push = Message::SyncReply(SyncReply {
@@ -921,12 +925,40 @@ impl Core {
                     failed: None,
                     completed: false,
                 }],
-                submissions,
+                submissions: Vec::new(),
                 more: false,
             });
             let envelope = self.seal(&push);
             self.send_direct(&a.operator, envelope);
         }
+    }
+
+    /// The push of a workflow's submission: `None` when the store does not hold it,
+    /// `Some(None)` when it is too big to push. One sealed envelope serves every operator
+    /// (it names no recipient, and each node takes a `(sender, nonce)` once): reading,
+    /// encoding and signing a 512-task submission again for each of 32 operators cost the
+    /// matchmaker ~0.9 ms apiece in the batch that assigns the first wave.
+    fn submission_push(&mut self, id: &WorkflowId) -> Option<Option<Envelope>> {
+        let now = self.sh.now();
+        if let Some((cached, envelope)) = &self.submission_push {
+            // Resealed once half its lifetime is gone, so no receiver finds it expired.
+            let fresh = envelope
+                .as_ref()
+                .is_none_or(|e| e.expires_at_ms.saturating_sub(now) > self.sh.ttl_ms / 2);
+            if cached == id && fresh {
+                return Some(envelope.clone());
+            }
+        }
+        let record = self.sh.store.workflow(id).ok().flatten()?;
+        let push = Message::SyncReply(SyncReply {
+            workflows: Vec::new(),
+            submissions: vec![record.submission],
+            more: false,
+        });
+        let envelope = self.seal(&push);
+        let envelope = (envelope.payload.len() <= catch_up::REPLY_BUDGET).then_some(envelope);
+        self.submission_push = Some((*id, envelope.clone()));
+        Some(envelope)
     }
 
     // ---- catch-up sync (see `catch_up`) ---------------------------------------------------------
