@@ -373,7 +373,8 @@ impl Net {
 /// same host here), in ms after the submission.
 struct Run {
     makespan: Duration,
-    /// When the last accepted attempt started: how long the first wave took to be placed.
+    /// When the last accepted attempt started (with one round of tasks: how long the first
+    /// wave took to be placed).
     last_start_ms: f64,
     /// When the last accepted attempt finished; the rest of the makespan is the last
     /// results' trip back, their checks and the verdicts' commit.
@@ -550,7 +551,8 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     for (p, t) in &results {
         line.push_str(&format!(" efficiency_{p}={:.4}", t1 / t));
     }
-    // Where the excess over the ideal sits: placing the first wave, or judging the last.
+    // Where the excess over the ideal sits: before the last attempt starts, or after the last
+    // one finishes (its trip back, its check and the verdict's commit).
     for (p, last_start, after_last_finish) in &phases {
         line.push_str(&format!(
             " last_start_{p}_ms={last_start:.0} after_last_finish_{p}_ms={after_last_finish:.0}"
