@@ -870,19 +870,16 @@ impl Core {
         else {
             return;
         };
+        let whole = (a.workflow, WHOLE_WORKFLOW);
         if !self
             .pushed
-            .entry(a.operator)
-            .or_default()
-            .contains(&(a.workflow, WHOLE_WORKFLOW))
+            .get(&a.operator)
+            .is_some_and(|p| p.contains(&whole))
         {
             if let Some(push) = self.submission_push(&a.workflow) {
                 // Decided once per connection: a workflow too big to push travels by gossip
                 // and catch-up only.
-                self.pushed
-                    .entry(a.operator)
-                    .or_default()
-                    .insert((a.workflow, WHOLE_WORKFLOW));
+                self.pushed.entry(a.operator).or_default().insert(whole);
                 if let Some(envelope) = push {
                     self.send_direct(&a.operator, envelope);
                 }
