@@ -1044,6 +1044,15 @@ impl Store {
     }
 
     fn blob_entry(&self, id: &ContentId) -> Result<Option<BlobEntry>, StoreError> {
+        let read = |v: Option<redb::AccessGuard<'_, &[u8]>>| match v {
+            Some(v) => Ok(Some(dec("blob", v.value())?)),
+            None => Ok(None),
+        };
+        // Through the open batch, if any: it may hold the blob, and ending it early for a
+        // read would cost a commit.
+        if let Some(r) = self.in_batch(|tx| read(tx.open_table(BLOBS)?.get(id.0)?)) {
+            return r;
+        }
         let tx = self.begin_read()?;
         match tx.open_table(BLOBS)?.get(id.0)? {
             Some(v) => Ok(Some(dec("blob", v.value())?)),

@@ -25,7 +25,6 @@ use crate::executor::{
 use crate::lease::Lease;
 use crate::result::{now_ms, sign_result, task_failure, Produced};
 use proofmesh_protocol::messages::FailureCause;
-use proofmesh_protocol::ContentId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -107,17 +106,22 @@ async fn precise_sleep(d: Duration) {
 /// wheel's lateness (one tick, plus a park rounded up to the next).
 const PRECISE_TAIL: Duration = Duration::from_millis(3);
 
-/// The output of a built-in: blake3 of a tag, the program name, its args and its input ids, so
-/// outputs differ per task and depend on the inputs.
-pub fn builtin_output(builtin: Builtin, args: &[String], inputs: &[ContentId]) -> [u8; 32] {
+/// The output of a built-in: blake3 of a tag, the program name, the task's workflow and index,
+/// its args and its input ids. So, as with a real prover, every task has its own output (the
+/// 512 identical leaves of a `count = 512` group too, which would otherwise share one blob and
+/// skip every transfer a real workflow pays for), a retry reproduces it, and it depends on the
+/// inputs.
+pub fn builtin_output(builtin: Builtin, spec: &TaskSpec) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
-    h.update(b"proofmesh/builtin-output/v1\0");
+    h.update(b"proofmesh/builtin-output/v2\0");
     h.update(builtin.name().as_bytes());
-    for arg in args {
+    h.update(&spec.workflow.0);
+    h.update(&spec.task.to_le_bytes());
+    for arg in &spec.args {
         h.update(&(arg.len() as u64).to_le_bytes());
         h.update(arg.as_bytes());
     }
-    for id in inputs {
+    for id in &spec.inputs {
         h.update(&id.0);
     }
     *h.finalize().as_bytes()
@@ -180,7 +184,7 @@ pub(crate) async fn run_builtin(
     }
     let t1 = Instant::now();
     let finished_ms = now_ms();
-    let bytes = builtin_output(builtin, &spec.args, &spec.inputs);
+    let bytes = builtin_output(builtin, spec);
     let outcome = match inner.blobs.put(&bytes) {
         Ok(output) => {
             let produced = Produced {
@@ -540,12 +544,42 @@ mod tests {
 
     #[test]
     fn builtin_output_depends_on_everything() {
+        use proofmesh_protocol::ContentId;
         let id = ContentId::of_bytes(b"x");
-        let base = builtin_output(Builtin::Noop, &[], &[id]);
-        assert_ne!(base, builtin_output(Builtin::Sleep, &[], &[id]));
-        assert_ne!(base, builtin_output(Builtin::Noop, &["a".into()], &[id]));
-        assert_ne!(base, builtin_output(Builtin::Noop, &[], &[]));
-        assert_eq!(base, builtin_output(Builtin::Noop, &[], &[id]));
+        let spec = |task: u32, args: &[&str], inputs: Vec<ContentId>| TaskSpec {
+            workflow: ContentId::of_bytes(b"wf"),
+            task,
+            name: format!("t[{task}]"),
+            attempt: 1,
+            program: proofmesh_protocol::Program {
+                name: "noop".into(),
+                version: "1".into(),
+            },
+            args: args.iter().map(|a| a.to_string()).collect(),
+            inputs,
+            timeout: Duration::from_secs(1),
+        };
+        let base = builtin_output(Builtin::Noop, &spec(0, &[], vec![id]));
+        assert_ne!(
+            base,
+            builtin_output(Builtin::Sleep, &spec(0, &[], vec![id]))
+        );
+        assert_ne!(
+            base,
+            builtin_output(Builtin::Noop, &spec(0, &["a"], vec![id]))
+        );
+        assert_ne!(base, builtin_output(Builtin::Noop, &spec(0, &[], vec![])));
+        assert_ne!(base, builtin_output(Builtin::Noop, &spec(1, &[], vec![id])));
+        let mut other_workflow = spec(0, &[], vec![id]);
+        other_workflow.workflow = ContentId::of_bytes(b"other");
+        assert_ne!(base, builtin_output(Builtin::Noop, &other_workflow));
+        let mut retry = spec(0, &[], vec![id]);
+        retry.attempt = 2;
+        assert_eq!(
+            base,
+            builtin_output(Builtin::Noop, &retry),
+            "a retry reproduces it"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use proofmesh_protocol::{encoding, ContentId, Domain, Envelope, Message};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use super::attachments::{self, SharedAttachments, MAX_ATTACHMENT_BYTES};
 use super::blob::{BlobAssembler, BlobError, BlobRequest, BlobResponse};
 use super::topics::Topic;
 use super::validation;
@@ -30,7 +31,17 @@ pub(crate) enum Protocol {
     Blob,
 }
 
-/// The answer on `/proofmesh/direct/1`, encoded canonically.
+/// A request on `/proofmesh/direct/2`, encoded canonically: an envelope's wire bytes and,
+/// beside it (outside what is signed), blobs it names: a result's output, or the outputs of
+/// the results an input push carries. Each must hash to an output id the envelope names or is
+/// dropped on arrival ([`super::attachments`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DirectRequest {
+    pub envelope: Vec<u8>,
+    pub attachments: Vec<Vec<u8>>,
+}
+
+/// The answer on `/proofmesh/direct/2`, encoded canonically.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum DirectWire {
     Ack,
@@ -91,6 +102,7 @@ pub struct Client {
     blob_chunk_bytes: usize,
     max_blob_bytes: u64,
     verified: validation::SharedVerified,
+    attachments: SharedAttachments,
 }
 
 impl std::fmt::Debug for Client {
@@ -107,9 +119,11 @@ impl Client {
         local_peer_id: PeerId,
         config: &NetworkConfig,
         verified: validation::SharedVerified,
+        attachments: SharedAttachments,
     ) -> Self {
         Client {
             verified,
+            attachments,
             commands,
             local_peer_id,
             domain: config.domain,
@@ -186,7 +200,13 @@ impl Client {
         peer: PeerId,
         envelope: &Envelope,
     ) -> Result<Option<(Envelope, Message)>, NetworkError> {
-        self.send_direct_in_order(peer, envelope).await
+        self.send_direct_in_order(peer, envelope, Vec::new()).await
+    }
+
+    /// Output bytes that arrived attached to a direct result (already checked to hash to
+    /// `id`), taken so that the check of that result needs no fetch.
+    pub fn take_attachment(&self, id: &ContentId) -> Option<Vec<u8>> {
+        attachments::lock(&self.attachments).take(id)
     }
 
     /// [`Self::send_direct`], but the request is handed to the network before this returns,
@@ -194,14 +214,34 @@ impl Client {
     /// assignment, a running task's assignment ahead of a queued one); the returned future
     /// only waits for the answer. Under backpressure (the command queue full) the hand-over
     /// moves into the future and the order is no longer promised.
+    ///
+    /// `attachments`: blobs the envelope names, sent beside it (each at most
+    /// [`MAX_ATTACHMENT_BYTES`], all within the message limit; the rest are left off and
+    /// fetched as usual).
     pub fn send_direct_in_order(
         &self,
         peer: PeerId,
         envelope: &Envelope,
+        attachments: Vec<Vec<u8>>,
     ) -> impl std::future::Future<Output = Result<Option<(Envelope, Message)>, NetworkError>>
            + Send
            + 'static {
-        let data = envelope.to_bytes();
+        let wire = envelope.to_bytes();
+        let mut room = self.max_message_bytes.saturating_sub(wire.len() + 16);
+        let attachments = attachments
+            .into_iter()
+            .filter(|a| {
+                let fits = a.len() <= MAX_ATTACHMENT_BYTES && a.len() + 8 <= room;
+                if fits {
+                    room -= a.len() + 8;
+                }
+                fits
+            })
+            .collect();
+        let data = encoding::encode(&DirectRequest {
+            envelope: wire,
+            attachments,
+        });
         let client = self.clone();
         let (reply, answer) = oneshot::channel();
         let mut early = None;

@@ -9,16 +9,17 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, Multiaddr, PeerId, Swarm};
-use proofmesh_protocol::encoding;
+use proofmesh_protocol::{encoding, ContentId, Message};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::attachments::{self, SharedAttachments};
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::blob::{BlobProvider, BlobRequest, BlobResponse};
-use super::client::{Command, DirectWire, OwnEnvelope, Protocol, PublishOutcome};
+use super::client::{Command, DirectRequest, DirectWire, OwnEnvelope, Protocol, PublishOutcome};
 use super::metrics::NetworkMetrics;
 use super::topics::Topic;
 use super::validation::{self, ReplayGuard, Seen, Via};
@@ -59,6 +60,7 @@ pub struct EventLoop {
     overflow: VecDeque<NetworkEvent>,
     kad_ready: bool,
     verified: validation::SharedVerified,
+    attachments: SharedAttachments,
 }
 
 impl EventLoop {
@@ -72,9 +74,11 @@ impl EventLoop {
         libp2p_metrics: libp2p::metrics::Metrics,
         bootstrap: Vec<Multiaddr>,
         verified: validation::SharedVerified,
+        attachments: SharedAttachments,
     ) -> Self {
         EventLoop {
             verified,
+            attachments,
             swarm,
             commands,
             events,
@@ -555,8 +559,20 @@ impl EventLoop {
     ) {
         let now = (self.config.clock)();
         let reject = |reason: String| encoding::encode(&DirectWire::Rejected(reason));
+        let request = match encoding::decode::<DirectRequest>(&request) {
+            Ok(request) => request,
+            Err(e) => {
+                self.metrics.direct("inbound", "undecodable");
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_response(channel, reject(format!("undecodable direct request: {e}")));
+                return;
+            }
+        };
         let checked = validation::check_cached(
-            &request,
+            &request.envelope,
             None,
             self.config.domain,
             now,
@@ -588,6 +604,9 @@ impl EventLoop {
                 .send_response(channel, reject(reason));
             return;
         }
+        if !request.attachments.is_empty() {
+            self.keep_attachments(&peer, &message, request.attachments);
+        }
         self.metrics.direct("inbound", "delivered");
         let (tx, rx) = oneshot::channel();
         self.answers.push(Box::pin(async move {
@@ -607,6 +626,32 @@ impl EventLoop {
             message,
             responder: DirectResponder { tx },
         });
+    }
+
+    /// Keep the blobs attached to a direct request for the work that will want them (a
+    /// result's check, a task's inputs), each only if it is an output the (already
+    /// validated) message names; anything else is dropped, and that work fetches as it would
+    /// have without an attachment.
+    fn keep_attachments(&mut self, peer: &PeerId, message: &Message, blobs: Vec<Vec<u8>>) {
+        let named: Vec<(ContentId, u64)> = match message {
+            Message::Result(r) => vec![(r.result.output, r.result.output_bytes)],
+            Message::SyncReply(reply) => reply
+                .workflows
+                .iter()
+                .flat_map(|u| &u.accepted)
+                .map(|r| (r.result.output, r.result.output_bytes))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for bytes in blobs {
+            let id = ContentId::of_bytes(&bytes);
+            if named.contains(&(id, bytes.len() as u64)) {
+                attachments::lock(&self.attachments).insert(id, bytes);
+            } else {
+                tracing::debug!(%peer, kind = ?message.kind(), "dropped a direct attachment the message does not name");
+                self.metrics.direct("inbound", "attachment_dropped");
+            }
+        }
     }
 
     fn on_blob(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {

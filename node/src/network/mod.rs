@@ -10,8 +10,9 @@
 //!   topic is rejected and the forwarding peer's score drops; a duplicate `(sender, nonce)` is
 //!   ignored. Message ids are blake3 of the bytes. A publish before any peer has subscribed is
 //!   queued and retried.
-//! - Direct request-response (`/proofmesh/direct/1`) for latency-critical envelopes (an
-//!   assignment to its operator, the acceptance back).
+//! - Direct request-response (`/proofmesh/direct/2`) for latency-critical envelopes (an
+//!   assignment to its operator, the acceptance back, a result to its matchmaker with a small
+//!   output attached beside the envelope: [`attachments`]).
 //! - Blobs (`/proofmesh/blob/1`): fetched by blake3 hash in chunks and verified on arrival
 //!   ([`blob`]); served from the node's [`BlobProvider`].
 //! - Metrics: the network's own counters plus libp2p's, in the node's shared registry.
@@ -19,6 +20,7 @@
 //! Identity: the libp2p key is the node's protocol key ([`identity`]), so a [`PeerId`] and a
 //! [`PublicKey`] convert both ways.
 
+pub mod attachments;
 mod behaviour;
 pub mod blob;
 mod client;
@@ -430,7 +432,14 @@ pub fn new(
     let (command_tx, command_rx) = mpsc::channel(1024);
     let (event_tx, event_rx) = mpsc::channel(config.event_buffer.max(1));
     let verified = validation::SharedVerified::default();
-    let client = Client::new(command_tx, local_peer_id, &config, verified.clone());
+    let attachments = attachments::SharedAttachments::default();
+    let client = Client::new(
+        command_tx,
+        local_peer_id,
+        &config,
+        verified.clone(),
+        attachments.clone(),
+    );
     let event_loop = EventLoop::new(
         swarm,
         command_rx,
@@ -440,6 +449,7 @@ pub fn new(
         libp2p_metrics,
         bootstrap,
         verified,
+        attachments,
     );
     Ok((client, event_rx, event_loop))
 }

@@ -47,6 +47,10 @@ const CATCH_UP_TICK: Duration = Duration::from_millis(250);
 /// in case that one is behind too.
 const CATCH_UP_PEERS: usize = 2;
 
+/// Longest a result's gossip copy waits for the direct copy to be answered (see
+/// `Core::emit_direct_first`).
+const GOSSIP_AFTER_DIRECT_MAX: Duration = Duration::from_millis(250);
+
 /// How often state written lazily (task-state views) is made durable when nothing else syncs.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -389,16 +393,60 @@ impl Core {
         envelope
     }
 
+    /// [`Self::emit`], but the envelope goes straight to `to` first (with `attachments` beside
+    /// it) and to gossip only once `to` answered or the send failed.
+    fn emit_direct_first(&mut self, message: Message, to: &PublicKey, attachments: Vec<Vec<u8>>) {
+        let envelope = self.seal(&message);
+        self.seen.insert(&envelope);
+        let publish = self.sh.publish.clone();
+        let gossip = envelope.clone();
+        match network::peer_id_of(to) {
+            Some(peer) => {
+                let sh = self.sh.clone();
+                self.after_commit(move || {
+                    let answer = sh.client.send_direct_in_order(peer, &envelope, attachments);
+                    let internal = sh.internal.clone();
+                    let (answered, waited) = tokio::sync::oneshot::channel();
+                    sh.spawn(async move {
+                        direct(answer, internal, peer).await;
+                        let _ = answered.send(());
+                    });
+                    // Bounded: a matchmaker that hangs must not hold back the copy its
+                    // standbys take over with.
+                    sh.spawn(async move {
+                        let _ = tokio::time::timeout(GOSSIP_AFTER_DIRECT_MAX, waited).await;
+                        let _ = publish.send(gossip);
+                    })
+                });
+            }
+            None => self.after_commit(move || {
+                let _ = publish.send(gossip);
+            }),
+        }
+        let me = self.sh.me;
+        self.on_message(me, message, Origin::Local);
+    }
+
     /// Send an envelope straight to `to` (an assignment, a cancellation, a result) once the
     /// batch is durable; an answering envelope is handled like any received message.
     pub fn send_direct(&mut self, to: &PublicKey, envelope: Envelope) {
+        self.send_direct_attached(to, envelope, Vec::new());
+    }
+
+    /// [`Self::send_direct`] with blobs the envelope names sent beside it.
+    fn send_direct_attached(
+        &mut self,
+        to: &PublicKey,
+        envelope: Envelope,
+        attachments: Vec<Vec<u8>>,
+    ) {
         let Some(peer) = network::peer_id_of(to) else {
             return;
         };
         let sh = self.sh.clone();
         // Handed to the network here, in batch order; only the wait for the answer is spawned.
         self.after_commit(move || {
-            let answer = sh.client.send_direct_in_order(peer, &envelope);
+            let answer = sh.client.send_direct_in_order(peer, &envelope, attachments);
             sh.spawn(direct(answer, sh.internal.clone(), peer))
         });
     }
@@ -574,25 +622,51 @@ impl Core {
                 if let Some(op) = &mut self.op {
                     op.finished(&key);
                 }
-                let matchmaker = self.assigned_by.remove(&key);
-                let envelope = match outcome {
+                let matchmaker = self.assigned_by.remove(&key).filter(|mm| *mm != self.sh.me);
+                let (message, output) = match outcome {
                     Outcome::Completed(result) => {
                         // Signed here: the verdict that carries it back needs no re-check.
                         self.sh.verified_results.insert_own(&result);
-                        self.emit(Message::Result(result))
+                        let output = match matchmaker {
+                            Some(_) => self.small_output(&result).into_iter().collect(),
+                            None => Vec::new(),
+                        };
+                        (Message::Result(result), output)
                     }
-                    Outcome::Failed(failure) => self.emit(Message::Failure(failure)),
+                    Outcome::Failed(failure) => (Message::Failure(failure), Vec::new()),
                     Outcome::Cancelled => return,
                 };
-                // Straight to the matchmaker waiting for it, without a gossip hop.
-                if let Some(mm) = matchmaker.filter(|mm| *mm != self.sh.me) {
-                    self.send_direct(&mm, envelope);
+                match matchmaker {
+                    // Straight to the matchmaker waiting for it, with a small output beside it so
+                    // that its check need not fetch it back from here; gossiped once that send is
+                    // answered, so the copy the matchmaker acts on is the one with the output.
+                    Some(mm) => self.emit_direct_first(message, &mm, output),
+                    None => {
+                        self.emit(message);
+                    }
                 }
             }
             Internal::DirectFailed { peer } => {
                 if let Some(key) = public_key_of(&peer) {
                     self.pushed.remove(&key);
                 }
+            }
+        }
+    }
+
+    /// A result's output when it is small enough to ride beside the direct result
+    /// ([`network::attachments::MAX_ATTACHMENT_BYTES`]); the attempt stored it already.
+    fn small_output(&self, result: &proofmesh_protocol::messages::SignedResult) -> Option<Vec<u8>> {
+        let r = &result.result;
+        if r.output_bytes > network::attachments::MAX_ATTACHMENT_BYTES as u64 {
+            return None;
+        }
+        // Not the batched handle: reading through it would end this batch early.
+        match self.sh.store.unbatched().blob(&r.output) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read an output to attach; the matchmaker will fetch it");
+                None
             }
         }
     }
@@ -915,6 +989,17 @@ impl Core {
             if accepted.is_empty() {
                 continue;
             }
+            // Small outputs ride along, so the operator need not fetch its inputs (from the
+            // operators that made them, often another one); its own it has already.
+            let outputs = accepted
+                .iter()
+                .filter(|r| {
+                    r.result.operator != a.operator
+                        && r.result.output_bytes
+                            <= network::attachments::MAX_ATTACHMENT_BYTES as u64
+                })
+                .filter_map(|r| self.sh.store.blob(&r.result.output).ok().flatten())
+                .collect();
             let push = Message::SyncReply(SyncReply {
                 workflows: vec![SyncUpdate {
                     workflow: a.workflow,
@@ -926,7 +1011,7 @@ impl Core {
                 more: false,
             });
             let envelope = self.seal(&push);
-            self.send_direct(&a.operator, envelope);
+            self.send_direct_attached(&a.operator, envelope, outputs);
         }
     }
 
@@ -991,7 +1076,7 @@ impl Core {
                 return;
             };
             for peer in catch_up_peers(peers, &matchmakers, round) {
-                let answer = sh.client.send_direct_in_order(peer, &envelope);
+                let answer = sh.client.send_direct_in_order(peer, &envelope, Vec::new());
                 sh.spawn(direct(answer, sh.internal.clone(), peer));
             }
         });

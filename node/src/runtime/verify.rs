@@ -196,6 +196,12 @@ async fn fetch_or_load(
             return Ok(Output::Stored(bytes));
         }
     }
+    // Attached to the direct result (checked against the id on arrival, and again below).
+    if let Some(bytes) = client.take_attachment(&id) {
+        if ContentId::of_bytes(&bytes) == id && bytes.len() <= INLINE_BLOB_MAX {
+            return Ok(Output::Fetched(bytes));
+        }
+    }
     let operator = peer_id_of(&result.result.operator);
     let bytes = match client.fetch_blob(operator, id).await {
         Ok(bytes) => bytes,

@@ -7,7 +7,7 @@ use proofmesh_node::network::{
     self, BlobChunk, BlobError, BlobProvider, Client, Clock, MemoryBlobProvider, Multiaddr,
     NetworkConfig, NetworkError, NetworkEvent, PeerId, PublishOutcome, Topic,
 };
-use proofmesh_protocol::messages::{Acceptance, Assignment, Heartbeat};
+use proofmesh_protocol::messages::{Acceptance, Assignment, Heartbeat, SignedResult, TaskResult};
 use proofmesh_protocol::{ContentId, Domain, Envelope, Keypair, Message, Resources};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -567,4 +567,104 @@ async fn blob_fetch_verifies_chunks_and_refuses_tampered_blobs() {
                 .all(|(_, e)| matches!(e, BlobError::NotFound(_))),
         "{err}"
     );
+}
+
+/// A result sealed by `operator` naming `output` as its output.
+fn result_naming(operator: &Keypair, output: &[u8], nonce: u64) -> Envelope {
+    let result = TaskResult {
+        workflow: ContentId::of_bytes(b"workflow"),
+        task: 3,
+        attempt: 1,
+        operator: operator.public(),
+        output: ContentId::of_bytes(output),
+        output_bytes: output.len() as u64,
+        started_ms: NOW_MS,
+        finished_ms: NOW_MS,
+        resources: Resources::default(),
+        gpus: vec![],
+    };
+    let msg = Message::Result(SignedResult::sign(operator, result));
+    Envelope::seal(operator, DOMAIN, &msg, nonce, FUTURE)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_result_keeps_the_output_it_names_and_drops_other_attachments() {
+    let mut matchmaker = spawn_node("matchmaker", vec![], |_| {}).await;
+    let operator = spawn_node("operator", vec![matchmaker.addr.clone()], |_| {}).await;
+    let mm_client = matchmaker.client.clone();
+    let peer = network::peer_id_of(&matchmaker.keypair.public()).expect("ed25519 key");
+    let server = tokio::spawn(async move {
+        while let Some(event) = matchmaker.events.recv().await {
+            if let NetworkEvent::DirectRequest { responder, .. } = event {
+                responder.ack();
+            }
+        }
+    });
+    let output = b"the output".to_vec();
+    let stranger = b"bytes the result does not name".to_vec();
+
+    let request = result_naming(&operator.keypair, &output, 1);
+    let answer = timeout(
+        WAIT,
+        operator.client.send_direct_in_order(
+            peer,
+            &request,
+            vec![stranger.clone(), output.clone()],
+        ),
+    )
+    .await
+    .expect("answer in time");
+    assert!(matches!(answer, Ok(None)), "{answer:?}");
+    // Kept by the receiving network before the request was delivered (and acknowledged).
+    assert_eq!(
+        mm_client.take_attachment(&ContentId::of_bytes(&output)),
+        Some(output.clone())
+    );
+    assert_eq!(
+        mm_client.take_attachment(&ContentId::of_bytes(&output)),
+        None,
+        "taken once"
+    );
+    assert_eq!(
+        mm_client.take_attachment(&ContentId::of_bytes(&stranger)),
+        None,
+        "an attachment the message does not name is dropped"
+    );
+
+    // Bytes whose length differs from the signed size are not the output either, and a
+    // message that names no output (an assignment) keeps nothing.
+    let claims_longer = {
+        let mut r = result_naming(&operator.keypair, &output, 2);
+        if let Ok(Message::Result(mut signed)) = r.open(DOMAIN, NOW_MS) {
+            signed.result.output_bytes += 1;
+            let signed = SignedResult::sign(&operator.keypair, signed.result);
+            r = Envelope::seal(
+                &operator.keypair,
+                DOMAIN,
+                &Message::Result(signed),
+                2,
+                FUTURE,
+            );
+        }
+        r
+    };
+    let answer = operator
+        .client
+        .send_direct_in_order(peer, &claims_longer, vec![output.clone()])
+        .await;
+    assert!(matches!(answer, Ok(None)), "{answer:?}");
+    let answer = operator
+        .client
+        .send_direct_in_order(
+            peer,
+            &assignment(&operator.keypair, &operator.keypair, 3),
+            vec![output.clone()],
+        )
+        .await;
+    assert!(matches!(answer, Ok(None)), "{answer:?}");
+    assert_eq!(
+        mm_client.take_attachment(&ContentId::of_bytes(&output)),
+        None
+    );
+    server.abort();
 }

@@ -20,19 +20,16 @@ async fn builtin_noop_and_sleep() {
         |_| {},
     );
     let input = fx.blobs.put(b"dep output").unwrap();
+    let noop = spec("noop", &[], vec![input], Duration::from_secs(1));
     let report = fx
         .operator
-        .run(
-            spec("noop", &[], vec![input], Duration::from_secs(1)),
-            fx.lease(vec![]),
-            Default::default(),
-        )
+        .run(noop.clone(), fx.lease(vec![]), Default::default())
         .await;
     let Outcome::Completed(signed) = report.outcome else {
         panic!("{:?}", report.outcome)
     };
     signed.verify().unwrap();
-    let expected = builtin_output(Builtin::Noop, &[], &[input]);
+    let expected = builtin_output(Builtin::Noop, &noop);
     assert_eq!(signed.result.output, ContentId::of_bytes(&expected));
     assert_eq!(fx.blobs.get(&signed.result.output).unwrap(), expected);
 
