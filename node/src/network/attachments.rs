@@ -1,8 +1,9 @@
-//! Output bytes that arrived attached to a direct result, kept until the matchmaker's check
-//! takes them, so that check needs no blob fetch (a request-response round trip back to the
-//! operator, and on the operator a store read, per task).
+//! Blobs that arrived beside a direct message naming them, kept until the work that wants them
+//! takes them: a result's output for the matchmaker's check, the outputs of the dependency
+//! results an input push carries for the operator's task. Each saves a blob fetch (a
+//! request-response round trip, and a store read on the node that serves it).
 //!
-//! Only bytes that hash to the output id of the result they came with are kept (checked by the
+//! Only bytes that hash to an output id (and size) the message names are kept (checked by the
 //! event loop on arrival), and memory is bounded: at most [`MAX_ATTACHMENT_BYTES`] each and
 //! [`Attachments::BUDGET`] in all, the oldest forgotten first. A forgotten or never-taken
 //! attachment costs only the fetch it would have saved.
@@ -11,10 +12,10 @@ use proofmesh_protocol::ContentId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Largest output an operator attaches to its direct result; larger outputs are fetched.
+/// Largest blob sent beside a direct message; larger outputs are fetched.
 pub const MAX_ATTACHMENT_BYTES: usize = 64 * 1024;
 
-/// Attached outputs by content id, bounded in total size.
+/// Attached blobs by content id, bounded in total size.
 #[derive(Debug, Default)]
 pub struct Attachments {
     bytes: HashMap<ContentId, Vec<u8>>,
@@ -26,7 +27,7 @@ pub struct Attachments {
 pub type SharedAttachments = Arc<Mutex<Attachments>>;
 
 impl Attachments {
-    /// Most bytes kept at once (a matchmaker's checks take them within milliseconds).
+    /// Most bytes kept at once (they are taken within milliseconds of arriving).
     pub const BUDGET: usize = 16 * 1024 * 1024;
 
     /// Keep `bytes` (already checked to hash to `id`). Oversized ones are not kept.

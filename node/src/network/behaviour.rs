@@ -20,7 +20,7 @@ use super::NetworkConfig;
 /// Kademlia protocol name: private, so proofmesh peers never join the public IPFS DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/proofmesh/kad/1.0.0");
 /// Direct request-response for latency-critical envelopes (version 2: a request is an
-/// envelope plus an optional attachment, see `client::DirectRequest`).
+/// envelope plus the blobs it names sent beside it, see `client::DirectRequest`).
 pub const DIRECT_PROTOCOL: StreamProtocol = StreamProtocol::new("/proofmesh/direct/2");
 /// Chunked blob transfer.
 pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/proofmesh/blob/1");

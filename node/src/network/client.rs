@@ -203,8 +203,9 @@ impl Client {
         self.send_direct_in_order(peer, envelope, Vec::new()).await
     }
 
-    /// Output bytes that arrived attached to a direct result (already checked to hash to
-    /// `id`), taken so that the check of that result needs no fetch.
+    /// A blob that arrived beside a direct message naming it (already checked to hash to
+    /// `id`), taken so that whoever needs it (a result's check, a task's inputs) need not
+    /// fetch it.
     pub fn take_attachment(&self, id: &ContentId) -> Option<Vec<u8>> {
         attachments::lock(&self.attachments).take(id)
     }

@@ -11,8 +11,8 @@
 //!   ignored. Message ids are blake3 of the bytes. A publish before any peer has subscribed is
 //!   queued and retried.
 //! - Direct request-response (`/proofmesh/direct/2`) for latency-critical envelopes (an
-//!   assignment to its operator, the acceptance back, a result to its matchmaker with a small
-//!   output attached beside the envelope: [`attachments`]).
+//!   assignment to its operator, the acceptance back, a result to its matchmaker), with small
+//!   blobs the envelope names sent beside it (a result's output, a pushed input: [`attachments`]).
 //! - Blobs (`/proofmesh/blob/1`): fetched by blake3 hash in chunks and verified on arrival
 //!   ([`blob`]); served from the node's [`BlobProvider`].
 //! - Metrics: the network's own counters plus libp2p's, in the node's shared registry.

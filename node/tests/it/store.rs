@@ -534,6 +534,9 @@ fn batched_writes_share_one_transaction_until_the_batch_ends() {
         assert_eq!(batch.task(&id, 1).unwrap().state, TaskState::Ready);
         assert_eq!(batch.result(&id, 0).unwrap(), Some(result.clone()));
         assert!(batch.has_blob(&blob).unwrap());
+        assert_eq!(batch.blob(&blob).unwrap(), Some(b"batched blob".to_vec()));
+        // ... without ending the batch (a blob read through the open batch costs no commit).
+        assert!(!store.has_blob(&blob).unwrap());
         assert!(!store.has_workflow(&id).unwrap());
         assert!(store.deferred_writes() > before);
         assert!(store.needs_sync());
