@@ -7,7 +7,9 @@ use proofmesh_node::network::{
     self, BlobChunk, BlobError, BlobProvider, Client, Clock, MemoryBlobProvider, Multiaddr,
     NetworkConfig, NetworkError, NetworkEvent, PeerId, PublishOutcome, Topic,
 };
-use proofmesh_protocol::messages::{Acceptance, Assignment, Heartbeat, SignedResult, TaskResult};
+use proofmesh_protocol::messages::{
+    Acceptance, Assignment, Heartbeat, SignedResult, SyncReply, SyncUpdate, TaskResult,
+};
 use proofmesh_protocol::{ContentId, Domain, Envelope, Keypair, Message, Resources};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -588,7 +590,7 @@ fn result_naming(operator: &Keypair, output: &[u8], nonce: u64) -> Envelope {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_direct_result_keeps_the_output_it_names_and_drops_other_attachments() {
+async fn a_direct_message_keeps_the_outputs_it_names_and_drops_other_attachments() {
     let mut matchmaker = spawn_node("matchmaker", vec![], |_| {}).await;
     let operator = spawn_node("operator", vec![matchmaker.addr.clone()], |_| {}).await;
     let mm_client = matchmaker.client.clone();
@@ -664,6 +666,40 @@ async fn a_direct_result_keeps_the_output_it_names_and_drops_other_attachments()
     assert!(matches!(answer, Ok(None)), "{answer:?}");
     assert_eq!(
         mm_client.take_attachment(&ContentId::of_bytes(&output)),
+        None
+    );
+
+    // An input push (a sync reply) names the outputs of the results it carries.
+    let Ok(Message::Result(carried)) = request.open(DOMAIN, NOW_MS) else {
+        panic!("the result opens")
+    };
+    let push = Envelope::seal(
+        &operator.keypair,
+        DOMAIN,
+        &Message::SyncReply(SyncReply {
+            workflows: vec![SyncUpdate {
+                workflow: carried.result.workflow,
+                accepted: vec![carried],
+                failed: None,
+                completed: false,
+            }],
+            submissions: vec![],
+            more: false,
+        }),
+        4,
+        FUTURE,
+    );
+    let answer = operator
+        .client
+        .send_direct_in_order(peer, &push, vec![stranger.clone(), output.clone()])
+        .await;
+    assert!(matches!(answer, Ok(None)), "{answer:?}");
+    assert_eq!(
+        mm_client.take_attachment(&ContentId::of_bytes(&output)),
+        Some(output)
+    );
+    assert_eq!(
+        mm_client.take_attachment(&ContentId::of_bytes(&stranger)),
         None
     );
     server.abort();
