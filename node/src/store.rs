@@ -1044,20 +1044,17 @@ impl Store {
     }
 
     fn blob_entry(&self, id: &ContentId) -> Result<Option<BlobEntry>, StoreError> {
-        let read = |v: Option<redb::AccessGuard<'_, &[u8]>>| match v {
-            Some(v) => Ok(Some(dec("blob", v.value())?)),
-            None => Ok(None),
-        };
+        fn entry(v: Option<redb::AccessGuard<'_, &[u8]>>) -> Result<Option<BlobEntry>, StoreError> {
+            v.map(|v| dec("blob", v.value())).transpose()
+        }
         // Through the open batch, if any: it may hold the blob, and ending it early for a
         // read would cost a commit.
-        if let Some(r) = self.in_batch(|tx| read(tx.open_table(BLOBS)?.get(id.0)?)) {
+        if let Some(r) = self.in_batch(|tx| entry(tx.open_table(BLOBS)?.get(id.0)?)) {
             return r;
         }
         let tx = self.begin_read()?;
-        match tx.open_table(BLOBS)?.get(id.0)? {
-            Some(v) => Ok(Some(dec("blob", v.value())?)),
-            None => Ok(None),
-        }
+        let table = tx.open_table(BLOBS)?;
+        entry(table.get(id.0)?)
     }
 
     /// Whether the store holds blob `id`.

@@ -204,8 +204,7 @@ impl Client {
     }
 
     /// A blob that arrived beside a direct message naming it (already checked to hash to
-    /// `id`), taken so that whoever needs it (a result's check, a task's inputs) need not
-    /// fetch it.
+    /// `id`), taken once; [`Self::fetch_blob`] looks here first.
     pub fn take_attachment(&self, id: &ContentId) -> Option<Vec<u8>> {
         attachments::lock(&self.attachments).take(id)
     }
@@ -322,12 +321,16 @@ impl Client {
 
     /// Fetch blob `id` from `from`, or, if `None`, from each connected peer in turn until one
     /// returns bytes that hash to `id`. Lying or failing peers are skipped and reported in the
-    /// error if none succeeds.
+    /// error if none succeeds. A blob that already arrived beside a direct message naming it
+    /// ([`super::attachments`]) is taken instead, with no request.
     pub async fn fetch_blob(
         &self,
         from: Option<PeerId>,
         id: ContentId,
     ) -> Result<Vec<u8>, NetworkError> {
+        if let Some(bytes) = self.take_attachment(&id) {
+            return Ok(bytes);
+        }
         let candidates = match from {
             Some(peer) => vec![peer],
             None => self.peers().await?,

@@ -405,17 +405,17 @@ impl Core {
                 let sh = self.sh.clone();
                 self.after_commit(move || {
                     let answer = sh.client.send_direct_in_order(peer, &envelope, attachments);
-                    let internal = sh.internal.clone();
-                    let (answered, waited) = tokio::sync::oneshot::channel();
+                    let answered = direct(answer, sh.internal.clone(), peer);
                     sh.spawn(async move {
-                        direct(answer, internal, peer).await;
-                        let _ = answered.send(());
-                    });
-                    // Bounded: a matchmaker that hangs must not hold back the copy its
-                    // standbys take over with.
-                    sh.spawn(async move {
-                        let _ = tokio::time::timeout(GOSSIP_AFTER_DIRECT_MAX, waited).await;
+                        tokio::pin!(answered);
+                        // Bounded: a matchmaker that hangs must not hold back the copy its
+                        // standbys take over with.
+                        let waited =
+                            tokio::time::timeout(GOSSIP_AFTER_DIRECT_MAX, &mut answered).await;
                         let _ = publish.send(gossip);
+                        if waited.is_err() {
+                            answered.await;
+                        }
                     })
                 });
             }
@@ -628,7 +628,7 @@ impl Core {
                         // Signed here: the verdict that carries it back needs no re-check.
                         self.sh.verified_results.insert_own(&result);
                         let output = match matchmaker {
-                            Some(_) => self.small_output(&result).into_iter().collect(),
+                            Some(_) => self.attachable_output(&result).into_iter().collect(),
                             None => Vec::new(),
                         };
                         (Message::Result(result), output)
@@ -654,18 +654,20 @@ impl Core {
         }
     }
 
-    /// A result's output when it is small enough to ride beside the direct result
-    /// ([`network::attachments::MAX_ATTACHMENT_BYTES`]); the attempt stored it already.
-    fn small_output(&self, result: &proofmesh_protocol::messages::SignedResult) -> Option<Vec<u8>> {
+    /// A result's output when it is small enough to ride beside a direct message naming it
+    /// ([`network::attachments::MAX_ATTACHMENT_BYTES`]) and this node holds it.
+    fn attachable_output(
+        &self,
+        result: &proofmesh_protocol::messages::SignedResult,
+    ) -> Option<Vec<u8>> {
         let r = &result.result;
         if r.output_bytes > network::attachments::MAX_ATTACHMENT_BYTES as u64 {
             return None;
         }
-        // Not the batched handle: reading through it would end this batch early.
-        match self.sh.store.unbatched().blob(&r.output) {
+        match self.sh.store.blob(&r.output) {
             Ok(bytes) => bytes,
             Err(e) => {
-                tracing::debug!(error = %e, "cannot read an output to attach; the matchmaker will fetch it");
+                tracing::debug!(error = %e, "cannot read an output to attach; it will be fetched");
                 None
             }
         }
@@ -993,12 +995,8 @@ impl Core {
             // operators that made them, often another one); its own it has already.
             let outputs = accepted
                 .iter()
-                .filter(|r| {
-                    r.result.operator != a.operator
-                        && r.result.output_bytes
-                            <= network::attachments::MAX_ATTACHMENT_BYTES as u64
-                })
-                .filter_map(|r| self.sh.store.blob(&r.result.output).ok().flatten())
+                .filter(|r| r.result.operator != a.operator)
+                .filter_map(|r| self.attachable_output(r))
                 .collect();
             let push = Message::SyncReply(SyncReply {
                 workflows: vec![SyncUpdate {

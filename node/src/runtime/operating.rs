@@ -290,13 +290,7 @@ impl Attempt {
                 .values()
                 .find(|r| r.result.output == *id)
                 .and_then(|r| peer_id_of(&r.result.operator));
-            // Pushed beside its result by the matchmaker, or fetched.
-            let attached = self.client.take_attachment(id);
-            let fetched = match attached {
-                Some(bytes) => Ok(bytes),
-                None => self.client.fetch_blob(from, *id).await,
-            };
-            let bytes = match fetched {
+            let bytes = match self.client.fetch_blob(from, *id).await {
                 Ok(b) => b,
                 Err(first) => self
                     .client

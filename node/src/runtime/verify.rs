@@ -177,9 +177,9 @@ enum Output {
     Fetched(Vec<u8>),
 }
 
-/// The output bytes: from the local store if present, else fetched (verified against the id
-/// by the network layer and again here); fetched bytes too large to live inside the database
-/// are stored here.
+/// The output bytes: from the local store if present, else fetched (or taken as attached to
+/// the direct result; verified against the id by the network layer and again here); fetched
+/// bytes too large to live inside the database are stored here.
 async fn fetch_or_load(
     client: &Client,
     store: &Store,
@@ -194,12 +194,6 @@ async fn fetch_or_load(
             .map_err(|e| e.to_string())?;
         if let Ok(Some(bytes)) = local {
             return Ok(Output::Stored(bytes));
-        }
-    }
-    // Attached to the direct result (checked against the id on arrival, and again below).
-    if let Some(bytes) = client.take_attachment(&id) {
-        if ContentId::of_bytes(&bytes) == id && bytes.len() <= INLINE_BLOB_MAX {
-            return Ok(Output::Fetched(bytes));
         }
     }
     let operator = peer_id_of(&result.result.operator);
