@@ -394,7 +394,13 @@ pub fn new(
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(config.idle_connection_timeout)
+                // Every peer speaks every protocol we open streams for, so the opener sends its
+                // request with the protocol proposal instead of waiting a round trip for the
+                // listener to confirm it (a failed proposal still fails the stream).
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
 
     for t in &config.subscriptions {
