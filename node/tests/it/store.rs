@@ -569,3 +569,69 @@ fn batched_writes_share_one_transaction_until_the_batch_ends() {
     assert!(store.has_blob(&ContentId::of_bytes(b"fifth")).unwrap());
     assert_eq!(store.task(&id, 1).unwrap().state, TaskState::Ready);
 }
+
+#[test]
+fn a_lazy_handle_holds_small_blobs_until_the_next_sync_and_reads_see_them_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = vec![7u8; INLINE_BLOB_MAX + 1];
+    let (small, synced) = (b"an operator's output".to_vec(), b"synced output".to_vec());
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let lazy = store.lazy();
+        let id = lazy.put_blob(&small).unwrap();
+        assert_eq!(store.held_blob_bytes(), small.len());
+        // Every handle reads it at once: whole, in chunks, by presence.
+        assert!(store.has_blob(&id).unwrap());
+        assert_eq!(store.blob(&id).unwrap(), Some(small.clone()));
+        let chunk = store.blob_chunk(&id, 3, 5).unwrap().expect("held blob");
+        assert_eq!(
+            (chunk.total_len, chunk.data),
+            (small.len() as u64, small[3..8].to_vec())
+        );
+        // Putting it again holds it once; a file-sized blob is written through.
+        lazy.put_blob(&small).unwrap();
+        assert_eq!(store.held_blob_bytes(), small.len());
+        let big_id = lazy.put_blob(&big).unwrap();
+        assert_eq!(store.held_blob_bytes(), small.len());
+        assert_eq!(store.blob(&big_id).unwrap(), Some(big.clone()));
+        // The periodic flush writes held blobs, durably, and lets go of them.
+        assert!(store.flush().unwrap());
+        assert_eq!(store.held_blob_bytes(), 0);
+        assert_eq!(store.blob(&id).unwrap(), Some(small.clone()));
+        assert!(!store.flush().unwrap(), "nothing left to flush");
+        // Held and never synced: a lazy copy, gone with the process.
+        lazy.put_blob(&synced[..7]).unwrap();
+        store.sync().unwrap();
+        lazy.put_blob(&synced).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.blob(&ContentId::of_bytes(&small)).unwrap(),
+        Some(small)
+    );
+    assert!(store.has_blob(&ContentId::of_bytes(&synced[..7])).unwrap());
+    assert!(!store.has_blob(&ContentId::of_bytes(&synced)).unwrap());
+}
+
+#[test]
+fn held_blobs_are_bounded_and_past_the_bound_puts_write_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let lazy = store.lazy();
+    let per = INLINE_BLOB_MAX;
+    let fits = proofmesh_node::store::PENDING_BLOBS_MAX_BYTES / per;
+    let mut ids = Vec::new();
+    for i in 0..fits + 3 {
+        let mut bytes = vec![0u8; per];
+        bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        ids.push(lazy.put_blob(&bytes).unwrap());
+    }
+    assert_eq!(store.held_blob_bytes(), fits * per);
+    // Held or written, every one reads back.
+    for id in &ids {
+        assert!(store.has_blob(id).unwrap());
+    }
+    store.flush().unwrap();
+    assert_eq!(store.held_blob_bytes(), 0);
+    assert!(ids.iter().all(|id| store.has_blob(id).unwrap()));
+}
