@@ -39,7 +39,7 @@ pub const INLINE_BLOB_MAX: usize = 256 * 1024;
 
 /// Most bytes of small blobs a lazy handle holds in memory before a write (see
 /// [`Store::put_blob`]); past it, puts write through.
-pub const PENDING_BLOBS_MAX_BYTES: usize = 16 * 1024 * 1024;
+pub const HELD_BLOBS_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "store.redb";
@@ -345,12 +345,12 @@ struct Inner {
     /// The batch transaction batched handles write through, while one is open.
     batch: Mutex<Option<redb::WriteTransaction>>,
     /// Small blobs put through a lazy handle and not written yet (see [`Store::put_blob`]).
-    pending_blobs: Mutex<PendingBlobs>,
+    held_blobs: Mutex<HeldBlobs>,
 }
 
 /// Blobs held in memory until the next sync writes them, with their total size.
 #[derive(Default)]
-struct PendingBlobs {
+struct HeldBlobs {
     blobs: std::collections::HashMap<ContentId, Vec<u8>>,
     bytes: usize,
 }
@@ -461,7 +461,7 @@ impl Store {
                 lazy_unsynced: AtomicBool::new(false),
                 deferred_writes: AtomicU64::new(0),
                 batch: Mutex::new(None),
-                pending_blobs: Mutex::new(PendingBlobs::default()),
+                held_blobs: Mutex::new(HeldBlobs::default()),
             }),
             mode: Mode::Immediate,
             batched: false,
@@ -624,32 +624,34 @@ impl Store {
         tx.set_durability(redb::Durability::Immediate);
         // Held blobs are written here, and forgotten only once committed: a reader meanwhile
         // finds them in memory or on disk, never neither.
-        let written: Vec<(ContentId, Vec<u8>)> = self
-            .pending_blobs()
+        let written: Vec<(ContentId, usize, Vec<u8>)> = self
+            .held_blobs()
             .blobs
             .iter()
-            .map(|(id, bytes)| (*id, bytes.clone()))
+            .map(|(id, bytes)| {
+                let entry = encoding::encode(&BlobEntry::Inline(bytes.clone()));
+                (*id, bytes.len(), entry)
+            })
             .collect();
         if !written.is_empty() {
             let mut table = tx.open_table(BLOBS)?;
-            for (id, bytes) in &written {
-                let entry = encoding::encode(&BlobEntry::Inline(bytes.clone()));
+            for (id, _, entry) in &written {
                 table.insert(id.0, entry.as_slice())?;
             }
         }
         tx.commit()?;
-        let mut pending = self.pending_blobs();
-        for (id, bytes) in written {
-            if pending.blobs.remove(&id).is_some() {
-                pending.bytes -= bytes.len();
+        let mut held = self.held_blobs();
+        for (id, len, _) in written {
+            if held.blobs.remove(&id).is_some() {
+                held.bytes -= len;
             }
         }
         Ok(())
     }
 
-    fn pending_blobs(&self) -> MutexGuard<'_, PendingBlobs> {
+    fn held_blobs(&self) -> MutexGuard<'_, HeldBlobs> {
         self.inner
-            .pending_blobs
+            .held_blobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -667,7 +669,7 @@ impl Store {
     pub fn flush(&self) -> Result<bool, StoreError> {
         if !self.needs_sync()
             && !self.inner.lazy_unsynced.load(Ordering::Acquire)
-            && self.pending_blobs().blobs.is_empty()
+            && self.held_blobs().blobs.is_empty()
         {
             return Ok(false);
         }
@@ -1045,10 +1047,10 @@ impl Store {
     pub fn put_blob(&self, bytes: &[u8]) -> Result<ContentId, StoreError> {
         let id = ContentId::of_bytes(bytes);
         if self.mode == Mode::Lazy && bytes.len() <= INLINE_BLOB_MAX {
-            let mut pending = self.pending_blobs();
-            if pending.bytes + bytes.len() <= PENDING_BLOBS_MAX_BYTES {
-                if pending.blobs.insert(id, bytes.to_vec()).is_none() {
-                    pending.bytes += bytes.len();
+            let mut held = self.held_blobs();
+            if held.bytes + bytes.len() <= HELD_BLOBS_MAX_BYTES {
+                if held.blobs.insert(id, bytes.to_vec()).is_none() {
+                    held.bytes += bytes.len();
                 }
                 self.inner.lazy_unsynced.store(true, Ordering::Release);
                 return Ok(id);
@@ -1107,7 +1109,7 @@ impl Store {
         fn entry(v: Option<redb::AccessGuard<'_, &[u8]>>) -> Result<Option<BlobEntry>, StoreError> {
             v.map(|v| dec("blob", v.value())).transpose()
         }
-        if let Some(bytes) = self.pending_blobs().blobs.get(id) {
+        if let Some(bytes) = self.held_blobs().blobs.get(id) {
             return Ok(Some(BlobEntry::Inline(bytes.clone())));
         }
         // Through the open batch, if any: it may hold the blob, and ending it early for a
@@ -1122,12 +1124,12 @@ impl Store {
 
     /// Bytes of blobs a lazy handle holds in memory, not written yet (see [`Store::put_blob`]).
     pub fn held_blob_bytes(&self) -> usize {
-        self.pending_blobs().bytes
+        self.held_blobs().bytes
     }
 
     /// Whether the store holds blob `id`.
     pub fn has_blob(&self, id: &ContentId) -> Result<bool, StoreError> {
-        if self.pending_blobs().blobs.contains_key(id) {
+        if self.held_blobs().blobs.contains_key(id) {
             return Ok(true);
         }
         if let Some(r) = self.in_batch(|tx| Ok(tx.open_table(BLOBS)?.get(id.0)?.is_some())) {

@@ -619,7 +619,7 @@ fn held_blobs_are_bounded_and_past_the_bound_puts_write_through() {
     let store = Store::open(dir.path()).unwrap();
     let lazy = store.lazy();
     let per = INLINE_BLOB_MAX;
-    let fits = proofmesh_node::store::PENDING_BLOBS_MAX_BYTES / per;
+    let fits = proofmesh_node::store::HELD_BLOBS_MAX_BYTES / per;
     let mut ids = Vec::new();
     for i in 0..fits + 3 {
         let mut bytes = vec![0u8; per];
