@@ -1045,7 +1045,11 @@ impl Store {
     /// the next sync (the node flushes every 250 ms): a write transaction of its own per task
     /// output was ~5% of the pipeline's CPU. Reads see held blobs at once.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<ContentId, StoreError> {
-        let id = ContentId::of_bytes(bytes);
+        self.put_blob_as(ContentId::of_bytes(bytes), bytes)
+    }
+
+    /// [`Store::put_blob`] for bytes already known to hash to `id` (hashed once per put).
+    fn put_blob_as(&self, id: ContentId, bytes: &[u8]) -> Result<ContentId, StoreError> {
         if self.mode == Mode::Lazy && bytes.len() <= INLINE_BLOB_MAX {
             let mut held = self.held_blobs();
             if held.bytes + bytes.len() <= HELD_BLOBS_MAX_BYTES {
@@ -1083,7 +1087,7 @@ impl Store {
         if ContentId::of_bytes(bytes) != *expected {
             return Ok(false);
         }
-        self.put_blob(bytes).map(|_| true)
+        self.put_blob_as(*expected, bytes).map(|_| true)
     }
 
     // temp file + fsync + rename + fsync(dir): the final name only ever names complete bytes.
