@@ -19,9 +19,6 @@ use super::NetworkConfig;
 
 /// Kademlia protocol name: private, so proofmesh peers never join the public IPFS DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/proofmesh/kad/1.0.0");
-/// Direct request-response for latency-critical envelopes (version 2: a request is an
-/// envelope plus the blobs it names sent beside it, see `client::DirectRequest`).
-pub const DIRECT_PROTOCOL: StreamProtocol = StreamProtocol::new("/proofmesh/direct/2");
 /// Chunked blob transfer.
 pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/proofmesh/blob/1");
 /// identify protocol version string.
@@ -37,7 +34,7 @@ const BLOB_FRAMING_BYTES: usize = 1024;
 pub(crate) struct Behaviour {
     pub limits: connection_limits::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
-    pub direct: request_response::Behaviour<BytesCodec>,
+    pub direct: super::direct::Behaviour,
     pub blob: request_response::Behaviour<BytesCodec>,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub identify: identify::Behaviour,
@@ -63,13 +60,10 @@ impl Behaviour {
 
         let rr_config =
             request_response::Config::default().with_request_timeout(config.request_timeout);
-        let direct = request_response::Behaviour::with_codec(
-            BytesCodec::new(
-                config.max_message_bytes,
-                config.max_message_bytes + BLOB_FRAMING_BYTES,
-            ),
-            [(DIRECT_PROTOCOL, request_response::ProtocolSupport::Full)],
-            rr_config.clone(),
+        let direct = super::direct::Behaviour::new(
+            config.max_message_bytes,
+            config.max_message_bytes + BLOB_FRAMING_BYTES,
+            config.request_timeout,
         );
         let blob = request_response::Behaviour::with_codec(
             BytesCodec::new(

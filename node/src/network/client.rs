@@ -31,7 +31,7 @@ pub(crate) enum Protocol {
     Blob,
 }
 
-/// A request on `/proofmesh/direct/2`, encoded canonically: an envelope's wire bytes and,
+/// A request on `/proofmesh/direct/3`, encoded canonically: an envelope's wire bytes and,
 /// beside it (outside what is signed), blobs it names: a result's output, or the outputs of
 /// the results an input push carries. Each must hash to an output id the envelope names or is
 /// dropped on arrival ([`super::attachments`]).
@@ -41,7 +41,7 @@ pub(crate) struct DirectRequest {
     pub attachments: Vec<Vec<u8>>,
 }
 
-/// The answer on `/proofmesh/direct/2`, encoded canonically.
+/// The answer on `/proofmesh/direct/3`, encoded canonically.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum DirectWire {
     Ack,

@@ -57,8 +57,12 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
     // The limit is far below 4 GiB, so the length always fits in u32.
     let len =
         u32::try_from(bytes.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(bytes).await?;
+    // One write, so one muxer frame: a yamux stream sends each write as a frame of its own,
+    // and each frame costs an encryption and often a syscall.
+    let mut frame = Vec::with_capacity(4 + bytes.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(bytes);
+    io.write_all(&frame).await?;
     io.flush().await
 }
 

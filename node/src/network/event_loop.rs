@@ -20,6 +20,7 @@ use super::attachments::{self, SharedAttachments};
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::blob::{BlobProvider, BlobRequest, BlobResponse};
 use super::client::{Command, DirectRequest, DirectWire, OwnEnvelope, Protocol, PublishOutcome};
+use super::direct;
 use super::metrics::NetworkMetrics;
 use super::topics::Topic;
 use super::validation::{self, ReplayGuard, Seen, Via};
@@ -38,7 +39,13 @@ struct PendingPublish {
     give_up_at_ms: u64,
 }
 
-type Answer = BoxFuture<'static, (Protocol, ResponseChannel<Vec<u8>>, Vec<u8>)>;
+/// Where a computed answer goes.
+enum AnswerTo {
+    Direct(direct::ResponseChannel),
+    Blob(ResponseChannel<Vec<u8>>),
+}
+
+type Answer = BoxFuture<'static, (AnswerTo, Vec<u8>)>;
 type RequestReply = oneshot::Sender<Result<Vec<u8>, NetworkError>>;
 type DialReply = oneshot::Sender<Result<PeerId, NetworkError>>;
 
@@ -54,6 +61,7 @@ pub struct EventLoop {
     guard: ReplayGuard,
     pending_publish: VecDeque<PendingPublish>,
     pending_requests: HashMap<OutboundRequestId, (PeerId, RequestReply)>,
+    pending_direct: HashMap<direct::RequestId, (PeerId, RequestReply)>,
     pending_dials: HashMap<ConnectionId, (Multiaddr, DialReply)>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     answers: FuturesUnordered<Answer>,
@@ -89,6 +97,7 @@ impl EventLoop {
             bootstrap,
             pending_publish: VecDeque::new(),
             pending_requests: HashMap::new(),
+            pending_direct: HashMap::new(),
             pending_dials: HashMap::new(),
             listen_waiters: Vec::new(),
             answers: FuturesUnordered::new(),
@@ -117,14 +126,14 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                Some((protocol, channel, bytes)) = self.answers.next(), if !self.answers.is_empty() => {
+                Some((to, bytes)) = self.answers.next(), if !self.answers.is_empty() => {
                     let behaviour = self.swarm.behaviour_mut();
-                    let sent = match protocol {
-                        Protocol::Direct => behaviour.direct.send_response(channel, bytes),
-                        Protocol::Blob => behaviour.blob.send_response(channel, bytes),
+                    let sent = match to {
+                        AnswerTo::Direct(channel) => behaviour.direct.send_response(channel, bytes),
+                        AnswerTo::Blob(channel) => behaviour.blob.send_response(channel, bytes),
                     };
                     if sent.is_err() {
-                        tracing::debug!(?protocol, "requester went away before the answer");
+                        tracing::debug!("requester went away before the answer");
                     }
                 }
                 permit = events.reserve(), if !self.overflow.is_empty() => match permit {
@@ -183,11 +192,16 @@ impl EventLoop {
                 reply,
             } => {
                 let behaviour = self.swarm.behaviour_mut();
-                let id = match protocol {
-                    Protocol::Direct => behaviour.direct.send_request(&peer, data),
-                    Protocol::Blob => behaviour.blob.send_request(&peer, data),
-                };
-                self.pending_requests.insert(id, (peer, reply));
+                match protocol {
+                    Protocol::Direct => {
+                        let id = behaviour.direct.send_request(&peer, data);
+                        self.pending_direct.insert(id, (peer, reply));
+                    }
+                    Protocol::Blob => {
+                        let id = behaviour.blob.send_request(&peer, data);
+                        self.pending_requests.insert(id, (peer, reply));
+                    }
+                }
             }
             Command::Dial { addr, reply } => {
                 let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
@@ -524,30 +538,30 @@ impl EventLoop {
         }
     }
 
-    fn on_direct(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+    fn answer_direct(&mut self, id: direct::RequestId, result: Result<Vec<u8>, String>) {
+        if let Some((peer, reply)) = self.pending_direct.remove(&id) {
+            let _ = reply.send(result.map_err(|reason| NetworkError::Request { peer, reason }));
+        }
+    }
+
+    fn on_direct(&mut self, event: direct::Event) {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => self.on_direct_request(peer, request, channel),
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    self.metrics.direct("outbound", "answered");
-                    self.answer_outbound(request_id, Ok(response));
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
+            direct::Event::Request {
+                peer,
+                request,
+                channel,
+            } => self.on_direct_request(peer, request, channel),
+            direct::Event::Response { id, response } => {
+                self.metrics.direct("outbound", "answered");
+                self.answer_direct(id, Ok(response));
+            }
+            direct::Event::OutboundFailure { id, error } => {
                 self.metrics.direct("outbound", "failed");
-                self.answer_outbound(request_id, Err(error.to_string()));
+                self.answer_direct(id, Err(error));
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound direct request failed");
+            direct::Event::InboundFailure { peer, error } => {
+                tracing::debug!(%peer, %error, "inbound direct stream failed");
             }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
@@ -555,7 +569,7 @@ impl EventLoop {
         &mut self,
         peer: PeerId,
         request: Vec<u8>,
-        channel: ResponseChannel<Vec<u8>>,
+        channel: direct::ResponseChannel,
     ) {
         let now = (self.config.clock)();
         let reject = |reason: String| encoding::encode(&DirectWire::Rejected(reason));
@@ -618,7 +632,7 @@ impl EventLoop {
                     DirectWire::Rejected("the node dropped the request without answering".into())
                 }
             };
-            (Protocol::Direct, channel, encoding::encode(&wire))
+            (AnswerTo::Direct(channel), encoding::encode(&wire))
         }));
         self.emit(NetworkEvent::DirectRequest {
             from: peer,
@@ -667,7 +681,7 @@ impl EventLoop {
                         if let BlobResponse::Error(e) = &response {
                             tracing::debug!(%peer, error = %e, "blob request failed");
                         }
-                        (Protocol::Blob, channel, encoding::encode(&response))
+                        (AnswerTo::Blob(channel), encoding::encode(&response))
                     }));
                 }
                 request_response::Message::Response {

@@ -10,9 +10,10 @@
 //!   topic is rejected and the forwarding peer's score drops; a duplicate `(sender, nonce)` is
 //!   ignored. Message ids are blake3 of the bytes. A publish before any peer has subscribed is
 //!   queued and retried.
-//! - Direct request-response (`/proofmesh/direct/2`) for latency-critical envelopes (an
-//!   assignment to its operator, the acceptance back, a result to its matchmaker), with small
-//!   blobs the envelope names sent beside it (a result's output, a pushed input: [`attachments`]).
+//! - Direct requests (`/proofmesh/direct/3`) for latency-critical envelopes (an assignment to
+//!   its operator, the acceptance back, a result to its matchmaker), with small blobs the
+//!   envelope names sent beside it (a result's output, a pushed input: [`attachments`]), on one
+//!   long-lived stream per connection and direction (`direct`).
 //! - Blobs (`/proofmesh/blob/1`): fetched by blake3 hash in chunks and verified on arrival
 //!   ([`blob`]); served from the node's [`BlobProvider`].
 //! - Metrics: the network's own counters plus libp2p's, in the node's shared registry.
@@ -25,6 +26,7 @@ mod behaviour;
 pub mod blob;
 mod client;
 pub mod codec;
+mod direct;
 mod event_loop;
 pub mod identity;
 pub mod metrics;

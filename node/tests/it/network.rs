@@ -704,3 +704,116 @@ async fn a_direct_message_keeps_the_outputs_it_names_and_drops_other_attachments
     );
     server.abort();
 }
+
+/// Direct requests share one stream per connection and direction: they reach the peer in the
+/// order they were sent, each answer finds its own request whatever order the answers come
+/// in, a request left unanswered fails with a timeout (and the stream goes on serving), and
+/// one in flight when the connection drops fails as a closed connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_requests_keep_their_order_match_their_answers_and_fail_cleanly() {
+    let short = |c: &mut NetworkConfig| c.request_timeout = Duration::from_secs(2);
+    let operator = spawn_node("operator", vec![], short).await;
+    let matchmaker = spawn_node("matchmaker", vec![operator.addr.clone()], short).await;
+    let peer = operator.peer_id();
+    let Node {
+        client: op_client,
+        events: mut op_events,
+        keypair: op_key,
+        ..
+    } = operator;
+    let deadline = Instant::now() + WAIT;
+    while !matchmaker.client.peers().await.unwrap().contains(&peer) {
+        assert!(Instant::now() < deadline, "nodes did not connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The operator holds the first 8 requests and answers them last-first; nonce 9 and 11 it
+    // never answers; anything else at once. Each answer names the nonce it answers.
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut never = Vec::new();
+        while let Some(event) = op_events.recv().await {
+            let NetworkEvent::DirectRequest {
+                envelope,
+                responder,
+                ..
+            } = event
+            else {
+                continue;
+            };
+            let nonce = envelope.nonce;
+            let _ = seen_tx.send(nonce);
+            match nonce {
+                1..=8 => {
+                    held.push((nonce, responder));
+                    if held.len() == 8 {
+                        for (n, r) in held.drain(..).rev() {
+                            r.reject(format!("answer to {n}"));
+                        }
+                    }
+                }
+                9 | 11 => never.push(responder),
+                n => responder.reject(format!("answer to {n}")),
+            }
+        }
+    });
+
+    let sent: Vec<_> = (1..=8)
+        .map(|n| {
+            let request = assignment(&matchmaker.keypair, &op_key, n);
+            matchmaker
+                .client
+                .send_direct_in_order(peer, &request, Vec::new())
+        })
+        .collect();
+    for (n, answer) in (1u64..).zip(sent) {
+        let answer = timeout(WAIT, answer).await.expect("answered in time");
+        assert!(
+            matches!(&answer, Err(NetworkError::Rejected { reason, .. }) if *reason == format!("answer to {n}")),
+            "request {n} got {answer:?}"
+        );
+    }
+    let order: Vec<u64> = (0..8).map(|_| seen_rx.try_recv().unwrap()).collect();
+    assert_eq!(order, (1..=8).collect::<Vec<u64>>(), "arrival order");
+
+    let unanswered = timeout(
+        WAIT,
+        matchmaker
+            .client
+            .send_direct(peer, &assignment(&matchmaker.keypair, &op_key, 9)),
+    )
+    .await
+    .expect("fails in time");
+    assert!(
+        matches!(&unanswered, Err(NetworkError::Request { reason, .. }) if reason.contains("timeout")),
+        "{unanswered:?}"
+    );
+    let after = timeout(
+        WAIT,
+        matchmaker
+            .client
+            .send_direct(peer, &assignment(&matchmaker.keypair, &op_key, 10)),
+    )
+    .await
+    .expect("answered in time");
+    assert!(
+        matches!(&after, Err(NetworkError::Rejected { reason, .. }) if reason == "answer to 10"),
+        "the stream serves on after a timeout: {after:?}"
+    );
+
+    // Nonce 11 is in flight when the operator's network stops.
+    let in_flight = matchmaker.client.send_direct_in_order(
+        peer,
+        &assignment(&matchmaker.keypair, &op_key, 11),
+        Vec::new(),
+    );
+    while seen_rx.recv().await != Some(11) {}
+    drop(op_client);
+    let lost = timeout(WAIT, in_flight).await.expect("fails in time");
+    assert!(
+        matches!(&lost, Err(NetworkError::Request { reason, .. }) if reason.contains("connection closed")),
+        "{lost:?}"
+    );
+    server.abort();
+}

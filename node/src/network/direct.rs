@@ -1,0 +1,720 @@
+//! `/proofmesh/direct/3`: direct requests on one long-lived stream per connection and direction,
+//! instead of a stream per request.
+//!
+//! With libp2p's request-response every direct message (an assignment, its acceptance, a
+//! result, its verdict) opened a yamux stream, negotiated it, armed a timeout timer and closed
+//! it again: a window-update, data and close frame each way, each its own encryption and often
+//! its own `sendto`, and a wakeup of the `futures_timer` thread per request. Together that was
+//! about a fifth of a busy node's CPU (bench/node-runtime.md). Here a connection carries our
+//! requests on one stream we open (the answers come back on it) and the peer's on one it opens:
+//! a request and its answer are one frame each way. Frames on a stream keep their order, so
+//! messages to a peer arrive in the order they were sent.
+//!
+//! Frame: u32 big-endian length of the rest, u64 big-endian request id, payload. Timeouts are
+//! swept twice a second by the behaviour, not timed per request.
+
+use asynchronous_codec::{Decoder, Encoder, Framed};
+use bytes::{Buf, BufMut, BytesMut};
+use futures::{SinkExt, StreamExt};
+use libp2p::core::transport::PortUse;
+use libp2p::core::upgrade::ReadyUpgrade;
+use libp2p::core::Endpoint;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::handler::{ConnectionEvent, FullyNegotiatedInbound, FullyNegotiatedOutbound};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, DialError,
+    FromSwarm, NetworkBehaviour, NotifyHandler, Stream, SubstreamProtocol, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// The protocol name (version 3: streams that carry many requests).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/proofmesh/direct/3");
+
+/// Streams a peer may have open to us on one connection (normally one).
+const MAX_INBOUND_STREAMS: usize = 4;
+
+/// How often expired requests are failed.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// Frame overhead: the request id.
+const ID_BYTES: usize = 8;
+
+/// Identifies an outbound request until its answer or failure.
+pub(crate) type RequestId = u64;
+
+/// Where the answer to an inbound request goes: the stream it came on.
+#[derive(Debug)]
+pub(crate) struct ResponseChannel {
+    peer: PeerId,
+    connection: ConnectionId,
+    stream: u64,
+    id: RequestId,
+}
+
+/// What the behaviour reports.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A peer's request; answer it with [`Behaviour::send_response`].
+    Request {
+        peer: PeerId,
+        request: Vec<u8>,
+        channel: ResponseChannel,
+    },
+    /// The answer to one of our requests.
+    Response { id: RequestId, response: Vec<u8> },
+    /// One of our requests got no answer: `error` says why.
+    OutboundFailure { id: RequestId, error: String },
+    /// A peer's stream failed (malformed or oversized frame, reset).
+    InboundFailure { peer: PeerId, error: String },
+}
+
+struct Pending {
+    peer: PeerId,
+    connection: Option<ConnectionId>,
+    deadline: Instant,
+}
+
+/// The direct-request behaviour.
+pub(crate) struct Behaviour {
+    max_request: usize,
+    max_response: usize,
+    timeout: Duration,
+    next_id: RequestId,
+    connections: HashMap<PeerId, Vec<ConnectionId>>,
+    /// Requests to peers not connected, waiting for the dial.
+    dialing: HashMap<PeerId, Vec<(RequestId, Vec<u8>)>>,
+    pending: HashMap<RequestId, Pending>,
+    events: VecDeque<ToSwarm<Event, FromBehaviour>>,
+    sweep: Option<tokio::time::Interval>,
+}
+
+impl Behaviour {
+    /// Requests up to `max_request` bytes, answers up to `max_response`, each failed after
+    /// `timeout` without an answer.
+    pub(crate) fn new(max_request: usize, max_response: usize, timeout: Duration) -> Self {
+        Behaviour {
+            max_request,
+            max_response,
+            timeout,
+            next_id: 0,
+            connections: HashMap::new(),
+            dialing: HashMap::new(),
+            pending: HashMap::new(),
+            events: VecDeque::new(),
+            sweep: None,
+        }
+    }
+
+    /// Send `data` to `peer` (dialing it if not connected); the answer or failure comes as an
+    /// event with the returned id.
+    pub(crate) fn send_request(&mut self, peer: &PeerId, data: Vec<u8>) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let connection = self.connections.get(peer).and_then(|c| c.first()).copied();
+        self.pending.insert(
+            id,
+            Pending {
+                peer: *peer,
+                connection,
+                deadline: Instant::now() + self.timeout,
+            },
+        );
+        match connection {
+            Some(connection) => self.events.push_back(ToSwarm::NotifyHandler {
+                peer_id: *peer,
+                handler: NotifyHandler::One(connection),
+                event: FromBehaviour::Send { id, data },
+            }),
+            None => {
+                let queued = self.dialing.entry(*peer).or_default();
+                if queued.is_empty() {
+                    self.events.push_back(ToSwarm::Dial {
+                        opts: DialOpts::peer_id(*peer)
+                            .condition(PeerCondition::DisconnectedAndNotDialing)
+                            .build(),
+                    });
+                }
+                queued.push((id, data));
+            }
+        }
+        id
+    }
+
+    /// Answer an inbound request; `Err(data)` if its connection is gone.
+    pub(crate) fn send_response(
+        &mut self,
+        channel: ResponseChannel,
+        data: Vec<u8>,
+    ) -> Result<(), Vec<u8>> {
+        let open = self
+            .connections
+            .get(&channel.peer)
+            .is_some_and(|c| c.contains(&channel.connection));
+        if !open {
+            return Err(data);
+        }
+        self.events.push_back(ToSwarm::NotifyHandler {
+            peer_id: channel.peer,
+            handler: NotifyHandler::One(channel.connection),
+            event: FromBehaviour::Respond {
+                stream: channel.stream,
+                id: channel.id,
+                data,
+            },
+        });
+        Ok(())
+    }
+
+    fn fail(&mut self, id: RequestId, error: String) {
+        if self.pending.remove(&id).is_some() {
+            self.events
+                .push_back(ToSwarm::GenerateEvent(Event::OutboundFailure { id, error }));
+        }
+    }
+
+    fn handler(&self) -> Handler {
+        Handler::new(self.max_request, self.max_response)
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Event;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.handler())
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.handler())
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                self.connections
+                    .entry(e.peer_id)
+                    .or_default()
+                    .push(e.connection_id);
+                for (id, data) in self.dialing.remove(&e.peer_id).unwrap_or_default() {
+                    if let Some(p) = self.pending.get_mut(&id) {
+                        p.connection = Some(e.connection_id);
+                        self.events.push_back(ToSwarm::NotifyHandler {
+                            peer_id: e.peer_id,
+                            handler: NotifyHandler::One(e.connection_id),
+                            event: FromBehaviour::Send { id, data },
+                        });
+                    }
+                }
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                if let Some(c) = self.connections.get_mut(&e.peer_id) {
+                    c.retain(|c| *c != e.connection_id);
+                    if c.is_empty() {
+                        self.connections.remove(&e.peer_id);
+                    }
+                }
+                let lost: Vec<RequestId> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.connection == Some(e.connection_id))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in lost {
+                    self.fail(id, "the connection closed before the answer".into());
+                }
+            }
+            FromSwarm::DialFailure(e) => {
+                let Some(peer) = e.peer_id else { return };
+                // Not dialed because a connection is being made already: wait for it (or for
+                // the timeout).
+                if self.connections.contains_key(&peer)
+                    || matches!(e.error, DialError::DialPeerConditionFalse(_))
+                {
+                    return;
+                }
+                let error = format!("dial failed: {}", e.error);
+                for (id, _) in self.dialing.remove(&peer).unwrap_or_default() {
+                    self.fail(id, error.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {
+            ToBehaviour::Request { stream, id, data } => {
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::Request {
+                        peer,
+                        request: data,
+                        channel: ResponseChannel {
+                            peer,
+                            connection,
+                            stream,
+                            id,
+                        },
+                    }))
+            }
+            ToBehaviour::Response { id, data } => {
+                if self.pending.remove(&id).is_some() {
+                    self.events
+                        .push_back(ToSwarm::GenerateEvent(Event::Response {
+                            id,
+                            response: data,
+                        }));
+                }
+            }
+            ToBehaviour::OutboundFailed { ids, error } => {
+                for id in ids {
+                    self.fail(id, error.clone());
+                }
+            }
+            ToBehaviour::InboundFailed { error } => {
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::InboundFailure {
+                        peer,
+                        error,
+                    }))
+            }
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        if let Some(event) = self.events.pop_front() {
+            return Poll::Ready(event);
+        }
+        if !self.pending.is_empty() {
+            let sweep = self.sweep.get_or_insert_with(|| {
+                let mut i = tokio::time::interval(SWEEP_EVERY);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
+            if sweep.poll_tick(cx).is_ready() {
+                let now = Instant::now();
+                let expired: Vec<RequestId> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.deadline <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in expired {
+                    if let Some(p) = self.pending.get(&id) {
+                        let peer = p.peer;
+                        if let Some(queued) = self.dialing.get_mut(&peer) {
+                            queued.retain(|(q, _)| *q != id);
+                        }
+                    }
+                    self.fail(id, format!("no answer within {:?} (timeout)", self.timeout));
+                }
+                if let Some(event) = self.events.pop_front() {
+                    return Poll::Ready(event);
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// From the behaviour to a connection's handler.
+#[derive(Debug)]
+pub(crate) enum FromBehaviour {
+    Send {
+        id: RequestId,
+        data: Vec<u8>,
+    },
+    Respond {
+        stream: u64,
+        id: RequestId,
+        data: Vec<u8>,
+    },
+}
+
+/// From a connection's handler to the behaviour.
+#[derive(Debug)]
+pub(crate) enum ToBehaviour {
+    Request {
+        stream: u64,
+        id: RequestId,
+        data: Vec<u8>,
+    },
+    Response {
+        id: RequestId,
+        data: Vec<u8>,
+    },
+    OutboundFailed {
+        ids: Vec<RequestId>,
+        error: String,
+    },
+    InboundFailed {
+        error: String,
+    },
+}
+
+/// A peer's stream of requests to us, and our answers waiting to go back on it.
+struct Inbound {
+    framed: Framed<Stream, FrameCodec>,
+    answers: VecDeque<(RequestId, Vec<u8>)>,
+}
+
+/// One connection's direct streams.
+pub(crate) struct Handler {
+    max_request: usize,
+    max_response: usize,
+    /// Our stream: requests out, their answers in.
+    outbound: Option<Framed<Stream, FrameCodec>>,
+    outbound_requested: bool,
+    /// Requests not written yet.
+    queue: VecDeque<(RequestId, Vec<u8>)>,
+    /// Requests written and not answered: failed with the stream.
+    in_flight: Vec<RequestId>,
+    inbound: HashMap<u64, Inbound>,
+    next_stream: u64,
+    events: VecDeque<ToBehaviour>,
+}
+
+impl Handler {
+    fn new(max_request: usize, max_response: usize) -> Self {
+        Handler {
+            max_request,
+            max_response,
+            outbound: None,
+            outbound_requested: false,
+            queue: VecDeque::new(),
+            in_flight: Vec::new(),
+            inbound: HashMap::new(),
+            next_stream: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Our stream failed: what was written on it gets no answer (the behaviour fails those);
+    /// what is queued goes out on the next stream.
+    fn outbound_failed(&mut self, error: String) {
+        self.outbound = None;
+        self.outbound_requested = false;
+        if !self.in_flight.is_empty() {
+            self.events.push_back(ToBehaviour::OutboundFailed {
+                ids: std::mem::take(&mut self.in_flight),
+                error,
+            });
+        }
+    }
+
+    /// Write what is queued on our stream and read answers; `Some` for an event.
+    fn poll_outbound(&mut self, cx: &mut Context<'_>) -> Option<ToBehaviour> {
+        let framed = self.outbound.as_mut()?;
+        let mut failed = None;
+        while !self.queue.is_empty() {
+            match framed.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {
+                    let (id, data) = self.queue.pop_front().expect("not empty");
+                    if let Err(e) = framed.start_send_unpin((id, data)) {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                    self.in_flight.push(id);
+                }
+                Poll::Ready(Err(e)) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if failed.is_none() {
+            if let Poll::Ready(Err(e)) = framed.poll_flush_unpin(cx) {
+                failed = Some(e.to_string());
+            }
+        }
+        if failed.is_none() {
+            match framed.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok((id, data)))) => {
+                    if let Some(i) = self.in_flight.iter().position(|x| *x == id) {
+                        self.in_flight.swap_remove(i);
+                        return Some(ToBehaviour::Response { id, data });
+                    }
+                    // An answer to nothing we asked: ignored (a peer confused, not hostile).
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Ready(Some(Err(e))) => failed = Some(e.to_string()),
+                Poll::Ready(None) => failed = Some("the peer closed the stream".into()),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(error) = failed {
+            self.outbound_failed(error);
+            return self.events.pop_front();
+        }
+        None
+    }
+
+    /// Write answers on, and read requests from, the peer's streams; `Some` for an event.
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Option<ToBehaviour> {
+        let mut closed = Vec::new();
+        let mut event = None;
+        for (&index, s) in self.inbound.iter_mut() {
+            let mut failed = None;
+            while !s.answers.is_empty() {
+                match s.framed.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let answer = s.answers.pop_front().expect("not empty");
+                        if let Err(e) = s.framed.start_send_unpin(answer) {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if failed.is_none() {
+                if let Poll::Ready(Err(e)) = s.framed.poll_flush_unpin(cx) {
+                    failed = Some(e.to_string());
+                }
+            }
+            if failed.is_none() {
+                match s.framed.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok((id, data)))) => {
+                        event = Some(ToBehaviour::Request {
+                            stream: index,
+                            id,
+                            data,
+                        });
+                    }
+                    Poll::Ready(Some(Err(e))) => failed = Some(e.to_string()),
+                    Poll::Ready(None) => closed.push(index), // the peer is done with it
+                    Poll::Pending => {}
+                }
+            }
+            if let Some(error) = failed {
+                closed.push(index);
+                self.events.push_back(ToBehaviour::InboundFailed { error });
+            }
+            if event.is_some() {
+                break;
+            }
+        }
+        for index in closed {
+            self.inbound.remove(&index);
+        }
+        event.or_else(|| self.events.pop_front())
+    }
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = FromBehaviour;
+    type ToBehaviour = ToBehaviour;
+    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
+        SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), ())
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        !self.queue.is_empty()
+            || !self.in_flight.is_empty()
+            || self.inbound.values().any(|s| !s.answers.is_empty())
+    }
+
+    fn on_behaviour_event(&mut self, event: FromBehaviour) {
+        match event {
+            FromBehaviour::Send { id, data } => self.queue.push_back((id, data)),
+            FromBehaviour::Respond { stream, id, data } => {
+                // A stream gone meanwhile: the peer failed that request already.
+                if let Some(s) = self.inbound.get_mut(&stream) {
+                    s.answers.push_back((id, data));
+                }
+            }
+        }
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), ToBehaviour>> {
+        if let Some(event) = self.events.pop_front() {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+        }
+        if self.outbound.is_none() && !self.queue.is_empty() && !self.outbound_requested {
+            self.outbound_requested = true;
+            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), ()),
+            });
+        }
+        if let Some(event) = self.poll_outbound(cx) {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+        }
+        if let Some(event) = self.poll_inbound(cx) {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+        }
+        Poll::Pending
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<'_, Self::InboundProtocol, Self::OutboundProtocol>,
+    ) {
+        match event {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: stream,
+                ..
+            }) => {
+                if self.inbound.len() >= MAX_INBOUND_STREAMS {
+                    self.events.push_back(ToBehaviour::InboundFailed {
+                        error: format!(
+                            "more than {MAX_INBOUND_STREAMS} direct streams on one connection"
+                        ),
+                    });
+                    return; // dropped: the stream is reset
+                }
+                let index = self.next_stream;
+                self.next_stream += 1;
+                self.inbound.insert(
+                    index,
+                    Inbound {
+                        framed: Framed::new(stream, FrameCodec::new(self.max_request)),
+                        answers: VecDeque::new(),
+                    },
+                );
+            }
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: stream,
+                ..
+            }) => {
+                self.outbound = Some(Framed::new(stream, FrameCodec::new(self.max_response)));
+            }
+            ConnectionEvent::DialUpgradeError(e) => {
+                // The peer does not speak the protocol (or the stream failed to open): what
+                // waits for this connection fails now, not at its timeout.
+                self.outbound_requested = false;
+                let mut ids: Vec<RequestId> = self.queue.drain(..).map(|(id, _)| id).collect();
+                ids.append(&mut self.in_flight);
+                self.events.push_back(ToBehaviour::OutboundFailed {
+                    ids,
+                    error: format!("cannot open a direct stream: {}", e.error),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Length-prefixed frames of a request id and a payload, the payload at most `max` bytes when
+/// read (what we write was checked against its limit when it was made).
+struct FrameCodec {
+    max: usize,
+}
+
+impl FrameCodec {
+    fn new(max: usize) -> Self {
+        FrameCodec { max }
+    }
+}
+
+impl Encoder for FrameCodec {
+    type Item<'a> = (RequestId, Vec<u8>);
+    type Error = io::Error;
+
+    fn encode(&mut self, (id, data): Self::Item<'_>, dst: &mut BytesMut) -> io::Result<()> {
+        let len = u32::try_from(ID_BYTES + data.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+        dst.reserve(4 + len as usize);
+        dst.put_u32(len);
+        dst.put_u64(id);
+        dst.put_slice(&data);
+        Ok(())
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = (RequestId, Vec<u8>);
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Self::Item>> {
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(src[..4].try_into().expect("4 bytes")) as usize;
+        if len < ID_BYTES || len - ID_BYTES > self.max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "direct frame of {} bytes exceeds the {}-byte limit",
+                    len.saturating_sub(ID_BYTES),
+                    self.max
+                ),
+            ));
+        }
+        if src.len() < 4 + len {
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        src.advance(4);
+        let id = src.get_u64();
+        let data = src.split_to(len - ID_BYTES).to_vec();
+        Ok(Some((id, data)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversized_ones_are_refused_by_size() {
+        let mut codec = FrameCodec::new(16);
+        let mut buf = BytesMut::new();
+        codec.encode((7, b"hello".to_vec()), &mut buf).unwrap();
+        codec.encode((8, vec![1u8; 16]), &mut buf).unwrap();
+        // Partial frames wait for the rest.
+        let mut partial = buf.split_to(6);
+        assert_eq!(codec.decode(&mut partial).unwrap(), None);
+        partial.unsplit(buf);
+        let mut buf = partial;
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some((7, b"hello".to_vec()))
+        );
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some((8, vec![1u8; 16])));
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+
+        codec.encode((9, vec![0u8; 17]), &mut buf).unwrap();
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("17 bytes exceeds the 16-byte limit"),
+            "{err}"
+        );
+    }
+}
