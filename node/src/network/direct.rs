@@ -27,7 +27,7 @@ use libp2p::swarm::{
     THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -37,6 +37,10 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/proofmesh/direct/3");
 
 /// Streams a peer may have open to us on one connection (normally one).
 const MAX_INBOUND_STREAMS: usize = 4;
+
+/// Requests read from one stream and not answered yet, past which it is not read until some
+/// are: the peer then waits on the stream's flow control, and a flood costs it, not us.
+const MAX_UNANSWERED: usize = 256;
 
 /// How often expired requests are failed.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -379,6 +383,7 @@ pub(crate) enum ToBehaviour {
 struct Inbound {
     framed: Framed<Stream, FrameCodec>,
     answers: VecDeque<(RequestId, Vec<u8>)>,
+    unanswered: usize,
 }
 
 /// One connection's direct streams.
@@ -391,7 +396,7 @@ pub(crate) struct Handler {
     /// Requests not written yet.
     queue: VecDeque<(RequestId, Vec<u8>)>,
     /// Requests written and not answered: failed with the stream.
-    in_flight: Vec<RequestId>,
+    in_flight: HashSet<RequestId>,
     inbound: HashMap<u64, Inbound>,
     next_stream: u64,
     events: VecDeque<ToBehaviour>,
@@ -405,7 +410,7 @@ impl Handler {
             outbound: None,
             outbound_requested: false,
             queue: VecDeque::new(),
-            in_flight: Vec::new(),
+            in_flight: HashSet::new(),
             inbound: HashMap::new(),
             next_stream: 0,
             events: VecDeque::new(),
@@ -419,7 +424,7 @@ impl Handler {
         self.outbound_requested = false;
         if !self.in_flight.is_empty() {
             self.events.push_back(ToBehaviour::OutboundFailed {
-                ids: std::mem::take(&mut self.in_flight),
+                ids: self.in_flight.drain().collect(),
                 error,
             });
         }
@@ -437,7 +442,7 @@ impl Handler {
                         failed = Some(e.to_string());
                         break;
                     }
-                    self.in_flight.push(id);
+                    self.in_flight.insert(id);
                 }
                 Poll::Ready(Err(e)) => {
                     failed = Some(e.to_string());
@@ -454,8 +459,7 @@ impl Handler {
         if failed.is_none() {
             match framed.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok((id, data)))) => {
-                    if let Some(i) = self.in_flight.iter().position(|x| *x == id) {
-                        self.in_flight.swap_remove(i);
+                    if self.in_flight.remove(&id) {
                         return Some(ToBehaviour::Response { id, data });
                     }
                     // An answer to nothing we asked: ignored (a peer confused, not hostile).
@@ -500,9 +504,10 @@ impl Handler {
                     failed = Some(e.to_string());
                 }
             }
-            if failed.is_none() {
+            if failed.is_none() && s.unanswered < MAX_UNANSWERED {
                 match s.framed.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok((id, data)))) => {
+                        s.unanswered += 1;
                         event = Some(ToBehaviour::Request {
                             stream: index,
                             id,
@@ -553,6 +558,7 @@ impl ConnectionHandler for Handler {
             FromBehaviour::Respond { stream, id, data } => {
                 // A stream gone meanwhile: the peer failed that request already.
                 if let Some(s) = self.inbound.get_mut(&stream) {
+                    s.unanswered = s.unanswered.saturating_sub(1);
                     s.answers.push_back((id, data));
                 }
             }
@@ -605,6 +611,7 @@ impl ConnectionHandler for Handler {
                     Inbound {
                         framed: Framed::new(stream, FrameCodec::new(self.max_request)),
                         answers: VecDeque::new(),
+                        unanswered: 0,
                     },
                 );
             }
@@ -619,7 +626,7 @@ impl ConnectionHandler for Handler {
                 // waits for this connection fails now, not at its timeout.
                 self.outbound_requested = false;
                 let mut ids: Vec<RequestId> = self.queue.drain(..).map(|(id, _)| id).collect();
-                ids.append(&mut self.in_flight);
+                ids.extend(self.in_flight.drain());
                 self.events.push_back(ToBehaviour::OutboundFailed {
                     ids,
                     error: format!("cannot open a direct stream: {}", e.error),

@@ -707,8 +707,9 @@ async fn a_direct_message_keeps_the_outputs_it_names_and_drops_other_attachments
 
 /// Direct requests share one stream per connection and direction: they reach the peer in the
 /// order they were sent, each answer finds its own request whatever order the answers come
-/// in, a request left unanswered fails with a timeout (and the stream goes on serving), and
-/// one in flight when the connection drops fails as a closed connection.
+/// in, a flood is read only as fast as it is answered, a request left unanswered fails with a
+/// timeout (and the stream goes on serving), and one in flight when the connection drops
+/// fails as a closed connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_requests_keep_their_order_match_their_answers_and_fail_cleanly() {
     let short = |c: &mut NetworkConfig| c.request_timeout = Duration::from_secs(2);
@@ -728,12 +729,27 @@ async fn direct_requests_keep_their_order_match_their_answers_and_fail_cleanly()
     }
 
     // The operator holds the first 8 requests and answers them last-first; nonce 9 and 11 it
-    // never answers; anything else at once. Each answer names the nonce it answers.
+    // never answers; nonces from 1000 (a flood) it holds until told to answer; anything else
+    // at once. Each answer names the nonce it answers.
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    let (release_tx, mut release_rx) = mpsc::unbounded_channel::<()>();
     let server = tokio::spawn(async move {
         let mut held = Vec::new();
+        let mut flood: Vec<(u64, network::DirectResponder)> = Vec::new();
         let mut never = Vec::new();
-        while let Some(event) = op_events.recv().await {
+        loop {
+            let event = tokio::select! {
+                event = op_events.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                Some(()) = release_rx.recv() => {
+                    for (n, r) in flood.drain(..) {
+                        r.reject(format!("answer to {n}"));
+                    }
+                    continue;
+                }
+            };
             let NetworkEvent::DirectRequest {
                 envelope,
                 responder,
@@ -754,6 +770,7 @@ async fn direct_requests_keep_their_order_match_their_answers_and_fail_cleanly()
                     }
                 }
                 9 | 11 => never.push(responder),
+                1000..=1999 => flood.push((nonce, responder)),
                 n => responder.reject(format!("answer to {n}")),
             }
         }
@@ -776,6 +793,37 @@ async fn direct_requests_keep_their_order_match_their_answers_and_fail_cleanly()
     }
     let order: Vec<u64> = (0..8).map(|_| seen_rx.try_recv().unwrap()).collect();
     assert_eq!(order, (1..=8).collect::<Vec<u64>>(), "arrival order");
+
+    // A flood of 300 requests the operator does not answer: it reads 256 of them, then the
+    // stream waits until it answers some; answered, the rest come in and every one is answered.
+    let flood: Vec<_> = (1000..1300)
+        .map(|n| {
+            let request = assignment(&matchmaker.keypair, &op_key, n);
+            matchmaker
+                .client
+                .send_direct_in_order(peer, &request, Vec::new())
+        })
+        .collect();
+    for _ in 0..256 {
+        timeout(WAIT, seen_rx.recv()).await.expect("read in time");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        seen_rx.try_recv().is_err(),
+        "more than 256 unanswered requests were read from one stream"
+    );
+    release_tx.send(()).unwrap();
+    for _ in 0..44 {
+        timeout(WAIT, seen_rx.recv()).await.expect("read in time");
+        release_tx.send(()).unwrap();
+    }
+    for (n, answer) in (1000u64..).zip(flood) {
+        let answer = timeout(WAIT, answer).await.expect("answered in time");
+        assert!(
+            matches!(&answer, Err(NetworkError::Rejected { reason, .. }) if *reason == format!("answer to {n}")),
+            "request {n} got {answer:?}"
+        );
+    }
 
     let unanswered = timeout(
         WAIT,
