@@ -329,8 +329,18 @@ impl NetworkBehaviour for Behaviour {
                 for id in expired {
                     if let Some(p) = self.pending.get(&id) {
                         let peer = p.peer;
-                        if let Some(queued) = self.dialing.get_mut(&peer) {
-                            queued.retain(|(q, _)| *q != id);
+                        match p.connection {
+                            // The handler stops waiting for it too.
+                            Some(connection) => self.events.push_back(ToSwarm::NotifyHandler {
+                                peer_id: peer,
+                                handler: NotifyHandler::One(connection),
+                                event: FromBehaviour::Forget { id },
+                            }),
+                            None => {
+                                if let Some(queued) = self.dialing.get_mut(&peer) {
+                                    queued.retain(|(q, _)| *q != id);
+                                }
+                            }
                         }
                     }
                     self.fail(id, format!("no answer within {:?} (timeout)", self.timeout));
@@ -355,6 +365,10 @@ pub(crate) enum FromBehaviour {
         stream: u64,
         id: RequestId,
         data: Vec<u8>,
+    },
+    /// A request timed out: no longer waited for (nor sent, if still queued).
+    Forget {
+        id: RequestId,
     },
 }
 
@@ -555,6 +569,10 @@ impl ConnectionHandler for Handler {
     fn on_behaviour_event(&mut self, event: FromBehaviour) {
         match event {
             FromBehaviour::Send { id, data } => self.queue.push_back((id, data)),
+            FromBehaviour::Forget { id } => {
+                self.in_flight.remove(&id);
+                self.queue.retain(|(q, _)| *q != id);
+            }
             FromBehaviour::Respond { stream, id, data } => {
                 // A stream gone meanwhile: the peer failed that request already.
                 if let Some(s) = self.inbound.get_mut(&stream) {
@@ -697,6 +715,35 @@ impl Decoder for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_request_is_neither_sent_nor_waited_for() {
+        let mut handler = Handler::new(16, 16);
+        assert!(!handler.connection_keep_alive());
+        handler.on_behaviour_event(FromBehaviour::Send {
+            id: 1,
+            data: b"a".to_vec(),
+        });
+        handler.on_behaviour_event(FromBehaviour::Send {
+            id: 2,
+            data: b"b".to_vec(),
+        });
+        handler.in_flight.insert(3); // written earlier, no answer yet
+        assert!(handler.connection_keep_alive());
+        for id in [1, 3] {
+            handler.on_behaviour_event(FromBehaviour::Forget { id });
+        }
+        assert_eq!(
+            handler.queue.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert!(handler.in_flight.is_empty());
+        handler.on_behaviour_event(FromBehaviour::Forget { id: 2 });
+        assert!(
+            !handler.connection_keep_alive(),
+            "nothing left to keep the connection for"
+        );
+    }
 
     #[test]
     fn frames_round_trip_and_oversized_ones_are_refused_by_size() {
