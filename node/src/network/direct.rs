@@ -1,8 +1,8 @@
 //! `/proofmesh/direct/3`: direct requests on one long-lived stream per connection and direction,
 //! instead of a stream per request.
 //!
-//! With libp2p's request-response every direct message (an assignment, its acceptance, a
-//! result, its verdict) opened a yamux stream, negotiated it, armed a timeout timer and closed
+//! With libp2p's request-response every direct message (an assignment and the acceptance
+//! answering it, a result, an input push) opened a yamux stream, negotiated it, armed a timeout timer and closed
 //! it again: a window-update, data and close frame each way, each its own encryption and often
 //! its own `sendto`, and a wakeup of the `futures_timer` thread per request. Together that was
 //! about a fifth of a busy node's CPU (bench/node-runtime.md). Here a connection carries our
