@@ -1,6 +1,6 @@
-//! The request-response wire format: one length-prefixed byte string each way (u32 big-endian
-//! length, then the bytes). Typed encoding (envelopes, blob chunks) happens above it, so both
-//! request-response protocols share this codec with their own size limits.
+//! The blob protocol's request-response wire format: one length-prefixed byte string each way
+//! (u32 big-endian length, then the bytes). Typed encoding (blob requests and chunks) happens
+//! above it. Direct messages have their own framing on long-lived streams (`direct`).
 
 use async_trait::async_trait;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
