@@ -380,6 +380,11 @@ fn create_waiting_for_lock(path: &Path) -> Result<Database, redb::DatabaseError>
     }
 }
 
+/// Take `m` even if a panicking thread poisoned it (the store goes on serving).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
@@ -509,10 +514,7 @@ impl Store {
     }
 
     fn batch(&self) -> MutexGuard<'_, Option<redb::WriteTransaction>> {
-        self.inner
-            .batch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner.batch)
     }
 
     /// Commit the open batch transaction, if any (without fsync: durability still comes
@@ -650,10 +652,7 @@ impl Store {
     }
 
     fn held_blobs(&self) -> MutexGuard<'_, HeldBlobs> {
-        self.inner
-            .held_blobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner.held_blobs)
     }
 
     /// [`Store::sync`] when deferred commits are pending; `Ok(false)` when none were.

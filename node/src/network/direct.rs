@@ -447,29 +447,11 @@ impl Handler {
     /// Write what is queued on our stream and read answers; `Some` for an event.
     fn poll_outbound(&mut self, cx: &mut Context<'_>) -> Option<ToBehaviour> {
         let framed = self.outbound.as_mut()?;
-        let mut failed = None;
-        while !self.queue.is_empty() {
-            match framed.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    let (id, data) = self.queue.pop_front().expect("not empty");
-                    if let Err(e) = framed.start_send_unpin((id, data)) {
-                        failed = Some(e.to_string());
-                        break;
-                    }
-                    self.in_flight.insert(id);
-                }
-                Poll::Ready(Err(e)) => {
-                    failed = Some(e.to_string());
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        if failed.is_none() {
-            if let Poll::Ready(Err(e)) = framed.poll_flush_unpin(cx) {
-                failed = Some(e.to_string());
-            }
-        }
+        let in_flight = &mut self.in_flight;
+        let mut failed = write_queued(framed, &mut self.queue, cx, |id| {
+            in_flight.insert(id);
+        })
+        .err();
         if failed.is_none() {
             match framed.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok((id, data)))) => {
@@ -496,28 +478,7 @@ impl Handler {
         let mut closed = Vec::new();
         let mut event = None;
         for (&index, s) in self.inbound.iter_mut() {
-            let mut failed = None;
-            while !s.answers.is_empty() {
-                match s.framed.poll_ready_unpin(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let answer = s.answers.pop_front().expect("not empty");
-                        if let Err(e) = s.framed.start_send_unpin(answer) {
-                            failed = Some(e.to_string());
-                            break;
-                        }
-                    }
-                    Poll::Ready(Err(e)) => {
-                        failed = Some(e.to_string());
-                        break;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-            if failed.is_none() {
-                if let Poll::Ready(Err(e)) = s.framed.poll_flush_unpin(cx) {
-                    failed = Some(e.to_string());
-                }
-            }
+            let mut failed = write_queued(&mut s.framed, &mut s.answers, cx, |_| {}).err();
             if failed.is_none() && s.unanswered < MAX_UNANSWERED {
                 match s.framed.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok((id, data)))) => {
@@ -652,6 +613,33 @@ impl ConnectionHandler for Handler {
             }
             _ => {}
         }
+    }
+}
+
+/// Write the frames `queue` holds while the stream takes them (calling `sent` with each id
+/// handed over), then flush; `Err` says why the stream failed.
+fn write_queued(
+    framed: &mut Framed<Stream, FrameCodec>,
+    queue: &mut VecDeque<(RequestId, Vec<u8>)>,
+    cx: &mut Context<'_>,
+    mut sent: impl FnMut(RequestId),
+) -> Result<(), String> {
+    while !queue.is_empty() {
+        match framed.poll_ready_unpin(cx) {
+            Poll::Ready(Ok(())) => {
+                let (id, data) = queue.pop_front().expect("not empty");
+                framed
+                    .start_send_unpin((id, data))
+                    .map_err(|e| e.to_string())?;
+                sent(id);
+            }
+            Poll::Ready(Err(e)) => return Err(e.to_string()),
+            Poll::Pending => break,
+        }
+    }
+    match framed.poll_flush_unpin(cx) {
+        Poll::Ready(Err(e)) => Err(e.to_string()),
+        _ => Ok(()),
     }
 }
 

@@ -533,15 +533,11 @@ impl EventLoop {
     }
 
     fn answer_outbound(&mut self, id: OutboundRequestId, result: Result<Vec<u8>, String>) {
-        if let Some((peer, reply)) = self.pending_requests.remove(&id) {
-            let _ = reply.send(result.map_err(|reason| NetworkError::Request { peer, reason }));
-        }
+        answer_request(&mut self.pending_requests, id, result);
     }
 
     fn answer_direct(&mut self, id: direct::RequestId, result: Result<Vec<u8>, String>) {
-        if let Some((peer, reply)) = self.pending_direct.remove(&id) {
-            let _ = reply.send(result.map_err(|reason| NetworkError::Request { peer, reason }));
-        }
+        answer_request(&mut self.pending_direct, id, result);
     }
 
     fn on_direct(&mut self, event: direct::Event) {
@@ -623,16 +619,10 @@ impl EventLoop {
         }
         self.metrics.direct("inbound", "delivered");
         let (tx, rx) = oneshot::channel();
+        let limit = self.config.max_message_bytes;
         self.answers.push(Box::pin(async move {
-            let wire = match rx.await {
-                Ok(DirectReply::Ack) => DirectWire::Ack,
-                Ok(DirectReply::Reply(envelope)) => DirectWire::Reply(envelope.to_bytes()),
-                Ok(DirectReply::Reject(reason)) => DirectWire::Rejected(reason),
-                Err(_) => {
-                    DirectWire::Rejected("the node dropped the request without answering".into())
-                }
-            };
-            (AnswerTo::Direct(channel), encoding::encode(&wire))
+            let bytes = direct_answer_bytes(rx.await.ok(), limit);
+            (AnswerTo::Direct(channel), bytes)
         }));
         self.emit(NetworkEvent::DirectRequest {
             from: peer,
@@ -700,6 +690,37 @@ impl EventLoop {
     }
 }
 
+/// Hand the outcome of our request `id` to whoever waits for it in `pending`.
+fn answer_request<K: std::hash::Hash + Eq>(
+    pending: &mut HashMap<K, (PeerId, RequestReply)>,
+    id: K,
+    result: Result<Vec<u8>, String>,
+) {
+    if let Some((peer, reply)) = pending.remove(&id) {
+        let _ = reply.send(result.map_err(|reason| NetworkError::Request { peer, reason }));
+    }
+}
+
+/// The bytes answering a direct request (`None`: the node dropped it unanswered). An answer
+/// over `limit` becomes a refusal naming its size: the requester's stream would refuse the
+/// oversized frame and fail, and with it every other request on that connection.
+fn direct_answer_bytes(reply: Option<DirectReply>, limit: usize) -> Vec<u8> {
+    let wire = match reply {
+        Some(DirectReply::Ack) => DirectWire::Ack,
+        Some(DirectReply::Reply(envelope)) => DirectWire::Reply(envelope.to_bytes()),
+        Some(DirectReply::Reject(reason)) => DirectWire::Rejected(reason),
+        None => DirectWire::Rejected("the node dropped the request without answering".into()),
+    };
+    let bytes = encoding::encode(&wire);
+    if bytes.len() <= limit {
+        return bytes;
+    }
+    encoding::encode(&DirectWire::Rejected(format!(
+        "the answer of {} bytes exceeds the {limit}-byte message limit",
+        bytes.len()
+    )))
+}
+
 /// Answer one blob chunk request from the provider, on a blocking thread (it may read disk).
 async fn serve_blob(
     provider: Arc<dyn BlobProvider>,
@@ -726,5 +747,47 @@ async fn serve_blob(
         Ok(Ok(None)) => BlobResponse::NotFound,
         Ok(Err(e)) => BlobResponse::Error(format!("reading blob {}: {e}", id.short())),
         Err(e) => BlobResponse::Error(format!("blob reader panicked: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proofmesh_protocol::messages::Heartbeat;
+    use proofmesh_protocol::{Domain, Envelope, Keypair};
+
+    #[test]
+    fn an_answer_over_the_limit_becomes_a_refusal_naming_its_size() {
+        let kp = Keypair::generate();
+        let heartbeat = Message::Heartbeat(Heartbeat {
+            operator: kp.public(),
+            at_ms: 1,
+            running: Vec::new(),
+        });
+        let domain = Domain {
+            network_id: 1,
+            chain_id: 1,
+        };
+        let envelope = Envelope::seal(&kp, domain, &heartbeat, 1, u64::MAX);
+        let fits = direct_answer_bytes(Some(DirectReply::Reply(envelope.clone())), 1 << 20);
+        assert_eq!(
+            encoding::decode::<DirectWire>(&fits).unwrap(),
+            DirectWire::Reply(envelope.to_bytes())
+        );
+        let limit = envelope.to_bytes().len() / 2;
+        let refused = direct_answer_bytes(Some(DirectReply::Reply(envelope)), limit);
+        match encoding::decode::<DirectWire>(&refused).unwrap() {
+            DirectWire::Rejected(reason) => {
+                assert!(
+                    reason.contains(&format!("exceeds the {limit}-byte")),
+                    "{reason}"
+                )
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(
+            encoding::decode::<DirectWire>(&direct_answer_bytes(None, limit)).unwrap(),
+            DirectWire::Rejected("the node dropped the request without answering".into())
+        );
     }
 }
