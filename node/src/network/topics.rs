@@ -40,18 +40,21 @@ impl Topic {
         Topic::Matchmakers,
     ];
 
-    /// What a node that only operates subscribes to: workflow definitions (to run their
-    /// tasks) and who the matchmakers are. Its assignments come to it directly, with the
-    /// accepted results of the task's dependencies pushed beside them; the rest of its view
+    /// What a node that only operates subscribes to: who the matchmakers are. Its assignments
+    /// come to it directly, with the workflow's definition (the first time) and the accepted
+    /// results of the task's dependencies pushed ahead of them; the rest of its view
     /// (other tasks' progress, completion, failure) it pulls by catch-up sync. Other tasks'
     /// assignments, acceptances, results and verdicts, and other operators' adverts and
     /// heartbeats, are none of its business: with every operator receiving and verifying every
     /// task's messages the network's work per task grows with the number of operators, and
-    /// adding operators stops adding throughput.
+    /// adding operators stops adding throughput. Workflow definitions too: each is pushed to
+    /// the operators that get one of its tasks, instead of flooded to all of them (with every
+    /// operator relaying it to its mesh peers, the 32-operator benchmark's first wave spent
+    /// ~40 ms of its 2 cores taking in copies of one submission; bench/e2e.md).
     /// It still *publishes* on the topics it does not subscribe to: gossipsub sends those to
     /// the connected peers that subscribe (its matchmakers), which is why an operator must
     /// bootstrap to at least one matchmaker or full node.
-    pub const OPERATOR: [Topic; 2] = [Topic::Submissions, Topic::Matchmakers];
+    pub const OPERATOR: [Topic; 1] = [Topic::Matchmakers];
 
     /// Short name, used in the topic string and as a metrics label.
     pub fn name(self) -> &'static str {

@@ -824,7 +824,11 @@ impl Core {
         let mut new_submission = true;
         match &message {
             Message::Submission(s) => {
-                match self.view.submission(&self.sh, &self.progress, s, now) {
+                let local = origin == Origin::Local;
+                match self
+                    .view
+                    .submission(&self.sh, &self.progress, s, local, now)
+                {
                     Some(new) => new_submission = new,
                     None => return None,
                 }

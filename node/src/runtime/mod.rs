@@ -667,8 +667,8 @@ async fn publisher(client: Client, mut rx: mpsc::UnboundedReceiver<Envelope>) {
 /// `matchmaking::spawn_precheck`). So those writes are lazy (made durable by the periodic
 /// flush), never the cause of an fsync between a finished task and its result leaving, or an
 /// assignment arriving and its acceptance: in the 1,025-task pipeline each operator's core
-/// was waiting on an fsync (~0.8 ms each) for about a fifth of the run. Workflow definitions
-/// stay durable everywhere (`View::submission`).
+/// was waiting on an fsync (~0.8 ms each) for about a fifth of the run. So are workflow
+/// definitions it received (`View::submission`); one submitted through its own RPC is durable.
 fn copies_only(store: &Store, lean: bool) -> Store {
     if lean {
         store.lazy()

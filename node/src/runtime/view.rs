@@ -193,15 +193,26 @@ impl View {
         sh: &Shared,
         progress: &Notifier,
         s: &Submission,
+        local: bool,
         now: u64,
     ) -> Option<bool> {
         if let Err(e) = s.workflow.validate() {
             tracing::warn!(error = %e, "dropping an invalid workflow submission");
             return None;
         }
-        // Durable before anything about it is announced, on every node (an operator-only
-        // node's other writes are lazy: `runtime::copies_only`); once per workflow.
-        let (id, new) = match sh.store.deferred().put_workflow(s, now) {
+        // Durable before anything about it is announced; once per workflow. One this node
+        // accepted itself (through its RPC) is durable on every node. A node that only
+        // operates keeps one received from others as a copy (`runtime::copies_only`: its
+        // `sh.store` is lazy): matchmakers hold it durably and push it again with the next
+        // assignment after a reconnect. Otherwise each operator's first assignment of a new
+        // workflow waited on an fsync, and 32 operators' fsyncs queue on one disk: the
+        // 32-operator benchmark's first wave took ~100 ms to start, ~3 ms per operator.
+        let store = if local {
+            sh.store.deferred()
+        } else {
+            sh.store.clone()
+        };
+        let (id, new) = match store.put_workflow(s, now) {
             Ok(r) => r,
             Err(e) => {
                 log_store_error("storing a submission", e);
