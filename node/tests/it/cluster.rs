@@ -331,14 +331,12 @@ async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
         ("op3", Role::Operator),
     ])
     .await;
-    // Operators follow only submissions and matchmaker announcements on gossip; matchmakers
-    // and the gateway follow everything.
+    // Operators follow only matchmaker announcements on gossip (a workflow's definition is
+    // pushed to them with their first assignment of it); matchmakers and the gateway follow
+    // everything.
     let gw_handle = cluster.get("gw").handle.as_ref().expect("up");
     for (topic, followers) in [
-        (
-            Topic::Submissions,
-            ["mm1", "mm2", "op1", "op2", "op3"].as_slice(),
-        ),
+        (Topic::Submissions, ["mm1", "mm2"].as_slice()),
         (Topic::Matchmakers, &["mm1", "mm2", "op1", "op2", "op3"]),
         (Topic::Verdicts, &["mm1", "mm2"]),
         (Topic::Results, &["mm1", "mm2"]),
@@ -421,16 +419,21 @@ async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
             );
         }
     }
-    // An operator-only node's per-task writes are copies of the matchmakers' record and never
-    // wait for an fsync (runtime `copies_only`): it syncs once, for the workflow's definition.
-    // The matchmakers sync before announcing, and hold every accepted output themselves (the
+    // An operator-only node's writes are copies of the matchmakers' record and never wait for
+    // an fsync (runtime `copies_only`): the workflow's definition it was pushed included. The
+    // matchmakers sync before announcing, and hold every accepted output themselves (the
     // precheck's copy, durable with the verdict).
     for m in cluster.running().filter(|m| m.role == Role::Operator) {
         let syncs = metric(
             m.handle.as_ref().expect("up"),
             "proofmesh_store_sync_seconds_count",
         );
-        assert_eq!(syncs, 1.0, "{} syncs for the workflow only", m.name);
+        assert_eq!(syncs, 0.0, "{} never waits on an fsync", m.name);
+        assert!(
+            m.api().store().has_workflow(&id).expect("readable"),
+            "{} holds the pushed workflow",
+            m.name
+        );
     }
     let keys = [cluster.get("mm1").key(), cluster.get("mm2").key()];
     let active = active_matchmaker(&routing_key(&id, &workflow), &keys).expect("two matchmakers");
@@ -468,6 +471,20 @@ async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
         producers.len() >= 2,
         "tasks spread over operators, got {producers:?}"
     );
+    // A workflow submitted through an operator's own RPC is accepted there, so it is durable
+    // there before the reply: the one case an operator syncs.
+    let op1 = cluster.get("op1");
+    let second = op1
+        .api()
+        .submit(sleep_workflow("via-operator", 1, 10, 1))
+        .await
+        .expect("submit accepted");
+    assert!(op1.api().store().has_workflow(&second).expect("readable"));
+    let syncs = metric(
+        op1.handle.as_ref().expect("up"),
+        "proofmesh_store_sync_seconds_count",
+    );
+    assert_eq!(syncs, 1.0, "op1 synced the submission it accepted");
     cluster.shutdown().await;
 }
 
