@@ -47,10 +47,9 @@ impl Topic {
     /// assignments, acceptances, results and verdicts, and other operators' adverts and
     /// heartbeats, are none of its business: with every operator receiving and verifying every
     /// task's messages the network's work per task grows with the number of operators, and
-    /// adding operators stops adding throughput. Workflow definitions too: each is pushed to
-    /// the operators that get one of its tasks, instead of flooded to all of them (with every
-    /// operator relaying it to its mesh peers, the 32-operator benchmark's first wave spent
-    /// ~40 ms of its 2 cores taking in copies of one submission; bench/e2e.md).
+    /// adding operators stops adding throughput. The same holds for workflow definitions:
+    /// each is pushed to the operators that get its tasks rather than flooded to every
+    /// operator and relayed between them (bench/e2e.md, the 32-operator first wave).
     /// It still *publishes* on the topics it does not subscribe to: gossipsub sends those to
     /// the connected peers that subscribe (its matchmakers), which is why an operator must
     /// bootstrap to at least one matchmaker or full node.

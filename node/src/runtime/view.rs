@@ -200,13 +200,10 @@ impl View {
             tracing::warn!(error = %e, "dropping an invalid workflow submission");
             return None;
         }
-        // Durable before anything about it is announced; once per workflow. One this node
-        // accepted itself (through its RPC) is durable on every node. A node that only
-        // operates keeps one received from others as a copy (`runtime::copies_only`: its
-        // `sh.store` is lazy): matchmakers hold it durably and push it again with the next
-        // assignment after a reconnect. Otherwise each operator's first assignment of a new
-        // workflow waited on an fsync, and 32 operators' fsyncs queue on one disk: the
-        // 32-operator benchmark's first wave took ~100 ms to start, ~3 ms per operator.
+        // Once per workflow. One this node accepted (its RPC) is durable before anything
+        // about it is announced. One received is written through `sh.store`: durable on a
+        // full node, a lazy copy on a node that only operates (`runtime::copies_only`), so
+        // 32 operators' first assignments of a workflow do not queue 32 fsyncs on one disk.
         let store = if local {
             sh.store.deferred()
         } else {
