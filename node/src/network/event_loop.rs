@@ -198,6 +198,7 @@ impl EventLoop {
                         self.pending_direct.insert(id, (peer, reply));
                     }
                     Protocol::Blob => {
+                        self.metrics.blob_request("outbound");
                         let id = behaviour.blob.send_request(&peer, data);
                         self.pending_requests.insert(id, (peer, reply));
                     }
@@ -664,6 +665,7 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    self.metrics.blob_request("inbound");
                     let provider: Arc<dyn BlobProvider> = self.config.blobs.clone();
                     let chunk_cap = self.config.blob_chunk_bytes;
                     self.answers.push(Box::pin(async move {

@@ -18,6 +18,7 @@ pub struct NetworkMetrics {
     gossip_ignored: Family<Labels, Counter>,
     gossip_unsent: Family<Labels, Counter>,
     direct: Family<Labels, Counter>,
+    blob_requests: Family<Labels, Counter>,
     dropped_events: Counter,
 }
 
@@ -61,6 +62,11 @@ impl NetworkMetrics {
             "Direct requests, by direction and outcome",
             m.direct.clone(),
         );
+        r.register(
+            "blob_requests",
+            "Blob chunk requests, by direction (an output that rode beside a direct message needs none)",
+            m.blob_requests.clone(),
+        );
         m
     }
 
@@ -96,6 +102,12 @@ impl NetworkMetrics {
 
     pub(crate) fn dropped_event(&self) {
         self.dropped_events.inc();
+    }
+
+    pub(crate) fn blob_request(&self, direction: &'static str) {
+        self.blob_requests
+            .get_or_create(&vec![("direction", direction)])
+            .inc();
     }
 
     pub(crate) fn direct(&self, direction: &'static str, outcome: &'static str) {

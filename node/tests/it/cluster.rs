@@ -429,6 +429,13 @@ async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
             "proofmesh_store_sync_seconds_count",
         );
         assert_eq!(syncs, 0.0, "{} never waits on an fsync", m.name);
+        // The root's inputs made by other operators came beside the push of their results,
+        // and were kept as the push was taken in: nothing was fetched.
+        let fetches = metric(
+            m.handle.as_ref().expect("up"),
+            "p2p_blob_requests_total{direction=\"outbound\"}",
+        );
+        assert_eq!(fetches, 0.0, "{} fetched no blob", m.name);
         assert!(
             m.api().store().has_workflow(&id).expect("readable"),
             "{} holds the pushed workflow",
