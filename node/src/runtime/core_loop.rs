@@ -539,6 +539,14 @@ impl Core {
                     self.inputs_pushed(envelope.sender, push);
                     return;
                 }
+                // An operator waits for this answer only to gossip its result (for standby
+                // matchmakers): acked at once, not after the verdict's commit, so that copy
+                // does not reach this node in the middle of its next task.
+                if let Message::Result(_) = message {
+                    responder.ack();
+                    self.on_message(envelope.sender, message, Origin::Remote);
+                    return;
+                }
                 let before = (self.outbox.len(), self.sh.store.deferred_writes());
                 // Answered once what the request changed is durable.
                 match self.on_message(envelope.sender, message, Origin::Remote) {

@@ -270,6 +270,21 @@ impl MatchmakerRole {
                     .workflows
                     .get(&r.result.workflow)
                     .and_then(|wf| wf.tasks.get(r.result.task as usize).cloned());
+                if let Some(checked) = task
+                    .as_ref()
+                    .and_then(|t| verify::precheck_now(&sh.client, &sh.verified_results, t, &r))
+                {
+                    if let Err(reason) = &checked.verdict {
+                        tracing::warn!(operator = %r.result.operator, %reason, "result failed its check");
+                    }
+                    if let Some((id, bytes)) = checked.fetched {
+                        // Durable with the verdict's batch, as a background precheck's copy.
+                        if let Err(e) = sh.store.put_blob_expected(&id, &bytes) {
+                            tracing::error!(error = %e, "cannot store a checked output");
+                        }
+                    }
+                    return self.checked(sh, now, r, checked.verdict);
+                }
                 let arrived = task.as_ref().is_some_and(verify::is_proof_task).then_some(
                     Event::ResultArrived {
                         workflow: r.result.workflow,

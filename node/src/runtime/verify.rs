@@ -115,6 +115,43 @@ pub struct Checked {
     pub fetched: Option<(ContentId, Vec<u8>)>,
 }
 
+/// [`precheck`] at once, when it waits on nothing: a task that is not a proof, whose output
+/// came attached to the direct result (its hash checked by the network layer on arrival).
+/// That is most results, and judging them in the core's own turn lets their verdict join the
+/// batch being built instead of the next one, a scheduling hop and often a whole commit later.
+/// `None`: nothing was taken, run [`precheck`] in the background.
+pub fn precheck_now(
+    client: &Client,
+    verified: &VerifiedResults,
+    task: &Task,
+    result: &SignedResult,
+) -> Option<Checked> {
+    if is_proof_task(task) {
+        return None;
+    }
+    let id = result.result.output;
+    let bytes = client.take_attachment(&id)?;
+    let verdict = verified
+        .verify(result)
+        .map_err(|e| format!("bad result signature: {e}"))
+        .and_then(|()| size_matches(result, &bytes));
+    Some(Checked {
+        verdict,
+        fetched: Some((id, bytes)),
+    })
+}
+
+fn size_matches(result: &SignedResult, bytes: &[u8]) -> CheckVerdict {
+    if bytes.len() as u64 != result.result.output_bytes {
+        return Err(format!(
+            "output is {} bytes, the result claims {}",
+            bytes.len(),
+            result.result.output_bytes
+        ));
+    }
+    Ok(())
+}
+
 /// Check a result fully: the operator's signature, the output fetched (from the operator, else
 /// any peer) with a matching blake3 hash and size, and for proving programs a valid proof.
 /// Never panics on hostile input.
@@ -150,13 +187,7 @@ async fn check(
         }
         Err(e) => return Err(format!("output {} unavailable: {e}", id.short())),
     };
-    if bytes.len() as u64 != result.result.output_bytes {
-        return Err(format!(
-            "output is {} bytes, the result claims {}",
-            bytes.len(),
-            result.result.output_bytes
-        ));
-    }
+    size_matches(result, &bytes)?;
     if is_proof_task(task) {
         let verified =
             tokio::task::spawn_blocking(move || proofmesh_prover::verify_proof_bytes(&bytes)).await;

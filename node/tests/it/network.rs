@@ -840,3 +840,72 @@ async fn direct_requests_keep_their_order_match_their_answers_and_fail_cleanly()
     );
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_whose_output_came_attached_is_judged_at_once_unless_it_is_a_proof() {
+    use proofmesh_node::runtime::verify::{precheck_now, VerifiedResults};
+    let mut matchmaker = spawn_node("matchmaker", vec![], |_| {}).await;
+    let operator = spawn_node("operator", vec![matchmaker.addr.clone()], |_| {}).await;
+    let mm_client = matchmaker.client.clone();
+    let peer = network::peer_id_of(&matchmaker.keypair.public()).expect("ed25519 key");
+    let server = tokio::spawn(async move {
+        while let Some(event) = matchmaker.events.recv().await {
+            if let NetworkEvent::DirectRequest { responder, .. } = event {
+                responder.ack();
+            }
+        }
+    });
+    let task = |program: &str| {
+        let text = format!("name = \"w\"\n[[task]]\nid = \"t\"\nprogram = \"{program}@1\"\n");
+        let workflow =
+            proofmesh_protocol::spec::load(&text, proofmesh_protocol::spec::Format::Toml)
+                .expect("valid workflow")
+                .0;
+        workflow.tasks[0].clone()
+    };
+    let (sleep, proof) = (task("sleep"), task("aggregate"));
+    let opened = |envelope: &Envelope| match envelope.open(DOMAIN, NOW_MS) {
+        Ok(Message::Result(r)) => r,
+        other => panic!("a result: {other:?}"),
+    };
+
+    // An honest result and its output.
+    let output = b"an honest output".to_vec();
+    let honest = result_naming(&operator.keypair, &output, 1);
+    // A result in the operator's name whose signature is another key's, with its own output.
+    let forged_output = b"a forged result's output".to_vec();
+    let forged = {
+        let mut r = opened(&result_naming(&operator.keypair, &forged_output, 2));
+        r = SignedResult::sign(&Keypair::generate(), r.result);
+        Envelope::seal(&operator.keypair, DOMAIN, &Message::Result(r), 2, FUTURE)
+    };
+    for (envelope, bytes) in [(&honest, &output), (&forged, &forged_output)] {
+        let answer = operator
+            .client
+            .send_direct_in_order(peer, envelope, vec![bytes.clone()])
+            .await;
+        assert!(matches!(answer, Ok(None)), "{answer:?}");
+    }
+
+    let verified = VerifiedResults::default();
+    let checked = precheck_now(&mm_client, &verified, &sleep, &opened(&honest))
+        .expect("judged at once: its output is here");
+    assert_eq!(checked.verdict, Ok(()));
+    assert_eq!(
+        checked.fetched,
+        Some((ContentId::of_bytes(&output), output.clone())),
+        "the output is handed over to be stored with the verdict"
+    );
+    assert!(
+        precheck_now(&mm_client, &verified, &sleep, &opened(&honest)).is_none(),
+        "taken once: without it the result is checked in the background (a fetch)"
+    );
+
+    // A proof is verified in the background, and its attachment stays for that check.
+    assert!(precheck_now(&mm_client, &verified, &proof, &opened(&forged)).is_none());
+    let checked = precheck_now(&mm_client, &verified, &sleep, &opened(&forged))
+        .expect("the attachment was left for the proof's check");
+    let reason = checked.verdict.expect_err("a forged result is rejected");
+    assert!(reason.contains("bad result signature"), "{reason}");
+    server.abort();
+}
