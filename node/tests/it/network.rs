@@ -589,8 +589,9 @@ fn result_naming(operator: &Keypair, output: &[u8], nonce: u64) -> Envelope {
     Envelope::seal(operator, DOMAIN, &msg, nonce, FUTURE)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_direct_message_keeps_the_outputs_it_names_and_drops_other_attachments() {
+/// An operator node dialed to a matchmaker node that acknowledges every direct request: the
+/// operator, the matchmaker's client and peer id, and the acknowledging task.
+async fn operator_and_acking_matchmaker() -> (Node, Client, PeerId, tokio::task::JoinHandle<()>) {
     let mut matchmaker = spawn_node("matchmaker", vec![], |_| {}).await;
     let operator = spawn_node("operator", vec![matchmaker.addr.clone()], |_| {}).await;
     let mm_client = matchmaker.client.clone();
@@ -602,6 +603,12 @@ async fn a_direct_message_keeps_the_outputs_it_names_and_drops_other_attachments
             }
         }
     });
+    (operator, mm_client, peer, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_keeps_the_outputs_it_names_and_drops_other_attachments() {
+    let (operator, mm_client, peer, server) = operator_and_acking_matchmaker().await;
     let output = b"the output".to_vec();
     let stranger = b"bytes the result does not name".to_vec();
 
@@ -844,17 +851,7 @@ async fn direct_requests_keep_their_order_match_their_answers_and_fail_cleanly()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_whose_output_came_attached_is_judged_at_once_unless_it_is_a_proof() {
     use proofmesh_node::runtime::verify::{precheck_now, VerifiedResults};
-    let mut matchmaker = spawn_node("matchmaker", vec![], |_| {}).await;
-    let operator = spawn_node("operator", vec![matchmaker.addr.clone()], |_| {}).await;
-    let mm_client = matchmaker.client.clone();
-    let peer = network::peer_id_of(&matchmaker.keypair.public()).expect("ed25519 key");
-    let server = tokio::spawn(async move {
-        while let Some(event) = matchmaker.events.recv().await {
-            if let NetworkEvent::DirectRequest { responder, .. } = event {
-                responder.ack();
-            }
-        }
-    });
+    let (operator, mm_client, peer, server) = operator_and_acking_matchmaker().await;
     let task = |program: &str| {
         let text = format!("name = \"w\"\n[[task]]\nid = \"t\"\nprogram = \"{program}@1\"\n");
         let workflow =
