@@ -131,12 +131,15 @@ pub fn precheck_now(
     }
     let id = result.result.output;
     let bytes = client.take_attachment(&id)?;
-    let verdict = verified
-        .verify(result)
-        .map_err(|e| format!("bad result signature: {e}"))
-        .and_then(|()| size_matches(result, &bytes));
+    if let Err(e) = verified.verify(result) {
+        // Not kept, as [`precheck`] never fetches it: no one's output, only bytes.
+        return Some(Checked {
+            verdict: Err(format!("bad result signature: {e}")),
+            fetched: None,
+        });
+    }
     Some(Checked {
-        verdict,
+        verdict: size_matches(result, &bytes),
         fetched: Some((id, bytes)),
     })
 }

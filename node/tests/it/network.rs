@@ -904,5 +904,9 @@ async fn a_result_whose_output_came_attached_is_judged_at_once_unless_it_is_a_pr
         .expect("the attachment was left for the proof's check");
     let reason = checked.verdict.expect_err("a forged result is rejected");
     assert!(reason.contains("bad result signature"), "{reason}");
+    assert_eq!(
+        checked.fetched, None,
+        "bytes no signature vouches for are not kept"
+    );
     server.abort();
 }
