@@ -68,9 +68,8 @@ pub(crate) enum Internal {
     /// A result's precheck finished.
     Checked {
         result: proofmesh_protocol::messages::SignedResult,
-        verdict: super::verify::CheckVerdict,
-        /// The output, fetched and not stored yet (see `verify::Checked`).
-        fetched: Option<(proofmesh_protocol::ContentId, Vec<u8>)>,
+        /// The verdict, and the output fetched and not stored yet.
+        checked: super::verify::Checked,
     },
     /// An operator attempt ended.
     AttemptDone {
@@ -604,24 +603,12 @@ impl Core {
                     self.on_message(envelope.sender, message, Origin::Remote);
                 }
             }
-            Internal::Checked {
-                result,
-                verdict,
-                fetched,
-            } => {
-                // Stored durably with the verdict's batch (its sync comes before the verdict is
-                // announced): an operator that only operates keeps its outputs lazily
-                // (`runtime::copies_only`), so an accepted output must not depend on its disk.
-                if let Some((id, bytes)) = fetched {
-                    if let Err(e) = self.sh.store.put_blob_expected(&id, &bytes) {
-                        tracing::error!(error = %e, "cannot store a checked output");
-                    }
-                }
+            Internal::Checked { result, checked } => {
                 let now = self.sh.now();
                 if let Some(decisions) = self
                     .mm
                     .as_mut()
-                    .map(|m| m.checked(&self.sh, now, result, verdict))
+                    .map(|m| m.checked(&self.sh, now, result, checked))
                 {
                     self.act(decisions);
                 }

@@ -274,16 +274,7 @@ impl MatchmakerRole {
                     .as_ref()
                     .and_then(|t| verify::precheck_now(&sh.client, &sh.verified_results, t, &r))
                 {
-                    if let Err(reason) = &checked.verdict {
-                        tracing::warn!(operator = %r.result.operator, %reason, "result failed its check");
-                    }
-                    if let Some((id, bytes)) = checked.fetched {
-                        // Durable with the verdict's batch, as a background precheck's copy.
-                        if let Err(e) = sh.store.put_blob_expected(&id, &bytes) {
-                            tracing::error!(error = %e, "cannot store a checked output");
-                        }
-                    }
-                    return self.checked(sh, now, r, checked.verdict);
+                    return self.checked(sh, now, r, checked);
                 }
                 let arrived = task.as_ref().is_some_and(verify::is_proof_task).then_some(
                     Event::ResultArrived {
@@ -323,11 +314,11 @@ impl MatchmakerRole {
                 .verified_results
                 .verify(&result)
                 .map_err(|e| format!("bad result signature: {e}"));
-            let _ = internal.send(Internal::Checked {
-                result,
+            let checked = verify::Checked {
                 verdict,
                 fetched: None,
-            });
+            };
+            let _ = internal.send(Internal::Checked { result, checked });
             return;
         };
         let client = sh.client.clone();
@@ -335,25 +326,31 @@ impl MatchmakerRole {
         let verified = sh.verified_results.clone();
         sh.spawn(async move {
             let checked = verify::precheck(&client, &store, &verified, &task, &result).await;
-            if let Err(reason) = &checked.verdict {
-                tracing::warn!(task = %task.name, operator = %result.result.operator, %reason, "result failed its check");
-            }
-            let _ = internal.send(Internal::Checked {
-                result,
-                verdict: checked.verdict,
-                fetched: checked.fetched,
-            });
+            let _ = internal.send(Internal::Checked { result, checked });
         });
     }
 
-    /// A precheck finished: the result becomes an event, with its verdict recorded.
+    /// A precheck finished (at once or in the background): the result becomes an event, with
+    /// its verdict recorded.
     pub fn checked(
         &mut self,
         sh: &Shared,
         now: u64,
         result: SignedResult,
-        verdict: CheckVerdict,
+        checked: verify::Checked,
     ) -> Vec<Decision> {
+        let verify::Checked { verdict, fetched } = checked;
+        if let Err(reason) = &verdict {
+            tracing::warn!(task = result.result.task, operator = %result.result.operator, %reason, "result failed its check");
+        }
+        // Stored durably with the verdict's batch (its sync comes before the verdict is
+        // announced): an operator that only operates keeps its outputs lazily
+        // (`runtime::copies_only`), so an accepted output must not depend on its disk.
+        if let Some((id, bytes)) = fetched {
+            if let Err(e) = sh.store.put_blob_expected(&id, &bytes) {
+                tracing::error!(error = %e, "cannot store a checked output");
+            }
+        }
         self.verdicts.insert(&result, verdict.clone());
         self.feed(sh, now, Event::Result(result), Some(verdict))
     }

@@ -293,10 +293,9 @@ impl Attempt {
             .get(a.task as usize)
             .ok_or_else(|| format!("workflow has no task {}", a.task))?
             .clone();
-        let mut producers: HashMap<TaskIndex, SignedResult> = HashMap::new();
+        let mut producers = self.known.clone();
         for dep in &task.deps {
-            if let Some(r) = self.known.get(dep) {
-                producers.insert(*dep, r.clone());
+            if producers.contains_key(dep) {
                 continue;
             }
             let result = loop {

@@ -110,6 +110,7 @@ impl ResultChecker for RecordedChecker {
 /// small enough to live inside the store's database (`store::INLINE_BLOB_MAX`). The core
 /// stores those with the verdict's own batch: one commit, not one more beside it. Larger
 /// outputs (files, fsynced on their own) are stored by the precheck itself.
+#[derive(Debug)]
 pub struct Checked {
     pub verdict: CheckVerdict,
     pub fetched: Option<(ContentId, Vec<u8>)>,
