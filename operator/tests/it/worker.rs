@@ -46,7 +46,7 @@ async fn builtin_noop_and_sleep() {
         matches!(report.outcome, Outcome::Failed(f) if matches!(f.cause, FailureCause::Input(_)))
     );
 
-    // Never short, also below the part slept on a blocking thread (2 ms).
+    // Never short, also below the part the portable sleep leaves to a blocking thread (3 ms).
     for ms in [20, 2] {
         let report = fx
             .operator
