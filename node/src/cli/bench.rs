@@ -68,10 +68,7 @@ pub struct OverheadArgs {
 
 /// Run it.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     match cmd {
         BenchCommand::Overhead(args) => runtime.block_on(overhead(args)),
         BenchCommand::Pipeline(args) => super::bench_pipeline::run_pipeline(args),

@@ -10,10 +10,7 @@ use std::process::ExitCode;
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let config = NodeConfig::load(&args).context("node configuration")?;
     let mut options = NodeOptions::from_config(&config).context("node configuration")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async move {
         // On-chain settlement: connect (chain id checked), register + stake an operator.
         let settlement = proofmesh_node::chain::prepare(&config, &mut options)
