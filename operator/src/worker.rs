@@ -90,7 +90,7 @@ fn sleep_ms(args: &[String]) -> Result<u64, String> {
 /// On Linux a one-shot `timerfd` does it: the kernel's high-resolution timer fires on time (no
 /// timer slack) and the runtime's own reactor wakes the task, one thread wake-up in all. The
 /// portable way ([`blocking_tail_sleep`]) woke its blocking thread ~130 µs late on 2 busy
-/// cores, then the task another ~130 µs later: 2.7% of a 10 ms task; this one ends ~150 µs
+/// cores, then the task another ~130 µs later: ~2.6% of a 10 ms task; this one ends ~150 µs
 /// late in all (bench/e2e.md).
 async fn precise_sleep(d: Duration) {
     let deadline = std::time::Instant::now() + d;
