@@ -310,12 +310,8 @@ impl MatchmakerRole {
         let internal = sh.internal.clone();
         let Some(task) = task else {
             // Unknown workflow or task: the engine ignores it; judge by signature only.
-            let verdict = sh
-                .verified_results
-                .verify(&result)
-                .map_err(|e| format!("bad result signature: {e}"));
             let checked = verify::Checked {
-                verdict,
+                verdict: verify::signature_verdict(&sh.verified_results, &result),
                 fetched: None,
             };
             let _ = internal.send(Internal::Checked { result, checked });

@@ -212,7 +212,7 @@ impl Attempt {
     }
 
     /// Inputs are fetched while a queued attempt waits for its lease.
-    async fn run(self, admission: Admission, cancel: CancellationToken) -> Outcome {
+    async fn run(mut self, admission: Admission, cancel: CancellationToken) -> Outcome {
         let prepared = tokio::select! {
             _ = cancel.cancelled() => return Outcome::Cancelled,
             p = self.prepare() => p,
@@ -273,7 +273,7 @@ impl Attempt {
 
     /// The workflow, dependency outputs and input blobs, waiting a little for gossip to catch
     /// up (an assignment can overtake the verdict on its dependency).
-    async fn prepare(&self) -> Result<TaskSpec, String> {
+    async fn prepare(&mut self) -> Result<TaskSpec, String> {
         let a = &self.assignment;
         let deadline = Instant::now() + self.input_wait;
         let workflow = loop {
@@ -293,7 +293,7 @@ impl Attempt {
             .get(a.task as usize)
             .ok_or_else(|| format!("workflow has no task {}", a.task))?
             .clone();
-        let mut producers = self.known.clone();
+        let mut producers = std::mem::take(&mut self.known);
         for dep in &task.deps {
             if producers.contains_key(dep) {
                 continue;

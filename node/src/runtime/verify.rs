@@ -132,10 +132,10 @@ pub fn precheck_now(
     }
     let id = result.result.output;
     let bytes = client.take_attachment(&id)?;
-    if let Err(e) = verified.verify(result) {
+    if let Err(reason) = signature_verdict(verified, result) {
         // Not kept, as [`precheck`] never fetches it: no one's output, only bytes.
         return Some(Checked {
-            verdict: Err(format!("bad result signature: {e}")),
+            verdict: Err(reason),
             fetched: None,
         });
     }
@@ -143,6 +143,13 @@ pub fn precheck_now(
         verdict: size_matches(result, &bytes),
         fetched: Some((id, bytes)),
     })
+}
+
+/// The operator's signature on `result`, as a verdict (checked once per result, cached).
+pub fn signature_verdict(verified: &VerifiedResults, result: &SignedResult) -> CheckVerdict {
+    verified
+        .verify(result)
+        .map_err(|e| format!("bad result signature: {e}"))
 }
 
 fn size_matches(result: &SignedResult, bytes: &[u8]) -> CheckVerdict {
@@ -179,9 +186,7 @@ async fn check(
     result: &SignedResult,
     fetched: &mut Option<(ContentId, Vec<u8>)>,
 ) -> CheckVerdict {
-    verified
-        .verify(result)
-        .map_err(|e| format!("bad result signature: {e}"))?;
+    signature_verdict(verified, result)?;
     let id = result.result.output;
     let bytes = match fetch_or_load(client, store, result).await {
         Ok(Output::Stored(bytes)) => bytes,
