@@ -51,6 +51,10 @@ pub enum MessageKind {
     SyncRequest,
     /// [`crate::messages::SyncReply`] (direct only, never gossiped)
     SyncReply,
+    /// [`crate::messages::Message::Assignments`]
+    AssignmentBatch,
+    /// [`crate::messages::Message::Answers`]
+    AnswerBatch,
 }
 
 impl MessageKind {
@@ -133,6 +137,9 @@ pub enum EnvelopeError {
         /// kind of the payload
         actual: MessageKind,
     },
+    /// A batch of assignments or answers that breaks the batch rules.
+    #[error("{0}")]
+    Batch(String),
 }
 
 impl Envelope {
@@ -235,6 +242,9 @@ impl Envelope {
                 claimed: self.kind,
                 actual: message.kind(),
             });
+        }
+        if let Some(problem) = message.batch_problem() {
+            return Err(EnvelopeError::Batch(problem));
         }
         Ok(message)
     }

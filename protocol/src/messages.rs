@@ -3,7 +3,8 @@
 //! Flow of one task: a requester gossips a [`Submission`]; operators gossip [`OperatorAdvert`]s
 //! and [`Heartbeat`]s; the workflow's active matchmaker sends an [`Assignment`] to an operator,
 //! which answers with an [`Acceptance`], runs the program and publishes a [`SignedResult`] (or a
-//! [`TaskFailure`]); the matchmaker checks it and gossips a [`Verdict`].
+//! [`TaskFailure`]); the matchmaker checks it and gossips a [`Verdict`]. Several assignments to
+//! one operator travel as one [`Message::Assignments`], answered by one [`Message::Answers`].
 
 use crate::encoding;
 use crate::envelope::MessageKind;
@@ -157,6 +158,53 @@ pub struct EthAcceptance {
     pub price_wei: u128,
     /// 65 bytes: r, s, v.
     pub signature: Vec<u8>,
+}
+
+/// Most assignments one [`Message::Assignments`] (and answers one [`Message::Answers`]) carries.
+pub const MAX_BATCH: usize = 64;
+
+/// An operator's answer to one assignment of a [`Message::Assignments`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// It took the attempt on.
+    Accepted(Acceptance),
+    /// It refused it ([`FailureCause::Refused`]) or could not take it.
+    Refused(TaskFailure),
+}
+
+impl Answer {
+    /// The operator that answered.
+    pub fn operator(&self) -> &PublicKey {
+        match self {
+            Answer::Accepted(a) => &a.operator,
+            Answer::Refused(f) => &f.operator,
+        }
+    }
+
+    /// (workflow, task, attempt) it answers.
+    pub fn attempt(&self) -> (WorkflowId, TaskIndex, u32) {
+        match self {
+            Answer::Accepted(a) => (a.workflow, a.task, a.attempt),
+            Answer::Refused(f) => (f.workflow, f.task, f.attempt),
+        }
+    }
+
+    /// The single message this answer is when it travels alone.
+    pub fn into_message(self) -> Message {
+        match self {
+            Answer::Accepted(a) => Message::Acceptance(a),
+            Answer::Refused(f) => Message::Failure(f),
+        }
+    }
+
+    /// The answer a single acceptance or failure message is.
+    pub fn from_message(message: Message) -> Option<Answer> {
+        match message {
+            Message::Acceptance(a) => Some(Answer::Accepted(a)),
+            Message::Failure(f) => Some(Answer::Refused(f)),
+            _ => None,
+        }
+    }
 }
 
 /// What an operator measured while running a task.
@@ -416,6 +464,14 @@ pub enum Message {
     SyncRequest(SyncRequest),
     /// Catch-up sync answer (direct only).
     SyncReply(SyncReply),
+    /// Assignments from one matchmaker to one operator, in the order the operator takes them
+    /// in, under one signature: a workflow's first wave hands each operator as many tasks as it
+    /// has room for, and a signature plus its check per task was most of what that wave cost
+    /// (bench/e2e.md). 2 to [`MAX_BATCH`] of them; a single one travels as
+    /// [`Message::Assignment`].
+    Assignments(Vec<Assignment>),
+    /// One operator's answers to a [`Message::Assignments`], in its order, under one signature.
+    Answers(Vec<Answer>),
 }
 
 impl Message {
@@ -435,6 +491,38 @@ impl Message {
             Message::WorkflowFailed(_) => MessageKind::WorkflowFailed,
             Message::SyncRequest(_) => MessageKind::SyncRequest,
             Message::SyncReply(_) => MessageKind::SyncReply,
+            Message::Assignments(_) => MessageKind::AssignmentBatch,
+            Message::Answers(_) => MessageKind::AnswerBatch,
         }
+    }
+
+    /// What is wrong with a batch ([`Message::Assignments`], [`Message::Answers`]): fewer than
+    /// two or more than [`MAX_BATCH`] parts, or parts from more than one matchmaker or for more
+    /// than one operator. `None` for any other message.
+    pub fn batch_problem(&self) -> Option<String> {
+        let (what, len, mut parties) = match self {
+            Message::Assignments(list) => (
+                "assignment batch",
+                list.len(),
+                list.iter()
+                    .map(|a| (a.operator, Some(a.matchmaker)))
+                    .collect::<Vec<_>>(),
+            ),
+            Message::Answers(list) => (
+                "answer batch",
+                list.len(),
+                list.iter().map(|a| (*a.operator(), None)).collect(),
+            ),
+            _ => return None,
+        };
+        if !(2..=MAX_BATCH).contains(&len) {
+            return Some(format!(
+                "{what} of {len} parts (2 to {MAX_BATCH}; a single one travels alone)"
+            ));
+        }
+        parties.dedup();
+        (parties.len() > 1).then(|| {
+            format!("{what} mixes operators or matchmakers (each batch is from one to one)")
+        })
     }
 }

@@ -73,8 +73,11 @@ impl Topic {
     pub fn for_kind(kind: MessageKind) -> Option<Topic> {
         Some(match kind {
             MessageKind::WorkflowSubmission => Topic::Submissions,
-            MessageKind::Assignment | MessageKind::Cancel => Topic::Assignments,
-            MessageKind::Acceptance => Topic::Acceptances,
+            MessageKind::Assignment | MessageKind::AssignmentBatch | MessageKind::Cancel => {
+                Topic::Assignments
+            }
+            // A batch's refusals travel with its acceptances.
+            MessageKind::Acceptance | MessageKind::AnswerBatch => Topic::Acceptances,
             MessageKind::TaskResult | MessageKind::TaskFailure => Topic::Results,
             MessageKind::Verdict | MessageKind::WorkflowFailed => Topic::Verdicts,
             MessageKind::OperatorAdvert => Topic::Adverts,

@@ -49,6 +49,7 @@ impl Invalid {
                 EnvelopeError::Signature(_) => "bad_signature",
                 EnvelopeError::Payload(_) => "bad_payload",
                 EnvelopeError::KindMismatch { .. } => "kind_mismatch",
+                EnvelopeError::Batch(_) => "bad_batch",
             },
         }
     }

@@ -25,8 +25,8 @@ use crate::network::{self, public_key_of, Client, Clock, NetworkEvent};
 use crate::store::Store;
 use proofmesh_operator::Outcome;
 use proofmesh_protocol::messages::{
-    FailureCause, Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission, SyncReply,
-    SyncRequest, SyncUpdate, TaskFailure, Verdict, WorkflowFailure,
+    Answer, Assignment, FailureCause, Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission,
+    SyncReply, SyncRequest, SyncUpdate, TaskFailure, Verdict, WorkflowFailure, MAX_BATCH,
 };
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey, TaskIndex, WorkflowId};
 use std::collections::{HashMap, HashSet};
@@ -191,6 +191,9 @@ pub(crate) struct Core {
     /// The last workflow whose submission was pushed, with its sealed push (`None`: too big
     /// to push); see [`Core::submission_push`].
     submission_push: Option<(WorkflowId, Option<Envelope>)>,
+    /// While an assignment batch is taken in: this operator's answers to its parts, signed
+    /// together once the whole batch is in.
+    answering: Option<Vec<Answer>>,
 }
 
 /// A timer that never fires when the role is off.
@@ -241,6 +244,7 @@ impl Core {
             connected: 0,
             pushed: HashMap::new(),
             submission_push: None,
+            answering: None,
         }
     }
 
@@ -367,6 +371,13 @@ impl Core {
 
     fn seal(&mut self, message: &Message) -> Envelope {
         self.nonce += 1;
+        self.sh
+            .metrics
+            .envelopes_signed
+            .get_or_create(&super::metrics::KindLabel {
+                kind: format!("{:?}", message.kind()),
+            })
+            .inc();
         let expires = self.sh.now().saturating_add(self.sh.ttl_ms);
         Envelope::seal(
             &self.sh.keypair,
@@ -458,10 +469,29 @@ fn is_matchmaker_decision(message: &Message) -> bool {
         message,
         Message::MatchmakerAnnounce(_)
             | Message::Assignment(_)
+            | Message::Assignments(_)
             | Message::Cancel(_)
             | Message::WorkflowFailed(_)
             | Message::Verdict(_)
     )
+}
+
+/// `answers` as one message: a single one alone, several as a batch; `None` for none.
+fn answers_message(mut answers: Vec<Answer>) -> Option<Message> {
+    match answers.len() {
+        0 => None,
+        1 => answers.pop().map(Answer::into_message),
+        _ => Some(Message::Answers(answers)),
+    }
+}
+
+/// The answer to attempt `key` in this operator's own signed answer `envelope` (a single one
+/// or a batch).
+fn answer_in(envelope: &Envelope, key: operating::AttemptKey) -> Option<Answer> {
+    match proofmesh_protocol::encoding::decode::<Message>(&envelope.payload).ok()? {
+        Message::Answers(batch) => batch.into_iter().find(|a| a.attempt() == key),
+        single => Answer::from_message(single),
+    }
 }
 
 /// Whom one catch-up round asks: connected matchmakers first, then any peer, rotating with
@@ -764,7 +794,9 @@ impl Core {
             Message::OperatorAdvert(a) => a.operator == sender,
             Message::Heartbeat(h) => h.operator == sender,
             Message::Assignment(a) => a.matchmaker == sender,
+            Message::Assignments(batch) => batch.iter().all(|a| a.matchmaker == sender),
             Message::Acceptance(a) => a.operator == sender,
+            Message::Answers(batch) => batch.iter().all(|a| *a.operator() == sender),
             Message::Result(r) => r.result.operator == sender,
             Message::Failure(f) => f.operator == sender,
             Message::MatchmakerAnnounce(a) => a.matchmaker == sender,
@@ -786,21 +818,29 @@ impl Core {
                 tracing::debug!(kind = ?message.kind(), %sender, "ignoring a matchmaker's decision from an untrusted key");
             }
             // An assignment sent to us is refused with the reason, so a matchmaker left out
-            // of our list by mistake learns why at once. Only it gets the refusal.
-            if let Message::Assignment(a) = &message {
-                if a.operator == self.sh.me && self.op.is_some() {
-                    return Some(self.seal(&Message::Failure(TaskFailure {
+            // of our list by mistake learns why at once. Only it gets the refusal (signed, not
+            // applied: our view never took the assignment in).
+            let me = self.sh.me;
+            let refuse = |a: &Assignment| {
+                (a.operator == me).then(|| {
+                    Answer::Refused(TaskFailure {
                         workflow: a.workflow,
                         task: a.task,
                         attempt: a.attempt,
-                        operator: self.sh.me,
+                        operator: me,
                         cause: FailureCause::Refused(format!(
                             "matchmaker {sender} is not among this operator's network.matchmakers"
                         )),
-                    })));
-                }
-            }
-            return None;
+                    })
+                })
+            };
+            let refusals: Vec<Answer> = match &message {
+                _ if self.op.is_none() => Vec::new(),
+                Message::Assignment(a) => refuse(a).into_iter().collect(),
+                Message::Assignments(batch) => batch.iter().filter_map(refuse).collect(),
+                _ => Vec::new(),
+            };
+            return answers_message(refusals).map(|m| self.seal(&m));
         }
         match message {
             Message::SyncRequest(request) => {
@@ -812,6 +852,14 @@ impl Core {
             }
             Message::SyncReply(reply) => {
                 self.caught_up(sender, reply);
+                return None;
+            }
+            // A batch is taken in part by part, each as if it had come alone.
+            Message::Assignments(batch) => return self.assignment_batch(sender, batch, origin),
+            Message::Answers(batch) => {
+                for answer in batch {
+                    self.on_message(sender, answer.into_message(), origin);
+                }
                 return None;
             }
             _ => {}
@@ -852,7 +900,10 @@ impl Core {
                 }
             }
             Message::WorkflowFailed(f) => self.view.workflow_failed(&self.sh, &self.progress, f),
-            Message::SyncRequest(_) | Message::SyncReply(_) => return None,
+            Message::SyncRequest(_)
+            | Message::SyncReply(_)
+            | Message::Assignments(_)
+            | Message::Answers(_) => return None,
         }
         if self.mm.is_some() {
             // Decisions this node's matchmaker made itself are not fed back to it.
@@ -872,22 +923,59 @@ impl Core {
 
     // ---- roles ----------------------------------------------------------------------------------
 
-    fn operator_assignment(
+    /// An assignment batch, part by part. The parts addressed to this operator are answered
+    /// together: one signature for the batch instead of one per part.
+    fn assignment_batch(
         &mut self,
-        a: &proofmesh_protocol::messages::Assignment,
+        sender: PublicKey,
+        batch: Vec<Assignment>,
+        origin: Origin,
     ) -> Option<Envelope> {
+        let outer = self.answering.replace(Vec::new());
+        for a in batch {
+            self.on_message(sender, Message::Assignment(a), origin);
+        }
+        let answers = std::mem::replace(&mut self.answering, outer).unwrap_or_default();
+        let keys: Vec<_> = answers
+            .iter()
+            .map(|a| (a.attempt(), matches!(a, Answer::Accepted(_))))
+            .collect();
+        let envelope = self.emit(answers_message(answers)?);
+        for (key, accepted) in keys {
+            if accepted {
+                self.assigned_by.insert(key, sender);
+            }
+            if let Some(op) = &mut self.op {
+                op.answered.insert(key, envelope.clone());
+            }
+        }
+        Some(envelope)
+    }
+
+    /// An assignment addressed to this operator: the signed answer, or `None` inside a batch
+    /// (the answer joins [`Core::answering`]).
+    fn operator_assignment(&mut self, a: &Assignment) -> Option<Envelope> {
         let now = self.sh.now();
         let key = (a.workflow, a.task, a.attempt);
         // The same attempt again (e.g. re-sent by a matchmaker that took over): same answer.
         if let Some(envelope) = self.op.as_ref()?.answered.get(&key) {
-            return Some(envelope.clone());
+            let Some(batch) = self.answering.as_mut() else {
+                return Some(envelope.clone());
+            };
+            batch.extend(answer_in(envelope, key));
+            return None;
         }
         let answer = self
             .op
             .as_mut()?
             .on_assignment(&self.sh, &self.view, a, now)?;
-        let envelope = self.emit(answer);
-        if matches!(envelope.kind, proofmesh_protocol::MessageKind::Acceptance) {
+        if let Some(batch) = self.answering.as_mut() {
+            batch.push(answer);
+            return None;
+        }
+        let accepted = matches!(answer, Answer::Accepted(_));
+        let envelope = self.emit(answer.into_message());
+        if accepted {
             self.assigned_by.insert(key, a.matchmaker);
         }
         if let Some(op) = &mut self.op {
@@ -903,26 +991,62 @@ impl Core {
         }
     }
 
-    /// Carry out the matchmaker's decisions.
+    /// Carry out the matchmaker's decisions. Assignments go out in one batch per operator
+    /// ([`Core::send_assignments`]); anything else decided goes out after the assignments
+    /// decided before it.
     fn act(&mut self, decisions: Vec<proofmesh_matchmaker::Decision>) {
+        let mut assignments = Vec::new();
         for decision in decisions {
             let Some(message) = super::matchmaking::decision_message(self, decision) else {
                 continue;
             };
+            if let Message::Assignment(a) = message {
+                if a.operator != self.sh.me {
+                    self.push_inputs(&a);
+                }
+                assignments.push(a);
+                continue;
+            }
+            self.send_assignments(std::mem::take(&mut assignments));
             let direct_to = match &message {
-                Message::Assignment(a) => Some(a.operator),
                 Message::Cancel(c) => Some(c.operator),
                 _ => None,
             };
-            if let Message::Assignment(a) = &message {
-                if a.operator != self.sh.me {
-                    self.push_inputs(a);
-                }
-            }
             let envelope = self.emit(message);
             if let Some(to) = direct_to {
                 if to != self.sh.me {
                     self.send_direct(&to, envelope);
+                }
+            }
+        }
+        self.send_assignments(assignments);
+    }
+
+    /// Sign and send `assignments`, those to one operator together (up to [`MAX_BATCH`] under
+    /// one signature, in the order decided: a task that runs now ahead of a queued one), each
+    /// behind the inputs already pushed to that operator.
+    fn send_assignments(&mut self, assignments: Vec<Assignment>) {
+        let mut groups: Vec<Vec<Assignment>> = Vec::new();
+        let mut group_of: HashMap<PublicKey, usize> = HashMap::new();
+        for a in assignments {
+            let i = *group_of.entry(a.operator).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[i].push(a);
+        }
+        for mut group in groups {
+            while !group.is_empty() {
+                let rest = group.split_off(group.len().min(MAX_BATCH));
+                let mut batch = std::mem::replace(&mut group, rest);
+                let operator = batch[0].operator;
+                let message = match batch.len() {
+                    1 => Message::Assignment(batch.remove(0)),
+                    _ => Message::Assignments(batch),
+                };
+                let envelope = self.emit(message);
+                if operator != self.sh.me {
+                    self.send_direct(&operator, envelope);
                 }
             }
         }

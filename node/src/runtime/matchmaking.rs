@@ -252,8 +252,12 @@ impl MatchmakerRole {
             Message::Acceptance(a) => Event::Acceptance(a),
             Message::Failure(f) => Event::Failure(f),
             Message::Verdict(v) => Event::Verdict(v),
-            // Handled by the core (catch-up sync), never an engine event.
-            Message::SyncRequest(_) | Message::SyncReply(_) => return Vec::new(),
+            // Handled by the core (catch-up sync; batches it hands over part by part), never an
+            // engine event.
+            Message::SyncRequest(_)
+            | Message::SyncReply(_)
+            | Message::Assignments(_)
+            | Message::Answers(_) => return Vec::new(),
             Message::Result(r) => {
                 let key = (r.result.workflow, r.result.task, r.result.attempt);
                 if let Some(at) = self.assigned_at.remove(&key) {

@@ -14,6 +14,13 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// Label: an envelope's message kind (`Assignment`, `AssignmentBatch`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The kind, as `proofmesh_protocol::MessageKind` spells it.
+    pub kind: String,
+}
+
 /// Counters, gauges and histograms of the node runtime.
 #[derive(Clone, Debug)]
 pub struct RuntimeMetrics {
@@ -41,6 +48,9 @@ pub struct RuntimeMetrics {
     /// Matchmaker decisions (verdicts, assignments, ...) ignored because their signer is not
     /// among the trusted matchmakers (`network.matchmakers`).
     pub untrusted_decisions: Counter,
+    /// Envelopes this node signed, by kind: ed25519 signing and checking is the largest share
+    /// of a task's CPU, and batches exist to sign less.
+    pub envelopes_signed: Family<KindLabel, Counter>,
 }
 
 impl RuntimeMetrics {
@@ -58,6 +68,7 @@ impl RuntimeMetrics {
             catch_up_requests: Counter::default(),
             caught_up_results: Counter::default(),
             untrusted_decisions: Counter::default(),
+            envelopes_signed: Family::default(),
         };
         registry.register(
             "proofmesh_tasks",
@@ -108,6 +119,11 @@ impl RuntimeMetrics {
             "proofmesh_untrusted_decisions",
             "Matchmaker decisions ignored: signed by a key not among network.matchmakers",
             m.untrusted_decisions.clone(),
+        );
+        registry.register(
+            "proofmesh_envelopes_signed",
+            "Envelopes this node signed, by message kind",
+            m.envelopes_signed.clone(),
         );
         m
     }

@@ -18,9 +18,9 @@ use proofmesh_operator::{
     resolve_inputs, Admission, CancellationToken, Operator, Outcome, TaskSpec,
 };
 use proofmesh_protocol::messages::{
-    Acceptance, Assignment, FailureCause, SignedResult, TaskFailure,
+    Acceptance, Answer, Assignment, FailureCause, SignedResult, TaskFailure,
 };
-use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, TaskIndex, WorkflowId};
+use proofmesh_protocol::{ContentId, Envelope, Keypair, TaskIndex, WorkflowId};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -40,8 +40,8 @@ pub struct OperatorRole {
     pub opts: OperatorOptions,
     running: HashMap<AttemptKey, CancellationToken>,
     handled: HashSet<AttemptKey>,
-    /// The signed answer (acceptance or refusal) given to each attempt, repeated verbatim if
-    /// the same attempt is assigned again.
+    /// The signed answer (acceptance or refusal, alone or in a batch) given to each attempt,
+    /// repeated if the same attempt is assigned again.
     pub answered: HashMap<AttemptKey, Envelope>,
 }
 
@@ -81,22 +81,22 @@ impl OperatorRole {
         }
     }
 
-    /// An assignment addressed to us: the message to answer with (acceptance or refusal), or
-    /// `None` for one already handled.
+    /// An assignment addressed to us: the answer (acceptance or refusal), or `None` for one
+    /// already handled.
     pub fn on_assignment(
         &mut self,
         sh: &Shared,
         view: &View,
         a: &Assignment,
         now: u64,
-    ) -> Option<Message> {
+    ) -> Option<Answer> {
         let key = (a.workflow, a.task, a.attempt);
         if !self.handled.insert(key) {
             return None;
         }
         let refuse = |why: String| {
             tracing::info!(task = a.task, attempt = a.attempt, %why, "refusing an assignment");
-            Some(Message::Failure(TaskFailure {
+            Some(Answer::Refused(TaskFailure {
                 workflow: a.workflow,
                 task: a.task,
                 attempt: a.attempt,
@@ -148,7 +148,7 @@ impl OperatorRole {
                 .inspect_err(|e| tracing::error!(error = %e, "cannot sign the on-chain acceptance"))
                 .ok()
         });
-        Some(Message::Acceptance(Acceptance {
+        Some(Answer::Accepted(Acceptance {
             assignment: ContentId::of_value(a),
             workflow: a.workflow,
             task: a.task,

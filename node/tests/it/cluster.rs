@@ -876,5 +876,18 @@ async fn an_operator_queues_tasks_beyond_its_cores_and_never_oversubscribes_them
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "runs overlap: {spans:?}");
     }
+    // The four leaves went to the operator as one signed batch and were answered by one; the
+    // root, ready alone later, went alone.
+    let signed = |name: &str, kind: &str| {
+        let handle = cluster.get(name).handle.as_ref().expect("running");
+        metric(
+            handle,
+            &format!("proofmesh_envelopes_signed_total{{kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(signed("mm", "AssignmentBatch"), 1.0);
+    assert_eq!(signed("mm", "Assignment"), 1.0);
+    assert_eq!(signed("op", "AnswerBatch"), 1.0);
+    assert_eq!(signed("op", "Acceptance"), 1.0);
     cluster.shutdown().await;
 }

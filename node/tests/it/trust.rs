@@ -135,7 +135,7 @@ async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
     let operator = Node::spawn(operator).await.expect("operator starts");
 
     let (workflow, _) = spec::load(
-        "name = \"refused\"\n[defaults]\nmax_attempts = 1\n[[task]]\nid = \"only\"\nprogram = \"noop@1\"\n",
+        "name = \"refused\"\n[defaults]\nmax_attempts = 1\n[[task]]\nid = \"two\"\ncount = 2\nprogram = \"noop@1\"\n",
         Format::Toml,
     )
     .unwrap();
@@ -149,14 +149,16 @@ async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
         sleep(Duration::from_millis(50)).await;
     }
     let id = mm.api().submit(workflow).await.expect("submitted");
-    let cause = loop {
+    // Both tasks were assigned in one batch, and both refused in one answer.
+    let causes = loop {
         let status = mm.api().status(&id).unwrap().expect("known");
-        if let Some(cause) = status.tasks[0]
-            .attempts
+        let causes: Vec<String> = status
+            .tasks
             .iter()
-            .find_map(|a| a.cause.clone())
-        {
-            break cause;
+            .filter_map(|t| t.attempts.iter().find_map(|a| a.cause.clone()))
+            .collect();
+        if causes.len() == 2 {
+            break causes;
         }
         assert!(
             Instant::now() < deadline,
@@ -165,10 +167,19 @@ async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
         );
         sleep(Duration::from_millis(50)).await;
     };
-    assert!(
-        cause.contains(&mm.public_key().to_string())
-            && cause.contains("not among this operator's network.matchmakers"),
-        "{cause}"
+    for cause in causes {
+        assert!(
+            cause.contains(&mm.public_key().to_string())
+                && cause.contains("not among this operator's network.matchmakers"),
+            "{cause}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &mm,
+            "proofmesh_envelopes_signed_total{kind=\"AssignmentBatch\"}"
+        ),
+        1.0
     );
     assert!(metric(&operator, "proofmesh_untrusted_decisions_total") >= 1.0);
 

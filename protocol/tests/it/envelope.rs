@@ -197,3 +197,82 @@ fn sync_messages_seal_open_and_are_direct_only() {
     }
     assert!(!heartbeat(&kp, 2).kind.direct_only());
 }
+
+#[test]
+fn batches_open_only_from_one_to_one_and_within_their_bounds() {
+    use proofmesh_protocol::messages::{
+        Acceptance, Answer, Assignment, FailureCause, TaskFailure, MAX_BATCH,
+    };
+    use proofmesh_protocol::{ContentId, PublicKey, Resources};
+    let mm = Keypair::generate();
+    let (op, other) = (Keypair::generate().public(), Keypair::generate().public());
+    let assignment = |task: u32, operator: PublicKey| Assignment {
+        workflow: ContentId([1; 32]),
+        task,
+        attempt: 1,
+        operator,
+        gpus: vec![],
+        resources: Resources::default(),
+        accept_by_ms: 5,
+        deadline_ms: 9,
+        price_wei: 0,
+        matchmaker: mm.public(),
+        queued: task > 0,
+    };
+    let accepted = |task: u32, operator: PublicKey| {
+        Answer::Accepted(Acceptance {
+            assignment: ContentId([task as u8; 32]),
+            workflow: ContentId([1; 32]),
+            task,
+            attempt: 1,
+            operator,
+            accepted_at_ms: 3,
+            eth: None,
+        })
+    };
+    let refused = Answer::Refused(TaskFailure {
+        workflow: ContentId([1; 32]),
+        task: 9,
+        attempt: 1,
+        operator: op,
+        cause: FailureCause::Refused("busy".into()),
+    });
+    let open = |m: &Message| Envelope::seal(&mm, DOMAIN, m, 1, 10_000).open(DOMAIN, 1);
+
+    let good = [
+        Message::Assignments(vec![assignment(0, op), assignment(1, op)]),
+        Message::Assignments((0..MAX_BATCH as u32).map(|t| assignment(t, op)).collect()),
+        Message::Answers(vec![accepted(0, op), refused.clone()]),
+    ];
+    for m in good {
+        assert_eq!(open(&m).expect("a valid batch opens"), m);
+    }
+    let bad = [
+        (Message::Assignments(vec![]), "assignment batch of 0 parts"),
+        (
+            Message::Assignments(vec![assignment(0, op)]),
+            "assignment batch of 1 parts",
+        ),
+        (
+            Message::Assignments((0..=MAX_BATCH as u32).map(|t| assignment(t, op)).collect()),
+            "assignment batch of 65 parts",
+        ),
+        (
+            Message::Assignments(vec![
+                assignment(0, op),
+                assignment(1, other),
+                assignment(2, op),
+            ]),
+            "assignment batch mixes operators",
+        ),
+        (
+            Message::Answers(vec![accepted(0, other), refused]),
+            "answer batch mixes operators",
+        ),
+    ];
+    for (m, says) in bad {
+        let err = open(&m).expect_err("an invalid batch is refused");
+        assert!(matches!(err, EnvelopeError::Batch(_)), "{err:?}");
+        assert!(err.to_string().contains(says), "{err} should say {says}");
+    }
+}
