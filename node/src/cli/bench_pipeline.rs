@@ -363,6 +363,29 @@ impl Net {
         })
     }
 
+    /// Envelopes every node signed so far (`proofmesh_envelopes_signed_total`, all kinds):
+    /// signing and checking them is the largest share of a task's CPU, and unlike the
+    /// makespan this count does not move with the machine's noise.
+    fn envelopes_signed(&self) -> f64 {
+        std::iter::once(&self.mm)
+            .chain(self.operators.iter().flatten())
+            .map(|node| {
+                let mut text = String::new();
+                let registry = node.registry();
+                let registry = registry
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+                    return 0.0;
+                }
+                text.lines()
+                    .filter(|l| l.starts_with("proofmesh_envelopes_signed_total"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+
     async fn shutdown(self) {
         for op in self.operators.into_iter().flatten() {
             op.shutdown().await;
@@ -468,6 +491,7 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let ideal = ideal(&workflow, u64::from(args.operators) * u64::from(args.slots))?;
     let net = Net::start(args.operators, args.slots, args.queue_depth).await?;
     let mut spans = Vec::new();
+    let signed_before = net.envelopes_signed();
     for run in 0..args.runs {
         // A distinct name per run: the same workflow id would be "already known".
         let mut w = workflow.clone();
@@ -476,13 +500,14 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
         eprintln!("run {run}: makespan {t:.1} ms");
         spans.push(t);
     }
+    let signed = net.envelopes_signed() - signed_before;
     net.shutdown().await;
     let best = spans.iter().copied().fold(f64::INFINITY, f64::min);
     let med = median(&mut spans);
     let n = workflow.tasks.len() as f64;
     println!(
         "operators={} slots={} queue_depth={} tasks={} critical_ms={:.1} work_slot_ms={:.1} ideal_ms={:.1} list_ms={:.1} \
-         makespan_ms={:.1} best_ms={:.1} overhead_per_task_slot_ms={:.3} efficiency={:.4} efficiency_best={:.4}",
+         makespan_ms={:.1} best_ms={:.1} overhead_per_task_slot_ms={:.3} envelopes_signed_per_task={:.2} efficiency={:.4} efficiency_best={:.4}",
         args.operators,
         args.slots,
         args.queue_depth,
@@ -495,6 +520,7 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
         best,
         // Excess makespan spread over the tasks each slot ran.
         (med - ideal.bound_ms) * ideal.slots as f64 / n,
+        signed / (n * f64::from(args.runs)),
         ideal.bound_ms / med,
         ideal.bound_ms / best,
     );

@@ -25,8 +25,9 @@ use crate::network::{self, public_key_of, Client, Clock, NetworkEvent};
 use crate::store::Store;
 use proofmesh_operator::Outcome;
 use proofmesh_protocol::messages::{
-    Answer, Assignment, FailureCause, Heartbeat, MatchmakerAnnounce, OperatorAdvert, Submission,
-    SyncReply, SyncRequest, SyncUpdate, TaskFailure, Verdict, WorkflowFailure, MAX_BATCH,
+    Answer, Assignment, FailureCause, Heartbeat, MatchmakerAnnounce, OperatorAdvert, SignedResult,
+    Submission, SyncReply, SyncRequest, SyncUpdate, TaskFailure, Verdict, WorkflowFailure,
+    MAX_BATCH,
 };
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey, TaskIndex, WorkflowId};
 use std::collections::{HashMap, HashSet};
@@ -194,6 +195,10 @@ pub(crate) struct Core {
     /// While an assignment batch is taken in: this operator's answers to its parts, signed
     /// together once the whole batch is in.
     answering: Option<Vec<Answer>>,
+    /// Assignments this matchmaker decided in the current batch, not signed yet: they leave
+    /// only once the batch is durable anyway, so they are signed then, one batch per operator
+    /// ([`Core::send_assignments`]).
+    unsent: Vec<Assignment>,
 }
 
 /// A timer that never fires when the role is off.
@@ -245,6 +250,7 @@ impl Core {
             pushed: HashMap::new(),
             submission_push: None,
             answering: None,
+            unsent: Vec::new(),
         }
     }
 
@@ -258,6 +264,7 @@ impl Core {
     /// core waits for it, but the runtime's worker threads stay free for the network and
     /// every other task meanwhile.
     async fn commit(&mut self) {
+        self.send_assignments();
         let announces = !self.outbox.is_empty() || self.progress.holds_durable();
         if !announces || !self.sh.store.needs_sync() {
             // Nothing to make durable first: end the batch at once (it holds the store's
@@ -991,25 +998,22 @@ impl Core {
         }
     }
 
-    /// Carry out the matchmaker's decisions. Assignments go out in one batch per operator
-    /// ([`Core::send_assignments`]); anything else decided goes out after the assignments
-    /// decided before it.
+    /// Carry out the matchmaker's decisions. Assignments wait for the end of the batch
+    /// ([`Core::unsent`]); a cancellation goes out after the assignments decided before it.
     fn act(&mut self, decisions: Vec<proofmesh_matchmaker::Decision>) {
-        let mut assignments = Vec::new();
         for decision in decisions {
             let Some(message) = super::matchmaking::decision_message(self, decision) else {
                 continue;
             };
             if let Message::Assignment(a) = message {
-                if a.operator != self.sh.me {
-                    self.push_inputs(&a);
-                }
-                assignments.push(a);
+                self.unsent.push(a);
                 continue;
             }
-            self.send_assignments(std::mem::take(&mut assignments));
             let direct_to = match &message {
-                Message::Cancel(c) => Some(c.operator),
+                Message::Cancel(c) => {
+                    self.send_assignments();
+                    Some(c.operator)
+                }
                 _ => None,
             };
             let envelope = self.emit(message);
@@ -1019,13 +1023,20 @@ impl Core {
                 }
             }
         }
-        self.send_assignments(assignments);
     }
 
-    /// Sign and send `assignments`, those to one operator together (up to [`MAX_BATCH`] under
-    /// one signature, in the order decided: a task that runs now ahead of a queued one), each
-    /// behind the inputs already pushed to that operator.
-    fn send_assignments(&mut self, assignments: Vec<Assignment>) {
+    /// Sign and send the [`Core::unsent`] assignments, those to one operator together (up to
+    /// [`MAX_BATCH`] under one signature, in the order decided: a task that runs now ahead of
+    /// a queued one), behind one push of their inputs ([`Core::push_inputs`]).
+    fn send_assignments(&mut self) {
+        // Applying a batch here can decide more (this node's own operator answers it at once).
+        while !self.unsent.is_empty() {
+            let assignments = std::mem::take(&mut self.unsent);
+            self.send_assignment_groups(assignments);
+        }
+    }
+
+    fn send_assignment_groups(&mut self, assignments: Vec<Assignment>) {
         let mut groups: Vec<Vec<Assignment>> = Vec::new();
         let mut group_of: HashMap<PublicKey, usize> = HashMap::new();
         for a in assignments {
@@ -1036,10 +1047,13 @@ impl Core {
             groups[i].push(a);
         }
         for mut group in groups {
+            let operator = group[0].operator;
+            if operator != self.sh.me {
+                self.push_inputs(operator, &group);
+            }
             while !group.is_empty() {
                 let rest = group.split_off(group.len().min(MAX_BATCH));
                 let mut batch = std::mem::replace(&mut group, rest);
-                let operator = batch[0].operator;
                 let message = match batch.len() {
                     1 => Message::Assignment(batch.remove(0)),
                     _ => Message::Assignments(batch),
@@ -1052,63 +1066,65 @@ impl Core {
         }
     }
 
-    /// Send the operator of `a` what it needs to start the task, just ahead of the assignment
-    /// (same connection, sent first): the workflow's submission the first time (gossip may not
+    /// Send `operator` what it needs to start the tasks of `assignments`, just ahead of them
+    /// (same connection, sent first): a workflow's submission the first time (gossip may not
     /// have brought it yet, and an operator waits for it before running anything), and the
-    /// accepted results of the task's dependencies (operators follow no verdicts on gossip,
-    /// `Topic::OPERATOR`). Split to stay within a message's size; a result missing here (not
-    /// accepted yet, so the task would not be ready) is left to the operator's catch-up.
-    /// Nothing already pushed to this operator is sent again: forgotten when the connection
-    /// drops or a direct send to it fails, since it may not have arrived.
-    fn push_inputs(&mut self, a: &proofmesh_protocol::messages::Assignment) {
-        let Some(deps) = self
-            .view
-            .workflows
-            .get(&a.workflow)
-            .and_then(|wf| wf.tasks.get(a.task as usize).map(|t| t.deps.clone()))
-        else {
-            return;
-        };
-        let whole = (a.workflow, WHOLE_WORKFLOW);
-        if !self
-            .pushed
-            .get(&a.operator)
-            .is_some_and(|p| p.contains(&whole))
-        {
-            if let Some(push) = self.submission_push(&a.workflow) {
-                // Decided once per connection: a workflow too big to push travels by gossip
-                // and catch-up only.
-                self.pushed.entry(a.operator).or_default().insert(whole);
-                if let Some(envelope) = push {
-                    self.send_direct(&a.operator, envelope);
-                }
-            }
-        }
-        let mut chunks: Vec<Vec<_>> = vec![Vec::new()];
+    /// accepted results of the tasks' dependencies (operators follow no verdicts on gossip,
+    /// `Topic::OPERATOR`), all of them in one push when they fit in a message's size. A result
+    /// missing here (not accepted yet, so the task would not be ready) is left to the
+    /// operator's catch-up. Nothing already pushed to this operator is sent again: forgotten
+    /// when the connection drops or a direct send to it fails, since it may not have arrived.
+    fn push_inputs(&mut self, operator: PublicKey, assignments: &[Assignment]) {
+        let mut chunks: Vec<Vec<SignedResult>> = vec![Vec::new()];
         let mut budget = catch_up::REPLY_BUDGET;
-        let pushed = self.pushed.entry(a.operator).or_default();
-        for dep in deps {
-            if pushed.contains(&(a.workflow, dep)) {
+        for a in assignments {
+            let Some(deps) = self
+                .view
+                .workflows
+                .get(&a.workflow)
+                .and_then(|wf| wf.tasks.get(a.task as usize).map(|t| t.deps.clone()))
+            else {
                 continue;
-            }
-            let result = match self.sh.store.result(&a.workflow, dep) {
-                Ok(Some(r)) => {
-                    pushed.insert((a.workflow, dep));
-                    r
+            };
+            let whole = (a.workflow, WHOLE_WORKFLOW);
+            if !self
+                .pushed
+                .get(&operator)
+                .is_some_and(|p| p.contains(&whole))
+            {
+                if let Some(push) = self.submission_push(&a.workflow) {
+                    // Decided once per connection: a workflow too big to push travels by
+                    // gossip and catch-up only.
+                    self.pushed.entry(operator).or_default().insert(whole);
+                    if let Some(envelope) = push {
+                        self.send_direct(&operator, envelope);
+                    }
                 }
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading a dependency's result failed");
+            }
+            let pushed = self.pushed.entry(operator).or_default();
+            for dep in deps {
+                if pushed.contains(&(a.workflow, dep)) {
                     continue;
                 }
-            };
-            let size = proofmesh_protocol::encoding::encode(&result).len();
-            if size > budget {
-                chunks.push(Vec::new());
-                budget = catch_up::REPLY_BUDGET;
+                let result = match self.sh.store.result(&a.workflow, dep) {
+                    Ok(Some(r)) => {
+                        pushed.insert((a.workflow, dep));
+                        r
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading a dependency's result failed");
+                        continue;
+                    }
+                };
+                let size = proofmesh_protocol::encoding::encode(&result).len();
+                if size > budget {
+                    chunks.push(Vec::new());
+                    budget = catch_up::REPLY_BUDGET;
+                }
+                budget = budget.saturating_sub(size);
+                chunks.last_mut().expect("one chunk at least").push(result);
             }
-            budget = budget.saturating_sub(size);
-            chunks.last_mut().expect("one chunk at least").push(result);
         }
         for accepted in chunks {
             if accepted.is_empty() {
@@ -1118,21 +1134,29 @@ impl Core {
             // operators that made them, often another one); its own it has already.
             let outputs = accepted
                 .iter()
-                .filter(|r| r.result.operator != a.operator)
+                .filter(|r| r.result.operator != operator)
                 .filter_map(|r| self.attachable_output(r))
                 .collect();
+            let mut workflows: Vec<SyncUpdate> = Vec::new();
+            for result in accepted {
+                let workflow = result.result.workflow;
+                match workflows.iter_mut().find(|u| u.workflow == workflow) {
+                    Some(update) => update.accepted.push(result),
+                    None => workflows.push(SyncUpdate {
+                        workflow,
+                        accepted: vec![result],
+                        failed: None,
+                        completed: false,
+                    }),
+                }
+            }
             let push = Message::SyncReply(SyncReply {
-                workflows: vec![SyncUpdate {
-                    workflow: a.workflow,
-                    accepted,
-                    failed: None,
-                    completed: false,
-                }],
+                workflows,
                 submissions: Vec::new(),
                 more: false,
             });
             let envelope = self.seal(&push);
-            self.send_direct_attached(&a.operator, envelope, outputs);
+            self.send_direct_attached(&operator, envelope, outputs);
         }
     }
 
