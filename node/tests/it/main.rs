@@ -1,5 +1,6 @@
 //! proofmesh-node integration tests: one binary, one module per area.
 
+mod batches;
 mod cli_workflow;
 mod cluster;
 mod config;

@@ -1,0 +1,110 @@
+//! Assignment batches end to end against a real operator node: one signed answer for a batch,
+//! in its order, and the same answers again when a matchmaker re-sends an attempt (alone or in
+//! another batch), as one taking over would.
+
+use crate::cluster::{options, Role, DOMAIN};
+use prometheus_client::registry::Registry;
+use proofmesh_node::network::{self, NetworkConfig};
+use proofmesh_node::runtime::Node;
+use proofmesh_protocol::messages::{Answer, Assignment};
+use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, MessageKind, Resources};
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_answers_a_batch_at_once_and_repeats_its_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = Node::spawn(options(dir.path(), Role::Operator, &[]))
+        .await
+        .expect("operator starts");
+    // The matchmaker: a plain network peer (the operator trusts any, no list configured).
+    let mm = Keypair::generate();
+    let mut config = NetworkConfig::test(DOMAIN);
+    config.bootstrap = operator.listen_addrs().to_vec();
+    let mut registry = Registry::default();
+    let (client, _events) = network::spawn(config, &mm, &mut registry).expect("network starts");
+    let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
+
+    let now = now_ms();
+    let assignment = |task: u32, queued: bool| Assignment {
+        workflow: ContentId::of_bytes(b"batched workflow"),
+        task,
+        attempt: 1,
+        operator: operator.public_key(),
+        gpus: vec![],
+        resources: Resources {
+            cpu: 1,
+            memory_mb: 64,
+            ..Resources::default()
+        },
+        accept_by_ms: now + 30_000,
+        deadline_ms: now + 60_000,
+        price_wei: 0,
+        matchmaker: mm.public(),
+        queued,
+    };
+    let mut nonce = 0;
+    let mut send = |message: Message| {
+        nonce += 1;
+        let envelope = Envelope::seal(&mm, DOMAIN, &message, nonce, now + 60_000);
+        let client = client.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                match client.send_direct(peer, &envelope).await {
+                    Ok(Some(answer)) => break answer,
+                    Ok(None) => panic!("a bare ack, not an answer"),
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "no answer: {e}");
+                        sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    };
+    let accepted = |answer: &Answer| match answer {
+        Answer::Accepted(a) => (a.task, a.assignment),
+        Answer::Refused(f) => panic!("task {} refused: {:?}", f.task, f.cause),
+    };
+
+    // Two tasks that fit the operator's two cores: one batch, one answer for both, in order.
+    let (a0, a1) = (assignment(0, false), assignment(1, false));
+    let (first, message) = send(Message::Assignments(vec![a0.clone(), a1.clone()])).await;
+    assert_eq!(first.kind, MessageKind::AnswerBatch);
+    assert_eq!(first.sender, operator.public_key());
+    let Message::Answers(answers) = message else {
+        panic!("expected a batch of answers, got {message:?}")
+    };
+    let got: Vec<_> = answers.iter().map(accepted).collect();
+    assert_eq!(
+        got,
+        vec![(0, ContentId::of_value(&a0)), (1, ContentId::of_value(&a1))]
+    );
+
+    // Task 0 again, alone: the very same signed answer (its batch), not a second acceptance.
+    let (again, _) = send(Message::Assignment(a0)).await;
+    assert_eq!(again, first);
+
+    // Task 1 again beside a new task (queued: both cores are taken): one new batch, with task
+    // 1's first answer repeated and task 2's own.
+    let a2 = assignment(2, true);
+    let (mixed, message) = send(Message::Assignments(vec![a1, a2.clone()])).await;
+    assert_ne!(mixed, first);
+    let Message::Answers(repeated) = message else {
+        panic!("expected a batch of answers, got {message:?}")
+    };
+    assert_eq!(repeated[0], answers[1]);
+    assert_eq!(accepted(&repeated[1]), (2, ContentId::of_value(&a2)));
+    assert_eq!(repeated.len(), 2);
+
+    operator.shutdown().await;
+}
