@@ -22,6 +22,9 @@ pub enum PublishOutcome {
     Queued,
     /// The same bytes were published before (message ids are content hashes).
     AlreadyPublished,
+    /// Not gossiped: the only connected peer following the topic is the one that already has
+    /// it ([`Client::publish_beyond`]).
+    Unneeded,
 }
 
 /// Which request-response protocol a request uses.
@@ -62,6 +65,9 @@ pub(crate) enum Command {
         data: Vec<u8>,
         /// `None` for fault-injection raw bytes.
         own: Option<OwnEnvelope>,
+        /// A peer that already has it: when it is the only one following the topic, the
+        /// publication is left out.
+        except: Option<PeerId>,
         reply: oneshot::Sender<Result<PublishOutcome, NetworkError>>,
     },
     Request {
@@ -154,6 +160,25 @@ impl Client {
     /// Gossip an envelope on the topic of its kind. Before any peer has subscribed the
     /// publication is queued ([`PublishOutcome::Queued`]) and retried until it expires.
     pub async fn publish(&self, envelope: &Envelope) -> Result<PublishOutcome, NetworkError> {
+        self.publish_except(envelope, None).await
+    }
+
+    /// [`Self::publish`] of an envelope `peer` already has (it answered a direct send of it):
+    /// left out ([`PublishOutcome::Unneeded`]) when `peer` is the only connected peer that
+    /// follows the topic. With no follower at all it is queued as usual.
+    pub async fn publish_beyond(
+        &self,
+        envelope: &Envelope,
+        peer: PeerId,
+    ) -> Result<PublishOutcome, NetworkError> {
+        self.publish_except(envelope, Some(peer)).await
+    }
+
+    async fn publish_except(
+        &self,
+        envelope: &Envelope,
+        except: Option<PeerId>,
+    ) -> Result<PublishOutcome, NetworkError> {
         let data = envelope.to_bytes();
         if data.len() > self.max_message_bytes {
             return Err(NetworkError::TooLarge {
@@ -172,6 +197,7 @@ impl Client {
             topic,
             data,
             own: Some(own),
+            except,
             reply,
         })
         .await?
@@ -188,6 +214,7 @@ impl Client {
             topic,
             data,
             own: None,
+            except: None,
             reply,
         })
         .await?

@@ -181,9 +181,10 @@ impl EventLoop {
                 topic,
                 data,
                 own,
+                except,
                 reply,
             } => {
-                let _ = reply.send(self.publish(topic, data, own));
+                let _ = reply.send(self.publish(topic, data, own, except));
             }
             Command::Request {
                 protocol,
@@ -267,6 +268,7 @@ impl EventLoop {
         topic: Topic,
         data: Vec<u8>,
         own: Option<OwnEnvelope>,
+        except: Option<PeerId>,
     ) -> Result<PublishOutcome, NetworkError> {
         let now = (self.config.clock)();
         let give_up_at_ms = match &own {
@@ -279,6 +281,24 @@ impl EventLoop {
             None => now.saturating_add(RAW_PUBLISH_PATIENCE.as_millis() as u64),
         };
         let ident = topic.ident(self.config.domain.network_id);
+        if let Some(except) = except {
+            let hash = ident.hash();
+            let (mut it, mut others) = (false, false);
+            for (peer, topics) in self.swarm.behaviour().gossipsub.all_peers() {
+                if topics.contains(&&hash) {
+                    *(if *peer == except {
+                        &mut it
+                    } else {
+                        &mut others
+                    }) = true;
+                }
+            }
+            // A lone matchmaker would take in a second copy of every result only to drop it.
+            if it && !others {
+                self.metrics.unneeded(topic.name());
+                return Ok(PublishOutcome::Unneeded);
+            }
+        }
         match self
             .swarm
             .behaviour_mut()

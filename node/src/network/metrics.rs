@@ -17,6 +17,7 @@ pub struct NetworkMetrics {
     gossip_rejected: Family<Labels, Counter>,
     gossip_ignored: Family<Labels, Counter>,
     gossip_unsent: Family<Labels, Counter>,
+    gossip_unneeded: Family<Labels, Counter>,
     direct: Family<Labels, Counter>,
     blob_requests: Family<Labels, Counter>,
     dropped_events: Counter,
@@ -58,6 +59,11 @@ impl NetworkMetrics {
             m.gossip_unsent.clone(),
         );
         r.register(
+            "gossip_messages_unneeded",
+            "Own publications not gossiped: the one peer following their topic had them directly, by topic",
+            m.gossip_unneeded.clone(),
+        );
+        r.register(
             "direct_requests",
             "Direct requests, by direction and outcome",
             m.direct.clone(),
@@ -90,6 +96,12 @@ impl NetworkMetrics {
 
     pub(crate) fn ignored(&self, topic: &'static str) {
         self.gossip_ignored
+            .get_or_create(&vec![("topic", topic)])
+            .inc();
+    }
+
+    pub(crate) fn unneeded(&self, topic: &'static str) {
+        self.gossip_unneeded
             .get_or_create(&vec![("topic", topic)])
             .inc();
     }

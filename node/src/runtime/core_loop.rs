@@ -411,7 +411,8 @@ impl Core {
     }
 
     /// [`Self::emit`], but the envelope goes straight to `to` first (with `attachments` beside
-    /// it) and to gossip only once `to` answered or the send failed.
+    /// it) and to gossip only once `to` answered or the send failed; once `to` answered, only
+    /// to the other peers following the topic (none: not gossiped at all).
     fn emit_direct_first(&mut self, message: Message, to: &PublicKey, attachments: Vec<Vec<u8>>) {
         let envelope = self.seal(&message);
         self.seen.insert(&envelope);
@@ -423,12 +424,19 @@ impl Core {
                 self.after_commit(move || {
                     let answer = sh.client.send_direct_in_order(peer, &envelope, attachments);
                     let answered = direct(answer, sh.internal.clone(), peer);
+                    let client = sh.client.clone();
                     sh.spawn(async move {
                         tokio::pin!(answered);
                         // Bounded: a matchmaker that hangs must not hold back the copy its
                         // standbys take over with.
                         let waited =
                             tokio::time::timeout(GOSSIP_AFTER_DIRECT_MAX, &mut answered).await;
+                        if waited == Ok(true) {
+                            if let Err(e) = client.publish_beyond(&gossip, peer).await {
+                                tracing::debug!(kind = ?gossip.kind, error = %e, "publish failed");
+                            }
+                            return;
+                        }
                         let _ = publish.send(gossip);
                         if waited.is_err() {
                             answered.await;
@@ -464,7 +472,10 @@ impl Core {
         // Handed to the network here, in batch order; only the wait for the answer is spawned.
         self.after_commit(move || {
             let answer = sh.client.send_direct_in_order(peer, &envelope, attachments);
-            sh.spawn(direct(answer, sh.internal.clone(), peer))
+            let answered = direct(answer, sh.internal.clone(), peer);
+            sh.spawn(async move {
+                answered.await;
+            })
         });
     }
 }
@@ -534,15 +545,17 @@ async fn direct(
     >,
     internal: mpsc::UnboundedSender<Internal>,
     peer: network::PeerId,
-) {
+) -> bool {
     match answer.await {
         Ok(Some((envelope, message))) => {
             let _ = internal.send(Internal::Received { envelope, message });
+            true
         }
-        Ok(None) => {}
+        Ok(None) => true,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "direct send failed (gossip carries it too)");
             let _ = internal.send(Internal::DirectFailed { peer });
+            false
         }
     }
 }
@@ -1222,7 +1235,10 @@ impl Core {
             };
             for peer in catch_up_peers(peers, &matchmakers, round) {
                 let answer = sh.client.send_direct_in_order(peer, &envelope, Vec::new());
-                sh.spawn(direct(answer, sh.internal.clone(), peer));
+                let answered = direct(answer, sh.internal.clone(), peer);
+                sh.spawn(async move {
+                    answered.await;
+                });
             }
         });
     }

@@ -350,6 +350,34 @@ async fn publish_before_any_peer_is_delivered_once_the_mesh_forms() {
     assert_eq!(from, early.peer_id());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_for_the_peer_that_has_it_is_gossiped_only_to_others() {
+    let mut b = spawn_node("b", vec![], |_| {}).await;
+    let a = spawn_node("a", vec![b.addr.clone()], |_| {}).await;
+    wait_for_mesh(&[&a, &b], Topic::Heartbeats).await;
+
+    // b (which had it directly) is the only follower: not gossiped at all.
+    let first = heartbeat(&a.keypair, 1, DOMAIN, FUTURE);
+    assert_eq!(
+        a.client.publish_beyond(&first, b.peer_id()).await.unwrap(),
+        PublishOutcome::Unneeded
+    );
+
+    // Another follower joins: now it is gossiped, and reaches it.
+    let mut c = spawn_node("c", vec![a.addr.clone()], |_| {}).await;
+    wait_for_mesh(&[&c], Topic::Heartbeats).await;
+    let second = heartbeat(&a.keypair, 2, DOMAIN, FUTURE);
+    assert_eq!(
+        a.client.publish_beyond(&second, b.peer_id()).await.unwrap(),
+        PublishOutcome::Sent
+    );
+    let (_, got, _) = next_message(&mut c, WAIT).await.expect("c gets the copy");
+    assert_eq!(got, second);
+    // The first never left a: what b hears next is the second.
+    let (_, got, _) = next_message(&mut b, WAIT).await.expect("b gets the second");
+    assert_eq!(got, second);
+}
+
 fn assignment(matchmaker: &Keypair, operator: &Keypair, nonce: u64) -> Envelope {
     let msg = Message::Assignment(Assignment {
         workflow: ContentId::of_bytes(b"workflow"),
