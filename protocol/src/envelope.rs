@@ -55,6 +55,8 @@ pub enum MessageKind {
     AssignmentBatch,
     /// [`crate::messages::Message::Answers`]
     AnswerBatch,
+    /// [`crate::messages::Message::Verdicts`]
+    VerdictBatch,
 }
 
 impl MessageKind {

@@ -160,7 +160,8 @@ pub struct EthAcceptance {
     pub signature: Vec<u8>,
 }
 
-/// Most assignments one [`Message::Assignments`] (and answers one [`Message::Answers`]) carries.
+/// Most parts one [`Message::Assignments`], [`Message::Answers`] or [`Message::Verdicts`]
+/// carries.
 pub const MAX_BATCH: usize = 64;
 
 /// An operator's answer to one assignment of a [`Message::Assignments`].
@@ -472,6 +473,9 @@ pub enum Message {
     Assignments(Vec<Assignment>),
     /// One operator's answers to a [`Message::Assignments`], in its order, under one signature.
     Answers(Vec<Answer>),
+    /// The verdicts a matchmaker reached in one group commit, under one signature (2 to
+    /// [`MAX_BATCH`]; a single one travels as [`Message::Verdict`]).
+    Verdicts(Vec<Verdict>),
 }
 
 impl Message {
@@ -493,12 +497,14 @@ impl Message {
             Message::SyncReply(_) => MessageKind::SyncReply,
             Message::Assignments(_) => MessageKind::AssignmentBatch,
             Message::Answers(_) => MessageKind::AnswerBatch,
+            Message::Verdicts(_) => MessageKind::VerdictBatch,
         }
     }
 
-    /// What is wrong with a batch ([`Message::Assignments`], [`Message::Answers`]): fewer than
-    /// two or more than [`MAX_BATCH`] parts, or parts from more than one matchmaker or for more
-    /// than one operator. `None` for any other message.
+    /// What is wrong with a batch ([`Message::Assignments`], [`Message::Answers`],
+    /// [`Message::Verdicts`]): fewer than two or more than [`MAX_BATCH`] parts, or assignments
+    /// or answers from more than one matchmaker or for more than one operator (a verdict batch
+    /// is its signer's alone). `None` for any other message.
     pub fn batch_problem(&self) -> Option<String> {
         let (what, len, mut parties) = match self {
             Message::Assignments(list) => (
@@ -513,6 +519,7 @@ impl Message {
                 list.len(),
                 list.iter().map(|a| (*a.operator(), None)).collect(),
             ),
+            Message::Verdicts(list) => ("verdict batch", list.len(), Vec::new()),
             _ => return None,
         };
         if !(2..=MAX_BATCH).contains(&len) {

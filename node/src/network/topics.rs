@@ -79,7 +79,9 @@ impl Topic {
             // A batch's refusals travel with its acceptances.
             MessageKind::Acceptance | MessageKind::AnswerBatch => Topic::Acceptances,
             MessageKind::TaskResult | MessageKind::TaskFailure => Topic::Results,
-            MessageKind::Verdict | MessageKind::WorkflowFailed => Topic::Verdicts,
+            MessageKind::Verdict | MessageKind::VerdictBatch | MessageKind::WorkflowFailed => {
+                Topic::Verdicts
+            }
             MessageKind::OperatorAdvert => Topic::Adverts,
             MessageKind::Heartbeat => Topic::Heartbeats,
             MessageKind::MatchmakerAnnounce => Topic::Matchmakers,

@@ -199,6 +199,9 @@ pub(crate) struct Core {
     /// only once the batch is durable anyway, so they are signed then, one batch per operator
     /// ([`Core::send_assignments`]).
     unsent: Vec<Assignment>,
+    /// Verdicts this matchmaker reached in the current batch, applied here already and
+    /// signed together once the batch ends ([`Core::send_verdicts`]).
+    unsigned_verdicts: Vec<Verdict>,
 }
 
 /// A timer that never fires when the role is off.
@@ -251,6 +254,7 @@ impl Core {
             submission_push: None,
             answering: None,
             unsent: Vec::new(),
+            unsigned_verdicts: Vec::new(),
         }
     }
 
@@ -264,7 +268,12 @@ impl Core {
     /// core waits for it, but the runtime's worker threads stay free for the network and
     /// every other task meanwhile.
     async fn commit(&mut self) {
-        self.send_assignments();
+        // Verdicts first: a standby matchmaker ignores an assignment of a task whose
+        // dependencies it has not seen accepted.
+        while !self.unsent.is_empty() || !self.unsigned_verdicts.is_empty() {
+            self.send_verdicts();
+            self.send_assignments();
+        }
         let announces = !self.outbox.is_empty() || self.progress.holds_durable();
         if !announces || !self.sh.store.needs_sync() {
             // Nothing to make durable first: end the batch at once (it holds the store's
@@ -491,6 +500,7 @@ fn is_matchmaker_decision(message: &Message) -> bool {
             | Message::Cancel(_)
             | Message::WorkflowFailed(_)
             | Message::Verdict(_)
+            | Message::Verdicts(_)
     )
 }
 
@@ -810,7 +820,7 @@ impl Core {
         let mut reply = None;
         // Authorship: a message about an operator or matchmaker must be signed by it.
         let author_ok = match &message {
-            Message::Submission(_) | Message::Verdict(_) => true,
+            Message::Submission(_) | Message::Verdict(_) | Message::Verdicts(_) => true,
             Message::OperatorAdvert(a) => a.operator == sender,
             Message::Heartbeat(h) => h.operator == sender,
             Message::Assignment(a) => a.matchmaker == sender,
@@ -882,6 +892,12 @@ impl Core {
                 }
                 return None;
             }
+            Message::Verdicts(batch) => {
+                for verdict in batch {
+                    self.on_message(sender, Message::Verdict(verdict), origin);
+                }
+                return None;
+            }
             _ => {}
         }
         let mut new_submission = true;
@@ -923,7 +939,8 @@ impl Core {
             Message::SyncRequest(_)
             | Message::SyncReply(_)
             | Message::Assignments(_)
-            | Message::Answers(_) => return None,
+            | Message::Answers(_)
+            | Message::Verdicts(_) => return None,
         }
         if self.mm.is_some() {
             // Decisions this node's matchmaker made itself are not fed back to it.
@@ -1018,12 +1035,22 @@ impl Core {
             let Some(message) = super::matchmaking::decision_message(self, decision) else {
                 continue;
             };
-            if let Message::Assignment(a) = message {
-                self.unsent.push(a);
-                continue;
-            }
+            let message = match message {
+                Message::Assignment(a) => {
+                    self.unsent.push(a);
+                    continue;
+                }
+                Message::Verdict(v) => {
+                    let me = self.sh.me;
+                    self.on_message(me, Message::Verdict(v.clone()), Origin::Local);
+                    self.unsigned_verdicts.push(v);
+                    continue;
+                }
+                message => message,
+            };
             let direct_to = match &message {
                 Message::Cancel(c) => {
+                    self.send_verdicts();
                     self.send_assignments();
                     Some(c.operator)
                 }
@@ -1046,6 +1073,26 @@ impl Core {
         while !self.unsent.is_empty() {
             let assignments = std::mem::take(&mut self.unsent);
             self.send_assignment_groups(assignments);
+        }
+    }
+
+    /// Sign and gossip the [`Core::unsigned_verdicts`], up to [`MAX_BATCH`] under one
+    /// signature: standby matchmakers and gateways check one envelope per batch, not per task.
+    fn send_verdicts(&mut self) {
+        let mut verdicts = std::mem::take(&mut self.unsigned_verdicts);
+        while !verdicts.is_empty() {
+            let rest = verdicts.split_off(verdicts.len().min(MAX_BATCH));
+            let mut batch = std::mem::replace(&mut verdicts, rest);
+            let message = match batch.len() {
+                1 => Message::Verdict(batch.remove(0)),
+                _ => Message::Verdicts(batch),
+            };
+            let envelope = self.seal(&message);
+            self.seen.insert(&envelope);
+            let publish = self.sh.publish.clone();
+            self.after_commit(move || {
+                let _ = publish.send(envelope);
+            });
         }
     }
 

@@ -257,7 +257,8 @@ impl MatchmakerRole {
             Message::SyncRequest(_)
             | Message::SyncReply(_)
             | Message::Assignments(_)
-            | Message::Answers(_) => return Vec::new(),
+            | Message::Answers(_)
+            | Message::Verdicts(_) => return Vec::new(),
             Message::Result(r) => {
                 let key = (r.result.workflow, r.result.task, r.result.attempt);
                 if let Some(at) = self.assigned_at.remove(&key) {

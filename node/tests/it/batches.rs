@@ -1,12 +1,14 @@
-//! Assignment batches end to end against a real operator node: one signed answer for a batch,
-//! in its order, and the same answers again when a matchmaker re-sends an attempt (alone or in
-//! another batch), as one taking over would.
+//! Batches end to end against real nodes: an operator gives one signed answer for an
+//! assignment batch, in its order, and the same answers again when a matchmaker re-sends an
+//! attempt (alone or in another batch), as one taking over would; a gateway takes every
+//! verdict of a gossiped verdict batch.
 
 use crate::cluster::{options, Role, DOMAIN};
 use prometheus_client::registry::Registry;
-use proofmesh_node::network::{self, NetworkConfig};
+use proofmesh_node::network::{self, NetworkConfig, Topic};
 use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::{Answer, Assignment};
+use proofmesh_protocol::messages::{Answer, Assignment, SignedResult, TaskResult, Verdict};
+use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, MessageKind, Resources};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -107,4 +109,81 @@ async fn an_operator_answers_a_batch_at_once_and_repeats_its_answers() {
     assert_eq!(repeated.len(), 2);
 
     operator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_takes_every_verdict_of_a_gossiped_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Node::spawn(options(dir.path(), Role::Gateway, &[]))
+        .await
+        .expect("gateway starts");
+    let (workflow, _) = spec::load(
+        "name = \"verdicts\"\n[[task]]\nid = \"two\"\ncount = 2\nprogram = \"noop@1\"\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let id = gateway.api().submit(workflow).await.expect("submitted");
+
+    // A matchmaker (the gateway lists none, so any signer's decisions count) whose batch
+    // accepts both tasks' results, each signed by their operator (itself here).
+    let mm = Keypair::generate();
+    let mut config = NetworkConfig::test(DOMAIN);
+    config.bootstrap = gateway.listen_addrs().to_vec();
+    let mut registry = Registry::default();
+    let (client, _events) = network::spawn(config, &mm, &mut registry).expect("network starts");
+    let accepted = |task: u32| {
+        Verdict::Accepted(SignedResult::sign(
+            &mm,
+            TaskResult {
+                workflow: id,
+                task,
+                attempt: 1,
+                operator: mm.public(),
+                output: ContentId::of_bytes(&[task as u8]),
+                output_bytes: 1,
+                started_ms: 1,
+                finished_ms: 2,
+                resources: Resources::default(),
+                gpus: Vec::new(),
+            },
+        ))
+    };
+    let batch = Envelope::seal(
+        &mm,
+        DOMAIN,
+        &Message::Verdicts(vec![accepted(0), accepted(1)]),
+        1,
+        now_ms() + 60_000,
+    );
+    let deadline = Instant::now() + WAIT;
+    while client
+        .topic_peers(Topic::Verdicts)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "never reached the gateway");
+        sleep(Duration::from_millis(50)).await;
+    }
+    client.publish(&batch).await.expect("published");
+    loop {
+        let status = gateway.api().status(&id).unwrap().expect("known");
+        if status.count("done") == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the batch's verdicts were not all taken: {:?}",
+            status.tasks
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    for task in 0..2 {
+        let stored = gateway.api().store().result(&id, task).unwrap();
+        assert_eq!(
+            stored.map(|r| r.result.output),
+            Some(ContentId::of_bytes(&[task as u8]))
+        );
+    }
+    gateway.shutdown().await;
 }

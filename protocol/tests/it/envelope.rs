@@ -201,7 +201,8 @@ fn sync_messages_seal_open_and_are_direct_only() {
 #[test]
 fn batches_open_only_from_one_to_one_and_within_their_bounds() {
     use proofmesh_protocol::messages::{
-        Acceptance, Answer, Assignment, FailureCause, TaskFailure, MAX_BATCH,
+        Acceptance, Answer, Assignment, FailureCause, SignedResult, TaskFailure, TaskResult,
+        Verdict, MAX_BATCH,
     };
     use proofmesh_protocol::{ContentId, PublicKey, Resources};
     let mm = Keypair::generate();
@@ -238,11 +239,27 @@ fn batches_open_only_from_one_to_one_and_within_their_bounds() {
         cause: FailureCause::Refused("busy".into()),
     });
     let open = |m: &Message| Envelope::seal(&mm, DOMAIN, m, 1, 10_000).open(DOMAIN, 1);
+    let verdict = |task: u32| {
+        let result = TaskResult {
+            workflow: ContentId([1; 32]),
+            task,
+            attempt: 1,
+            operator: op,
+            output: ContentId([2; 32]),
+            output_bytes: 1,
+            started_ms: 1,
+            finished_ms: 2,
+            resources: Resources::default(),
+            gpus: vec![],
+        };
+        Verdict::Accepted(SignedResult::sign(&Keypair::generate(), result))
+    };
 
     let good = [
         Message::Assignments(vec![assignment(0, op), assignment(1, op)]),
         Message::Assignments((0..MAX_BATCH as u32).map(|t| assignment(t, op)).collect()),
         Message::Answers(vec![accepted(0, op), refused.clone()]),
+        Message::Verdicts(vec![verdict(0), verdict(1)]),
     ];
     for m in good {
         assert_eq!(open(&m).expect("a valid batch opens"), m);
@@ -268,6 +285,10 @@ fn batches_open_only_from_one_to_one_and_within_their_bounds() {
         (
             Message::Answers(vec![accepted(0, other), refused]),
             "answer batch mixes operators",
+        ),
+        (
+            Message::Verdicts(vec![verdict(0)]),
+            "verdict batch of 1 parts",
         ),
     ];
     for (m, says) in bad {
