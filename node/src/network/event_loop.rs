@@ -285,12 +285,13 @@ impl EventLoop {
             let hash = ident.hash();
             let (mut it, mut others) = (false, false);
             for (peer, topics) in self.swarm.behaviour().gossipsub.all_peers() {
-                if topics.contains(&&hash) {
-                    *(if *peer == except {
-                        &mut it
-                    } else {
-                        &mut others
-                    }) = true;
+                if !topics.contains(&&hash) {
+                    continue;
+                }
+                if *peer == except {
+                    it = true;
+                } else {
+                    others = true;
                 }
             }
             // A lone matchmaker would take in a second copy of every result only to drop it.

@@ -504,6 +504,25 @@ fn is_matchmaker_decision(message: &Message) -> bool {
     )
 }
 
+/// `items` as messages of at most [`MAX_BATCH`] each, in order: a lone one as itself (`one`),
+/// more as a batch (`many`).
+fn batched<T>(
+    mut items: Vec<T>,
+    one: fn(T) -> Message,
+    many: fn(Vec<T>) -> Message,
+) -> Vec<Message> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(MAX_BATCH));
+        let mut batch = std::mem::replace(&mut items, rest);
+        out.push(match batch.len() {
+            1 => one(batch.remove(0)),
+            _ => many(batch),
+        });
+    }
+    out
+}
+
 /// `answers` as one message: a single one alone, several as a batch; `None` for none.
 fn answers_message(mut answers: Vec<Answer>) -> Option<Message> {
     match answers.len() {
@@ -1079,14 +1098,8 @@ impl Core {
     /// Sign and gossip the [`Core::unsigned_verdicts`], up to [`MAX_BATCH`] under one
     /// signature: standby matchmakers and gateways check one envelope per batch, not per task.
     fn send_verdicts(&mut self) {
-        let mut verdicts = std::mem::take(&mut self.unsigned_verdicts);
-        while !verdicts.is_empty() {
-            let rest = verdicts.split_off(verdicts.len().min(MAX_BATCH));
-            let mut batch = std::mem::replace(&mut verdicts, rest);
-            let message = match batch.len() {
-                1 => Message::Verdict(batch.remove(0)),
-                _ => Message::Verdicts(batch),
-            };
+        let verdicts = std::mem::take(&mut self.unsigned_verdicts);
+        for message in batched(verdicts, Message::Verdict, Message::Verdicts) {
             let envelope = self.seal(&message);
             self.seen.insert(&envelope);
             let publish = self.sh.publish.clone();
@@ -1106,18 +1119,12 @@ impl Core {
             });
             groups[i].push(a);
         }
-        for mut group in groups {
+        for group in groups {
             let operator = group[0].operator;
             if operator != self.sh.me {
                 self.push_inputs(operator, &group);
             }
-            while !group.is_empty() {
-                let rest = group.split_off(group.len().min(MAX_BATCH));
-                let mut batch = std::mem::replace(&mut group, rest);
-                let message = match batch.len() {
-                    1 => Message::Assignment(batch.remove(0)),
-                    _ => Message::Assignments(batch),
-                };
+            for message in batched(group, Message::Assignment, Message::Assignments) {
                 let envelope = self.emit(message);
                 if operator != self.sh.me {
                     self.send_direct(&operator, envelope);

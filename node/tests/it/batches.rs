@@ -3,9 +3,8 @@
 //! attempt (alone or in another batch), as one taking over would; a gateway takes every
 //! verdict of a gossiped verdict batch.
 
-use crate::cluster::{options, Role, DOMAIN};
-use prometheus_client::registry::Registry;
-use proofmesh_node::network::{self, NetworkConfig, Topic};
+use crate::cluster::{options, plain_peer, Role, DOMAIN};
+use proofmesh_node::network::{self, Topic};
 use proofmesh_node::runtime::Node;
 use proofmesh_protocol::messages::{Answer, Assignment, SignedResult, TaskResult, Verdict};
 use proofmesh_protocol::spec::{self, Format};
@@ -30,10 +29,7 @@ async fn an_operator_answers_a_batch_at_once_and_repeats_its_answers() {
         .expect("operator starts");
     // The matchmaker: a plain network peer (the operator trusts any, no list configured).
     let mm = Keypair::generate();
-    let mut config = NetworkConfig::test(DOMAIN);
-    config.bootstrap = operator.listen_addrs().to_vec();
-    let mut registry = Registry::default();
-    let (client, _events) = network::spawn(config, &mm, &mut registry).expect("network starts");
+    let (client, _events) = plain_peer(&mm, operator.listen_addrs().to_vec());
     let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
 
     let now = now_ms();
@@ -127,10 +123,7 @@ async fn a_gateway_takes_every_verdict_of_a_gossiped_batch() {
     // A matchmaker (the gateway lists none, so any signer's decisions count) whose batch
     // accepts both tasks' results, each signed by their operator (itself here).
     let mm = Keypair::generate();
-    let mut config = NetworkConfig::test(DOMAIN);
-    config.bootstrap = gateway.listen_addrs().to_vec();
-    let mut registry = Registry::default();
-    let (client, _events) = network::spawn(config, &mm, &mut registry).expect("network starts");
+    let (client, _events) = plain_peer(&mm, gateway.listen_addrs().to_vec());
     let accepted = |task: u32| {
         Verdict::Accepted(SignedResult::sign(
             &mm,

@@ -3,7 +3,7 @@
 //! and run workflows end to end, survive restarts, a matchmaker's death and an operator's death.
 
 use proofmesh_matchmaker::{active_matchmaker, routing_key};
-use proofmesh_node::network::{Multiaddr, PeerId, Topic};
+use proofmesh_node::network::{self, Multiaddr, NetworkConfig, NetworkEvent, PeerId, Topic};
 use proofmesh_node::runtime::{
     Api, Node, NodeHandle, NodeOptions, OperatorOptions, Progress, WorkflowStatus,
 };
@@ -11,7 +11,7 @@ use proofmesh_node::store::{TaskState, WorkflowState};
 use proofmesh_operator::{OperatorConfig, ProgramSpec};
 use proofmesh_protocol::messages::Capacity;
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{ContentId, Domain, PublicKey, Workflow, WorkflowId};
+use proofmesh_protocol::{ContentId, Domain, Keypair, PublicKey, Workflow, WorkflowId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -68,6 +68,18 @@ pub(crate) fn options(dir: &Path, role: Role, bootstrap: &[Multiaddr]) -> NodeOp
             o
         }
     }
+}
+
+/// A plain network peer, no node behind it, signing as `keypair`: a matchmaker or forger a
+/// test drives by hand. Keep the events receiver for as long as the peer is used.
+pub(crate) fn plain_peer(
+    keypair: &Keypair,
+    bootstrap: Vec<Multiaddr>,
+) -> (network::Client, tokio::sync::mpsc::Receiver<NetworkEvent>) {
+    let mut config = NetworkConfig::test(DOMAIN);
+    config.bootstrap = bootstrap;
+    let mut registry = prometheus_client::registry::Registry::default();
+    network::spawn(config, keypair, &mut registry).expect("network starts")
 }
 
 /// The sum of a metric's samples (every label set) in a node's Prometheus registry.

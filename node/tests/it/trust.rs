@@ -4,9 +4,8 @@
 //! that node is the control showing the forgery did arrive. An operator refuses an untrusted
 //! matchmaker's assignment and says why.
 
-use crate::cluster::{metric, options, Role, DOMAIN};
-use prometheus_client::registry::Registry;
-use proofmesh_node::network::{self, NetworkConfig, PublishOutcome, Topic};
+use crate::cluster::{metric, options, plain_peer, Role, DOMAIN};
+use proofmesh_node::network::{PublishOutcome, Topic};
 use proofmesh_node::runtime::Node;
 use proofmesh_protocol::messages::{SignedResult, TaskResult, Verdict};
 use proofmesh_protocol::spec::{self, Format};
@@ -48,11 +47,10 @@ async fn a_verdict_from_an_untrusted_key_is_ignored_where_matchmakers_are_listed
     // The forger: a plain network peer signing both the result (as its operator) and the
     // verdict that accepts it.
     let forger = Keypair::generate();
-    let mut config = NetworkConfig::test(DOMAIN);
-    config.bootstrap = [strict.listen_addrs(), open.listen_addrs()].concat();
-    let mut registry = Registry::default();
-    let (client, _events) =
-        network::spawn(config, &forger, &mut registry).expect("forger's network starts");
+    let (client, _events) = plain_peer(
+        &forger,
+        [strict.listen_addrs(), open.listen_addrs()].concat(),
+    );
     let result = SignedResult::sign(
         &forger,
         TaskResult {
