@@ -3,23 +3,16 @@
 //! attempt (alone or in another batch), as one taking over would; a gateway takes every
 //! verdict of a gossiped verdict batch.
 
-use crate::cluster::{options, plain_peer, Role, DOMAIN};
+use crate::cluster::{now_ms, options, plain_peer, self_signed_result, Role, DOMAIN};
 use proofmesh_node::network::{self, Topic};
 use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::{Answer, Assignment, SignedResult, TaskResult, Verdict};
+use proofmesh_protocol::messages::{Answer, Assignment, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, MessageKind, Resources};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_answers_a_batch_at_once_and_repeats_its_answers() {
@@ -124,23 +117,7 @@ async fn a_gateway_takes_every_verdict_of_a_gossiped_batch() {
     // accepts both tasks' results, each signed by their operator (itself here).
     let mm = Keypair::generate();
     let (client, _events) = plain_peer(&mm, gateway.listen_addrs().to_vec());
-    let accepted = |task: u32| {
-        Verdict::Accepted(SignedResult::sign(
-            &mm,
-            TaskResult {
-                workflow: id,
-                task,
-                attempt: 1,
-                operator: mm.public(),
-                output: ContentId::of_bytes(&[task as u8]),
-                output_bytes: 1,
-                started_ms: 1,
-                finished_ms: 2,
-                resources: Resources::default(),
-                gpus: Vec::new(),
-            },
-        ))
-    };
+    let accepted = |task: u32| Verdict::Accepted(self_signed_result(&mm, id, task, &[task as u8]));
     let batch = Envelope::seal(
         &mm,
         DOMAIN,

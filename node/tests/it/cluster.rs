@@ -9,7 +9,7 @@ use proofmesh_node::runtime::{
 };
 use proofmesh_node::store::{TaskState, WorkflowState};
 use proofmesh_operator::{OperatorConfig, ProgramSpec};
-use proofmesh_protocol::messages::Capacity;
+use proofmesh_protocol::messages::{Capacity, SignedResult, TaskResult};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Domain, Keypair, PublicKey, Workflow, WorkflowId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,6 +68,38 @@ pub(crate) fn options(dir: &Path, role: Role, bootstrap: &[Multiaddr]) -> NodeOp
             o
         }
     }
+}
+
+/// The wall clock in ms since the epoch (envelopes sent to real nodes expire against it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// A result for attempt 1 of `task`, run and signed by `keypair` itself, naming `output`.
+pub(crate) fn self_signed_result(
+    keypair: &Keypair,
+    workflow: WorkflowId,
+    task: u32,
+    output: &[u8],
+) -> SignedResult {
+    SignedResult::sign(
+        keypair,
+        TaskResult {
+            workflow,
+            task,
+            attempt: 1,
+            operator: keypair.public(),
+            output: ContentId::of_bytes(output),
+            output_bytes: output.len() as u64,
+            started_ms: 1,
+            finished_ms: 2,
+            resources: proofmesh_protocol::Resources::default(),
+            gpus: Vec::new(),
+        },
+    )
 }
 
 /// A plain network peer, no node behind it, signing as `keypair`: a matchmaker or forger a

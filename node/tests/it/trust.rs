@@ -4,23 +4,16 @@
 //! that node is the control showing the forgery did arrive. An operator refuses an untrusted
 //! matchmaker's assignment and says why.
 
-use crate::cluster::{metric, options, plain_peer, Role, DOMAIN};
+use crate::cluster::{metric, now_ms, options, plain_peer, self_signed_result, Role, DOMAIN};
 use proofmesh_node::network::{PublishOutcome, Topic};
 use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::{SignedResult, TaskResult, Verdict};
+use proofmesh_protocol::messages::Verdict;
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, Resources};
+use proofmesh_protocol::{Envelope, Keypair, Message};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verdict_from_an_untrusted_key_is_ignored_where_matchmakers_are_listed() {
@@ -51,21 +44,7 @@ async fn a_verdict_from_an_untrusted_key_is_ignored_where_matchmakers_are_listed
         &forger,
         [strict.listen_addrs(), open.listen_addrs()].concat(),
     );
-    let result = SignedResult::sign(
-        &forger,
-        TaskResult {
-            workflow: id,
-            task: 0,
-            attempt: 1,
-            operator: forger.public(),
-            output: ContentId::of_bytes(b"not a proof"),
-            output_bytes: 11,
-            started_ms: 1,
-            finished_ms: 2,
-            resources: Resources::default(),
-            gpus: Vec::new(),
-        },
-    );
+    let result = self_signed_result(&forger, id, 0, b"not a proof");
     let verdict = Envelope::seal(
         &forger,
         DOMAIN,
