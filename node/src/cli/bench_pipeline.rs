@@ -355,9 +355,12 @@ impl Net {
                 .or_insert(r.result.started_ms);
             *first = (*first).min(r.result.started_ms);
         }
+        let mut first_starts: Vec<f64> = first_starts.into_values().map(since).collect();
+        first_starts.sort_by(f64::total_cmp);
         Ok(Run {
             makespan,
-            first_wave_ms: first_starts.into_values().map(since).fold(0.0, f64::max),
+            first_wave_ms: first_starts.last().copied().unwrap_or(0.0),
+            first_starts,
             last_start_ms: starts.fold(0.0, f64::max),
             last_finish_ms: finishes.fold(0.0, f64::max),
         })
@@ -401,6 +404,8 @@ struct Run {
     /// When the last operator to start any task started its first: how long the first wave
     /// took to reach every operator.
     first_wave_ms: f64,
+    /// Each operator's first start, ascending (how the first wave spread over the operators).
+    first_starts: Vec<f64>,
     /// When the last accepted attempt started (with one round of tasks: how long the first
     /// wave took to be placed).
     last_start_ms: f64,
@@ -458,6 +463,16 @@ fn heartbeat_timeout_ms() -> u64 {
         .with_test_matchmaker()
         .matchmaker
         .map_or(0, |m| m.config.liveness_timeout_ms())
+}
+
+/// `min/p25/p50/p75/max` of ascending `v`, in whole numbers.
+fn quartiles(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".to_owned();
+    }
+    [0, 1, 2, 3, 4]
+        .map(|q| format!("{:.0}", v[(v.len() - 1) * q / 4]))
+        .join("/")
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -563,9 +578,10 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         let best = best.context("two runs")?;
         let ms = best.makespan.as_secs_f64() * 1000.0;
         eprintln!(
-            "operators={p} tasks={tasks} makespan_ms={ms:.1} vs_ideal={:.4} first_wave_ms={:.0} last_start_ms={:.0} last_finish_ms={:.0}",
+            "operators={p} tasks={tasks} makespan_ms={ms:.1} vs_ideal={:.4} first_wave_ms={:.0} first_starts_ms={} last_start_ms={:.0} last_finish_ms={:.0}",
             ideal_ms / ms,
             best.first_wave_ms,
+            quartiles(&best.first_starts),
             best.last_start_ms,
             best.last_finish_ms,
         );

@@ -48,7 +48,8 @@ impl Verdicts {
     }
 }
 
-/// Signed results whose operator signature this node has checked (or made itself), by content
+/// Signed results whose operator signature this node has checked (or made itself, or took on a
+/// trusted matchmaker's word: [`VerifiedResults::insert_unchecked`]), by content
 /// id, so a result is verified once per node: the precheck and the view's acceptance of the
 /// verdict carrying it check the same bytes. Bounded; a forgotten one is verified again.
 #[derive(Clone, Debug, Default)]
@@ -68,8 +69,9 @@ impl VerifiedResults {
         Ok(())
     }
 
-    /// Record a result this node signed itself.
-    pub fn insert_own(&self, result: &SignedResult) {
+    /// Record a result whose signature needs no check here: one this node signed itself, or
+    /// one a matchmaker it was configured to trust vouched for (having checked it).
+    pub fn insert_unchecked(&self, result: &SignedResult) {
         self.lock().insert(ContentId::of_value(result));
     }
 

@@ -2,12 +2,13 @@
 //! ignored, however valid its signature and the operator's signature on the result inside.
 //! Without the list (a closed development network), the same forged verdict is believed:
 //! that node is the control showing the forgery did arrive. An operator refuses an untrusted
-//! matchmaker's assignment and says why.
+//! matchmaker's assignment and says why. A node that only operates takes the inputs a trusted
+//! matchmaker pushes on its word, and checks them where no matchmakers are configured.
 
 use crate::cluster::{metric, now_ms, options, plain_peer, self_signed_result, Role, DOMAIN};
-use proofmesh_node::network::{PublishOutcome, Topic};
+use proofmesh_node::network::{self, PublishOutcome, Topic};
 use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::Verdict;
+use proofmesh_protocol::messages::{SignedResult, Submission, SyncReply, SyncUpdate, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{Envelope, Keypair, Message};
 use std::time::Duration;
@@ -162,4 +163,86 @@ async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
 
     operator.shutdown().await;
     mm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_takes_pushed_inputs_on_a_configured_matchmakers_word_only() {
+    let (vouching_dir, checking_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mm = Keypair::generate();
+    let mut vouching = options(vouching_dir.path(), Role::Operator, &[]);
+    vouching.trusted_matchmakers = vec![mm.public()];
+    let vouching = Node::spawn(vouching).await.expect("operator starts");
+    // No matchmakers configured: anyone's decisions count, so nobody's word replaces a check.
+    let checking = Node::spawn(options(checking_dir.path(), Role::Operator, &[]))
+        .await
+        .expect("operator starts");
+
+    let (workflow, _) = spec::load(
+        "name = \"inputs\"\n[[task]]\nid = \"made\"\nprogram = \"noop@1\"\n\n[[task]]\nid = \"uses\"\nprogram = \"noop@1\"\ndeps = [\"made\"]\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let id = workflow.id();
+    let submission = Submission {
+        workflow,
+        owner: mm.public(),
+        owner_eth: None,
+        escrow: None,
+        submitted_at_ms: now_ms(),
+    };
+    // Task 0's result as the matchmaker pushes it ahead of task 1's assignment, but with its
+    // operator's signature broken in transit.
+    let mut input = self_signed_result(&Keypair::generate(), id, 0, b"made");
+    input.signature.0[0] ^= 1;
+    // Then task 1's result, intact: once it is taken, the push before it was handled too
+    // (one connection, handled in order).
+    let later = self_signed_result(&Keypair::generate(), id, 1, b"uses");
+    let update = |result: SignedResult| {
+        Message::SyncReply(SyncReply {
+            workflows: vec![SyncUpdate {
+                workflow: id,
+                accepted: vec![result],
+                failed: None,
+                completed: false,
+            }],
+            submissions: Vec::new(),
+            more: false,
+        })
+    };
+    let pushes = [
+        Message::SyncReply(SyncReply {
+            workflows: Vec::new(),
+            submissions: vec![submission],
+            more: false,
+        }),
+        update(input.clone()),
+        update(later),
+    ];
+    let (client, _events) = plain_peer(
+        &mm,
+        [vouching.listen_addrs(), checking.listen_addrs()].concat(),
+    );
+    let deadline = Instant::now() + WAIT;
+    for node in [&vouching, &checking] {
+        let peer = network::peer_id_of(&node.public_key()).expect("ed25519 key");
+        for (nonce, push) in (1..).zip(&pushes) {
+            let envelope = Envelope::seal(&mm, DOMAIN, push, nonce, now_ms() + 60_000);
+            while let Err(e) = client.send_direct(peer, &envelope).await {
+                assert!(Instant::now() < deadline, "push not delivered: {e}");
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+        while node.api().store().result(&id, 1).unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the pushes were never handled");
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // The operator that lists the matchmaker took the input on its word (no second check);
+    // the one that lists none checked the signature and dropped it.
+    assert_eq!(vouching.api().store().result(&id, 0).unwrap(), Some(input));
+    assert!(checking.api().store().result(&id, 0).unwrap().is_none());
+
+    checking.shutdown().await;
+    vouching.shutdown().await;
 }
