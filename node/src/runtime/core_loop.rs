@@ -30,6 +30,7 @@ use proofmesh_protocol::messages::{
     MAX_BATCH,
 };
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey, TaskIndex, WorkflowId};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -927,13 +928,24 @@ impl Core {
             }
             _ => {}
         }
+        // Without a matchmaker role nothing else reads a submission: the view keeps it
+        // without a copy (a 512-task workflow's, on each of 32 operators in a first wave).
+        let message = match message {
+            Message::Submission(s) if self.mm.is_none() => {
+                let local = origin == Origin::Local;
+                self.view
+                    .submission(&self.sh, &self.progress, Cow::Owned(s), local, now);
+                return reply;
+            }
+            message => message,
+        };
         let mut new_submission = true;
         match &message {
             Message::Submission(s) => {
                 let local = origin == Origin::Local;
                 match self
                     .view
-                    .submission(&self.sh, &self.progress, s, local, now)
+                    .submission(&self.sh, &self.progress, Cow::Borrowed(s), local, now)
                 {
                     Some(new) => new_submission = new,
                     None => return None,

@@ -11,6 +11,7 @@ use proofmesh_protocol::messages::{
     Verdict, WorkflowFailure,
 };
 use proofmesh_protocol::{ContentId, TaskIndex, Workflow, WorkflowId};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -192,7 +193,7 @@ impl View {
         &mut self,
         sh: &Shared,
         progress: &Notifier,
-        s: &Submission,
+        s: Cow<'_, Submission>,
         local: bool,
         now: u64,
     ) -> Option<bool> {
@@ -209,7 +210,7 @@ impl View {
         } else {
             sh.store.clone()
         };
-        let (id, new) = match store.put_workflow(s, now) {
+        let (id, new) = match store.put_workflow(&s, now) {
             Ok(r) => r,
             Err(e) => {
                 log_store_error("storing a submission", e);
@@ -229,12 +230,12 @@ impl View {
                     catch_up: Schedule::quiet_from(now),
                 },
             );
-            self.workflows.insert(id, Arc::new(s.workflow.clone()));
+            tracing::info!(workflow = %id.short(), name = %s.workflow.name, tasks = total, "workflow accepted");
+            self.workflows.insert(id, Arc::new(s.into_owned().workflow));
             sh.metrics.workflow_moved(None, "active");
             for _ in 0..total {
                 sh.metrics.task_moved(None, TaskState::Pending.label());
             }
-            tracing::info!(workflow = %id.short(), name = %s.workflow.name, tasks = total, "workflow accepted");
             progress.send(Progress::Workflow {
                 workflow: id,
                 state: WorkflowState::Active,
