@@ -330,15 +330,12 @@ impl Net {
         }
     }
 
-    /// Submit `workflow` and wait for it to complete; the makespan from submission.
-    async fn makespan(&self, workflow: Workflow) -> anyhow::Result<Duration> {
-        Ok(self.run(workflow).await?.makespan)
-    }
-
-    /// [`Net::makespan`], with when the accepted attempts started and finished.
+    /// Submit `workflow` and wait for it to complete: the makespan from submission, with when
+    /// the accepted attempts started and finished.
     async fn run(&self, workflow: Workflow) -> anyhow::Result<Run> {
         let api = self.mm.api().clone();
         let mut progress = api.subscribe();
+        let stage_of: Vec<String> = workflow.tasks.iter().map(|t| stage(&t.name)).collect();
         let submitted_ms = epoch_ms();
         let started = Instant::now();
         let id = api.submit(workflow).await.context("submitting")?;
@@ -355,12 +352,34 @@ impl Net {
                 .or_insert(r.result.started_ms);
             *first = (*first).min(r.result.started_ms);
         }
+        let mut stages: Vec<Stage> = Vec::new();
+        for (task, r) in &results {
+            let Some(name) = stage_of.get(*task as usize) else {
+                continue;
+            };
+            let (start, finish) = (since(r.result.started_ms), since(r.result.finished_ms));
+            match stages.iter_mut().find(|s| s.name == *name) {
+                Some(s) => {
+                    s.first_start = s.first_start.min(start);
+                    s.last_finish = s.last_finish.max(finish);
+                    s.tasks += 1;
+                }
+                None => stages.push(Stage {
+                    name: name.clone(),
+                    first_start: start,
+                    last_finish: finish,
+                    tasks: 1,
+                }),
+            }
+        }
+        stages.sort_by(|a, b| a.first_start.total_cmp(&b.first_start));
         let mut first_starts: Vec<f64> = first_starts.into_values().map(since).collect();
         first_starts.sort_by(f64::total_cmp);
         Ok(Run {
             makespan,
             first_wave_ms: first_starts.last().copied().unwrap_or(0.0),
             first_starts,
+            stages,
             last_start_ms: starts.fold(0.0, f64::max),
             last_finish_ms: finishes.fold(0.0, f64::max),
         })
@@ -406,12 +425,42 @@ struct Run {
     first_wave_ms: f64,
     /// Each operator's first start, ascending (how the first wave spread over the operators).
     first_starts: Vec<f64>,
+    /// When each stage of the workflow ran, in order of first start.
+    stages: Vec<Stage>,
     /// When the last accepted attempt started (with one round of tasks: how long the first
     /// wave took to be placed).
     last_start_ms: f64,
     /// When the last accepted attempt finished; the rest of the makespan is the last
     /// results' trip back, their checks and the verdicts' commit.
     last_finish_ms: f64,
+}
+
+/// The accepted attempts of one stage of a workflow: the tasks named `NAME` or `NAME[i]`
+/// (`leaf[17]` in `leaf`, `agg[3][5]` in `agg[3]`, an aggregation tree's level), in ms after
+/// the submission.
+struct Stage {
+    name: String,
+    first_start: f64,
+    last_finish: f64,
+    tasks: usize,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} x{} {:.0}-{:.0}",
+            self.name, self.tasks, self.first_start, self.last_finish
+        )
+    }
+}
+
+/// A task name's stage: the name without its last `[i]`.
+fn stage(task: &str) -> String {
+    match task.rsplit_once('[') {
+        Some((stage, index)) if index.ends_with(']') => stage.to_owned(),
+        _ => task.to_owned(),
+    }
 }
 
 fn epoch_ms() -> u64 {
@@ -511,8 +560,14 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
         // A distinct name per run: the same workflow id would be "already known".
         let mut w = workflow.clone();
         w.name = format!("{}-run{run}", w.name);
-        let t = net.makespan(w).await?.as_secs_f64() * 1000.0;
-        eprintln!("run {run}: makespan {t:.1} ms");
+        let r = net.run(w).await?;
+        let t = r.makespan.as_secs_f64() * 1000.0;
+        // When each stage ran (ms after the submission): where the makespan's excess sits.
+        let stages: Vec<String> = r.stages.iter().map(Stage::to_string).collect();
+        eprintln!(
+            "run {run}: makespan {t:.1} ms; stages {}",
+            stages.join(", ")
+        );
         spans.push(t);
     }
     let signed = net.envelopes_signed() - signed_before;
@@ -711,6 +766,14 @@ mod tests {
 
     fn load(text: &str) -> Workflow {
         spec::load(text, Format::Toml).expect("valid").0
+    }
+
+    #[test]
+    fn stages_are_names_without_their_last_index() {
+        assert_eq!(stage("leaf[17]"), "leaf");
+        assert_eq!(stage("agg[3][5]"), "agg[3]");
+        assert_eq!(stage("witness"), "witness");
+        assert_eq!(stage("odd[name"), "odd[name");
     }
 
     #[test]
