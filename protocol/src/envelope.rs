@@ -57,6 +57,8 @@ pub enum MessageKind {
     AnswerBatch,
     /// [`crate::messages::Message::Verdicts`]
     VerdictBatch,
+    /// [`crate::messages::Message::Dispatch`]
+    Dispatch,
 }
 
 impl MessageKind {

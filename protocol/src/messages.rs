@@ -476,6 +476,23 @@ pub enum Message {
     /// The verdicts a matchmaker reached in one group commit, under one signature (2 to
     /// [`MAX_BATCH`]; a single one travels as [`Message::Verdict`]).
     Verdicts(Vec<Verdict>),
+    /// Assignments to one operator together with the inputs their tasks take, under one
+    /// signature (see [`Dispatch`]).
+    Dispatch(Dispatch),
+}
+
+/// Assignments from one matchmaker to one operator (1 to [`MAX_BATCH`], in the order the
+/// operator takes them in) with the accepted results of their tasks' dependencies that the
+/// operator was not sent before: its inputs. Pushing the inputs as a message of their own
+/// ahead of the assignments cost a second signature, check and message for most tasks of an
+/// aggregation tree (bench/e2e.md). Without inputs, assignments travel as
+/// [`Message::Assignment`] or [`Message::Assignments`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// Accepted results, each signed by the operator that produced it.
+    pub inputs: Vec<SignedResult>,
+    /// The assignments.
+    pub assignments: Vec<Assignment>,
 }
 
 impl Message {
@@ -498,31 +515,45 @@ impl Message {
             Message::Assignments(_) => MessageKind::AssignmentBatch,
             Message::Answers(_) => MessageKind::AnswerBatch,
             Message::Verdicts(_) => MessageKind::VerdictBatch,
+            Message::Dispatch(_) => MessageKind::Dispatch,
         }
     }
 
     /// What is wrong with a batch ([`Message::Assignments`], [`Message::Answers`],
-    /// [`Message::Verdicts`]): fewer than two or more than [`MAX_BATCH`] parts, or assignments
-    /// or answers from more than one matchmaker or for more than one operator (a verdict batch
-    /// is its signer's alone). `None` for any other message.
+    /// [`Message::Verdicts`], [`Message::Dispatch`]): fewer than two (a dispatch: one) or more
+    /// than [`MAX_BATCH`] parts, a dispatch without inputs, or assignments or answers from
+    /// more than one matchmaker or for more than one operator (a verdict batch is its
+    /// signer's alone). `None` for any other message.
     pub fn batch_problem(&self) -> Option<String> {
+        let parties_of = |list: &[Assignment]| {
+            list.iter()
+                .map(|a| (a.operator, Some(a.matchmaker)))
+                .collect::<Vec<_>>()
+        };
         let (what, len, mut parties) = match self {
-            Message::Assignments(list) => (
-                "assignment batch",
-                list.len(),
-                list.iter()
-                    .map(|a| (a.operator, Some(a.matchmaker)))
-                    .collect::<Vec<_>>(),
-            ),
+            Message::Assignments(list) => ("assignment batch", list.len(), parties_of(list)),
             Message::Answers(list) => (
                 "answer batch",
                 list.len(),
                 list.iter().map(|a| (*a.operator(), None)).collect(),
             ),
             Message::Verdicts(list) => ("verdict batch", list.len(), Vec::new()),
+            Message::Dispatch(d) => {
+                if d.inputs.is_empty() {
+                    return Some(
+                        "dispatch without inputs (its assignments travel alone or as a batch)"
+                            .to_owned(),
+                    );
+                }
+                let len = d.assignments.len();
+                if !(1..=MAX_BATCH).contains(&len) {
+                    return Some(format!("dispatch of {len} assignments (1 to {MAX_BATCH})"));
+                }
+                ("dispatch", len, parties_of(&d.assignments))
+            }
             _ => return None,
         };
-        if !(2..=MAX_BATCH).contains(&len) {
+        if !(2..=MAX_BATCH).contains(&len) && !matches!(self, Message::Dispatch(_)) {
             return Some(format!(
                 "{what} of {len} parts (2 to {MAX_BATCH}; a single one travels alone)"
             ));

@@ -667,6 +667,11 @@ impl EventLoop {
                 .flat_map(|u| &u.accepted)
                 .map(|r| (r.result.output, r.result.output_bytes))
                 .collect(),
+            Message::Dispatch(d) => d
+                .inputs
+                .iter()
+                .map(|r| (r.result.output, r.result.output_bytes))
+                .collect(),
             _ => Vec::new(),
         };
         for bytes in blobs {

@@ -73,9 +73,10 @@ impl Topic {
     pub fn for_kind(kind: MessageKind) -> Option<Topic> {
         Some(match kind {
             MessageKind::WorkflowSubmission => Topic::Submissions,
-            MessageKind::Assignment | MessageKind::AssignmentBatch | MessageKind::Cancel => {
-                Topic::Assignments
-            }
+            MessageKind::Assignment
+            | MessageKind::AssignmentBatch
+            | MessageKind::Dispatch
+            | MessageKind::Cancel => Topic::Assignments,
             // A batch's refusals travel with its acceptances.
             MessageKind::Acceptance | MessageKind::AnswerBatch => Topic::Acceptances,
             MessageKind::TaskResult | MessageKind::TaskFailure => Topic::Results,

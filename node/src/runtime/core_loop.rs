@@ -25,9 +25,9 @@ use crate::network::{self, public_key_of, Client, Clock, NetworkEvent};
 use crate::store::Store;
 use proofmesh_operator::Outcome;
 use proofmesh_protocol::messages::{
-    Answer, Assignment, FailureCause, Heartbeat, MatchmakerAnnounce, OperatorAdvert, SignedResult,
-    Submission, SyncReply, SyncRequest, SyncUpdate, TaskFailure, Verdict, WorkflowFailure,
-    MAX_BATCH,
+    Answer, Assignment, Dispatch, FailureCause, Heartbeat, MatchmakerAnnounce, OperatorAdvert,
+    SignedResult, Submission, SyncReply, SyncRequest, SyncUpdate, TaskFailure, Verdict,
+    WorkflowFailure, MAX_BATCH,
 };
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey, TaskIndex, WorkflowId};
 use std::borrow::Cow;
@@ -58,6 +58,10 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Something to do once the store has synced.
 type Deferred = Box<dyn FnOnce() + Send>;
+
+/// Accepted results an operator's new tasks take as inputs, with the small outputs that ride
+/// beside them.
+type Inputs = (Vec<SignedResult>, Vec<Vec<u8>>);
 
 /// Completions of background work, reported to the core.
 #[derive(Debug)]
@@ -506,6 +510,7 @@ fn is_matchmaker_decision(message: &Message) -> bool {
         Message::MatchmakerAnnounce(_)
             | Message::Assignment(_)
             | Message::Assignments(_)
+            | Message::Dispatch(_)
             | Message::Cancel(_)
             | Message::WorkflowFailed(_)
             | Message::Verdict(_)
@@ -853,6 +858,7 @@ impl Core {
             Message::Heartbeat(h) => h.operator == sender,
             Message::Assignment(a) => a.matchmaker == sender,
             Message::Assignments(batch) => batch.iter().all(|a| a.matchmaker == sender),
+            Message::Dispatch(d) => d.assignments.iter().all(|a| a.matchmaker == sender),
             Message::Acceptance(a) => a.operator == sender,
             Message::Answers(batch) => batch.iter().all(|a| *a.operator() == sender),
             Message::Result(r) => r.result.operator == sender,
@@ -896,6 +902,7 @@ impl Core {
                 _ if self.op.is_none() => Vec::new(),
                 Message::Assignment(a) => refuse(a).into_iter().collect(),
                 Message::Assignments(batch) => batch.iter().filter_map(refuse).collect(),
+                Message::Dispatch(d) => d.assignments.iter().filter_map(refuse).collect(),
                 _ => Vec::new(),
             };
             return answers_message(refusals).map(|m| self.seal(&m));
@@ -914,6 +921,18 @@ impl Core {
             }
             // A batch is taken in part by part, each as if it had come alone.
             Message::Assignments(batch) => return self.assignment_batch(sender, batch, origin),
+            // The inputs first, as a push ahead of the assignments would have brought them;
+            // only the operator addressed takes them (others hold the verdicts already).
+            Message::Dispatch(d) => {
+                let mine = d
+                    .assignments
+                    .first()
+                    .is_some_and(|a| a.operator == self.sh.me);
+                if mine && origin == Origin::Remote && self.op.is_some() {
+                    self.take_inputs(sender, d.inputs);
+                }
+                return self.assignment_batch(sender, d.assignments, origin);
+            }
             Message::Answers(batch) => {
                 for answer in batch {
                     self.on_message(sender, answer.into_message(), origin);
@@ -978,6 +997,7 @@ impl Core {
             Message::SyncRequest(_)
             | Message::SyncReply(_)
             | Message::Assignments(_)
+            | Message::Dispatch(_)
             | Message::Answers(_)
             | Message::Verdicts(_) => return None,
         }
@@ -1141,14 +1161,31 @@ impl Core {
         }
         for group in groups {
             let operator = group[0].operator;
-            if operator != self.sh.me {
-                self.push_inputs(operator, &group);
-            }
-            for message in batched(group, Message::Assignment, Message::Assignments) {
-                let envelope = self.emit(message);
-                if operator != self.sh.me {
-                    self.send_direct(&operator, envelope);
+            if operator == self.sh.me {
+                for message in batched(group, Message::Assignment, Message::Assignments) {
+                    self.emit(message);
                 }
+                continue;
+            }
+            let mut inputs = self.push_inputs(operator, &group);
+            for message in batched(group, Message::Assignment, Message::Assignments) {
+                // The first message carries the inputs that were not pushed on their own.
+                let (message, attached) = match inputs.take() {
+                    Some((results, attached)) => (
+                        Message::Dispatch(Dispatch {
+                            inputs: results,
+                            assignments: match message {
+                                Message::Assignment(a) => vec![a],
+                                Message::Assignments(batch) => batch,
+                                _ => unreachable!("batched() makes assignments only"),
+                            },
+                        }),
+                        attached,
+                    ),
+                    None => (message, Vec::new()),
+                };
+                let envelope = self.emit(message);
+                self.send_direct_attached(&operator, envelope, attached);
             }
         }
     }
@@ -1157,11 +1194,13 @@ impl Core {
     /// (same connection, sent first): a workflow's submission the first time (gossip may not
     /// have brought it yet, and an operator waits for it before running anything), and the
     /// accepted results of the tasks' dependencies (operators follow no verdicts on gossip,
-    /// `Topic::OPERATOR`), all of them in one push when they fit in a message's size. A result
-    /// missing here (not accepted yet, so the task would not be ready) is left to the
-    /// operator's catch-up. Nothing already pushed to this operator is sent again: forgotten
-    /// when the connection drops or a direct send to it fails, since it may not have arrived.
-    fn push_inputs(&mut self, operator: PublicKey, assignments: &[Assignment]) {
+    /// `Topic::OPERATOR`). Those results are returned to travel in the assignments' own
+    /// envelope ([`Message::Dispatch`]) when they fit in one message, else pushed here in as
+    /// many as they need. A result missing here (not accepted yet, so the task would not be
+    /// ready) is left to the operator's catch-up. Nothing already sent to this operator is
+    /// sent again: forgotten when the connection drops or a direct send to it fails, since it
+    /// may not have arrived.
+    fn push_inputs(&mut self, operator: PublicKey, assignments: &[Assignment]) -> Option<Inputs> {
         let mut chunks: Vec<Vec<SignedResult>> = vec![Vec::new()];
         let mut budget = catch_up::REPLY_BUDGET;
         for a in assignments {
@@ -1213,17 +1252,30 @@ impl Core {
                 chunks.last_mut().expect("one chunk at least").push(result);
             }
         }
+        // Small outputs ride along, so the operator need not fetch its inputs (from the
+        // operators that made them, often another one); its own it has already.
+        let attachable = |core: &Self, accepted: &[SignedResult]| -> Vec<Vec<u8>> {
+            accepted
+                .iter()
+                .filter(|r| r.result.operator != operator)
+                .filter_map(|r| core.attachable_output(r))
+                .collect()
+        };
+        // All of them in one chunk (the usual case): they ride in the assignments' own
+        // envelope, a `Message::Dispatch`.
+        if chunks.len() == 1 {
+            let accepted = chunks.pop().unwrap_or_default();
+            if accepted.is_empty() {
+                return None;
+            }
+            let outputs = attachable(self, &accepted);
+            return Some((accepted, outputs));
+        }
         for accepted in chunks {
             if accepted.is_empty() {
                 continue;
             }
-            // Small outputs ride along, so the operator need not fetch its inputs (from the
-            // operators that made them, often another one); its own it has already.
-            let outputs = accepted
-                .iter()
-                .filter(|r| r.result.operator != operator)
-                .filter_map(|r| self.attachable_output(r))
-                .collect();
+            let outputs = attachable(self, &accepted);
             let mut workflows: Vec<SyncUpdate> = Vec::new();
             for result in accepted {
                 let workflow = result.result.workflow;
@@ -1245,6 +1297,7 @@ impl Core {
             let envelope = self.seal(&push);
             self.send_direct_attached(&operator, envelope, outputs);
         }
+        None
     }
 
     /// The push of a workflow's submission: `None` when the store does not hold it,
@@ -1361,20 +1414,34 @@ impl Core {
         for submission in push.submissions {
             self.on_message(from, Message::Submission(submission), Origin::Remote);
         }
-        // A node that only operates takes its inputs on the word of a matchmaker it was
-        // configured to trust, which checked each operator's signature before accepting the
-        // result: checking it again here was ~2% of a pipeline's CPU (every input made by
-        // another operator). The output bytes are still checked against the result's hash.
-        // Nodes that keep the market's record (matchmakers, gateways) check every signature.
+        for update in push.workflows {
+            self.take_inputs(from, update.accepted);
+        }
+    }
+
+    /// Accepted results a matchmaker sent as inputs of tasks it assigns here (a push, or a
+    /// [`Message::Dispatch`]'s), taken like a catch-up answer's results.
+    ///
+    /// A node that only operates takes them on the word of a matchmaker it was configured to
+    /// trust, which checked each operator's signature before accepting the result: checking
+    /// it again here was ~2% of a pipeline's CPU (every input made by another operator). The
+    /// output bytes are still checked against the result's hash. Nodes that keep the market's
+    /// record (matchmakers, gateways) check every signature.
+    fn take_inputs(&mut self, from: PublicKey, results: Vec<SignedResult>) {
         if self.view.is_polled() && self.sh.configured_to_trust(&from) {
-            for update in &push.workflows {
-                for result in &update.accepted {
-                    self.sh.verified_results.insert_unchecked(result);
-                }
+            for result in &results {
+                self.sh.verified_results.insert_unchecked(result);
             }
         }
-        for update in push.workflows {
-            self.take_accepted(from, &update.workflow, update.accepted);
+        // One workflow's results at a time (in practice there is one).
+        let mut results = results.into_iter().peekable();
+        while let Some(first) = results.next() {
+            let workflow = first.result.workflow;
+            let mut run = vec![first];
+            while let Some(next) = results.next_if(|r| r.result.workflow == workflow) {
+                run.push(next);
+            }
+            self.take_accepted(from, &workflow, run);
         }
     }
 

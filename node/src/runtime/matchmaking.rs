@@ -257,6 +257,7 @@ impl MatchmakerRole {
             Message::SyncRequest(_)
             | Message::SyncReply(_)
             | Message::Assignments(_)
+            | Message::Dispatch(_)
             | Message::Answers(_)
             | Message::Verdicts(_) => return Vec::new(),
             Message::Result(r) => {

@@ -1,12 +1,13 @@
 //! Batches end to end against real nodes: an operator gives one signed answer for an
 //! assignment batch, in its order, and the same answers again when a matchmaker re-sends an
 //! attempt (alone or in another batch), as one taking over would; a gateway takes every
-//! verdict of a gossiped verdict batch.
+//! verdict of a gossiped verdict batch; an operator takes a dispatch's inputs and answers its
+//! assignment.
 
 use crate::cluster::{now_ms, options, plain_peer, self_signed_result, Role, DOMAIN};
 use proofmesh_node::network::{self, Topic};
 use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::{Answer, Assignment, Verdict};
+use proofmesh_protocol::messages::{Answer, Assignment, Dispatch, Submission, SyncReply, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, MessageKind, Resources};
 use std::time::Duration;
@@ -156,4 +157,84 @@ async fn a_gateway_takes_every_verdict_of_a_gossiped_batch() {
         );
     }
     gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_takes_a_dispatchs_inputs_and_answers_its_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = Node::spawn(options(dir.path(), Role::Operator, &[]))
+        .await
+        .expect("operator starts");
+    let mm = Keypair::generate();
+    let (client, _events) = plain_peer(&mm, operator.listen_addrs().to_vec());
+    let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
+    let (workflow, _) = spec::load(
+        "name = \"dispatch\"\n[[task]]\nid = \"made\"\nprogram = \"noop@1\"\n\n[[task]]\nid = \"uses\"\nprogram = \"noop@1\"\ndeps = [\"made\"]\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let id = workflow.id();
+    let now = now_ms();
+    let submission = Message::SyncReply(SyncReply {
+        workflows: Vec::new(),
+        submissions: vec![Submission {
+            workflow,
+            owner: mm.public(),
+            owner_eth: None,
+            escrow: None,
+            submitted_at_ms: now,
+        }],
+        more: false,
+    });
+    // Task 1's assignment with its input, task 0's accepted result (made by another operator).
+    let input = self_signed_result(&Keypair::generate(), id, 0, b"made");
+    let assignment = Assignment {
+        workflow: id,
+        task: 1,
+        attempt: 1,
+        operator: operator.public_key(),
+        gpus: vec![],
+        resources: Resources {
+            cpu: 1,
+            memory_mb: 64,
+            ..Resources::default()
+        },
+        accept_by_ms: now + 30_000,
+        deadline_ms: now + 60_000,
+        price_wei: 0,
+        matchmaker: mm.public(),
+        queued: false,
+    };
+    let dispatch = Message::Dispatch(Dispatch {
+        inputs: vec![input.clone()],
+        assignments: vec![assignment.clone()],
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut answers = Vec::new();
+    for (nonce, message) in (1..).zip([submission, dispatch]) {
+        let envelope = Envelope::seal(&mm, DOMAIN, &message, nonce, now + 60_000);
+        let answer = loop {
+            match client.send_direct(peer, &envelope).await {
+                Ok(answer) => break answer,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "not delivered: {e}");
+                    sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        answers.push(answer);
+    }
+    // The push of the submission is acknowledged; the dispatch is answered, like a lone
+    // assignment, by the operator's signed acceptance.
+    assert!(answers[0].is_none(), "{:?}", answers[0]);
+    let Some((envelope, Message::Acceptance(accepted))) = answers.pop().flatten() else {
+        panic!("expected an acceptance")
+    };
+    assert_eq!(envelope.sender, operator.public_key());
+    assert_eq!(accepted.task, 1);
+    assert_eq!(accepted.assignment, ContentId::of_value(&assignment));
+    // It took the input in before answering.
+    assert_eq!(operator.api().store().result(&id, 0).unwrap(), Some(input));
+
+    operator.shutdown().await;
 }

@@ -473,8 +473,8 @@ async fn sleep_workflow_completes_across_gateway_matchmakers_and_operators() {
             "proofmesh_store_sync_seconds_count",
         );
         assert_eq!(syncs, 0.0, "{} never waits on an fsync", m.name);
-        // The root's inputs made by other operators came beside the push of their results,
-        // and were kept as the push was taken in: nothing was fetched.
+        // The root's inputs made by other operators came beside their results (in the root's
+        // dispatch) and were kept as the dispatch was taken in: nothing was fetched.
         let fetches = metric(
             m.handle.as_ref().expect("up"),
             "p2p_blob_requests_total{direction=\"outbound\"}",
@@ -921,7 +921,7 @@ async fn an_operator_queues_tasks_beyond_its_cores_and_never_oversubscribes_them
         assert!(w[0].1 <= w[1].0, "runs overlap: {spans:?}");
     }
     // The four leaves went to the operator as one signed batch and were answered by one; the
-    // root, ready alone later, went alone.
+    // root, ready alone later, went with its four inputs in one signed dispatch.
     let signed = |name: &str, kind: &str| {
         let handle = cluster.get(name).handle.as_ref().expect("running");
         metric(
@@ -930,7 +930,8 @@ async fn an_operator_queues_tasks_beyond_its_cores_and_never_oversubscribes_them
         )
     };
     assert_eq!(signed("mm", "AssignmentBatch"), 1.0);
-    assert_eq!(signed("mm", "Assignment"), 1.0);
+    assert_eq!(signed("mm", "Dispatch"), 1.0);
+    assert_eq!(signed("mm", "Assignment"), 0.0);
     assert_eq!(signed("op", "AnswerBatch"), 1.0);
     assert_eq!(signed("op", "Acceptance"), 1.0);
     cluster.shutdown().await;

@@ -201,8 +201,8 @@ fn sync_messages_seal_open_and_are_direct_only() {
 #[test]
 fn batches_open_only_from_one_to_one_and_within_their_bounds() {
     use proofmesh_protocol::messages::{
-        Acceptance, Answer, Assignment, FailureCause, SignedResult, TaskFailure, TaskResult,
-        Verdict, MAX_BATCH,
+        Acceptance, Answer, Assignment, Dispatch, FailureCause, SignedResult, TaskFailure,
+        TaskResult, Verdict, MAX_BATCH,
     };
     use proofmesh_protocol::{ContentId, PublicKey, Resources};
     let mm = Keypair::generate();
@@ -254,12 +254,28 @@ fn batches_open_only_from_one_to_one_and_within_their_bounds() {
         };
         Verdict::Accepted(SignedResult::sign(&Keypair::generate(), result))
     };
+    let input = |task: u32| match verdict(task) {
+        Verdict::Accepted(result) => result,
+        Verdict::Rejected { result, .. } => result,
+    };
+    let dispatch = |inputs: Vec<SignedResult>, assignments: Vec<Assignment>| {
+        Message::Dispatch(Dispatch {
+            inputs,
+            assignments,
+        })
+    };
 
     let good = [
         Message::Assignments(vec![assignment(0, op), assignment(1, op)]),
         Message::Assignments((0..MAX_BATCH as u32).map(|t| assignment(t, op)).collect()),
         Message::Answers(vec![accepted(0, op), refused.clone()]),
         Message::Verdicts(vec![verdict(0), verdict(1)]),
+        // A dispatch may carry a single assignment: its inputs are what it saves a push for.
+        dispatch(vec![input(0), input(1)], vec![assignment(2, op)]),
+        dispatch(
+            vec![input(0)],
+            (0..MAX_BATCH as u32).map(|t| assignment(t, op)).collect(),
+        ),
     ];
     for m in good {
         assert_eq!(open(&m).expect("a valid batch opens"), m);
@@ -289,6 +305,28 @@ fn batches_open_only_from_one_to_one_and_within_their_bounds() {
         (
             Message::Verdicts(vec![verdict(0)]),
             "verdict batch of 1 parts",
+        ),
+        (
+            dispatch(vec![], vec![assignment(0, op)]),
+            "dispatch without inputs",
+        ),
+        (
+            dispatch(vec![input(0)], vec![]),
+            "dispatch of 0 assignments",
+        ),
+        (
+            dispatch(
+                vec![input(0)],
+                (0..=MAX_BATCH as u32).map(|t| assignment(t, op)).collect(),
+            ),
+            "dispatch of 65 assignments",
+        ),
+        (
+            dispatch(
+                vec![input(0)],
+                vec![assignment(0, op), assignment(1, other)],
+            ),
+            "dispatch mixes operators",
         ),
     ];
     for (m, says) in bad {
