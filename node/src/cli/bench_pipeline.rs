@@ -363,12 +363,14 @@ impl Net {
                     s.first_start = s.first_start.min(start);
                     s.last_finish = s.last_finish.max(finish);
                     s.tasks += 1;
+                    s.run_ms += finish - start;
                 }
                 None => stages.push(Stage {
                     name: name.clone(),
                     first_start: start,
                     last_finish: finish,
                     tasks: 1,
+                    run_ms: finish - start,
                 }),
             }
         }
@@ -443,14 +445,21 @@ struct Stage {
     first_start: f64,
     last_finish: f64,
     tasks: usize,
+    /// Sum over its attempts of finish - start as the operators reported them (whole ms
+    /// each, so only the mean means something): how long a task ran, wake-up included.
+    run_ms: f64,
 }
 
 impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} x{} {:.0}-{:.0}",
-            self.name, self.tasks, self.first_start, self.last_finish
+            "{} x{} {:.0}-{:.0} (runs {:.2} ms)",
+            self.name,
+            self.tasks,
+            self.first_start,
+            self.last_finish,
+            self.run_ms / self.tasks as f64
         )
     }
 }
