@@ -9,11 +9,41 @@ use proofmesh_node::network::{self, Topic};
 use proofmesh_node::runtime::Node;
 use proofmesh_protocol::messages::{Answer, Assignment, Dispatch, Submission, SyncReply, Verdict};
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, MessageKind, Resources};
+use proofmesh_protocol::{
+    ContentId, Envelope, Keypair, Message, MessageKind, PublicKey, Resources, WorkflowId,
+};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Attempt 1 of `task`, assigned at `now` for one core: accept within 30 s, done within 60 s.
+fn attempt_one(
+    workflow: WorkflowId,
+    task: u32,
+    operator: PublicKey,
+    matchmaker: PublicKey,
+    now: u64,
+    queued: bool,
+) -> Assignment {
+    Assignment {
+        workflow,
+        task,
+        attempt: 1,
+        operator,
+        gpus: vec![],
+        resources: Resources {
+            cpu: 1,
+            memory_mb: 64,
+            ..Resources::default()
+        },
+        accept_by_ms: now + 30_000,
+        deadline_ms: now + 60_000,
+        price_wei: 0,
+        matchmaker,
+        queued,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_answers_a_batch_at_once_and_repeats_its_answers() {
@@ -27,23 +57,9 @@ async fn an_operator_answers_a_batch_at_once_and_repeats_its_answers() {
     let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
 
     let now = now_ms();
-    let assignment = |task: u32, queued: bool| Assignment {
-        workflow: ContentId::of_bytes(b"batched workflow"),
-        task,
-        attempt: 1,
-        operator: operator.public_key(),
-        gpus: vec![],
-        resources: Resources {
-            cpu: 1,
-            memory_mb: 64,
-            ..Resources::default()
-        },
-        accept_by_ms: now + 30_000,
-        deadline_ms: now + 60_000,
-        price_wei: 0,
-        matchmaker: mm.public(),
-        queued,
-    };
+    let workflow = ContentId::of_bytes(b"batched workflow");
+    let (op, by) = (operator.public_key(), mm.public());
+    let assignment = |task: u32, queued: bool| attempt_one(workflow, task, op, by, now, queued);
     let mut nonce = 0;
     let mut send = |message: Message| {
         nonce += 1;
@@ -188,23 +204,7 @@ async fn an_operator_takes_a_dispatchs_inputs_and_answers_its_assignment() {
     });
     // Task 1's assignment with its input, task 0's accepted result (made by another operator).
     let input = self_signed_result(&Keypair::generate(), id, 0, b"made");
-    let assignment = Assignment {
-        workflow: id,
-        task: 1,
-        attempt: 1,
-        operator: operator.public_key(),
-        gpus: vec![],
-        resources: Resources {
-            cpu: 1,
-            memory_mb: 64,
-            ..Resources::default()
-        },
-        accept_by_ms: now + 30_000,
-        deadline_ms: now + 60_000,
-        price_wei: 0,
-        matchmaker: mm.public(),
-        queued: false,
-    };
+    let assignment = attempt_one(id, 1, operator.public_key(), mm.public(), now, false);
     let dispatch = Message::Dispatch(Dispatch {
         inputs: vec![input.clone()],
         assignments: vec![assignment.clone()],
