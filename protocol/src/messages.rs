@@ -161,7 +161,7 @@ pub struct EthAcceptance {
 }
 
 /// Most parts one [`Message::Assignments`], [`Message::Answers`] or [`Message::Verdicts`]
-/// carries.
+/// carries, and most assignments one [`Message::Dispatch`] carries.
 pub const MAX_BATCH: usize = 64;
 
 /// An operator's answer to one assignment of a [`Message::Assignments`].
