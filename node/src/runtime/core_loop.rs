@@ -518,23 +518,27 @@ fn is_matchmaker_decision(message: &Message) -> bool {
     )
 }
 
-/// `items` as messages of at most [`MAX_BATCH`] each, in order: a lone one as itself (`one`),
-/// more as a batch (`many`).
-fn batched<T>(
-    mut items: Vec<T>,
-    one: fn(T) -> Message,
-    many: fn(Vec<T>) -> Message,
-) -> Vec<Message> {
+/// `items` in runs of at most [`MAX_BATCH`], in order.
+fn batches<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
     let mut out = Vec::new();
     while !items.is_empty() {
         let rest = items.split_off(items.len().min(MAX_BATCH));
-        let mut batch = std::mem::replace(&mut items, rest);
-        out.push(match batch.len() {
-            1 => one(batch.remove(0)),
-            _ => many(batch),
-        });
+        out.push(std::mem::replace(&mut items, rest));
     }
     out
+}
+
+/// One run of [`batches`] as a message: a lone item as itself (`one`), more as a batch
+/// (`many`).
+fn one_or_many<T>(
+    mut batch: Vec<T>,
+    one: fn(T) -> Message,
+    many: fn(Vec<T>) -> Message,
+) -> Message {
+    match batch.len() {
+        1 => one(batch.remove(0)),
+        _ => many(batch),
+    }
 }
 
 /// `answers` as one message: a single one alone, several as a batch; `None` for none.
@@ -1139,7 +1143,8 @@ impl Core {
     /// signature: standby matchmakers and gateways check one envelope per batch, not per task.
     fn send_verdicts(&mut self) {
         let verdicts = std::mem::take(&mut self.unsigned_verdicts);
-        for message in batched(verdicts, Message::Verdict, Message::Verdicts) {
+        for batch in batches(verdicts) {
+            let message = one_or_many(batch, Message::Verdict, Message::Verdicts);
             let envelope = self.seal(&message);
             self.seen.insert(&envelope);
             let publish = self.sh.publish.clone();
@@ -1161,31 +1166,31 @@ impl Core {
         }
         for group in groups {
             let operator = group[0].operator;
-            if operator == self.sh.me {
-                for message in batched(group, Message::Assignment, Message::Assignments) {
-                    self.emit(message);
-                }
-                continue;
-            }
-            let mut inputs = self.push_inputs(operator, &group);
-            for message in batched(group, Message::Assignment, Message::Assignments) {
+            let remote = operator != self.sh.me;
+            let mut inputs = if remote {
+                self.push_inputs(operator, &group)
+            } else {
+                None
+            };
+            for batch in batches(group) {
                 // The first message carries the inputs that were not pushed on their own.
                 let (message, attached) = match inputs.take() {
-                    Some((results, attached)) => (
+                    Some((inputs, attached)) => (
                         Message::Dispatch(Dispatch {
-                            inputs: results,
-                            assignments: match message {
-                                Message::Assignment(a) => vec![a],
-                                Message::Assignments(batch) => batch,
-                                _ => unreachable!("batched() makes assignments only"),
-                            },
+                            inputs,
+                            assignments: batch,
                         }),
                         attached,
                     ),
-                    None => (message, Vec::new()),
+                    None => (
+                        one_or_many(batch, Message::Assignment, Message::Assignments),
+                        Vec::new(),
+                    ),
                 };
                 let envelope = self.emit(message);
-                self.send_direct_attached(&operator, envelope, attached);
+                if remote {
+                    self.send_direct_attached(&operator, envelope, attached);
+                }
             }
         }
     }
