@@ -4,10 +4,13 @@
 //! verdict of a gossiped verdict batch; an operator takes a dispatch's inputs and answers its
 //! assignment.
 
-use crate::cluster::{now_ms, options, plain_peer, self_signed_result, Role, DOMAIN};
+use crate::cluster::{
+    deliver, made_then_used, now_ms, options, plain_peer, self_signed_result, submission_push,
+    Role, DOMAIN,
+};
 use proofmesh_node::network::{self, Topic};
 use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::{Answer, Assignment, Dispatch, Submission, SyncReply, Verdict};
+use proofmesh_protocol::messages::{Answer, Assignment, Dispatch, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{
     ContentId, Envelope, Keypair, Message, MessageKind, PublicKey, Resources, WorkflowId,
@@ -66,17 +69,9 @@ async fn an_operator_answers_a_batch_at_once_and_repeats_its_answers() {
         let envelope = Envelope::seal(&mm, DOMAIN, &message, nonce, now + 60_000);
         let client = client.clone();
         async move {
-            let deadline = Instant::now() + WAIT;
-            loop {
-                match client.send_direct(peer, &envelope).await {
-                    Ok(Some(answer)) => break answer,
-                    Ok(None) => panic!("a bare ack, not an answer"),
-                    Err(e) => {
-                        assert!(Instant::now() < deadline, "no answer: {e}");
-                        sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+            deliver(&client, peer, &envelope)
+                .await
+                .expect("an answer, not a bare ack")
         }
     };
     let accepted = |answer: &Answer| match answer {
@@ -184,24 +179,10 @@ async fn an_operator_takes_a_dispatchs_inputs_and_answers_its_assignment() {
     let mm = Keypair::generate();
     let (client, _events) = plain_peer(&mm, operator.listen_addrs().to_vec());
     let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
-    let (workflow, _) = spec::load(
-        "name = \"dispatch\"\n[[task]]\nid = \"made\"\nprogram = \"noop@1\"\n\n[[task]]\nid = \"uses\"\nprogram = \"noop@1\"\ndeps = [\"made\"]\n",
-        Format::Toml,
-    )
-    .unwrap();
+    let workflow = made_then_used("dispatch");
     let id = workflow.id();
     let now = now_ms();
-    let submission = Message::SyncReply(SyncReply {
-        workflows: Vec::new(),
-        submissions: vec![Submission {
-            workflow,
-            owner: mm.public(),
-            owner_eth: None,
-            escrow: None,
-            submitted_at_ms: now,
-        }],
-        more: false,
-    });
+    let submission = submission_push(workflow, mm.public());
     // Task 1's assignment with its input, task 0's accepted result (made by another operator).
     let input = self_signed_result(&Keypair::generate(), id, 0, b"made");
     let assignment = attempt_one(id, 1, operator.public_key(), mm.public(), now, false);
@@ -209,20 +190,10 @@ async fn an_operator_takes_a_dispatchs_inputs_and_answers_its_assignment() {
         inputs: vec![input.clone()],
         assignments: vec![assignment.clone()],
     });
-    let deadline = Instant::now() + WAIT;
     let mut answers = Vec::new();
     for (nonce, message) in (1..).zip([submission, dispatch]) {
         let envelope = Envelope::seal(&mm, DOMAIN, &message, nonce, now + 60_000);
-        let answer = loop {
-            match client.send_direct(peer, &envelope).await {
-                Ok(answer) => break answer,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "not delivered: {e}");
-                    sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
-        answers.push(answer);
+        answers.push(deliver(&client, peer, &envelope).await);
     }
     // The push of the submission is acknowledged; the dispatch is answered, like a lone
     // assignment, by the operator's signed acceptance.

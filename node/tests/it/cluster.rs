@@ -9,9 +9,11 @@ use proofmesh_node::runtime::{
 };
 use proofmesh_node::store::{TaskState, WorkflowState};
 use proofmesh_operator::{OperatorConfig, ProgramSpec};
-use proofmesh_protocol::messages::{Capacity, SignedResult, TaskResult};
+use proofmesh_protocol::messages::{Capacity, SignedResult, Submission, SyncReply, TaskResult};
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{ContentId, Domain, Keypair, PublicKey, Workflow, WorkflowId};
+use proofmesh_protocol::{
+    ContentId, Domain, Envelope, Keypair, Message, PublicKey, Workflow, WorkflowId,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -112,6 +114,49 @@ pub(crate) fn plain_peer(
     config.bootstrap = bootstrap;
     let mut registry = prometheus_client::registry::Registry::default();
     network::spawn(config, keypair, &mut registry).expect("network starts")
+}
+
+/// Two `noop` tasks, the second taking the first's output: `made`, then `uses`.
+pub(crate) fn made_then_used(name: &str) -> Workflow {
+    let text = format!(
+        "name = \"{name}\"\n[[task]]\nid = \"made\"\nprogram = \"noop@1\"\n\n[[task]]\nid = \"uses\"\nprogram = \"noop@1\"\ndeps = [\"made\"]\n"
+    );
+    spec::load(&text, Format::Toml).expect("valid workflow").0
+}
+
+/// What a matchmaker pushes ahead of a workflow's first assignment to an operator: its
+/// submission (by `owner`, now).
+pub(crate) fn submission_push(workflow: Workflow, owner: PublicKey) -> Message {
+    Message::SyncReply(SyncReply {
+        workflows: Vec::new(),
+        submissions: vec![Submission {
+            workflow,
+            owner,
+            owner_eth: None,
+            escrow: None,
+            submitted_at_ms: now_ms(),
+        }],
+        more: false,
+    })
+}
+
+/// Send `envelope` straight to `peer`, again until it is delivered (the connection may still
+/// be forming): its answer, `None` for a bare acknowledgement.
+pub(crate) async fn deliver(
+    client: &network::Client,
+    peer: PeerId,
+    envelope: &Envelope,
+) -> Option<(Envelope, Message)> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.send_direct(peer, envelope).await {
+            Ok(answer) => return answer,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "not delivered: {e}");
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// The sum of a metric's samples (every label set) in a node's Prometheus registry.

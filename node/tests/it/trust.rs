@@ -5,10 +5,13 @@
 //! matchmaker's assignment and says why. A node that only operates takes the inputs a trusted
 //! matchmaker pushes on its word, and checks them where no matchmakers are configured.
 
-use crate::cluster::{metric, now_ms, options, plain_peer, self_signed_result, Role, DOMAIN};
+use crate::cluster::{
+    deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result,
+    submission_push, Role, DOMAIN,
+};
 use proofmesh_node::network::{self, PublishOutcome, Topic};
 use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::{SignedResult, Submission, SyncReply, SyncUpdate, Verdict};
+use proofmesh_protocol::messages::{SignedResult, SyncReply, SyncUpdate, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{Envelope, Keypair, Message};
 use std::time::Duration;
@@ -177,19 +180,9 @@ async fn an_operator_takes_pushed_inputs_on_a_configured_matchmakers_word_only()
         .await
         .expect("operator starts");
 
-    let (workflow, _) = spec::load(
-        "name = \"inputs\"\n[[task]]\nid = \"made\"\nprogram = \"noop@1\"\n\n[[task]]\nid = \"uses\"\nprogram = \"noop@1\"\ndeps = [\"made\"]\n",
-        Format::Toml,
-    )
-    .unwrap();
+    let workflow = made_then_used("inputs");
     let id = workflow.id();
-    let submission = Submission {
-        workflow,
-        owner: mm.public(),
-        owner_eth: None,
-        escrow: None,
-        submitted_at_ms: now_ms(),
-    };
+    let submission = submission_push(workflow, mm.public());
     // Task 0's result as the matchmaker pushes it ahead of task 1's assignment, but with its
     // operator's signature broken in transit.
     let mut input = self_signed_result(&Keypair::generate(), id, 0, b"made");
@@ -209,15 +202,7 @@ async fn an_operator_takes_pushed_inputs_on_a_configured_matchmakers_word_only()
             more: false,
         })
     };
-    let pushes = [
-        Message::SyncReply(SyncReply {
-            workflows: Vec::new(),
-            submissions: vec![submission],
-            more: false,
-        }),
-        update(input.clone()),
-        update(later),
-    ];
+    let pushes = [submission, update(input.clone()), update(later)];
     let (client, _events) = plain_peer(
         &mm,
         [vouching.listen_addrs(), checking.listen_addrs()].concat(),
@@ -227,10 +212,7 @@ async fn an_operator_takes_pushed_inputs_on_a_configured_matchmakers_word_only()
         let peer = network::peer_id_of(&node.public_key()).expect("ed25519 key");
         for (nonce, push) in (1..).zip(&pushes) {
             let envelope = Envelope::seal(&mm, DOMAIN, push, nonce, now_ms() + 60_000);
-            while let Err(e) = client.send_direct(peer, &envelope).await {
-                assert!(Instant::now() < deadline, "push not delivered: {e}");
-                sleep(Duration::from_millis(50)).await;
-            }
+            deliver(&client, peer, &envelope).await;
         }
         while node.api().store().result(&id, 1).unwrap().is_none() {
             assert!(Instant::now() < deadline, "the pushes were never handled");
