@@ -9,7 +9,7 @@ use crate::cluster::{
     Role, DOMAIN,
 };
 use proofmesh_node::network::{self, Topic};
-use proofmesh_node::runtime::Node;
+use proofmesh_node::runtime::{Node, NodeHandle};
 use proofmesh_protocol::messages::{Answer, Assignment, Dispatch, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{
@@ -48,16 +48,48 @@ fn attempt_one(
     }
 }
 
+/// An operator node and a matchmaker driven by hand: a plain network peer signing as `mm`
+/// (the operator trusts any, no list configured), `peer` being the operator. Keep every
+/// field bound while the test runs (the peer's events and the node's directory included).
+struct HandDriven {
+    operator: NodeHandle,
+    mm: Keypair,
+    client: network::Client,
+    peer: network::PeerId,
+    _events: tokio::sync::mpsc::Receiver<network::NetworkEvent>,
+    _dir: tempfile::TempDir,
+}
+
+impl HandDriven {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let operator = Node::spawn(options(dir.path(), Role::Operator, &[]))
+            .await
+            .expect("operator starts");
+        let mm = Keypair::generate();
+        let (client, events) = plain_peer(&mm, operator.listen_addrs().to_vec());
+        let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
+        HandDriven {
+            operator,
+            mm,
+            client,
+            peer,
+            _events: events,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_answers_a_batch_at_once_and_repeats_its_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let operator = Node::spawn(options(dir.path(), Role::Operator, &[]))
-        .await
-        .expect("operator starts");
-    // The matchmaker: a plain network peer (the operator trusts any, no list configured).
-    let mm = Keypair::generate();
-    let (client, _events) = plain_peer(&mm, operator.listen_addrs().to_vec());
-    let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
+    let HandDriven {
+        operator,
+        mm,
+        client,
+        peer,
+        _events,
+        _dir,
+    } = HandDriven::start().await;
 
     let now = now_ms();
     let workflow = ContentId::of_bytes(b"batched workflow");
@@ -172,13 +204,14 @@ async fn a_gateway_takes_every_verdict_of_a_gossiped_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_takes_a_dispatchs_inputs_and_answers_its_assignment() {
-    let dir = tempfile::tempdir().unwrap();
-    let operator = Node::spawn(options(dir.path(), Role::Operator, &[]))
-        .await
-        .expect("operator starts");
-    let mm = Keypair::generate();
-    let (client, _events) = plain_peer(&mm, operator.listen_addrs().to_vec());
-    let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
+    let HandDriven {
+        operator,
+        mm,
+        client,
+        peer,
+        _events,
+        _dir,
+    } = HandDriven::start().await;
     let workflow = made_then_used("dispatch");
     let id = workflow.id();
     let now = now_ms();
