@@ -11,7 +11,7 @@ use crate::envelope::MessageKind;
 use crate::identity::{Keypair, PublicKey, Signature, SignatureError};
 use crate::ids::ContentId;
 use crate::resources::Resources;
-use crate::workflow::{Program, TaskIndex, Workflow, WorkflowId};
+use crate::workflow::{Program, Task, TaskIndex, Workflow, WorkflowId};
 use serde::{Deserialize, Serialize};
 
 /// A 20-byte Ethereum address.
@@ -482,17 +482,26 @@ pub enum Message {
 }
 
 /// Assignments from one matchmaker to one operator (1 to [`MAX_BATCH`], in the order the
-/// operator takes them in) with the accepted results of their tasks' dependencies that the
-/// operator was not sent before: its inputs. Pushing the inputs as a message of their own
-/// ahead of the assignments cost a second signature, check and message for most tasks of an
-/// aggregation tree (bench/e2e.md). Without inputs, assignments travel as
-/// [`Message::Assignment`] or [`Message::Assignments`].
+/// operator takes them in) with what their tasks need that the operator was not sent before:
+///
+/// * `inputs`: the accepted results of their tasks' dependencies. Pushing them as a message
+///   of their own ahead of the assignments cost a second signature, check and message for
+///   most tasks of an aggregation tree (bench/e2e.md).
+/// * `tasks`: their tasks' definitions, for an operator that does not hold their workflow yet
+///   (its submission follows the dispatch). An operator that trusts the matchmaker by
+///   configuration starts at once instead of first decoding, checking and storing a whole
+///   workflow (a 512-task one: half of a 32-operator first wave, bench/e2e.md); any other
+///   waits for the submission, as it would without them.
+///
+/// With neither, assignments travel as [`Message::Assignment`] or [`Message::Assignments`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dispatch {
     /// Accepted results, each signed by the operator that produced it.
     pub inputs: Vec<SignedResult>,
     /// The assignments.
     pub assignments: Vec<Assignment>,
+    /// Empty, or the definition of each assignment's task, in the assignments' order.
+    pub tasks: Vec<Task>,
 }
 
 impl Message {
@@ -521,7 +530,8 @@ impl Message {
 
     /// What is wrong with a batch ([`Message::Assignments`], [`Message::Answers`],
     /// [`Message::Verdicts`], [`Message::Dispatch`]): fewer than two (a dispatch: one) or more
-    /// than [`MAX_BATCH`] parts, a dispatch without inputs, or assignments or answers from
+    /// than [`MAX_BATCH`] parts, a dispatch without inputs or task definitions (or with a
+    /// definition count other than its assignments'), or assignments or answers from
     /// more than one matchmaker or for more than one operator (a verdict batch is its
     /// signer's alone). `None` for any other message.
     pub fn batch_problem(&self) -> Option<String> {
@@ -539,15 +549,21 @@ impl Message {
             ),
             Message::Verdicts(list) => ("verdict batch", list.len(), Vec::new()),
             Message::Dispatch(d) => {
-                if d.inputs.is_empty() {
+                if d.inputs.is_empty() && d.tasks.is_empty() {
                     return Some(
-                        "dispatch without inputs (its assignments travel alone or as a batch)"
+                        "dispatch without inputs or task definitions (its assignments travel alone or as a batch)"
                             .to_owned(),
                     );
                 }
                 let len = d.assignments.len();
                 if !(1..=MAX_BATCH).contains(&len) {
                     return Some(format!("dispatch of {len} assignments (1 to {MAX_BATCH})"));
+                }
+                if !d.tasks.is_empty() && d.tasks.len() != len {
+                    return Some(format!(
+                        "dispatch of {len} assignments with {} task definitions (none, or one each)",
+                        d.tasks.len()
+                    ));
                 }
                 ("dispatch", len, parties_of(&d.assignments))
             }

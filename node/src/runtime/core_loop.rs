@@ -63,6 +63,17 @@ type Deferred = Box<dyn FnOnce() + Send>;
 /// beside them.
 type Inputs = (Vec<SignedResult>, Vec<Vec<u8>>);
 
+/// What travels with one operator's assignments (see [`Core::push_inputs`]).
+enum Carried {
+    /// Nothing beyond what was pushed ahead of them.
+    Nothing,
+    /// Inputs, to ride in the assignments' envelope.
+    Inputs(Inputs),
+    /// The tasks' definitions, to ride in the assignments' envelope; these pushes of their
+    /// workflows' submissions follow it.
+    Definitions(Vec<Envelope>),
+}
+
 /// Completions of background work, reported to the core.
 #[derive(Debug)]
 pub(crate) enum Internal {
@@ -927,15 +938,33 @@ impl Core {
             Message::Assignments(batch) => return self.assignment_batch(sender, batch, origin),
             // The inputs first, as a push ahead of the assignments would have brought them;
             // only the operator addressed takes them (others hold the verdicts already).
+            // Task definitions are taken on the word of a matchmaker this node was configured
+            // to trust (as its assignments are); any other's wait for the workflow.
             Message::Dispatch(d) => {
                 let mine = d
                     .assignments
                     .first()
                     .is_some_and(|a| a.operator == self.sh.me);
-                if mine && origin == Origin::Remote && self.op.is_some() {
-                    self.take_inputs(sender, d.inputs);
+                if !(mine && origin == Origin::Remote) {
+                    return self.assignment_batch(sender, d.assignments, origin);
                 }
-                return self.assignment_batch(sender, d.assignments, origin);
+                let Some(op) = &mut self.op else {
+                    return self.assignment_batch(sender, d.assignments, origin);
+                };
+                if self.sh.configured_to_trust(&sender) {
+                    op.definitions = d
+                        .assignments
+                        .iter()
+                        .map(|a| (a.workflow, a.task))
+                        .zip(d.tasks)
+                        .collect();
+                }
+                self.take_inputs(sender, d.inputs);
+                let answer = self.assignment_batch(sender, d.assignments, origin);
+                if let Some(op) = &mut self.op {
+                    op.definitions.clear();
+                }
+                return answer;
             }
             Message::Answers(batch) => {
                 for answer in batch {
@@ -1164,25 +1193,37 @@ impl Core {
             });
             groups[i].push(a);
         }
+        // Submissions that follow their tasks' definitions, sent once every operator has its
+        // assignments: in a first wave, each operator starts before any of them takes in a
+        // whole workflow.
+        let mut following: Vec<(PublicKey, Envelope)> = Vec::new();
         for group in groups {
             let operator = group[0].operator;
             let remote = operator != self.sh.me;
-            let mut inputs = if remote {
+            let mut carried = if remote {
                 self.push_inputs(operator, &group)
             } else {
-                None
+                Carried::Nothing
             };
+            let define = matches!(carried, Carried::Definitions(_));
             for batch in batches(group) {
-                // The first message carries the inputs that were not pushed on their own.
-                let (message, attached) = match inputs.take() {
-                    Some((inputs, attached)) => (
+                // The first message carries the inputs that were not pushed on their own;
+                // every one carries its tasks' definitions when they are carried.
+                let (message, attached) = match std::mem::replace(&mut carried, Carried::Nothing) {
+                    Carried::Inputs((inputs, attached)) => (
                         Message::Dispatch(Dispatch {
                             inputs,
                             assignments: batch,
+                            tasks: Vec::new(),
                         }),
                         attached,
                     ),
-                    None => (
+                    Carried::Definitions(submissions) => {
+                        following.extend(submissions.into_iter().map(|e| (operator, e)));
+                        (self.defined(batch), Vec::new())
+                    }
+                    Carried::Nothing if define => (self.defined(batch), Vec::new()),
+                    Carried::Nothing => (
                         one_or_many(batch, Message::Assignment, Message::Assignments),
                         Vec::new(),
                     ),
@@ -1192,6 +1233,29 @@ impl Core {
                     self.send_direct_attached(&operator, envelope, attached);
                 }
             }
+        }
+        for (operator, envelope) in following {
+            self.send_direct(&operator, envelope);
+        }
+    }
+
+    /// `batch` as a dispatch with its tasks' definitions (see [`Dispatch::tasks`]).
+    fn defined(&self, batch: Vec<Assignment>) -> Message {
+        let tasks: Option<Vec<_>> = batch
+            .iter()
+            .map(|a| {
+                let workflow = self.view.workflows.get(&a.workflow)?;
+                workflow.tasks.get(a.task as usize).cloned()
+            })
+            .collect();
+        match tasks {
+            Some(tasks) => Message::Dispatch(Dispatch {
+                inputs: Vec::new(),
+                assignments: batch,
+                tasks,
+            }),
+            // Not reached: the matchmaker assigns only tasks of workflows it holds.
+            None => one_or_many(batch, Message::Assignment, Message::Assignments),
         }
     }
 
@@ -1205,9 +1269,16 @@ impl Core {
     /// ready) is left to the operator's catch-up. Nothing already sent to this operator is
     /// sent again: forgotten when the connection drops or a direct send to it fails, since it
     /// may not have arrived.
-    fn push_inputs(&mut self, operator: PublicKey, assignments: &[Assignment]) -> Option<Inputs> {
+    ///
+    /// Tasks that take no inputs and whose workflow is new to the operator (a first wave)
+    /// travel with their definitions instead, and the submission follows them
+    /// ([`Carried::Definitions`]). With inputs the submission still goes first: the operator
+    /// keeps an accepted result only for a workflow it holds.
+    fn push_inputs(&mut self, operator: PublicKey, assignments: &[Assignment]) -> Carried {
         let mut chunks: Vec<Vec<SignedResult>> = vec![Vec::new()];
         let mut budget = catch_up::REPLY_BUDGET;
+        let mut submissions: Vec<Envelope> = Vec::new();
+        let mut new_workflow = false;
         for a in assignments {
             let Some(deps) = self
                 .view
@@ -1227,9 +1298,8 @@ impl Core {
                     // Decided once per connection: a workflow too big to push travels by
                     // gossip and catch-up only.
                     self.pushed.entry(operator).or_default().insert(whole);
-                    if let Some(envelope) = push {
-                        self.send_direct(&operator, envelope);
-                    }
+                    new_workflow = true;
+                    submissions.extend(push);
                 }
             }
             let pushed = self.pushed.entry(operator).or_default();
@@ -1257,6 +1327,12 @@ impl Core {
                 chunks.last_mut().expect("one chunk at least").push(result);
             }
         }
+        if new_workflow && chunks.len() == 1 && chunks[0].is_empty() {
+            return Carried::Definitions(submissions);
+        }
+        for envelope in submissions {
+            self.send_direct(&operator, envelope);
+        }
         // Small outputs ride along, so the operator need not fetch its inputs (from the
         // operators that made them, often another one); its own it has already.
         let attachable = |core: &Self, accepted: &[SignedResult]| -> Vec<Vec<u8>> {
@@ -1271,10 +1347,10 @@ impl Core {
         if chunks.len() == 1 {
             let accepted = chunks.pop().unwrap_or_default();
             if accepted.is_empty() {
-                return None;
+                return Carried::Nothing;
             }
             let outputs = attachable(self, &accepted);
-            return Some((accepted, outputs));
+            return Carried::Inputs((accepted, outputs));
         }
         for accepted in chunks {
             if accepted.is_empty() {
@@ -1302,7 +1378,7 @@ impl Core {
             let envelope = self.seal(&push);
             self.send_direct_attached(&operator, envelope, outputs);
         }
-        None
+        Carried::Nothing
     }
 
     /// The push of a workflow's submission: `None` when the store does not hold it,

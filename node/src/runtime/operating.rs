@@ -20,7 +20,7 @@ use proofmesh_operator::{
 use proofmesh_protocol::messages::{
     Acceptance, Answer, Assignment, FailureCause, SignedResult, TaskFailure,
 };
-use proofmesh_protocol::{ContentId, Envelope, Keypair, TaskIndex, WorkflowId};
+use proofmesh_protocol::{ContentId, Envelope, Keypair, Task, TaskIndex, WorkflowId};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,6 +43,9 @@ pub struct OperatorRole {
     /// The signed answer (acceptance or refusal, alone or in a batch) given to each attempt,
     /// repeated if the same attempt is assigned again.
     pub answered: HashMap<AttemptKey, Envelope>,
+    /// The task definitions a trusted matchmaker's dispatch carried, while its assignments
+    /// are taken in (see `Dispatch::tasks`).
+    pub definitions: HashMap<(WorkflowId, TaskIndex), Task>,
 }
 
 impl OperatorRole {
@@ -53,6 +56,7 @@ impl OperatorRole {
             running: HashMap::new(),
             handled: HashSet::new(),
             answered: HashMap::new(),
+            definitions: HashMap::new(),
         }
     }
 
@@ -104,16 +108,21 @@ impl OperatorRole {
                 cause: FailureCause::Refused(why),
             }))
         };
-        if let Some(wf) = view.workflows.get(&a.workflow) {
-            match wf.tasks.get(a.task as usize) {
+        // The definition from the workflow when this node holds it, else from the dispatch;
+        // with neither, the attempt waits for the workflow.
+        let task = match view.workflows.get(&a.workflow) {
+            Some(wf) => match wf.tasks.get(a.task as usize) {
                 None => return refuse(format!("workflow has no task {}", a.task)),
-                Some(task) if !self.operator.executor().supports(&task.program) => {
-                    return refuse(format!(
-                        "program {}@{} is not configured",
-                        task.program.name, task.program.version
-                    ));
-                }
-                Some(_) => {}
+                Some(task) => Some(task.clone()),
+            },
+            None => self.definitions.get(&(a.workflow, a.task)).cloned(),
+        };
+        if let Some(task) = &task {
+            if !self.operator.executor().supports(&task.program) {
+                return refuse(format!(
+                    "program {}@{} is not configured",
+                    task.program.name, task.program.version
+                ));
             }
         }
         let admission = match self.operator.admit(a) {
@@ -123,7 +132,11 @@ impl OperatorRole {
         let token = sh.cancel.child_token();
         self.running.insert(key, token.clone());
         let attempt = Attempt {
-            known: known_dependencies(sh, view, a),
+            known: task
+                .as_ref()
+                .map(|task| known_dependencies(sh, task, a))
+                .unwrap_or_default(),
+            task,
             assignment: a.clone(),
             operator: self.operator.clone(),
             keypair: sh.keypair.clone(),
@@ -166,15 +179,9 @@ impl OperatorRole {
 /// attempt, they cost a 2 ms poll (2-3 ms with tokio's timer) whenever it looked first.
 fn known_dependencies(
     sh: &Shared,
-    view: &View,
+    task: &Task,
     a: &Assignment,
 ) -> HashMap<TaskIndex, SignedResult> {
-    let Some(workflow) = view.workflows.get(&a.workflow) else {
-        return HashMap::new();
-    };
-    let Some(task) = workflow.tasks.get(a.task as usize) else {
-        return HashMap::new();
-    };
     task.deps
         .iter()
         .filter_map(|dep| match sh.store.result(&a.workflow, *dep) {
@@ -188,6 +195,8 @@ fn known_dependencies(
 struct Attempt {
     /// Dependency results held at admission ([`known_dependencies`]); the rest are awaited.
     known: HashMap<TaskIndex, SignedResult>,
+    /// The task's definition, once known (at admission, or when its workflow arrives).
+    task: Option<Task>,
     assignment: Assignment,
     operator: Operator,
     keypair: Keypair,
@@ -225,12 +234,9 @@ impl Attempt {
             _ = cancel.cancelled() => return Outcome::Cancelled,
             lease = admission.lease() => lease,
         };
-        let task = self
-            .workflows
-            .get(&spec.workflow)
-            .and_then(|wf| wf.tasks.get(spec.task as usize).cloned());
-        let is_proof = task.as_ref().map(is_proof_task).unwrap_or(false);
-        let is_final = task
+        let is_proof = self.task.as_ref().is_some_and(is_proof_task);
+        let is_final = self
+            .task
             .as_ref()
             .is_some_and(|t| t.program.name == FINAL_PROGRAM);
         let report = self.operator.run(spec, lease, cancel).await;
@@ -271,28 +277,36 @@ impl Attempt {
         result
     }
 
-    /// The workflow, dependency outputs and input blobs, waiting a little for gossip to catch
-    /// up (an assignment can overtake the verdict on its dependency).
+    /// The task's definition, dependency outputs and input blobs, waiting a little for gossip
+    /// to catch up (an assignment can overtake its workflow, or the verdict on a dependency).
     async fn prepare(&mut self) -> Result<TaskSpec, String> {
-        let a = &self.assignment;
         let deadline = Instant::now() + self.input_wait;
-        let workflow = loop {
-            if let Some(wf) = self.workflows.get(&a.workflow) {
-                break wf;
+        let task = match self.task.clone() {
+            Some(task) => task,
+            None => {
+                let a = &self.assignment;
+                let workflow = loop {
+                    if let Some(wf) = self.workflows.get(&a.workflow) {
+                        break wf;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "workflow {} is unknown to this operator",
+                            a.workflow.short()
+                        ));
+                    }
+                    tokio::time::sleep(POLL).await;
+                };
+                let task = workflow
+                    .tasks
+                    .get(a.task as usize)
+                    .ok_or_else(|| format!("workflow has no task {}", a.task))?
+                    .clone();
+                self.task = Some(task.clone());
+                task
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "workflow {} is unknown to this operator",
-                    a.workflow.short()
-                ));
-            }
-            tokio::time::sleep(POLL).await;
         };
-        let task = workflow
-            .tasks
-            .get(a.task as usize)
-            .ok_or_else(|| format!("workflow has no task {}", a.task))?
-            .clone();
+        let a = &self.assignment;
         let mut producers = std::mem::take(&mut self.known);
         for dep in &task.deps {
             if producers.contains_key(dep) {

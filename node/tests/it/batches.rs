@@ -222,6 +222,7 @@ async fn an_operator_takes_a_dispatchs_inputs_and_answers_its_assignment() {
     let dispatch = Message::Dispatch(Dispatch {
         inputs: vec![input.clone()],
         assignments: vec![assignment.clone()],
+        tasks: vec![],
     });
     let mut answers = Vec::new();
     for (nonce, message) in (1..).zip([submission, dispatch]) {

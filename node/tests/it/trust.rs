@@ -3,17 +3,21 @@
 //! Without the list (a closed development network), the same forged verdict is believed:
 //! that node is the control showing the forgery did arrive. An operator refuses an untrusted
 //! matchmaker's assignment and says why. A node that only operates takes the inputs a trusted
-//! matchmaker pushes on its word, and checks them where no matchmakers are configured.
+//! matchmaker pushes on its word, and checks them where no matchmakers are configured; it
+//! runs a task from the definition such a matchmaker dispatches, and otherwise waits for the
+//! task's workflow.
 
 use crate::cluster::{
     deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result,
     submission_push, Role, DOMAIN,
 };
-use proofmesh_node::network::{self, PublishOutcome, Topic};
+use proofmesh_node::network::{self, NetworkEvent, PublishOutcome, Topic};
 use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::{SignedResult, SyncReply, SyncUpdate, Verdict};
+use proofmesh_protocol::messages::{
+    Assignment, Dispatch, FailureCause, SignedResult, SyncReply, SyncUpdate, Verdict,
+};
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{Envelope, Keypair, Message};
+use proofmesh_protocol::{Envelope, Keypair, Message, Resources};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
@@ -130,7 +134,8 @@ async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
         sleep(Duration::from_millis(50)).await;
     }
     let id = mm.api().submit(workflow).await.expect("submitted");
-    // Both tasks were assigned in one batch, and both refused in one answer.
+    // Both tasks were assigned in one dispatch (with their definitions: the workflow was new
+    // to the operator), and both refused in one answer.
     let causes = loop {
         let status = mm.api().status(&id).unwrap().expect("known");
         let causes: Vec<String> = status
@@ -156,10 +161,7 @@ async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
         );
     }
     assert_eq!(
-        metric(
-            &mm,
-            "proofmesh_envelopes_signed_total{kind=\"AssignmentBatch\"}"
-        ),
+        metric(&mm, "proofmesh_envelopes_signed_total{kind=\"Dispatch\"}"),
         1.0
     );
     assert!(metric(&operator, "proofmesh_untrusted_decisions_total") >= 1.0);
@@ -227,4 +229,104 @@ async fn an_operator_takes_pushed_inputs_on_a_configured_matchmakers_word_only()
 
     checking.shutdown().await;
     vouching.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_a_dispatched_task_definition_on_a_configured_matchmakers_word_only() {
+    let (trusting_dir, checking_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mm = Keypair::generate();
+    let mut trusting = options(trusting_dir.path(), Role::Operator, &[]);
+    trusting.trusted_matchmakers = vec![mm.public()];
+    let trusting = Node::spawn(trusting).await.expect("operator starts");
+    // No matchmakers configured: it waits for the workflow itself, briefly here.
+    let mut checking = options(checking_dir.path(), Role::Operator, &[]);
+    if let Some(op) = checking.operator.as_mut() {
+        op.input_wait = Duration::from_millis(300);
+    }
+    let checking = Node::spawn(checking).await.expect("operator starts");
+
+    // Task 0 of a workflow neither operator holds, dispatched with its definition and no
+    // submission at all.
+    let workflow = made_then_used("defined");
+    let id = workflow.id();
+    let (client, mut events) = plain_peer(
+        &mm,
+        [trusting.listen_addrs(), checking.listen_addrs()].concat(),
+    );
+    for (nonce, node) in (1..).zip([&trusting, &checking]) {
+        let now = now_ms();
+        let dispatch = Message::Dispatch(Dispatch {
+            inputs: Vec::new(),
+            assignments: vec![Assignment {
+                workflow: id,
+                task: 0,
+                attempt: 1,
+                operator: node.public_key(),
+                gpus: vec![],
+                resources: Resources {
+                    cpu: 1,
+                    memory_mb: 64,
+                    ..Resources::default()
+                },
+                accept_by_ms: now + 30_000,
+                deadline_ms: now + 60_000,
+                price_wei: 0,
+                matchmaker: mm.public(),
+                queued: false,
+            }],
+            tasks: vec![workflow.tasks[0].clone()],
+        });
+        let envelope = Envelope::seal(&mm, DOMAIN, &dispatch, nonce, now + 60_000);
+        let peer = network::peer_id_of(&node.public_key()).expect("ed25519 key");
+        let answer = deliver(&client, peer, &envelope).await;
+        assert!(
+            matches!(answer, Some((_, Message::Acceptance(_)))),
+            "both accept: {answer:?}"
+        );
+    }
+
+    // Each reports to the matchmaker: the trusting one a result (it ran the task from the
+    // definition alone, its workflow still unknown to it); the other a failure to find it.
+    let (mut result, mut failure) = (None, None);
+    let deadline = Instant::now() + WAIT;
+    while result.is_none() || failure.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .expect("both operators report")
+            .expect("network runs");
+        let NetworkEvent::DirectRequest {
+            envelope,
+            message,
+            responder,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        responder.ack();
+        match &message {
+            Message::Result(r) if envelope.sender == trusting.public_key() => {
+                result = Some(r.clone())
+            }
+            Message::Failure(f) if envelope.sender == checking.public_key() => {
+                failure = Some(f.clone())
+            }
+            Message::Result(_) | Message::Failure(_) => {
+                panic!("unexpected report {message:?} from {}", envelope.sender)
+            }
+            _ => {} // catch-up requests and the like
+        }
+    }
+    let result = result.expect("a result");
+    assert_eq!((result.result.workflow, result.result.task), (id, 0));
+    assert!(trusting.api().store().workflow(&id).unwrap().is_none());
+    let failure = failure.expect("a failure");
+    assert!(
+        matches!(&failure.cause, FailureCause::Input(why) if why.contains("unknown to this operator")),
+        "{failure:?}"
+    );
+
+    checking.shutdown().await;
+    trusting.shutdown().await;
 }

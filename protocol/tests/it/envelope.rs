@@ -262,6 +262,17 @@ fn batches_open_only_from_one_to_one_and_within_their_bounds() {
         Message::Dispatch(Dispatch {
             inputs,
             assignments,
+            tasks: vec![],
+        })
+    };
+    // Assignments with their tasks' definitions (for an operator without their workflow).
+    let defined = |assignments: Vec<Assignment>, definitions: usize| {
+        Message::Dispatch(Dispatch {
+            inputs: vec![],
+            assignments,
+            tasks: (0..definitions as u32)
+                .map(|t| crate::validation::task(format!("t{t}"), vec![]))
+                .collect(),
         })
     };
 
@@ -276,6 +287,9 @@ fn batches_open_only_from_one_to_one_and_within_their_bounds() {
             vec![input(0)],
             (0..MAX_BATCH as u32).map(|t| assignment(t, op)).collect(),
         ),
+        // Definitions alone are enough, one per assignment.
+        defined(vec![assignment(0, op)], 1),
+        defined(vec![assignment(0, op), assignment(1, op)], 2),
     ];
     for m in good {
         assert_eq!(open(&m).expect("a valid batch opens"), m);
@@ -308,7 +322,15 @@ fn batches_open_only_from_one_to_one_and_within_their_bounds() {
         ),
         (
             dispatch(vec![], vec![assignment(0, op)]),
-            "dispatch without inputs",
+            "dispatch without inputs or task definitions",
+        ),
+        (
+            defined(vec![assignment(0, op), assignment(1, op)], 1),
+            "dispatch of 2 assignments with 1 task definitions",
+        ),
+        (
+            defined(vec![assignment(0, op)], 2),
+            "dispatch of 1 assignments with 2 task definitions",
         ),
         (
             dispatch(vec![input(0)], vec![]),
