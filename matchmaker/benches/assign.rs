@@ -48,6 +48,7 @@ fn matchmaker(operators: u32, gpus: u32) -> Matchmaker {
             price_wei: 1_000 + u128::from(i % 7),
             queue: 0,
             max_tasks: 0,
+            trusts: Vec::new(),
         };
         mm.handle(0, Event::OperatorAdvert(advert));
         // Established operators (on-chain history), as in a running network.

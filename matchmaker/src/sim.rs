@@ -435,6 +435,7 @@ impl Sim {
                 price_wei: 1_000,
                 queue: 0,
                 max_tasks: 0,
+                trusts: Vec::new(),
             };
             op_by_key.insert(key.public(), i);
             ops.push(SimOperator {

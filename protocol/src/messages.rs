@@ -85,6 +85,11 @@ pub struct OperatorAdvert {
     pub queue: u32,
     /// Most tasks it runs at once whatever the resources allow; 0: no such limit.
     pub max_tasks: u32,
+    /// The matchmakers whose decisions it takes (its `network.matchmakers`); their
+    /// assignments may come with their tasks' definitions instead of the whole workflow
+    /// ([`Dispatch::tasks`]). Empty: any matchmaker's decisions count, and it takes in and
+    /// checks every workflow it runs a task of.
+    pub trusts: Vec<PublicKey>,
 }
 
 /// Liveness signal; also carries what the operator is running.

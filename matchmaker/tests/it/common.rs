@@ -39,6 +39,7 @@ pub fn advert(k: &Keypair, gpus: u32, vram_mb: u64) -> OperatorAdvert {
         price_wei: 1_000,
         queue: 0,
         max_tasks: 0,
+        trusts: Vec::new(),
     }
 }
 

@@ -213,6 +213,10 @@ pub(crate) struct Core {
     /// Per operator, what was already pushed to it over its current connection (a task's
     /// inputs are often another task's too: the witness feeds every leaf).
     pushed: HashMap<PublicKey, Pushed>,
+    /// Operators whose latest advert lists this node among the matchmakers they trust: their
+    /// assignments carry task definitions in place of a workflow's submission where they can
+    /// (see `push_inputs`).
+    trusted_by: HashSet<PublicKey>,
     /// The last workflow whose submission was pushed, with its sealed push (`None`: too big
     /// to push); see [`Core::submission_push`].
     submission_push: Option<(WorkflowId, Option<Envelope>)>,
@@ -275,6 +279,7 @@ impl Core {
             last_discovery: None,
             connected: 0,
             pushed: HashMap::new(),
+            trusted_by: HashSet::new(),
             submission_push: None,
             answering: None,
             unsent: Vec::new(),
@@ -1003,7 +1008,14 @@ impl Core {
                     None => return None,
                 }
             }
-            Message::OperatorAdvert(a) => self.view.advert(&self.sh, a, now),
+            Message::OperatorAdvert(a) => {
+                if a.trusts.contains(&self.sh.me) {
+                    self.trusted_by.insert(a.operator);
+                } else {
+                    self.trusted_by.remove(&a.operator);
+                }
+                self.view.advert(&self.sh, a, now)
+            }
             Message::MatchmakerAnnounce(a) => {
                 if a.matchmaker != self.sh.me {
                     self.matchmakers.insert(a.matchmaker);
@@ -1270,36 +1282,44 @@ impl Core {
     /// sent again: forgotten when the connection drops or a direct send to it fails, since it
     /// may not have arrived.
     ///
-    /// Tasks that take no inputs and whose workflow is new to the operator (a first wave)
-    /// travel with their definitions instead, and the submission follows them
-    /// ([`Carried::Definitions`]). With inputs the submission still goes first: the operator
-    /// keeps an accepted result only for a workflow it holds.
+    /// An operator that trusts this matchmaker (its advert says so) needs a workflow only to
+    /// keep the accepted results its tasks take: its tasks that take none travel with their
+    /// definitions instead ([`Carried::Definitions`]). The submission then follows them when
+    /// the workflow has dependencies at all (it arrives while the first tasks run, before any
+    /// input is due), and never comes for a workflow of independent tasks: 32 operators taking
+    /// in a 512-task workflow was half of a first wave (bench/e2e.md).
     fn push_inputs(&mut self, operator: PublicKey, assignments: &[Assignment]) -> Carried {
         let mut chunks: Vec<Vec<SignedResult>> = vec![Vec::new()];
         let mut budget = catch_up::REPLY_BUDGET;
-        let mut submissions: Vec<Envelope> = Vec::new();
-        let mut new_workflow = false;
+        let trusted = self.trusted_by.contains(&operator);
+        // Workflows new to this operator whose submission is not sent yet (only for one that
+        // trusts us), with the push (`None`: too big to push) and whether any task has deps.
+        let mut unsent: Vec<(WorkflowId, Option<Envelope>, bool)> = Vec::new();
         for a in assignments {
-            let Some(deps) = self
-                .view
-                .workflows
-                .get(&a.workflow)
-                .and_then(|wf| wf.tasks.get(a.task as usize).map(|t| t.deps.clone()))
-            else {
+            let Some(workflow) = self.view.workflows.get(&a.workflow) else {
+                continue;
+            };
+            let Some(deps) = workflow.tasks.get(a.task as usize).map(|t| t.deps.clone()) else {
                 continue;
             };
             let whole = (a.workflow, WHOLE_WORKFLOW);
-            if !self
+            let sent = self
                 .pushed
                 .get(&operator)
-                .is_some_and(|p| p.contains(&whole))
-            {
+                .is_some_and(|p| p.contains(&whole));
+            if !sent && !unsent.iter().any(|(id, ..)| *id == a.workflow) {
                 if let Some(push) = self.submission_push(&a.workflow) {
-                    // Decided once per connection: a workflow too big to push travels by
-                    // gossip and catch-up only.
-                    self.pushed.entry(operator).or_default().insert(whole);
-                    new_workflow = true;
-                    submissions.extend(push);
+                    if trusted {
+                        let has_deps = workflow.tasks.iter().any(|t| !t.deps.is_empty());
+                        unsent.push((a.workflow, push, has_deps));
+                    } else {
+                        // Decided once per connection: a workflow too big to push travels by
+                        // gossip and catch-up only.
+                        self.pushed.entry(operator).or_default().insert(whole);
+                        if let Some(envelope) = push {
+                            self.send_direct(&operator, envelope);
+                        }
+                    }
                 }
             }
             let pushed = self.pushed.entry(operator).or_default();
@@ -1327,11 +1347,26 @@ impl Core {
                 chunks.last_mut().expect("one chunk at least").push(result);
             }
         }
-        if new_workflow && chunks.len() == 1 && chunks[0].is_empty() {
-            return Carried::Definitions(submissions);
+        let no_inputs = chunks.len() == 1 && chunks[0].is_empty();
+        let mut following = Vec::new();
+        for (id, push, has_deps) in unsent.iter().cloned() {
+            // With inputs, the submission goes first: they are kept only for a workflow held.
+            if has_deps || !no_inputs {
+                self.pushed
+                    .entry(operator)
+                    .or_default()
+                    .insert((id, WHOLE_WORKFLOW));
+                if let Some(envelope) = push {
+                    if no_inputs {
+                        following.push(envelope);
+                    } else {
+                        self.send_direct(&operator, envelope);
+                    }
+                }
+            }
         }
-        for envelope in submissions {
-            self.send_direct(&operator, envelope);
+        if no_inputs && !unsent.is_empty() {
+            return Carried::Definitions(following);
         }
         // Small outputs ride along, so the operator need not fetch its inputs (from the
         // operators that made them, often another one); its own it has already.
@@ -1571,6 +1606,16 @@ impl Core {
             price_wei: op.opts.price_wei,
             queue: u32::try_from(op.operator.leases().queue_depth()).unwrap_or(u32::MAX),
             max_tasks: u32::try_from(op.operator.leases().max_tasks()).unwrap_or(u32::MAX),
+            trusts: self
+                .sh
+                .trusted_matchmakers
+                .as_ref()
+                .map(|keys| {
+                    let mut keys: Vec<PublicKey> = keys.iter().copied().collect();
+                    keys.sort();
+                    keys
+                })
+                .unwrap_or_default(),
         };
         self.last_advert = Some(Instant::now());
         self.emit(Message::OperatorAdvert(advert));

@@ -318,6 +318,7 @@ async fn result_blob_operators_and_node_info() {
                 price_wei: 10u128.pow(30),
                 queue: 0,
                 max_tasks: 0,
+                trusts: Vec::new(),
             },
             5,
         )

@@ -238,6 +238,7 @@ fn blobs_events_cursors_and_operators_survive_reopen() {
         price_wei: 42,
         queue: 0,
         max_tasks: 0,
+        trusts: Vec::new(),
     };
     let (small_id, large_id, id);
     {

@@ -5,11 +5,11 @@
 //! matchmaker's assignment and says why. A node that only operates takes the inputs a trusted
 //! matchmaker pushes on its word, and checks them where no matchmakers are configured; it
 //! runs a task from the definition such a matchmaker dispatches, and otherwise waits for the
-//! task's workflow.
+//! task's workflow; a matchmaker it trusts sends it a workflow only when its tasks take inputs.
 
 use crate::cluster::{
     deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result,
-    submission_push, Role, DOMAIN,
+    submission_push, wait_completed, Role, DOMAIN,
 };
 use proofmesh_node::network::{self, NetworkEvent, PublishOutcome, Topic};
 use proofmesh_node::runtime::Node;
@@ -134,8 +134,7 @@ async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
         sleep(Duration::from_millis(50)).await;
     }
     let id = mm.api().submit(workflow).await.expect("submitted");
-    // Both tasks were assigned in one dispatch (with their definitions: the workflow was new
-    // to the operator), and both refused in one answer.
+    // Both tasks were assigned in one batch, and both refused in one answer.
     let causes = loop {
         let status = mm.api().status(&id).unwrap().expect("known");
         let causes: Vec<String> = status
@@ -161,7 +160,10 @@ async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
         );
     }
     assert_eq!(
-        metric(&mm, "proofmesh_envelopes_signed_total{kind=\"Dispatch\"}"),
+        metric(
+            &mm,
+            "proofmesh_envelopes_signed_total{kind=\"AssignmentBatch\"}"
+        ),
         1.0
     );
     assert!(metric(&operator, "proofmesh_untrusted_decisions_total") >= 1.0);
@@ -329,4 +331,66 @@ async fn an_operator_runs_a_dispatched_task_definition_on_a_configured_matchmake
 
     checking.shutdown().await;
     trusting.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matchmaker_sends_a_trusting_operator_task_definitions_and_only_the_workflows_it_needs() {
+    let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = Keypair::generate();
+    let mut mm = options(mm_dir.path(), Role::Matchmaker, &[]);
+    mm.trusted_matchmakers = vec![key.public()];
+    mm.keypair = Some(key.clone());
+    let mm = Node::spawn(mm).await.expect("matchmaker starts");
+    let mut operator = options(op_dir.path(), Role::Operator, mm.listen_addrs());
+    operator.trusted_matchmakers = vec![key.public()];
+    let operator = Node::spawn(operator).await.expect("operator starts");
+    let deadline = Instant::now() + WAIT;
+    while mm.api().store().operators().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the matchmaker never heard the operator's advert"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    // Independent tasks take no inputs: the operator runs them from their definitions and
+    // is never sent the workflow.
+    let (independent, _) = spec::load(
+        "name = \"independent\"\n[[task]]\nid = \"t\"\ncount = 3\nprogram = \"noop@1\"\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let independent = mm.api().submit(independent).await.expect("submitted");
+    wait_completed(mm.api(), &independent).await;
+    assert!(operator
+        .api()
+        .store()
+        .workflow(&independent)
+        .unwrap()
+        .is_none());
+    let signed = |kind: &str| {
+        metric(
+            &mm,
+            &format!("proofmesh_envelopes_signed_total{{kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(signed("AssignmentBatch") + signed("Assignment"), 0.0);
+    assert!(signed("Dispatch") >= 1.0);
+
+    // A task that takes an input needs its workflow held: it follows the first dispatch.
+    let dependent = mm
+        .api()
+        .submit(made_then_used("dependent"))
+        .await
+        .expect("submitted");
+    wait_completed(mm.api(), &dependent).await;
+    assert!(operator
+        .api()
+        .store()
+        .workflow(&dependent)
+        .unwrap()
+        .is_some());
+
+    operator.shutdown().await;
+    mm.shutdown().await;
 }
