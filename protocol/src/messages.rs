@@ -492,11 +492,11 @@ pub enum Message {
 /// * `inputs`: the accepted results of their tasks' dependencies. Pushing them as a message
 ///   of their own ahead of the assignments cost a second signature, check and message for
 ///   most tasks of an aggregation tree (bench/e2e.md).
-/// * `tasks`: their tasks' definitions, for an operator that does not hold their workflow yet
-///   (its submission follows the dispatch). An operator that trusts the matchmaker by
-///   configuration starts at once instead of first decoding, checking and storing a whole
-///   workflow (a 512-task one: half of a 32-operator first wave, bench/e2e.md); any other
-///   waits for the submission, as it would without them.
+/// * `tasks`: their tasks' definitions, for an operator whose advert says it trusts the
+///   matchmaker ([`OperatorAdvert::trusts`]) and that does not hold their workflow: it starts
+///   them at once instead of first decoding, checking and storing a whole workflow (a
+///   512-task one: half of a 32-operator first wave, bench/e2e.md). An operator not
+///   configured to trust the sender ignores them and waits for the workflow.
 ///
 /// With neither, assignments travel as [`Message::Assignment`] or [`Message::Assignments`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
