@@ -231,7 +231,8 @@ impl Executor {
     }
 
     /// Run one attempt under `lease`. Never panics on program behaviour; every way it can end is
-    /// an [`Outcome`]. The lease is released when this returns (or the future is dropped).
+    /// an [`Outcome`]. The lease is released once the program has exited, before its output is
+    /// collected, stored and signed (at the latest when this returns or the future is dropped).
     pub async fn run(&self, spec: TaskSpec, lease: Lease, cancel: CancellationToken) -> TaskReport {
         let operator = self.operator();
         let Some(program) = self.inner.config.programs.get(&program_key(&spec.program)) else {
@@ -342,6 +343,8 @@ impl Executor {
             cancel,
         };
         let end = body(ctx).await;
+        // The program has exited (or was killed): collecting its output needs no GPU.
+        lease.release();
         let t1 = Instant::now();
         let mut diagnostics = end.diagnostics;
         diagnostics.timings.setup = setup_time;

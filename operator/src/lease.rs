@@ -13,6 +13,7 @@
 use proofmesh_protocol::messages::{Capacity, GpuInfo};
 use proofmesh_protocol::Resources;
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
@@ -340,6 +341,7 @@ impl LeaseManager {
             shared: Arc::clone(&self.shared),
             gpus,
             resources: request.resources,
+            released: AtomicBool::new(false),
         }
     }
 
@@ -462,12 +464,14 @@ impl LeaseManager {
     }
 }
 
-/// An exclusive hold on GPUs and resources; released when dropped.
+/// An exclusive hold on GPUs and resources; released when dropped, or earlier by
+/// [`Lease::release`] (what it held stays readable).
 #[derive(Debug)]
 pub struct Lease {
     shared: Arc<Shared>,
     gpus: Vec<u32>,
     resources: Resources,
+    released: AtomicBool,
 }
 
 impl Lease {
@@ -489,10 +493,14 @@ impl Lease {
             .collect::<Vec<_>>()
             .join(",")
     }
-}
 
-impl Drop for Lease {
-    fn drop(&mut self) {
+    /// Give the GPUs and resources back now, once the program holding them has exited: the
+    /// next task may start while this one's output is still being stored and signed. Once
+    /// only; dropping the lease afterwards releases nothing again.
+    pub fn release(&self) {
+        if self.released.swap(true, AtomicOrdering::AcqRel) {
+            return;
+        }
         let mut held = self.shared.lock();
         for index in &self.gpus {
             held.gpus.remove(index);
@@ -510,6 +518,12 @@ impl Drop for Lease {
         let granted = manager.grant_waiting(&mut held);
         drop(held);
         send_grants(granted);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

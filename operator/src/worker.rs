@@ -252,6 +252,7 @@ pub(crate) async fn run_builtin(
     }
     let t1 = Instant::now();
     let finished_ms = now_ms();
+    lease.release();
     let bytes = builtin_output(builtin, spec);
     let outcome = match inner.blobs.put(&bytes) {
         Ok(output) => {

@@ -148,3 +148,51 @@ fn a_panicking_task_does_not_leak_its_gpu() {
         ))
         .is_ok());
 }
+
+#[test]
+fn a_lease_released_early_gives_back_once_and_stays_readable() {
+    let manager = LeaseManager::new(
+        Capacity {
+            cpu: 2,
+            memory_mb: 100,
+            disk_mb: 0,
+            gpus: fake_gpus(2),
+        },
+        4,
+    );
+    let one = |gpu: u32| {
+        LeaseRequest::new(
+            vec![gpu],
+            Resources {
+                gpu: 1,
+                cpu: 1,
+                ..Resources::default()
+            },
+        )
+    };
+    let (first, second) = (
+        manager.acquire(&one(0)).unwrap(),
+        manager.acquire(&one(1)).unwrap(),
+    );
+    assert!(manager.acquire(&one(0)).is_err(), "GPU 0 is held");
+
+    // Released while the lease still exists (its program exited, its output is being signed):
+    // GPU 0 and its core are free at once, and the lease still says what it held.
+    first.release();
+    assert_eq!(first.gpus(), &[0]);
+    assert_eq!(first.resources().cpu, 1);
+    let next = manager.acquire(&one(0)).expect("GPU 0 is free again");
+    // Neither a second release nor the drop gives anything back again: that would free the
+    // core and GPU that `next` and `second` hold.
+    first.release();
+    drop(first);
+    let usage = manager.usage();
+    assert_eq!((usage.tasks, usage.cpu), (2, 2));
+    assert_eq!(usage.busy_gpus.len(), 2);
+    assert!(
+        manager.acquire(&one(0)).is_err(),
+        "GPU 0 is held by the next task"
+    );
+    drop((next, second));
+    assert_eq!(manager.usage().cpu, 0);
+}
