@@ -1348,8 +1348,9 @@ impl Core {
             }
         }
         let no_inputs = chunks.len() == 1 && chunks[0].is_empty();
+        let defines = no_inputs && !unsent.is_empty();
         let mut following = Vec::new();
-        for (id, push, has_deps) in unsent.iter().cloned() {
+        for (id, push, has_deps) in unsent {
             // With inputs, the submission goes first: they are kept only for a workflow held.
             if has_deps || !no_inputs {
                 self.pushed
@@ -1365,7 +1366,7 @@ impl Core {
                 }
             }
         }
-        if no_inputs && !unsent.is_empty() {
+        if defines {
             return Carried::Definitions(following);
         }
         // Small outputs ride along, so the operator need not fetch its inputs (from the

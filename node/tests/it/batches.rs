@@ -5,48 +5,18 @@
 //! assignment.
 
 use crate::cluster::{
-    deliver, made_then_used, now_ms, options, plain_peer, self_signed_result, submission_push,
-    Role, DOMAIN,
+    attempt_one, deliver, made_then_used, now_ms, options, plain_peer, self_signed_result,
+    submission_push, Role, DOMAIN,
 };
 use proofmesh_node::network::{self, Topic};
 use proofmesh_node::runtime::{Node, NodeHandle};
-use proofmesh_protocol::messages::{Answer, Assignment, Dispatch, Verdict};
+use proofmesh_protocol::messages::{Answer, Dispatch, Verdict};
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{
-    ContentId, Envelope, Keypair, Message, MessageKind, PublicKey, Resources, WorkflowId,
-};
+use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, MessageKind};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Attempt 1 of `task`, assigned at `now` for one core: accept within 30 s, done within 60 s.
-fn attempt_one(
-    workflow: WorkflowId,
-    task: u32,
-    operator: PublicKey,
-    matchmaker: PublicKey,
-    now: u64,
-    queued: bool,
-) -> Assignment {
-    Assignment {
-        workflow,
-        task,
-        attempt: 1,
-        operator,
-        gpus: vec![],
-        resources: Resources {
-            cpu: 1,
-            memory_mb: 64,
-            ..Resources::default()
-        },
-        accept_by_ms: now + 30_000,
-        deadline_ms: now + 60_000,
-        price_wei: 0,
-        matchmaker,
-        queued,
-    }
-}
 
 /// An operator node and a matchmaker driven by hand: a plain network peer signing as `mm`
 /// (the operator trusts any, no list configured), `peer` being the operator. Keep every

@@ -9,10 +9,12 @@ use proofmesh_node::runtime::{
 };
 use proofmesh_node::store::{TaskState, WorkflowState};
 use proofmesh_operator::{OperatorConfig, ProgramSpec};
-use proofmesh_protocol::messages::{Capacity, SignedResult, Submission, SyncReply, TaskResult};
+use proofmesh_protocol::messages::{
+    Assignment, Capacity, SignedResult, Submission, SyncReply, TaskResult,
+};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{
-    ContentId, Domain, Envelope, Keypair, Message, PublicKey, Workflow, WorkflowId,
+    ContentId, Domain, Envelope, Keypair, Message, PublicKey, Resources, Workflow, WorkflowId,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -102,6 +104,34 @@ pub(crate) fn self_signed_result(
             gpus: Vec::new(),
         },
     )
+}
+
+/// Attempt 1 of `task`, assigned at `now` for one core: accept within 30 s, done within 60 s.
+pub(crate) fn attempt_one(
+    workflow: WorkflowId,
+    task: u32,
+    operator: PublicKey,
+    matchmaker: PublicKey,
+    now: u64,
+    queued: bool,
+) -> Assignment {
+    Assignment {
+        workflow,
+        task,
+        attempt: 1,
+        operator,
+        gpus: vec![],
+        resources: Resources {
+            cpu: 1,
+            memory_mb: 64,
+            ..Resources::default()
+        },
+        accept_by_ms: now + 30_000,
+        deadline_ms: now + 60_000,
+        price_wei: 0,
+        matchmaker,
+        queued,
+    }
 }
 
 /// A plain network peer, no node behind it, signing as `keypair`: a matchmaker or forger a

@@ -8,20 +8,32 @@
 //! task's workflow; a matchmaker it trusts sends it a workflow only when its tasks take inputs.
 
 use crate::cluster::{
-    deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result,
+    attempt_one, deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result,
     submission_push, wait_completed, Role, DOMAIN,
 };
 use proofmesh_node::network::{self, NetworkEvent, PublishOutcome, Topic};
-use proofmesh_node::runtime::Node;
+use proofmesh_node::runtime::{Node, NodeHandle};
 use proofmesh_protocol::messages::{
-    Assignment, Dispatch, FailureCause, SignedResult, SyncReply, SyncUpdate, Verdict,
+    Dispatch, FailureCause, SignedResult, SyncReply, SyncUpdate, Verdict,
 };
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{Envelope, Keypair, Message, Resources};
+use proofmesh_protocol::{Envelope, Keypair, Message};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Wait until `mm` has heard an operator's advert (before that it assigns nothing).
+async fn heard_an_advert(mm: &NodeHandle) {
+    let deadline = Instant::now() + WAIT;
+    while mm.api().store().operators().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the matchmaker never heard the operator's advert"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verdict_from_an_untrusted_key_is_ignored_where_matchmakers_are_listed() {
@@ -126,13 +138,7 @@ async fn an_operator_refuses_an_untrusted_matchmakers_assignment_saying_why() {
     .unwrap();
     let deadline = Instant::now() + WAIT;
     // Submitted once the matchmaker knows the operator (else nothing would be assigned).
-    while mm.api().store().operators().unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the matchmaker never heard the operator's advert"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+    heard_an_advert(&mm).await;
     let id = mm.api().submit(workflow).await.expect("submitted");
     // Both tasks were assigned in one batch, and both refused in one answer.
     let causes = loop {
@@ -259,23 +265,14 @@ async fn an_operator_runs_a_dispatched_task_definition_on_a_configured_matchmake
         let now = now_ms();
         let dispatch = Message::Dispatch(Dispatch {
             inputs: Vec::new(),
-            assignments: vec![Assignment {
-                workflow: id,
-                task: 0,
-                attempt: 1,
-                operator: node.public_key(),
-                gpus: vec![],
-                resources: Resources {
-                    cpu: 1,
-                    memory_mb: 64,
-                    ..Resources::default()
-                },
-                accept_by_ms: now + 30_000,
-                deadline_ms: now + 60_000,
-                price_wei: 0,
-                matchmaker: mm.public(),
-                queued: false,
-            }],
+            assignments: vec![attempt_one(
+                id,
+                0,
+                node.public_key(),
+                mm.public(),
+                now,
+                false,
+            )],
             tasks: vec![workflow.tasks[0].clone()],
         });
         let envelope = Envelope::seal(&mm, DOMAIN, &dispatch, nonce, now + 60_000);
@@ -344,14 +341,7 @@ async fn a_matchmaker_sends_a_trusting_operator_task_definitions_and_only_the_wo
     let mut operator = options(op_dir.path(), Role::Operator, mm.listen_addrs());
     operator.trusted_matchmakers = vec![key.public()];
     let operator = Node::spawn(operator).await.expect("operator starts");
-    let deadline = Instant::now() + WAIT;
-    while mm.api().store().operators().unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the matchmaker never heard the operator's advert"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+    heard_an_advert(&mm).await;
 
     // Independent tasks take no inputs: the operator runs them from their definitions and
     // is never sent the workflow.
