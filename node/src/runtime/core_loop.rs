@@ -63,15 +63,16 @@ type Deferred = Box<dyn FnOnce() + Send>;
 /// beside them.
 type Inputs = (Vec<SignedResult>, Vec<Vec<u8>>);
 
-/// What travels with one operator's assignments (see [`Core::push_inputs`]).
-enum Carried {
-    /// Nothing beyond what was pushed ahead of them.
-    Nothing,
-    /// Inputs, to ride in the assignments' envelope.
-    Inputs(Inputs),
-    /// The tasks' definitions, to ride in the assignments' envelope; these pushes of their
-    /// workflows' submissions follow it.
-    Definitions(Vec<Envelope>),
+/// What travels with one operator's assignments, beyond what was pushed ahead of them (see
+/// [`Core::push_inputs`]).
+#[derive(Default)]
+struct Carried {
+    /// Inputs, to ride in the first of the assignments' envelopes.
+    inputs: Option<Inputs>,
+    /// The tasks' definitions ride in every one of them (the operator lacks a workflow).
+    define: bool,
+    /// Pushes of workflows' submissions, sent after the assignments.
+    following: Vec<Envelope>,
 }
 
 /// Completions of background work, reported to the core.
@@ -104,6 +105,10 @@ type Pushed = BoundedSet<(WorkflowId, TaskIndex), 4096>;
 /// In [`Pushed`], the workflow's submission itself (no task has this index: a workflow holds
 /// fewer tasks than that).
 const WHOLE_WORKFLOW: TaskIndex = TaskIndex::MAX;
+
+/// In [`Pushed`], a workflow of independent tasks the operator runs from their definitions
+/// alone: its submission is never sent (no task of it takes inputs).
+const DEFINITIONS_ONLY: TaskIndex = TaskIndex::MAX - 1;
 
 /// Where a message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1212,30 +1217,39 @@ impl Core {
         for group in groups {
             let operator = group[0].operator;
             let remote = operator != self.sh.me;
-            let mut carried = if remote {
+            let carried = if remote {
                 self.push_inputs(operator, &group)
             } else {
-                Carried::Nothing
+                Carried::default()
             };
-            let define = matches!(carried, Carried::Definitions(_));
+            following.extend(carried.following.into_iter().map(|e| (operator, e)));
+            let mut inputs = carried.inputs;
             for batch in batches(group) {
                 // The first message carries the inputs that were not pushed on their own;
                 // every one carries its tasks' definitions when they are carried.
-                let (message, attached) = match std::mem::replace(&mut carried, Carried::Nothing) {
-                    Carried::Inputs((inputs, attached)) => (
+                let tasks = if carried.define {
+                    self.definitions(&batch)
+                } else {
+                    Vec::new()
+                };
+                let (message, attached) = match inputs.take() {
+                    Some((inputs, attached)) => (
                         Message::Dispatch(Dispatch {
                             inputs,
                             assignments: batch,
-                            tasks: Vec::new(),
+                            tasks,
                         }),
                         attached,
                     ),
-                    Carried::Definitions(submissions) => {
-                        following.extend(submissions.into_iter().map(|e| (operator, e)));
-                        (self.defined(batch), Vec::new())
-                    }
-                    Carried::Nothing if define => (self.defined(batch), Vec::new()),
-                    Carried::Nothing => (
+                    None if !tasks.is_empty() => (
+                        Message::Dispatch(Dispatch {
+                            inputs: Vec::new(),
+                            assignments: batch,
+                            tasks,
+                        }),
+                        Vec::new(),
+                    ),
+                    None => (
                         one_or_many(batch, Message::Assignment, Message::Assignments),
                         Vec::new(),
                     ),
@@ -1251,24 +1265,17 @@ impl Core {
         }
     }
 
-    /// `batch` as a dispatch with its tasks' definitions (see [`Dispatch::tasks`]).
-    fn defined(&self, batch: Vec<Assignment>) -> Message {
-        let tasks: Option<Vec<_>> = batch
+    /// The definitions of `batch`'s tasks, in its order (see [`Dispatch::tasks`]); none if
+    /// one is missing (not reached: the matchmaker assigns only tasks of workflows it holds).
+    fn definitions(&self, batch: &[Assignment]) -> Vec<proofmesh_protocol::Task> {
+        batch
             .iter()
             .map(|a| {
                 let workflow = self.view.workflows.get(&a.workflow)?;
                 workflow.tasks.get(a.task as usize).cloned()
             })
-            .collect();
-        match tasks {
-            Some(tasks) => Message::Dispatch(Dispatch {
-                inputs: Vec::new(),
-                assignments: batch,
-                tasks,
-            }),
-            // Not reached: the matchmaker assigns only tasks of workflows it holds.
-            None => one_or_many(batch, Message::Assignment, Message::Assignments),
-        }
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
     }
 
     /// Send `operator` what it needs to start the tasks of `assignments`, just ahead of them
@@ -1283,18 +1290,22 @@ impl Core {
     /// may not have arrived.
     ///
     /// An operator that trusts this matchmaker (its advert says so) needs a workflow only to
-    /// keep the accepted results its tasks take: its tasks that take none travel with their
-    /// definitions instead ([`Carried::Definitions`]). The submission then follows them when
-    /// the workflow has dependencies at all (it arrives while the first tasks run, before any
-    /// input is due), and never comes for a workflow of independent tasks: 32 operators taking
-    /// in a 512-task workflow was half of a first wave (bench/e2e.md).
+    /// keep the accepted results its tasks take, so its tasks travel with their definitions
+    /// ([`Carried::define`]) wherever it does not hold their workflow yet. The submission of a
+    /// workflow with dependencies goes just ahead of assignments that carry inputs, or else
+    /// follows the first ones (it arrives while they run, before any input is due); that of a
+    /// workflow of independent tasks is never sent (32 operators taking in a 512-task workflow
+    /// was half of a first wave, bench/e2e.md). Each is decided once per connection.
     fn push_inputs(&mut self, operator: PublicKey, assignments: &[Assignment]) -> Carried {
         let mut chunks: Vec<Vec<SignedResult>> = vec![Vec::new()];
         let mut budget = catch_up::REPLY_BUDGET;
         let trusted = self.trusted_by.contains(&operator);
-        // Workflows new to this operator whose submission is not sent yet (only for one that
-        // trusts us), with the push (`None`: too big to push) and whether any task has deps.
-        let mut unsent: Vec<(WorkflowId, Option<Envelope>, bool)> = Vec::new();
+        let mut carried = Carried::default();
+        // Workflows new to an operator that trusts us, and whether any of their tasks has
+        // dependencies (decided below, once the inputs are known).
+        let mut new: Vec<(WorkflowId, bool)> = Vec::new();
+        // Submissions to send ahead of everything else.
+        let mut ahead: Vec<Envelope> = Vec::new();
         for a in assignments {
             let Some(workflow) = self.view.workflows.get(&a.workflow) else {
                 continue;
@@ -1302,25 +1313,24 @@ impl Core {
             let Some(deps) = workflow.tasks.get(a.task as usize).map(|t| t.deps.clone()) else {
                 continue;
             };
-            let whole = (a.workflow, WHOLE_WORKFLOW);
-            let sent = self
-                .pushed
-                .get(&operator)
-                .is_some_and(|p| p.contains(&whole));
-            if !sent && !unsent.iter().any(|(id, ..)| *id == a.workflow) {
-                if let Some(push) = self.submission_push(&a.workflow) {
-                    if trusted {
-                        let has_deps = workflow.tasks.iter().any(|t| !t.deps.is_empty());
-                        unsent.push((a.workflow, push, has_deps));
-                    } else {
-                        // Decided once per connection: a workflow too big to push travels by
-                        // gossip and catch-up only.
-                        self.pushed.entry(operator).or_default().insert(whole);
-                        if let Some(envelope) = push {
-                            self.send_direct(&operator, envelope);
-                        }
-                    }
+            let pushed = self.pushed.entry(operator).or_default();
+            if pushed.contains(&(a.workflow, WHOLE_WORKFLOW)) {
+                // Held (or on its way) already.
+            } else if pushed.contains(&(a.workflow, DEFINITIONS_ONLY)) {
+                carried.define = true;
+            } else if trusted {
+                if !new.iter().any(|(id, _)| *id == a.workflow) {
+                    let has_deps = workflow.tasks.iter().any(|t| !t.deps.is_empty());
+                    new.push((a.workflow, has_deps));
                 }
+            } else if let Some(push) = self.submission_push(&a.workflow) {
+                // Decided once per connection: a workflow too big to push travels by gossip
+                // and catch-up only.
+                self.pushed
+                    .entry(operator)
+                    .or_default()
+                    .insert((a.workflow, WHOLE_WORKFLOW));
+                ahead.extend(push);
             }
             let pushed = self.pushed.entry(operator).or_default();
             for dep in deps {
@@ -1348,26 +1358,32 @@ impl Core {
             }
         }
         let no_inputs = chunks.len() == 1 && chunks[0].is_empty();
-        let defines = no_inputs && !unsent.is_empty();
-        let mut following = Vec::new();
-        for (id, push, has_deps) in unsent {
-            // With inputs, the submission goes first: they are kept only for a workflow held.
-            if has_deps || !no_inputs {
+        for (id, has_deps) in new {
+            if !has_deps {
                 self.pushed
                     .entry(operator)
                     .or_default()
-                    .insert((id, WHOLE_WORKFLOW));
-                if let Some(envelope) = push {
-                    if no_inputs {
-                        following.push(envelope);
-                    } else {
-                        self.send_direct(&operator, envelope);
-                    }
-                }
+                    .insert((id, DEFINITIONS_ONLY));
+                carried.define = true;
+                continue;
+            }
+            let Some(push) = self.submission_push(&id) else {
+                continue;
+            };
+            self.pushed
+                .entry(operator)
+                .or_default()
+                .insert((id, WHOLE_WORKFLOW));
+            // With inputs, the submission goes first: they are kept only for a workflow held.
+            if no_inputs {
+                carried.define = true;
+                carried.following.extend(push);
+            } else {
+                ahead.extend(push);
             }
         }
-        if defines {
-            return Carried::Definitions(following);
+        for envelope in ahead {
+            self.send_direct(&operator, envelope);
         }
         // Small outputs ride along, so the operator need not fetch its inputs (from the
         // operators that made them, often another one); its own it has already.
@@ -1382,11 +1398,11 @@ impl Core {
         // envelope, a `Message::Dispatch`.
         if chunks.len() == 1 {
             let accepted = chunks.pop().unwrap_or_default();
-            if accepted.is_empty() {
-                return Carried::Nothing;
+            if !accepted.is_empty() {
+                let outputs = attachable(self, &accepted);
+                carried.inputs = Some((accepted, outputs));
             }
-            let outputs = attachable(self, &accepted);
-            return Carried::Inputs((accepted, outputs));
+            return carried;
         }
         for accepted in chunks {
             if accepted.is_empty() {
@@ -1414,7 +1430,7 @@ impl Core {
             let envelope = self.seal(&push);
             self.send_direct_attached(&operator, envelope, outputs);
         }
-        Carried::Nothing
+        carried
     }
 
     /// The push of a workflow's submission: `None` when the store does not hold it,
