@@ -344,7 +344,7 @@ impl Executor {
         };
         let end = body(ctx).await;
         // The program has exited (or was killed): collecting its output needs no GPU.
-        lease.release();
+        lease.hand_over().await;
         let t1 = Instant::now();
         let mut diagnostics = end.diagnostics;
         diagnostics.timings.setup = setup_time;

@@ -496,10 +496,11 @@ impl Lease {
 
     /// Give the GPUs and resources back now, once the program holding them has exited: the
     /// next task may start while this one's output is still being stored and signed. Once
-    /// only; dropping the lease afterwards releases nothing again.
-    pub fn release(&self) {
+    /// only; dropping the lease afterwards releases nothing again. Returns whether that
+    /// granted a queued request (see [`Lease::hand_over`]).
+    pub fn release(&self) -> bool {
         if self.released.swap(true, AtomicOrdering::AcqRel) {
-            return;
+            return false;
         }
         let mut held = self.shared.lock();
         for index in &self.gpus {
@@ -510,20 +511,32 @@ impl Lease {
         held.disk_mb = held.disk_mb.saturating_sub(self.resources.disk_mb);
         held.tasks = held.tasks.saturating_sub(1);
         if held.waiting.is_empty() {
-            return;
+            return false;
         }
         let manager = LeaseManager {
             shared: Arc::clone(&self.shared),
         };
         let granted = manager.grant_waiting(&mut held);
         drop(held);
+        let any = !granted.is_empty();
         send_grants(granted);
+        any
+    }
+
+    /// [`Lease::release`] from a task about to store and sign its output: when that granted a
+    /// queued task, step aside first so the queued task starts its program before this one's
+    /// output is handled (on a busy runtime, a burst of tasks finishing together otherwise
+    /// delays every next start by every finisher's output handling).
+    pub async fn hand_over(&self) {
+        if self.release() {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.release();
+        let _ = self.release();
     }
 }
 

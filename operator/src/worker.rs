@@ -252,7 +252,7 @@ pub(crate) async fn run_builtin(
     }
     let t1 = Instant::now();
     let finished_ms = now_ms();
-    lease.release();
+    lease.hand_over().await;
     let bytes = builtin_output(builtin, spec);
     let outcome = match inner.blobs.put(&bytes) {
         Ok(output) => {

@@ -2,7 +2,7 @@
 //! observer that is independent of the manager's own bookkeeping.
 
 use crate::common::fake_gpus;
-use proofmesh_operator::{LeaseError, LeaseManager, LeaseRequest};
+use proofmesh_operator::{Admission, LeaseError, LeaseManager, LeaseRequest};
 use proofmesh_protocol::messages::Capacity;
 use proofmesh_protocol::Resources;
 use proptest::prelude::*;
@@ -178,13 +178,13 @@ fn a_lease_released_early_gives_back_once_and_stays_readable() {
 
     // Released while the lease still exists (its program exited, its output is being signed):
     // GPU 0 and its core are free at once, and the lease still says what it held.
-    first.release();
+    assert!(!first.release(), "nothing was queued to grant");
     assert_eq!(first.gpus(), &[0]);
     assert_eq!(first.resources().cpu, 1);
     let next = manager.acquire(&one(0)).expect("GPU 0 is free again");
     // Neither a second release nor the drop gives anything back again: that would free the
     // core and GPU that `next` and `second` hold.
-    first.release();
+    assert!(!first.release());
     drop(first);
     let usage = manager.usage();
     assert_eq!((usage.tasks, usage.cpu), (2, 2));
@@ -195,4 +195,54 @@ fn a_lease_released_early_gives_back_once_and_stays_readable() {
     );
     drop((next, second));
     assert_eq!(manager.usage().cpu, 0);
+}
+
+/// A finishing task hands its lease over before handling its output: the queued task it grants
+/// starts first. On a busy runtime a burst of tasks finishing together otherwise delays every
+/// next start by every finisher's output handling.
+#[tokio::test]
+async fn a_hand_over_starts_the_granted_task_before_the_output_is_handled() {
+    let manager = LeaseManager::with_queue(
+        Capacity {
+            cpu: 1,
+            memory_mb: 100,
+            disk_mb: 0,
+            gpus: fake_gpus(1),
+        },
+        4,
+        1,
+    );
+    let request = LeaseRequest::new(
+        vec![0],
+        Resources {
+            gpu: 1,
+            cpu: 1,
+            ..Resources::default()
+        },
+    );
+    let running = manager.acquire(&request).unwrap();
+    let ticket = match manager.admit(&request).unwrap() {
+        Admission::Queued(ticket) => ticket,
+        Admission::Now(_) => panic!("GPU 0 is held: the request must queue"),
+    };
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let started = Arc::clone(&order);
+    let next = tokio::spawn(async move {
+        let lease = ticket.lease().await;
+        started.lock().unwrap().push("next task started");
+        lease
+    });
+    // Let the queued task wait on its grant.
+    tokio::task::yield_now().await;
+    running.hand_over().await;
+    order.lock().unwrap().push("output handled");
+    let lease = next.await.unwrap();
+    assert_eq!(lease.gpus(), &[0]);
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["next task started", "output handled"]
+    );
+    // Released once: dropping it now gives nothing back twice.
+    drop(running);
+    assert_eq!(manager.usage().tasks, 1);
 }
