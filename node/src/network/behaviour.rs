@@ -42,7 +42,11 @@ pub(crate) struct Behaviour {
 }
 
 impl Behaviour {
-    pub(crate) fn new(key: &identity::Keypair, config: &NetworkConfig) -> Result<Self, String> {
+    pub(crate) fn new(
+        key: &identity::Keypair,
+        config: &NetworkConfig,
+        precheck: super::direct::Precheck,
+    ) -> Result<Self, String> {
         let peer_id = key.public().to_peer_id();
 
         let limits = connection_limits::Behaviour::new(
@@ -64,6 +68,7 @@ impl Behaviour {
             config.max_message_bytes,
             config.max_message_bytes + BLOB_FRAMING_BYTES,
             config.request_timeout,
+            Some(precheck),
         );
         let blob = request_response::Behaviour::with_codec(
             BytesCodec::new(

@@ -51,6 +51,12 @@ const ID_BYTES: usize = 8;
 /// Identifies an outbound request until its answer or failure.
 pub(crate) type RequestId = u64;
 
+/// Run on the connection's own task on each request read, before the request reaches the
+/// swarm's one task: there the node checks the envelope's signature (remembering what
+/// verified), so requests from many peers are checked in parallel rather than one after
+/// another on the event loop, which then finds them verified.
+pub(crate) type Precheck = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Where the answer to an inbound request goes: the stream it came on.
 #[derive(Debug)]
 pub(crate) struct ResponseChannel {
@@ -95,12 +101,18 @@ pub(crate) struct Behaviour {
     pending: HashMap<RequestId, Pending>,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
     sweep: Option<tokio::time::Interval>,
+    precheck: Option<Precheck>,
 }
 
 impl Behaviour {
     /// Requests up to `max_request` bytes, answers up to `max_response`, each failed after
-    /// `timeout` without an answer.
-    pub(crate) fn new(max_request: usize, max_response: usize, timeout: Duration) -> Self {
+    /// `timeout` without an answer; each request read goes through `precheck` first.
+    pub(crate) fn new(
+        max_request: usize,
+        max_response: usize,
+        timeout: Duration,
+        precheck: Option<Precheck>,
+    ) -> Self {
         Behaviour {
             max_request,
             max_response,
@@ -111,6 +123,7 @@ impl Behaviour {
             pending: HashMap::new(),
             events: VecDeque::new(),
             sweep: None,
+            precheck,
         }
     }
 
@@ -182,7 +195,7 @@ impl Behaviour {
     }
 
     fn handler(&self) -> Handler {
-        Handler::new(self.max_request, self.max_response)
+        Handler::new(self.max_request, self.max_response, self.precheck.clone())
     }
 }
 
@@ -414,10 +427,11 @@ pub(crate) struct Handler {
     inbound: HashMap<u64, Inbound>,
     next_stream: u64,
     events: VecDeque<ToBehaviour>,
+    precheck: Option<Precheck>,
 }
 
 impl Handler {
-    fn new(max_request: usize, max_response: usize) -> Self {
+    fn new(max_request: usize, max_response: usize, precheck: Option<Precheck>) -> Self {
         Handler {
             max_request,
             max_response,
@@ -428,6 +442,7 @@ impl Handler {
             inbound: HashMap::new(),
             next_stream: 0,
             events: VecDeque::new(),
+            precheck,
         }
     }
 
@@ -482,6 +497,9 @@ impl Handler {
             if failed.is_none() && s.unanswered < MAX_UNANSWERED {
                 match s.framed.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok((id, data)))) => {
+                        if let Some(precheck) = &self.precheck {
+                            precheck(&data);
+                        }
                         s.unanswered += 1;
                         event = Some(ToBehaviour::Request {
                             stream: index,
@@ -706,7 +724,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_request_is_neither_sent_nor_waited_for() {
-        let mut handler = Handler::new(16, 16);
+        let mut handler = Handler::new(16, 16, None);
         assert!(!handler.connection_keep_alive());
         handler.on_behaviour_event(FromBehaviour::Send {
             id: 1,

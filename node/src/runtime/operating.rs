@@ -101,7 +101,8 @@ impl Supervision {
 
 impl Drop for Supervision {
     fn drop(&mut self) {
-        // Dropped on the core's task, where a runtime may not block on its threads.
+        // Dropped on the core's task, where a runtime may not block on its threads. Attempts
+        // still there are dropped with it, which kills their programs' process groups.
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
