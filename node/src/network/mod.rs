@@ -466,7 +466,8 @@ pub fn new(
 /// What a connection's task checks of each direct request it reads (see [`direct::Precheck`]):
 /// the full envelope check, whose success is remembered in `verified`; the event loop checks
 /// again, without the ed25519 verification when it passed here. A request that fails is
-/// judged (and answered) by the event loop alone.
+/// judged (and answered) by the event loop alone, which checks it again: an invalid request
+/// costs its check twice.
 fn direct_precheck(
     config: &NetworkConfig,
     verified: &validation::SharedVerified,
