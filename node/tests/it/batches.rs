@@ -2,14 +2,17 @@
 //! assignment batch, in its order, and the same answers again when a matchmaker re-sends an
 //! attempt (alone or in another batch), as one taking over would; a gateway takes every
 //! verdict of a gossiped verdict batch; an operator takes a dispatch's inputs and answers its
-//! assignment.
+//! assignment; a queued attempt runs once the lease frees and its program stops with the node.
 
 use crate::cluster::{
     attempt_one, deliver, made_then_used, now_ms, options, plain_peer, self_signed_result,
     submission_push, Role, DOMAIN,
 };
 use proofmesh_node::network::{self, Topic};
+use proofmesh_node::runtime::NodeOptions;
 use proofmesh_node::runtime::{Node, NodeHandle};
+use proofmesh_operator::ProgramSpec;
+use proofmesh_protocol::messages::Capacity;
 use proofmesh_protocol::messages::{Answer, Dispatch, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, MessageKind};
@@ -212,4 +215,86 @@ async fn an_operator_takes_a_dispatchs_inputs_and_answers_its_assignment() {
     assert_eq!(operator.api().store().result(&id, 0).unwrap(), Some(input));
 
     operator.shutdown().await;
+}
+
+/// Whether process `pid` has ended (gone, or a zombie not reaped yet).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// A queued attempt waits for the lease, then runs its program (on the operator's queue
+/// thread); shutting the node down stops that program too: nothing is left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_attempt_runs_when_the_lease_frees_and_stops_with_its_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let mut opts: NodeOptions = options(dir.path(), Role::Operator, &[]);
+    let op = opts.operator.as_mut().expect("an operator");
+    // One core: the second task waits in the queue for the first one's lease.
+    op.capacity = Some(Capacity {
+        cpu: 1,
+        memory_mb: 4096,
+        disk_mb: 10_000,
+        gpus: Vec::new(),
+    });
+    op.config = op.config.clone().with_program(
+        "hold",
+        "1",
+        ProgramSpec::Command(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("echo $$ >> {}; exec sleep 60", pids.display()),
+        ]),
+    );
+    let operator = Node::spawn(opts).await.expect("operator starts");
+    let mm = Keypair::generate();
+    let (client, _events) = plain_peer(&mm, operator.listen_addrs().to_vec());
+    let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
+
+    let text = "name = \"queued\"\n[[task]]\nid = \"first\"\nprogram = \"sleep@1\"\nargs = [\"--ms\", \"200\"]\n\n[[task]]\nid = \"held\"\nprogram = \"hold@1\"\n";
+    let workflow = spec::load(text, Format::Toml).expect("valid workflow").0;
+    let id = workflow.id();
+    let now = now_ms();
+    let me = operator.public_key();
+    let assignments = Message::Assignments(vec![
+        attempt_one(id, 0, me, mm.public(), now, false),
+        attempt_one(id, 1, me, mm.public(), now, true),
+    ]);
+    for (nonce, message) in (1..).zip([submission_push(workflow, mm.public()), assignments]) {
+        let envelope = Envelope::seal(&mm, DOMAIN, &message, nonce, now + 60_000);
+        deliver(&client, peer, &envelope).await;
+    }
+    // The queued task starts only once the first one's lease is free (~200 ms).
+    let started = Instant::now();
+    let pid: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pids)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(started.elapsed() < WAIT, "the queued task never started");
+        sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "the queued task started before the first one freed the core"
+    );
+    assert!(!ended(pid), "the queued task's program is running");
+
+    operator.shutdown().await;
+    let stopping = Instant::now();
+    while !ended(pid) {
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "process {pid} outlived its node"
+        );
+        sleep(Duration::from_millis(10)).await;
+    }
 }
