@@ -266,12 +266,13 @@ async fn a_queued_attempt_runs_when_the_lease_frees_and_stops_with_its_node() {
         attempt_one(id, 0, me, mm.public(), now, false),
         attempt_one(id, 1, me, mm.public(), now, true),
     ]);
+    // Before anything is delivered: the first task runs 200 ms after this at the earliest.
+    let started = Instant::now();
     for (nonce, message) in (1..).zip([submission_push(workflow, mm.public()), assignments]) {
         let envelope = Envelope::seal(&mm, DOMAIN, &message, nonce, now + 60_000);
         deliver(&client, peer, &envelope).await;
     }
-    // The queued task starts only once the first one's lease is free (~200 ms).
-    let started = Instant::now();
+    // The queued task starts only once the first one's lease is free.
     let pid: u32 = loop {
         if let Some(pid) = std::fs::read_to_string(&pids)
             .ok()
@@ -283,7 +284,7 @@ async fn a_queued_attempt_runs_when_the_lease_frees_and_stops_with_its_node() {
         sleep(Duration::from_millis(10)).await;
     };
     assert!(
-        started.elapsed() >= Duration::from_millis(150),
+        started.elapsed() >= Duration::from_millis(200),
         "the queued task started before the first one freed the core"
     );
     assert!(!ended(pid), "the queued task's program is running");
