@@ -9,7 +9,6 @@ use crate::cluster::{
     submission_push, Role, DOMAIN,
 };
 use proofmesh_node::network::{self, Topic};
-use proofmesh_node::runtime::NodeOptions;
 use proofmesh_node::runtime::{Node, NodeHandle};
 use proofmesh_operator::ProgramSpec;
 use proofmesh_protocol::messages::Capacity;
@@ -234,7 +233,7 @@ fn ended(pid: u32) -> bool {
 async fn a_queued_attempt_runs_when_the_lease_frees_and_stops_with_its_node() {
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
-    let mut opts: NodeOptions = options(dir.path(), Role::Operator, &[]);
+    let mut opts = options(dir.path(), Role::Operator, &[]);
     let op = opts.operator.as_mut().expect("an operator");
     // One core: the second task waits in the queue for the first one's lease.
     op.capacity = Some(Capacity {

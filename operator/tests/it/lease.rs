@@ -110,29 +110,34 @@ proptest! {
     }
 }
 
+/// `cpu` cores, `gpus` fake GPUs and a little memory.
+fn cores_and_gpus(cpu: u32, gpus: u32) -> Capacity {
+    Capacity {
+        cpu,
+        memory_mb: 100,
+        disk_mb: 0,
+        gpus: fake_gpus(gpus),
+    }
+}
+
+/// GPU `gpu` and one core.
+fn one_gpu_one_core(gpu: u32) -> LeaseRequest {
+    LeaseRequest::new(
+        vec![gpu],
+        Resources {
+            gpu: 1,
+            cpu: 1,
+            ..Resources::default()
+        },
+    )
+}
+
 #[test]
 fn a_panicking_task_does_not_leak_its_gpu() {
-    let manager = LeaseManager::new(
-        Capacity {
-            cpu: 4,
-            memory_mb: 100,
-            disk_mb: 0,
-            gpus: fake_gpus(1),
-        },
-        4,
-    );
+    let manager = LeaseManager::new(cores_and_gpus(4, 1), 4);
     let m = manager.clone();
     let joined = std::thread::spawn(move || {
-        let _lease = m
-            .acquire(&LeaseRequest::new(
-                vec![0],
-                Resources {
-                    gpu: 1,
-                    cpu: 1,
-                    ..Resources::default()
-                },
-            ))
-            .unwrap();
+        let _lease = m.acquire(&one_gpu_one_core(0)).unwrap();
         panic!("task crashed");
     })
     .join();
@@ -151,25 +156,8 @@ fn a_panicking_task_does_not_leak_its_gpu() {
 
 #[test]
 fn a_lease_released_early_gives_back_once_and_stays_readable() {
-    let manager = LeaseManager::new(
-        Capacity {
-            cpu: 2,
-            memory_mb: 100,
-            disk_mb: 0,
-            gpus: fake_gpus(2),
-        },
-        4,
-    );
-    let one = |gpu: u32| {
-        LeaseRequest::new(
-            vec![gpu],
-            Resources {
-                gpu: 1,
-                cpu: 1,
-                ..Resources::default()
-            },
-        )
-    };
+    let manager = LeaseManager::new(cores_and_gpus(2, 2), 4);
+    let one = one_gpu_one_core;
     let (first, second) = (
         manager.acquire(&one(0)).unwrap(),
         manager.acquire(&one(1)).unwrap(),
@@ -202,24 +190,8 @@ fn a_lease_released_early_gives_back_once_and_stays_readable() {
 /// next start by every finisher's output handling.
 #[tokio::test]
 async fn a_hand_over_starts_the_granted_task_before_the_output_is_handled() {
-    let manager = LeaseManager::with_queue(
-        Capacity {
-            cpu: 1,
-            memory_mb: 100,
-            disk_mb: 0,
-            gpus: fake_gpus(1),
-        },
-        4,
-        1,
-    );
-    let request = LeaseRequest::new(
-        vec![0],
-        Resources {
-            gpu: 1,
-            cpu: 1,
-            ..Resources::default()
-        },
-    );
+    let manager = LeaseManager::with_queue(cores_and_gpus(1, 1), 4, 1);
+    let request = one_gpu_one_core(0);
     let running = manager.acquire(&request).unwrap();
     let ticket = match manager.admit(&request).unwrap() {
         Admission::Queued(ticket) => ticket,
