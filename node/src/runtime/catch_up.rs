@@ -9,7 +9,9 @@
 //! Discovery: every [`DISCOVER_EVERY`] (and at start) the question also lists every workflow
 //! the node knows as active, and the answer carries the submissions of active workflows it
 //! did not list — a matchmaker that was down when a workflow was submitted must know it to take
-//! it over if the active one dies.
+//! it over if the active one dies. A node that only operates discovers only while one of its
+//! attempts waits for a workflow it does not hold: its matchmaker sends each workflow it needs
+//! with its assignments, and taking in every active one would be work for nothing.
 //!
 //! Polling is per workflow with backoff: a workflow is asked about once it has been quiet for
 //! [`QUIET`], then again after 2x, 4x, .. up to [`MAX_BACKOFF`] while nothing new arrives;

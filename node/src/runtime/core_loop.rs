@@ -1469,6 +1469,7 @@ impl Core {
         let now = self.sh.now();
         let wants = self.view.catch_up_wants(now);
         let discover = self.connected > 0
+            && self.wants_discovery()
             && self
                 .last_discovery
                 .is_none_or(|t| now.saturating_sub(t) >= catch_up::DISCOVER_EVERY);
@@ -1501,6 +1502,21 @@ impl Core {
                 });
             }
         });
+    }
+
+    /// Whether this node looks for active workflows it has never heard of. A node that only
+    /// operates needs a workflow only to run its tasks, and its matchmaker sends that with
+    /// their assignments (or their definitions instead): it discovers only while an attempt
+    /// still waits for one. Otherwise every one of them fetched, decoded and stored every
+    /// active workflow every few seconds (32 operators each took in a 512-task workflow in the
+    /// middle of `bench scaling`'s runs, bench/e2e.md).
+    fn wants_discovery(&self) -> bool {
+        match &self.op {
+            Some(op) if self.mm.is_none() && self.view.is_polled() => {
+                op.awaits_a_workflow(&self.view)
+            }
+            _ => true,
+        }
     }
 
     /// A peer's answer: its accepted results go through the same path as gossiped verdicts

@@ -39,6 +39,8 @@ pub struct OperatorRole {
     pub operator: Operator,
     pub opts: OperatorOptions,
     running: HashMap<AttemptKey, CancellationToken>,
+    /// Running attempts admitted without their task's definition: they wait for the workflow.
+    awaiting_workflow: HashSet<AttemptKey>,
     handled: HashSet<AttemptKey>,
     /// The signed answer (acceptance or refusal, alone or in a batch) given to each attempt,
     /// repeated if the same attempt is assigned again.
@@ -115,6 +117,7 @@ impl OperatorRole {
             operator,
             opts,
             running: HashMap::new(),
+            awaiting_workflow: HashSet::new(),
             handled: HashSet::new(),
             answered: HashMap::new(),
             definitions: HashMap::new(),
@@ -131,10 +134,20 @@ impl OperatorRole {
 
     pub fn finished(&mut self, key: &AttemptKey) {
         self.running.remove(key);
+        self.awaiting_workflow.remove(key);
+    }
+
+    /// Whether a running attempt still waits for a workflow this node does not hold (pushed
+    /// with its first assignment; if that push was lost, only discovery brings it).
+    pub fn awaits_a_workflow(&self, view: &View) -> bool {
+        self.awaiting_workflow
+            .iter()
+            .any(|(workflow, _, _)| view.workflows.get(workflow).is_none())
     }
 
     /// A matchmaker cancelled an attempt.
     pub fn cancel(&mut self, key: &AttemptKey, reason: &str) {
+        self.awaiting_workflow.remove(key);
         if let Some(token) = self.running.remove(key) {
             tracing::info!(task = key.1, attempt = key.2, %reason, "attempt cancelled by the matchmaker");
             token.cancel();
@@ -142,6 +155,7 @@ impl OperatorRole {
     }
 
     pub fn cancel_all(&mut self) {
+        self.awaiting_workflow.clear();
         for (_, token) in self.running.drain() {
             token.cancel();
         }
@@ -193,6 +207,9 @@ impl OperatorRole {
         };
         let token = sh.cancel.child_token();
         self.running.insert(key, token.clone());
+        if task.is_none() {
+            self.awaiting_workflow.insert(key);
+        }
         let attempt = Attempt {
             known: task
                 .as_ref()

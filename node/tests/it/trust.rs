@@ -385,3 +385,35 @@ async fn a_matchmaker_sends_a_trusting_operator_task_definitions_and_only_the_wo
     operator.shutdown().await;
     mm.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_that_joins_while_a_workflow_runs_is_not_sent_it_when_its_tasks_come_defined() {
+    let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = Keypair::generate();
+    let mut mm = options(mm_dir.path(), Role::Matchmaker, &[]);
+    mm.trusted_matchmakers = vec![key.public()];
+    mm.keypair = Some(key.clone());
+    let mm = Node::spawn(mm).await.expect("matchmaker starts");
+    // Active before the operator exists: a node that joins looks for active workflows it has
+    // never heard of (discovery) within its first catch-up round, and this one stays active
+    // well past it.
+    let (workflow, _) = spec::load(
+        "name = \"long\"\n[[task]]\nid = \"t\"\nprogram = \"sleep@1\"\nargs = [\"--ms\", \"1500\"]\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let id = mm.api().submit(workflow).await.expect("submitted");
+    let mut operator = options(op_dir.path(), Role::Operator, mm.listen_addrs());
+    operator.trusted_matchmakers = vec![key.public()];
+    let operator = Node::spawn(operator).await.expect("operator starts");
+    wait_completed(mm.api(), &id).await;
+    let results = mm.api().store().results(&id).unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].1.result.operator, operator.public_key());
+    // It ran the task from the definition its dispatch carried and never took in the
+    // workflow: it had no use for it.
+    assert!(operator.api().store().workflow(&id).unwrap().is_none());
+
+    operator.shutdown().await;
+    mm.shutdown().await;
+}
