@@ -35,6 +35,22 @@ async fn heard_an_advert(mm: &NodeHandle) {
     }
 }
 
+/// A matchmaker whose own key is the one its network is configured to trust.
+async fn configured_matchmaker(dir: &std::path::Path) -> NodeHandle {
+    let key = Keypair::generate();
+    let mut mm = options(dir, Role::Matchmaker, &[]);
+    mm.trusted_matchmakers = vec![key.public()];
+    mm.keypair = Some(key);
+    Node::spawn(mm).await.expect("matchmaker starts")
+}
+
+/// An operator bootstrapped to `mm` and configured to trust it.
+async fn trusting_operator(dir: &std::path::Path, mm: &NodeHandle) -> NodeHandle {
+    let mut operator = options(dir, Role::Operator, mm.listen_addrs());
+    operator.trusted_matchmakers = vec![mm.public_key()];
+    Node::spawn(operator).await.expect("operator starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verdict_from_an_untrusted_key_is_ignored_where_matchmakers_are_listed() {
     let (strict_dir, open_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -333,14 +349,8 @@ async fn an_operator_runs_a_dispatched_task_definition_on_a_configured_matchmake
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matchmaker_sends_a_trusting_operator_task_definitions_and_only_the_workflows_it_needs() {
     let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let key = Keypair::generate();
-    let mut mm = options(mm_dir.path(), Role::Matchmaker, &[]);
-    mm.trusted_matchmakers = vec![key.public()];
-    mm.keypair = Some(key.clone());
-    let mm = Node::spawn(mm).await.expect("matchmaker starts");
-    let mut operator = options(op_dir.path(), Role::Operator, mm.listen_addrs());
-    operator.trusted_matchmakers = vec![key.public()];
-    let operator = Node::spawn(operator).await.expect("operator starts");
+    let mm = configured_matchmaker(mm_dir.path()).await;
+    let operator = trusting_operator(op_dir.path(), &mm).await;
     heard_an_advert(&mm).await;
 
     // Independent tasks take no inputs: the operator runs them from their definitions and
@@ -389,11 +399,7 @@ async fn a_matchmaker_sends_a_trusting_operator_task_definitions_and_only_the_wo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_that_joins_while_a_workflow_runs_is_not_sent_it_when_its_tasks_come_defined() {
     let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let key = Keypair::generate();
-    let mut mm = options(mm_dir.path(), Role::Matchmaker, &[]);
-    mm.trusted_matchmakers = vec![key.public()];
-    mm.keypair = Some(key.clone());
-    let mm = Node::spawn(mm).await.expect("matchmaker starts");
+    let mm = configured_matchmaker(mm_dir.path()).await;
     // Active before the operator exists: a node that joins looks for active workflows it has
     // never heard of (discovery) within its first catch-up round, and this one stays active
     // well past it.
@@ -403,9 +409,7 @@ async fn an_operator_that_joins_while_a_workflow_runs_is_not_sent_it_when_its_ta
     )
     .unwrap();
     let id = mm.api().submit(workflow).await.expect("submitted");
-    let mut operator = options(op_dir.path(), Role::Operator, mm.listen_addrs());
-    operator.trusted_matchmakers = vec![key.public()];
-    let operator = Node::spawn(operator).await.expect("operator starts");
+    let operator = trusting_operator(op_dir.path(), &mm).await;
     wait_completed(mm.api(), &id).await;
     let results = mm.api().store().results(&id).unwrap();
     assert_eq!(results.len(), 1);
