@@ -1507,9 +1507,9 @@ impl Core {
     /// Whether this node looks for active workflows it has never heard of. A node that only
     /// operates needs a workflow only to run its tasks, and its matchmaker sends that with
     /// their assignments (or their definitions instead): it discovers only while an attempt
-    /// still waits for one. Otherwise every one of them fetched, decoded and stored every
-    /// active workflow every few seconds (32 operators each took in a 512-task workflow in the
-    /// middle of `bench scaling`'s runs, bench/e2e.md).
+    /// still waits for one. Otherwise each fetched, decoded and stored every active workflow
+    /// every few seconds (operators took in a 512-task workflow 8 times during one
+    /// `bench scaling`, bench/e2e.md).
     fn wants_discovery(&self) -> bool {
         match &self.op {
             Some(op) if self.mm.is_none() && self.view.is_polled() => {
