@@ -12,6 +12,18 @@
 //! [`Core::commit`] syncs the store once and only then releases what the batch produced:
 //! publications, direct sends and replies, RPC acknowledgements and progress. Nothing is
 //! announced before it is durable, and a busy node pays one fsync per batch, not per message.
+//!
+//! One exception: a matchmaker's assignments go straight to their operators as the batch's
+//! fsync starts, not after it, so an operator runs the task while the matchmaker's disk
+//! catches up (~1 ms per hand-over on the critical path of a pipeline, bench/e2e.md). An
+//! operator's word binds nobody else, and the assignment is gossiped, acknowledged and shown
+//! as progress only once durable as before. If this node dies before its commit, the
+//! assignment is forgotten with the batch: the restarted engine replays its log and decides
+//! the task again. Given to the same operator, that attempt is answered as before and its
+//! result counts; given to another, the first operator's acceptance and result name an
+//! attempt that is not current and are dropped, as when a standby takes over. Nothing
+//! accepted is lost: a submission is acknowledged only once durable, and a result only once
+//! its verdict is.
 
 use super::catch_up;
 use super::matchmaking::MatchmakerRole;
@@ -149,6 +161,8 @@ pub(crate) struct Shared {
     pub verified_results: super::verify::VerifiedResults,
     /// The matchmakers whose decisions count here; `None`: any signer's (no list configured).
     pub trusted_matchmakers: Option<Arc<HashSet<PublicKey>>>,
+    /// Test fault injection: each durable commit waits this long first (`NodeOptions`).
+    pub sync_delay: Duration,
 }
 
 impl Shared {
@@ -229,12 +243,25 @@ pub(crate) struct Core {
     /// together once the whole batch is in.
     answering: Option<Vec<Answer>>,
     /// Assignments this matchmaker decided in the current batch, not signed yet: they leave
-    /// only once the batch is durable anyway, so they are signed then, one batch per operator
+    /// as the batch ends anyway, so they are signed then, one batch per operator
     /// ([`Core::send_assignments`]).
     unsent: Vec<Assignment>,
     /// Verdicts this matchmaker reached in the current batch, applied here already and
     /// signed together once the batch ends ([`Core::send_verdicts`]).
     unsigned_verdicts: Vec<Verdict>,
+    /// Peers with a direct send waiting for the current batch to be durable: anything else
+    /// for them in this batch waits too, so each peer gets what it is sent in decided order.
+    held_for: HashSet<network::PeerId>,
+}
+
+/// When a direct send leaves (see [`Core::send_direct_attached`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leave {
+    /// Once the batch that produced it is durable.
+    Durable,
+    /// At once, before the batch's fsync: assignments and what they carry, see
+    /// [`Core::send_assignment_groups`].
+    Now,
 }
 
 /// A timer that never fires when the role is off.
@@ -289,6 +316,7 @@ impl Core {
             answering: None,
             unsent: Vec::new(),
             unsigned_verdicts: Vec::new(),
+            held_for: HashSet::new(),
         }
     }
 
@@ -319,8 +347,14 @@ impl Core {
             // The batch's own commit is the durable one (one commit, one fsync).
             let started = std::time::Instant::now();
             let store = self.sh.store.clone();
-            let result = match tokio::task::spawn_blocking(move || store.end_batch_durably()).await
-            {
+            let delay = self.sh.sync_delay;
+            let sync = move || {
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
+                store.end_batch_durably()
+            };
+            let result = match tokio::task::spawn_blocking(sync).await {
                 Ok(result) => result,
                 // The blocking pool is gone (runtime shutting down): commit here.
                 Err(_) => self.sh.store.end_batch_durably(),
@@ -339,6 +373,7 @@ impl Core {
         for f in self.outbox.drain(..) {
             f();
         }
+        self.held_for.clear();
     }
 
     pub async fn run(
@@ -464,6 +499,7 @@ impl Core {
         match network::peer_id_of(to) {
             Some(peer) => {
                 let sh = self.sh.clone();
+                self.held_for.insert(peer);
                 self.after_commit(move || {
                     let answer = sh.client.send_direct_in_order(peer, &envelope, attachments);
                     let answered = direct(answer, sh.internal.clone(), peer);
@@ -495,31 +531,40 @@ impl Core {
         self.on_message(me, message, Origin::Local);
     }
 
-    /// Send an envelope straight to `to` (an assignment, a cancellation, a result) once the
-    /// batch is durable; an answering envelope is handled like any received message.
+    /// Send an envelope straight to `to` (a cancellation, a result) once the batch is durable;
+    /// an answering envelope is handled like any received message.
     pub fn send_direct(&mut self, to: &PublicKey, envelope: Envelope) {
-        self.send_direct_attached(to, envelope, Vec::new());
+        self.send_direct_attached(to, envelope, Vec::new(), Leave::Durable);
     }
 
-    /// [`Self::send_direct`] with blobs the envelope names sent beside it.
+    /// [`Self::send_direct`] with blobs the envelope names sent beside it, leaving as `leave`
+    /// says, or once the batch is durable where something sent earlier in this batch to the
+    /// same peer waits for that.
     fn send_direct_attached(
         &mut self,
         to: &PublicKey,
         envelope: Envelope,
         attachments: Vec<Vec<u8>>,
+        leave: Leave,
     ) {
         let Some(peer) = network::peer_id_of(to) else {
             return;
         };
         let sh = self.sh.clone();
         // Handed to the network here, in batch order; only the wait for the answer is spawned.
-        self.after_commit(move || {
+        let send = move || {
             let answer = sh.client.send_direct_in_order(peer, &envelope, attachments);
             let answered = direct(answer, sh.internal.clone(), peer);
             sh.spawn(async move {
                 answered.await;
             })
-        });
+        };
+        if leave == Leave::Now && !self.held_for.contains(&peer) {
+            send();
+        } else {
+            self.held_for.insert(peer);
+            self.after_commit(send);
+        }
     }
 }
 
@@ -1200,6 +1245,8 @@ impl Core {
         }
     }
 
+    /// Each operator's envelopes leave at once ([`Leave::Now`], see the module's doc), each
+    /// connection keeping the order they were decided in.
     fn send_assignment_groups(&mut self, assignments: Vec<Assignment>) {
         let mut groups: Vec<Vec<Assignment>> = Vec::new();
         let mut group_of: HashMap<PublicKey, usize> = HashMap::new();
@@ -1256,12 +1303,12 @@ impl Core {
                 };
                 let envelope = self.emit(message);
                 if remote {
-                    self.send_direct_attached(&operator, envelope, attached);
+                    self.send_direct_attached(&operator, envelope, attached, Leave::Now);
                 }
             }
         }
         for (operator, envelope) in following {
-            self.send_direct(&operator, envelope);
+            self.send_direct_attached(&operator, envelope, Vec::new(), Leave::Now);
         }
     }
 
@@ -1383,7 +1430,7 @@ impl Core {
             }
         }
         for envelope in ahead {
-            self.send_direct(&operator, envelope);
+            self.send_direct_attached(&operator, envelope, Vec::new(), Leave::Now);
         }
         // Small outputs ride along, so the operator need not fetch its inputs (from the
         // operators that made them, often another one); its own it has already.
@@ -1428,7 +1475,7 @@ impl Core {
                 more: false,
             });
             let envelope = self.seal(&push);
-            self.send_direct_attached(&operator, envelope, outputs);
+            self.send_direct_attached(&operator, envelope, outputs, Leave::Now);
         }
         carried
     }

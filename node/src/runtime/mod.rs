@@ -515,6 +515,7 @@ impl Node {
             verified_results: verify::VerifiedResults::default(),
             trusted_matchmakers: (!options.trusted_matchmakers.is_empty())
                 .then(|| Arc::new(options.trusted_matchmakers.iter().copied().collect())),
+            sync_delay: options.store_sync_delay,
         };
         if sh.trusted_matchmakers.is_none() {
             tracing::warn!("network.matchmakers is empty: any node's verdicts and assignments are believed (fine for a closed development network only)");

@@ -33,6 +33,9 @@ pub struct NodeOptions {
     /// The only keys whose matchmaker decisions (announcements, assignments, cancellations,
     /// workflow failures, verdicts) this node believes; empty believes any signer.
     pub trusted_matchmakers: Vec<proofmesh_protocol::PublicKey>,
+    /// Fault injection for tests: every durable commit of the core's batches first waits
+    /// this long (a slow disk). Zero otherwise.
+    pub store_sync_delay: Duration,
 }
 
 /// The matchmaker role.
@@ -113,6 +116,7 @@ impl NodeOptions {
             matchmaker: None,
             operator: None,
             trusted_matchmakers: Vec::new(),
+            store_sync_delay: Duration::ZERO,
         }
     }
 

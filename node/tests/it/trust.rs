@@ -6,13 +6,15 @@
 //! matchmaker pushes on its word, and checks them where no matchmakers are configured; it
 //! runs a task from the definition such a matchmaker dispatches, and otherwise waits for the
 //! task's workflow; a matchmaker it trusts sends it a workflow only when its tasks take inputs.
+//! A matchmaker's assignment reaches its operator while the commit that holds it still syncs.
 
 use crate::cluster::{
     attempt_one, deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result,
     submission_push, wait_completed, Role, DOMAIN,
 };
 use proofmesh_node::network::{self, NetworkEvent, PublishOutcome, Topic};
-use proofmesh_node::runtime::{Node, NodeHandle};
+use proofmesh_node::runtime::{Node, NodeHandle, NodeOptions, Progress};
+use proofmesh_node::store::TaskState;
 use proofmesh_protocol::messages::{
     Dispatch, FailureCause, SignedResult, SyncReply, SyncUpdate, Verdict,
 };
@@ -37,11 +39,18 @@ async fn heard_an_advert(mm: &NodeHandle) {
 
 /// A matchmaker whose own key is the one its network is configured to trust.
 async fn configured_matchmaker(dir: &std::path::Path) -> NodeHandle {
+    Node::spawn(configured_matchmaker_options(dir))
+        .await
+        .expect("matchmaker starts")
+}
+
+/// [`configured_matchmaker`]'s options.
+fn configured_matchmaker_options(dir: &std::path::Path) -> NodeOptions {
     let key = Keypair::generate();
     let mut mm = options(dir, Role::Matchmaker, &[]);
     mm.trusted_matchmakers = vec![key.public()];
     mm.keypair = Some(key);
-    Node::spawn(mm).await.expect("matchmaker starts")
+    mm
 }
 
 /// An operator bootstrapped to `mm` and configured to trust it.
@@ -417,6 +426,55 @@ async fn an_operator_that_joins_while_a_workflow_runs_is_not_sent_it_when_its_ta
     // It ran the task from the definition its dispatch carried and never took in the
     // workflow: it had no use for it.
     assert!(operator.api().store().workflow(&id).unwrap().is_none());
+
+    operator.shutdown().await;
+    mm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_reaches_its_operator_before_the_matchmakers_commit_is_durable() {
+    let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut slow = configured_matchmaker_options(mm_dir.path());
+    // A slow disk: each durable commit of the matchmaker takes 300 ms more (well inside the
+    // test heartbeat timeout, 1 s, which a stalled core would otherwise let pass).
+    slow.store_sync_delay = Duration::from_millis(300);
+    let mm = Node::spawn(slow).await.expect("matchmaker starts");
+    let operator = trusting_operator(op_dir.path(), &mm).await;
+    heard_an_advert(&mm).await;
+
+    let (workflow, _) = spec::load(
+        "name = \"early\"\n[[task]]\nid = \"t\"\nprogram = \"noop@1\"\n",
+        Format::Toml,
+    )
+    .unwrap();
+    // The matchmaker shows the task assigned once the assignment is durable.
+    let mut progress = mm.api().subscribe();
+    let id = mm.api().submit(workflow).await.expect("submitted");
+    let shown_assigned_ms = loop {
+        let event = tokio::time::timeout(WAIT, progress.recv())
+            .await
+            .expect("the task is assigned in time")
+            .expect("progress stream open");
+        if let Progress::Task {
+            state: TaskState::Assigned { .. },
+            ..
+        } = event
+        {
+            break now_ms();
+        }
+    };
+    wait_completed(mm.api(), &id).await;
+    let results = mm.api().store().results(&id).unwrap();
+    assert_eq!(results.len(), 1);
+    let ran = &results[0].1.result;
+    assert_eq!(ran.operator, operator.public_key());
+    // It ran while the commit that holds its assignment was still syncing.
+    assert!(
+        ran.started_ms + 150 <= shown_assigned_ms,
+        "the task started only {} ms before its assignment was durable: the assignment \
+         waited for the commit",
+        shown_assigned_ms.saturating_sub(ran.started_ms)
+    );
 
     operator.shutdown().await;
     mm.shutdown().await;
