@@ -83,8 +83,9 @@ struct Carried {
     inputs: Option<Inputs>,
     /// The tasks' definitions ride in every one of them (the operator lacks a workflow).
     define: bool,
-    /// Pushes of workflows' submissions, sent after the assignments.
-    following: Vec<Envelope>,
+    /// Workflows whose submissions follow the assignments: sealed (or taken from the cache)
+    /// only once the assignments are on their way.
+    following: Vec<WorkflowId>,
 }
 
 /// Completions of background work, reported to the core.
@@ -1260,7 +1261,7 @@ impl Core {
         // Submissions that follow their tasks' definitions, sent once every operator has its
         // assignments: in a first wave, each operator starts before any of them takes in a
         // whole workflow.
-        let mut following: Vec<(PublicKey, Envelope)> = Vec::new();
+        let mut following: Vec<(PublicKey, WorkflowId)> = Vec::new();
         for group in groups {
             let operator = group[0].operator;
             let remote = operator != self.sh.me;
@@ -1269,7 +1270,7 @@ impl Core {
             } else {
                 Carried::default()
             };
-            following.extend(carried.following.into_iter().map(|e| (operator, e)));
+            following.extend(carried.following.into_iter().map(|id| (operator, id)));
             let mut inputs = carried.inputs;
             for batch in batches(group) {
                 // The first message carries the inputs that were not pushed on their own;
@@ -1307,8 +1308,10 @@ impl Core {
                 }
             }
         }
-        for (operator, envelope) in following {
-            self.send_direct_attached(&operator, envelope, Vec::new(), Leave::Now);
+        for (operator, id) in following {
+            if let Some(Some(envelope)) = self.submission_push(&id) {
+                self.send_direct_attached(&operator, envelope, Vec::new(), Leave::Now);
+            }
         }
     }
 
@@ -1414,20 +1417,25 @@ impl Core {
                 carried.define = true;
                 continue;
             }
-            let Some(push) = self.submission_push(&id) else {
-                continue;
-            };
+            // With inputs, the submission goes first: they are kept only for a workflow held.
+            // Without, it follows, sealed only once the assignments left (sealing a 1,025-task
+            // submission took ~1.4 ms ahead of a pipeline's first task).
+            if no_inputs {
+                if self.view.workflows.get(&id).is_none() {
+                    continue;
+                }
+                carried.define = true;
+                carried.following.push(id);
+            } else {
+                let Some(push) = self.submission_push(&id) else {
+                    continue;
+                };
+                ahead.extend(push);
+            }
             self.pushed
                 .entry(operator)
                 .or_default()
                 .insert((id, WHOLE_WORKFLOW));
-            // With inputs, the submission goes first: they are kept only for a workflow held.
-            if no_inputs {
-                carried.define = true;
-                carried.following.extend(push);
-            } else {
-                ahead.extend(push);
-            }
         }
         for envelope in ahead {
             self.send_direct_attached(&operator, envelope, Vec::new(), Leave::Now);
