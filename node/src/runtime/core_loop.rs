@@ -19,11 +19,12 @@
 //! operator's word binds nobody else, and the assignment is gossiped, acknowledged and shown
 //! as progress only once durable as before. If this node dies before its commit, the
 //! assignment is forgotten with the batch: the restarted engine replays its log and decides
-//! the task again. Given to the same operator, that attempt is answered as before and its
-//! result counts; given to another, the first operator's acceptance and result name an
-//! attempt that is not current and are dropped, as when a standby takes over. Nothing
-//! accepted is lost: a submission is acknowledged only once durable, and a result only once
-//! its verdict is.
+//! the task again. Given to another operator, the first one's acceptance and result name an
+//! attempt that is not current and are dropped, as when a standby takes over. Given to the
+//! same one, the new assignment differs (later deadlines) and the operator's repeated answer,
+//! which names the first, is not taken: the attempt is cancelled and reassigned at its
+//! acceptance timeout. Either way a crash costs time, never work accepted: a submission is
+//! acknowledged only once durable, and a result only once its verdict is.
 
 use super::catch_up;
 use super::matchmaking::MatchmakerRole;
@@ -253,7 +254,14 @@ pub(crate) struct Core {
     /// Peers with a direct send waiting for the current batch to be durable: anything else
     /// for them in this batch waits too, so each peer gets what it is sent in decided order.
     held_for: HashSet<network::PeerId>,
+    /// The results and failures this operator sent straight to their matchmakers, oldest
+    /// first, kept while their envelopes are valid and sent again when that matchmaker
+    /// connects anew ([`Core::resend_outcomes`]).
+    outcomes: std::collections::VecDeque<(PublicKey, Envelope)>,
 }
+
+/// Most outcomes kept for [`Core::resend_outcomes`].
+const MAX_OUTCOMES: usize = 4096;
 
 /// When a direct send leaves (see [`Core::send_direct_attached`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,6 +326,7 @@ impl Core {
             unsent: Vec::new(),
             unsigned_verdicts: Vec::new(),
             held_for: HashSet::new(),
+            outcomes: std::collections::VecDeque::new(),
         }
     }
 
@@ -495,6 +504,10 @@ impl Core {
     fn emit_direct_first(&mut self, message: Message, to: &PublicKey, attachments: Vec<Vec<u8>>) {
         let envelope = self.seal(&message);
         self.seen.insert(&envelope);
+        if self.outcomes.len() >= MAX_OUTCOMES {
+            self.outcomes.pop_front();
+        }
+        self.outcomes.push_back((*to, envelope.clone()));
         let publish = self.sh.publish.clone();
         let gossip = envelope.clone();
         match network::peer_id_of(to) {
@@ -530,6 +543,29 @@ impl Core {
         }
         let me = self.sh.me;
         self.on_message(me, message, Origin::Local);
+    }
+
+    /// Send `matchmaker`, which has just connected, the outcomes this operator sent it that are
+    /// still valid. A matchmaker acknowledges a result as it arrives, before its verdict is
+    /// durable, and one that was down missed the direct copy (gossip does not replay it): after
+    /// a crash it would otherwise wait for them until the attempts' deadlines and then slash
+    /// operators that did their work. One it had taken already it drops (a duplicate nonce,
+    /// or an attempt no longer current).
+    fn resend_outcomes(&mut self, matchmaker: PublicKey) {
+        let now = self.sh.now();
+        self.outcomes.retain(|(_, e)| e.expires_at_ms > now);
+        let again: Vec<Envelope> = self
+            .outcomes
+            .iter()
+            .filter(|(mm, _)| *mm == matchmaker)
+            .map(|(_, e)| e.clone())
+            .collect();
+        if !again.is_empty() {
+            tracing::debug!(matchmaker = %matchmaker, outcomes = again.len(), "sending outcomes again");
+        }
+        for envelope in again {
+            self.send_direct(&matchmaker, envelope);
+        }
     }
 
     /// Send an envelope straight to `to` (a cancellation, a result) once the batch is durable;
@@ -743,6 +779,9 @@ impl Core {
                 }
                 if let (Some(key), Some(_)) = (key, &self.mm) {
                     tracing::trace!(peer = %key, "peer connected");
+                }
+                if let (Some(key), Some(_)) = (key, &self.op) {
+                    self.resend_outcomes(key);
                 }
             }
             NetworkEvent::PeerDisconnected { peer } => {

@@ -12,6 +12,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// FAULT INJECTION, for the slow-disk crash test only: when this environment variable is set
+/// (milliseconds), a node started from its configuration waits that long before every
+/// durable commit ([`NodeOptions::store_sync_delay`]).
+pub const SYNC_DELAY_ENV: &str = "PROOFMESH_FAULT_SYNC_DELAY_MS";
+
 /// Everything a node runtime needs.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -209,6 +214,18 @@ impl NodeOptions {
         options.network = network;
         options.keypair = keypair;
         options.trusted_matchmakers = trusted_matchmakers;
+        if let Some(value) = std::env::var_os(SYNC_DELAY_ENV) {
+            let value = value.to_string_lossy().into_owned();
+            let ms: u64 = value.parse().map_err(|_| crate::config::ConfigError::Env {
+                var: SYNC_DELAY_ENV,
+                value: value.clone(),
+                message: "must be a number of milliseconds".into(),
+            })?;
+            tracing::warn!(
+                "{SYNC_DELAY_ENV} is set (fault injection): every durable commit waits {ms} ms"
+            );
+            options.store_sync_delay = Duration::from_millis(ms);
+        }
         options.rpc = config.rpc.enabled.then(|| config.rpc.clone());
         if config.roles.matchmaker {
             options.matchmaker = Some(MatchmakerOptions::default());

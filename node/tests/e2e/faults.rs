@@ -1,12 +1,13 @@
 //! Faults injected into a devnet of real `proofmesh node` processes (loopback only): the active
-//! matchmaker SIGKILLed mid-workflow, nodes SIGKILLed and restarted mid-workflow, and an ordered
-//! stream submitted out of order. Tasks are the prover's `sleep` program, so the faults, not the
-//! proofs, are what is exercised. (Operator death and malicious operators, which involve on-chain
-//! slashing, are in the settlement tests.)
+//! matchmaker SIGKILLed mid-workflow, nodes SIGKILLed and restarted mid-workflow (a matchmaker
+//! on a slow disk among them), and an ordered stream submitted out of order. Tasks are the
+//! prover's `sleep` program, so the faults, not the proofs, are what is exercised. (Operator
+//! death and malicious operators, which involve on-chain slashing, are in the settlement tests.)
 
 use crate::harness::{spec, wait_completed, wait_status, Net};
 use proofmesh_matchmaker::{active_matchmaker, routing_key};
 use proofmesh_node::config::NodeConfig;
+use proofmesh_node::runtime::SYNC_DELAY_ENV;
 use proofmesh_node::store::{Store, WorkflowState};
 use proofmesh_protocol::spec::{self as wfspec, Format};
 use proofmesh_protocol::{TaskIndex, Workflow, WorkflowId};
@@ -181,7 +182,15 @@ async fn standby_matchmaker_down_at_submission_discovers_it_and_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restarted_mid_workflow_loses_nothing() {
-    restarted_mid_workflow(&["operator-1"], Downtime::Brief).await;
+    restarted_mid_workflow(&["operator-1"], Downtime::Brief, None).await;
+}
+
+// The matchmaker's disk is slow (each durable commit waits 300 ms more), so while it is busy
+// it is mostly syncing a commit whose assignments have already left for their operators
+// (runtime/core_loop.rs): SIGKILLed then, it forgets assignments that operators hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matchmaker_with_a_slow_disk_restarted_mid_workflow_loses_nothing() {
+    restarted_mid_workflow(&["matchmaker-0"], Downtime::Brief, Some(300)).await;
 }
 
 // The gateway and an operator stay down until the workflow has completed elsewhere, so every
@@ -189,7 +198,7 @@ async fn operator_restarted_mid_workflow_loses_nothing() {
 // (runtime/catch_up.rs) can bring them up to date.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_and_operator_down_for_the_rest_of_a_workflow_catch_up_on_restart() {
-    restarted_mid_workflow(&["gateway", "operator-1"], Downtime::UntilCompleted).await;
+    restarted_mid_workflow(&["gateway", "operator-1"], Downtime::UntilCompleted, None).await;
 }
 
 /// How long the victims stay down.
@@ -202,9 +211,17 @@ enum Downtime {
 }
 
 /// SIGKILL `victims` once the first task is done, restart them on their data directories, and
-/// check that the workflow completes and each restarted store holds it and every result.
-async fn restarted_mid_workflow(victims: &[&str], downtime: Downtime) {
+/// check that the workflow completes, each task counted once, and each restarted store holds
+/// it and every result. With `slow_sync_ms`, the victims run on a slow disk until the crash
+/// (restarted with it first) and come back without it.
+async fn restarted_mid_workflow(victims: &[&str], downtime: Downtime, slow_sync_ms: Option<u64>) {
     let mut net = Net::up(spec(Default::default(), 2, 1));
+    if let Some(ms) = slow_sync_ms {
+        for v in victims {
+            net.stop(v);
+            net.restart_with_env(v, &[(SYNC_DELAY_ENV, &ms.to_string())]);
+        }
+    }
     let text = fan_in("e2e-restart", 8, 400);
     let (wf_id, workflow) = parse(&text);
     let n = workflow.tasks.len();
@@ -249,6 +266,11 @@ async fn restarted_mid_workflow(victims: &[&str], downtime: Downtime) {
     }
     let mut gw = net.rpc("gateway").await;
     wait_completed(&mut gw, &id, "the gateway to show completion", WAIT, n).await;
+    // Each task counted once: a result accepted before the crash and again after it (or an
+    // orphaned attempt's result taken as well) would count twice.
+    let ops = gw.operators().await.expect("operators");
+    let completed: u64 = ops.iter().map(|o| o.completed).sum();
+    assert_eq!(completed as usize, n, "completed counters: {ops:?}");
     let result = gw.result(&id).await.expect("result");
     assert_eq!(result.outputs.len(), 1, "one final task: {result:?}");
     let root = gw
@@ -263,6 +285,20 @@ async fn restarted_mid_workflow(victims: &[&str], downtime: Downtime) {
     net.stop("matchmaker-0");
     let reference = accepted(&net.store("matchmaker-0"), &wf_id);
     assert_eq!(reference.len(), n);
+    if slow_sync_ms.is_some() {
+        // Nobody is blamed for the matchmaker's crash: the operators sent it again what it
+        // had acknowledged but not made durable (or missed while down), so no attempt ran
+        // into its deadline.
+        let evidence = net
+            .store("matchmaker-0")
+            .evidence()
+            .expect("store readable");
+        assert!(
+            evidence.is_empty(),
+            "{} missed-deadline slashes of operators that did their work",
+            evidence.len()
+        );
+    }
     for &name in victims {
         let store = net.store(name);
         let record = store
