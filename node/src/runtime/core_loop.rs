@@ -22,9 +22,10 @@
 //! the task again. Given to another operator, the first one's acceptance and result name an
 //! attempt that is not current and are dropped, as when a standby takes over. Given to the
 //! same one, the new assignment differs (later deadlines) and the operator's repeated answer,
-//! which names the first, is not taken: the attempt is cancelled and reassigned at its
-//! acceptance timeout. Either way a crash costs time, never work accepted: a submission is
-//! acknowledged only once durable, and a result only once its verdict is.
+//! which names the first, is not taken; its result still counts if it comes before the
+//! acceptance timeout, after which the attempt is cancelled and reassigned. Either way a crash
+//! costs time, never work accepted: a submission is acknowledged only once durable, and a
+//! result only once its verdict is.
 
 use super::catch_up;
 use super::matchmaking::MatchmakerRole;
