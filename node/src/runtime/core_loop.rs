@@ -1349,7 +1349,16 @@ impl Core {
             }
         }
         for (operator, id) in following {
-            if let Some(Some(envelope)) = self.submission_push(&id) {
+            // Not readable from the store now (`None`): a later assignment tries again.
+            let Some(push) = self.submission_push(&id) else {
+                continue;
+            };
+            // Decided once per connection: one too big to push travels by gossip and catch-up.
+            self.pushed
+                .entry(operator)
+                .or_default()
+                .insert((id, WHOLE_WORKFLOW));
+            if let Some(envelope) = push {
                 self.send_direct_attached(&operator, envelope, Vec::new(), Leave::Now);
             }
         }
@@ -1458,24 +1467,24 @@ impl Core {
                 continue;
             }
             // With inputs, the submission goes first: they are kept only for a workflow held.
-            // Without, it follows, sealed only once the assignments left (sealing a 1,025-task
-            // submission took ~1.4 ms ahead of a pipeline's first task).
+            // Without, it follows, sealed (and marked pushed) only once the assignments left:
+            // sealing a 1,025-task submission took ~1.4 ms ahead of a pipeline's first task.
             if no_inputs {
                 if self.view.workflows.get(&id).is_none() {
                     continue;
                 }
                 carried.define = true;
                 carried.following.push(id);
-            } else {
-                let Some(push) = self.submission_push(&id) else {
-                    continue;
-                };
-                ahead.extend(push);
+                continue;
             }
+            let Some(push) = self.submission_push(&id) else {
+                continue;
+            };
             self.pushed
                 .entry(operator)
                 .or_default()
                 .insert((id, WHOLE_WORKFLOW));
+            ahead.extend(push);
         }
         for envelope in ahead {
             self.send_direct_attached(&operator, envelope, Vec::new(), Leave::Now);
