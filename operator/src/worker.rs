@@ -41,7 +41,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Builtin {
     /// Does nothing; output is a digest of its inputs.
     Noop,
-    /// Sleeps `--ms N` milliseconds (cancellable), then as `noop`.
+    /// Sleeps `--ms N` milliseconds (cancellable; on Linux the last ≤ 250 µs may be spun so it
+    /// ends on time), then as `noop`.
     Sleep,
 }
 
@@ -81,26 +82,86 @@ fn sleep_ms(args: &[String]) -> Result<u64, String> {
         .map_err(|_| format!("sleep: --ms {value:?} is not a number of milliseconds"))
 }
 
-/// Sleep `d`, late by tens of microseconds rather than tokio's ~1 ms. tokio's timer wheel
-/// ticks in whole milliseconds and parks in whole milliseconds, so `tokio::time::sleep(10 ms)`
-/// measured 11.1 ms on average here: that lateness is the stand-in workload's, not
-/// orchestration's, yet the pipeline and scaling benches (whose ideal is the nominal duration)
-/// counted it as overhead.
+/// Sleep `d`: never short, and late by a few tens of microseconds rather than tokio's ~1 ms.
+/// tokio's timer wheel ticks in whole milliseconds and parks in whole milliseconds, so
+/// `tokio::time::sleep(10 ms)` measured 11.1 ms on average here: that lateness is the stand-in
+/// workload's, not orchestration's, yet the pipeline and scaling benches (whose ideal is the
+/// nominal duration) counted it as overhead.
 ///
 /// On Linux a one-shot `timerfd` does it: the kernel's high-resolution timer fires on time (no
-/// timer slack) and the runtime's own reactor wakes the task, one thread wake-up in all. The
-/// portable way ([`blocking_tail_sleep`]) woke its blocking thread ~130 µs late on 2 busy
-/// cores, then the task another ~130 µs later: ~2.6% of a 10 ms task; this one ends ~150 µs
-/// late in all (bench/e2e.md).
+/// timer slack) and the runtime's own reactor wakes the task, one thread wake-up in all. That
+/// wake-up is still late: a virtual CPU that halted while every task slept takes ~90-180 µs to
+/// run again here (Python's `time.sleep` overshoots as much), ~1.5% of a 10 ms task and half
+/// the pipeline bench's excess over its bound. So the timer is armed early by the lateness
+/// recently seen ([`WakeLead`]), and a wake-up that comes before the deadline spins out the
+/// rest (at most [`WakeLead::MAX`], a few tens of µs on average: a prover computes all along
+/// anyway). The portable way ([`blocking_tail_sleep`]) woke its blocking thread ~130 µs late on
+/// 2 busy cores, then the task another ~130 µs later.
 async fn precise_sleep(d: Duration) {
-    let deadline = std::time::Instant::now() + d;
+    let start = std::time::Instant::now();
+    let deadline = start + d;
     #[cfg(target_os = "linux")]
-    match timerfd_sleep(d).await {
-        Ok(()) => return,
-        // Out of descriptors, say: sleep the rest the portable way.
-        Err(e) => tracing::debug!(error = %e, "timerfd unavailable; sleeping on a blocking thread"),
+    {
+        let armed = d.saturating_sub(WAKE_LEAD.get());
+        match timerfd_sleep(armed).await {
+            Ok(()) => {
+                let woke = std::time::Instant::now();
+                if !armed.is_zero() {
+                    WAKE_LEAD.observe(woke.saturating_duration_since(start + armed));
+                }
+                if deadline.saturating_duration_since(woke) <= WakeLead::MAX {
+                    spin_until(deadline);
+                    return;
+                }
+                // Woken far too early (never seen): sleep the rest the portable way.
+            }
+            // Out of descriptors, say: sleep the rest the portable way.
+            Err(e) => {
+                tracing::debug!(error = %e, "timerfd unavailable; sleeping on a blocking thread")
+            }
+        }
     }
     blocking_tail_sleep(deadline).await;
+}
+
+/// Busy-wait to `deadline` (callers bound how far off it is).
+fn spin_until(deadline: std::time::Instant) {
+    while std::time::Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+/// How early [`precise_sleep`] arms its timer: a running estimate of the median of how late
+/// its timers woke (frugal streaming: a step up after a later wake-up, a step down after an
+/// earlier one). Under load the lateness spreads wide (the pipeline bench: a quarter of wake-ups
+/// within ~50 µs, a tenth later than 250 µs); aiming at its 80th percentile instead ended no
+/// sooner and spun more. Capped at [`WakeLead::MAX`], so a busy machine's long delays neither
+/// set it nor make every later sleep spin long. One per process: the lateness is the machine's,
+/// not a task's. Relaxed loads and stores; a lost update only slows the estimate.
+struct WakeLead(std::sync::atomic::AtomicU64);
+
+static WAKE_LEAD: WakeLead = WakeLead(std::sync::atomic::AtomicU64::new(0));
+
+impl WakeLead {
+    /// The most a timer is armed early, and so the longest spin.
+    const MAX: Duration = Duration::from_micros(250);
+    /// Step of the estimate, in nanoseconds (from zero to ~150 µs in 30 sleeps).
+    const STEP: u64 = 5_000;
+
+    fn get(&self) -> Duration {
+        Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Fold in one wake-up's lateness.
+    fn observe(&self, late: Duration) {
+        let old = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        let new = if late.as_nanos() > u128::from(old) {
+            (old + Self::STEP).min(Self::MAX.as_nanos() as u64)
+        } else {
+            old.saturating_sub(Self::STEP)
+        };
+        self.0.store(new, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// [`precise_sleep`] on a `timerfd` registered with the runtime's reactor; dropping the future
@@ -641,6 +702,43 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The lead follows the median lateness within its cap; armed as early as it ever is, a
+    /// sleep still ends no sooner than asked: the spin covers the rest.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_wake_lead_follows_the_median_and_an_early_armed_sleep_is_never_short() {
+        let lead = WakeLead(std::sync::atomic::AtomicU64::new(0));
+        // Wake-ups on time, 50 µs and 100 µs late in turn: the estimate settles at the median.
+        for k in 0..600u64 {
+            lead.observe(Duration::from_micros(k % 3 * 50));
+        }
+        let settled = lead.get().as_micros();
+        assert!((40..=60).contains(&settled), "{settled} µs");
+        for _ in 0..100 {
+            lead.observe(Duration::from_secs(1));
+        }
+        assert_eq!(lead.get(), WakeLead::MAX, "capped");
+        for _ in 0..1000 {
+            lead.observe(Duration::ZERO);
+        }
+        assert_eq!(lead.get(), Duration::ZERO);
+        WAKE_LEAD.0.store(
+            WakeLead::MAX.as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        for ms in [0, 1, 2, 5] {
+            let d = Duration::from_millis(ms);
+            let t = std::time::Instant::now();
+            precise_sleep(d).await;
+            assert!(
+                t.elapsed() >= d,
+                "precise_sleep({ms} ms) took {:?}",
+                t.elapsed()
+            );
+        }
+        assert!(WAKE_LEAD.get() <= WakeLead::MAX);
     }
 
     #[test]
