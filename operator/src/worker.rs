@@ -94,8 +94,8 @@ fn sleep_ms(args: &[String]) -> Result<u64, String> {
 /// run again here (Python's `time.sleep` overshoots as much), ~1.5% of a 10 ms task and half
 /// the pipeline bench's excess over its bound. So the timer is armed early by the lateness
 /// recently seen ([`WakeLead`]), and a wake-up that comes before the deadline spins out the
-/// rest (at most [`WakeLead::MAX`], a few tens of µs on average: a prover computes all along
-/// anyway). The portable way ([`blocking_tail_sleep`]) woke its blocking thread ~130 µs late on
+/// rest (at most [`WakeLead::MAX`], ~55 µs on average under the pipeline bench's load: a
+/// prover computes all along anyway). The portable way ([`blocking_tail_sleep`]) woke its blocking thread ~130 µs late on
 /// 2 busy cores, then the task another ~130 µs later.
 async fn precise_sleep(d: Duration) {
     let start = std::time::Instant::now();
@@ -134,7 +134,7 @@ fn spin_until(deadline: std::time::Instant) {
 /// How early [`precise_sleep`] arms its timer: a running estimate of the median of how late
 /// its timers woke (frugal streaming: a step up after a later wake-up, a step down after an
 /// earlier one). Under load the lateness spreads wide (the pipeline bench: a quarter of wake-ups
-/// within ~50 µs, a tenth later than 250 µs); aiming at its 80th percentile instead ended no
+/// within ~80 µs, a tenth later than ~400 µs); aiming at its 80th percentile instead ended no
 /// sooner and spun more. Capped at [`WakeLead::MAX`], so a busy machine's long delays neither
 /// set it nor make every later sleep spin long. One per process: the lateness is the machine's,
 /// not a task's. Relaxed loads and stores; a lost update only slows the estimate.
