@@ -30,6 +30,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
@@ -95,8 +97,8 @@ fn sleep_ms(args: &[String]) -> Result<u64, String> {
 /// the pipeline bench's excess over its bound. So the timer is armed early by the lateness
 /// recently seen ([`WakeLead`]), and a wake-up that comes before the deadline spins out the
 /// rest (at most [`WakeLead::MAX`], ~55 µs on average under the pipeline bench's load: a
-/// prover computes all along anyway). The portable way ([`blocking_tail_sleep`]) woke its blocking thread ~130 µs late on
-/// 2 busy cores, then the task another ~130 µs later.
+/// prover computes all along anyway). The portable way ([`blocking_tail_sleep`]) woke its
+/// blocking thread ~130 µs late on 2 busy cores, then the task another ~130 µs later.
 async fn precise_sleep(d: Duration) {
     let start = std::time::Instant::now();
     let deadline = start + d;
@@ -125,6 +127,7 @@ async fn precise_sleep(d: Duration) {
 }
 
 /// Busy-wait to `deadline` (callers bound how far off it is).
+#[cfg(target_os = "linux")]
 fn spin_until(deadline: std::time::Instant) {
     while std::time::Instant::now() < deadline {
         std::hint::spin_loop();
@@ -138,10 +141,13 @@ fn spin_until(deadline: std::time::Instant) {
 /// sooner and spun more. Capped at [`WakeLead::MAX`], so a busy machine's long delays neither
 /// set it nor make every later sleep spin long. One per process: the lateness is the machine's,
 /// not a task's. Relaxed loads and stores; a lost update only slows the estimate.
-struct WakeLead(std::sync::atomic::AtomicU64);
+#[cfg(target_os = "linux")]
+struct WakeLead(AtomicU64);
 
-static WAKE_LEAD: WakeLead = WakeLead(std::sync::atomic::AtomicU64::new(0));
+#[cfg(target_os = "linux")]
+static WAKE_LEAD: WakeLead = WakeLead(AtomicU64::new(0));
 
+#[cfg(target_os = "linux")]
 impl WakeLead {
     /// The most a timer is armed early, and so the longest spin.
     const MAX: Duration = Duration::from_micros(250);
@@ -149,18 +155,18 @@ impl WakeLead {
     const STEP: u64 = 5_000;
 
     fn get(&self) -> Duration {
-        Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
     }
 
     /// Fold in one wake-up's lateness.
     fn observe(&self, late: Duration) {
-        let old = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        let old = self.0.load(Ordering::Relaxed);
         let new = if late.as_nanos() > u128::from(old) {
             (old + Self::STEP).min(Self::MAX.as_nanos() as u64)
         } else {
             old.saturating_sub(Self::STEP)
         };
-        self.0.store(new, std::sync::atomic::Ordering::Relaxed);
+        self.0.store(new, Ordering::Relaxed);
     }
 }
 
@@ -703,7 +709,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn the_wake_lead_follows_the_median_and_an_early_armed_sleep_is_never_short() {
-        let lead = WakeLead(std::sync::atomic::AtomicU64::new(0));
+        let lead = WakeLead(AtomicU64::new(0));
         // Wake-ups on time, 50 µs and 100 µs late in turn: the estimate settles at the median.
         for k in 0..600u64 {
             lead.observe(Duration::from_micros(k % 3 * 50));
@@ -718,10 +724,9 @@ mod tests {
             lead.observe(Duration::ZERO);
         }
         assert_eq!(lead.get(), Duration::ZERO);
-        WAKE_LEAD.0.store(
-            WakeLead::MAX.as_nanos() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        WAKE_LEAD
+            .0
+            .store(WakeLead::MAX.as_nanos() as u64, Ordering::Relaxed);
         for ms in [0, 1, 2, 5] {
             assert_precise_sleep_not_short(ms).await;
         }
