@@ -159,7 +159,9 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     pub cancel: CancellationToken,
     pub internal: mpsc::UnboundedSender<Internal>,
-    pub publish: mpsc::UnboundedSender<Envelope>,
+    /// Envelopes to gossip, in order; with the peer that already has it (it asked for it as
+    /// a direct answer), which then gets no second copy ([`Client::publish_beyond`]).
+    pub publish: mpsc::UnboundedSender<(Envelope, Option<network::PeerId>)>,
     /// Result signatures already checked here (each is verified once per node).
     pub verified_results: super::verify::VerifiedResults,
     /// The matchmakers whose decisions count here; `None`: any signer's (no list configured).
@@ -245,6 +247,9 @@ pub(crate) struct Core {
     /// While an assignment batch is taken in: this operator's answers to its parts, signed
     /// together once the whole batch is in.
     answering: Option<Vec<Answer>>,
+    /// Who sent the direct request being handled: its answer goes back to it as the reply
+    /// ([`Core::emit_answer`]).
+    requester: Option<PublicKey>,
     /// Assignments this matchmaker decided in the current batch, not signed yet: they leave
     /// as the batch ends anyway, so they are signed then, one batch per operator
     /// ([`Core::send_assignments`]).
@@ -324,6 +329,7 @@ impl Core {
             trusted_by: HashSet::new(),
             submission_push: None,
             answering: None,
+            requester: None,
             unsent: Vec::new(),
             unsigned_verdicts: Vec::new(),
             held_for: HashSet::new(),
@@ -354,7 +360,17 @@ impl Core {
             if let Err(e) = self.sh.store.end_batch() {
                 tracing::error!(error = %e, "store batch commit failed");
             }
+            // The batch is closed: the attempts it admitted start here, before its answers
+            // leave.
+            if let Some(op) = &mut self.op {
+                op.start_admitted(true);
+            }
         } else {
+            // Spawned to start while the batch syncs (it holds the store's write lock until
+            // then; they may wait for it on other threads).
+            if let Some(op) = &mut self.op {
+                op.start_admitted(false);
+            }
             // The batch's own commit is the durable one (one commit, one fsync).
             let started = std::time::Instant::now();
             let store = self.sh.store.clone();
@@ -492,7 +508,27 @@ impl Core {
         let publish = self.sh.publish.clone();
         let out = envelope.clone();
         self.after_commit(move || {
-            let _ = publish.send(out);
+            let _ = publish.send((out, None));
+        });
+        let me = self.sh.me;
+        self.on_message(me, message, Origin::Local);
+        envelope
+    }
+
+    /// [`Self::emit`] of the answer to the direct request being handled
+    /// ([`Core::requester`]): the requester has it as the reply, so gossip carries it only to
+    /// the topic's other followers (none with a lone matchmaker, which would otherwise take
+    /// in every acceptance twice).
+    fn emit_answer(&mut self, message: Message) -> Envelope {
+        let Some(peer) = self.requester.and_then(|k| network::peer_id_of(&k)) else {
+            return self.emit(message);
+        };
+        let envelope = self.seal(&message);
+        self.seen.insert(&envelope);
+        let publish = self.sh.publish.clone();
+        let out = envelope.clone();
+        self.after_commit(move || {
+            let _ = publish.send((out, Some(peer)));
         });
         let me = self.sh.me;
         self.on_message(me, message, Origin::Local);
@@ -531,7 +567,7 @@ impl Core {
                             }
                             return;
                         }
-                        let _ = publish.send(gossip);
+                        let _ = publish.send((gossip, None));
                         if waited.is_err() {
                             answered.await;
                         }
@@ -539,7 +575,7 @@ impl Core {
                 });
             }
             None => self.after_commit(move || {
-                let _ = publish.send(gossip);
+                let _ = publish.send((gossip, None));
             }),
         }
         let me = self.sh.me;
@@ -748,8 +784,11 @@ impl Core {
                     return;
                 }
                 let before = (self.outbox.len(), self.sh.store.deferred_writes());
+                self.requester = Some(envelope.sender);
+                let answer = self.on_message(envelope.sender, message, Origin::Remote);
+                self.requester = None;
                 // Answered once what the request changed is durable.
-                match self.on_message(envelope.sender, message, Origin::Remote) {
+                match answer {
                     Some(reply) => self.after_commit(move || responder.reply(reply)),
                     // It changed nothing that must be durable and produced nothing to
                     // announce (a result handed to the precheck): a bare ack need not wait
@@ -1172,7 +1211,7 @@ impl Core {
             .iter()
             .map(|a| (a.attempt(), matches!(a, Answer::Accepted(_))))
             .collect();
-        let envelope = self.emit(answers_message(answers)?);
+        let envelope = self.emit_answer(answers_message(answers)?);
         for (key, accepted) in keys {
             if accepted {
                 self.assigned_by.insert(key, sender);
@@ -1206,7 +1245,7 @@ impl Core {
             return None;
         }
         let accepted = matches!(answer, Answer::Accepted(_));
-        let envelope = self.emit(answer.into_message());
+        let envelope = self.emit_answer(answer.into_message());
         if accepted {
             self.assigned_by.insert(key, a.matchmaker);
         }
@@ -1281,7 +1320,7 @@ impl Core {
             self.seen.insert(&envelope);
             let publish = self.sh.publish.clone();
             self.after_commit(move || {
-                let _ = publish.send(envelope);
+                let _ = publish.send((envelope, None));
             });
         }
     }

@@ -487,7 +487,7 @@ impl Node {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
-        let (publish_tx, publish_rx) = mpsc::unbounded_channel::<Envelope>();
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel::<(Envelope, Option<PeerId>)>();
         let (commands_tx, commands_rx) = mpsc::channel(1024);
         let notifier = Notifier {
             progress: broadcast::channel(4096).0,
@@ -653,9 +653,13 @@ impl Node {
     }
 }
 
-async fn publisher(client: Client, mut rx: mpsc::UnboundedReceiver<Envelope>) {
-    while let Some(envelope) = rx.recv().await {
-        if let Err(e) = client.publish(&envelope).await {
+async fn publisher(client: Client, mut rx: mpsc::UnboundedReceiver<(Envelope, Option<PeerId>)>) {
+    while let Some((envelope, has_it)) = rx.recv().await {
+        let published = match has_it {
+            Some(peer) => client.publish_beyond(&envelope, peer).await,
+            None => client.publish(&envelope).await,
+        };
+        if let Err(e) = published {
             tracing::debug!(kind = ?envelope.kind, error = %e, "publish failed");
         }
     }

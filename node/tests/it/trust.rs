@@ -479,3 +479,43 @@ async fn an_assignment_reaches_its_operator_before_the_matchmakers_commit_is_dur
     operator.shutdown().await;
     mm.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_answers_reach_a_lone_matchmaker_once() {
+    let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mm = configured_matchmaker(mm_dir.path()).await;
+    let operator = trusting_operator(op_dir.path(), &mm).await;
+    heard_an_advert(&mm).await;
+
+    // 8 tasks on 2 cores and a queue of 4: at least two dispatches, each answered.
+    let (independent, _) = spec::load(
+        "name = \"answers\"\n[[task]]\nid = \"t\"\ncount = 8\nprogram = \"noop@1\"\n",
+        Format::Toml,
+    )
+    .unwrap();
+    let id = mm.api().submit(independent).await.expect("submitted");
+    wait_completed(mm.api(), &id).await;
+    let answers = |what: &str| {
+        metric(
+            &operator,
+            &format!("p2p_gossip_messages_{what}_total{{topic=\"acceptances\"}}"),
+        )
+    };
+    // Each answer went back as its dispatch's reply; the matchmaker, the topic's only
+    // follower, was not sent it a second time by gossip.
+    assert!(answers("unneeded") >= 2.0, "{}", answers("unneeded"));
+    assert_eq!(answers("published"), 0.0);
+    // And nothing was lost: every task ran there and its result was accepted.
+    let accepted = mm
+        .api()
+        .store()
+        .results(&id)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, r)| r.result.operator == operator.public_key())
+        .count();
+    assert_eq!(accepted, 8);
+
+    operator.shutdown().await;
+    mm.shutdown().await;
+}
