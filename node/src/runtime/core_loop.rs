@@ -503,16 +503,7 @@ impl Core {
     /// Sign `message`, apply it locally and queue it for gossip. Returns the envelope (for a
     /// direct reply or send).
     pub fn emit(&mut self, message: Message) -> Envelope {
-        let envelope = self.seal(&message);
-        self.seen.insert(&envelope);
-        let publish = self.sh.publish.clone();
-        let out = envelope.clone();
-        self.after_commit(move || {
-            let _ = publish.send((out, None));
-        });
-        let me = self.sh.me;
-        self.on_message(me, message, Origin::Local);
-        envelope
+        self.emit_beyond(message, None)
     }
 
     /// [`Self::emit`] of the answer to the direct request being handled
@@ -520,15 +511,18 @@ impl Core {
     /// the topic's other followers (none with a lone matchmaker, which would otherwise take
     /// in every acceptance twice).
     fn emit_answer(&mut self, message: Message) -> Envelope {
-        let Some(peer) = self.requester.and_then(|k| network::peer_id_of(&k)) else {
-            return self.emit(message);
-        };
+        let requester = self.requester.and_then(|k| network::peer_id_of(&k));
+        self.emit_beyond(message, requester)
+    }
+
+    /// [`Self::emit`], gossiped beyond `has_it` (a peer that has the envelope already).
+    fn emit_beyond(&mut self, message: Message, has_it: Option<network::PeerId>) -> Envelope {
         let envelope = self.seal(&message);
         self.seen.insert(&envelope);
         let publish = self.sh.publish.clone();
         let out = envelope.clone();
         self.after_commit(move || {
-            let _ = publish.send((out, Some(peer)));
+            let _ = publish.send((out, has_it));
         });
         let me = self.sh.me;
         self.on_message(me, message, Origin::Local);
