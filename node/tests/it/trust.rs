@@ -19,7 +19,7 @@ use proofmesh_protocol::messages::{
     Dispatch, FailureCause, SignedResult, SyncReply, SyncUpdate, Verdict,
 };
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{Envelope, Keypair, Message};
+use proofmesh_protocol::{Envelope, Keypair, Message, WorkflowId};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
@@ -355,6 +355,19 @@ async fn an_operator_runs_a_dispatched_task_definition_on_a_configured_matchmake
     trusting.shutdown().await;
 }
 
+/// Submit a workflow named `name` of 8 independent noop tasks to `mm` and wait for it: more
+/// than a trusting operator's 2 cores and queue of 4 take at once, so at least two dispatches.
+async fn eight_noop_tasks_completed(mm: &NodeHandle, name: &str) -> WorkflowId {
+    let (workflow, _) = spec::load(
+        &format!("name = \"{name}\"\n[[task]]\nid = \"t\"\ncount = 8\nprogram = \"noop@1\"\n"),
+        Format::Toml,
+    )
+    .unwrap();
+    let id = mm.api().submit(workflow).await.expect("submitted");
+    wait_completed(mm.api(), &id).await;
+    id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matchmaker_sends_a_trusting_operator_task_definitions_and_only_the_workflows_it_needs() {
     let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -365,13 +378,7 @@ async fn a_matchmaker_sends_a_trusting_operator_task_definitions_and_only_the_wo
     // Independent tasks take no inputs: the operator runs them from their definitions and
     // is never sent the workflow. More than its 2 cores and queue of 4 take at once, so the
     // last ones go in a later dispatch, with their definitions again.
-    let (independent, _) = spec::load(
-        "name = \"independent\"\n[[task]]\nid = \"t\"\ncount = 8\nprogram = \"noop@1\"\n",
-        Format::Toml,
-    )
-    .unwrap();
-    let independent = mm.api().submit(independent).await.expect("submitted");
-    wait_completed(mm.api(), &independent).await;
+    let independent = eight_noop_tasks_completed(&mm, "independent").await;
     assert!(operator
         .api()
         .store()
@@ -488,13 +495,7 @@ async fn an_operators_answers_reach_a_lone_matchmaker_once() {
     heard_an_advert(&mm).await;
 
     // 8 tasks on 2 cores and a queue of 4: at least two dispatches, each answered.
-    let (independent, _) = spec::load(
-        "name = \"answers\"\n[[task]]\nid = \"t\"\ncount = 8\nprogram = \"noop@1\"\n",
-        Format::Toml,
-    )
-    .unwrap();
-    let id = mm.api().submit(independent).await.expect("submitted");
-    wait_completed(mm.api(), &id).await;
+    let id = eight_noop_tasks_completed(&mm, "answers").await;
     let answers = |what: &str| {
         metric(
             &operator,
