@@ -58,8 +58,9 @@ pub struct OperatorRole {
 /// then waited behind whatever network and core work was queued there (at 32 operators a
 /// 100 ms task ended 1.2 ms late at the median, 2.9 ms at P90, and the next one started that
 /// much later); a thread that mostly sleeps is woken by the kernel at once instead. An attempt
-/// that can start at once stays on the runtime that admitted it, and starts in the core step
-/// that admitted it: without waking another thread, and without waiting its turn there.
+/// that can start at once stays on the runtime that admitted it: it starts without waking
+/// another thread, and on a node whose batch needs no sync (one that only operates) in the
+/// core step that admitted it, without waiting its turn there ([`Supervision::start`]).
 #[derive(Default)]
 struct Supervision {
     runtime: Option<tokio::runtime::Runtime>,
