@@ -29,6 +29,9 @@ const GOSSIP_FRAMING_BYTES: usize = 64 * 1024;
 /// Room for the blob response's encoding around a chunk.
 const BLOB_FRAMING_BYTES: usize = 1024;
 
+/// Peers whose listen addresses identify remembers (least recently seen forgotten first).
+const IDENTIFY_CACHE: usize = 4096;
+
 /// Every protocol a proofmesh peer speaks.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -83,13 +86,21 @@ impl Behaviour {
         kad_config.set_query_timeout(Duration::from_secs(30));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-        // Server mode always: kad's automatic mode waits for a confirmed external address,
-        // which private and loopback networks never get, and would leave every peer a client.
-        kad.set_mode(Some(kad::Mode::Server));
+        // Set explicitly: kad's automatic mode waits for a confirmed external address, which
+        // private and loopback networks never get, and would leave every peer a client.
+        kad.set_mode(Some(if config.kad_server {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
 
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
-                .with_agent_version(format!("proofmesh/{}", env!("CARGO_PKG_VERSION"))),
+                .with_agent_version(format!("proofmesh/{}", env!("CARGO_PKG_VERSION")))
+                // The addresses peers listen on, kept for dialing them again: the only way a
+                // matchmaker finds an operator (a kad client, absent from every routing table)
+                // whose connection closed.
+                .with_cache_size(IDENTIFY_CACHE),
         );
         let ping = ping::Behaviour::new(ping::Config::new());
 

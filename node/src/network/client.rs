@@ -80,6 +80,10 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<PeerId, NetworkError>>,
     },
+    /// Connect to `peer` unless connected or dialing already (see [`Client::reach`]).
+    Reach {
+        peer: PeerId,
+    },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
@@ -398,6 +402,13 @@ impl Client {
     /// Dial `addr` (with or without `/p2p/<peer id>`) and wait for the connection.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NetworkError> {
         self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Make sure a connection to `peer` exists or is being made: dialed at the addresses the
+    /// node knows for it (its routing table, identify's cache), else looked up on the DHT.
+    /// Never waits; a full command queue skips it (the caller asks again).
+    pub fn reach(&self, peer: PeerId) {
+        let _ = self.commands.try_send(Command::Reach { peer });
     }
 
     /// Addresses this node listens on, each ending in `/p2p/<own peer id>`; waits until the

@@ -6,8 +6,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
 use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{identify, Multiaddr, PeerId, Swarm};
 use proofmesh_protocol::{encoding, ContentId, Message};
 use std::collections::{HashMap, VecDeque};
@@ -39,6 +39,9 @@ struct PendingPublish {
     give_up_at_ms: u64,
 }
 
+/// Least time between two DHT lookups of the same unreachable peer ([`Command::Reach`]).
+const LOOKUP_EVERY: Duration = Duration::from_secs(5);
+
 /// Where a computed answer goes.
 enum AnswerTo {
     Direct(direct::ResponseChannel),
@@ -63,6 +66,8 @@ pub struct EventLoop {
     pending_requests: HashMap<OutboundRequestId, (PeerId, RequestReply)>,
     pending_direct: HashMap<direct::RequestId, (PeerId, RequestReply)>,
     pending_dials: HashMap<ConnectionId, (Multiaddr, DialReply)>,
+    /// When each peer whose address was unknown was last looked up ([`Command::Reach`]).
+    lookups: HashMap<PeerId, std::time::Instant>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     answers: FuturesUnordered<Answer>,
     overflow: VecDeque<NetworkEvent>,
@@ -99,6 +104,7 @@ impl EventLoop {
             pending_requests: HashMap::new(),
             pending_direct: HashMap::new(),
             pending_dials: HashMap::new(),
+            lookups: HashMap::new(),
             listen_waiters: Vec::new(),
             answers: FuturesUnordered::new(),
             overflow: VecDeque::new(),
@@ -218,6 +224,30 @@ impl EventLoop {
                             reason: e.to_string(),
                         }));
                     }
+                }
+            }
+            Command::Reach { peer } => {
+                if self.swarm.is_connected(&peer) {
+                    return;
+                }
+                let opts = DialOpts::peer_id(peer)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {}
+                    Err(DialError::NoAddresses) => {
+                        // Rare (a peer never met): one lookup per peer per interval at most.
+                        let now = std::time::Instant::now();
+                        let due = self
+                            .lookups
+                            .get(&peer)
+                            .is_none_or(|t| now.duration_since(*t) >= LOOKUP_EVERY);
+                        if due {
+                            self.lookups.insert(peer, now);
+                            self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "cannot dial"),
                 }
             }
             Command::ListenAddrs { reply } => {

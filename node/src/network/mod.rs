@@ -104,6 +104,10 @@ pub struct NetworkConfig {
     pub clock: Clock,
     /// Where blobs served to other peers are read from.
     pub blobs: Arc<dyn BlobProvider>,
+    /// Run on a connection's own task with each direct request whose envelope checked out
+    /// there (see [`direct::Precheck`]): checks of the message itself that the node would
+    /// otherwise make on its one core task, remembered where the node will find them.
+    pub precheck_message: Option<MessagePrecheck>,
     /// Largest envelope accepted (gossip or direct).
     pub max_message_bytes: usize,
     /// gossipsub tuning.
@@ -126,6 +130,13 @@ pub struct NetworkConfig {
     pub idle_connection_timeout: Duration,
     /// Period of kademlia random walks (peer discovery).
     pub kad_bootstrap_interval: Duration,
+    /// Serve the Kademlia DHT (and so be found by other peers' random walks). A node that only
+    /// operates runs kad as a client: it still finds the network's servers (matchmakers,
+    /// gateways) through them, but other operators never discover and dial it. As a server
+    /// every operator ended up connected to every other one (33 in-process nodes held 619
+    /// connections), and each connection's gossip, pings and polling cost the CPU that an
+    /// operator's next task needed (bench/e2e.md, "Operators run kad as clients").
+    pub kad_server: bool,
     /// Most established connections.
     pub max_connections: u32,
     /// Capacity of the event channel. The loop never waits for the node: beyond this, events
@@ -143,6 +154,7 @@ impl NetworkConfig {
             bootstrap: Vec::new(),
             clock: system_clock(),
             blobs: Arc::new(MemoryBlobProvider::new()),
+            precheck_message: None,
             max_message_bytes: MAX_MESSAGE_BYTES,
             gossip: GossipConfig::default(),
             subscriptions: Topic::ALL.to_vec(),
@@ -154,6 +166,7 @@ impl NetworkConfig {
             request_timeout: Duration::from_secs(30),
             idle_connection_timeout: Duration::from_secs(120),
             kad_bootstrap_interval: Duration::from_secs(60),
+            kad_server: true,
             max_connections: 256,
             event_buffer: 4096,
         }
@@ -463,6 +476,9 @@ pub fn new(
     Ok((client, event_rx, event_loop))
 }
 
+/// See [`NetworkConfig::precheck_message`].
+pub type MessagePrecheck = Arc<dyn Fn(&Message) + Send + Sync>;
+
 /// What a connection's task checks of each direct request it reads (see [`direct::Precheck`]):
 /// the full envelope check, whose success is remembered in `verified`; the event loop checks
 /// again, without the ed25519 verification when it passed here. A request that fails is
@@ -478,9 +494,10 @@ fn direct_precheck(
         config.max_message_bytes,
     );
     let verified = verified.clone();
+    let then = config.precheck_message.clone();
     Arc::new(move |bytes: &[u8]| {
         if let Ok(request) = proofmesh_protocol::encoding::decode::<client::DirectRequest>(bytes) {
-            let _ = validation::check_cached(
+            let checked = validation::check_cached(
                 &request.envelope,
                 None,
                 domain,
@@ -488,6 +505,9 @@ fn direct_precheck(
                 max_bytes,
                 &verified,
             );
+            if let (Ok((_, message, _)), Some(then)) = (checked, &then) {
+                then(&message);
+            }
         }
     })
 }
@@ -513,12 +533,18 @@ mod tests {
     /// A connection's precheck remembers a direct request's envelope as verified only when
     /// its whole check passes; anything else is left for the event loop to judge.
     #[test]
-    fn the_direct_precheck_remembers_only_envelopes_that_verify() {
+    fn the_direct_precheck_remembers_and_hands_on_only_envelopes_that_verify() {
         let domain = Domain {
             network_id: 7,
             chain_id: 1,
         };
-        let config = NetworkConfig::new(domain);
+        let mut config = NetworkConfig::new(domain);
+        // The node's own check of the message runs only on envelopes that verified.
+        let handed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = handed.clone();
+        config.precheck_message = Some(Arc::new(move |m: &Message| {
+            sink.lock().unwrap().push(m.clone());
+        }));
         let verified = validation::SharedVerified::default();
         let precheck = direct_precheck(&config, &verified);
         let kp = Keypair::generate();
@@ -559,8 +585,10 @@ mod tests {
             assert!(!known(bad), "{bad:?} must not count as verified");
         }
         precheck(b"not a direct request");
+        assert!(handed.lock().unwrap().is_empty());
         precheck(&request(&good));
         assert!(known(&good));
         assert_eq!(verified.lock().unwrap().len(), 1);
+        assert_eq!(*handed.lock().unwrap(), vec![heartbeat]);
     }
 }

@@ -1143,6 +1143,14 @@ impl Core {
             Message::MatchmakerAnnounce(a) => {
                 if a.matchmaker != self.sh.me {
                     self.matchmakers.insert(a.matchmaker);
+                    // A node that only operates is a kad client, absent from every routing
+                    // table: a matchmaker that joins or restarts after it cannot find it, so
+                    // it connects to every matchmaker it hears of (a no-op when connected).
+                    if self.mm.is_none() && self.op.is_some() {
+                        if let Some(peer) = network::peer_id_of(&a.matchmaker) {
+                            self.sh.client.reach(peer);
+                        }
+                    }
                 }
             }
             Message::Heartbeat(_) | Message::Result(_) => {}

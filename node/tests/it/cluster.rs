@@ -277,10 +277,16 @@ impl Cluster {
         self.members.iter().filter(|m| m.handle.is_some())
     }
 
+    /// Every running node is connected to every other, except that two operators need not
+    /// be: neither is a kad server, so unless one bootstrapped to the other they never meet.
     async fn wait_connected(&self) {
-        let want = self.running().count() - 1;
         let deadline = Instant::now() + WAIT;
         for m in self.running() {
+            let want = self
+                .running()
+                .filter(|o| o.name != m.name)
+                .filter(|o| !(m.role == Role::Operator && o.role == Role::Operator))
+                .count();
             loop {
                 let peers = m
                     .handle
@@ -1010,4 +1016,91 @@ async fn an_operator_queues_tasks_beyond_its_cores_and_never_oversubscribes_them
     assert_eq!(signed("op", "AnswerBatch"), 1.0);
     assert_eq!(signed("op", "Acceptance"), 1.0);
     cluster.shutdown().await;
+}
+
+/// Start a node of `role` bootstrapped to `bootstrap`, with kad's periodic random walk slowed
+/// to once a minute: what a test sees connect is the work of the first walk and of the node's
+/// own rules, not of a later walk.
+async fn spawn_slow_walking(dir: &Path, role: Role, bootstrap: &[Multiaddr]) -> NodeHandle {
+    let mut o = options(dir, role, bootstrap);
+    o.network.kad_bootstrap_interval = Duration::from_secs(60);
+    Node::spawn(o).await.expect("node starts")
+}
+
+async fn wait_peers(node: &NodeHandle, name: &str, want: &BTreeSet<PeerId>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let peers: BTreeSet<PeerId> = node.peers().await.expect("up").into_iter().collect();
+        if want.is_subset(&peers) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is connected to {peers:?}, wants {want:?}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Operators find the matchmaker they bootstrap to, and through it the network's servers, but
+/// not one another: a node that only operates runs kad as a client, so no one's random walk
+/// turns it up. As servers, every operator ended up connected to every other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_connect_to_matchmakers_not_to_each_other() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mm = spawn_slow_walking(&root.path().join("mm"), Role::Matchmaker, &[]).await;
+    let boot = mm.listen_addrs().to_vec();
+    let mut ops = Vec::new();
+    for i in 0..4 {
+        let dir = root.path().join(format!("op{i}"));
+        ops.push(spawn_slow_walking(&dir, Role::Operator, &boot).await);
+    }
+    let op_peers: BTreeSet<PeerId> = ops
+        .iter()
+        .filter_map(|o| network::peer_id_of(&o.public_key()))
+        .collect();
+    wait_peers(&mm, "the matchmaker", &op_peers).await;
+    // Each operator's first walk (on identifying the matchmaker) has run by now.
+    sleep(Duration::from_millis(1_500)).await;
+    let mm_peer = network::peer_id_of(&mm.public_key()).expect("ed25519 key");
+    for (i, op) in ops.iter().enumerate() {
+        let peers = op.peers().await.expect("up");
+        assert_eq!(
+            peers,
+            vec![mm_peer],
+            "operator {i} is connected to {peers:?}"
+        );
+    }
+    assert_eq!(mm.peers().await.expect("up").len(), ops.len());
+    for op in ops {
+        op.shutdown().await;
+    }
+    mm.shutdown().await;
+}
+
+/// A matchmaker that joins after the operators cannot find them (they are in no routing
+/// table); they connect to it as soon as they hear its announcement, relayed by the matchmaker
+/// they know, so it can dispatch to them if it takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_connect_to_a_matchmaker_that_joins_after_them() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let first = spawn_slow_walking(&root.path().join("mm0"), Role::Matchmaker, &[]).await;
+    let boot = first.listen_addrs().to_vec();
+    let mut ops = Vec::new();
+    for i in 0..2 {
+        let dir = root.path().join(format!("op{i}"));
+        ops.push(spawn_slow_walking(&dir, Role::Operator, &boot).await);
+    }
+    let op_peers: BTreeSet<PeerId> = ops
+        .iter()
+        .filter_map(|o| network::peer_id_of(&o.public_key()))
+        .collect();
+    wait_peers(&first, "mm0", &op_peers).await;
+    let late = spawn_slow_walking(&root.path().join("mm1"), Role::Matchmaker, &boot).await;
+    wait_peers(&late, "mm1", &op_peers).await;
+    for op in ops {
+        op.shutdown().await;
+    }
+    late.shutdown().await;
+    first.shutdown().await;
 }
