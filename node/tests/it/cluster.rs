@@ -1042,17 +1042,17 @@ async fn wait_peers(node: &NodeHandle, name: &str, want: &BTreeSet<PeerId>) {
     }
 }
 
-/// Operators find the matchmaker they bootstrap to, and through it the network's servers, but
-/// not one another: a node that only operates runs kad as a client, so no one's random walk
-/// turns it up. As servers, every operator ended up connected to every other one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn operators_connect_to_matchmakers_not_to_each_other() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let mm = spawn_slow_walking(&root.path().join("mm"), Role::Matchmaker, &[]).await;
+/// A matchmaker and `n` operators bootstrapped to it alone (all walking slowly), once it is
+/// connected to all of them; with the operators' peer ids.
+async fn matchmaker_with_operators(
+    root: &Path,
+    n: usize,
+) -> (NodeHandle, Vec<NodeHandle>, BTreeSet<PeerId>) {
+    let mm = spawn_slow_walking(&root.join("mm"), Role::Matchmaker, &[]).await;
     let boot = mm.listen_addrs().to_vec();
     let mut ops = Vec::new();
-    for i in 0..4 {
-        let dir = root.path().join(format!("op{i}"));
+    for i in 0..n {
+        let dir = root.join(format!("op{i}"));
         ops.push(spawn_slow_walking(&dir, Role::Operator, &boot).await);
     }
     let op_peers: BTreeSet<PeerId> = ops
@@ -1060,6 +1060,16 @@ async fn operators_connect_to_matchmakers_not_to_each_other() {
         .filter_map(|o| network::peer_id_of(&o.public_key()))
         .collect();
     wait_peers(&mm, "the matchmaker", &op_peers).await;
+    (mm, ops, op_peers)
+}
+
+/// Operators find the matchmaker they bootstrap to, and through it the network's servers, but
+/// not one another: a node that only operates runs kad as a client, so no one's random walk
+/// turns it up. As servers, every operator ended up connected to every other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_connect_to_matchmakers_not_to_each_other() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (mm, ops, _) = matchmaker_with_operators(root.path(), 4).await;
     // Each operator's first walk (on identifying the matchmaker) has run by now.
     sleep(Duration::from_millis(1_500)).await;
     let mm_peer = network::peer_id_of(&mm.public_key()).expect("ed25519 key");
@@ -1084,20 +1094,10 @@ async fn operators_connect_to_matchmakers_not_to_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operators_connect_to_a_matchmaker_that_joins_after_them() {
     let root = tempfile::tempdir().expect("temp dir");
-    let first = spawn_slow_walking(&root.path().join("mm0"), Role::Matchmaker, &[]).await;
+    let (first, ops, op_peers) = matchmaker_with_operators(root.path(), 2).await;
     let boot = first.listen_addrs().to_vec();
-    let mut ops = Vec::new();
-    for i in 0..2 {
-        let dir = root.path().join(format!("op{i}"));
-        ops.push(spawn_slow_walking(&dir, Role::Operator, &boot).await);
-    }
-    let op_peers: BTreeSet<PeerId> = ops
-        .iter()
-        .filter_map(|o| network::peer_id_of(&o.public_key()))
-        .collect();
-    wait_peers(&first, "mm0", &op_peers).await;
     let late = spawn_slow_walking(&root.path().join("mm1"), Role::Matchmaker, &boot).await;
-    wait_peers(&late, "mm1", &op_peers).await;
+    wait_peers(&late, "the late matchmaker", &op_peers).await;
     for op in ops {
         op.shutdown().await;
     }
