@@ -485,8 +485,9 @@ impl Node {
         if options.matchmaker.is_some() {
             // A result's own signature is checked where its envelope's was, on the task of the
             // connection it came on, in parallel with other connections' results; the core
-            // finds it verified. On the core, ~50 µs each in series: at 32 operators a round's
-            // results waited there ~3 ms (bench/e2e.md).
+            // finds it verified. On the core it took ~50 µs each in series (a round's 64 results
+            // at 32 operators: ~3 ms of the core's time; the makespan moved within its noise,
+            // bench/e2e.md).
             let verified = verified_results.clone();
             net_config.precheck_message =
                 Some(Arc::new(move |message: &proofmesh_protocol::Message| {
