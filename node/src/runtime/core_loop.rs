@@ -381,30 +381,30 @@ impl Core {
             if let Some(op) = &mut self.op {
                 op.start_admitted(false);
             }
-            // The batch's own commit is the durable one (one commit, one fsync).
-            let started = std::time::Instant::now();
+            // The batch's own commit is the durable one (one commit, one fsync), timed on its
+            // own thread (the core signs meanwhile).
             let store = self.sh.store.clone();
             let delay = self.sh.sync_delay;
             let sync = move || {
+                let started = std::time::Instant::now();
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }
-                store.end_batch_durably()
+                (store.end_batch_durably(), started.elapsed())
             };
             let syncing = tokio::task::spawn_blocking(sync);
             self.send_verdicts();
             self.outbox.extend(assignments_out);
-            let result = match syncing.await {
-                Ok(result) => result,
+            let (result, took) = match syncing.await {
+                Ok(done) => done,
                 // The blocking pool is gone (runtime shutting down): commit here.
-                Err(_) => self.sh.store.end_batch_durably(),
+                Err(_) => {
+                    let started = std::time::Instant::now();
+                    (self.sh.store.end_batch_durably(), started.elapsed())
+                }
             };
             match result {
-                Ok(true) => self
-                    .sh
-                    .metrics
-                    .store_sync
-                    .observe(started.elapsed().as_secs_f64()),
+                Ok(true) => self.sh.metrics.store_sync.observe(took.as_secs_f64()),
                 Ok(false) => {}
                 Err(e) => tracing::error!(error = %e, "store sync failed; announcing anyway"),
             }

@@ -4,6 +4,7 @@ mod batches;
 mod cli_workflow;
 mod cluster;
 mod config;
+mod gossip_order;
 mod network;
 mod rpc;
 mod store;
