@@ -48,7 +48,7 @@ impl Behaviour {
     pub(crate) fn new(
         key: &identity::Keypair,
         config: &NetworkConfig,
-        precheck: super::direct::Precheck,
+        intake: super::direct::Intake,
     ) -> Result<Self, String> {
         let peer_id = key.public().to_peer_id();
 
@@ -71,7 +71,7 @@ impl Behaviour {
             config.max_message_bytes,
             config.max_message_bytes + BLOB_FRAMING_BYTES,
             config.request_timeout,
-            Some(precheck),
+            intake,
         );
         let blob = request_response::Behaviour::with_codec(
             BytesCodec::new(

@@ -12,10 +12,16 @@
 //!
 //! Frame: u32 big-endian length of the rest, u64 big-endian request id, payload. Timeouts are
 //! swept twice a second by the behaviour, not timed per request.
+//!
+//! A request read is taken in on the connection's own task ([`Intake`]: checked and handed
+//! straight to the node), and its answer is written back by that task: neither crosses the
+//! swarm's one task, which every connection's traffic would otherwise queue behind.
 
 use asynchronous_codec::{Decoder, Encoder, Framed};
 use bytes::{Buf, BufMut, BytesMut};
-use futures::{SinkExt, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, SinkExt, StreamExt};
 use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::ReadyUpgrade;
 use libp2p::core::Endpoint;
@@ -51,30 +57,27 @@ const ID_BYTES: usize = 8;
 /// Identifies an outbound request until its answer or failure.
 pub(crate) type RequestId = u64;
 
-/// Run on the connection's own task on each request read, before the request reaches the
-/// swarm's one task: there the node checks the envelope's signature (remembering what
-/// verified), so requests from many peers are checked in parallel rather than one after
-/// another on the event loop, which then finds them verified.
-pub(crate) type Precheck = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+/// Takes in each request read from `peer`, on the connection's own task: the node checks it
+/// (the envelope's signature included), so requests from many peers are checked in parallel,
+/// and hands it to its core.
+pub(crate) type Intake = std::sync::Arc<dyn Fn(PeerId, Vec<u8>) -> Taken + Send + Sync>;
 
-/// Where the answer to an inbound request goes: the stream it came on.
-#[derive(Debug)]
-pub(crate) struct ResponseChannel {
-    peer: PeerId,
-    connection: ConnectionId,
-    stream: u64,
-    id: RequestId,
+/// What the node made of a request.
+pub(crate) enum Taken {
+    /// The answer, at once (a refusal).
+    Answer(Vec<u8>),
+    /// Handed to the node; `answer` resolves to the answer's bytes. With `queued`, the node's
+    /// queue was full: the request goes in once it resolves, and the connection reads no
+    /// further request meanwhile (the peer then waits on the stream's flow control).
+    Later {
+        queued: Option<BoxFuture<'static, ()>>,
+        answer: BoxFuture<'static, Vec<u8>>,
+    },
 }
 
 /// What the behaviour reports.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A peer's request; answer it with [`Behaviour::send_response`].
-    Request {
-        peer: PeerId,
-        request: Vec<u8>,
-        channel: ResponseChannel,
-    },
     /// The answer to one of our requests.
     Response { id: RequestId, response: Vec<u8> },
     /// One of our requests got no answer: `error` says why.
@@ -101,17 +104,17 @@ pub(crate) struct Behaviour {
     pending: HashMap<RequestId, Pending>,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
     sweep: Option<tokio::time::Interval>,
-    precheck: Option<Precheck>,
+    intake: Intake,
 }
 
 impl Behaviour {
     /// Requests up to `max_request` bytes, answers up to `max_response`, each failed after
-    /// `timeout` without an answer; each request read goes through `precheck` first.
+    /// `timeout` without an answer; each request read goes to `intake`.
     pub(crate) fn new(
         max_request: usize,
         max_response: usize,
         timeout: Duration,
-        precheck: Option<Precheck>,
+        intake: Intake,
     ) -> Self {
         Behaviour {
             max_request,
@@ -123,7 +126,7 @@ impl Behaviour {
             pending: HashMap::new(),
             events: VecDeque::new(),
             sweep: None,
-            precheck,
+            intake,
         }
     }
 
@@ -162,31 +165,6 @@ impl Behaviour {
         id
     }
 
-    /// Answer an inbound request; `Err(data)` if its connection is gone.
-    pub(crate) fn send_response(
-        &mut self,
-        channel: ResponseChannel,
-        data: Vec<u8>,
-    ) -> Result<(), Vec<u8>> {
-        let open = self
-            .connections
-            .get(&channel.peer)
-            .is_some_and(|c| c.contains(&channel.connection));
-        if !open {
-            return Err(data);
-        }
-        self.events.push_back(ToSwarm::NotifyHandler {
-            peer_id: channel.peer,
-            handler: NotifyHandler::One(channel.connection),
-            event: FromBehaviour::Respond {
-                stream: channel.stream,
-                id: channel.id,
-                data,
-            },
-        });
-        Ok(())
-    }
-
     fn fail(&mut self, id: RequestId, error: String) {
         if self.pending.remove(&id).is_some() {
             self.events
@@ -194,8 +172,13 @@ impl Behaviour {
         }
     }
 
-    fn handler(&self) -> Handler {
-        Handler::new(self.max_request, self.max_response, self.precheck.clone())
+    fn handler(&self, peer: PeerId) -> Handler {
+        Handler::new(
+            self.max_request,
+            self.max_response,
+            peer,
+            self.intake.clone(),
+        )
     }
 }
 
@@ -206,22 +189,22 @@ impl NetworkBehaviour for Behaviour {
     fn handle_established_inbound_connection(
         &mut self,
         _: ConnectionId,
-        _: PeerId,
+        peer: PeerId,
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler())
+        Ok(self.handler(peer))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         _: ConnectionId,
-        _: PeerId,
+        peer: PeerId,
         _: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler())
+        Ok(self.handler(peer))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
@@ -283,20 +266,8 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
+        let _ = connection;
         match event {
-            ToBehaviour::Request { stream, id, data } => {
-                self.events
-                    .push_back(ToSwarm::GenerateEvent(Event::Request {
-                        peer,
-                        request: data,
-                        channel: ResponseChannel {
-                            peer,
-                            connection,
-                            stream,
-                            id,
-                        },
-                    }))
-            }
             ToBehaviour::Response { id, data } => {
                 if self.pending.remove(&id).is_some() {
                     self.events
@@ -374,11 +345,6 @@ pub(crate) enum FromBehaviour {
         id: RequestId,
         data: Vec<u8>,
     },
-    Respond {
-        stream: u64,
-        id: RequestId,
-        data: Vec<u8>,
-    },
     /// A request timed out: no longer waited for (nor sent, if still queued).
     Forget {
         id: RequestId,
@@ -388,22 +354,9 @@ pub(crate) enum FromBehaviour {
 /// From a connection's handler to the behaviour.
 #[derive(Debug)]
 pub(crate) enum ToBehaviour {
-    Request {
-        stream: u64,
-        id: RequestId,
-        data: Vec<u8>,
-    },
-    Response {
-        id: RequestId,
-        data: Vec<u8>,
-    },
-    OutboundFailed {
-        ids: Vec<RequestId>,
-        error: String,
-    },
-    InboundFailed {
-        error: String,
-    },
+    Response { id: RequestId, data: Vec<u8> },
+    OutboundFailed { ids: Vec<RequestId>, error: String },
+    InboundFailed { error: String },
 }
 
 /// A peer's stream of requests to us, and our answers waiting to go back on it.
@@ -427,11 +380,16 @@ pub(crate) struct Handler {
     inbound: HashMap<u64, Inbound>,
     next_stream: u64,
     events: VecDeque<ToBehaviour>,
-    precheck: Option<Precheck>,
+    peer: PeerId,
+    intake: Intake,
+    /// Answers the node has yet to give: each resolves to its stream, request id and bytes.
+    answering: FuturesUnordered<BoxFuture<'static, (u64, RequestId, Vec<u8>)>>,
+    /// A request waiting for room in the node's queue; no request is read until it is in.
+    queued: Option<BoxFuture<'static, ()>>,
 }
 
 impl Handler {
-    fn new(max_request: usize, max_response: usize, precheck: Option<Precheck>) -> Self {
+    fn new(max_request: usize, max_response: usize, peer: PeerId, intake: Intake) -> Self {
         Handler {
             max_request,
             max_response,
@@ -442,7 +400,10 @@ impl Handler {
             inbound: HashMap::new(),
             next_stream: 0,
             events: VecDeque::new(),
-            precheck,
+            peer,
+            intake,
+            answering: FuturesUnordered::new(),
+            queued: None,
         }
     }
 
@@ -488,42 +449,76 @@ impl Handler {
         None
     }
 
-    /// Write answers on, and read requests from, the peer's streams; `Some` for an event.
+    /// Take in the node's answers, read requests from the peer's streams (each handed to the
+    /// intake) and write the answers back; `Some` for an event.
     fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Option<ToBehaviour> {
+        self.take_answers(cx);
+        if let Some(queued) = &mut self.queued {
+            if queued.poll_unpin(cx).is_ready() {
+                self.queued = None;
+            }
+        }
         let mut closed = Vec::new();
-        let mut event = None;
         for (&index, s) in self.inbound.iter_mut() {
-            let mut failed = write_queued(&mut s.framed, &mut s.answers, cx, |_| {}).err();
-            if failed.is_none() && s.unanswered < MAX_UNANSWERED {
+            let mut failed = None;
+            while self.queued.is_none() && s.unanswered < MAX_UNANSWERED {
                 match s.framed.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok((id, data)))) => {
-                        if let Some(precheck) = &self.precheck {
-                            precheck(&data);
+                    Poll::Ready(Some(Ok((id, data)))) => match (self.intake)(self.peer, data) {
+                        Taken::Answer(bytes) => s.answers.push_back((id, bytes)),
+                        Taken::Later { queued, answer } => {
+                            s.unanswered += 1;
+                            self.answering
+                                .push(answer.map(move |bytes| (index, id, bytes)).boxed());
+                            if let Some(mut queued) = queued {
+                                // Polled here so that it wakes this task once in.
+                                if queued.poll_unpin(cx).is_pending() {
+                                    self.queued = Some(queued);
+                                }
+                            }
                         }
-                        s.unanswered += 1;
-                        event = Some(ToBehaviour::Request {
-                            stream: index,
-                            id,
-                            data,
-                        });
+                    },
+                    Poll::Ready(Some(Err(e))) => {
+                        failed = Some(e.to_string());
+                        break;
                     }
-                    Poll::Ready(Some(Err(e))) => failed = Some(e.to_string()),
-                    Poll::Ready(None) => closed.push(index), // the peer is done with it
-                    Poll::Pending => {}
+                    Poll::Ready(None) => {
+                        closed.push(index); // the peer is done with it
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
+            }
+            if failed.is_none() {
+                failed = write_queued(&mut s.framed, &mut s.answers, cx, |_| {}).err();
             }
             if let Some(error) = failed {
                 closed.push(index);
                 self.events.push_back(ToBehaviour::InboundFailed { error });
             }
-            if event.is_some() {
-                break;
-            }
         }
         for index in closed {
             self.inbound.remove(&index);
         }
-        event.or_else(|| self.events.pop_front())
+        // Answers handed over above are polled once here, which registers their wake-ups; one
+        // given already is written on the next poll.
+        if self.take_answers(cx) {
+            cx.waker().wake_by_ref();
+        }
+        self.events.pop_front()
+    }
+
+    /// Queue the answers the node has given on their streams; whether there were any.
+    fn take_answers(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut any = false;
+        while let Poll::Ready(Some((stream, id, bytes))) = self.answering.poll_next_unpin(cx) {
+            any = true;
+            // A stream gone meanwhile: the peer failed that request already.
+            if let Some(s) = self.inbound.get_mut(&stream) {
+                s.unanswered = s.unanswered.saturating_sub(1);
+                s.answers.push_back((id, bytes));
+            }
+        }
+        any
     }
 }
 
@@ -542,6 +537,8 @@ impl ConnectionHandler for Handler {
     fn connection_keep_alive(&self) -> bool {
         !self.queue.is_empty()
             || !self.in_flight.is_empty()
+            || !self.answering.is_empty()
+            || self.queued.is_some()
             || self.inbound.values().any(|s| !s.answers.is_empty())
     }
 
@@ -551,13 +548,6 @@ impl ConnectionHandler for Handler {
             FromBehaviour::Forget { id } => {
                 self.in_flight.remove(&id);
                 self.queue.retain(|(q, _)| *q != id);
-            }
-            FromBehaviour::Respond { stream, id, data } => {
-                // A stream gone meanwhile: the peer failed that request already.
-                if let Some(s) = self.inbound.get_mut(&stream) {
-                    s.unanswered = s.unanswered.saturating_sub(1);
-                    s.answers.push_back((id, data));
-                }
             }
         }
     }
@@ -724,7 +714,8 @@ mod tests {
 
     #[test]
     fn a_forgotten_request_is_neither_sent_nor_waited_for() {
-        let mut handler = Handler::new(16, 16, None);
+        let intake: Intake = std::sync::Arc::new(|_, _| Taken::Answer(Vec::new()));
+        let mut handler = Handler::new(16, 16, PeerId::random(), intake);
         assert!(!handler.connection_keep_alive());
         handler.on_behaviour_event(FromBehaviour::Send {
             id: 1,

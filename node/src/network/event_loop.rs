@@ -9,22 +9,21 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{identify, Multiaddr, PeerId, Swarm};
-use proofmesh_protocol::{encoding, ContentId, Message};
+use proofmesh_protocol::encoding;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::attachments::{self, SharedAttachments};
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::blob::{BlobProvider, BlobRequest, BlobResponse};
-use super::client::{Command, DirectRequest, DirectWire, OwnEnvelope, Protocol, PublishOutcome};
+use super::client::{Command, OwnEnvelope, Protocol, PublishOutcome};
 use super::direct;
 use super::metrics::NetworkMetrics;
 use super::topics::Topic;
-use super::validation::{self, ReplayGuard, Seen, Via};
-use super::{DirectReply, DirectResponder, NetworkConfig, NetworkError, NetworkEvent};
+use super::validation::{self, Seen, Via};
+use super::{NetworkConfig, NetworkError, NetworkEvent};
 
 /// Events held for a node that is not keeping up, beyond its channel's capacity.
 const OVERFLOW_MAX: usize = 65_536;
@@ -42,13 +41,8 @@ struct PendingPublish {
 /// Least time between two DHT lookups of the same unreachable peer ([`Command::Reach`]).
 const LOOKUP_EVERY: Duration = Duration::from_secs(5);
 
-/// Where a computed answer goes.
-enum AnswerTo {
-    Direct(direct::ResponseChannel),
-    Blob(ResponseChannel<Vec<u8>>),
-}
-
-type Answer = BoxFuture<'static, (AnswerTo, Vec<u8>)>;
+/// A blob request's answer, once computed.
+type Answer = BoxFuture<'static, (ResponseChannel<Vec<u8>>, Vec<u8>)>;
 type RequestReply = oneshot::Sender<Result<Vec<u8>, NetworkError>>;
 type DialReply = oneshot::Sender<Result<PeerId, NetworkError>>;
 
@@ -61,7 +55,7 @@ pub struct EventLoop {
     metrics: NetworkMetrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     bootstrap: Vec<Multiaddr>,
-    guard: ReplayGuard,
+    guard: validation::SharedGuard,
     pending_publish: VecDeque<PendingPublish>,
     pending_requests: HashMap<OutboundRequestId, (PeerId, RequestReply)>,
     pending_direct: HashMap<direct::RequestId, (PeerId, RequestReply)>,
@@ -73,7 +67,6 @@ pub struct EventLoop {
     overflow: VecDeque<NetworkEvent>,
     kad_ready: bool,
     verified: validation::SharedVerified,
-    attachments: SharedAttachments,
 }
 
 impl EventLoop {
@@ -87,15 +80,14 @@ impl EventLoop {
         libp2p_metrics: libp2p::metrics::Metrics,
         bootstrap: Vec<Multiaddr>,
         verified: validation::SharedVerified,
-        attachments: SharedAttachments,
+        guard: validation::SharedGuard,
     ) -> Self {
         EventLoop {
             verified,
-            attachments,
             swarm,
             commands,
             events,
-            guard: ReplayGuard::new(config.replay_guard_capacity),
+            guard,
             config,
             metrics,
             libp2p_metrics,
@@ -132,12 +124,8 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                Some((to, bytes)) = self.answers.next(), if !self.answers.is_empty() => {
-                    let behaviour = self.swarm.behaviour_mut();
-                    let sent = match to {
-                        AnswerTo::Direct(channel) => behaviour.direct.send_response(channel, bytes),
-                        AnswerTo::Blob(channel) => behaviour.blob.send_response(channel, bytes),
-                    };
+                Some((channel, bytes)) = self.answers.next(), if !self.answers.is_empty() => {
+                    let sent = self.swarm.behaviour_mut().blob.send_response(channel, bytes);
                     if sent.is_err() {
                         tracing::debug!("requester went away before the answer");
                     }
@@ -304,8 +292,12 @@ impl EventLoop {
         let give_up_at_ms = match &own {
             Some(own) => {
                 // Remember our own envelope so an echo is never delivered back to us.
-                self.guard
-                    .observe(&own.envelope, own.digest, Via::Gossip, now);
+                validation::lock_guard(&self.guard).observe(
+                    &own.envelope,
+                    own.digest,
+                    Via::Gossip,
+                    now,
+                );
                 own.envelope.expires_at_ms
             }
             None => now.saturating_add(RAW_PUBLISH_PATIENCE.as_millis() as u64),
@@ -529,7 +521,13 @@ impl EventLoop {
                         self.report(&message_id, &propagation_source, MessageAcceptance::Reject);
                     }
                     Ok((envelope, msg, digest)) => {
-                        match self.guard.observe(&envelope, digest, Via::Gossip, now) {
+                        let seen = validation::lock_guard(&self.guard).observe(
+                            &envelope,
+                            digest,
+                            Via::Gossip,
+                            now,
+                        );
+                        match seen {
                             Seen::New => {
                                 self.metrics.received(topic.name());
                                 self.report(
@@ -594,11 +592,6 @@ impl EventLoop {
 
     fn on_direct(&mut self, event: direct::Event) {
         match event {
-            direct::Event::Request {
-                peer,
-                request,
-                channel,
-            } => self.on_direct_request(peer, request, channel),
             direct::Event::Response { id, response } => {
                 self.metrics.direct("outbound", "answered");
                 self.answer_direct(id, Ok(response));
@@ -609,108 +602,6 @@ impl EventLoop {
             }
             direct::Event::InboundFailure { peer, error } => {
                 tracing::debug!(%peer, %error, "inbound direct stream failed");
-            }
-        }
-    }
-
-    fn on_direct_request(
-        &mut self,
-        peer: PeerId,
-        request: Vec<u8>,
-        channel: direct::ResponseChannel,
-    ) {
-        let now = (self.config.clock)();
-        let reject = |reason: String| encoding::encode(&DirectWire::Rejected(reason));
-        let request = match encoding::decode::<DirectRequest>(&request) {
-            Ok(request) => request,
-            Err(e) => {
-                self.metrics.direct("inbound", "undecodable");
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .direct
-                    .send_response(channel, reject(format!("undecodable direct request: {e}")));
-                return;
-            }
-        };
-        let checked = validation::check_cached(
-            &request.envelope,
-            None,
-            self.config.domain,
-            now,
-            self.config.max_message_bytes,
-            &self.verified,
-        );
-        let (envelope, message, digest) = match checked {
-            Ok(ok) => ok,
-            Err(invalid) => {
-                self.metrics.direct("inbound", invalid.label());
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .direct
-                    .send_response(channel, reject(invalid.to_string()));
-                return;
-            }
-        };
-        if self.guard.observe(&envelope, digest, Via::Direct, now) == Seen::Duplicate {
-            self.metrics.direct("inbound", "duplicate");
-            let reason = format!(
-                "duplicate nonce {} from {}",
-                envelope.nonce, envelope.sender
-            );
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .direct
-                .send_response(channel, reject(reason));
-            return;
-        }
-        if !request.attachments.is_empty() {
-            self.keep_attachments(&peer, &message, request.attachments);
-        }
-        self.metrics.direct("inbound", "delivered");
-        let (tx, rx) = oneshot::channel();
-        let limit = self.config.max_message_bytes;
-        self.answers.push(Box::pin(async move {
-            let bytes = direct_answer_bytes(rx.await.ok(), limit);
-            (AnswerTo::Direct(channel), bytes)
-        }));
-        self.emit(NetworkEvent::DirectRequest {
-            from: peer,
-            envelope,
-            message,
-            responder: DirectResponder { tx },
-        });
-    }
-
-    /// Keep the blobs attached to a direct request for the work that will want them (a
-    /// result's check, a task's inputs), each only if it is an output the (already
-    /// validated) message names; anything else is dropped, and that work fetches as it would
-    /// have without an attachment.
-    fn keep_attachments(&mut self, peer: &PeerId, message: &Message, blobs: Vec<Vec<u8>>) {
-        let named: Vec<(ContentId, u64)> = match message {
-            Message::Result(r) => vec![(r.result.output, r.result.output_bytes)],
-            Message::SyncReply(reply) => reply
-                .workflows
-                .iter()
-                .flat_map(|u| &u.accepted)
-                .map(|r| (r.result.output, r.result.output_bytes))
-                .collect(),
-            Message::Dispatch(d) => d
-                .inputs
-                .iter()
-                .map(|r| (r.result.output, r.result.output_bytes))
-                .collect(),
-            _ => Vec::new(),
-        };
-        for bytes in blobs {
-            let id = ContentId::of_bytes(&bytes);
-            if named.contains(&(id, bytes.len() as u64)) {
-                attachments::lock(&self.attachments).insert(id, bytes);
-            } else {
-                tracing::debug!(%peer, kind = ?message.kind(), "dropped a direct attachment the message does not name");
-                self.metrics.direct("inbound", "attachment_dropped");
             }
         }
     }
@@ -729,7 +620,7 @@ impl EventLoop {
                         if let BlobResponse::Error(e) = &response {
                             tracing::debug!(%peer, error = %e, "blob request failed");
                         }
-                        (AnswerTo::Blob(channel), encoding::encode(&response))
+                        (channel, encoding::encode(&response))
                     }));
                 }
                 request_response::Message::Response {
@@ -759,26 +650,6 @@ fn answer_request<K: std::hash::Hash + Eq>(
     }
 }
 
-/// The bytes answering a direct request (`None`: the node dropped it unanswered). An answer
-/// over `limit` becomes a refusal naming its size: the requester's stream would refuse the
-/// oversized frame and fail, and with it every other request on that connection.
-fn direct_answer_bytes(reply: Option<DirectReply>, limit: usize) -> Vec<u8> {
-    let wire = match reply {
-        Some(DirectReply::Ack) => DirectWire::Ack,
-        Some(DirectReply::Reply(envelope)) => DirectWire::Reply(envelope.to_bytes()),
-        Some(DirectReply::Reject(reason)) => DirectWire::Rejected(reason),
-        None => DirectWire::Rejected("the node dropped the request without answering".into()),
-    };
-    let bytes = encoding::encode(&wire);
-    if bytes.len() <= limit {
-        return bytes;
-    }
-    encoding::encode(&DirectWire::Rejected(format!(
-        "the answer of {} bytes exceeds the {limit}-byte message limit",
-        bytes.len()
-    )))
-}
-
 /// Answer one blob chunk request from the provider, on a blocking thread (it may read disk).
 async fn serve_blob(
     provider: Arc<dyn BlobProvider>,
@@ -805,47 +676,5 @@ async fn serve_blob(
         Ok(Ok(None)) => BlobResponse::NotFound,
         Ok(Err(e)) => BlobResponse::Error(format!("reading blob {}: {e}", id.short())),
         Err(e) => BlobResponse::Error(format!("blob reader panicked: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proofmesh_protocol::messages::Heartbeat;
-    use proofmesh_protocol::{Domain, Envelope, Keypair};
-
-    #[test]
-    fn an_answer_over_the_limit_becomes_a_refusal_naming_its_size() {
-        let kp = Keypair::generate();
-        let heartbeat = Message::Heartbeat(Heartbeat {
-            operator: kp.public(),
-            at_ms: 1,
-            running: Vec::new(),
-        });
-        let domain = Domain {
-            network_id: 1,
-            chain_id: 1,
-        };
-        let envelope = Envelope::seal(&kp, domain, &heartbeat, 1, u64::MAX);
-        let fits = direct_answer_bytes(Some(DirectReply::Reply(envelope.clone())), 1 << 20);
-        assert_eq!(
-            encoding::decode::<DirectWire>(&fits).unwrap(),
-            DirectWire::Reply(envelope.to_bytes())
-        );
-        let limit = envelope.to_bytes().len() / 2;
-        let refused = direct_answer_bytes(Some(DirectReply::Reply(envelope)), limit);
-        match encoding::decode::<DirectWire>(&refused).unwrap() {
-            DirectWire::Rejected(reason) => {
-                assert!(
-                    reason.contains(&format!("exceeds the {limit}-byte")),
-                    "{reason}"
-                )
-            }
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-        assert_eq!(
-            encoding::decode::<DirectWire>(&direct_answer_bytes(None, limit)).unwrap(),
-            DirectWire::Rejected("the node dropped the request without answering".into())
-        );
     }
 }

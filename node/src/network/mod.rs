@@ -29,6 +29,7 @@ pub mod codec;
 mod direct;
 mod event_loop;
 pub mod identity;
+mod intake;
 pub mod metrics;
 pub mod topics;
 pub mod validation;
@@ -396,7 +397,20 @@ pub fn new(
 
     let behaviour_config = config.clone();
     let verified = validation::SharedVerified::default();
-    let precheck = direct_precheck(&config, &verified);
+    let guard: validation::SharedGuard = Arc::new(std::sync::Mutex::new(
+        validation::ReplayGuard::new(config.replay_guard_capacity),
+    ));
+    let attachments = attachments::SharedAttachments::default();
+    let (event_tx, event_rx) = mpsc::channel(config.event_buffer.max(1));
+    let intake = intake::Intake::new(
+        &config,
+        verified.clone(),
+        guard.clone(),
+        attachments.clone(),
+        metrics.clone(),
+        event_tx.clone(),
+    )
+    .into_fn();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -407,7 +421,7 @@ pub fn new(
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key| {
-            behaviour::Behaviour::new(key, &behaviour_config, precheck)
+            behaviour::Behaviour::new(key, &behaviour_config, intake)
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
@@ -453,8 +467,6 @@ pub fn new(
 
     let local_peer_id = *swarm.local_peer_id();
     let (command_tx, command_rx) = mpsc::channel(1024);
-    let (event_tx, event_rx) = mpsc::channel(config.event_buffer.max(1));
-    let attachments = attachments::SharedAttachments::default();
     let client = Client::new(
         command_tx,
         local_peer_id,
@@ -471,46 +483,13 @@ pub fn new(
         libp2p_metrics,
         bootstrap,
         verified,
-        attachments,
+        guard,
     );
     Ok((client, event_rx, event_loop))
 }
 
 /// See [`NetworkConfig::precheck_message`].
 pub type MessagePrecheck = Arc<dyn Fn(&Message) + Send + Sync>;
-
-/// What a connection's task checks of each direct request it reads (see [`direct::Precheck`]):
-/// the full envelope check, whose success is remembered in `verified`; the event loop checks
-/// again, without the ed25519 verification when it passed here. A request that fails is
-/// judged (and answered) by the event loop alone, which checks it again: an invalid request
-/// costs its check twice.
-fn direct_precheck(
-    config: &NetworkConfig,
-    verified: &validation::SharedVerified,
-) -> direct::Precheck {
-    let (domain, clock, max_bytes) = (
-        config.domain,
-        config.clock.clone(),
-        config.max_message_bytes,
-    );
-    let verified = verified.clone();
-    let then = config.precheck_message.clone();
-    Arc::new(move |bytes: &[u8]| {
-        if let Ok(request) = proofmesh_protocol::encoding::decode::<client::DirectRequest>(bytes) {
-            let checked = validation::check_cached(
-                &request.envelope,
-                None,
-                domain,
-                clock(),
-                max_bytes,
-                &verified,
-            );
-            if let (Ok((_, message, _)), Some(then)) = (checked, &then) {
-                then(&message);
-            }
-        }
-    })
-}
 
 /// [`new`], with the event loop spawned on the current tokio runtime. It stops when every
 /// [`Client`] clone is dropped.
@@ -522,73 +501,4 @@ pub fn spawn(
     let (client, events, event_loop) = new(config, keypair, registry)?;
     tokio::spawn(event_loop.run());
     Ok((client, events))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proofmesh_protocol::encoding;
-    use proofmesh_protocol::messages::Heartbeat;
-
-    /// A connection's precheck remembers a direct request's envelope as verified only when
-    /// its whole check passes; anything else is left for the event loop to judge.
-    #[test]
-    fn the_direct_precheck_remembers_and_hands_on_only_envelopes_that_verify() {
-        let domain = Domain {
-            network_id: 7,
-            chain_id: 1,
-        };
-        let mut config = NetworkConfig::new(domain);
-        // The node's own check of the message runs only on envelopes that verified.
-        let handed = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = handed.clone();
-        config.precheck_message = Some(Arc::new(move |m: &Message| {
-            sink.lock().unwrap().push(m.clone());
-        }));
-        let verified = validation::SharedVerified::default();
-        let precheck = direct_precheck(&config, &verified);
-        let kp = Keypair::generate();
-        let heartbeat = Message::Heartbeat(Heartbeat {
-            operator: kp.public(),
-            at_ms: 1,
-            running: Vec::new(),
-        });
-        let request = |envelope: &Envelope| {
-            encoding::encode(&client::DirectRequest {
-                envelope: envelope.to_bytes(),
-                attachments: vec![b"an output".to_vec()],
-            })
-        };
-        let known = |envelope: &Envelope| {
-            verified
-                .lock()
-                .unwrap()
-                .contains(blake3::hash(&envelope.to_bytes()).as_bytes())
-        };
-
-        let good = Envelope::seal(&kp, domain, &heartbeat, 1, u64::MAX);
-        let mut forged = Envelope::seal(&kp, domain, &heartbeat, 2, u64::MAX);
-        forged.sender = Keypair::generate().public();
-        let other_network = Envelope::seal(
-            &kp,
-            Domain {
-                network_id: 8,
-                chain_id: 1,
-            },
-            &heartbeat,
-            3,
-            u64::MAX,
-        );
-        let expired = Envelope::seal(&kp, domain, &heartbeat, 4, 1);
-        for bad in [&forged, &other_network, &expired] {
-            precheck(&request(bad));
-            assert!(!known(bad), "{bad:?} must not count as verified");
-        }
-        precheck(b"not a direct request");
-        assert!(handed.lock().unwrap().is_empty());
-        precheck(&request(&good));
-        assert!(known(&good));
-        assert_eq!(verified.lock().unwrap().len(), 1);
-        assert_eq!(*handed.lock().unwrap(), vec![heartbeat]);
-    }
 }

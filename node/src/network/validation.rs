@@ -160,6 +160,17 @@ struct Entry {
     direct: bool,
 }
 
+/// One [`ReplayGuard`] for the swarm's task (gossip) and every connection's (direct requests).
+pub type SharedGuard = std::sync::Arc<std::sync::Mutex<ReplayGuard>>;
+
+/// The shared guard, locked (a panic while holding it leaves it usable: every update is one
+/// insert or removal).
+pub fn lock_guard(guard: &SharedGuard) -> std::sync::MutexGuard<'_, ReplayGuard> {
+    guard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Bounded memory of `(sender, nonce)` pairs until their envelopes expire.
 ///
 /// An entry is forgotten once its envelope has expired (the expiry check rejects it from then
