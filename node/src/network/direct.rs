@@ -48,6 +48,10 @@ const MAX_INBOUND_STREAMS: usize = 4;
 /// are: the peer then waits on the stream's flow control, and a flood costs it, not us.
 const MAX_UNANSWERED: usize = 256;
 
+/// Requests read per stream in one poll, after which the task yields (and polls again) so that
+/// a peer's burst does not hold the connection's other protocols back.
+const READS_PER_POLL: usize = 32;
+
 /// How often expired requests are failed.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -263,10 +267,9 @@ impl NetworkBehaviour for Behaviour {
     fn on_connection_handler_event(
         &mut self,
         peer: PeerId,
-        connection: ConnectionId,
+        _connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        let _ = connection;
         match event {
             ToBehaviour::Response { id, data } => {
                 if self.pending.remove(&id).is_some() {
@@ -461,7 +464,13 @@ impl Handler {
         let mut closed = Vec::new();
         for (&index, s) in self.inbound.iter_mut() {
             let mut failed = None;
+            let mut reads = 0;
             while self.queued.is_none() && s.unanswered < MAX_UNANSWERED {
+                if reads == READS_PER_POLL {
+                    cx.waker().wake_by_ref();
+                    break;
+                }
+                reads += 1;
                 match s.framed.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok((id, data)))) => match (self.intake)(self.peer, data) {
                         Taken::Answer(bytes) => s.answers.push_back((id, bytes)),

@@ -1,5 +1,6 @@
-//! The event loop: owns the swarm and `select!`s over swarm events, client commands, answers
-//! from the node to direct requests, blob reads, and the publish-retry and discovery timers.
+//! The event loop: owns the swarm and `select!`s over swarm events, client commands, blob
+//! reads, and the publish-retry and discovery timers. Peers' direct requests do not come
+//! through here: each connection's task takes them in (`intake`).
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};

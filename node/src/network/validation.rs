@@ -163,8 +163,8 @@ struct Entry {
 /// One [`ReplayGuard`] for the swarm's task (gossip) and every connection's (direct requests).
 pub type SharedGuard = std::sync::Arc<std::sync::Mutex<ReplayGuard>>;
 
-/// The shared guard, locked (a panic while holding it leaves it usable: every update is one
-/// insert or removal).
+/// The shared guard, locked (a poisoned lock is taken over: a panic midway through an update
+/// can at worst forget an entry early or keep one too long).
 pub fn lock_guard(guard: &SharedGuard) -> std::sync::MutexGuard<'_, ReplayGuard> {
     guard
         .lock()
