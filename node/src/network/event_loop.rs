@@ -232,6 +232,10 @@ impl EventLoop {
                             .get(&peer)
                             .is_none_or(|t| now.duration_since(*t) >= LOOKUP_EVERY);
                         if due {
+                            // Forget lookups past their interval: the map stays as small as
+                            // the set of peers looked up lately.
+                            self.lookups
+                                .retain(|_, t| now.duration_since(*t) < LOOKUP_EVERY);
                             self.lookups.insert(peer, now);
                             self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                         }

@@ -60,12 +60,11 @@ impl Intake {
 
     /// The function each connection's handler calls.
     pub(crate) fn into_fn(self) -> direct::Intake {
-        let intake = Arc::new(self);
-        Arc::new(move |peer, request| intake.take(peer, &request))
+        Arc::new(move |peer, request| self.take(peer, &request))
     }
 
     /// Take in one request from `peer`.
-    pub(crate) fn take(&self, peer: PeerId, request: &[u8]) -> Taken {
+    fn take(&self, peer: PeerId, request: &[u8]) -> Taken {
         let now = (self.clock)();
         let reject =
             |reason: String| Taken::Answer(encoding::encode(&DirectWire::Rejected(reason)));

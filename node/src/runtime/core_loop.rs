@@ -362,7 +362,7 @@ impl Core {
             || !assignments_out.is_empty()
             || !self.unsigned_verdicts.is_empty()
             || self.progress.holds_durable();
-        if !announces || !self.sh.store.needs_sync() {
+        let syncing = if !announces || !self.sh.store.needs_sync() {
             // Nothing to make durable first: end the batch at once (it holds the store's
             // write lock).
             if let Err(e) = self.sh.store.end_batch() {
@@ -373,35 +373,27 @@ impl Core {
             if let Some(op) = &mut self.op {
                 op.start_admitted(true);
             }
-            self.send_verdicts();
-            self.outbox.extend(assignments_out);
+            None
         } else {
             // Spawned to start while the batch syncs (it holds the store's write lock until
             // then; they may wait for it on other threads).
             if let Some(op) = &mut self.op {
                 op.start_admitted(false);
             }
-            // The batch's own commit is the durable one (one commit, one fsync), timed on its
-            // own thread (the core signs meanwhile).
-            let store = self.sh.store.clone();
-            let delay = self.sh.sync_delay;
-            let sync = move || {
-                let started = std::time::Instant::now();
-                if !delay.is_zero() {
-                    std::thread::sleep(delay);
-                }
-                (store.end_batch_durably(), started.elapsed())
-            };
-            let syncing = tokio::task::spawn_blocking(sync);
-            self.send_verdicts();
-            self.outbox.extend(assignments_out);
+            // The batch's own commit is the durable one (one commit, one fsync).
+            let (store, delay) = (self.sh.store.clone(), self.sh.sync_delay);
+            Some(tokio::task::spawn_blocking(move || {
+                durable_commit(&store, delay)
+            }))
+        };
+        // Signed while the disk syncs, if it does.
+        self.send_verdicts();
+        self.outbox.extend(assignments_out);
+        if let Some(syncing) = syncing {
             let (result, took) = match syncing.await {
                 Ok(done) => done,
                 // The blocking pool is gone (runtime shutting down): commit here.
-                Err(_) => {
-                    let started = std::time::Instant::now();
-                    (self.sh.store.end_batch_durably(), started.elapsed())
-                }
+                Err(_) => durable_commit(&self.sh.store, self.sh.sync_delay),
             };
             match result {
                 Ok(true) => self.sh.metrics.store_sync.observe(took.as_secs_f64()),
@@ -647,6 +639,19 @@ impl Core {
             self.after_commit(send);
         }
     }
+}
+
+/// End the store's batch with a durable commit, timed (`delay`: a test's slow disk, see
+/// [`Shared::sync_delay`]).
+fn durable_commit(
+    store: &Store,
+    delay: Duration,
+) -> (Result<bool, crate::store::StoreError>, Duration) {
+    let started = std::time::Instant::now();
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    (store.end_batch_durably(), started.elapsed())
 }
 
 /// What only a matchmaker decides: announcing itself, assigning and cancelling tasks, failing
