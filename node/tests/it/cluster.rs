@@ -280,32 +280,14 @@ impl Cluster {
     /// Every running node is connected to every other, except that two operators need not
     /// be: neither is a kad server, so unless one bootstrapped to the other they never meet.
     async fn wait_connected(&self) {
-        let deadline = Instant::now() + WAIT;
         for m in self.running() {
-            let want = self
+            let want: BTreeSet<PeerId> = self
                 .running()
                 .filter(|o| o.name != m.name)
                 .filter(|o| !(m.role == Role::Operator && o.role == Role::Operator))
-                .count();
-            loop {
-                let peers = m
-                    .handle
-                    .as_ref()
-                    .expect("up")
-                    .peers()
-                    .await
-                    .expect("network up");
-                if peers.len() >= want {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} sees {} peers, wants {want}",
-                    m.name,
-                    peers.len()
-                );
-                sleep(Duration::from_millis(50)).await;
-            }
+                .filter_map(|o| network::peer_id_of(&o.handle.as_ref().expect("up").public_key()))
+                .collect();
+            wait_peers(m.handle.as_ref().expect("up"), &m.name, &want).await;
         }
     }
 
