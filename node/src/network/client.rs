@@ -321,9 +321,9 @@ impl Client {
             DirectWire::Ack => Ok(None),
             DirectWire::Rejected(reason) => Err(NetworkError::Rejected { peer, reason }),
             DirectWire::Reply(bytes) => {
-                let (envelope, message, _) = validation::check_cached(
+                let (envelope, message, _) = validation::check_direct(
                     &bytes,
-                    None,
+                    &peer,
                     self.domain,
                     (self.clock)(),
                     self.max_message_bytes,

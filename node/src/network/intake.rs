@@ -75,9 +75,9 @@ impl Intake {
                 return reject(format!("undecodable direct request: {e}"));
             }
         };
-        let checked = validation::check_cached(
+        let checked = validation::check_direct(
             &request.envelope,
-            None,
+            &peer,
             self.domain,
             now,
             self.max_message_bytes,

@@ -130,6 +130,35 @@ pub fn check_cached(
     Ok((envelope, message, digest))
 }
 
+/// [`check_cached`] for an envelope that arrived on a direct connection from `peer` (a
+/// request on it, or the answer to one of ours). When the envelope's sender is that peer, the
+/// connection's noise handshake, keyed by the same ed25519 key, already proved who sent these
+/// bytes, so the signature is not checked again: a matchmaker checked two per task this way
+/// (each operator's answer and its result), an operator one (its assignments), ~50 µs each
+/// (bench/e2e.md, stop 31). Every other check still runs.
+///
+/// Nothing such an envelope carries is later shown to anyone as signed: evidence is an
+/// acceptance's Ethereum signature or a result's own signature, both checked where they are
+/// used, and a node publishes only envelopes it sealed itself. Its digest is not remembered as
+/// verified, so a gossip copy of the same bytes is checked in full (a sender cannot get a bad
+/// signature forwarded on gossip under this node's name).
+pub fn check_direct(
+    bytes: &[u8],
+    peer: &libp2p::PeerId,
+    domain: Domain,
+    now_ms: u64,
+    max_bytes: usize,
+    verified: &SharedVerified,
+) -> Result<(Envelope, Message, [u8; 32]), Invalid> {
+    let envelope = decode_routed(bytes, None, max_bytes)?;
+    if super::peer_id_of(&envelope.sender).as_ref() != Some(peer) {
+        return check_cached(bytes, None, domain, now_ms, max_bytes, verified);
+    }
+    let digest = *blake3::hash(bytes).as_bytes();
+    let message = envelope.open_verified(domain, now_ms)?;
+    Ok((envelope, message, digest))
+}
+
 /// How a message reached us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -381,6 +410,82 @@ mod tests {
             .lock()
             .unwrap()
             .contains(blake3::hash(&forged).as_bytes()));
+    }
+
+    #[test]
+    fn a_direct_envelope_from_its_own_sender_skips_only_the_signature() {
+        let kp = Keypair::generate();
+        let other = Keypair::generate();
+        let peer = crate::network::peer_id_of(&kp.public()).unwrap();
+        let verified = SharedVerified::default();
+        let label = |r: Result<_, Invalid>| r.err().map(|e| e.label());
+        // A bad signature from the connection's own peer: the handshake vouches for the bytes.
+        let mut unsigned = heartbeat(&kp, 1, 0, 1_000);
+        unsigned.nonce = 2;
+        let unsigned = unsigned.to_bytes();
+        let (envelope, _, digest) =
+            check_direct(&unsigned, &peer, DOMAIN, 500, 1 << 20, &verified).unwrap();
+        assert_eq!(envelope.nonce, 2);
+        // ... and is not remembered as verified (a gossip copy is checked in full).
+        assert!(!verified.lock().unwrap().contains(&digest));
+        assert_eq!(
+            label(check_cached(
+                &unsigned,
+                None,
+                DOMAIN,
+                500,
+                1 << 20,
+                &verified
+            )),
+            Some("bad_signature")
+        );
+        // Everything else is still checked.
+        assert_eq!(
+            label(check_direct(
+                &unsigned,
+                &peer,
+                DOMAIN,
+                1_001,
+                1 << 20,
+                &verified
+            )),
+            Some("expired")
+        );
+        let other_chain = Domain {
+            chain_id: 1,
+            ..DOMAIN
+        };
+        assert_eq!(
+            label(check_direct(
+                &unsigned,
+                &peer,
+                other_chain,
+                500,
+                1 << 20,
+                &verified
+            )),
+            Some("wrong_chain")
+        );
+        assert_eq!(
+            label(check_direct(&unsigned, &peer, DOMAIN, 500, 10, &verified)),
+            Some("oversized")
+        );
+        // Another signer's envelope relayed by this peer is verified as usual.
+        let mut relayed = heartbeat(&other, 1, 0, 1_000);
+        relayed.nonce = 2;
+        assert_eq!(
+            label(check_direct(
+                &relayed.to_bytes(),
+                &peer,
+                DOMAIN,
+                500,
+                1 << 20,
+                &verified
+            )),
+            Some("bad_signature")
+        );
+        let good = heartbeat(&other, 3, 0, 1_000).to_bytes();
+        assert!(check_direct(&good, &peer, DOMAIN, 500, 1 << 20, &verified).is_ok());
     }
 
     #[test]
