@@ -469,13 +469,26 @@ async fn direct_request_response_round_trip() {
         "{replay:?}"
     );
 
-    // A badly signed request is refused too.
-    let mut forged = assignment(&matchmaker.keypair, &operator.keypair, 2);
+    // A badly signed request in another signer's name is refused too: the connection's
+    // handshake vouches only for its own peer.
+    let stranger = Keypair::generate();
+    let mut forged = assignment(&stranger, &operator.keypair, 2);
     forged.signature.0[5] ^= 0x10;
     let refused = matchmaker.client.send_direct(peer, &forged).await;
     assert!(
         matches!(&refused, Err(NetworkError::Rejected { reason, .. }) if reason.contains("signature")),
         "{refused:?}"
+    );
+    // The connection's own peer needs no signature check: its noise handshake proved who sent
+    // the bytes (`validation::check_direct`).
+    let mut unchecked = assignment(&matchmaker.keypair, &operator.keypair, 4);
+    unchecked.signature.0[5] ^= 0x10;
+    let taken = timeout(WAIT, matchmaker.client.send_direct(peer, &unchecked))
+        .await
+        .expect("answer in time");
+    assert!(
+        matches!(&taken, Ok(Some((_, Message::Acceptance(_))))),
+        "{taken:?}"
     );
 
     // The node's own refusal reaches the requester.
