@@ -62,8 +62,8 @@ const ID_BYTES: usize = 8;
 pub(crate) type RequestId = u64;
 
 /// Takes in each request read from `peer`, on the connection's own task: the node checks it
-/// (the envelope's signature included), so requests from many peers are checked in parallel,
-/// and hands it to its core.
+/// (a relayed envelope's signature included), so requests from many peers are checked in
+/// parallel, and hands it to its core.
 pub(crate) type Intake = std::sync::Arc<dyn Fn(PeerId, Vec<u8>) -> Taken + Send + Sync>;
 
 /// What the node made of a request.

@@ -1,6 +1,7 @@
 //! Direct requests taken in on the task of the connection they came on ([`direct::Intake`]):
-//! decoded, checked (the envelope's signature included, remembered in the shared verified
-//! set), screened against replays, their attachments kept, then handed straight to the node,
+//! decoded, checked (the envelope's signature too, unless the connection's own peer signed it:
+//! its handshake proved that already, see [`validation::check_direct`]), screened against
+//! replays, their attachments kept, then handed straight to the node,
 //! whose answer that task writes back. Through the swarm's one task, a request and its answer
 //! each crossed one more task (tens of µs each on a busy node, bench/e2e.md), and every
 //! connection's requests queued behind that task's other work.
