@@ -105,8 +105,8 @@ pub struct NetworkConfig {
     pub clock: Clock,
     /// Where blobs served to other peers are read from.
     pub blobs: Arc<dyn BlobProvider>,
-    /// Run on a connection's own task with each direct request whose envelope checked out
-    /// there (see [`direct::Precheck`]): checks of the message itself that the node would
+    /// Run on a connection's own task with each new direct request whose envelope checked out
+    /// there (see `intake.rs`): checks of the message itself that the node would
     /// otherwise make on its one core task, remembered where the node will find them.
     pub precheck_message: Option<MessagePrecheck>,
     /// Largest envelope accepted (gossip or direct).
