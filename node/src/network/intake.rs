@@ -33,7 +33,7 @@ pub(crate) struct Intake {
     attachments: SharedAttachments,
     metrics: NetworkMetrics,
     events: mpsc::Sender<NetworkEvent>,
-    /// The node's own check of a message that verified ([`NetworkConfig::precheck_message`]).
+    /// The node's own check of a message that checked out ([`NetworkConfig::precheck_message`]).
     then: Option<MessagePrecheck>,
 }
 

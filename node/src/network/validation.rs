@@ -113,6 +113,17 @@ pub fn check_cached(
     verified: &SharedVerified,
 ) -> Result<(Envelope, Message, [u8; 32]), Invalid> {
     let envelope = decode_routed(bytes, topic, max_bytes)?;
+    open_cached(envelope, bytes, domain, now_ms, verified)
+}
+
+/// [`check_cached`]'s checks after decoding `envelope` from `bytes`.
+fn open_cached(
+    envelope: Envelope,
+    bytes: &[u8],
+    domain: Domain,
+    now_ms: u64,
+    verified: &SharedVerified,
+) -> Result<(Envelope, Message, [u8; 32]), Invalid> {
     let digest = *blake3::hash(bytes).as_bytes();
     let lock = || {
         verified
@@ -152,7 +163,7 @@ pub fn check_direct(
 ) -> Result<(Envelope, Message, [u8; 32]), Invalid> {
     let envelope = decode_routed(bytes, None, max_bytes)?;
     if super::peer_id_of(&envelope.sender).as_ref() != Some(peer) {
-        return check_cached(bytes, None, domain, now_ms, max_bytes, verified);
+        return open_cached(envelope, bytes, domain, now_ms, verified);
     }
     let digest = *blake3::hash(bytes).as_bytes();
     let message = envelope.open_verified(domain, now_ms)?;

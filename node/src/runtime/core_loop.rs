@@ -354,9 +354,7 @@ impl Core {
     /// task whose dependencies it has not seen accepted.
     async fn commit(&mut self) {
         let assignments_from = self.outbox.len();
-        while !self.unsent.is_empty() {
-            self.send_assignments();
-        }
+        self.send_assignments();
         let assignments_out = self.outbox.split_off(assignments_from);
         let announces = !self.outbox.is_empty()
             || !assignments_out.is_empty()
