@@ -148,6 +148,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     let workflow = spec::load(&text, Format::Toml).context("bench workflow")?.0;
     let api = mm.api().clone();
     let mut progress = api.subscribe();
+    let cpu_before = super::bench_pipeline::process_cpu();
     let started = Instant::now();
     let id = api.submit(workflow).await.context("submitting")?;
     let mut assigned: HashMap<u32, Instant> = HashMap::new();
@@ -184,6 +185,14 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let wall = started.elapsed();
+    // This process's CPU per task: every node's with operators in-process, the matchmaker's
+    // alone with `--processes` (theirs is not this process's).
+    let cpu_ms_per_task =
+        super::bench_pipeline::process_cpu()
+            .zip(cpu_before)
+            .map_or(f64::NAN, |(after, before)| {
+                after.saturating_sub(before).as_secs_f64() * 1000.0 / f64::from(args.tasks)
+            });
     let submit_to_assign = submit_latency(
         &api,
         &mut progress,
@@ -209,7 +218,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     drop(processes);
     mm.shutdown().await;
     println!(
-        "mode={} program={} operators={} queue_depth={} tasks={} measured={} wall_s={:.3} tasks_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} submit_assign_n={} submit_assign_p50_ms={:.3} submit_assign_p99_ms={:.3}",
+        "mode={} program={} operators={} queue_depth={} tasks={} measured={} wall_s={:.3} tasks_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} submit_assign_n={} submit_assign_p50_ms={:.3} submit_assign_p99_ms={:.3} cpu_ms_per_task={cpu_ms_per_task:.3}",
         if args.processes {
             "processes"
         } else {

@@ -337,10 +337,14 @@ impl Net {
         let mut progress = api.subscribe();
         let stage_of: Vec<String> = workflow.tasks.iter().map(|t| stage(&t.name)).collect();
         let submitted_ms = epoch_ms();
+        let cpu_before = process_cpu();
         let started = Instant::now();
         let id = api.submit(workflow).await.context("submitting")?;
         wait_final(&mut progress, &id, Duration::from_secs(600)).await?;
         let makespan = started.elapsed();
+        let cpu = process_cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after.saturating_sub(before));
         let results = api.store().results(&id)?;
         let since = |ms: u64| ms.saturating_sub(submitted_ms) as f64;
         let starts = results.iter().map(|(_, r)| since(r.result.started_ms));
@@ -384,6 +388,7 @@ impl Net {
             stages,
             last_start_ms: starts.fold(0.0, f64::max),
             last_finish_ms: finishes.fold(0.0, f64::max),
+            cpu,
         })
     }
 
@@ -435,6 +440,22 @@ struct Run {
     /// When the last accepted attempt finished; the rest of the makespan is the last
     /// results' trip back, their checks and the verdicts' commit.
     last_finish_ms: f64,
+    /// CPU time this process (every node of an in-process network) used from the submission
+    /// to completion; `None` where it cannot be read.
+    cpu: Option<Duration>,
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; clock ticks
+/// of 10 ms, fine against a run's hundreds of ms of CPU). `None` elsewhere.
+pub(super) fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, hence the last ')'): state is
+    // field 3, utime and stime are fields 14 and 15.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux ABI Rust targets.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// The accepted attempts of one stage of a workflow: the tasks named `NAME` or `NAME[i]`
@@ -564,12 +585,14 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let ideal = ideal(&workflow, u64::from(args.operators) * u64::from(args.slots))?;
     let net = Net::start(args.operators, args.slots, args.queue_depth).await?;
     let mut spans = Vec::new();
+    let mut cpu = Some(Duration::ZERO);
     let signed_before = net.envelopes_signed();
     for run in 0..args.runs {
         // A distinct name per run: the same workflow id would be "already known".
         let mut w = workflow.clone();
         w.name = format!("{}-run{run}", w.name);
         let r = net.run(w).await?;
+        cpu = cpu.zip(r.cpu).map(|(sum, used)| sum + used);
         let t = r.makespan.as_secs_f64() * 1000.0;
         // When each stage ran (ms after the submission): where the makespan's excess sits.
         let stages: Vec<String> = r.stages.iter().map(Stage::to_string).collect();
@@ -584,9 +607,13 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let best = spans.iter().copied().fold(f64::INFINITY, f64::min);
     let med = median(&mut spans);
     let n = workflow.tasks.len() as f64;
+    // CPU of the whole in-process network per task, over every run (NaN where unreadable).
+    let cpu_per_task = cpu.map_or(f64::NAN, |c| {
+        c.as_secs_f64() * 1000.0 / (n * f64::from(args.runs))
+    });
     println!(
         "operators={} slots={} queue_depth={} tasks={} critical_ms={:.1} work_slot_ms={:.1} ideal_ms={:.1} list_ms={:.1} \
-         makespan_ms={:.1} best_ms={:.1} overhead_per_task_slot_ms={:.3} envelopes_signed_per_task={:.2} efficiency={:.4} efficiency_best={:.4}",
+         makespan_ms={:.1} best_ms={:.1} overhead_per_task_slot_ms={:.3} envelopes_signed_per_task={:.2} cpu_ms_per_task={cpu_per_task:.3} efficiency={:.4} efficiency_best={:.4}",
         args.operators,
         args.slots,
         args.queue_depth,
@@ -626,6 +653,9 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     let ideal_ms = (u64::from(args.rounds) * args.ms) as f64;
     let mut results: Vec<(u32, f64)> = Vec::new();
     let mut phases: Vec<(u32, f64, f64, f64)> = Vec::new();
+    // Per count: CPU per task (ms) and the share of the cores busy over the makespan.
+    let mut cpu: Vec<(u32, f64, f64)> = Vec::new();
+    let cores = f64::from(proofmesh_operator::discovery::cpu_cores());
     for &p in &counts {
         let net = Net::start(p, args.slots, args.queue_depth).await?;
         let tasks = p * args.slots * args.rounds;
@@ -649,6 +679,10 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
             best.last_start_ms,
             best.last_finish_ms,
         );
+        if let Some(used) = best.cpu {
+            let used_ms = used.as_secs_f64() * 1000.0;
+            cpu.push((p, used_ms / f64::from(tasks), used_ms / (ms * cores)));
+        }
         results.push((p, ms));
         phases.push((
             p,
@@ -674,6 +708,13 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     for (p, first_wave, last_start, after_last_finish) in &phases {
         line.push_str(&format!(
             " first_wave_{p}_ms={first_wave:.0} last_start_{p}_ms={last_start:.0} after_last_finish_{p}_ms={after_last_finish:.0}"
+        ));
+    }
+    // What the whole network cost: every node shares this machine's cores, so past some
+    // count the CPU the orchestration needs per round, not the scheduling, sets the pace.
+    for (p, per_task, busy) in &cpu {
+        line.push_str(&format!(
+            " cpu_ms_per_task_{p}={per_task:.3} cpu_busy_{p}={busy:.3}"
         ));
     }
     println!("{line}");
@@ -775,6 +816,24 @@ mod tests {
 
     fn load(text: &str) -> Workflow {
         spec::load(text, Format::Toml).expect("valid").0
+    }
+
+    /// The benches' CPU accounting reads this process's own clock: it moves with work done
+    /// here, in whole ticks.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_cpu_counts_this_process_work() {
+        let before = process_cpu().expect("/proc/self/stat is readable on Linux");
+        assert_eq!(before.as_millis() % 10, 0, "a whole number of 10 ms ticks");
+        let started = Instant::now();
+        let mut spins = 0u64;
+        while process_cpu().expect("readable") < before + Duration::from_millis(30) {
+            spins = std::hint::black_box(spins + 1);
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "30 s of busy work never reached 30 ms of CPU ({spins} reads)"
+            );
+        }
     }
 
     #[test]
