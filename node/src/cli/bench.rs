@@ -185,8 +185,8 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let wall = started.elapsed();
-    // This process's CPU per task: every node's with operators in-process, the matchmaker's
-    // alone with `--processes` (theirs is not this process's).
+    // This process's CPU per task: in-process, every node's; with `--processes`, the
+    // matchmaker's alone (the operators' is their own processes').
     let cpu_ms_per_task =
         super::bench_pipeline::process_cpu()
             .zip(cpu_before)

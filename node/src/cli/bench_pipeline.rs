@@ -454,7 +454,7 @@ pub(super) fn process_cpu() -> Option<Duration> {
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux ABI Rust targets.
+    // The kernel reports these in USER_HZ, 100 on every architecture Rust targets on Linux.
     Some(Duration::from_millis(ticks * 10))
 }
 
