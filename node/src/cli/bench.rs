@@ -148,7 +148,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     let workflow = spec::load(&text, Format::Toml).context("bench workflow")?.0;
     let api = mm.api().clone();
     let mut progress = api.subscribe();
-    let cpu_before = super::bench_pipeline::process_cpu();
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let id = api.submit(workflow).await.context("submitting")?;
     let mut assigned: HashMap<u32, Instant> = HashMap::new();
@@ -187,12 +187,11 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     let wall = started.elapsed();
     // This process's CPU per task: in-process, every node's; with `--processes`, the
     // matchmaker's alone (the operators' is their own processes').
-    let cpu_ms_per_task =
-        super::bench_pipeline::process_cpu()
-            .zip(cpu_before)
-            .map_or(f64::NAN, |(after, before)| {
-                after.saturating_sub(before).as_secs_f64() * 1000.0 / f64::from(args.tasks)
-            });
+    let cpu_ms_per_task = process_cpu()
+        .zip(cpu_before)
+        .map_or(f64::NAN, |(after, before)| {
+            after.saturating_sub(before).as_secs_f64() * 1000.0 / f64::from(args.tasks)
+        });
     let submit_to_assign = submit_latency(
         &api,
         &mut progress,
@@ -349,6 +348,19 @@ impl Drop for OperatorProcess {
     }
 }
 
+/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; clock ticks
+/// of 10 ms, fine against a run's hundreds of ms of CPU). `None` elsewhere.
+pub(crate) fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, hence the last ')'): state is
+    // field 3, utime and stime are fields 14 and 15.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports these in USER_HZ, 100 on every architecture Rust targets on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Options for an in-process benchmark node: the test options (loopback, port 0, a temp dir)
 /// with the network's production timings, so that a benchmark does not pay test-only chatter
 /// a deployment would not (gossipsub heartbeats every 100 ms and a kademlia bootstrap every
@@ -408,4 +420,27 @@ pub(crate) fn builtin_operator_node(
     op.heartbeat_interval = Duration::from_millis(200);
     o.operator = Some(op);
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The benches' CPU accounting reads this process's own clock: it moves with work done
+    /// here, in whole ticks.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_cpu_counts_this_process_work() {
+        let before = process_cpu().expect("/proc/self/stat is readable on Linux");
+        assert_eq!(before.as_millis() % 10, 0, "a whole number of 10 ms ticks");
+        let started = Instant::now();
+        let mut spins = 0u64;
+        while process_cpu().expect("readable") < before + Duration::from_millis(30) {
+            spins = std::hint::black_box(spins + 1);
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "30 s of busy work never reached 30 ms of CPU ({spins} reads)"
+            );
+        }
+    }
 }

@@ -337,12 +337,12 @@ impl Net {
         let mut progress = api.subscribe();
         let stage_of: Vec<String> = workflow.tasks.iter().map(|t| stage(&t.name)).collect();
         let submitted_ms = epoch_ms();
-        let cpu_before = process_cpu();
+        let cpu_before = super::bench::process_cpu();
         let started = Instant::now();
         let id = api.submit(workflow).await.context("submitting")?;
         wait_final(&mut progress, &id, Duration::from_secs(600)).await?;
         let makespan = started.elapsed();
-        let cpu = process_cpu()
+        let cpu = super::bench::process_cpu()
             .zip(cpu_before)
             .map(|(after, before)| after.saturating_sub(before));
         let results = api.store().results(&id)?;
@@ -443,19 +443,6 @@ struct Run {
     /// CPU time this process (every node of an in-process network) used from the submission
     /// to completion; `None` where it cannot be read.
     cpu: Option<Duration>,
-}
-
-/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; clock ticks
-/// of 10 ms, fine against a run's hundreds of ms of CPU). `None` elsewhere.
-pub(super) fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces, hence the last ')'): state is
-    // field 3, utime and stime are fields 14 and 15.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // The kernel reports these in USER_HZ, 100 on every architecture Rust targets on Linux.
-    Some(Duration::from_millis(ticks * 10))
 }
 
 /// The accepted attempts of one stage of a workflow: the tasks named `NAME` or `NAME[i]`
@@ -816,24 +803,6 @@ mod tests {
 
     fn load(text: &str) -> Workflow {
         spec::load(text, Format::Toml).expect("valid").0
-    }
-
-    /// The benches' CPU accounting reads this process's own clock: it moves with work done
-    /// here, in whole ticks.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn process_cpu_counts_this_process_work() {
-        let before = process_cpu().expect("/proc/self/stat is readable on Linux");
-        assert_eq!(before.as_millis() % 10, 0, "a whole number of 10 ms ticks");
-        let started = Instant::now();
-        let mut spins = 0u64;
-        while process_cpu().expect("readable") < before + Duration::from_millis(30) {
-            spins = std::hint::black_box(spins + 1);
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "30 s of busy work never reached 30 ms of CPU ({spins} reads)"
-            );
-        }
     }
 
     #[test]

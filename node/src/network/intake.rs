@@ -199,7 +199,9 @@ mod tests {
 
     /// A connection takes in a request only when its whole check passes (remembering it as
     /// verified and running the node's own check only then), once per nonce, and hands it
-    /// to the node in order, waiting for room when the node's queue is full.
+    /// to the node in order, waiting for room when the node's queue is full. The connection's
+    /// peer here is not the envelopes' signer, so every signature is checked (the own-peer
+    /// case is `validation`'s test).
     #[tokio::test]
     async fn a_connection_hands_on_only_requests_that_verify_once_each_in_order() {
         let domain = Domain {
