@@ -148,7 +148,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     let workflow = spec::load(&text, Format::Toml).context("bench workflow")?.0;
     let api = mm.api().clone();
     let mut progress = api.subscribe();
-    let cpu_before = process_cpu();
+    let cpu = CpuMeter::start();
     let started = Instant::now();
     let id = api.submit(workflow).await.context("submitting")?;
     let mut assigned: HashMap<u32, Instant> = HashMap::new();
@@ -187,11 +187,9 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     let wall = started.elapsed();
     // This process's CPU per task: in-process, every node's; with `--processes`, the
     // matchmaker's alone (the operators' is their own processes').
-    let cpu_ms_per_task = process_cpu()
-        .zip(cpu_before)
-        .map_or(f64::NAN, |(after, before)| {
-            after.saturating_sub(before).as_secs_f64() * 1000.0 / f64::from(args.tasks)
-        });
+    let cpu_ms_per_task = cpu.used().map_or(f64::NAN, |used| {
+        used.as_secs_f64() * 1000.0 / f64::from(args.tasks)
+    });
     let submit_to_assign = submit_latency(
         &api,
         &mut progress,
@@ -350,7 +348,7 @@ impl Drop for OperatorProcess {
 
 /// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; clock ticks
 /// of 10 ms, fine against a run's hundreds of ms of CPU). `None` elsewhere.
-pub(crate) fn process_cpu() -> Option<Duration> {
+fn process_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces, hence the last ')'): state is
     // field 3, utime and stime are fields 14 and 15.
@@ -359,6 +357,22 @@ pub(crate) fn process_cpu() -> Option<Duration> {
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // The kernel reports these in USER_HZ, 100 on every architecture Rust targets on Linux.
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// This process's CPU time since [`CpuMeter::start`] (see [`process_cpu`]).
+pub(crate) struct CpuMeter(Option<Duration>);
+
+impl CpuMeter {
+    pub(crate) fn start() -> Self {
+        CpuMeter(process_cpu())
+    }
+
+    /// CPU used since the start; `None` where it cannot be read.
+    pub(crate) fn used(&self) -> Option<Duration> {
+        process_cpu()
+            .zip(self.0)
+            .map(|(now, start)| now.saturating_sub(start))
+    }
 }
 
 /// Options for an in-process benchmark node: the test options (loopback, port 0, a temp dir)

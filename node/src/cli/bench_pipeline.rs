@@ -337,14 +337,12 @@ impl Net {
         let mut progress = api.subscribe();
         let stage_of: Vec<String> = workflow.tasks.iter().map(|t| stage(&t.name)).collect();
         let submitted_ms = epoch_ms();
-        let cpu_before = super::bench::process_cpu();
+        let cpu = super::bench::CpuMeter::start();
         let started = Instant::now();
         let id = api.submit(workflow).await.context("submitting")?;
         wait_final(&mut progress, &id, Duration::from_secs(600)).await?;
         let makespan = started.elapsed();
-        let cpu = super::bench::process_cpu()
-            .zip(cpu_before)
-            .map(|(after, before)| after.saturating_sub(before));
+        let cpu = cpu.used();
         let results = api.store().results(&id)?;
         let since = |ms: u64| ms.saturating_sub(submitted_ms) as f64;
         let starts = results.iter().map(|(_, r)| since(r.result.started_ms));
