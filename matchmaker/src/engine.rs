@@ -1112,25 +1112,26 @@ impl State {
         wf.workflow.tasks = Vec::new();
     }
 
+    /// Tell the operator of a released attempt (`inf`, of task `i`) to stop it.
+    fn emit_cancel(&mut self, w: u32, i: u32, inf: &Inflight, reason: AttemptCause) {
+        let cancel = Decision::Cancel {
+            workflow: self.wfs[w as usize].id,
+            task: i,
+            attempt: inf.attempt,
+            operator: self.ops[inf.op as usize].key,
+            reason,
+        };
+        self.emit(w, cancel);
+    }
+
     /// End the current attempt of a task and requeue it, or fail the workflow when its attempts
     /// are used up. `cancel`: tell the operator to stop (it may still be running it).
     fn end_attempt(&mut self, w: u32, i: u32, cause: AttemptCause, cancel: bool) {
         let Some(inf) = self.release_inflight(w, i) else {
             return;
         };
-        let operator = self.ops[inf.op as usize].key;
         if cancel {
-            let id = self.wfs[w as usize].id;
-            self.emit(
-                w,
-                Decision::Cancel {
-                    workflow: id,
-                    task: i,
-                    attempt: inf.attempt,
-                    operator,
-                    reason: cause.clone(),
-                },
-            );
+            self.emit_cancel(w, i, &inf, cause.clone());
         }
         let counts = cause.counts();
         let lost = cause == AttemptCause::OperatorDown;
@@ -1147,7 +1148,7 @@ impl State {
         }
         slot.history.push(AttemptRecord {
             attempt: inf.attempt,
-            operator,
+            operator: self.ops[inf.op as usize].key,
             cause,
         });
         if counts {
@@ -1205,18 +1206,7 @@ impl State {
             match self.wfs[w as usize].tasks[i as usize].status {
                 Status::Inflight => {
                     if let Some(inf) = self.release_inflight(w, i) {
-                        let id = self.wfs[w as usize].id;
-                        let operator = self.ops[inf.op as usize].key;
-                        self.emit(
-                            w,
-                            Decision::Cancel {
-                                workflow: id,
-                                task: i,
-                                attempt: inf.attempt,
-                                operator,
-                                reason: AttemptCause::WorkflowEnded,
-                            },
-                        );
+                        self.emit_cancel(w, i, &inf, AttemptCause::WorkflowEnded);
                     }
                 }
                 Status::Ready if self.wfs[w as usize].active => self.dequeue(w, i),

@@ -47,6 +47,18 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
     }
 }
 
+/// `bytes` hash to `expected`, or the [`BlobError::Corrupt`] that names both ids.
+pub fn check_bytes(expected: &ContentId, bytes: &[u8]) -> Result<(), BlobError> {
+    let actual = ContentId::of_bytes(bytes);
+    if actual != *expected {
+        return Err(BlobError::Corrupt {
+            expected: *expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// A content-addressed store. Implementations verify hashes on the way in and out.
 ///
 /// Methods are blocking (local disk or an embedded database); the executor calls the
@@ -63,13 +75,7 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Store bytes that must hash to `expected` (e.g. received from a peer); refuse otherwise.
     fn put_expected(&self, expected: &ContentId, bytes: &[u8]) -> Result<(), BlobError> {
-        let actual = ContentId::of_bytes(bytes);
-        if actual != *expected {
-            return Err(BlobError::Corrupt {
-                expected: *expected,
-                actual,
-            });
-        }
+        check_bytes(expected, bytes)?;
         self.put(bytes).map(|_| ())
     }
 
@@ -193,13 +199,7 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound(*id)),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let actual = ContentId::of_bytes(&bytes);
-        if actual != *id {
-            return Err(BlobError::Corrupt {
-                expected: *id,
-                actual,
-            });
-        }
+        check_bytes(id, &bytes)?;
         Ok(bytes)
     }
 
@@ -338,13 +338,7 @@ impl BlobStore for MemBlobStore {
     fn get(&self, id: &ContentId) -> Result<Vec<u8>, BlobError> {
         let blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
         let bytes = blobs.get(id).ok_or(BlobError::NotFound(*id))?;
-        let actual = ContentId::of_bytes(bytes);
-        if actual != *id {
-            return Err(BlobError::Corrupt {
-                expected: *id,
-                actual,
-            });
-        }
+        check_bytes(id, bytes)?;
         Ok(bytes.clone())
     }
 

@@ -7,7 +7,7 @@
 
 use crate::encoding;
 use crate::resources::Resources;
-use crate::workflow::{Input, Program, TaskIndex, Workflow};
+use crate::workflow::{Input, Program, Task, TaskIndex, Workflow};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
@@ -573,18 +573,7 @@ impl Workflow {
             check_program(&t.name, &t.program)?;
             check_task_bounds(t)?;
             for (k, &d) in t.deps.iter().enumerate() {
-                if d as usize >= n {
-                    return Err(WorkflowError::DanglingDependency {
-                        task: t.name.clone(),
-                        dep: d,
-                        len: n,
-                    });
-                }
-                if d as usize == i {
-                    return Err(WorkflowError::SelfDependency {
-                        task: t.name.clone(),
-                    });
-                }
+                check_dependency_index(t, i, d, n)?;
                 if k > 0 && t.deps[k - 1] >= d {
                     return Err(WorkflowError::NonCanonicalDeps {
                         task: t.name.clone(),
@@ -779,22 +768,28 @@ impl Workflow {
         let n = self.tasks.len();
         for (i, t) in self.tasks.iter().enumerate() {
             for &d in &t.deps {
-                if d as usize >= n {
-                    return Err(WorkflowError::DanglingDependency {
-                        task: t.name.clone(),
-                        dep: d,
-                        len: n,
-                    });
-                }
-                if d as usize == i {
-                    return Err(WorkflowError::SelfDependency {
-                        task: t.name.clone(),
-                    });
-                }
+                check_dependency_index(t, i, d, n)?;
             }
         }
         Ok(())
     }
+}
+
+/// `d`, a dependency of task `i` (`t`) in a workflow of `n` tasks, names another task of it.
+fn check_dependency_index(t: &Task, i: usize, d: TaskIndex, n: usize) -> Result<(), WorkflowError> {
+    if d as usize >= n {
+        return Err(WorkflowError::DanglingDependency {
+            task: t.name.clone(),
+            dep: d,
+            len: n,
+        });
+    }
+    if d as usize == i {
+        return Err(WorkflowError::SelfDependency {
+            task: t.name.clone(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

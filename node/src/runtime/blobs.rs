@@ -24,13 +24,7 @@ impl BlobStore for StoreBlobs {
             .blob(id)
             .map_err(|e| io(&self.0, e))?
             .ok_or(BlobError::NotFound(*id))?;
-        let actual = ContentId::of_bytes(&bytes);
-        if actual != *id {
-            return Err(BlobError::Corrupt {
-                expected: *id,
-                actual,
-            });
-        }
+        proofmesh_operator::blob::check_bytes(id, &bytes)?;
         Ok(bytes)
     }
 

@@ -1407,14 +1407,9 @@ impl Core {
         }
         for (operator, id) in following {
             // Not readable from the store now (`None`): a later assignment tries again.
-            let Some(push) = self.submission_push(&id) else {
+            let Some(push) = self.submission_push_to(operator, &id) else {
                 continue;
             };
-            // Decided once per connection: one too big to push travels by gossip and catch-up.
-            self.pushed
-                .entry(operator)
-                .or_default()
-                .insert((id, WHOLE_WORKFLOW));
             if let Some(envelope) = push {
                 self.send_direct_attached(&operator, envelope, Vec::new(), Leave::Now);
             }
@@ -1479,13 +1474,7 @@ impl Core {
                     let has_deps = workflow.tasks.iter().any(|t| !t.deps.is_empty());
                     new.push((a.workflow, has_deps));
                 }
-            } else if let Some(push) = self.submission_push(&a.workflow) {
-                // Decided once per connection: a workflow too big to push travels by gossip
-                // and catch-up only.
-                self.pushed
-                    .entry(operator)
-                    .or_default()
-                    .insert((a.workflow, WHOLE_WORKFLOW));
+            } else if let Some(push) = self.submission_push_to(operator, &a.workflow) {
                 ahead.extend(push);
             }
             let pushed = self.pushed.entry(operator).or_default();
@@ -1534,13 +1523,9 @@ impl Core {
                 carried.following.push(id);
                 continue;
             }
-            let Some(push) = self.submission_push(&id) else {
+            let Some(push) = self.submission_push_to(operator, &id) else {
                 continue;
             };
-            self.pushed
-                .entry(operator)
-                .or_default()
-                .insert((id, WHOLE_WORKFLOW));
             ahead.extend(push);
         }
         for envelope in ahead {
@@ -1592,6 +1577,22 @@ impl Core {
             self.send_direct_attached(&operator, envelope, outputs, Leave::Now);
         }
         carried
+    }
+
+    /// [`Self::submission_push`], marked as pushed to `operator` when the store holds it.
+    /// Decided once per connection: a workflow too big to push (`Some(None)`) travels to it by
+    /// gossip and catch-up only.
+    fn submission_push_to(
+        &mut self,
+        operator: PublicKey,
+        id: &WorkflowId,
+    ) -> Option<Option<Envelope>> {
+        let push = self.submission_push(id)?;
+        self.pushed
+            .entry(operator)
+            .or_default()
+            .insert((*id, WHOLE_WORKFLOW));
+        Some(push)
     }
 
     /// The push of a workflow's submission: `None` when the store does not hold it,
