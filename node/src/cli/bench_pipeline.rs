@@ -640,12 +640,15 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     let mut phases: Vec<(u32, f64, f64, f64)> = Vec::new();
     // Per count: CPU per task (ms) and the share of the cores busy over the makespan.
     let mut cpu: Vec<(u32, f64, f64)> = Vec::new();
+    // Per count: envelopes every node signed per task (steady where the makespan is noisy).
+    let mut signed: Vec<(u32, f64)> = Vec::new();
     let cores = f64::from(proofmesh_operator::discovery::cpu_cores());
     for &p in &counts {
         let net = Net::start(p, args.slots, args.queue_depth).await?;
         let tasks = p * args.slots * args.rounds;
         // Two runs, the better kept: the first also warms connections and caches.
         let mut best: Option<Run> = None;
+        let signed_before = net.envelopes_signed();
         for run in 0..2 {
             let w = independent(&format!("scaling-{p}-{run}"), tasks, args.ms)?;
             let r = net.run(w).await?;
@@ -653,6 +656,8 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
                 best = Some(r);
             }
         }
+        // Over both runs, with the heartbeats and announces signed meanwhile.
+        signed.push((p, (net.envelopes_signed() - signed_before) / f64::from(2 * tasks)));
         net.shutdown().await;
         let best = best.context("two runs")?;
         let ms = best.makespan.as_secs_f64() * 1000.0;
@@ -701,6 +706,9 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         line.push_str(&format!(
             " cpu_ms_per_task_{p}={per_task:.3} cpu_busy_{p}={busy:.3}"
         ));
+    }
+    for (p, per_task) in &signed {
+        line.push_str(&format!(" envelopes_signed_per_task_{p}={per_task:.2}"));
     }
     println!("{line}");
     Ok(ExitCode::SUCCESS)
