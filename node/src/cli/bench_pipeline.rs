@@ -657,7 +657,10 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
             }
         }
         // Over both runs, with the heartbeats and announces signed meanwhile.
-        signed.push((p, (net.envelopes_signed() - signed_before) / f64::from(2 * tasks)));
+        signed.push((
+            p,
+            (net.envelopes_signed() - signed_before) / f64::from(2 * tasks),
+        ));
         net.shutdown().await;
         let best = best.context("two runs")?;
         let ms = best.makespan.as_secs_f64() * 1000.0;
