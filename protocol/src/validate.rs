@@ -896,4 +896,23 @@ mod tests {
             })
         );
     }
+
+    /// The graph queries that skip full validation still refuse a dependency that names no
+    /// other task (one index check serves them and `validate`).
+    #[test]
+    fn graph_queries_refuse_bad_dependency_indices() {
+        let dangling = wf(vec![task("a", vec![], 1), task("b", vec![5], 1)]);
+        let expected = WorkflowError::DanglingDependency {
+            task: "b".into(),
+            dep: 5,
+            len: 2,
+        };
+        assert_eq!(dangling.topological_order(), Err(expected.clone()));
+        assert_eq!(dangling.dependents().map(|_| ()), Err(expected));
+        let own = wf(vec![task("a", vec![], 1), task("b", vec![1], 1)]);
+        let expected = WorkflowError::SelfDependency { task: "b".into() };
+        assert_eq!(own.validate().map(|_| ()), Err(expected.clone()));
+        assert_eq!(own.topological_order(), Err(expected.clone()));
+        assert_eq!(own.dependents().map(|_| ()), Err(expected));
+    }
 }
