@@ -647,9 +647,10 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         let net = Net::start(p, args.slots, args.queue_depth).await?;
         let tasks = p * args.slots * args.rounds;
         // Two runs, the better kept: the first also warms connections and caches.
+        const RUNS: u32 = 2;
         let mut best: Option<Run> = None;
         let signed_before = net.envelopes_signed();
-        for run in 0..2 {
+        for run in 0..RUNS {
             let w = independent(&format!("scaling-{p}-{run}"), tasks, args.ms)?;
             let r = net.run(w).await?;
             if best.as_ref().is_none_or(|b| r.makespan < b.makespan) {
@@ -659,7 +660,7 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         // Over both runs, with the heartbeats and announces signed meanwhile.
         signed.push((
             p,
-            (net.envelopes_signed() - signed_before) / f64::from(2 * tasks),
+            (net.envelopes_signed() - signed_before) / f64::from(RUNS * tasks),
         ));
         net.shutdown().await;
         let best = best.context("two runs")?;
