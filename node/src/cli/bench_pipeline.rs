@@ -345,7 +345,10 @@ impl Net {
         let cpu = cpu.used();
         let results = api.store().results(&id)?;
         let since = |ms: u64| ms.saturating_sub(submitted_ms) as f64;
-        let starts = results.iter().map(|(_, r)| since(r.result.started_ms));
+        let starts: Vec<f64> = results
+            .iter()
+            .map(|(_, r)| since(r.result.started_ms))
+            .collect();
         let finishes = results.iter().map(|(_, r)| since(r.result.finished_ms));
         let mut first_starts: HashMap<PublicKey, u64> = HashMap::new();
         for (_, r) in &results {
@@ -384,7 +387,8 @@ impl Net {
             first_wave_ms: first_starts.last().copied().unwrap_or(0.0),
             first_starts,
             stages,
-            last_start_ms: starts.fold(0.0, f64::max),
+            last_start_ms: starts.iter().copied().fold(0.0, f64::max),
+            starts,
             last_finish_ms: finishes.fold(0.0, f64::max),
             cpu,
         })
@@ -432,6 +436,8 @@ struct Run {
     first_starts: Vec<f64>,
     /// When each stage of the workflow ran, in order of first start.
     stages: Vec<Stage>,
+    /// When each accepted attempt started.
+    starts: Vec<f64>,
     /// When the last accepted attempt started (with one round of tasks: how long the first
     /// wave took to be placed).
     last_start_ms: f64,
@@ -539,6 +545,27 @@ fn quartiles(v: &[f64]) -> String {
         .join("/")
 }
 
+/// How far apart the starts of each round of a `scaling` run are (latest minus earliest, in
+/// ms): round 0 is the first wave, and each later one how far the operators' phases have
+/// spread by then. A start belongs to the round whose nominal start (`k * ms` after the
+/// submission) is nearest, so this holds while every slot is less than half a task late.
+fn round_spreads(starts: &[f64], ms: f64) -> Vec<f64> {
+    let mut bounds: Vec<(f64, f64)> = Vec::new();
+    for &start in starts {
+        let round = ((start + ms / 2.0) / ms).floor().max(0.0) as usize;
+        if bounds.len() <= round {
+            bounds.resize(round + 1, (f64::INFINITY, f64::NEG_INFINITY));
+        }
+        let (lo, hi) = &mut bounds[round];
+        *lo = lo.min(start);
+        *hi = hi.max(start);
+    }
+    bounds
+        .into_iter()
+        .map(|(lo, hi)| if lo <= hi { hi - lo } else { 0.0 })
+        .collect()
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -638,6 +665,8 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     let ideal_ms = (u64::from(args.rounds) * args.ms) as f64;
     let mut results: Vec<(u32, f64)> = Vec::new();
     let mut phases: Vec<(u32, f64, f64, f64)> = Vec::new();
+    // Per count: the median spread of the rounds after the first (see `round_spreads`).
+    let mut spreads: Vec<(u32, f64)> = Vec::new();
     // Per count: CPU per task (ms) and the share of the cores busy over the makespan.
     let mut cpu: Vec<(u32, f64, f64)> = Vec::new();
     // Per count: envelopes every node signed per task (steady where the makespan is noisy).
@@ -665,14 +694,18 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         net.shutdown().await;
         let best = best.context("two runs")?;
         let ms = best.makespan.as_secs_f64() * 1000.0;
+        let rounds = round_spreads(&best.starts, args.ms as f64);
+        let rounds_text: Vec<String> = rounds.iter().map(|s| format!("{s:.0}")).collect();
         eprintln!(
-            "operators={p} tasks={tasks} makespan_ms={ms:.1} vs_ideal={:.4} first_wave_ms={:.0} first_starts_ms={} last_start_ms={:.0} last_finish_ms={:.0}",
+            "operators={p} tasks={tasks} makespan_ms={ms:.1} vs_ideal={:.4} first_wave_ms={:.0} first_starts_ms={} round_spreads_ms={} last_start_ms={:.0} last_finish_ms={:.0}",
             ideal_ms / ms,
             best.first_wave_ms,
             quartiles(&best.first_starts),
+            rounds_text.join("/"),
             best.last_start_ms,
             best.last_finish_ms,
         );
+        spreads.push((p, median(&mut rounds.get(1..).unwrap_or_default().to_vec())));
         if let Some(used) = best.cpu {
             let used_ms = used.as_secs_f64() * 1000.0;
             cpu.push((p, used_ms / f64::from(tasks), used_ms / (ms * cores)));
@@ -703,6 +736,12 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         line.push_str(&format!(
             " first_wave_{p}_ms={first_wave:.0} last_start_{p}_ms={last_start:.0} after_last_finish_{p}_ms={after_last_finish:.0}"
         ));
+    }
+    // How far apart the operators' phases stay after the first boundary: at a count whose
+    // round boundaries saturate the cores, the length of a boundary's burst, whatever the
+    // first wave's spread was (bench/e2e.md, stop 35).
+    for (p, spread) in &spreads {
+        line.push_str(&format!(" round_spread_{p}_ms={spread:.0}"));
     }
     // What the whole network cost: every node shares this machine's cores, so past some
     // count the CPU the orchestration needs per round, not the scheduling, sets the pace.
@@ -846,6 +885,21 @@ mod tests {
         );
         let i = ideal(&w, 4).expect("ok");
         assert_eq!((i.critical_ms, i.bound_ms, i.list_ms), (50.0, 50.0, 50.0));
+    }
+
+    #[test]
+    fn round_spreads_group_starts_by_their_nearest_round() {
+        // Three slots of 100 ms tasks: the first wave 0-5 ms, one slot 4 ms later again at the
+        // second boundary, and a round nobody started is 0 wide.
+        let starts = [0.0, 2.0, 5.0, 100.0, 103.0, 109.0, 200.0, 213.0, 249.0];
+        assert_eq!(round_spreads(&starts, 100.0), vec![5.0, 9.0, 49.0]);
+        assert_eq!(round_spreads(&[0.0, 230.0], 100.0), vec![0.0, 0.0, 0.0]);
+        // Past half a task late, a start counts in the next round.
+        assert_eq!(
+            round_spreads(&[0.0, 1.0, 151.0], 100.0),
+            vec![1.0, 0.0, 0.0]
+        );
+        assert!(round_spreads(&[], 100.0).is_empty());
     }
 
     #[test]
