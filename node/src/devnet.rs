@@ -7,6 +7,7 @@
 
 use crate::config::{NodeConfig, RolesSection};
 use crate::network::identity::peer_id_of;
+use crate::rpc::client::RpcClient;
 use anyhow::{bail, Context, Result};
 use proofmesh_protocol::Keypair;
 use serde::{Deserialize, Serialize};
@@ -340,7 +341,59 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
     for node in &state.nodes {
         wait_healthy(node, deadline)?;
     }
+    wait_operators_known(&state, deadline)?;
     Ok(state)
+}
+
+/// Wait until the gateway and every matchmaker list every operator. A matchmaker that has not
+/// heard an operator's advert yet schedules as if it did not exist: a workflow submitted
+/// before then leaves that operator idle, and `proofmesh operators` leaves it out.
+fn wait_operators_known(state: &DevnetState, deadline: Instant) -> Result<()> {
+    let operators: Vec<(String, String)> = state
+        .nodes
+        .iter()
+        .filter(|n| n.role == "operator")
+        .map(|n| (n.name.clone(), n.public_key.clone()))
+        .collect();
+    if operators.is_empty() {
+        return Ok(());
+    }
+    let watchers: Vec<(String, String)> = state
+        .nodes
+        .iter()
+        .filter(|n| n.role == "gateway" || n.role == "matchmaker")
+        .map(|n| (n.name.clone(), n.rpc.clone()))
+        .collect();
+    on_fresh_runtime(move || async move {
+        for (watcher, rpc) in &watchers {
+            loop {
+                let known: Vec<String> = match RpcClient::connect(rpc, None).await {
+                    Ok(mut client) => client
+                        .operators()
+                        .await
+                        .map(|ops| ops.into_iter().map(|o| o.key).collect())
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                let missing: Vec<&str> = operators
+                    .iter()
+                    .filter(|(_, key)| !known.contains(key))
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                if missing.is_empty() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{watcher} has not heard of {} in time (their adverts never reached it); see the nodes' logs",
+                        missing.join(", ")
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The key of the node in `node_dir` (`node.key`), created on first use.
@@ -646,7 +699,7 @@ where
             .block_on(f())
     })
     .join()
-    .map_err(|_| anyhow::anyhow!("chain setup thread panicked"))?
+    .map_err(|_| anyhow::anyhow!("devnet setup thread panicked"))?
 }
 
 /// Send a signal by name with `kill(1)` (keeps this crate free of unsafe and of libc bindings).

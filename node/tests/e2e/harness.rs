@@ -80,7 +80,7 @@ pub struct Net {
 }
 
 impl Net {
-    /// Start `spec` (its `dir` is replaced by a fresh temp dir) and wait until it is ready.
+    /// Start `spec` (its `dir` is replaced by a fresh temp dir); ready when it returns.
     pub fn up(mut spec: DevnetSpec) -> Net {
         let dir = tempfile::tempdir().expect("temp dir");
         spec.dir = dir.path().to_path_buf();
@@ -99,13 +99,12 @@ impl Net {
                 panic!("devnet up failed: {e:#}");
             }
         };
-        let net = Net {
+        // `devnet::up` returns once the gateway and every matchmaker know every operator.
+        Net {
             dir,
             nodes: state.nodes,
             chain: state.chain,
-        };
-        net.wait_mesh();
-        net
+        }
     }
 
     /// The node called `name` (`gateway`, `matchmaker-0`, `operator-1`, ...).
@@ -192,49 +191,6 @@ impl Net {
     /// The tail of node `name`'s log, for failure messages.
     pub fn log_tail(&self, name: &str) -> String {
         devnet::log_tail(&self.node(name).log, 30)
-    }
-
-    /// Wait until the gateway and every matchmaker list every operator (adverts have crossed
-    /// the mesh). Runs on its own thread and runtime, so it works from sync and async tests
-    /// alike.
-    fn wait_mesh(&self) {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| self.wait_mesh_blocking())
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-
-    fn wait_mesh_blocking(&self) {
-        let operators = self.names("operator").len();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // The gateway and every matchmaker (a matchmaker that has not heard an operator's
-        // advert yet would schedule as if it did not exist).
-        let mut watchers = vec!["gateway".to_string()];
-        watchers.extend(self.names("matchmaker"));
-        rt.block_on(async {
-            for name in &watchers {
-                loop {
-                    if let Ok(mut c) = RpcClient::connect(&self.node(name).rpc, None).await {
-                        if let Ok(ops) = c.operators().await {
-                            if ops.len() >= operators {
-                                break;
-                            }
-                        }
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "{name} did not see all {operators} operators in 60 s"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        });
     }
 }
 
