@@ -4,6 +4,7 @@
 
 use proofmesh_matchmaker::{active_matchmaker, routing_key};
 use proofmesh_node::network::{self, Multiaddr, NetworkConfig, NetworkEvent, PeerId, Topic};
+use proofmesh_node::rpc::NodeApi;
 use proofmesh_node::runtime::{
     Api, Node, NodeHandle, NodeOptions, OperatorOptions, Progress, WorkflowStatus,
 };
@@ -288,6 +289,39 @@ impl Cluster {
                 .filter_map(|o| network::peer_id_of(&o.handle.as_ref().expect("up").public_key()))
                 .collect();
             wait_peers(m.handle.as_ref().expect("up"), &m.name, &want).await;
+        }
+    }
+
+    /// The gateway and every matchmaker running know every running operator (its advert has
+    /// arrived): before then a matchmaker schedules as if the operator did not exist.
+    async fn wait_adverts(&self) {
+        let operators: BTreeSet<String> = self
+            .running()
+            .filter(|m| m.role == Role::Operator)
+            .map(|m| m.key().to_hex())
+            .collect();
+        let deadline = Instant::now() + WAIT;
+        for m in self
+            .running()
+            .filter(|m| matches!(m.role, Role::Gateway | Role::Matchmaker))
+        {
+            loop {
+                let known: BTreeSet<String> = NodeApi::operators(m.api())
+                    .await
+                    .expect("up")
+                    .into_iter()
+                    .map(|o| o.key)
+                    .collect();
+                if known.is_superset(&operators) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} knows operators {known:?}, not all of {operators:?}",
+                    m.name
+                );
+                sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 
@@ -854,6 +888,8 @@ async fn corrupted_proofs_are_rejected_slashed_and_reassigned() {
         });
     }
     cluster.wait_connected().await;
+    // The cheat must be offered work: known to the matchmaker before the submission.
+    cluster.wait_adverts().await;
     let gw = cluster.get("gw").api().clone();
     let proof_id = gw.store().put_blob(&proof).expect("blob stored");
     let text = format!(
