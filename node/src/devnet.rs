@@ -341,43 +341,48 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
     for node in &state.nodes {
         wait_healthy(node, deadline)?;
     }
-    wait_operators_known(&state, deadline)?;
+    wait_ready(&state, deadline)?;
     Ok(state)
 }
 
-/// Wait until the gateway and every matchmaker list every operator. A matchmaker that has not
-/// heard an operator's advert yet schedules as if it did not exist: a workflow submitted
-/// before then leaves that operator idle, and `proofmesh operators` leaves it out.
-fn wait_operators_known(state: &DevnetState, deadline: Instant) -> Result<()> {
-    let operators: Vec<(String, String)> = state
-        .nodes
-        .iter()
-        .filter(|n| n.role == "operator")
-        .map(|n| (n.name.clone(), n.public_key.clone()))
-        .collect();
-    if operators.is_empty() {
-        return Ok(());
-    }
-    let watchers: Vec<(String, String)> = state
+/// Wait until every matchmaker hears every matchmaker, and the gateway and every matchmaker
+/// list every operator. Two matchmakers that do not hear each other yet both take a new
+/// workflow as theirs and assign its tasks twice; one that has not heard an operator's advert
+/// schedules as if that operator did not exist (and `proofmesh operators` leaves it out).
+fn wait_ready(state: &DevnetState, deadline: Instant) -> Result<()> {
+    let keys = |role: &str| -> Vec<(String, String)> {
+        state
+            .nodes
+            .iter()
+            .filter(|n| n.role == role)
+            .map(|n| (n.name.clone(), n.public_key.clone()))
+            .collect()
+    };
+    let (operators, matchmakers) = (keys("operator"), keys("matchmaker"));
+    let watchers: Vec<(String, String, bool)> = state
         .nodes
         .iter()
         .filter(|n| n.role == "gateway" || n.role == "matchmaker")
-        .map(|n| (n.name.clone(), n.rpc.clone()))
+        .map(|n| (n.name.clone(), n.rpc.clone(), n.role == "matchmaker"))
         .collect();
     on_fresh_runtime(move || async move {
-        for (watcher, rpc) in &watchers {
+        for (watcher, rpc, is_matchmaker) in &watchers {
             loop {
-                let known: Vec<String> = match RpcClient::connect(rpc, None).await {
-                    Ok(mut client) => client
-                        .operators()
-                        .await
-                        .map(|ops| ops.into_iter().map(|o| o.key).collect())
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                };
-                let missing: Vec<&str> = operators
+                let (mut live, mut known) = (Vec::new(), Vec::new());
+                if let Ok(mut client) = RpcClient::connect(rpc, None).await {
+                    if let Ok(info) = client.node_info().await {
+                        live = info.live_matchmakers.unwrap_or_default();
+                    }
+                    if let Ok(ops) = client.operators().await {
+                        known = ops.into_iter().map(|o| o.key).collect();
+                    }
+                }
+                let unheard = matchmakers
                     .iter()
-                    .filter(|(_, key)| !known.contains(key))
+                    .filter(|(_, key)| *is_matchmaker && !live.contains(key));
+                let unknown = operators.iter().filter(|(_, key)| !known.contains(key));
+                let missing: Vec<&str> = unheard
+                    .chain(unknown)
                     .map(|(name, _)| name.as_str())
                     .collect();
                 if missing.is_empty() {
@@ -385,7 +390,7 @@ fn wait_operators_known(state: &DevnetState, deadline: Instant) -> Result<()> {
                 }
                 if Instant::now() > deadline {
                     bail!(
-                        "{watcher} has not heard of {} in time (their adverts never reached it); see the nodes' logs",
+                        "{watcher} has not heard from {} in time (their announces or adverts never reached it); see the nodes' logs",
                         missing.join(", ")
                     );
                 }

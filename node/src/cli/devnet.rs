@@ -10,8 +10,8 @@ use std::time::Duration;
 /// Devnet commands.
 #[derive(Subcommand, Debug)]
 pub enum DevnetCommand {
-    /// Start a local network and return once it is ready (every node healthy, and every
-    /// operator known to the gateway and every matchmaker).
+    /// Start a local network and return once it is ready (every node healthy, every
+    /// matchmaker hearing every matchmaker, every operator known to them and the gateway).
     Up(UpArgs),
     /// Print one `key=value` line per node: name= role= rpc= p2p= pid= alive= key= (its public
     /// key, for `network.matchmakers`; and eth= on a chain), after a `name=anvil role=chain rpc= pid= contract=` line when the devnet has one.

@@ -174,6 +174,10 @@ pub struct NodeInfo {
     pub chain_height: Option<u64>,
     /// Workflows this node holds.
     pub workflows: u64,
+    /// At a matchmaker, the matchmakers it hears now (hex keys, its own included): two that do
+    /// not hear each other both take a new workflow as theirs.
+    #[serde(default)]
+    pub live_matchmakers: Option<Vec<String>>,
 }
 
 /// Errors a [`NodeApi`] returns; each maps to one JSON-RPC error code (see `docs/rpc.md`).

@@ -611,6 +611,7 @@ impl Node {
             peers: None,
             chain_height: None,
             workflows: 0,
+            live_matchmakers: None,
         };
         let api = Api {
             commands: commands_tx,

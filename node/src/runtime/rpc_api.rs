@@ -81,6 +81,11 @@ impl NodeApi for Api {
     }
 
     async fn node_info(&self) -> Result<NodeInfo, ApiError> {
-        NodeApi::node_info(&self.reads()).await
+        let mut info = NodeApi::node_info(&self.reads()).await?;
+        if info.roles.iter().any(|r| r == "matchmaker") {
+            let live = self.live_matchmakers().await?;
+            info.live_matchmakers = Some(live.iter().map(|k| k.to_hex()).collect());
+        }
+        Ok(info)
     }
 }

@@ -3,27 +3,30 @@
 use crate::harness::{spec, Net};
 use std::collections::BTreeSet;
 
-// A matchmaker that has not heard an operator's advert schedules as if the operator did not
-// exist, so `devnet up` returns only once the gateway and every matchmaker know every operator
-// (before operators advertised again at 0.25, 0.75 and 1.75 s, an advert lost in the start-up's
-// connection churn could leave an operator unknown, and idle, through a whole demo). Without
-// that wait this failed in 11 of 15 runs: health comes before the adverts.
+// Two matchmakers that do not hear each other yet both take a new workflow as theirs (its
+// tasks assigned twice, and the standby's accepted results differing from the gateway's), and
+// one that has not heard an operator's advert schedules as if the operator did not exist. So
+// `devnet up` returns only once every matchmaker hears every matchmaker and the gateway and
+// every matchmaker know every operator. Without that wait this failed in 11 of 15 runs (health
+// comes before the adverts); before operators advertised again at 0.25, 0.75 and 1.75 s, an
+// advert lost in the start-up's connection churn could leave an operator idle through a whole
+// demo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devnet_up_returns_once_every_matchmaker_knows_every_operator() {
+async fn devnet_up_returns_once_matchmakers_hear_each_other_and_know_every_operator() {
     let net = Net::up(spec(Default::default(), 4, 2));
-    let operators: BTreeSet<String> = net
-        .names("operator")
-        .iter()
-        .map(|name| net.key(name).to_hex())
-        .collect();
-    assert_eq!(operators.len(), 4);
+    let keys = |role: &str| -> BTreeSet<String> {
+        net.names(role)
+            .iter()
+            .map(|name| net.key(name).to_hex())
+            .collect()
+    };
+    let (operators, matchmakers) = (keys("operator"), keys("matchmaker"));
+    assert_eq!((operators.len(), matchmakers.len()), (4, 2));
     let mut watchers = vec!["gateway".to_string()];
     watchers.extend(net.names("matchmaker"));
-    assert_eq!(watchers.len(), 3);
     for name in watchers {
-        let known: BTreeSet<String> = net
-            .rpc(&name)
-            .await
+        let mut rpc = net.rpc(&name).await;
+        let known: BTreeSet<String> = rpc
             .operators()
             .await
             .unwrap_or_else(|e| panic!("{name}'s operators: {e}"))
@@ -31,5 +34,16 @@ async fn devnet_up_returns_once_every_matchmaker_knows_every_operator() {
             .map(|o| o.key)
             .collect();
         assert_eq!(known, operators, "{name} right after devnet up");
+        let live = rpc
+            .node_info()
+            .await
+            .unwrap_or_else(|e| panic!("{name}'s node info: {e}"))
+            .live_matchmakers;
+        if name == "gateway" {
+            assert_eq!(live, None, "only a matchmaker tells whom it hears");
+        } else {
+            let live: BTreeSet<String> = live.expect("a matchmaker tells").into_iter().collect();
+            assert_eq!(live, matchmakers, "{name} right after devnet up");
+        }
     }
 }
