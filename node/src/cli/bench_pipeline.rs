@@ -737,9 +737,9 @@ async fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
             " first_wave_{p}_ms={first_wave:.0} last_start_{p}_ms={last_start:.0} after_last_finish_{p}_ms={after_last_finish:.0}"
         ));
     }
-    // How far apart the operators' phases stay after the first boundary: at a count whose
-    // round boundaries saturate the cores, the length of a boundary's burst, whatever the
-    // first wave's spread was (bench/e2e.md, stop 35).
+    // How far apart the operators' phases are after the first boundary: a slot noticed late
+    // stays late, so at a count whose round boundaries saturate the cores this is the widest
+    // of the first wave's spread and the bursts met so far (bench/e2e.md, stop 35).
     for (p, spread) in &spreads {
         line.push_str(&format!(" round_spread_{p}_ms={spread:.0}"));
     }
