@@ -67,12 +67,14 @@ const CATCH_UP_PEERS: usize = 2;
 /// `Core::emit_direct_first`).
 const GOSSIP_AFTER_DIRECT_MAX: Duration = Duration::from_millis(250);
 
-/// When an operator advertises again after its first adverts (each delay after the one
-/// before), before settling into its period: an advert can be lost in the connection churn of
-/// a network's start (sent on a connection that is replaced right after), and until the next
-/// one arrives matchmakers schedule as if the operator did not exist (seen in 1 of 7 devnet
-/// starts: 2 of 4 operators still unknown 3 s later, their next advert due at 10 s).
-const ADVERT_RETRIES: [Duration; 3] = [
+/// When a node introduces itself again (an operator's advert, a matchmaker's announce) after
+/// its first introductions (each delay after the one before), before settling into its period.
+/// One can be lost in the connection churn of a network's start (sent on a connection that is
+/// replaced right after), and until the next arrives, matchmakers schedule as if an operator
+/// did not exist (seen in 1 of 7 devnet starts: 2 of 4 operators still unknown 3 s later, their
+/// next advert due at 10 s) and two matchmakers that do not hear each other both take a new
+/// workflow as theirs. A delay not shorter than the period is skipped.
+const INTRODUCTION_RETRIES: [Duration; 3] = [
     Duration::from_millis(250),
     Duration::from_millis(500),
     Duration::from_secs(1),
@@ -300,6 +302,40 @@ async fn tick(interval: &mut Option<Interval>) {
     }
 }
 
+/// A node's periodic introduction of itself: fires at once, again after each of
+/// [`INTRODUCTION_RETRIES`] shorter than `period`, then every `period`.
+struct Introduction {
+    timer: Interval,
+    period: Duration,
+    retries: std::slice::Iter<'static, Duration>,
+}
+
+impl Introduction {
+    fn new(period: Duration) -> Self {
+        Introduction {
+            timer: interval(period),
+            period,
+            retries: INTRODUCTION_RETRIES.iter(),
+        }
+    }
+}
+
+/// The next introduction due (never, when the role is off).
+async fn introduce(intro: &mut Option<Introduction>) {
+    let Some(intro) = intro else {
+        return std::future::pending().await;
+    };
+    intro.timer.tick().await;
+    if let Some(&after) = intro.retries.next() {
+        if after < intro.period {
+            intro.timer = tokio::time::interval_at(Instant::now() + after, intro.period);
+            intro
+                .timer
+                .set_missed_tick_behavior(MissedTickBehavior::Delay);
+        }
+    }
+}
+
 fn interval(period: Duration) -> Interval {
     let mut i = tokio::time::interval(period.max(Duration::from_millis(1)));
     i.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -427,9 +463,14 @@ impl Core {
             .op
             .as_ref()
             .map(|o| interval(o.opts.heartbeat_interval));
-        let mut advert = self.op.as_ref().map(|o| interval(o.opts.advert_interval));
-        let mut advert_retries = ADVERT_RETRIES.iter();
-        let mut announce = self.mm.as_ref().map(|m| interval(m.opts.announce_interval));
+        let mut advert = self
+            .op
+            .as_ref()
+            .map(|o| Introduction::new(o.opts.advert_interval));
+        let mut announce = self
+            .mm
+            .as_ref()
+            .map(|m| Introduction::new(m.opts.announce_interval));
         let mut flush = interval(FLUSH_INTERVAL);
         let mut catch_up = interval(CATCH_UP_TICK);
         let cancel = self.sh.cancel.clone();
@@ -455,18 +496,8 @@ impl Core {
                     self.mm_tick();
                 }
                 _ = tick(&mut heartbeat) => self.heartbeat(),
-                _ = tick(&mut advert) => {
-                    self.advert();
-                    if let (Some(op), Some(&after)) = (&self.op, advert_retries.next()) {
-                        let period = op.opts.advert_interval;
-                        if after < period {
-                            let mut next = tokio::time::interval_at(Instant::now() + after, period);
-                            next.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                            advert = Some(next);
-                        }
-                    }
-                }
-                _ = tick(&mut announce) => self.announce(),
+                _ = introduce(&mut advert) => self.advert(),
+                _ = introduce(&mut announce) => self.announce(),
                 _ = catch_up.tick() => self.catch_up(),
                 _ = flush.tick() => {
                     // Nothing is written yet this iteration: no batch is open.
