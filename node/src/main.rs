@@ -45,14 +45,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PROOFMESH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `node` logs at its configuration's `log.filter` (file, then PROOFMESH_LOG, then the flag),
+    // set once that is resolved; every other command at PROOFMESH_LOG or warnings only.
+    if !matches!(cli.command, Command::Node(_)) {
+        cli::init_logging(&std::env::var("PROOFMESH_LOG").unwrap_or_else(|_| "warn".into()));
+    }
     let result = match cli.command {
         Command::Workflow(cmd) => cli::workflow::run(cmd),
         Command::Keys(cmd) => cli::keys::run(cmd),

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 /// Run it.
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let config = NodeConfig::load(&args).context("node configuration")?;
+    // `load` validated the filter.
+    super::init_logging(&config.log.filter);
     let mut options = NodeOptions::from_config(&config).context("node configuration")?;
     let runtime = super::runtime()?;
     runtime.block_on(async move {

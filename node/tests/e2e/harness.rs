@@ -210,6 +210,16 @@ impl Drop for Net {
         for n in self.nodes.iter().filter(|n| devnet::pid_alive(n.pid)) {
             devnet::signal(n.pid, "KILL");
         }
+        // A failed test shows what every node logged (CI keeps nothing else).
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!(
+                    "---- {} log (last 40 lines)\n{}",
+                    n.name,
+                    devnet::log_tail(&n.log, 40)
+                );
+            }
+        }
         // The chain last (nodes may settle while stopping); KILL: its dumped state is not needed.
         if let Some(c) = self.chain.as_ref().filter(|c| c.pid != 0) {
             devnet::signal(c.pid, "KILL");

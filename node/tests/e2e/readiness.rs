@@ -47,3 +47,23 @@ async fn devnet_up_returns_once_matchmakers_hear_each_other_and_know_every_opera
         }
     }
 }
+
+// Each node logs at its configuration's `log.filter` (devnet writes `info`): until stop 36 that
+// setting was validated but never applied, so nodes logged warnings only and a failed e2e run
+// showed nothing of what the matchmakers saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_log_at_their_configured_filter() {
+    let net = Net::up(spec(Default::default(), 1, 1));
+    for name in ["gateway", "matchmaker-0", "operator-0"] {
+        let log = net.log_tail(name);
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" INFO ") && l.contains("node started")),
+            "{name} logs its start at info:\n{log}"
+        );
+        assert!(
+            !log.contains('\u{1b}'),
+            "{name}'s log file has no colour codes:\n{log}"
+        );
+    }
+}
