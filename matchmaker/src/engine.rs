@@ -1396,20 +1396,38 @@ impl State {
             self.buffer_early(id, Event::Verdict(v));
             return;
         };
-        if self.wfs[w as usize].active || self.wfs[w as usize].phase != Phase::Running {
+        if self.wfs[w as usize].phase != Phase::Running {
             return;
         }
+        let active = self.wfs[w as usize].active;
         let i = r.result.task;
         let Some(slot) = self.wfs[w as usize].tasks.get(i as usize) else {
             return;
         };
         match v {
             Verdict::Accepted(r) => {
-                if slot.status != Status::Done {
-                    self.complete_task(w, i, &r);
-                    self.after_done(w);
+                if slot.status == Status::Done {
+                    return;
                 }
+                // Active, yet another matchmaker accepted a result for this task: we learned the
+                // workflow (catch-up) after its first active matchmaker had accepted results and
+                // died, or that one's verdict came late. Every node keeps the first result
+                // accepted for a task, so running the task again would only make a second,
+                // different one: take it, and call back our own attempt if it is another.
+                let ours = slot.inflight.as_ref().is_some_and(|inf| {
+                    inf.attempt == r.result.attempt
+                        && self.ops[inf.op as usize].key == r.result.operator
+                });
+                if active && slot.status == Status::Inflight && !ours {
+                    self.end_attempt(w, i, AttemptCause::Superseded, true);
+                    if self.wfs[w as usize].phase != Phase::Running {
+                        return;
+                    }
+                }
+                self.complete_task(w, i, &r);
+                self.after_done(w);
             }
+            Verdict::Rejected { .. } if active => {}
             Verdict::Rejected { result, reason } => {
                 let res = &result.result;
                 if self

@@ -142,3 +142,123 @@ fn takeover_rearms_timeouts_of_unaccepted_assignments() {
     assert_ne!(b.operator, a.operator);
     assert_eq!(b.matchmaker, survivor);
 }
+
+// A matchmaker that learns a workflow only after the active one accepted results and died
+// (gossip missed the submission; catch-up discovery brought it later) must take the verdicts
+// it heard meanwhile, not run those tasks again: every other node keeps the first accepted
+// result, so a second run gives the task two different ones (stop 35's CI failure).
+#[test]
+fn a_workflow_learned_after_the_active_one_died_keeps_the_results_it_accepted() {
+    let wf = chain(3, 3);
+    let id = wf.id();
+    let ka = key(201).public();
+    let kb = key(202).public();
+    let mut ms: Vec<Matchmaker> = [ka, kb]
+        .iter()
+        .map(|&me| Matchmaker::new(Config { me, ..config() }))
+        .collect();
+    for m in ms.iter_mut() {
+        m.handle(0, Event::Matchmakers(vec![ka, kb]));
+        for i in 1..=3 {
+            m.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
+        }
+    }
+    let (ai, li) = if ms[0].is_active_for(&id) {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let late = if li == 0 { ka } else { kb };
+    // The active one runs task 0 and assigns task 1; the late one hears only the gossip.
+    let (_, d) = submit(&mut ms[ai], 0, &wf);
+    let a0 = assignments(&d).remove(0);
+    ms[ai].handle(1, accept(&a0, 1));
+    let d0 = ms[ai].handle(100, result_for(&a0, &keypair_of(&a0, 3), 1, 100, true));
+    let a1 = assignments(&d0).remove(0);
+    assert_eq!(a1.task, 1);
+    let acc1 = accept(&a1, 101);
+    ms[ai].handle(101, acc1.clone());
+    let gossip = d.iter().chain(&d0).filter_map(|x| match x {
+        Decision::Assign(x) => Some(Event::Assigned(x.clone())),
+        Decision::Verdict(v) => Some(Event::Verdict(v.clone())),
+        _ => None,
+    });
+    for e in gossip.chain([acc1]) {
+        assert!(ms[li].handle(101, e).is_empty(), "nothing to decide yet");
+    }
+    // The active one dies; then the late one learns the workflow, active for it at once.
+    ms[li].handle(102, Event::Matchmakers(vec![late]));
+    let (_, d) = submit(&mut ms[li], 103, &wf);
+    assert!(ms[li].is_active_for(&id));
+    assert!(
+        assignments(&d).is_empty(),
+        "task 0 is done and task 1 in flight: nothing to assign, {d:?}"
+    );
+    assert!(
+        ms[li].describe_task(&id, 0).starts_with("Done"),
+        "{}",
+        ms[li].describe_task(&id, 0)
+    );
+    // Task 1's result (the operator's copy reaches the new active one) moves the chain on.
+    let d = ms[li].handle(200, result_for(&a1, &keypair_of(&a1, 3), 101, 200, true));
+    let next = assignments(&d);
+    assert_eq!(next.len(), 1, "{d:?}");
+    assert_eq!((next[0].task, next[0].attempt), (2, 1));
+    ms[li].check_invariants().expect("invariants");
+}
+
+// Two matchmakers that both took a workflow as theirs: the first accepted result heard for a
+// task wins, and the one that hears the other's verdict first calls its own attempt back.
+#[test]
+fn an_active_matchmaker_takes_another_ones_accepted_result_and_calls_back_its_attempt() {
+    let wf = chain(2, 3);
+    let id = wf.id();
+    let ka = key(201).public();
+    let kb = key(202).public();
+    let mut ms: Vec<Matchmaker> = [ka, kb]
+        .iter()
+        .map(|&me| Matchmaker::new(Config { me, ..config() }))
+        .collect();
+    for (m, me) in ms.iter_mut().zip([ka, kb]) {
+        // Neither hears the other: both are active.
+        m.handle(0, Event::Matchmakers(vec![me]));
+        for i in 1..=3 {
+            m.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
+        }
+    }
+    let (_, da) = submit(&mut ms[0], 0, &wf);
+    let (_, db) = submit(&mut ms[1], 0, &wf);
+    let (a0, b0) = (assignments(&da).remove(0), assignments(&db).remove(0));
+    assert_eq!((a0.task, b0.task), (0, 0));
+    ms[0].handle(1, accept(&a0, 1));
+    let d = ms[0].handle(100, result_for(&a0, &keypair_of(&a0, 3), 1, 100, true));
+    let verdict = d
+        .iter()
+        .find_map(|x| match x {
+            Decision::Verdict(v) => Some(v.clone()),
+            _ => None,
+        })
+        .expect("A accepts its result");
+    ms[1].handle(2, accept(&b0, 2));
+    let d = ms[1].handle(101, Event::Verdict(verdict));
+    if b0.operator != a0.operator {
+        assert!(
+            d.iter().any(
+                |x| matches!(x, Decision::Cancel { task: 0, attempt, .. } if *attempt == b0.attempt)
+            ),
+            "B calls back its own attempt at task 0: {d:?}"
+        );
+    }
+    assert!(ms[1].describe_task(&id, 0).starts_with("Done"));
+    let next = assignments(&d);
+    assert_eq!(next.len(), 1, "task 1 goes out: {d:?}");
+    assert_eq!(next[0].task, 1);
+    // B's own result for task 0, arriving afterwards, is not accepted a second time.
+    let d = ms[1].handle(150, result_for(&b0, &keypair_of(&b0, 3), 2, 150, true));
+    assert!(
+        !d.iter()
+            .any(|x| matches!(x, Decision::Verdict(Verdict::Accepted(r)) if r.result.task == 0)),
+        "{d:?}"
+    );
+    ms[1].check_invariants().expect("invariants");
+}
