@@ -1001,7 +1001,8 @@ impl Core {
                                     submitted_at_ms: submitted_at_ms
                                         .unwrap_or_else(|| self.sh.now()),
                                 };
-                                self.emit(Message::Submission(submission));
+                                let envelope = self.emit(Message::Submission(submission));
+                                self.hand_to_matchmakers(envelope);
                                 // `emit` stored it; the reply leaves after the batch's sync.
                                 match self.sh.store.has_workflow(&id) {
                                     Ok(true) => Ok((id, true)),
@@ -1051,6 +1052,26 @@ impl Core {
                     .unwrap_or_default();
                 let _ = reply.send(live);
             }
+        }
+    }
+
+    /// Send a submission this node accepted straight to every matchmaker it knows of (those it
+    /// trusts and those it heard announce), besides gossip. Gossip reaches a node only through
+    /// a peer whose mesh holds it, which takes a heartbeat after it connects, and a message
+    /// missed then is never offered again: a matchmaker that had just started learned the
+    /// workflow only at its next discovery round, 5 s later. Had the active one died meanwhile,
+    /// it took the workflow over without the results already accepted and ran those tasks
+    /// again (a second, different result per task). Receivers drop the copy they see second.
+    fn hand_to_matchmakers(&mut self, envelope: Envelope) {
+        let mut to: Vec<PublicKey> = self.matchmakers.iter().copied().collect();
+        if let Some(trusted) = &self.sh.trusted_matchmakers {
+            to.extend(trusted.iter().copied());
+        }
+        to.sort();
+        to.dedup();
+        let me = self.sh.me;
+        for matchmaker in to.into_iter().filter(|k| *k != me) {
+            self.send_direct(&matchmaker, envelope.clone());
         }
     }
 
