@@ -61,7 +61,19 @@ pub struct View {
     /// not reset the catch-up backoff. Otherwise it would ask about every running workflow
     /// every second, and each answer would carry every result since the last.
     polled: bool,
+    /// Accepted results of workflows this node does not hold yet, with when they came (ms):
+    /// messages from different senders arrive in any order, and a matchmaker that learns a
+    /// workflow late (catch-up discovery) may find no live matchmaker left to ask for them.
+    /// Taken in once the submission arrives; at most [`MAX_EARLY_RESULTS`], each kept for
+    /// [`EARLY_RESULT_TTL_MS`].
+    early: HashMap<WorkflowId, Vec<(u64, SignedResult)>>,
+    early_len: usize,
 }
+
+/// Most accepted results held for workflows not known yet.
+const MAX_EARLY_RESULTS: usize = 4_096;
+/// How long such a result waits for its workflow (ms).
+const EARLY_RESULT_TTL_MS: u64 = 60_000;
 
 fn log_store_error(what: &str, e: StoreError) {
     tracing::error!(error = %e, "store: {what} failed");
@@ -82,6 +94,8 @@ impl View {
             tracked: HashMap::new(),
             accepted_at: HashMap::new(),
             polled: false,
+            early: HashMap::new(),
+            early_len: 0,
         };
         for (id, state) in sh.store.workflows()? {
             let Some(record) = sh.store.workflow(&id)? else {
@@ -240,6 +254,14 @@ impl View {
                 workflow: id,
                 state: WorkflowState::Active,
             });
+            if let Some(early) = self.early.remove(&id) {
+                self.early_len -= early.len();
+                for (at, result) in early {
+                    if now.saturating_sub(at) <= EARLY_RESULT_TTL_MS {
+                        self.accepted(sh, progress, &result, now);
+                    }
+                }
+            }
         }
         Some(new)
     }
@@ -373,6 +395,7 @@ impl View {
         let r = &result.result;
         let key = (r.workflow, r.task);
         let Some(tracked) = self.tracked.get_mut(&r.workflow) else {
+            self.hold_early(result, now);
             return;
         };
         if self.accepted_at.contains_key(&key) {
@@ -426,6 +449,26 @@ impl View {
             }
             Err(e) => log_store_error("accepting a result", e),
         }
+    }
+
+    /// Keep an accepted result of a workflow not known yet (see `early`), dropping expired
+    /// ones when full.
+    fn hold_early(&mut self, result: &SignedResult, now: u64) {
+        if self.early_len >= MAX_EARLY_RESULTS {
+            self.early.retain(|_, held| {
+                held.retain(|(at, _)| now.saturating_sub(*at) <= EARLY_RESULT_TTL_MS);
+                !held.is_empty()
+            });
+            self.early_len = self.early.values().map(Vec::len).sum();
+            if self.early_len >= MAX_EARLY_RESULTS {
+                return;
+            }
+        }
+        self.early
+            .entry(result.result.workflow)
+            .or_default()
+            .push((now, result.clone()));
+        self.early_len += 1;
     }
 
     /// A matchmaker declared the workflow failed.

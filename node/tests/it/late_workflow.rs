@@ -1,0 +1,111 @@
+//! A workflow that reaches a node late. A node that accepts a submission sends it straight to
+//! every matchmaker it trusts, besides gossip (which misses a node not yet in any peer's mesh).
+//! Accepted results that overtake their workflow are kept until it arrives, not dropped: a
+//! matchmaker that learns a workflow by discovery after the active one died has nobody left to
+//! ask for them, and without them it ran those tasks again.
+
+use crate::cluster::deliver;
+use crate::cluster::{
+    made_then_used, now_ms, options, plain_peer, self_signed_result, Role, DOMAIN,
+};
+use proofmesh_node::network::NetworkEvent;
+use proofmesh_node::runtime::Node;
+use proofmesh_protocol::messages::{Submission, Verdict};
+use proofmesh_protocol::{Envelope, Keypair, Message};
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_goes_straight_to_every_trusted_matchmaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let matchmaker = Keypair::generate();
+    let mut gateway = options(dir.path(), Role::Gateway, &[]);
+    gateway.trusted_matchmakers = vec![matchmaker.public()];
+    let gateway = Node::spawn(gateway).await.expect("gateway starts");
+    // The matchmaker: a plain peer, to see how the submission reaches it.
+    let (client, mut events) = plain_peer(&matchmaker, gateway.listen_addrs().to_vec());
+    let deadline = Instant::now() + WAIT;
+    while client.peers().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "never connected to the gateway");
+        sleep(Duration::from_millis(20)).await;
+    }
+
+    let id = gateway
+        .api()
+        .submit(made_then_used("straight"))
+        .await
+        .expect("submitted");
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the submission never came as a direct request")
+            .expect("network running");
+        if let NetworkEvent::DirectRequest {
+            message: Message::Submission(s),
+            responder,
+            ..
+        } = event
+        {
+            assert_eq!(s.workflow.id(), id);
+            responder.ack();
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_accepted_before_their_workflow_arrives_are_kept_until_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let matchmaker = Keypair::generate();
+    let mut gateway = options(dir.path(), Role::Gateway, &[]);
+    gateway.trusted_matchmakers = vec![matchmaker.public()];
+    let gateway = Node::spawn(gateway).await.expect("gateway starts");
+    let (client, _events) = plain_peer(&matchmaker, gateway.listen_addrs().to_vec());
+
+    let workflow = made_then_used("late");
+    let id = workflow.id();
+    let operator = Keypair::generate();
+    let result = self_signed_result(&operator, id, 0, b"made");
+    let seal = |message: Message, nonce| {
+        Envelope::seal(&matchmaker, DOMAIN, &message, nonce, now_ms() + 60_000)
+    };
+    // The verdict first, then the workflow it belongs to.
+    let verdict = seal(Message::Verdict(Verdict::Accepted(result.clone())), 1);
+    deliver(&client, gateway.peer_id(), &verdict).await;
+    assert!(
+        gateway.api().status(&id).unwrap().is_none(),
+        "not known yet"
+    );
+    let submission = seal(
+        Message::Submission(Submission {
+            workflow,
+            owner: matchmaker.public(),
+            owner_eth: None,
+            escrow: None,
+            submitted_at_ms: now_ms(),
+        }),
+        2,
+    );
+    deliver(&client, gateway.peer_id(), &submission).await;
+
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = gateway.api().status(&id).unwrap();
+        if status.as_ref().is_some_and(|s| s.count("done") == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the result that came before its workflow was lost: {status:?}"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    let held = gateway.api().store().result(&id, 0).unwrap();
+    assert_eq!(
+        held,
+        Some(result),
+        "the very result the matchmaker accepted"
+    );
+}
