@@ -47,6 +47,11 @@ type Answer = BoxFuture<'static, (ResponseChannel<Vec<u8>>, Vec<u8>)>;
 type RequestReply = oneshot::Sender<Result<Vec<u8>, NetworkError>>;
 type DialReply = oneshot::Sender<Result<PeerId, NetworkError>>;
 
+/// First gap before bootstrap peers not connected are dialed again (it doubles each round).
+const BOOTSTRAP_REDIAL_FIRST: Duration = Duration::from_millis(250);
+/// Longest gap between two rounds of dialing bootstrap peers again.
+const BOOTSTRAP_REDIAL_MAX: Duration = Duration::from_secs(30);
+
 /// Owns the swarm; run it with `tokio::spawn(event_loop.run())`.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -107,11 +112,14 @@ impl EventLoop {
 
     /// Run until every [`super::Client`] is dropped.
     pub async fn run(mut self) {
-        for addr in std::mem::take(&mut self.bootstrap) {
-            if let Err(e) = self.swarm.dial(addr.clone()) {
-                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
-            }
-        }
+        self.dial_bootstrap(true);
+        // Bootstrap peers not connected are dialed again, 0.25 s after start and then at
+        // doubling gaps up to 30 s. A devnet or a compose file starts every node at once, so
+        // a peer may not listen yet when it is first dialed; one refused dial used to leave
+        // the node off that peer for good, and off its gossip until a mesh formed elsewhere.
+        let mut redial_gap = BOOTSTRAP_REDIAL_FIRST;
+        let redial = tokio::time::sleep(redial_gap);
+        tokio::pin!(redial);
         let mut retry = tokio::time::interval(self.config.publish_retry_interval);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut discovery = tokio::time::interval(self.config.kad_bootstrap_interval);
@@ -140,6 +148,11 @@ impl EventLoop {
                     Err(_) => self.overflow.clear(), // the node dropped its receiver
                 },
                 _ = retry.tick(), if !self.pending_publish.is_empty() => self.retry_publish(None),
+                () = &mut redial, if !self.bootstrap.is_empty() => {
+                    self.dial_bootstrap(false);
+                    redial_gap = (redial_gap * 2).min(BOOTSTRAP_REDIAL_MAX);
+                    redial.as_mut().reset(tokio::time::Instant::now() + redial_gap);
+                }
                 _ = discovery.tick() => {
                     if self.kad_ready {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
@@ -148,6 +161,32 @@ impl EventLoop {
             }
         }
         tracing::debug!("network event loop stopped: every client dropped");
+    }
+
+    /// Dial every bootstrap peer not connected and not being dialed (`first`: warn when an
+    /// address cannot even be dialed; later rounds say so at debug level).
+    fn dial_bootstrap(&mut self, first: bool) {
+        for addr in &self.bootstrap {
+            let Some(peer) = addr.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+                _ => None,
+            }) else {
+                continue; // `network::new` refuses such an address
+            };
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            match self.swarm.dial(opts) {
+                Ok(()) => {}
+                Err(DialError::DialPeerConditionFalse(_)) => {}
+                Err(e) if first => tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer"),
+                Err(e) => tracing::debug!(%addr, error = %e, "cannot dial bootstrap peer"),
+            }
+        }
     }
 
     /// Hand an event to the node without ever blocking the loop: the node may be waiting on

@@ -951,3 +951,40 @@ async fn a_result_whose_output_came_attached_is_judged_at_once_unless_it_is_a_pr
     );
     server.abort();
 }
+
+// Nodes started together (a devnet, a compose file) may dial a bootstrap peer before it
+// listens. The refused dial is retried until it connects: once, it left the node off that
+// peer for good (the peer, with no bootstrap list of its own, never dialed back), and a
+// submission gossiped at once never reached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_peer_that_starts_listening_late_is_dialed_again() {
+    let late_key = Keypair::generate();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .unwrap()
+        .port();
+    let late_peer = network::peer_id_of(&late_key.public()).expect("an ed25519 key");
+    let late_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{late_peer}")
+        .parse()
+        .unwrap();
+    let early = spawn_node("early", vec![late_addr], |_| {}).await;
+    // Its first dial is refused; let a retry or two fail as well.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(early.client.peers().await.unwrap().is_empty());
+
+    let mut config = NetworkConfig::test(DOMAIN);
+    config.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];
+    config.clock = fixed_clock();
+    let (late, _events) =
+        network::spawn(config, &late_key, &mut Registry::default()).expect("network starts");
+    assert_eq!(late.local_peer_id(), late_peer);
+    let deadline = Instant::now() + WAIT;
+    while !early.client.peers().await.unwrap().contains(&late_peer) {
+        assert!(
+            Instant::now() < deadline,
+            "the bootstrap peer was never dialed again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
