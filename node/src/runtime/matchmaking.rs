@@ -53,12 +53,21 @@ pub struct MatchmakerRole {
     /// from different senders arrive in any order), with when they arrived; fed right after
     /// the assignment, or dropped after [`EARLY_TTL_MS`].
     early: HashMap<AttemptKey, Vec<(u64, Event, Option<CheckVerdict>)>>,
+    /// Operators' results for workflows this node does not hold yet, with when they came:
+    /// checked and fed once the submission arrives (a proof cannot be checked without its
+    /// task). A matchmaker that learns a workflow late, after the active one died, would
+    /// otherwise wait out the deadlines of attempts whose results it had, and slash their
+    /// operators for work they delivered. At most [`MAX_UNKNOWN_RESULTS`], for [`EARLY_TTL_MS`].
+    unknown: HashMap<WorkflowId, Vec<(u64, SignedResult)>>,
+    unknown_len: usize,
 }
 
 type AttemptKey = (WorkflowId, TaskIndex, u32);
 
-/// How long an event that overtook its assignment waits for it.
+/// How long an event that overtook its assignment (or a result, its workflow) waits for it.
 const EARLY_TTL_MS: u64 = 30_000;
+/// Most results held for workflows not known yet.
+const MAX_UNKNOWN_RESULTS: usize = 4_096;
 
 fn attempt_of(event: &Event) -> Option<AttemptKey> {
     match event {
@@ -131,6 +140,8 @@ impl MatchmakerRole {
             assigned_at: HashMap::new(),
             known,
             early: HashMap::new(),
+            unknown: HashMap::new(),
+            unknown_len: 0,
         })
     }
 
@@ -176,6 +187,13 @@ impl MatchmakerRole {
                 v.retain(|(at, _, _)| now.saturating_sub(*at) <= EARLY_TTL_MS);
                 !v.is_empty()
             });
+            if self.unknown_len > 0 {
+                self.unknown.retain(|_, v| {
+                    v.retain(|(at, _)| now.saturating_sub(*at) <= EARLY_TTL_MS);
+                    !v.is_empty()
+                });
+                self.unknown_len = self.unknown.values().map(Vec::len).sum();
+            }
         }
         let mut decisions = self.feed_now(sh, now, event, check);
         let mut newly = Vec::new();
@@ -238,11 +256,23 @@ impl MatchmakerRole {
         now: u64,
     ) -> Vec<Decision> {
         let event = match message {
-            Message::Submission(s) => Event::WorkflowSubmitted {
-                id: s.workflow.id(),
-                workflow: s.workflow,
-                submitted_at_ms: s.submitted_at_ms,
-            },
+            Message::Submission(s) => {
+                let id = s.workflow.id();
+                let event = Event::WorkflowSubmitted {
+                    id,
+                    workflow: s.workflow,
+                    submitted_at_ms: s.submitted_at_ms,
+                };
+                let mut decisions = self.feed(sh, now, event, None);
+                if let Some(held) = self.unknown.remove(&id) {
+                    self.unknown_len -= held.len();
+                    for (_, result) in held {
+                        let message = Message::Result(result);
+                        decisions.extend(self.on_message(sh, view, sender, message, now));
+                    }
+                }
+                return decisions;
+            }
             Message::OperatorAdvert(a) => {
                 self.operators.insert(a.operator);
                 Event::OperatorAdvert(a)
@@ -261,6 +291,14 @@ impl MatchmakerRole {
             | Message::Answers(_)
             | Message::Verdicts(_) => return Vec::new(),
             Message::Result(r) => {
+                if view.workflows.get(&r.result.workflow).is_none() {
+                    if self.unknown_len < MAX_UNKNOWN_RESULTS {
+                        self.unknown_len += 1;
+                        let held = self.unknown.entry(r.result.workflow).or_default();
+                        held.push((now, r));
+                    }
+                    return Vec::new();
+                }
                 let key = (r.result.workflow, r.result.task, r.result.attempt);
                 if let Some(at) = self.assigned_at.remove(&key) {
                     let compute = r.result.finished_ms.saturating_sub(r.result.started_ms);

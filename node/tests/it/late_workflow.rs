@@ -2,16 +2,18 @@
 //! every matchmaker it trusts, besides gossip (which misses a node not yet in any peer's mesh).
 //! Accepted results that overtake their workflow are kept until it arrives, not dropped: a
 //! matchmaker that learns a workflow by discovery after the active one died has nobody left to
-//! ask for them, and without them it ran those tasks again.
+//! ask for them, and without them it ran those tasks again. An operator's result that reaches
+//! a matchmaker before the workflow is checked once it does, not dropped: the matchmaker
+//! waited out the attempt's deadline and slashed an operator that had delivered.
 
-use crate::cluster::deliver;
 use crate::cluster::{
-    made_then_used, now_ms, options, plain_peer, self_signed_result, Role, DOMAIN,
+    attempt_one, deliver, made_then_used, now_ms, options, plain_peer, self_signed_result, Role,
+    DOMAIN,
 };
 use proofmesh_node::network::NetworkEvent;
 use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::{Submission, Verdict};
-use proofmesh_protocol::{Envelope, Keypair, Message};
+use proofmesh_protocol::messages::{Capacity, Heartbeat, OperatorAdvert, Submission, Verdict};
+use proofmesh_protocol::{Envelope, Keypair, Message, Program};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
@@ -108,4 +110,102 @@ async fn results_accepted_before_their_workflow_arrives_are_kept_until_it_does()
         Some(result),
         "the very result the matchmaker accepted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_result_that_arrives_before_its_workflow_is_judged_once_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    // Trusts every matchmaker's decisions (none configured), and hears no other matchmaker:
+    // active for every workflow, as a survivor is.
+    let mm = Node::spawn(options(dir.path(), Role::Matchmaker, &[]))
+        .await
+        .expect("matchmaker starts");
+    let boot = mm.listen_addrs().to_vec();
+    // The matchmaker that assigned the attempt (and died), and the operator that ran it.
+    let (gone, operator) = (Keypair::generate(), Keypair::generate());
+    let (gone_client, _gone_events) = plain_peer(&gone, boot.clone());
+    let (op_client, _op_events) = plain_peer(&operator, boot);
+    let mut nonce = 0;
+    let mut seal = |keypair: &Keypair, message: Message| {
+        nonce += 1;
+        Envelope::seal(keypair, DOMAIN, &message, nonce, now_ms() + 60_000)
+    };
+    let advert = seal(
+        &operator,
+        Message::OperatorAdvert(OperatorAdvert {
+            operator: operator.public(),
+            eth_address: None,
+            capacity: Capacity {
+                cpu: 4,
+                memory_mb: 8192,
+                disk_mb: 10_000,
+                gpus: Vec::new(),
+            },
+            programs: vec![Program {
+                name: "noop".into(),
+                version: "1".into(),
+            }],
+            price_wei: 0,
+            queue: 0,
+            max_tasks: 0,
+            trusts: Vec::new(),
+        }),
+    );
+    deliver(&op_client, mm.peer_id(), &advert).await;
+    let deadline = Instant::now() + WAIT;
+    while mm.api().store().operators().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the advert never arrived");
+        sleep(Duration::from_millis(20)).await;
+    }
+
+    let workflow = made_then_used("late-result");
+    let id = workflow.id();
+    let now = now_ms();
+    let heartbeat = seal(
+        &operator,
+        Message::Heartbeat(Heartbeat {
+            operator: operator.public(),
+            at_ms: now,
+            running: Vec::new(),
+        }),
+    );
+    deliver(&op_client, mm.peer_id(), &heartbeat).await;
+    // Gossip in the order a late matchmaker may get it: the assignment, the operator's
+    // result (its output attached, as operators send it), then the workflow itself.
+    let assignment = attempt_one(id, 0, operator.public(), gone.public(), now, false);
+    let assignment = seal(&gone, Message::Assignment(assignment));
+    deliver(&gone_client, mm.peer_id(), &assignment).await;
+    let result = self_signed_result(&operator, id, 0, b"made");
+    let sent = seal(&operator, Message::Result(result.clone()));
+    op_client
+        .send_direct_in_order(mm.peer_id(), &sent, vec![b"made".to_vec()])
+        .await
+        .expect("result delivered");
+    let submission = seal(
+        &gone,
+        Message::Submission(Submission {
+            workflow,
+            owner: gone.public(),
+            owner_eth: None,
+            escrow: None,
+            submitted_at_ms: now,
+        }),
+    );
+    deliver(&gone_client, mm.peer_id(), &submission).await;
+
+    // The attempt's deadline is a minute away: only the held result can end it sooner.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = mm.api().status(&id).unwrap();
+        if status.as_ref().is_some_and(|s| s.count("done") == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the result that came before its workflow was never judged: {status:?}"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    let accepted = mm.api().store().result(&id, 0).unwrap();
+    assert_eq!(accepted, Some(result), "the operator's own result");
 }
