@@ -309,6 +309,12 @@ impl Matchmaker {
         }
     }
 
+    /// Whether a result relayed for `task` of `workflow` would be judged now
+    /// ([`Event::Relayed`]): worth checking only then.
+    pub fn wants_relayed(&self, workflow: &WorkflowId, task: u32) -> bool {
+        self.st.takes_relayed(workflow, task).is_some()
+    }
+
     /// Whether this matchmaker is the active one for `workflow` among the live set.
     pub fn is_active_for(&self, workflow: &WorkflowId) -> bool {
         self.st.is_active(workflow)
@@ -433,6 +439,7 @@ impl State {
             }
             Event::Assigned(a) => self.observed_assignment(a),
             Event::Verdict(v) => self.observed_verdict(v),
+            Event::Relayed(r) => self.relayed(r, checker),
             Event::Cancelled {
                 workflow,
                 task,
@@ -1413,16 +1420,9 @@ impl State {
                 // workflow (catch-up) after its first active matchmaker had accepted results and
                 // died, or that one's verdict came late. Every node keeps the first result
                 // accepted for a task, so running the task again would only make a second,
-                // different one: take it, and call back our own attempt if it is another.
-                let ours = slot.inflight.as_ref().is_some_and(|inf| {
-                    inf.attempt == r.result.attempt
-                        && self.ops[inf.op as usize].key == r.result.operator
-                });
-                if active && slot.status == Status::Inflight && !ours {
-                    self.end_attempt(w, i, AttemptCause::Superseded, true);
-                    if self.wfs[w as usize].phase != Phase::Running {
-                        return;
-                    }
+                // different one: take it.
+                if active && !self.call_back_other_attempt(w, i, &r) {
+                    return;
                 }
                 self.complete_task(w, i, &r);
                 self.after_done(w);
@@ -1438,6 +1438,53 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Before taking `r` as task `i`'s result: call back our attempt in flight if it is another
+    /// one (another attempt number or operator). False if that ended the workflow.
+    fn call_back_other_attempt(&mut self, w: u32, i: u32, r: &SignedResult) -> bool {
+        let slot = &self.wfs[w as usize].tasks[i as usize];
+        let other = slot.inflight.as_ref().is_some_and(|inf| {
+            inf.attempt != r.result.attempt || self.ops[inf.op as usize].key != r.result.operator
+        });
+        if other {
+            self.end_attempt(w, i, AttemptCause::Superseded, true);
+        }
+        self.wfs[w as usize].phase == Phase::Running
+    }
+
+    /// The workflow's slot if a relayed result for `task` is judged now ([`Event::Relayed`]):
+    /// this matchmaker is active for the running workflow and the task has no result yet.
+    /// Not while it waits for its inputs' results (a later catch-up round brings it again).
+    fn takes_relayed(&self, workflow: &WorkflowId, task: u32) -> Option<u32> {
+        let &w = self.wf_index.get(workflow)?;
+        let wf = &self.wfs[w as usize];
+        let open = wf
+            .tasks
+            .get(task as usize)
+            .is_some_and(|t| !matches!(t.status, Status::Done | Status::Waiting));
+        (wf.active && wf.phase == Phase::Running && open).then_some(w)
+    }
+
+    fn relayed(&mut self, r: SignedResult, checker: &mut dyn ResultChecker) {
+        let i = r.result.task;
+        let Some(w) = self.takes_relayed(&r.result.workflow, i) else {
+            return;
+        };
+        let wf = &self.wfs[w as usize];
+        // A relay's copy that fails its check is dropped (the node logged why).
+        if checker
+            .check(&wf.workflow, &wf.workflow.tasks[i as usize], &r)
+            .is_err()
+        {
+            return;
+        }
+        if !self.call_back_other_attempt(w, i, &r) {
+            return;
+        }
+        self.complete_task(w, i, &r);
+        self.emit(w, Decision::Verdict(Verdict::Accepted(r)));
+        self.after_done(w);
     }
 
     // ----- time -----

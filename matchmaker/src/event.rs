@@ -86,6 +86,14 @@ pub enum Event {
         /// Operator that sent it.
         operator: PublicKey,
     },
+    /// A result some node holds as accepted, passed on by a node that is not a trusted
+    /// matchmaker (a catch-up answer from a gateway or an operator), so nobody vouches for its
+    /// acceptance (appended variant). Judged by this matchmaker's checker like an operator's
+    /// result, and only if it is active for the workflow and the task has no result yet: the
+    /// only matchmaker left after the active one died learns the results that one accepted this
+    /// way, and taking them keeps every node's result for those tasks the same. One that fails
+    /// its check is dropped, and nobody is slashed on a relay's word.
+    Relayed(SignedResult),
 }
 
 /// An output of [`crate::Matchmaker::handle`]: something the node must send or record.

@@ -262,3 +262,92 @@ fn an_active_matchmaker_takes_another_ones_accepted_result_and_calls_back_its_at
     );
     ms[1].check_invariants().expect("invariants");
 }
+
+/// The `SignedResult` inside a result event.
+fn signed(e: Event) -> proofmesh_protocol::messages::SignedResult {
+    match e {
+        Event::Result(r) => r,
+        e => panic!("not a result: {e:?}"),
+    }
+}
+
+// The only matchmaker left learns the results the dead one accepted from a node nobody vouches
+// for (a gateway's catch-up answer). It checks each one and accepts it as its own verdict,
+// calling back its own attempt at that task; a copy that fails its check is dropped, a task
+// whose inputs have no result here yet is left for a later answer, and a standby takes none.
+#[test]
+fn a_relayed_result_is_checked_and_taken_only_while_active() {
+    let wf = chain(3, 3);
+    let id = wf.id();
+    let mut mm = with_operators(3, 1);
+    let (_, d) = submit(&mut mm, 0, &wf);
+    let ours = assignments(&d).remove(0);
+    assert_eq!(ours.task, 0);
+    mm.handle(1, accept(&ours, 1));
+    // The dead matchmaker's attempt at task 0 ran on another operator.
+    let other = (1..=3)
+        .map(key)
+        .find(|k| k.public() != ours.operator)
+        .unwrap();
+    let theirs = proofmesh_protocol::messages::Assignment {
+        operator: other.public(),
+        ..ours.clone()
+    };
+    let relayed = signed(result_for(&theirs, &other, 1, 50, true));
+    // Task 1 waits for task 0's result: its copy is left for a later answer.
+    let later = proofmesh_protocol::messages::Assignment {
+        task: 1,
+        ..theirs.clone()
+    };
+    let early = signed(result_for(&later, &other, 51, 90, true));
+    assert!(mm.handle(10, Event::Relayed(early.clone())).is_empty());
+    assert!(!mm.wants_relayed(&id, 1));
+    let forged = match forged_result(&theirs, &other) {
+        Event::Result(r) => r,
+        _ => unreachable!(),
+    };
+    assert!(mm.wants_relayed(&id, 0));
+    assert!(
+        mm.handle(10, Event::Relayed(forged)).is_empty(),
+        "a copy that fails its check is dropped, nobody slashed"
+    );
+    assert!(mm.describe_task(&id, 0).starts_with("Inflight"));
+
+    let d = mm.handle(11, Event::Relayed(relayed.clone()));
+    assert!(
+        d.iter().any(
+            |x| matches!(x, Decision::Cancel { task: 0, attempt, .. } if *attempt == ours.attempt)
+        ),
+        "our own attempt is called back: {d:?}"
+    );
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::Verdict(Verdict::Accepted(r)) if *r == relayed)),
+        "accepted as this matchmaker's verdict: {d:?}"
+    );
+    assert_eq!(
+        assignments(&d).iter().map(|a| a.task).collect::<Vec<_>>(),
+        [1]
+    );
+    assert!(!mm.wants_relayed(&id, 0), "done");
+    assert!(mm.handle(12, Event::Relayed(relayed)).is_empty(), "once");
+    // Now task 1's inputs are here, its copy is taken.
+    assert!(mm.wants_relayed(&id, 1));
+    let d = mm.handle(13, Event::Relayed(early));
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::Verdict(Verdict::Accepted(r)) if r.result.task == 1)),
+        "{d:?}"
+    );
+    mm.check_invariants().expect("invariants");
+
+    // A standby judges nothing relayed: the active one does.
+    let (_active, mut standby, _, _) = pair(&wf);
+    assert!(!standby.wants_relayed(&id, 0));
+    let copy = signed(result_for(&theirs, &other, 1, 50, true));
+    assert!(standby.handle(14, Event::Relayed(copy)).is_empty());
+    assert!(
+        standby.describe_task(&id, 0).starts_with("Ready")
+            || !standby.describe_task(&id, 0).starts_with("Done")
+    );
+}

@@ -8,7 +8,7 @@
 //!
 //! Discovery: every [`DISCOVER_EVERY`] (and at start) the question also lists every workflow
 //! the node knows as active, and the answer carries the submissions of active workflows it
-//! did not list — a matchmaker that was down when a workflow was submitted must know it to take
+//! did not list, with their accepted results — a matchmaker that was down when a workflow was submitted must know it to take
 //! it over if the active one dies. A node that only operates discovers only while one of its
 //! attempts waits for a workflow it does not hold: its matchmaker sends each workflow it needs
 //! with its assignments, and taking in every active one would be work for nothing.
@@ -155,6 +155,27 @@ fn discover(
         }
         *budget -= size;
         reply.submissions.push(record.submission);
+        // With the results accepted so far: a matchmaker that learns a workflow this way may
+        // be the only one left to finish it.
+        let (accepted, more) = match sh.store.results_within(&id, |_| true, budget) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up: reading results failed");
+                continue;
+            }
+        };
+        if !accepted.is_empty() {
+            reply.workflows.push(SyncUpdate {
+                workflow: id,
+                accepted,
+                failed: None,
+                completed: false,
+            });
+        }
+        if more {
+            reply.more = true;
+            return;
+        }
     }
 }
 

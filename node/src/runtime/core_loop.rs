@@ -117,6 +117,11 @@ pub(crate) enum Internal {
         /// The verdict, and the output fetched and not stored yet.
         checked: super::verify::Checked,
     },
+    /// A relayed result's precheck finished (see `MatchmakerRole::relayed`).
+    CheckedRelayed {
+        result: proofmesh_protocol::messages::SignedResult,
+        checked: super::verify::Checked,
+    },
     /// An operator attempt ended.
     AttemptDone {
         key: operating::AttemptKey,
@@ -915,6 +920,16 @@ impl Core {
                     .mm
                     .as_mut()
                     .map(|m| m.checked(&self.sh, now, result, checked))
+                {
+                    self.act(decisions);
+                }
+            }
+            Internal::CheckedRelayed { result, checked } => {
+                let now = self.sh.now();
+                if let Some(decisions) = self
+                    .mm
+                    .as_mut()
+                    .map(|m| m.checked_relayed(&self.sh, now, result, checked))
                 {
                     self.act(decisions);
                 }
@@ -1841,7 +1856,14 @@ impl Core {
         results: Vec<proofmesh_protocol::messages::SignedResult>,
     ) -> usize {
         if !results.is_empty() && !self.sh.trusts_matchmaker(&from) {
-            tracing::debug!(peer = %from, "not taking accepted results from a peer that is not a trusted matchmaker");
+            // Nobody vouches for their acceptance: a matchmaker checks them itself (the one
+            // left after the active one died learns that one's results only this way).
+            match self.mm.as_mut() {
+                Some(m) => m.relayed(&self.sh, &self.view, results),
+                None => {
+                    tracing::debug!(peer = %from, "not taking accepted results from a peer that is not a trusted matchmaker")
+                }
+            }
             return 0;
         }
         let before = self.view.done(id);

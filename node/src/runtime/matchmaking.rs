@@ -105,7 +105,9 @@ impl MatchmakerRole {
                     continue;
                 }
             };
-            if let (Event::Result(r), Some(check)) = (&record.event, &record.check) {
+            if let (Event::Result(r) | Event::Relayed(r), Some(check)) =
+                (&record.event, &record.check)
+            {
                 verdicts.insert(r, check.clone());
             }
             if let Event::OperatorAdvert(a) = &record.event {
@@ -291,14 +293,14 @@ impl MatchmakerRole {
             | Message::Answers(_)
             | Message::Verdicts(_) => return Vec::new(),
             Message::Result(r) => {
-                if view.workflows.get(&r.result.workflow).is_none() {
+                let Some(workflow) = view.workflows.get(&r.result.workflow) else {
                     if self.unknown_len < MAX_UNKNOWN_RESULTS {
                         self.unknown_len += 1;
                         let held = self.unknown.entry(r.result.workflow).or_default();
                         held.push((now, r));
                     }
                     return Vec::new();
-                }
+                };
                 let key = (r.result.workflow, r.result.task, r.result.attempt);
                 if let Some(at) = self.assigned_at.remove(&key) {
                     let compute = r.result.finished_ms.saturating_sub(r.result.started_ms);
@@ -310,10 +312,7 @@ impl MatchmakerRole {
                 // within a millisecond and the verdict then shares the next assignment's
                 // durable commit; freeing early there split them into two commits per task
                 // (1-slot sleep overhead P50 +0.35 ms, P99 +0.8 ms, for +1.5% pipeline).
-                let task = view
-                    .workflows
-                    .get(&r.result.workflow)
-                    .and_then(|wf| wf.tasks.get(r.result.task as usize).cloned());
+                let task = workflow.tasks.get(r.result.task as usize).cloned();
                 if let Some(checked) = task
                     .as_ref()
                     .and_then(|t| verify::precheck_now(&sh.client, &sh.verified_results, t, &r))
@@ -353,7 +352,8 @@ impl MatchmakerRole {
     fn spawn_precheck(&self, sh: &Shared, task: Option<Task>, result: SignedResult) {
         let internal = sh.internal.clone();
         let Some(task) = task else {
-            // Unknown workflow or task: the engine ignores it; judge by signature only.
+            // Unknown task (results of unknown workflows wait for them): the engine ignores it;
+            // judge by signature only.
             let checked = verify::Checked {
                 verdict: verify::signature_verdict(&sh.verified_results, &result),
                 fetched: None,
@@ -393,6 +393,56 @@ impl MatchmakerRole {
         }
         self.verdicts.insert(&result, verdict.clone());
         self.feed(sh, now, Event::Result(result), Some(verdict))
+    }
+
+    /// Results a node that is not a trusted matchmaker holds as accepted (its catch-up answer):
+    /// each one this matchmaker would take ([`Matchmaker::wants_relayed`]) is checked off the
+    /// core like an operator's result, then fed as [`Event::Relayed`].
+    pub fn relayed(&mut self, sh: &Shared, view: &View, results: Vec<SignedResult>) {
+        for result in results {
+            let r = &result.result;
+            if !self.engine.wants_relayed(&r.workflow, r.task) {
+                continue;
+            }
+            let Some(task) = view
+                .workflows
+                .get(&r.workflow)
+                .and_then(|wf| wf.tasks.get(r.task as usize).cloned())
+            else {
+                continue;
+            };
+            let internal = sh.internal.clone();
+            let client = sh.client.clone();
+            let store = sh.store.unbatched();
+            let verified = sh.verified_results.clone();
+            sh.spawn(async move {
+                let checked = verify::precheck(&client, &store, &verified, &task, &result).await;
+                let _ = internal.send(Internal::CheckedRelayed { result, checked });
+            });
+        }
+    }
+
+    /// A relayed result's check finished: fed with its verdict recorded if it passed, dropped
+    /// (nobody slashed on a relay's word) if not.
+    pub fn checked_relayed(
+        &mut self,
+        sh: &Shared,
+        now: u64,
+        result: SignedResult,
+        checked: verify::Checked,
+    ) -> Vec<Decision> {
+        let verify::Checked { verdict, fetched } = checked;
+        if let Err(reason) = &verdict {
+            tracing::warn!(task = result.result.task, operator = %result.result.operator, %reason, "a relayed result failed its check; dropped");
+            return Vec::new();
+        }
+        if let Some((id, bytes)) = fetched {
+            if let Err(e) = sh.store.put_blob_expected(&id, &bytes) {
+                tracing::error!(error = %e, "cannot store a checked output");
+            }
+        }
+        self.verdicts.insert(&result, verdict.clone());
+        self.feed(sh, now, Event::Relayed(result), Some(verdict))
     }
 
     /// A peer's connection closed: a matchmaker leaves the live set at once; an operator is

@@ -180,6 +180,54 @@ async fn standby_matchmaker_down_at_submission_discovers_it_and_takes_over() {
     assert_eq!(completed as usize, n, "each task counted once: {ops:?}");
 }
 
+// Both matchmakers fail in turn: the standby is down when the workflow is submitted, and the
+// active one dies before the standby is back. The standby, the only matchmaker left, learns
+// the workflow and the results the dead one accepted from the gateway (catch-up), and must go
+// on from there: the gateway keeps the first result accepted for each task, so running those
+// tasks again would give each a second, different result. No trusted matchmaker vouches for
+// the gateway's copies, so the standby checks each one as it would an operator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_matchmakers_down_in_turn_the_one_back_keeps_what_the_other_accepted() {
+    let mut net = Net::up(spec(Default::default(), 2, 2));
+    let text = fan_in("e2e-in-turn", 8, 400);
+    let (wf_id, workflow) = parse(&text);
+    let n = workflow.tasks.len();
+    let (active, standby) = active_and_standby(&net, &wf_id, &workflow);
+
+    net.kill(&standby);
+    let mut gw = net.rpc("gateway").await;
+    let id = gw.submit_workflow(&text, "toml").await.expect("submit").id;
+    let before = wait_status(&mut gw, &id, "a first task done", WAIT, |s| s.done >= 1).await;
+    assert!((before.done as usize) < n, "must still be running");
+    net.kill(&active);
+    net.restart(&standby);
+    let mut sb = net.rpc(&standby).await;
+    wait_completed(&mut sb, &id, "completion by the standby", WAIT, n).await;
+    wait_completed(&mut gw, &id, "completion on the gateway", WAIT, n).await;
+
+    drop((gw, sb));
+    net.stop("gateway");
+    net.stop(&standby);
+    let gateway = accepted(&net.store("gateway"), &wf_id);
+    let dead = accepted(&net.store(&active), &wf_id);
+    assert!(
+        !dead.is_empty(),
+        "the first matchmaker accepted results before it died"
+    );
+    for (task, r) in &dead {
+        assert_eq!(
+            gateway.get(task),
+            Some(r),
+            "task {task}: the dead matchmaker's accepted result was replaced"
+        );
+    }
+    assert_eq!(
+        accepted(&net.store(&standby), &wf_id),
+        gateway,
+        "the standby and the gateway agree on every result"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restarted_mid_workflow_loses_nothing() {
     restarted_mid_workflow(&["operator-1"], Downtime::Brief, None).await;
