@@ -8,8 +8,9 @@
 //!
 //! Discovery: every [`DISCOVER_EVERY`] (and at start) the question also lists every workflow
 //! the node knows as active, and the answer carries the submissions of active workflows it
-//! did not list, with their accepted results — a matchmaker that was down when a workflow was submitted must know it to take
-//! it over if the active one dies. A node that only operates discovers only while one of its
+//! did not list, with their accepted results — a matchmaker that was down when a workflow was
+//! submitted must know it to take it over if the active one dies, and may be the only one left
+//! to vouch for those results (`MatchmakerRole::relayed`). A node that only operates discovers only while one of its
 //! attempts waits for a workflow it does not hold: its matchmaker sends each workflow it needs
 //! with its assignments, and taking in every active one would be work for nothing.
 //!
