@@ -1775,7 +1775,10 @@ impl Core {
     fn caught_up(&mut self, from: PublicKey, reply: SyncReply) {
         for submission in reply.submissions {
             let id = submission.workflow.id();
-            tracing::info!(workflow = %id.short(), peer = %from, "discovered a workflow gossip missed");
+            // An answer may carry one this node finished meanwhile (it lists active ones only).
+            if self.view.workflows.get(&id).is_none() {
+                tracing::info!(workflow = %id.short(), peer = %from, "discovered a workflow gossip missed");
+            }
             self.on_message(from, Message::Submission(submission), Origin::Remote);
             // Whatever happened to it since: ask at the next round.
             self.view.catch_up_soon(&id);
