@@ -188,6 +188,11 @@ impl Net {
         Store::open(&data).unwrap_or_else(|e| panic!("{name}'s store at {}: {e}", data.display()))
     }
 
+    /// Node `name`'s whole log.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(&self.node(name).log).unwrap_or_default()
+    }
+
     /// The tail of node `name`'s log, for failure messages.
     pub fn log_tail(&self, name: &str) -> String {
         devnet::log_tail(&self.node(name).log, 30)
