@@ -22,7 +22,8 @@ use crate::operators::OperatorState;
 use crate::rendezvous::{active_matchmaker, routing_key};
 use crate::reputation::ProgramStats;
 use proofmesh_protocol::messages::{
-    Acceptance, Assignment, Heartbeat, OperatorAdvert, SignedResult, TaskFailure, Verdict,
+    Acceptance, Assignment, Heartbeat, OperatorAdvert, SignedResult, TaskFailure, TaskResult,
+    Verdict,
 };
 use proofmesh_protocol::{ContentId, Program, PublicKey, Resources, Workflow, WorkflowId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -309,10 +310,10 @@ impl Matchmaker {
         }
     }
 
-    /// Whether a result relayed for `task` of `workflow` would be judged now
-    /// ([`Event::Relayed`]): worth checking only then.
-    pub fn wants_relayed(&self, workflow: &WorkflowId, task: u32) -> bool {
-        self.st.takes_relayed(workflow, task).is_some()
+    /// Whether relayed result `r` would be judged now ([`Event::Relayed`]): worth checking
+    /// only then.
+    pub fn wants_relayed(&self, r: &TaskResult) -> bool {
+        self.st.takes_relayed(r).is_some()
     }
 
     /// Whether this matchmaker is the active one for `workflow` among the live set.
@@ -1453,22 +1454,28 @@ impl State {
         self.wfs[w as usize].phase == Phase::Running
     }
 
-    /// The workflow's slot if a relayed result for `task` is judged now ([`Event::Relayed`]):
-    /// this matchmaker is active for the running workflow and the task has no result yet.
-    /// Not while it waits for its inputs' results (a later catch-up round brings it again).
-    fn takes_relayed(&self, workflow: &WorkflowId, task: u32) -> Option<u32> {
-        let &w = self.wf_index.get(workflow)?;
+    /// The workflow's slot if a relayed result `r` is judged now ([`Event::Relayed`]): this
+    /// matchmaker is active for the running workflow, the task has no result yet and does not
+    /// wait for its inputs' results (a later catch-up round brings it again), and the result
+    /// is signed by an operator this matchmaker knows, for an attempt number the task allows.
+    /// Nobody vouches for a relayed result's acceptance, so a key made up for the occasion
+    /// must not get an output accepted.
+    fn takes_relayed(&self, r: &TaskResult) -> Option<u32> {
+        let &w = self.wf_index.get(&r.workflow)?;
         let wf = &self.wfs[w as usize];
         let open = wf
             .tasks
-            .get(task as usize)
+            .get(r.task as usize)
             .is_some_and(|t| !matches!(t.status, Status::Done | Status::Waiting));
-        (wf.active && wf.phase == Phase::Running && open).then_some(w)
+        let attempt_ok =
+            (1..=wf.workflow.tasks.get(r.task as usize)?.max_attempts.max(1)).contains(&r.attempt);
+        let known = self.op_index.contains_key(&r.operator);
+        (wf.active && wf.phase == Phase::Running && open && attempt_ok && known).then_some(w)
     }
 
     fn relayed(&mut self, r: SignedResult, checker: &mut dyn ResultChecker) {
         let i = r.result.task;
-        let Some(w) = self.takes_relayed(&r.result.workflow, i) else {
+        let Some(w) = self.takes_relayed(&r.result) else {
             return;
         };
         let wf = &self.wfs[w as usize];

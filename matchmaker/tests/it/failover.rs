@@ -273,8 +273,9 @@ fn signed(e: Event) -> proofmesh_protocol::messages::SignedResult {
 
 // The only matchmaker left learns the results the dead one accepted from a node nobody vouches
 // for (a gateway's catch-up answer). It checks each one and accepts it as its own verdict,
-// calling back its own attempt at that task; a copy that fails its check is dropped, a task
-// whose inputs have no result here yet is left for a later answer, and a standby takes none.
+// calling back its own attempt at that task; a copy that fails its check, or signed by a key
+// no operator advertised, is dropped, a task whose inputs have no result here yet is left for
+// a later answer, and a standby takes none.
 #[test]
 fn a_relayed_result_is_checked_and_taken_only_while_active() {
     let wf = chain(3, 3);
@@ -301,16 +302,43 @@ fn a_relayed_result_is_checked_and_taken_only_while_active() {
     };
     let early = signed(result_for(&later, &other, 51, 90, true));
     assert!(mm.handle(10, Event::Relayed(early.clone())).is_empty());
-    assert!(!mm.wants_relayed(&id, 1));
+    assert!(!mm.wants_relayed(&early.result));
     let forged = match forged_result(&theirs, &other) {
         Event::Result(r) => r,
         _ => unreachable!(),
     };
-    assert!(mm.wants_relayed(&id, 0));
+    assert!(mm.wants_relayed(&relayed.result));
     assert!(
         mm.handle(10, Event::Relayed(forged)).is_empty(),
         "a copy that fails its check is dropped, nobody slashed"
     );
+    // A well-signed result by a key no operator advertised, or for an attempt the task does
+    // not allow, is not taken: nobody vouches for a relayed result's acceptance.
+    let stranger = key(99);
+    let made_up = signed(result_for(
+        &proofmesh_protocol::messages::Assignment {
+            operator: stranger.public(),
+            ..ours.clone()
+        },
+        &stranger,
+        1,
+        50,
+        true,
+    ));
+    assert!(!mm.wants_relayed(&made_up.result));
+    assert!(mm.handle(10, Event::Relayed(made_up)).is_empty());
+    let beyond = signed(result_for(
+        &proofmesh_protocol::messages::Assignment {
+            attempt: 4,
+            ..theirs.clone()
+        },
+        &other,
+        1,
+        50,
+        true,
+    ));
+    assert!(!mm.wants_relayed(&beyond.result), "chain(_, 3): 3 attempts");
+    assert!(mm.handle(10, Event::Relayed(beyond)).is_empty());
     assert!(mm.describe_task(&id, 0).starts_with("Inflight"));
 
     let d = mm.handle(11, Event::Relayed(relayed.clone()));
@@ -329,10 +357,10 @@ fn a_relayed_result_is_checked_and_taken_only_while_active() {
         assignments(&d).iter().map(|a| a.task).collect::<Vec<_>>(),
         [1]
     );
-    assert!(!mm.wants_relayed(&id, 0), "done");
+    assert!(!mm.wants_relayed(&relayed.result), "done");
     assert!(mm.handle(12, Event::Relayed(relayed)).is_empty(), "once");
     // Now task 1's inputs are here, its copy is taken.
-    assert!(mm.wants_relayed(&id, 1));
+    assert!(mm.wants_relayed(&early.result));
     let d = mm.handle(13, Event::Relayed(early));
     assert!(
         d.iter()
@@ -343,8 +371,8 @@ fn a_relayed_result_is_checked_and_taken_only_while_active() {
 
     // A standby judges nothing relayed: the active one does.
     let (_active, mut standby, _, _) = pair(&wf);
-    assert!(!standby.wants_relayed(&id, 0));
     let copy = signed(result_for(&theirs, &other, 1, 50, true));
+    assert!(!standby.wants_relayed(&copy.result));
     assert!(standby.handle(14, Event::Relayed(copy)).is_empty());
     assert!(
         standby.describe_task(&id, 0).starts_with("Ready")

@@ -401,7 +401,7 @@ impl MatchmakerRole {
     pub fn relayed(&mut self, sh: &Shared, view: &View, results: Vec<SignedResult>) {
         for result in results {
             let r = &result.result;
-            if !self.engine.wants_relayed(&r.workflow, r.task) {
+            if !self.engine.wants_relayed(r) {
                 continue;
             }
             let Some(task) = view
