@@ -116,11 +116,8 @@ pub(crate) enum Internal {
         result: proofmesh_protocol::messages::SignedResult,
         /// The verdict, and the output fetched and not stored yet.
         checked: super::verify::Checked,
-    },
-    /// A relayed result's precheck finished (see `MatchmakerRole::relayed`).
-    CheckedRelayed {
-        result: proofmesh_protocol::messages::SignedResult,
-        checked: super::verify::Checked,
+        /// A relay's copy (`MatchmakerRole::relayed`), not an operator's own.
+        relayed: bool,
     },
     /// An operator attempt ended.
     AttemptDone {
@@ -914,22 +911,16 @@ impl Core {
                     self.on_message(envelope.sender, message, Origin::Remote);
                 }
             }
-            Internal::Checked { result, checked } => {
+            Internal::Checked {
+                result,
+                checked,
+                relayed,
+            } => {
                 let now = self.sh.now();
                 if let Some(decisions) = self
                     .mm
                     .as_mut()
-                    .map(|m| m.checked(&self.sh, now, result, checked))
-                {
-                    self.act(decisions);
-                }
-            }
-            Internal::CheckedRelayed { result, checked } => {
-                let now = self.sh.now();
-                if let Some(decisions) = self
-                    .mm
-                    .as_mut()
-                    .map(|m| m.checked_relayed(&self.sh, now, result, checked))
+                    .map(|m| m.checked(&self.sh, now, result, checked, relayed))
                 {
                     self.act(decisions);
                 }

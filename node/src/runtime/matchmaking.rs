@@ -317,7 +317,7 @@ impl MatchmakerRole {
                     .as_ref()
                     .and_then(|t| verify::precheck_now(&sh.client, &sh.verified_results, t, &r))
                 {
-                    return self.checked(sh, now, r, checked);
+                    return self.checked(sh, now, r, checked, false);
                 }
                 let arrived = task.as_ref().is_some_and(verify::is_proof_task).then_some(
                     Event::ResultArrived {
@@ -327,7 +327,7 @@ impl MatchmakerRole {
                         operator: r.result.operator,
                     },
                 );
-                self.spawn_precheck(sh, task, r);
+                self.spawn_precheck(sh, task, r, false);
                 // The result becomes an event once checked.
                 return match arrived {
                     Some(event) => self.feed(sh, now, event, None),
@@ -348,8 +348,9 @@ impl MatchmakerRole {
         self.feed(sh, now, event, None)
     }
 
-    /// Check `result` off the core (`task`: its task, `None` for an unknown workflow or task).
-    fn spawn_precheck(&self, sh: &Shared, task: Option<Task>, result: SignedResult) {
+    /// Check `result` off the core (`task`: its task, `None` for an unknown task; `relayed`: a
+    /// relay's copy, see [`Self::relayed`]).
+    fn spawn_precheck(&self, sh: &Shared, task: Option<Task>, result: SignedResult, relayed: bool) {
         let internal = sh.internal.clone();
         let Some(task) = task else {
             // Unknown task (results of unknown workflows wait for them): the engine ignores it;
@@ -358,7 +359,11 @@ impl MatchmakerRole {
                 verdict: verify::signature_verdict(&sh.verified_results, &result),
                 fetched: None,
             };
-            let _ = internal.send(Internal::Checked { result, checked });
+            let _ = internal.send(Internal::Checked {
+                result,
+                checked,
+                relayed,
+            });
             return;
         };
         let client = sh.client.clone();
@@ -366,22 +371,33 @@ impl MatchmakerRole {
         let verified = sh.verified_results.clone();
         sh.spawn(async move {
             let checked = verify::precheck(&client, &store, &verified, &task, &result).await;
-            let _ = internal.send(Internal::Checked { result, checked });
+            let _ = internal.send(Internal::Checked {
+                result,
+                checked,
+                relayed,
+            });
         });
     }
 
     /// A precheck finished (at once or in the background): the result becomes an event, with
-    /// its verdict recorded.
+    /// its verdict recorded. A relay's copy that failed is dropped instead (nobody is slashed
+    /// on a relay's word).
     pub fn checked(
         &mut self,
         sh: &Shared,
         now: u64,
         result: SignedResult,
         checked: verify::Checked,
+        relayed: bool,
     ) -> Vec<Decision> {
         let verify::Checked { verdict, fetched } = checked;
         if let Err(reason) = &verdict {
-            tracing::warn!(task = result.result.task, operator = %result.result.operator, %reason, "result failed its check");
+            let r = &result.result;
+            if relayed {
+                tracing::warn!(task = r.task, operator = %r.operator, %reason, "a relayed result failed its check; dropped");
+                return Vec::new();
+            }
+            tracing::warn!(task = r.task, operator = %r.operator, %reason, "result failed its check");
         }
         // Stored durably with the verdict's batch (its sync comes before the verdict is
         // announced): an operator that only operates keeps its outputs lazily
@@ -392,7 +408,12 @@ impl MatchmakerRole {
             }
         }
         self.verdicts.insert(&result, verdict.clone());
-        self.feed(sh, now, Event::Result(result), Some(verdict))
+        let event = if relayed {
+            Event::Relayed(result)
+        } else {
+            Event::Result(result)
+        };
+        self.feed(sh, now, event, Some(verdict))
     }
 
     /// Results a node that is not a trusted matchmaker holds as accepted (its catch-up answer):
@@ -411,38 +432,8 @@ impl MatchmakerRole {
             else {
                 continue;
             };
-            let internal = sh.internal.clone();
-            let client = sh.client.clone();
-            let store = sh.store.unbatched();
-            let verified = sh.verified_results.clone();
-            sh.spawn(async move {
-                let checked = verify::precheck(&client, &store, &verified, &task, &result).await;
-                let _ = internal.send(Internal::CheckedRelayed { result, checked });
-            });
+            self.spawn_precheck(sh, Some(task), result, true);
         }
-    }
-
-    /// A relayed result's check finished: fed with its verdict recorded if it passed, dropped
-    /// (nobody slashed on a relay's word) if not.
-    pub fn checked_relayed(
-        &mut self,
-        sh: &Shared,
-        now: u64,
-        result: SignedResult,
-        checked: verify::Checked,
-    ) -> Vec<Decision> {
-        let verify::Checked { verdict, fetched } = checked;
-        if let Err(reason) = &verdict {
-            tracing::warn!(task = result.result.task, operator = %result.result.operator, %reason, "a relayed result failed its check; dropped");
-            return Vec::new();
-        }
-        if let Some((id, bytes)) = fetched {
-            if let Err(e) = sh.store.put_blob_expected(&id, &bytes) {
-                tracing::error!(error = %e, "cannot store a checked output");
-            }
-        }
-        self.verdicts.insert(&result, verdict.clone());
-        self.feed(sh, now, Event::Relayed(result), Some(verdict))
     }
 
     /// A peer's connection closed: a matchmaker leaves the live set at once; an operator is
