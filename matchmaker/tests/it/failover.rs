@@ -23,6 +23,26 @@ fn pair(wf: &proofmesh_protocol::Workflow) -> (Matchmaker, Matchmaker, PublicKey
     }
 }
 
+/// Matchmakers A and B (keys 201 and 202) over operators 1..=3, each with `live(its key)` as
+/// its live set; returns them with their keys.
+fn two_matchmakers(
+    live: impl Fn(PublicKey) -> Vec<PublicKey>,
+) -> (Vec<Matchmaker>, PublicKey, PublicKey) {
+    let (ka, kb) = (key(201).public(), key(202).public());
+    let ms = [ka, kb]
+        .into_iter()
+        .map(|me| {
+            let mut m = Matchmaker::new(Config { me, ..config() });
+            m.handle(0, Event::Matchmakers(live(me)));
+            for i in 1..=3 {
+                m.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
+            }
+            m
+        })
+        .collect();
+    (ms, ka, kb)
+}
+
 /// Forward the active one's decisions to the follower as gossip.
 fn gossip(follower: &mut Matchmaker, now: u64, ds: &[Decision]) {
     for d in ds {
@@ -151,18 +171,7 @@ fn takeover_rearms_timeouts_of_unaccepted_assignments() {
 fn a_workflow_learned_after_the_active_one_died_keeps_the_results_it_accepted() {
     let wf = chain(3, 3);
     let id = wf.id();
-    let ka = key(201).public();
-    let kb = key(202).public();
-    let mut ms: Vec<Matchmaker> = [ka, kb]
-        .iter()
-        .map(|&me| Matchmaker::new(Config { me, ..config() }))
-        .collect();
-    for m in ms.iter_mut() {
-        m.handle(0, Event::Matchmakers(vec![ka, kb]));
-        for i in 1..=3 {
-            m.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
-        }
-    }
+    let (mut ms, ka, kb) = two_matchmakers(|_| vec![key(201).public(), key(202).public()]);
     let (ai, li) = if ms[0].is_active_for(&id) {
         (0, 1)
     } else {
@@ -213,19 +222,8 @@ fn a_workflow_learned_after_the_active_one_died_keeps_the_results_it_accepted() 
 fn an_active_matchmaker_takes_another_ones_accepted_result_and_calls_back_its_attempt() {
     let wf = chain(2, 3);
     let id = wf.id();
-    let ka = key(201).public();
-    let kb = key(202).public();
-    let mut ms: Vec<Matchmaker> = [ka, kb]
-        .iter()
-        .map(|&me| Matchmaker::new(Config { me, ..config() }))
-        .collect();
-    for (m, me) in ms.iter_mut().zip([ka, kb]) {
-        // Neither hears the other: both are active.
-        m.handle(0, Event::Matchmakers(vec![me]));
-        for i in 1..=3 {
-            m.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
-        }
-    }
+    // Neither hears the other: both are active.
+    let (mut ms, _, _) = two_matchmakers(|me| vec![me]);
     let (_, da) = submit(&mut ms[0], 0, &wf);
     let (_, db) = submit(&mut ms[1], 0, &wf);
     let (a0, b0) = (assignments(&da).remove(0), assignments(&db).remove(0));
