@@ -316,6 +316,11 @@ impl Matchmaker {
         self.st.takes_relayed(r).is_some()
     }
 
+    /// Whether `operator`'s advert reached this matchmaker.
+    pub fn knows_operator(&self, operator: &PublicKey) -> bool {
+        self.st.op_index.contains_key(operator)
+    }
+
     /// Whether this matchmaker is the active one for `workflow` among the live set.
     pub fn is_active_for(&self, workflow: &WorkflowId) -> bool {
         self.st.is_active(workflow)

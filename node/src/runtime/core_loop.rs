@@ -256,6 +256,8 @@ pub(crate) struct Core {
     /// assignments carry task definitions in place of a workflow's submission where they can
     /// (see `push_inputs`).
     trusted_by: HashSet<PublicKey>,
+    /// Keys heard advertising as operators: asked last in catch-up (see `catch_up_peers`).
+    advertised: HashSet<PublicKey>,
     /// The last workflow whose submission was pushed, with its sealed push (`None`: too big
     /// to push); see [`Core::submission_push`].
     submission_push: Option<(WorkflowId, Option<Envelope>)>,
@@ -356,6 +358,14 @@ impl Core {
         // Nonces must never repeat for this key, across restarts too: start from the clock in
         // microseconds (a node signs far fewer than a million messages per second).
         let nonce = sh.now().saturating_mul(1000);
+        // Operators known before a restart, so that catch-up asks them last from the start.
+        let advertised = match sh.store.operators() {
+            Ok(ops) => ops.into_iter().map(|(key, _)| key).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the operators this node knew");
+                HashSet::new()
+            }
+        };
         Core {
             sh,
             nonce,
@@ -376,6 +386,7 @@ impl Core {
             connected: 0,
             pushed: HashMap::new(),
             trusted_by: HashSet::new(),
+            advertised,
             submission_push: None,
             answering: None,
             requester: None,
@@ -769,26 +780,33 @@ fn answer_in(envelope: &Envelope, key: operating::AttemptKey) -> Option<Answer> 
 fn catch_up_peers(
     mut peers: Vec<network::PeerId>,
     matchmakers: &HashSet<PublicKey>,
+    operators: &HashSet<PublicKey>,
     round: usize,
 ) -> Vec<network::PeerId> {
-    if peers.is_empty() {
-        return peers;
-    }
     peers.sort();
-    let is_mm = |p: &network::PeerId| public_key_of(p).is_some_and(|k| matchmakers.contains(&k));
-    let (mut first, rest): (Vec<_>, Vec<_>) = peers.into_iter().partition(is_mm);
-    let rotate = |v: &mut Vec<network::PeerId>| {
-        if !v.is_empty() {
-            let n = round % v.len();
-            v.rotate_left(n);
-        }
+    // Matchmakers first (they decided the verdicts), then the other full nodes (gateways keep
+    // every result), and operators last: one that only operates follows no verdicts, so it
+    // can tell of a workflow but holds none of its results (a matchmaker that discovered a
+    // workflow from one ran again the tasks whose results a gateway held).
+    let tier = |p: &network::PeerId| match public_key_of(p) {
+        Some(k) if matchmakers.contains(&k) => 0,
+        Some(k) if operators.contains(&k) => 2,
+        _ => 1,
     };
-    rotate(&mut first);
-    let mut rest = rest;
-    rotate(&mut rest);
-    first.extend(rest);
-    first.truncate(CATCH_UP_PEERS);
-    first
+    let mut tiers: [Vec<network::PeerId>; 3] = Default::default();
+    for peer in peers {
+        tiers[tier(&peer)].push(peer);
+    }
+    let mut asked = Vec::with_capacity(CATCH_UP_PEERS);
+    for mut t in tiers {
+        if !t.is_empty() {
+            let n = round % t.len();
+            t.rotate_left(n);
+        }
+        asked.extend(t);
+    }
+    asked.truncate(CATCH_UP_PEERS);
+    asked
 }
 
 async fn direct(
@@ -1229,6 +1247,7 @@ impl Core {
                 }
             }
             Message::OperatorAdvert(a) => {
+                self.advertised.insert(a.operator);
                 if a.trusts.contains(&self.sh.me) {
                     self.trusted_by.insert(a.operator);
                 } else {
@@ -1728,6 +1747,7 @@ impl Core {
         });
         let envelope = self.seal(&message);
         let matchmakers = self.matchmakers.clone();
+        let operators = self.advertised.clone();
         let round = self.catch_up_round;
         self.catch_up_round += 1;
         self.sh.metrics.catch_up_requests.inc();
@@ -1736,7 +1756,7 @@ impl Core {
             let Ok(peers) = sh.client.peers().await else {
                 return;
             };
-            for peer in catch_up_peers(peers, &matchmakers, round) {
+            for peer in catch_up_peers(peers, &matchmakers, &operators, round) {
                 let answer = sh.client.send_direct_in_order(peer, &envelope, Vec::new());
                 let answered = direct(answer, sh.internal.clone(), peer);
                 sh.spawn(async move {
@@ -1853,7 +1873,7 @@ impl Core {
             // Nobody vouches for their acceptance: a matchmaker checks them itself (the one
             // left after the active one died learns that one's results only this way).
             match self.mm.as_mut() {
-                Some(m) => m.relayed(&self.sh, &self.view, results),
+                Some(m) => m.relayed(&self.sh, &self.view, results, self.sh.now()),
                 None => {
                     tracing::debug!(peer = %from, "not taking accepted results from a peer that is not a trusted matchmaker")
                 }
@@ -1928,9 +1948,10 @@ mod tests {
         let peers: Vec<network::PeerId> = keys.iter().filter_map(network::peer_id_of).collect();
         let mm: HashSet<PublicKey> = [keys[2]].into_iter().collect();
         let mm_peer = network::peer_id_of(&keys[2]).expect("ed25519 key");
+        let none = HashSet::new();
         let mut seconds = HashSet::new();
         for round in 0..6 {
-            let asked = catch_up_peers(peers.clone(), &mm, round);
+            let asked = catch_up_peers(peers.clone(), &mm, &none, round);
             assert_eq!(asked.len(), CATCH_UP_PEERS);
             assert_eq!(asked[0], mm_peer, "round {round}: the matchmaker first");
             seconds.insert(asked[1]);
@@ -1940,6 +1961,20 @@ mod tests {
             3,
             "the second question rotates over the other peers"
         );
-        assert!(catch_up_peers(Vec::new(), &mm, 0).is_empty());
+        assert!(catch_up_peers(Vec::new(), &mm, &none, 0).is_empty());
+    }
+
+    #[test]
+    fn catch_up_asks_operators_only_after_every_other_peer() {
+        let keys: Vec<PublicKey> = (0..4).map(|_| Keypair::generate().public()).collect();
+        let peers: Vec<network::PeerId> = keys.iter().filter_map(network::peer_id_of).collect();
+        // keys[0] is a gateway; the other three only operate.
+        let operators: HashSet<PublicKey> = keys[1..].iter().copied().collect();
+        let gateway = network::peer_id_of(&keys[0]).expect("ed25519 key");
+        for round in 0..6 {
+            let asked = catch_up_peers(peers.clone(), &HashSet::new(), &operators, round);
+            assert_eq!(asked.len(), CATCH_UP_PEERS);
+            assert_eq!(asked[0], gateway, "round {round}: the full node first");
+        }
     }
 }

@@ -60,6 +60,13 @@ pub struct MatchmakerRole {
     /// operators for work they delivered. At most [`MAX_UNKNOWN_RESULTS`], for [`EARLY_TTL_MS`].
     unknown: HashMap<WorkflowId, Vec<(u64, SignedResult)>>,
     unknown_len: usize,
+    /// Relayed results (see [`Self::relayed`]) signed by operators whose advert has not
+    /// reached this matchmaker yet, with when they came: a matchmaker that has just restarted
+    /// learns a workflow by discovery before the operators' adverts, and those results must
+    /// not wait for a later catch-up round while the tasks run again. Taken up with the
+    /// advert; at most [`MAX_UNKNOWN_RESULTS`], for [`EARLY_TTL_MS`].
+    relayed_waiting: HashMap<PublicKey, Vec<(u64, SignedResult)>>,
+    relayed_waiting_len: usize,
 }
 
 type AttemptKey = (WorkflowId, TaskIndex, u32);
@@ -144,6 +151,8 @@ impl MatchmakerRole {
             early: HashMap::new(),
             unknown: HashMap::new(),
             unknown_len: 0,
+            relayed_waiting: HashMap::new(),
+            relayed_waiting_len: 0,
         })
     }
 
@@ -195,6 +204,13 @@ impl MatchmakerRole {
                     !v.is_empty()
                 });
                 self.unknown_len = self.unknown.values().map(Vec::len).sum();
+            }
+            if self.relayed_waiting_len > 0 {
+                self.relayed_waiting.retain(|_, v| {
+                    v.retain(|(at, _)| now.saturating_sub(*at) <= EARLY_TTL_MS);
+                    !v.is_empty()
+                });
+                self.relayed_waiting_len = self.relayed_waiting.values().map(Vec::len).sum();
             }
         }
         let mut decisions = self.feed_now(sh, now, event, check);
@@ -277,7 +293,14 @@ impl MatchmakerRole {
             }
             Message::OperatorAdvert(a) => {
                 self.operators.insert(a.operator);
-                Event::OperatorAdvert(a)
+                let operator = a.operator;
+                let decisions = self.feed(sh, now, Event::OperatorAdvert(a), None);
+                if let Some(held) = self.relayed_waiting.remove(&operator) {
+                    self.relayed_waiting_len -= held.len();
+                    let held = held.into_iter().map(|(_, r)| r).collect();
+                    self.relayed(sh, view, held, now);
+                }
+                return decisions;
             }
             Message::Heartbeat(h) => Event::Heartbeat(h),
             Message::Assignment(a) => Event::Assigned(a),
@@ -419,9 +442,17 @@ impl MatchmakerRole {
     /// Results a node that is not a trusted matchmaker holds as accepted (its catch-up answer):
     /// each one this matchmaker would take ([`Matchmaker::wants_relayed`]) is checked off the
     /// core like an operator's result, then fed as [`Event::Relayed`].
-    pub fn relayed(&mut self, sh: &Shared, view: &View, results: Vec<SignedResult>) {
+    pub fn relayed(&mut self, sh: &Shared, view: &View, results: Vec<SignedResult>, now: u64) {
         for result in results {
             let r = &result.result;
+            if !self.engine.knows_operator(&r.operator) {
+                if self.relayed_waiting_len < MAX_UNKNOWN_RESULTS {
+                    self.relayed_waiting_len += 1;
+                    let held = self.relayed_waiting.entry(r.operator).or_default();
+                    held.push((now, result));
+                }
+                continue;
+            }
             if !self.engine.wants_relayed(r) {
                 continue;
             }
