@@ -15,6 +15,7 @@ pub mod bounded_set;
 pub mod chain;
 pub mod config;
 pub mod devnet;
+pub mod held;
 pub mod metrics;
 pub mod network;
 pub mod rpc;

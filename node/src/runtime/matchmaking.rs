@@ -12,6 +12,7 @@ use super::core_loop::{Core, Internal, Shared};
 use super::options::MatchmakerOptions;
 use super::verify::{self, CheckVerdict, RecordedChecker, Verdicts};
 use super::view::View;
+use crate::held::Held;
 use crate::store::{Store, StoreError};
 use proofmesh_matchmaker::{Decision, Event, Matchmaker};
 use proofmesh_protocol::encoding;
@@ -58,15 +59,13 @@ pub struct MatchmakerRole {
     /// task). A matchmaker that learns a workflow late, after the active one died, would
     /// otherwise wait out the deadlines of attempts whose results it had, and slash their
     /// operators for work they delivered. At most [`MAX_UNKNOWN_RESULTS`], for [`EARLY_TTL_MS`].
-    unknown: HashMap<WorkflowId, Vec<(u64, SignedResult)>>,
-    unknown_len: usize,
+    unknown: Held<WorkflowId, SignedResult>,
     /// Relayed results (see [`Self::relayed`]) signed by operators whose advert has not
     /// reached this matchmaker yet, with when they came: a matchmaker that has just restarted
     /// learns a workflow by discovery before the operators' adverts, and those results must
     /// not wait for a later catch-up round while the tasks run again. Taken up with the
     /// advert; at most [`MAX_UNKNOWN_RESULTS`], for [`EARLY_TTL_MS`].
-    relayed_waiting: HashMap<PublicKey, Vec<(u64, SignedResult)>>,
-    relayed_waiting_len: usize,
+    relayed_waiting: Held<PublicKey, SignedResult>,
 }
 
 type AttemptKey = (WorkflowId, TaskIndex, u32);
@@ -149,10 +148,8 @@ impl MatchmakerRole {
             assigned_at: HashMap::new(),
             known,
             early: HashMap::new(),
-            unknown: HashMap::new(),
-            unknown_len: 0,
-            relayed_waiting: HashMap::new(),
-            relayed_waiting_len: 0,
+            unknown: Held::new(MAX_UNKNOWN_RESULTS, EARLY_TTL_MS),
+            relayed_waiting: Held::new(MAX_UNKNOWN_RESULTS, EARLY_TTL_MS),
         })
     }
 
@@ -198,20 +195,8 @@ impl MatchmakerRole {
                 v.retain(|(at, _, _)| now.saturating_sub(*at) <= EARLY_TTL_MS);
                 !v.is_empty()
             });
-            if self.unknown_len > 0 {
-                self.unknown.retain(|_, v| {
-                    v.retain(|(at, _)| now.saturating_sub(*at) <= EARLY_TTL_MS);
-                    !v.is_empty()
-                });
-                self.unknown_len = self.unknown.values().map(Vec::len).sum();
-            }
-            if self.relayed_waiting_len > 0 {
-                self.relayed_waiting.retain(|_, v| {
-                    v.retain(|(at, _)| now.saturating_sub(*at) <= EARLY_TTL_MS);
-                    !v.is_empty()
-                });
-                self.relayed_waiting_len = self.relayed_waiting.values().map(Vec::len).sum();
-            }
+            self.unknown.prune(now);
+            self.relayed_waiting.prune(now);
         }
         let mut decisions = self.feed_now(sh, now, event, check);
         let mut newly = Vec::new();
@@ -282,12 +267,9 @@ impl MatchmakerRole {
                     submitted_at_ms: s.submitted_at_ms,
                 };
                 let mut decisions = self.feed(sh, now, event, None);
-                if let Some(held) = self.unknown.remove(&id) {
-                    self.unknown_len -= held.len();
-                    for (_, result) in held {
-                        let message = Message::Result(result);
-                        decisions.extend(self.on_message(sh, view, sender, message, now));
-                    }
+                for result in self.unknown.take(&id, now) {
+                    let message = Message::Result(result);
+                    decisions.extend(self.on_message(sh, view, sender, message, now));
                 }
                 return decisions;
             }
@@ -295,11 +277,8 @@ impl MatchmakerRole {
                 self.operators.insert(a.operator);
                 let operator = a.operator;
                 let decisions = self.feed(sh, now, Event::OperatorAdvert(a), None);
-                if let Some(held) = self.relayed_waiting.remove(&operator) {
-                    self.relayed_waiting_len -= held.len();
-                    let held = held.into_iter().map(|(_, r)| r).collect();
-                    self.relayed(sh, view, held, now);
-                }
+                let held = self.relayed_waiting.take(&operator, now);
+                self.relayed(sh, view, held, now);
                 return decisions;
             }
             Message::Heartbeat(h) => Event::Heartbeat(h),
@@ -317,11 +296,7 @@ impl MatchmakerRole {
             | Message::Verdicts(_) => return Vec::new(),
             Message::Result(r) => {
                 let Some(workflow) = view.workflows.get(&r.result.workflow) else {
-                    if self.unknown_len < MAX_UNKNOWN_RESULTS {
-                        self.unknown_len += 1;
-                        let held = self.unknown.entry(r.result.workflow).or_default();
-                        held.push((now, r));
-                    }
+                    self.unknown.hold(r.result.workflow, now, r);
                     return Vec::new();
                 };
                 let key = (r.result.workflow, r.result.task, r.result.attempt);
@@ -446,11 +421,7 @@ impl MatchmakerRole {
         for result in results {
             let r = &result.result;
             if !self.engine.knows_operator(&r.operator) {
-                if self.relayed_waiting_len < MAX_UNKNOWN_RESULTS {
-                    self.relayed_waiting_len += 1;
-                    let held = self.relayed_waiting.entry(r.operator).or_default();
-                    held.push((now, result));
-                }
+                self.relayed_waiting.hold(r.operator, now, result);
                 continue;
             }
             if !self.engine.wants_relayed(r) {

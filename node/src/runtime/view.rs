@@ -5,6 +5,7 @@
 use super::catch_up::{self, Schedule};
 use super::core_loop::Shared;
 use super::{Notifier, Progress};
+use crate::held::Held;
 use crate::store::{AttemptRecord, StoreError, TaskRecord, TaskState, WorkflowState};
 use proofmesh_protocol::messages::{
     Acceptance, Assignment, OperatorAdvert, SignedResult, Submission, SyncWant, TaskFailure,
@@ -66,8 +67,7 @@ pub struct View {
     /// workflow late (catch-up discovery) may find no live matchmaker left to ask for them.
     /// Taken in once the submission arrives; at most [`MAX_EARLY_RESULTS`], each kept for
     /// [`EARLY_RESULT_TTL_MS`].
-    early: HashMap<WorkflowId, Vec<(u64, SignedResult)>>,
-    early_len: usize,
+    early: Held<WorkflowId, SignedResult>,
 }
 
 /// Most accepted results held for workflows not known yet.
@@ -94,8 +94,7 @@ impl View {
             tracked: HashMap::new(),
             accepted_at: HashMap::new(),
             polled: false,
-            early: HashMap::new(),
-            early_len: 0,
+            early: Held::new(MAX_EARLY_RESULTS, EARLY_RESULT_TTL_MS),
         };
         for (id, state) in sh.store.workflows()? {
             let Some(record) = sh.store.workflow(&id)? else {
@@ -254,13 +253,8 @@ impl View {
                 workflow: id,
                 state: WorkflowState::Active,
             });
-            if let Some(early) = self.early.remove(&id) {
-                self.early_len -= early.len();
-                for (at, result) in early {
-                    if now.saturating_sub(at) <= EARLY_RESULT_TTL_MS {
-                        self.accepted(sh, progress, &result, now);
-                    }
-                }
+            for result in self.early.take(&id, now) {
+                self.accepted(sh, progress, &result, now);
             }
         }
         Some(new)
@@ -395,7 +389,7 @@ impl View {
         let r = &result.result;
         let key = (r.workflow, r.task);
         let Some(tracked) = self.tracked.get_mut(&r.workflow) else {
-            self.hold_early(result, now);
+            self.early.hold(r.workflow, now, result.clone());
             return;
         };
         if self.accepted_at.contains_key(&key) {
@@ -449,26 +443,6 @@ impl View {
             }
             Err(e) => log_store_error("accepting a result", e),
         }
-    }
-
-    /// Keep an accepted result of a workflow not known yet (see `early`), dropping expired
-    /// ones when full.
-    fn hold_early(&mut self, result: &SignedResult, now: u64) {
-        if self.early_len >= MAX_EARLY_RESULTS {
-            self.early.retain(|_, held| {
-                held.retain(|(at, _)| now.saturating_sub(*at) <= EARLY_RESULT_TTL_MS);
-                !held.is_empty()
-            });
-            self.early_len = self.early.values().map(Vec::len).sum();
-            if self.early_len >= MAX_EARLY_RESULTS {
-                return;
-            }
-        }
-        self.early
-            .entry(result.result.workflow)
-            .or_default()
-            .push((now, result.clone()));
-        self.early_len += 1;
     }
 
     /// A matchmaker declared the workflow failed.
