@@ -11,9 +11,11 @@ use crate::cluster::{
     DOMAIN,
 };
 use proofmesh_node::network::NetworkEvent;
-use proofmesh_node::runtime::Node;
-use proofmesh_protocol::messages::{Capacity, Heartbeat, OperatorAdvert, Submission, Verdict};
-use proofmesh_protocol::{Envelope, Keypair, Message, Program};
+use proofmesh_node::runtime::{Node, NodeHandle};
+use proofmesh_protocol::messages::{
+    Capacity, Heartbeat, OperatorAdvert, SignedResult, Submission, Verdict,
+};
+use proofmesh_protocol::{Envelope, Keypair, Message, Program, WorkflowId};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
@@ -92,24 +94,13 @@ async fn results_accepted_before_their_workflow_arrives_are_kept_until_it_does()
     );
     deliver(&client, gateway.peer_id(), &submission).await;
 
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let status = gateway.api().status(&id).unwrap();
-        if status.as_ref().is_some_and(|s| s.count("done") == 1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the result that came before its workflow was lost: {status:?}"
-        );
-        sleep(Duration::from_millis(20)).await;
-    }
-    let held = gateway.api().store().result(&id, 0).unwrap();
-    assert_eq!(
-        held,
-        Some(result),
-        "the very result the matchmaker accepted"
-    );
+    task_0_done_with(
+        &gateway,
+        &id,
+        result,
+        "the result that came before its workflow was lost",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,18 +185,27 @@ async fn an_operators_result_that_arrives_before_its_workflow_is_judged_once_it_
     deliver(&gone_client, mm.peer_id(), &submission).await;
 
     // The attempt's deadline is a minute away: only the held result can end it sooner.
+    task_0_done_with(
+        &mm,
+        &id,
+        result,
+        "the result that came before its workflow was never judged",
+    )
+    .await;
+}
+
+/// Wait until `node` holds task 0 of `id` done with exactly `result` (panics with `lost` and
+/// the last status after [`WAIT`]).
+async fn task_0_done_with(node: &NodeHandle, id: &WorkflowId, result: SignedResult, lost: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let status = mm.api().status(&id).unwrap();
+        let status = node.api().status(id).unwrap();
         if status.as_ref().is_some_and(|s| s.count("done") == 1) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the result that came before its workflow was never judged: {status:?}"
-        );
+        assert!(Instant::now() < deadline, "{lost}: {status:?}");
         sleep(Duration::from_millis(20)).await;
     }
-    let accepted = mm.api().store().result(&id, 0).unwrap();
-    assert_eq!(accepted, Some(result), "the operator's own result");
+    let held = node.api().store().result(id, 0).unwrap();
+    assert_eq!(held, Some(result), "the very result accepted");
 }
