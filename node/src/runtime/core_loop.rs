@@ -904,6 +904,7 @@ impl Core {
                     tracing::trace!(peer = %key, "peer connected");
                 }
                 if let (Some(key), Some(_)) = (key, &self.op) {
+                    self.advert_to(key);
                     self.resend_outcomes(key);
                 }
             }
@@ -1902,8 +1903,32 @@ impl Core {
     }
 
     fn advert(&mut self) {
-        let Some(op) = &self.op else { return };
-        let advert = OperatorAdvert {
+        let Some(advert) = self.own_advert() else {
+            return;
+        };
+        self.last_advert = Some(Instant::now());
+        self.emit(Message::OperatorAdvert(advert));
+    }
+
+    /// Send this operator's advert straight to `peer`, which has just connected. Gossip reaches
+    /// a new peer only once its subscriptions are known, so the advert gossiped on connecting
+    /// can miss it, and a matchmaker back from a crash would know this operator only at the
+    /// next period (10 s): meanwhile it gives it no task, and cannot take the results this
+    /// operator delivered to the matchmaker that died (a catch-up's relayed results count only
+    /// from operators it knows, `MatchmakerRole::relayed`).
+    fn advert_to(&mut self, peer: PublicKey) {
+        let Some(advert) = self.own_advert() else {
+            return;
+        };
+        let envelope = self.seal(&Message::OperatorAdvert(advert));
+        self.seen.insert(&envelope);
+        self.send_direct(&peer, envelope);
+    }
+
+    /// This operator's advert as of now (`None` when the node does not operate).
+    fn own_advert(&self) -> Option<OperatorAdvert> {
+        let op = self.op.as_ref()?;
+        Some(OperatorAdvert {
             operator: self.sh.me,
             eth_address: op.opts.eth_address,
             capacity: op.operator.capacity().clone(),
@@ -1921,9 +1946,7 @@ impl Core {
                     keys
                 })
                 .unwrap_or_default(),
-        };
-        self.last_advert = Some(Instant::now());
-        self.emit(Message::OperatorAdvert(advert));
+        })
     }
 
     fn announce(&mut self) {

@@ -238,14 +238,11 @@ async fn standby_matchmaker_down_at_submission_discovers_it_and_takes_over() {
 // tasks again would give each a second, different result. No trusted matchmaker vouches for
 // the gateway's copies, so the standby checks each one as it would an operator's.
 //
-// KNOWN GAP (stop 36): passes in most runs but not all (it failed 3 of 15 runs in a row here),
-// so it does not run in `scripts/test`; run it with `--ignored`. The standby takes the workflow
-// over the moment it discovers it, 10 ms after its restart, before it has heard the operators'
-// adverts that make their relayed results count; the relayed results wait for those adverts,
-// and a task the standby sent out again can finish first. Relaying the dead matchmaker's own
-// signed verdicts (taken at once, whoever signed the result) would close it.
+// It failed 5 of 55 runs while the restarted standby knew an operator only from its next
+// periodic advert (10 s): gossip had missed the adverts sent as it connected, and a relayed
+// result counts only from an operator it knows, so a task it sent out again finished first.
+// Operators now send their advert straight to a peer that connects (it/introductions.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: a standby restarted after the active one died can run a task again before the relayed result counts (stop 36)"]
 async fn both_matchmakers_down_in_turn_the_one_back_keeps_what_the_other_accepted() {
     // Leaves of 1.5 s: the standby takes the workflow over the moment it discovers it, before
     // the relayed results are checked (and, just restarted, before the operators' adverts that

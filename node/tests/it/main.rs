@@ -5,6 +5,7 @@ mod cli_workflow;
 mod cluster;
 mod config;
 mod gossip_order;
+mod introductions;
 mod late_workflow;
 mod network;
 mod rpc;
