@@ -51,6 +51,11 @@ pub struct RuntimeMetrics {
     /// Envelopes this node signed, by kind: ed25519 signing and checking is the largest share
     /// of a task's CPU, and batches exist to sign less.
     pub envelopes_signed: Family<KindLabel, Counter>,
+    /// Workflows this node's view keeps in memory: the active ones (a finished one is read
+    /// from the store), so memory does not grow with every workflow a node ever saw.
+    pub view_workflows: Gauge,
+    /// The tasks of those workflows.
+    pub view_tasks: Gauge,
 }
 
 impl RuntimeMetrics {
@@ -69,6 +74,8 @@ impl RuntimeMetrics {
             caught_up_results: Counter::default(),
             untrusted_decisions: Counter::default(),
             envelopes_signed: Family::default(),
+            view_workflows: Gauge::default(),
+            view_tasks: Gauge::default(),
         };
         registry.register(
             "proofmesh_tasks",
@@ -124,6 +131,16 @@ impl RuntimeMetrics {
             "proofmesh_envelopes_signed",
             "Envelopes this node signed, by message kind",
             m.envelopes_signed.clone(),
+        );
+        registry.register(
+            "proofmesh_view_workflows",
+            "Workflows this node's view keeps in memory (the active ones)",
+            m.view_workflows.clone(),
+        );
+        registry.register(
+            "proofmesh_view_tasks",
+            "Tasks of the workflows this node's view keeps in memory",
+            m.view_tasks.clone(),
         );
         m
     }

@@ -5,6 +5,7 @@
 use super::catch_up::{self, Schedule};
 use super::core_loop::Shared;
 use super::{Notifier, Progress};
+use crate::bounded_set::BoundedSet;
 use crate::held::Held;
 use crate::store::{AttemptRecord, StoreError, TaskRecord, TaskState, WorkflowState};
 use proofmesh_protocol::messages::{
@@ -37,6 +38,13 @@ impl WorkflowCache {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, workflow);
     }
+
+    fn remove(&self, id: &WorkflowId) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
 }
 
 struct Tracked {
@@ -68,7 +76,16 @@ pub struct View {
     /// Taken in once the submission arrives; at most [`MAX_EARLY_RESULTS`], each kept for
     /// [`EARLY_RESULT_TTL_MS`].
     early: Held<WorkflowId, SignedResult>,
+    /// Workflows that finished lately. A finished workflow leaves memory (its definition,
+    /// progress and acceptance times: a long-running node saw every task ever), and the store
+    /// answers for it; a verdict that comes after that is checked against the store for a
+    /// conflicting result, not held as early.
+    finished: BoundedSet<WorkflowId, RECENTLY_FINISHED>,
 }
+
+/// Finished workflows remembered as such (32 bytes each); one that finished before them is
+/// taken for unknown by a late verdict, which is then held a while and dropped.
+const RECENTLY_FINISHED: usize = 65_536;
 
 /// Most accepted results held for workflows not known yet.
 const MAX_EARLY_RESULTS: usize = 4_096;
@@ -95,6 +112,7 @@ impl View {
             accepted_at: HashMap::new(),
             polled: false,
             early: Held::new(MAX_EARLY_RESULTS, EARLY_RESULT_TTL_MS),
+            finished: BoundedSet::default(),
         };
         for (id, state) in sh.store.workflows()? {
             let Some(record) = sh.store.workflow(&id)? else {
@@ -104,25 +122,32 @@ impl View {
             let tasks = sh.store.tasks(&id)?;
             let mut counted = 0;
             let mut done = 0;
+            let finished = !matches!(state, WorkflowState::Active);
             for (task, rec) in &tasks {
                 sh.metrics.task_moved(None, rec.state.label());
                 counted += 1;
                 if matches!(rec.state, TaskState::Done { .. }) {
                     done += 1;
-                    view.accepted_at.insert((id, *task), record.accepted_at_ms);
+                    if !finished {
+                        view.accepted_at.insert((id, *task), record.accepted_at_ms);
+                    }
                 }
             }
             for _ in counted..total {
                 sh.metrics.task_moved(None, TaskState::Pending.label());
             }
             sh.metrics.workflow_moved(None, state.label());
-            let finished = !matches!(state, WorkflowState::Active);
+            if finished {
+                view.finished.insert(id);
+                continue;
+            }
+            View::remember(sh, total);
             view.tracked.insert(
                 id,
                 Tracked {
                     total,
                     done,
-                    finished,
+                    finished: false,
                     ordering: stream_position(&record.submission.workflow),
                     received_at: record.accepted_at_ms,
                     // Anything may have happened while this node was down: ask at once.
@@ -232,6 +257,7 @@ impl View {
         };
         if new {
             let total = s.workflow.tasks.len();
+            View::remember(sh, total);
             self.tracked.insert(
                 id,
                 Tracked {
@@ -389,17 +415,15 @@ impl View {
         let r = &result.result;
         let key = (r.workflow, r.task);
         let Some(tracked) = self.tracked.get_mut(&r.workflow) else {
-            self.early.hold(r.workflow, now, result.clone());
+            if self.finished.contains(&r.workflow) {
+                already_accepted(sh, result);
+            } else {
+                self.early.hold(r.workflow, now, result.clone());
+            }
             return;
         };
         if self.accepted_at.contains_key(&key) {
-            // Already accepted; the store refuses a different result for the same task.
-            if let Ok(Some(existing)) = sh.store.result(&r.workflow, r.task) {
-                if existing != *result {
-                    sh.metrics.conflicting_results.inc();
-                    tracing::error!(workflow = %r.workflow.short(), task = r.task, "a second, different result was accepted for a task");
-                }
-            }
+            already_accepted(sh, result);
             return;
         }
         if sh.verified_results.verify(result).is_err() {
@@ -463,6 +487,7 @@ impl View {
                 reason: f.reason.clone(),
             },
         );
+        self.forget(sh, &f.workflow);
         // A failed sequence no longer holds the ones after it.
         if let Some((stream, seq)) = stream {
             self.release_successors(sh, progress, &stream, seq);
@@ -525,6 +550,27 @@ impl View {
             t.finished = true;
         }
         self.set_state(sh, progress, id, WorkflowState::Completed);
+        self.forget(sh, id);
+    }
+
+    /// Count a workflow whose state is now kept in memory.
+    fn remember(sh: &Shared, total: usize) {
+        sh.metrics.view_workflows.inc();
+        sh.metrics.view_tasks.inc_by(total as i64);
+    }
+
+    /// A workflow finished: drop what memory held of it (the store keeps it all).
+    fn forget(&mut self, sh: &Shared, id: &WorkflowId) {
+        let Some(t) = self.tracked.remove(id) else {
+            return;
+        };
+        for task in 0..t.total as TaskIndex {
+            self.accepted_at.remove(&(*id, task));
+        }
+        self.workflows.remove(id);
+        self.finished.insert(*id);
+        sh.metrics.view_workflows.dec();
+        sh.metrics.view_tasks.dec_by(t.total as i64);
     }
 
     /// Mark a workflow completed (from our own matchmaker's decision; idempotent).
@@ -553,6 +599,18 @@ impl View {
             workflow: *id,
             state,
         });
+    }
+}
+
+/// A verdict for a task that has an accepted result here: the store refuses a different
+/// result for the same task, so a second one is only reported.
+fn already_accepted(sh: &Shared, result: &SignedResult) {
+    let r = &result.result;
+    if let Ok(Some(existing)) = sh.store.result(&r.workflow, r.task) {
+        if existing != *result {
+            sh.metrics.conflicting_results.inc();
+            tracing::error!(workflow = %r.workflow.short(), task = r.task, "a second, different result was accepted for a task");
+        }
     }
 }
 

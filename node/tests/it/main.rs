@@ -7,6 +7,7 @@ mod config;
 mod gossip_order;
 mod introductions;
 mod late_workflow;
+mod memory;
 mod network;
 mod rpc;
 mod store;
