@@ -366,10 +366,17 @@ impl std::fmt::Debug for Store {
 /// How long [`Store::open`] waits for another process to release the database lock.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn create_waiting_for_lock(path: &Path) -> Result<Database, redb::DatabaseError> {
+fn create_waiting_for_lock(
+    path: &Path,
+    cache_bytes: Option<usize>,
+) -> Result<Database, redb::DatabaseError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut builder = Database::builder();
+    if let Some(bytes) = cache_bytes {
+        builder.set_cache_size(bytes);
+    }
     loop {
-        match Database::create(path) {
+        match builder.create(path) {
             Err(redb::DatabaseError::DatabaseAlreadyOpen)
                 if std::time::Instant::now() < deadline =>
             {
@@ -404,11 +411,17 @@ impl Store {
     /// threads exit (a supervisor restarting a crashed node hits this): a locked database is
     /// retried for up to [`LOCK_WAIT`] before the error is returned.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, None)
+    }
+
+    /// [`Store::open`] with redb's page cache at most `cache_bytes` (`None`: redb's default,
+    /// 1 GiB).
+    pub fn open_with_cache(dir: &Path, cache_bytes: Option<usize>) -> Result<Store, StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let blob_dir = dir.join("blobs");
         fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
         let path = dir.join(DB_FILE);
-        let db = create_waiting_for_lock(&path)?;
+        let db = create_waiting_for_lock(&path, cache_bytes)?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;

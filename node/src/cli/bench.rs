@@ -31,6 +31,8 @@ pub enum BenchCommand {
     Scaling(super::bench_pipeline::ScalingArgs),
     /// Time from an operator's death to its task running elsewhere.
     Failover(super::bench_pipeline::FailoverArgs),
+    /// Resident memory kept per finished workflow by a long-running node (`kb_per_workflow=`).
+    Memory(super::bench_memory::MemoryArgs),
 }
 
 /// Arguments of `proofmesh bench overhead`.
@@ -74,6 +76,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Pipeline(args) => super::bench_pipeline::run_pipeline(args),
         BenchCommand::Scaling(args) => super::bench_pipeline::run_scaling(args),
         BenchCommand::Failover(args) => super::bench_pipeline::run_failover(args),
+        BenchCommand::Memory(args) => super::bench_memory::run_memory(args),
     }
 }
 

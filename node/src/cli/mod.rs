@@ -1,6 +1,7 @@
 //! Subcommands of the `proofmesh` binary.
 
 pub mod bench;
+pub mod bench_memory;
 pub mod bench_pipeline;
 pub mod chain_args;
 pub mod devnet;

@@ -1728,6 +1728,9 @@ impl Core {
     /// Ask peers about the workflows that have been quiet too long, and now and then which
     /// active workflows this node has never heard of.
     fn catch_up(&mut self) {
+        if let Some(mm) = self.mm.as_mut() {
+            mm.forget_finished(&self.sh);
+        }
         let now = self.sh.now();
         let wants = self.view.catch_up_wants(now);
         let discover = self.connected > 0

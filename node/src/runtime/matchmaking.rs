@@ -48,8 +48,9 @@ pub struct MatchmakerRole {
     operators: HashSet<PublicKey>,
     /// When each attempt was assigned by us (ms), for the overhead histogram.
     assigned_at: HashMap<AttemptKey, u64>,
-    /// Attempts the engine knows (assigned by us or seen assigned on gossip).
-    known: HashSet<AttemptKey>,
+    /// Attempts the engine knows (assigned by us or seen assigned on gossip), by workflow:
+    /// a finished workflow's go ([`Self::forget_finished`]).
+    known: Known,
     /// Acceptances, results and failures that overtook their assignment on gossip (messages
     /// from different senders arrive in any order), with when they arrived; fed right after
     /// the assignment, or dropped after [`EARLY_TTL_MS`].
@@ -69,6 +70,13 @@ pub struct MatchmakerRole {
 }
 
 type AttemptKey = (WorkflowId, TaskIndex, u32);
+
+/// Attempts by workflow: (task, attempt number).
+type Known = HashMap<WorkflowId, HashSet<(TaskIndex, u32)>>;
+
+fn know(known: &mut Known, (workflow, task, attempt): AttemptKey) {
+    known.entry(workflow).or_default().insert((task, attempt));
+}
 
 /// How long an event that overtook its assignment (or a result, its workflow) waits for it.
 const EARLY_TTL_MS: u64 = 30_000;
@@ -101,7 +109,7 @@ impl MatchmakerRole {
         let verdicts = Verdicts::default();
         let mut events = Vec::new();
         let mut operators = HashSet::new();
-        let mut known = HashSet::new();
+        let mut known = Known::new();
         for row in store.iter_events_from(0) {
             let (seq, bytes) = row?;
             let record: LogRecord = match encoding::decode_with_limit(&bytes, MAX_RECORD_BYTES) {
@@ -120,7 +128,7 @@ impl MatchmakerRole {
                 operators.insert(a.operator);
             }
             if let Event::Assigned(a) = &record.event {
-                known.insert((a.workflow, a.task, a.attempt));
+                know(&mut known, (a.workflow, a.task, a.attempt));
             }
             events.push((record.now_ms, record.event));
         }
@@ -129,7 +137,7 @@ impl MatchmakerRole {
         let (engine, decisions) = Matchmaker::replay(opts.config.clone(), checker, events);
         for d in &decisions {
             if let Decision::Assign(a) = d {
-                known.insert((a.workflow, a.task, a.attempt));
+                know(&mut known, (a.workflow, a.task, a.attempt));
             }
         }
         if replayed > 0 {
@@ -181,7 +189,7 @@ impl MatchmakerRole {
         check: Option<CheckVerdict>,
     ) -> Vec<Decision> {
         if let Some(key) = attempt_of(&event) {
-            if !self.known.contains(&key) {
+            if !self.knows_attempt(&key) {
                 self.early.entry(key).or_default().push((now, event, check));
                 return Vec::new();
             }
@@ -209,7 +217,7 @@ impl MatchmakerRole {
             }
         }
         for key in newly {
-            self.known.insert(key);
+            know(&mut self.known, key);
             for (_, held, check) in self.early.remove(&key).unwrap_or_default() {
                 decisions.extend(self.feed_now(sh, now, held, check));
             }
@@ -243,6 +251,31 @@ impl MatchmakerRole {
             tracing::debug!(me = ?sh.me, decision = ?d, "matchmaker decision");
         }
         decisions
+    }
+
+    /// Whether the engine knows attempt `key`, so news of it can be fed. A finished workflow's
+    /// attempts are forgotten here, and the engine takes late news of them (a late result
+    /// clears the missed-deadline evidence of an attempt taken away early).
+    fn knows_attempt(&self, (workflow, task, attempt): &AttemptKey) -> bool {
+        self.known
+            .get(workflow)
+            .is_some_and(|k| k.contains(&(*task, *attempt)))
+            || self.engine.is_finished(workflow) == Some(true)
+    }
+
+    /// Drop what only a running workflow needs (its attempts, its results' check verdicts)
+    /// for every workflow the engine has finished: a long-running matchmaker kept one entry
+    /// per attempt and per result it ever saw. Cheap: one lookup per workflow held.
+    pub fn forget_finished(&mut self, sh: &Shared) {
+        let engine = &self.engine;
+        self.known
+            .retain(|w, _| engine.is_finished(w) != Some(true));
+        let held = self
+            .verdicts
+            .retain_workflows(|w| engine.is_finished(w) != Some(true));
+        sh.metrics
+            .matchmaker_workflows
+            .set(self.known.len().max(held) as i64);
     }
 
     pub fn tick(&mut self, sh: &Shared, now: u64) -> Vec<Decision> {
@@ -296,7 +329,13 @@ impl MatchmakerRole {
             | Message::Verdicts(_) => return Vec::new(),
             Message::Result(r) => {
                 let Some(workflow) = view.workflows.get(&r.result.workflow) else {
-                    self.unknown.hold(r.result.workflow, now, r);
+                    // A finished workflow left the view's memory; the engine still takes a
+                    // late result (see `knows_attempt`), which needs no check of its output.
+                    if self.engine.is_finished(&r.result.workflow) == Some(true) {
+                        self.spawn_precheck(sh, None, r, false);
+                    } else {
+                        self.unknown.hold(r.result.workflow, now, r);
+                    }
                     return Vec::new();
                 };
                 let key = (r.result.workflow, r.result.task, r.result.attempt);

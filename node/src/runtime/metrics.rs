@@ -56,6 +56,12 @@ pub struct RuntimeMetrics {
     pub view_workflows: Gauge,
     /// The tasks of those workflows.
     pub view_tasks: Gauge,
+    /// Workflows whose attempts and result checks this node's matchmaker keeps in memory (the
+    /// running ones; updated every 250 ms).
+    pub matchmaker_workflows: Gauge,
+    /// Attempts this node's operator remembers having answered (until a while past their
+    /// deadlines; updated with each assignment).
+    pub operator_attempts: Gauge,
 }
 
 impl RuntimeMetrics {
@@ -76,6 +82,8 @@ impl RuntimeMetrics {
             envelopes_signed: Family::default(),
             view_workflows: Gauge::default(),
             view_tasks: Gauge::default(),
+            matchmaker_workflows: Gauge::default(),
+            operator_attempts: Gauge::default(),
         };
         registry.register(
             "proofmesh_tasks",
@@ -141,6 +149,16 @@ impl RuntimeMetrics {
             "proofmesh_view_tasks",
             "Tasks of the workflows this node's view keeps in memory",
             m.view_tasks.clone(),
+        );
+        registry.register(
+            "proofmesh_matchmaker_workflows",
+            "Workflows whose attempts and result checks the matchmaker keeps in memory",
+            m.matchmaker_workflows.clone(),
+        );
+        registry.register(
+            "proofmesh_operator_attempts",
+            "Attempts the operator remembers having answered (until a while past their deadlines)",
+            m.operator_attempts.clone(),
         );
         m
     }

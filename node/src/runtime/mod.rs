@@ -460,7 +460,8 @@ impl Node {
     ) -> Result<NodeHandle, NodeError> {
         let store = {
             let dir = options.data_dir.clone();
-            tokio::task::spawn_blocking(move || Store::open(&dir))
+            let cache = options.store_cache_bytes;
+            tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache))
                 .await
                 .map_err(|e| NodeError::Rpc(e.to_string()))??
         };

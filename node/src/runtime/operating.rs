@@ -21,7 +21,7 @@ use proofmesh_protocol::messages::{
     Acceptance, Answer, Assignment, FailureCause, SignedResult, TaskFailure,
 };
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Task, TaskIndex, WorkflowId};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,6 +45,10 @@ pub struct OperatorRole {
     /// The signed answer (acceptance or refusal, alone or in a batch) given to each attempt,
     /// repeated if the same attempt is assigned again.
     pub answered: HashMap<AttemptKey, Envelope>,
+    /// When each handled attempt may be forgotten
+    /// ([`OperatorOptions::remember_attempts_for`] past its deadline), soonest first: `handled` and `answered` kept one entry per attempt a long-running
+    /// operator ever took.
+    forget_at: BTreeSet<(u64, AttemptKey)>,
     /// The task definitions a trusted matchmaker's dispatch carried, while its assignments
     /// are taken in (see `Dispatch::tasks`).
     pub definitions: HashMap<(WorkflowId, TaskIndex), Task>,
@@ -140,6 +144,7 @@ impl OperatorRole {
             awaiting_workflow: HashSet::new(),
             handled: HashSet::new(),
             answered: HashMap::new(),
+            forget_at: BTreeSet::new(),
             definitions: HashMap::new(),
             supervision: Supervision::default(),
         }
@@ -150,6 +155,18 @@ impl OperatorRole {
         let mut v: Vec<AttemptKey> = self.running.keys().copied().collect();
         v.sort();
         v
+    }
+
+    /// Forget the attempts whose deadline passed more than `remember_attempts_for` ago.
+    fn forget_old(&mut self, now: u64) {
+        while let Some(&(at, key)) = self.forget_at.first() {
+            if at > now {
+                break;
+            }
+            self.forget_at.pop_first();
+            self.handled.remove(&key);
+            self.answered.remove(&key);
+        }
     }
 
     pub fn finished(&mut self, key: &AttemptKey) {
@@ -196,6 +213,7 @@ impl OperatorRole {
         now: u64,
     ) -> Option<Answer> {
         let key = (a.workflow, a.task, a.attempt);
+        self.forget_old(now);
         if !self.handled.insert(key) {
             return None;
         }
@@ -209,6 +227,16 @@ impl OperatorRole {
                 cause: FailureCause::Refused(why),
             }))
         };
+        let remember = self.opts.remember_attempts_for.as_millis() as u64;
+        let forget_at = a.deadline_ms.saturating_add(remember);
+        if forget_at <= now {
+            // Past the time this operator remembers an attempt for: it may have run it. The
+            // refusal is remembered as long, so a copy of it gets the same answer.
+            self.forget_at.insert((now.saturating_add(remember), key));
+            return refuse("its deadline passed long ago".into());
+        }
+        self.forget_at.insert((forget_at, key));
+        sh.metrics.operator_attempts.set(self.handled.len() as i64);
         // The definition from the workflow when this node holds it, else from the dispatch;
         // with neither, the attempt waits for the workflow.
         let task = match view.workflows.get(&a.workflow) {

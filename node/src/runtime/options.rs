@@ -31,6 +31,9 @@ pub struct NodeOptions {
     pub rpc: Option<RpcConfig>,
     /// Lifetime of the envelopes this node signs.
     pub message_ttl: Duration,
+    /// Most bytes of the store's page cache (`None`: redb's default, 1 GiB). A cache, not a
+    /// leak, but it grows with the database up to that size.
+    pub store_cache_bytes: Option<usize>,
     /// Matchmaker role, if enabled.
     pub matchmaker: Option<MatchmakerOptions>,
     /// Operator role, if enabled.
@@ -83,6 +86,10 @@ pub struct OperatorOptions {
     /// How long to wait for a dependency's accepted result or the workflow to show up in the
     /// local view before failing an attempt with an input error.
     pub input_wait: Duration,
+    /// How long past an attempt's deadline this operator remembers it (and its signed
+    /// answer), so that the same assignment sent again gets the same answer; one that comes
+    /// later is refused. A long-running operator kept every attempt it ever took.
+    pub remember_attempts_for: Duration,
     /// FAULT INJECTION, for the malicious-operator test only: flip one byte of every proof this
     /// operator produces (programs `leaf`, `aggregate`, `final`) and sign the corrupted output,
     /// so that verification, reassignment and slashing can be exercised. Never set it otherwise.
@@ -103,6 +110,7 @@ impl OperatorOptions {
             heartbeat_interval: Duration::from_secs(1),
             advert_interval: Duration::from_secs(10),
             input_wait: Duration::from_secs(10),
+            remember_attempts_for: Duration::from_secs(60),
             corrupt_results: false,
             eth: None,
         }
@@ -118,6 +126,7 @@ impl NodeOptions {
             network: NetworkConfig::new(domain),
             rpc: None,
             message_ttl: Duration::from_secs(120),
+            store_cache_bytes: None,
             matchmaker: None,
             operator: None,
             trusted_matchmakers: Vec::new(),

@@ -11,7 +11,7 @@ use crate::network::{peer_id_of, Client};
 use crate::store::{Store, INLINE_BLOB_MAX};
 use proofmesh_matchmaker::ResultChecker;
 use proofmesh_protocol::messages::SignedResult;
-use proofmesh_protocol::{ContentId, SignatureError, Task, Workflow};
+use proofmesh_protocol::{ContentId, SignatureError, Task, Workflow, WorkflowId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -26,9 +26,9 @@ pub fn is_proof_task(task: &Task) -> bool {
 /// A check's outcome: `Ok(())` to accept, `Err(reason)` to reject (and slash).
 pub type CheckVerdict = Result<(), String>;
 
-/// Verdicts computed by [`precheck`], keyed by the signed result's content id.
+/// Verdicts computed by [`precheck`], by workflow, keyed by the signed result's content id.
 #[derive(Clone, Debug, Default)]
-pub struct Verdicts(Arc<Mutex<HashMap<ContentId, CheckVerdict>>>);
+pub struct Verdicts(Arc<Mutex<HashMap<WorkflowId, HashMap<ContentId, CheckVerdict>>>>);
 
 impl Verdicts {
     /// Record the verdict on `result`.
@@ -36,6 +36,8 @@ impl Verdicts {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .entry(result.result.workflow)
+            .or_default()
             .insert(ContentId::of_value(result), verdict);
     }
 
@@ -43,8 +45,17 @@ impl Verdicts {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .get(&result.result.workflow)?
             .get(&ContentId::of_value(result))
             .cloned()
+    }
+
+    /// Keep the verdicts of the workflows for which `keep` is true; returns how many
+    /// workflows that leaves.
+    pub fn retain_workflows(&self, mut keep: impl FnMut(&WorkflowId) -> bool) -> usize {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|w, _| keep(w));
+        map.len()
     }
 }
 

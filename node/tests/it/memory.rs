@@ -3,12 +3,15 @@
 //! every workflow it ever saw, and loaded them all again at each start.
 
 use crate::cluster::{
-    deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result, Role, DOMAIN,
+    attempt_one, deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result,
+    Role, DOMAIN,
 };
+use proofmesh_node::network;
 use proofmesh_node::runtime::{Node, NodeHandle};
 use proofmesh_node::store::WorkflowState;
-use proofmesh_protocol::messages::{Submission, Verdict};
-use proofmesh_protocol::{Envelope, Keypair, Message};
+use proofmesh_protocol::messages::{Assignment, Submission, Verdict};
+use proofmesh_protocol::spec::{self, Format};
+use proofmesh_protocol::{ContentId, Envelope, Keypair, Message};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
@@ -123,4 +126,105 @@ async fn a_finished_workflow_leaves_memory_and_the_store_still_answers_for_it() 
         "still counted"
     );
     gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matchmaker_forgets_a_finished_workflows_attempts_and_checks() {
+    let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mm = Node::spawn(options(mm_dir.path(), Role::Matchmaker, &[]))
+        .await
+        .expect("matchmaker starts");
+    let op = Node::spawn(options(op_dir.path(), Role::Operator, mm.listen_addrs()))
+        .await
+        .expect("operator starts");
+    let text = "name = \"forget\"\n[defaults]\nresources = { cpu = 1, memory_gb = 0.1 }\n\
+                [[task]]\nid = \"leaf\"\nprogram = \"sleep@1\"\nargs = [\"--ms\", \"400\"]\ncount = 4\n\
+                [[task]]\nid = \"root\"\nprogram = \"noop@1\"\ndeps = [\"leaf\"]\n";
+    let workflow = spec::load(text, Format::Toml).expect("valid").0;
+    let id = mm.api().submit(workflow).await.expect("submitted");
+    let held = |node: &NodeHandle| metric(node, "proofmesh_matchmaker_workflows");
+    let deadline = Instant::now() + WAIT;
+    while held(&mm) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the running workflow was never counted"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    while mm.api().status(&id).unwrap().map(|s| s.record.state) != Some(WorkflowState::Completed) {
+        assert!(Instant::now() < deadline, "the workflow never completed");
+        sleep(Duration::from_millis(20)).await;
+    }
+    while held(&mm) > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the matchmaker kept a finished workflow's attempts"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_memory(&mm), (0.0, 0.0), "nor its view");
+    assert_eq!(
+        mm.api().store().results(&id).unwrap().len(),
+        5,
+        "the store keeps every result"
+    );
+    op.shutdown().await;
+    mm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_forgets_attempts_a_while_after_their_deadline_and_refuses_them_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path(), Role::Operator, &[]);
+    if let Some(op) = o.operator.as_mut() {
+        op.remember_attempts_for = Duration::from_millis(300);
+    }
+    let operator = Node::spawn(o).await.expect("operator starts");
+    let mm = Keypair::generate();
+    let (client, _events) = plain_peer(&mm, operator.listen_addrs().to_vec());
+    let peer = network::peer_id_of(&operator.public_key()).expect("ed25519 key");
+    let workflow = ContentId::of_bytes(b"forgotten attempts");
+    let mut nonce = 0;
+    let mut send = |a: Assignment| {
+        nonce += 1;
+        let envelope = Envelope::seal(
+            &mm,
+            DOMAIN,
+            &Message::Assignment(a),
+            nonce,
+            now_ms() + 60_000,
+        );
+        let client = client.clone();
+        async move {
+            match deliver(&client, peer, &envelope).await {
+                Some((_, Message::Acceptance(_))) => true,
+                Some((_, Message::Failure(_))) => false,
+                other => panic!("expected an answer, got {other:?}"),
+            }
+        }
+    };
+    let remembered = || metric(&operator, "proofmesh_operator_attempts");
+    // Attempt 1 of task 0, due 200 ms from now.
+    let now = now_ms();
+    let mut first = attempt_one(workflow, 0, operator.public_key(), mm.public(), now, false);
+    first.deadline_ms = now + 200;
+    assert!(send(first.clone()).await, "accepted");
+    assert!(send(first.clone()).await, "the same answer again");
+    assert_eq!(remembered(), 1.0);
+
+    // Its deadline and the 300 ms after it pass; the next assignment makes room.
+    sleep(Duration::from_millis(700)).await;
+    let second = attempt_one(
+        workflow,
+        1,
+        operator.public_key(),
+        mm.public(),
+        now_ms(),
+        false,
+    );
+    assert!(send(second).await, "accepted");
+    assert_eq!(remembered(), 1.0, "the first attempt was forgotten");
+    // Sent again now, it is refused rather than run a second time.
+    assert!(!send(first).await, "refused once forgotten");
+    operator.shutdown().await;
 }
