@@ -263,13 +263,17 @@ impl MatchmakerRole {
             || self.engine.is_finished(workflow) == Some(true)
     }
 
-    /// Drop what only a running workflow needs (its attempts, its results' check verdicts)
-    /// for every workflow the engine has finished: a long-running matchmaker kept one entry
-    /// per attempt and per result it ever saw. Cheap: one lookup per workflow held.
+    /// Drop what only a running workflow needs (its attempts, when they were assigned, its
+    /// results' check verdicts) for every workflow the engine has finished: a long-running
+    /// matchmaker kept one entry per attempt and per result it ever saw. Cheap: one lookup
+    /// per workflow held, and per attempt in flight.
     pub fn forget_finished(&mut self, sh: &Shared) {
         let engine = &self.engine;
         self.known
             .retain(|w, _| engine.is_finished(w) != Some(true));
+        // An attempt that ended without a result (cancelled, timed out) left its entry here.
+        self.assigned_at
+            .retain(|(w, _, _), _| engine.is_finished(w) != Some(true));
         let held = self
             .verdicts
             .retain_workflows(|w| engine.is_finished(w) != Some(true));
