@@ -46,8 +46,8 @@ pub struct OperatorRole {
     /// repeated if the same attempt is assigned again.
     pub answered: HashMap<AttemptKey, Envelope>,
     /// When each handled attempt may be forgotten
-    /// ([`OperatorOptions::remember_attempts_for`] past its deadline), soonest first: `handled` and `answered` kept one entry per attempt a long-running
-    /// operator ever took.
+    /// ([`OperatorOptions::remember_attempts_for`] past its deadline), soonest first:
+    /// `handled` and `answered` kept one entry per attempt a long-running operator ever took.
     forget_at: BTreeSet<(u64, AttemptKey)>,
     /// The task definitions a trusted matchmaker's dispatch carried, while its assignments
     /// are taken in (see `Dispatch::tasks`).

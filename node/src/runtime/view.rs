@@ -47,10 +47,10 @@ impl WorkflowCache {
     }
 }
 
+/// An active workflow in memory (a finished one is forgotten: `View::forget`).
 struct Tracked {
     total: usize,
     done: usize,
-    finished: bool,
     /// Stream position, for workflows that must finalize in order.
     ordering: Option<(String, u64)>,
     /// When this node first saw the submission (ms).
@@ -147,7 +147,6 @@ impl View {
                 Tracked {
                     total,
                     done,
-                    finished: false,
                     ordering: stream_position(&record.submission.workflow),
                     received_at: record.accepted_at_ms,
                     // Anything may have happened while this node was down: ask at once.
@@ -179,7 +178,7 @@ impl View {
             if wants.len() == catch_up::MAX_WANTS {
                 break;
             }
-            if t.finished || !t.catch_up.due(now) {
+            if !t.catch_up.due(now) {
                 continue;
             }
             t.catch_up.asked(now);
@@ -213,12 +212,7 @@ impl View {
 
     /// Workflows this node shows active (for discovery), at most `max`.
     pub fn active_ids(&self, max: usize) -> Vec<WorkflowId> {
-        self.tracked
-            .iter()
-            .filter(|(_, t)| !t.finished)
-            .map(|(id, _)| *id)
-            .take(max)
-            .collect()
+        self.tracked.keys().copied().take(max).collect()
     }
 
     /// Tasks of `id` with an accepted result here.
@@ -263,7 +257,6 @@ impl View {
                 Tracked {
                     total,
                     done: 0,
-                    finished: false,
                     ordering: stream_position(&s.workflow),
                     received_at: now,
                     catch_up: Schedule::quiet_from(now),
@@ -456,7 +449,7 @@ impl View {
                     .store
                     .lazy()
                     .update_operator(&r.operator, |o| o.stats.completed += 1);
-                if tracked.done == tracked.total && !tracked.finished {
+                if tracked.done == tracked.total {
                     self.finish_in_order(sh, progress, r.workflow);
                 }
                 fetch_output(sh, result);
@@ -471,13 +464,9 @@ impl View {
 
     /// A matchmaker declared the workflow failed.
     pub fn workflow_failed(&mut self, sh: &Shared, progress: &Notifier, f: &WorkflowFailure) {
-        let Some(tracked) = self.tracked.get_mut(&f.workflow) else {
+        let Some(tracked) = self.tracked.get(&f.workflow) else {
             return;
         };
-        if tracked.finished {
-            return;
-        }
-        tracked.finished = true;
         let stream = tracked.ordering.clone();
         self.set_state(
             sh,
@@ -503,7 +492,7 @@ impl View {
         let Some(tracked) = self.tracked.get(&id) else {
             return;
         };
-        if tracked.finished || tracked.done < tracked.total {
+        if tracked.done < tracked.total {
             return;
         }
         let Some((stream, seq)) = tracked.ordering.clone() else {
@@ -521,7 +510,7 @@ impl View {
     fn open_before(&self, stream: &str, seq: u64) -> bool {
         self.tracked
             .values()
-            .any(|t| !t.finished && matches!(&t.ordering, Some((s, q)) if s == stream && *q < seq))
+            .any(|t| matches!(&t.ordering, Some((s, q)) if s == stream && *q < seq))
     }
 
     /// Complete, in sequence order, the workflows of `stream` after `seq` that were only
@@ -531,7 +520,7 @@ impl View {
             .tracked
             .iter()
             .filter_map(|(id, t)| match &t.ordering {
-                Some((s, q)) if s == stream && *q > seq && !t.finished => Some((*q, *id)),
+                Some((s, q)) if s == stream && *q > seq => Some((*q, *id)),
                 _ => None,
             })
             .collect();
@@ -546,9 +535,6 @@ impl View {
     }
 
     fn mark_completed(&mut self, sh: &Shared, progress: &Notifier, id: &WorkflowId) {
-        if let Some(t) = self.tracked.get_mut(id) {
-            t.finished = true;
-        }
         self.set_state(sh, progress, id, WorkflowState::Completed);
         self.forget(sh, id);
     }
@@ -578,9 +564,6 @@ impl View {
         let Some(tracked) = self.tracked.get(id) else {
             return;
         };
-        if tracked.finished {
-            return;
-        }
         let stream = tracked.ordering.clone();
         self.mark_completed(sh, progress, id);
         if let Some((stream, seq)) = stream {
