@@ -48,8 +48,8 @@ pub struct MatchmakerRole {
     operators: HashSet<PublicKey>,
     /// When each attempt was assigned by us (ms), for the overhead histogram.
     assigned_at: HashMap<AttemptKey, u64>,
-    /// Attempts the engine knows (assigned by us or seen assigned on gossip), by workflow:
-    /// a finished workflow's go ([`Self::forget_finished`]).
+    /// Attempts the engine knows (assigned by us or seen assigned on gossip), by workflow; a
+    /// finished workflow's are dropped ([`Self::forget_finished`]).
     known: Known,
     /// Acceptances, results and failures that overtook their assignment on gossip (messages
     /// from different senders arrive in any order), with when they arrived; fed right after
