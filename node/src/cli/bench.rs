@@ -134,14 +134,13 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         operators.push(Node::spawn(o).await.context("starting an operator node")?);
     }
     // Wait until the operators are connected and have heartbeated.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while mm.peers().await?.len() < args.operators as usize {
-        if Instant::now() > deadline {
-            bail!("operators did not connect in time");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_operators(
+        &mm,
+        args.operators as usize,
+        Duration::from_secs(30),
+        Duration::from_millis(600),
+    )
+    .await?;
 
     let text = format!(
         "name = \"bench\"\n[defaults]\nresources = {{ cpu = 1, memory_gb = 0.01 }}\ntimeout_s = 60\nmax_attempts = 3\n\
@@ -376,6 +375,25 @@ impl CpuMeter {
             .zip(self.0)
             .map(|(now, start)| now.saturating_sub(start))
     }
+}
+
+/// Wait until `n` operators are connected to the matchmaker node `mm` (at most `within`),
+/// then `settle` more for their adverts and first heartbeats to reach it.
+pub(crate) async fn wait_for_operators(
+    mm: &proofmesh_node::runtime::NodeHandle,
+    n: usize,
+    within: Duration,
+    settle: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while mm.peers().await?.len() < n {
+        if Instant::now() > deadline {
+            bail!("operators did not connect in time");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(settle).await;
+    Ok(())
 }
 
 /// Options for an in-process benchmark node: the test options (loopback, port 0, a temp dir)

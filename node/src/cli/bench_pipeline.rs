@@ -281,15 +281,14 @@ impl Net {
                 Node::spawn(o).await.context("starting an operator node")?,
             ));
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while mm.peers().await?.len() < ops.len() {
-            if Instant::now() > deadline {
-                bail!("operators did not connect in time");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         // Adverts and first heartbeats reach the matchmaker.
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        super::bench::wait_for_operators(
+            &mm,
+            ops.len(),
+            Duration::from_secs(60),
+            Duration::from_millis(1_000),
+        )
+        .await?;
         let net = Net {
             _root: root,
             mm,

@@ -155,18 +155,23 @@ pub(crate) fn made_then_used(name: &str) -> Workflow {
     spec::load(&text, Format::Toml).expect("valid workflow").0
 }
 
+/// `workflow` submitted by `owner`, now, without escrow.
+pub(crate) fn submitted_by(workflow: Workflow, owner: PublicKey) -> Submission {
+    Submission {
+        workflow,
+        owner,
+        owner_eth: None,
+        escrow: None,
+        submitted_at_ms: now_ms(),
+    }
+}
+
 /// What a matchmaker pushes ahead of a workflow's first assignment to an operator: its
 /// submission (by `owner`, now).
 pub(crate) fn submission_push(workflow: Workflow, owner: PublicKey) -> Message {
     Message::SyncReply(SyncReply {
         workflows: Vec::new(),
-        submissions: vec![Submission {
-            workflow,
-            owner,
-            owner_eth: None,
-            escrow: None,
-            submitted_at_ms: now_ms(),
-        }],
+        submissions: vec![submitted_by(workflow, owner)],
         more: false,
     })
 }

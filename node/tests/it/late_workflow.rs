@@ -7,14 +7,12 @@
 //! waited out the attempt's deadline and slashed an operator that had delivered.
 
 use crate::cluster::{
-    attempt_one, deliver, made_then_used, now_ms, options, plain_peer, self_signed_result, Role,
-    DOMAIN,
+    attempt_one, deliver, made_then_used, now_ms, options, plain_peer, self_signed_result,
+    submitted_by, Role, DOMAIN,
 };
 use proofmesh_node::network::NetworkEvent;
 use proofmesh_node::runtime::{Node, NodeHandle};
-use proofmesh_protocol::messages::{
-    Capacity, Heartbeat, OperatorAdvert, SignedResult, Submission, Verdict,
-};
+use proofmesh_protocol::messages::{Capacity, Heartbeat, OperatorAdvert, SignedResult, Verdict};
 use proofmesh_protocol::{Envelope, Keypair, Message, Program, WorkflowId};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -83,13 +81,7 @@ async fn results_accepted_before_their_workflow_arrives_are_kept_until_it_does()
         "not known yet"
     );
     let submission = seal(
-        Message::Submission(Submission {
-            workflow,
-            owner: matchmaker.public(),
-            owner_eth: None,
-            escrow: None,
-            submitted_at_ms: now_ms(),
-        }),
+        Message::Submission(submitted_by(workflow, matchmaker.public())),
         2,
     );
     deliver(&client, gateway.peer_id(), &submission).await;
@@ -174,13 +166,7 @@ async fn an_operators_result_that_arrives_before_its_workflow_is_judged_once_it_
         .expect("result delivered");
     let submission = seal(
         &gone,
-        Message::Submission(Submission {
-            workflow,
-            owner: gone.public(),
-            owner_eth: None,
-            escrow: None,
-            submitted_at_ms: now,
-        }),
+        Message::Submission(submitted_by(workflow, gone.public())),
     );
     deliver(&gone_client, mm.peer_id(), &submission).await;
 
