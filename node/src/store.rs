@@ -829,15 +829,22 @@ impl Store {
 
     /// Every workflow id with its state.
     pub fn workflows(&self) -> Result<Vec<(WorkflowId, WorkflowState)>, StoreError> {
+        Ok(self
+            .workflow_summaries()?
+            .into_iter()
+            .map(|(id, state, _)| (id, state))
+            .collect())
+    }
+
+    /// Every workflow id with its state and task count, without decoding any submission.
+    pub fn workflow_summaries(&self) -> Result<Vec<(WorkflowId, WorkflowState, u32)>, StoreError> {
         let tx = self.begin_read()?;
         let table = tx.open_table(WORKFLOW_META)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push((
-                ContentId(k.value()),
-                dec::<WorkflowMeta>("workflow state", v.value())?.state,
-            ));
+            let meta = dec::<WorkflowMeta>("workflow state", v.value())?;
+            out.push((ContentId(k.value()), meta.state, meta.tasks));
         }
         Ok(out)
     }

@@ -4,11 +4,14 @@
 //! the end of a warm-up and the end of the run, per workflow and per task. A node that forgot
 //! nothing would grow with every task it ever saw; what it must keep is in its store.
 //!
+//! Then it restarts the matchmaker on its data and times it: a restart replays the whole event
+//! log, which is never compacted.
+//!
 //! The warm-up lasts longer than every time window a node keeps messages for (envelopes live
 //! 120 s, attempts are remembered 60 s past their deadlines, gossip's duplicate cache is
 //! 60 s), so that what is measured after it is growth, not windows filling up.
 
-use super::bench::{bench_matchmaker, builtin_operator_node};
+use super::bench::{bench_matchmaker, builtin_operator_node, wait_for_operators};
 use anyhow::{bail, Context};
 use clap::Args;
 use proofmesh_node::runtime::{Node, Progress};
@@ -93,7 +96,7 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     let (mut mm_opts, matchmaker) = bench_matchmaker(&root.path().join("mm"), domain);
     let cache = Some(args.store_cache_mb << 20);
     mm_opts.store_cache_bytes = cache;
-    let mm = Node::spawn(mm_opts)
+    let mm = Node::spawn(mm_opts.clone())
         .await
         .context("starting the matchmaker node")?;
     let boot = mm.listen_addrs().to_vec();
@@ -104,14 +107,13 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
         o.store_cache_bytes = cache;
         operators.push(Node::spawn(o).await.context("starting an operator node")?);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while mm.peers().await?.len() < args.operators as usize {
-        if Instant::now() > deadline {
-            bail!("operators did not connect in time");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_operators(
+        &mm,
+        args.operators as usize,
+        Duration::from_secs(30),
+        Duration::from_millis(600),
+    )
+    .await?;
 
     let api = mm.api().clone();
     let mut progress = api.subscribe();
@@ -185,13 +187,21 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     for op in operators {
         op.shutdown().await;
     }
+    let events = mm.api().store().last_event_seq()?.unwrap_or(0);
+    mm.shutdown().await;
+    // The matchmaker again on its data: it reads its store and replays its whole event log.
+    let restart = Instant::now();
+    let mm = Node::spawn(mm_opts)
+        .await
+        .context("restarting the matchmaker node")?;
+    let restart_ms = restart.elapsed().as_secs_f64() * 1000.0;
     mm.shutdown().await;
     let (warm_kb, warmup_workflows) = tally.warm.unwrap_or((0, 0));
     let end_kb = rss_end.unwrap_or(0);
     let grown_kb = end_kb.saturating_sub(warm_kb) as f64;
     let tasks_per_workflow = f64::from(args.tasks + 1);
     println!(
-        "workflows={} warmup_workflows={} tasks_per_workflow={} operators={} store_cache_mb={} wall_s={:.1} rss_warm_mb={:.1} rss_end_mb={:.1} kb_per_workflow={:.2} bytes_per_task={:.0} view_tasks_end={view_tasks}",
+        "workflows={} warmup_workflows={} tasks_per_workflow={} operators={} store_cache_mb={} wall_s={:.1} rss_warm_mb={:.1} rss_end_mb={:.1} kb_per_workflow={:.2} bytes_per_task={:.0} view_tasks_end={view_tasks} matchmaker_events={events} matchmaker_restart_ms={restart_ms:.0}",
         args.workflows,
         warmup_workflows,
         args.tasks + 1,

@@ -182,6 +182,15 @@ impl RuntimeMetrics {
             .inc();
     }
 
+    /// Count `n` more tasks in state `state` (a workflow loaded at start).
+    pub fn tasks_in(&self, state: &str, n: u64) {
+        self.tasks
+            .get_or_create(&StateLabel {
+                state: state.to_owned(),
+            })
+            .inc_by(n as i64);
+    }
+
     /// Move one workflow between states in the gauge.
     pub fn workflow_moved(&self, from: Option<&str>, to: &str) {
         if from == Some(to) {

@@ -104,7 +104,9 @@ fn attempt_of(state: &TaskState) -> u32 {
 }
 
 impl View {
-    /// Load what the store holds (after a restart: every workflow, its progress and results).
+    /// Load what the store holds (after a restart): the active workflows, their progress and
+    /// results; a finished one is only counted in the gauges, and a completed one without
+    /// reading its submission or tasks (all of them are done).
     pub fn load(sh: &Shared) -> Result<View, StoreError> {
         let mut view = View {
             workflows: WorkflowCache::default(),
@@ -114,7 +116,13 @@ impl View {
             early: Held::new(MAX_EARLY_RESULTS, EARLY_RESULT_TTL_MS),
             finished: BoundedSet::default(),
         };
-        for (id, state) in sh.store.workflows()? {
+        for (id, state, total) in sh.store.workflow_summaries()? {
+            if state == WorkflowState::Completed {
+                sh.metrics.workflow_moved(None, state.label());
+                sh.metrics.tasks_in("done", u64::from(total));
+                view.finished.insert(id);
+                continue;
+            }
             let Some(record) = sh.store.workflow(&id)? else {
                 continue;
             };

@@ -1,15 +1,15 @@
 //! What a node keeps in memory. A finished workflow leaves the view's memory (its definition,
 //! progress, acceptance times) and is read from the store; before, a long-running node kept
-//! every workflow it ever saw, and loaded them all again at each start.
+//! every workflow it ever saw, and took them all back into memory at each start.
 
 use crate::cluster::{
     attempt_one, deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result,
-    Role, DOMAIN,
+    submitted_by, Role, DOMAIN,
 };
 use proofmesh_node::network;
 use proofmesh_node::runtime::{Node, NodeHandle};
 use proofmesh_node::store::WorkflowState;
-use proofmesh_protocol::messages::{Assignment, Submission, Verdict};
+use proofmesh_protocol::messages::{Assignment, Verdict};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message};
 use std::time::Duration;
@@ -45,13 +45,10 @@ async fn a_finished_workflow_leaves_memory_and_the_store_still_answers_for_it() 
 
     let workflow = made_then_used("memory");
     let id = workflow.id();
-    let submission = seal(Message::Submission(Submission {
+    let submission = seal(Message::Submission(submitted_by(
         workflow,
-        owner: matchmaker.public(),
-        owner_eth: None,
-        escrow: None,
-        submitted_at_ms: now_ms(),
-    }));
+        matchmaker.public(),
+    )));
     deliver(&client, gateway.peer_id(), &submission).await;
     assert_eq!(
         in_memory(&gateway),
@@ -124,6 +121,11 @@ async fn a_finished_workflow_leaves_memory_and_the_store_still_answers_for_it() 
         metric(&gateway, "proofmesh_workflows{state=\"completed\"}"),
         1.0,
         "still counted"
+    );
+    assert_eq!(
+        metric(&gateway, "proofmesh_tasks{state=\"done\"}"),
+        2.0,
+        "and its tasks, done"
     );
     gateway.shutdown().await;
 }
