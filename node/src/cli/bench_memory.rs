@@ -188,6 +188,8 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
         op.shutdown().await;
     }
     let events = mm.api().store().last_event_seq()?.unwrap_or(0);
+    // Its store stays open while anything holds an `Api`.
+    drop((api, progress));
     mm.shutdown().await;
     // The matchmaker again on its data: it reads its store and replays its whole event log.
     let restart = Instant::now();
