@@ -107,9 +107,16 @@ impl MatchmakerRole {
     ) -> Result<Self, StoreError> {
         opts.config.me = me;
         let verdicts = Verdicts::default();
-        let mut events = Vec::new();
         let mut operators = HashSet::new();
         let mut known = Known::new();
+        // Replayed as it is read, one record at a time: the log holds every event since the
+        // matchmaker first started, and collecting it (and every decision it produced) first
+        // held all of it in memory at once. A result's check verdict is recorded with it, so
+        // it is known before the engine judges that result.
+        let checker = Box::new(RecordedChecker(verdicts.clone()));
+        let mut engine = Matchmaker::with_checker(opts.config.clone(), checker);
+        let mut decisions = Vec::new();
+        let mut replayed = 0u64;
         for row in store.iter_events_from(0) {
             let (seq, bytes) = row?;
             let record: LogRecord = match encoding::decode_with_limit(&bytes, MAX_RECORD_BYTES) {
@@ -130,15 +137,13 @@ impl MatchmakerRole {
             if let Event::Assigned(a) = &record.event {
                 know(&mut known, (a.workflow, a.task, a.attempt));
             }
-            events.push((record.now_ms, record.event));
-        }
-        let replayed = events.len();
-        let checker = Box::new(RecordedChecker(verdicts.clone()));
-        let (engine, decisions) = Matchmaker::replay(opts.config.clone(), checker, events);
-        for d in &decisions {
-            if let Decision::Assign(a) = d {
-                know(&mut known, (a.workflow, a.task, a.attempt));
+            engine.handle_into(record.now_ms, record.event, &mut decisions);
+            for d in decisions.drain(..) {
+                if let Decision::Assign(a) = d {
+                    know(&mut known, (a.workflow, a.task, a.attempt));
+                }
             }
+            replayed += 1;
         }
         if replayed > 0 {
             tracing::info!(
