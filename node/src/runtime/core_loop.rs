@@ -511,7 +511,13 @@ impl Core {
                 _ = tick(&mut heartbeat) => self.heartbeat(),
                 _ = introduce(&mut advert) => self.advert(),
                 _ = introduce(&mut announce) => self.announce(),
-                _ = catch_up.tick() => self.catch_up(),
+                _ = catch_up.tick() => {
+                    // The same 250 ms timer: the matchmaker's memory of finished workflows.
+                    if let Some(mm) = self.mm.as_mut() {
+                        mm.forget_finished(&self.sh);
+                    }
+                    self.catch_up();
+                }
                 _ = flush.tick() => {
                     // Nothing is written yet this iteration: no batch is open.
                     let store = self.sh.store.clone();
@@ -1728,9 +1734,6 @@ impl Core {
     /// Ask peers about the workflows that have been quiet too long, and now and then which
     /// active workflows this node has never heard of.
     fn catch_up(&mut self) {
-        if let Some(mm) = self.mm.as_mut() {
-            mm.forget_finished(&self.sh);
-        }
         let now = self.sh.now();
         let wants = self.view.catch_up_wants(now);
         let discover = self.connected > 0
