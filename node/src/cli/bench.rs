@@ -134,13 +134,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         operators.push(Node::spawn(o).await.context("starting an operator node")?);
     }
     // Wait until the operators are connected and have heartbeated.
-    wait_for_operators(
-        &mm,
-        args.operators as usize,
-        Duration::from_secs(30),
-        Duration::from_millis(600),
-    )
-    .await?;
+    wait_for_operators(&mm, args.operators as usize, CONNECT_WITHIN, SETTLE).await?;
 
     let text = format!(
         "name = \"bench\"\n[defaults]\nresources = {{ cpu = 1, memory_gb = 0.01 }}\ntimeout_s = 60\nmax_attempts = 3\n\
@@ -376,6 +370,12 @@ impl CpuMeter {
             .map(|(now, start)| now.saturating_sub(start))
     }
 }
+
+/// How long the overhead and memory benches wait for their operators to connect
+/// ([`wait_for_operators`]).
+pub(crate) const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// How long they then wait for the operators' adverts and first heartbeats.
+pub(crate) const SETTLE: Duration = Duration::from_millis(600);
 
 /// Wait until `n` operators are connected to the matchmaker node `mm` (at most `within`),
 /// then `settle` more for their adverts and first heartbeats to reach it.

@@ -11,7 +11,9 @@
 //! 120 s, attempts are remembered 60 s past their deadlines, gossip's duplicate cache is
 //! 60 s), so that what is measured after it is growth, not windows filling up.
 
-use super::bench::{bench_matchmaker, builtin_operator_node, wait_for_operators};
+use super::bench::{
+    bench_matchmaker, builtin_operator_node, wait_for_operators, CONNECT_WITHIN, SETTLE,
+};
 use anyhow::{bail, Context};
 use clap::Args;
 use proofmesh_node::runtime::{Node, Progress};
@@ -107,13 +109,7 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
         o.store_cache_bytes = cache;
         operators.push(Node::spawn(o).await.context("starting an operator node")?);
     }
-    wait_for_operators(
-        &mm,
-        args.operators as usize,
-        Duration::from_secs(30),
-        Duration::from_millis(600),
-    )
-    .await?;
+    wait_for_operators(&mm, args.operators as usize, CONNECT_WITHIN, SETTLE).await?;
 
     let api = mm.api().clone();
     let mut progress = api.subscribe();
