@@ -26,6 +26,7 @@ use proofmesh_protocol::messages::{
     Verdict,
 };
 use proofmesh_protocol::{ContentId, Program, PublicKey, Resources, Workflow, WorkflowId};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
@@ -34,7 +35,7 @@ const NONE: u32 = u32::MAX;
 /// Order of ready tasks: effective deadline (a stream's sequence N inherits the earliest
 /// deadline of its successors, so N never sorts after N+1), then sequence, then longest
 /// remaining critical path first, then submission order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct ReadyKey {
     deadline: u64,
     sequence: u64,
@@ -43,7 +44,7 @@ struct ReadyKey {
     task: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Status {
     Waiting,
     Ready,
@@ -53,7 +54,7 @@ enum Status {
     Done,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Inflight {
     attempt: u32,
     op: u32,
@@ -73,7 +74,7 @@ struct Inflight {
     freed: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct TaskSlot {
     status: Status,
     pending_deps: u32,
@@ -91,7 +92,7 @@ struct TaskSlot {
     output: ContentId,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Phase {
     Running,
     /// Every task done; held until earlier sequences of its stream are final.
@@ -100,7 +101,7 @@ enum Phase {
     Failed,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct WorkflowState {
     id: WorkflowId,
     workflow: Workflow,
@@ -116,7 +117,7 @@ struct WorkflowState {
     active: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Class {
     program: u32,
     res: Resources,
@@ -128,7 +129,7 @@ struct Class {
     live_eligible: u32,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Stream {
     /// (sequence, workflow slot) not yet final.
     pending: BTreeSet<(u64, u32)>,
@@ -136,7 +137,7 @@ struct Stream {
     finalized_upto: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum TimerKind {
     AcceptBy,
     Deadline,
@@ -147,7 +148,7 @@ enum TimerKind {
 
 type Timer = (u64, TimerKind, u32, u32, u32);
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct State {
     cfg: Config,
     now: u64,
@@ -173,6 +174,8 @@ struct State {
     /// applied on submission. Bounded by `MAX_EARLY`.
     early: BTreeMap<WorkflowId, Vec<Event>>,
     early_len: usize,
+    /// Decisions of the event being handled (empty between events, so not in a snapshot).
+    #[serde(skip)]
     out: Vec<Decision>,
 }
 
@@ -200,6 +203,30 @@ impl fmt::Debug for Matchmaker {
 impl PartialEq for Matchmaker {
     fn eq(&self, other: &Self) -> bool {
         self.st == other.st
+    }
+}
+
+/// Version of [`SnapshotRef`]'s layout (the engine's private state): bumped whenever that
+/// state changes shape, so that a snapshot written by another build is refused, not misread.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// A matchmaker's state as it is serialized ([`Matchmaker::snapshot`]); whoever stores it
+/// stores [`SNAPSHOT_FORMAT`] with it.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct SnapshotRef<'a>(&'a State);
+
+/// A deserialized matchmaker state, for [`Matchmaker::restore`].
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct Snapshot(State);
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("operators", &self.0.ops.len())
+            .field("workflows", &self.0.wfs.len())
+            .finish()
     }
 }
 
@@ -269,6 +296,25 @@ impl Matchmaker {
             mm.handle_into(now, event, &mut out);
         }
         (mm, out)
+    }
+
+    /// The whole scheduling state, to serialize: restoring it ([`Self::restore`]) and handling
+    /// the events that came after gives what replaying the whole log would (so a log can be
+    /// cut at a snapshot). Take it between events.
+    pub fn snapshot(&self) -> SnapshotRef<'_> {
+        SnapshotRef(&self.st)
+    }
+
+    /// A matchmaker from a deserialized [`Self::snapshot`], under `cfg` (the configuration in
+    /// force now, as a replay from the start would use).
+    pub fn restore(
+        cfg: Config,
+        checker: Box<dyn ResultChecker + Send>,
+        snapshot: Snapshot,
+    ) -> Self {
+        let mut st = snapshot.0;
+        st.cfg = cfg;
+        Matchmaker { st, checker }
     }
 
     /// The configuration.

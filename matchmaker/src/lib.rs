@@ -25,6 +25,6 @@ pub mod sim;
 
 pub use checker::{AcceptAll, ResultChecker, SignatureChecker};
 pub use config::Config;
-pub use engine::{Matchmaker, MemoryEstimate};
+pub use engine::{Matchmaker, MemoryEstimate, Snapshot, SnapshotRef, SNAPSHOT_FORMAT};
 pub use event::{AttemptCause, AttemptRecord, Decision, Event, FailureReason, SlashEvidence};
 pub use rendezvous::{active_matchmaker, routing_key};

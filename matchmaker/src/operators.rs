@@ -4,13 +4,14 @@
 use crate::reputation::Reputation;
 use proofmesh_protocol::messages::OperatorAdvert;
 use proofmesh_protocol::{Program, PublicKey, Resources};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// Most GPUs tracked per operator; an advert listing more is truncated (logged).
 pub const MAX_GPUS: usize = 64;
 
 /// One GPU of an operator.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuSlot {
     /// Driver index.
     pub index: u32,
@@ -21,7 +22,7 @@ pub struct GpuSlot {
 }
 
 /// Operator state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorState {
     /// Node key.
     pub key: PublicKey,

@@ -4,9 +4,10 @@
 //! number.
 
 use crate::config::Config;
+use serde::{Deserialize, Serialize};
 
 /// What is known about one operator's track record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reputation {
     /// Tasks completed, from the contract.
     pub chain_completed: u64,
@@ -123,7 +124,7 @@ impl Reputation {
 
 /// Running median of a program's task durations, by the "frugal" streaming estimator (move
 /// towards each sample by a step proportional to the estimate): O(1) memory and time.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramStats {
     /// Current median estimate in ms (0 before the first sample).
     pub median_ms: u64,

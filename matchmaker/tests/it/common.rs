@@ -185,3 +185,32 @@ pub fn with_config(cfg: Config, n: u8, gpus: u32) -> Matchmaker {
     }
     mm
 }
+
+/// Replays `log[..cut]`, takes a snapshot through bincode (what the node stores), restores it
+/// and handles the rest: returns the matchmaker and the decisions of `log[cut..]`.
+pub fn replay_across_snapshot(
+    cfg: Config,
+    checker: impl Fn() -> Box<dyn proofmesh_matchmaker::ResultChecker + Send>,
+    log: &[(u64, Event)],
+    cut: usize,
+) -> (Matchmaker, Vec<Decision>) {
+    let (before, _) = Matchmaker::replay(cfg.clone(), checker(), log[..cut].to_vec());
+    let bytes = bincode::serde::encode_to_vec(before.snapshot(), bincode::config::standard())
+        .expect("a snapshot encodes");
+    let (snapshot, read) = bincode::serde::decode_from_slice::<proofmesh_matchmaker::Snapshot, _>(
+        &bytes,
+        bincode::config::standard(),
+    )
+    .expect("a snapshot decodes");
+    assert_eq!(read, bytes.len(), "a snapshot decodes to its end");
+    let mut after = Matchmaker::restore(cfg, checker(), snapshot);
+    assert!(
+        after == before,
+        "the restored state differs from the snapshotted one"
+    );
+    let mut decisions = Vec::new();
+    for (now, event) in &log[cut..] {
+        after.handle_into(*now, event.clone(), &mut decisions);
+    }
+    (after, decisions)
+}

@@ -3,6 +3,7 @@
 //! is assigned before its dependencies are accepted, no task is accepted twice, a stream's
 //! earlier sequence is never passed over under contention nor finalized later.
 
+use crate::common::replay_across_snapshot;
 use proofmesh_matchmaker::sim::{sim_task, with_ordering, Faults, Sim, SimConfig, SimWorkflow};
 use proofmesh_matchmaker::Matchmaker;
 use proofmesh_protocol::Workflow;
@@ -89,7 +90,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_completable_workflow_completes_with_all_invariants((cfg, wfs) in scenario()) {
+    fn every_completable_workflow_completes_with_all_invariants(
+        (cfg, wfs) in scenario(),
+        cut_permille in 0usize..=1000,
+    ) {
         let n = wfs.len();
         let mm0 = cfg.matchmakers;
         let (r, sim) = Sim::new(cfg, wfs).run();
@@ -100,6 +104,12 @@ proptest! {
         for m in 0..mm0 {
             let (replayed, _) = Matchmaker::replay(sim.matchmaker_config(m), Sim::checker(), sim.logs()[m].to_vec());
             prop_assert!(replayed == *sim.matchmakers()[m], "replay of matchmaker {} differs", m);
+            // And from a snapshot taken anywhere in it, with the events after.
+            let log = sim.logs()[m];
+            let cut = log.len() * cut_permille / 1000;
+            let (restored, _) =
+                replay_across_snapshot(sim.matchmaker_config(m), Sim::checker, log, cut);
+            prop_assert!(restored == replayed, "matchmaker {} restored at {} of {} differs", m, cut, log.len());
         }
     }
 }

@@ -1,5 +1,6 @@
+use crate::common;
 use proofmesh_matchmaker::sim::{zk_pipeline, Faults, Sim, SimConfig};
-use proofmesh_matchmaker::Matchmaker;
+use proofmesh_matchmaker::{Decision, Matchmaker};
 
 #[test]
 fn pipeline_without_faults_is_within_two_percent_of_ideal() {
@@ -41,6 +42,53 @@ fn pipeline_survives_the_active_matchmaker_dying() {
     assert_eq!(r.lost, 0);
     // Matchmaker 0 is dead; at most one accepted result per task is checked by the simulation.
     assert_eq!(sim.matchmakers().len(), 3);
+}
+
+#[test]
+fn a_snapshot_and_the_events_after_it_rebuild_what_the_whole_log_does() {
+    // Faults and a matchmaker death: snapshots cut through retries, evidence timers, held
+    // results and a takeover.
+    let mut cfg = SimConfig::new(8, 5);
+    cfg.gpu_mix = vec![2];
+    cfg.matchmakers = 2;
+    cfg.faults = Faults::standard();
+    cfg.faults.per_attempt = 0.2;
+    cfg.faults.kill_matchmaker_at_ms = Some(60);
+    let (r, sim) = Sim::new(cfg, vec![zk_pipeline(32, 10, 5, 5, 5)]).run();
+    assert_eq!(r.completed.len(), 1, "{}", r.line());
+    for m in 0..sim.logs().len() {
+        let log = sim.logs()[m].to_vec();
+        let mut live = Matchmaker::with_checker(sim.matchmaker_config(m), Sim::checker());
+        let mut decided: Vec<Vec<Decision>> = Vec::new();
+        for (now, event) in &log {
+            decided.push(live.handle(*now, event.clone()));
+        }
+        assert!(
+            live == *sim.matchmakers()[m],
+            "the log's replay differs from the live one"
+        );
+        for cut in [
+            0,
+            1,
+            log.len() / 7,
+            log.len() / 3,
+            log.len() / 2,
+            log.len() - 1,
+            log.len(),
+        ] {
+            let (restored, tail) =
+                common::replay_across_snapshot(sim.matchmaker_config(m), Sim::checker, &log, cut);
+            assert!(
+                restored == live,
+                "matchmaker {m}, cut at {cut}: the states differ"
+            );
+            let expected: Vec<Decision> = decided[cut..].concat();
+            assert_eq!(
+                tail, expected,
+                "matchmaker {m}, cut at {cut}: the decisions differ"
+            );
+        }
+    }
 }
 
 #[test]
