@@ -10,6 +10,10 @@ use serde::{de::DeserializeOwned, Serialize};
 /// Largest encoded message accepted anywhere in the protocol (4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Largest of a node's own durable records that it reads back ([`decode_with_limit`]): an entry
+/// of its matchmaker's log, or a snapshot of that matchmaker (256 MiB).
+pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
+
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -45,19 +49,28 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_with_limit(bytes, MAX_MESSAGE_BYTES)
 }
 
-/// As [`decode`] with a tighter limit.
+/// As [`decode`] with another limit: tighter for a message, or looser (up to
+/// [`MAX_RECORD_BYTES`]) for a node's own durable records, which may be larger than any message.
 pub fn decode_with_limit<T: DeserializeOwned>(
     bytes: &[u8],
     limit: usize,
 ) -> Result<T, DecodeError> {
-    if bytes.len() > limit.min(MAX_MESSAGE_BYTES) {
+    let limit = limit.min(MAX_RECORD_BYTES);
+    if bytes.len() > limit {
         return Err(DecodeError::TooLarge {
             size: bytes.len(),
-            limit: limit.min(MAX_MESSAGE_BYTES),
+            limit,
         });
     }
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    // bincode's limit (what a length prefix may claim) is a compile-time constant: the
+    // message limit, or the record limit for a node's own records.
+    let decoded = if limit <= MAX_MESSAGE_BYTES {
+        bincode::serde::decode_from_slice(bytes, config())
+    } else {
+        let records = bincode::config::standard().with_limit::<MAX_RECORD_BYTES>();
+        bincode::serde::decode_from_slice(bytes, records)
+    };
+    let (value, read) = decoded.map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if read != bytes.len() {
         return Err(DecodeError::TrailingBytes(bytes.len() - read));
     }

@@ -21,9 +21,6 @@ use proofmesh_protocol::{Message, PublicKey, Task, TaskIndex, WorkflowId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Largest event record read back from the log (a 100,000-task submission fits).
-const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
-
 /// One entry of the durable event log.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LogRecord {
@@ -119,7 +116,10 @@ impl MatchmakerRole {
         let mut replayed = 0u64;
         for row in store.iter_events_from(0) {
             let (seq, bytes) = row?;
-            let record: LogRecord = match encoding::decode_with_limit(&bytes, MAX_RECORD_BYTES) {
+            let record: LogRecord = match encoding::decode_with_limit(
+                &bytes,
+                encoding::MAX_RECORD_BYTES,
+            ) {
                 Ok(r) => r,
                 Err(source) => {
                     tracing::error!(seq, error = %source, "undecodable matchmaker log record; skipping it");

@@ -101,6 +101,29 @@ fn hostile_length_prefixes_fail_without_allocating() {
 }
 
 #[test]
+fn a_looser_limit_decodes_records_larger_than_any_message() {
+    // A node's own records (its log, its snapshots) may exceed the 4 MiB message limit.
+    let record = vec![7u8; encoding::MAX_MESSAGE_BYTES + 1];
+    let bytes = encoding::encode(&record);
+    assert!(matches!(
+        encoding::decode::<Vec<u8>>(&bytes),
+        Err(DecodeError::TooLarge { .. })
+    ));
+    let back: Vec<u8> = encoding::decode_with_limit(&bytes, 2 * encoding::MAX_MESSAGE_BYTES)
+        .expect("within the looser limit");
+    assert_eq!(back, record);
+    // Still bounded: the input's size, and hostile lengths inside it.
+    assert!(matches!(
+        encoding::decode_with_limit::<Vec<u8>>(&bytes, encoding::MAX_MESSAGE_BYTES + 1),
+        Err(DecodeError::TooLarge { limit, .. }) if limit == encoding::MAX_MESSAGE_BYTES + 1
+    ));
+    assert!(matches!(
+        encoding::decode_with_limit::<String>(&huge_len(), usize::MAX),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+#[test]
 fn trailing_bytes_are_refused() {
     let kp = Keypair::generate();
     let mut bytes = heartbeat(&kp, 1).to_bytes();
