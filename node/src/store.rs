@@ -59,6 +59,10 @@ const RESULTS: TableDefinition<'_, (Key32, u32), &[u8]> = TableDefinition::new("
 const BLOBS: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("blobs");
 /// The matchmaker's append-only event log.
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+/// The matchmaker's latest snapshot, keyed by the sequence number of the last event it
+/// includes (one row): a restart restores it and replays only the events after.
+const MATCHMAKER_SNAPSHOT: TableDefinition<'_, u64, &[u8]> =
+    TableDefinition::new("matchmaker_snapshot");
 /// Operator key -> encoded [`OperatorRecord`].
 const OPERATORS: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("operators");
 /// Ordered stream name -> last finalized sequence number.
@@ -113,6 +117,19 @@ pub enum StoreError {
         what: &'static str,
         /// The decode error.
         source: DecodeError,
+    },
+    /// The matchmaker's snapshot cannot be restored. Its events are gone from the log, so
+    /// starting without it would forget work the matchmaker accepted.
+    #[error(
+        "the matchmaker snapshot in {path} (through event {through}) cannot be restored: {problem}"
+    )]
+    Snapshot {
+        /// The database file.
+        path: PathBuf,
+        /// The last event it includes.
+        through: u64,
+        /// What is wrong, and what to do.
+        problem: String,
     },
     /// An update named a workflow the store does not hold.
     #[error("unknown workflow {0}")]
@@ -455,6 +472,7 @@ impl Store {
             tx.open_table(RESULTS)?;
             tx.open_table(BLOBS)?;
             tx.open_table(EVENTS)?;
+            tx.open_table(MATCHMAKER_SNAPSHOT)?;
             tx.open_table(OPERATORS)?;
             tx.open_table(STREAMS)?;
             tx.open_table(CHAIN_DONE)?;
@@ -732,7 +750,8 @@ impl Store {
         Ok(u32::from_le_bytes(bytes))
     }
 
-    fn db_path(&self) -> PathBuf {
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
         self.inner.dir.join(DB_FILE)
     }
 
@@ -1254,17 +1273,45 @@ impl Store {
         Ok(last)
     }
 
-    /// Drop events before `seq` (after a snapshot made them unnecessary). Returns how many.
-    pub fn prune_events_before(&self, seq: u64) -> Result<u64, StoreError> {
+    /// Drop at most `at_most` of the oldest events before `seq` (a snapshot made them
+    /// unnecessary); returns how many. Bounded so that a writer batch stays short: a
+    /// snapshot can leave a million events behind it.
+    pub fn prune_events_before(&self, seq: u64, at_most: u64) -> Result<u64, StoreError> {
         self.write(|tx| {
-            let n = {
-                let mut table = tx.open_table(EVENTS)?;
-                let before = table.len()?;
-                table.retain_in(..seq, |_, _| false)?;
-                before - table.len()?
+            let mut table = tx.open_table(EVENTS)?;
+            let Some(first) = table.first()?.map(|(k, _)| k.value()) else {
+                return Ok(0);
             };
-            Ok(n)
+            let end = seq.min(first.saturating_add(at_most));
+            let before = table.len()?;
+            table.retain_in(first..end, |_, _| false)?;
+            Ok(before - table.len()?)
         })
+    }
+
+    /// Replace the matchmaker's snapshot with `snapshot`, which includes every event up to
+    /// `through`. The events it includes are dropped later ([`Self::prune_events_before`]):
+    /// a restart replays only those after `through`.
+    pub fn save_matchmaker_snapshot(
+        &self,
+        through: u64,
+        snapshot: &[u8],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(MATCHMAKER_SNAPSHOT)?;
+            table.retain(|_, _| false)?;
+            table.insert(through, snapshot)?;
+            Ok(())
+        })
+    }
+
+    /// The matchmaker's snapshot, if one was saved: the sequence number of the last event it
+    /// includes, and its bytes.
+    pub fn matchmaker_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(MATCHMAKER_SNAPSHOT)?;
+        let last = table.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
+        Ok(last)
     }
 
     // ---- cursors ---------------------------------------------------------------------------

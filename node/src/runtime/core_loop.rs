@@ -512,9 +512,11 @@ impl Core {
                 _ = introduce(&mut advert) => self.advert(),
                 _ = introduce(&mut announce) => self.announce(),
                 _ = catch_up.tick() => {
-                    // The same 250 ms timer: the matchmaker's memory of finished workflows.
+                    // The same 250 ms timer: the matchmaker's memory of finished workflows,
+                    // then its snapshot and log (after, so the snapshot holds no finished one).
                     if let Some(mm) = self.mm.as_mut() {
                         mm.forget_finished(&self.sh);
+                        mm.compact_log(&self.sh);
                     }
                     self.catch_up();
                 }

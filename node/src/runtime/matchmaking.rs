@@ -10,11 +10,11 @@
 
 use super::core_loop::{Core, Internal, Shared};
 use super::options::MatchmakerOptions;
-use super::verify::{self, CheckVerdict, RecordedChecker, Verdicts};
+use super::verify::{self, CheckVerdict, RecordedChecker, Verdicts, VerdictsByWorkflow};
 use super::view::View;
 use crate::held::Held;
 use crate::store::{Store, StoreError};
-use proofmesh_matchmaker::{Decision, Event, Matchmaker};
+use proofmesh_matchmaker::{Decision, Event, Matchmaker, Snapshot, SnapshotRef, SNAPSHOT_FORMAT};
 use proofmesh_protocol::encoding;
 use proofmesh_protocol::messages::{CancelAttempt, SignedResult, Verdict, WorkflowFailure};
 use proofmesh_protocol::{Message, PublicKey, Task, TaskIndex, WorkflowId};
@@ -64,6 +64,47 @@ pub struct MatchmakerRole {
     /// not wait for a later catch-up round while the tasks run again. Taken up with the
     /// advert; at most [`MAX_UNKNOWN_RESULTS`], for [`EARLY_TTL_MS`].
     relayed_waiting: Held<PublicKey, SignedResult>,
+    /// Where the event log stands against the last snapshot.
+    log: LogPosition,
+}
+
+/// The event log's position: what a snapshot would include, and what it lets go.
+#[derive(Debug, Default)]
+struct LogPosition {
+    /// Sequence number of the last event logged.
+    last: Option<u64>,
+    /// Events logged since the last snapshot (or since the start, without one).
+    since_snapshot: u64,
+    /// The last snapshot includes the events up to this one: those before it can be dropped.
+    snapshot_through: Option<u64>,
+    /// Events before `snapshot_through` may still be in the log.
+    unpruned: bool,
+}
+
+/// Layout of a snapshot's own fields ([`RoleSnapshotOut`]); the engine's is
+/// [`SNAPSHOT_FORMAT`]. A stored snapshot starts with both, as little-endian `u32`s.
+const ROLE_SNAPSHOT_FORMAT: u32 = 1;
+
+/// Most log events dropped per 250 ms tick once a snapshot includes them: one batch's worth
+/// of deletions, not a million at once in the writer.
+const PRUNE_PER_TICK: u64 = 20_000;
+
+/// What a snapshot holds: the engine's state and what the role rebuilt from the log beside it.
+#[derive(Serialize)]
+struct RoleSnapshotOut<'a> {
+    engine: SnapshotRef<'a>,
+    verdicts: VerdictsByWorkflow,
+    operators: &'a HashSet<PublicKey>,
+    known: &'a Known,
+}
+
+/// [`RoleSnapshotOut`], read back.
+#[derive(Deserialize)]
+struct RoleSnapshotIn {
+    engine: Snapshot,
+    verdicts: VerdictsByWorkflow,
+    operators: HashSet<PublicKey>,
+    known: Known,
 }
 
 type AttemptKey = (WorkflowId, TaskIndex, u32);
@@ -95,27 +136,76 @@ fn attempt_of(event: &Event) -> Option<AttemptKey> {
     }
 }
 
+/// Read a stored snapshot back; the error says what is wrong and what to do.
+fn decode_snapshot(bytes: &[u8]) -> Result<RoleSnapshotIn, String> {
+    let format = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (Some(role), Some(engine)) = (format(0), format(4)) else {
+        return Err(format!(
+            "it is {} bytes, shorter than its header",
+            bytes.len()
+        ));
+    };
+    if (role, engine) != (ROLE_SNAPSHOT_FORMAT, SNAPSHOT_FORMAT) {
+        return Err(format!(
+            "it has format {role}.{engine} and this proofmesh reads {ROLE_SNAPSHOT_FORMAT}.{SNAPSHOT_FORMAT}: \
+             run the proofmesh that wrote it, or move this data_dir aside to start the matchmaker afresh"
+        ));
+    }
+    encoding::decode_with_limit(&bytes[8..], encoding::MAX_RECORD_BYTES)
+        .map_err(|e| format!("{e} (the file is damaged)"))
+}
+
 impl MatchmakerRole {
-    /// Rebuild from the event log (empty on a fresh node).
+    /// Rebuild from the latest snapshot and the event log after it (both empty on a fresh
+    /// node).
     pub fn start(
         store: &Store,
         mut opts: MatchmakerOptions,
         me: PublicKey,
     ) -> Result<Self, StoreError> {
         opts.config.me = me;
-        let verdicts = Verdicts::default();
-        let mut operators = HashSet::new();
-        let mut known = Known::new();
+        let mut log = LogPosition::default();
+        let restored = match store.matchmaker_snapshot()? {
+            Some((through, bytes)) => {
+                let snapshot = decode_snapshot(&bytes).map_err(|problem| StoreError::Snapshot {
+                    path: store.db_path(),
+                    through,
+                    problem,
+                })?;
+                log.last = Some(through);
+                log.snapshot_through = Some(through);
+                log.unpruned = true;
+                Some(snapshot)
+            }
+            None => None,
+        };
+        let (engine, verdicts, mut operators, mut known) = match restored {
+            Some(s) => {
+                let verdicts = Verdicts::from_workflows(s.verdicts);
+                let checker = Box::new(RecordedChecker(verdicts.clone()));
+                let engine = Matchmaker::restore(opts.config.clone(), checker, s.engine);
+                (engine, verdicts, s.operators, s.known)
+            }
+            None => {
+                let verdicts = Verdicts::default();
+                let checker = Box::new(RecordedChecker(verdicts.clone()));
+                let engine = Matchmaker::with_checker(opts.config.clone(), checker);
+                (engine, verdicts, HashSet::new(), Known::new())
+            }
+        };
+        let mut engine = engine;
         // Replayed as it is read, one record at a time: the log holds every event since the
-        // matchmaker first started, and collecting it (and every decision it produced) first
-        // held all of it in memory at once. A result's check verdict is recorded with it, so
-        // it is known before the engine judges that result.
-        let checker = Box::new(RecordedChecker(verdicts.clone()));
-        let mut engine = Matchmaker::with_checker(opts.config.clone(), checker);
+        // snapshot (or since the matchmaker first started), and collecting it (and every
+        // decision it produced) first held all of it in memory at once. A result's check
+        // verdict is recorded with it, so it is known before the engine judges that result.
         let mut decisions = Vec::new();
-        let mut replayed = 0u64;
-        for row in store.iter_events_from(0) {
+        let from = log.snapshot_through.map_or(0, |t| t + 1);
+        for row in store.iter_events_from(from) {
             let (seq, bytes) = row?;
+            log.last = Some(seq);
+            log.since_snapshot += 1;
             let record: LogRecord = match encoding::decode_with_limit(
                 &bytes,
                 encoding::MAX_RECORD_BYTES,
@@ -143,12 +233,12 @@ impl MatchmakerRole {
                     know(&mut known, (a.workflow, a.task, a.attempt));
                 }
             }
-            replayed += 1;
         }
-        if replayed > 0 {
+        if log.snapshot_through.is_some() || log.since_snapshot > 0 {
             tracing::info!(
-                events = replayed,
-                "matchmaker state rebuilt from its event log"
+                snapshot_through = log.snapshot_through,
+                events = log.since_snapshot,
+                "matchmaker state rebuilt from its snapshot and event log"
             );
         }
         Ok(MatchmakerRole {
@@ -163,7 +253,56 @@ impl MatchmakerRole {
             early: HashMap::new(),
             unknown: Held::new(MAX_UNKNOWN_RESULTS, EARLY_TTL_MS),
             relayed_waiting: Held::new(MAX_UNKNOWN_RESULTS, EARLY_TTL_MS),
+            log,
         })
+    }
+
+    /// Snapshot the state once [`MatchmakerOptions::snapshot_every_events`] events were logged
+    /// since the last one, and drop a bounded number of the events a snapshot includes. Called
+    /// on the 250 ms timer, after [`Self::forget_finished`] (so finished workflows' attempts
+    /// and verdicts are not in it); its writes join the core's open batch, committed with it.
+    pub fn compact_log(&mut self, sh: &Shared) {
+        if self.log.since_snapshot >= self.opts.snapshot_every_events.max(1) {
+            if let Some(through) = self.log.last {
+                let started = std::time::Instant::now();
+                let bytes = self.encode_snapshot();
+                match sh.store.save_matchmaker_snapshot(through, &bytes) {
+                    Ok(()) => {
+                        self.log.since_snapshot = 0;
+                        self.log.snapshot_through = Some(through);
+                        self.log.unpruned = true;
+                        sh.metrics.matchmaker_snapshot_bytes.set(bytes.len() as i64);
+                        sh.metrics
+                            .matchmaker_snapshot_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        tracing::debug!(through, bytes = bytes.len(), "matchmaker snapshot saved");
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot save the matchmaker snapshot"),
+                }
+            }
+        }
+        if let (true, Some(through)) = (self.log.unpruned, self.log.snapshot_through) {
+            // The snapshot's last event stays: it keeps the log's sequence numbers growing.
+            match sh.store.prune_events_before(through, PRUNE_PER_TICK) {
+                Ok(n) => self.log.unpruned = n == PRUNE_PER_TICK,
+                Err(e) => tracing::error!(error = %e, "cannot drop the snapshot's events"),
+            }
+        }
+    }
+
+    /// The snapshot's bytes: its formats, then its fields.
+    fn encode_snapshot(&self) -> Vec<u8> {
+        let snapshot = RoleSnapshotOut {
+            engine: self.engine.snapshot(),
+            verdicts: self.verdicts.by_workflow(),
+            operators: &self.operators,
+            known: &self.known,
+        };
+        let mut bytes = Vec::with_capacity(8 + encoding::encoded_len(&snapshot));
+        bytes.extend_from_slice(&ROLE_SNAPSHOT_FORMAT.to_le_bytes());
+        bytes.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
+        bytes.extend_from_slice(&encoding::encode(&snapshot));
+        bytes
     }
 
     /// When the engine next needs a tick (ms since epoch).
@@ -243,9 +382,13 @@ impl MatchmakerRole {
             event,
             check,
         };
-        if let Err(e) = sh.store.append_events(&[encoding::encode(&record)]) {
+        match sh.store.append_events(&[encoding::encode(&record)]) {
+            Ok(seqs) => {
+                self.log.last = seqs.last().or(self.log.last);
+                self.log.since_snapshot += 1;
+            }
             // Without the log a crash would lose this event; carry on, but loudly.
-            tracing::error!(error = %e, "cannot append to the matchmaker event log");
+            Err(e) => tracing::error!(error = %e, "cannot append to the matchmaker event log"),
         }
         sh.metrics.events_logged.inc();
         if !matches!(record.event, Event::Tick | Event::Heartbeat(_)) {

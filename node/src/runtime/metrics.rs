@@ -59,6 +59,10 @@ pub struct RuntimeMetrics {
     /// Workflows whose attempts and result checks this node's matchmaker keeps in memory (the
     /// running ones; updated every 250 ms).
     pub matchmaker_workflows: Gauge,
+    /// Size of the matchmaker's last snapshot (bytes).
+    pub matchmaker_snapshot_bytes: Gauge,
+    /// Seconds to encode and store a matchmaker snapshot.
+    pub matchmaker_snapshot_seconds: Histogram,
     /// Attempts this node's operator remembers having answered (until a while past their
     /// deadlines; updated with each assignment).
     pub operator_attempts: Gauge,
@@ -83,6 +87,8 @@ impl RuntimeMetrics {
             view_workflows: Gauge::default(),
             view_tasks: Gauge::default(),
             matchmaker_workflows: Gauge::default(),
+            matchmaker_snapshot_bytes: Gauge::default(),
+            matchmaker_snapshot_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             operator_attempts: Gauge::default(),
         };
         registry.register(
@@ -154,6 +160,16 @@ impl RuntimeMetrics {
             "proofmesh_matchmaker_workflows",
             "Workflows whose attempts and result checks the matchmaker keeps in memory",
             m.matchmaker_workflows.clone(),
+        );
+        registry.register(
+            "proofmesh_matchmaker_snapshot_bytes",
+            "Size of the matchmaker's last snapshot, which a restart restores before replaying the log after it",
+            m.matchmaker_snapshot_bytes.clone(),
+        );
+        registry.register(
+            "proofmesh_matchmaker_snapshot_seconds",
+            "Time to encode and store a matchmaker snapshot",
+            m.matchmaker_snapshot_seconds.clone(),
         );
         registry.register(
             "proofmesh_operator_attempts",

@@ -46,6 +46,10 @@ pub struct NodeOptions {
     pub store_sync_delay: Duration,
 }
 
+/// Events between the matchmaker's snapshots: ~10 s of a busy matchmaker (a noop task logs
+/// ~4 events), a few MB of log at most, and a restart that replays well under a second.
+pub const DEFAULT_SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
+
 /// The matchmaker role.
 #[derive(Clone, Debug)]
 pub struct MatchmakerOptions {
@@ -55,6 +59,9 @@ pub struct MatchmakerOptions {
     pub announce_interval: Duration,
     /// A matchmaker not heard from for this long leaves the live set (its workflows move).
     pub live_timeout: Duration,
+    /// Events logged between two snapshots of the matchmaker's state: a restart replays at
+    /// most about this many, and the log's older events are dropped.
+    pub snapshot_every_events: u64,
 }
 
 impl Default for MatchmakerOptions {
@@ -63,6 +70,7 @@ impl Default for MatchmakerOptions {
             config: MatchmakerConfig::default(),
             announce_interval: Duration::from_secs(1),
             live_timeout: Duration::from_secs(4),
+            snapshot_every_events: DEFAULT_SNAPSHOT_EVERY_EVENTS,
         }
     }
 }
@@ -160,6 +168,7 @@ impl NodeOptions {
             config,
             announce_interval: Duration::from_millis(200),
             live_timeout: Duration::from_millis(1_000),
+            snapshot_every_events: DEFAULT_SNAPSHOT_EVERY_EVENTS,
         });
         self
     }

@@ -28,7 +28,7 @@ pub type CheckVerdict = Result<(), String>;
 
 /// Verdicts computed by [`precheck`], by workflow, keyed by the signed result's content id.
 #[derive(Clone, Debug, Default)]
-pub struct Verdicts(Arc<Mutex<HashMap<WorkflowId, HashMap<ContentId, CheckVerdict>>>>);
+pub struct Verdicts(Arc<Mutex<VerdictsByWorkflow>>);
 
 impl Verdicts {
     /// Record the verdict on `result`.
@@ -57,7 +57,23 @@ impl Verdicts {
         map.retain(|w, _| keep(w));
         map.len()
     }
+
+    /// Every verdict held, by workflow (for a snapshot of the matchmaker).
+    pub fn by_workflow(&self) -> VerdictsByWorkflow {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Verdicts restored from a snapshot.
+    pub fn from_workflows(held: VerdictsByWorkflow) -> Self {
+        Verdicts(Arc::new(Mutex::new(held)))
+    }
 }
+
+/// Check verdicts by workflow, keyed by the signed result's content id.
+pub type VerdictsByWorkflow = HashMap<WorkflowId, HashMap<ContentId, CheckVerdict>>;
 
 /// Signed results whose operator signature this node has checked (or made itself, or took on a
 /// trusted matchmaker's word: [`VerifiedResults::insert_unchecked`]), by content

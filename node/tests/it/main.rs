@@ -10,5 +10,6 @@ mod late_workflow;
 mod memory;
 mod network;
 mod rpc;
+mod snapshots;
 mod store;
 mod trust;

@@ -349,10 +349,34 @@ fn event_log_iterates_across_batches_and_prunes() {
         .iter()
         .enumerate()
         .all(|(i, (seq, bytes))| *seq == i as u64 && *bytes == events[i]));
-    assert_eq!(store.prune_events_before(2000).unwrap(), 2000);
+    // Pruned a bounded number at a time, oldest first, never at or past `seq`.
+    assert_eq!(store.prune_events_before(2000, 1500).unwrap(), 1500);
+    assert_eq!(store.iter_events_from(0).next().unwrap().unwrap().0, 1500);
+    assert_eq!(store.prune_events_before(2000, 1500).unwrap(), 500);
+    assert_eq!(store.prune_events_before(2000, 1500).unwrap(), 0);
     assert_eq!(store.iter_events_from(0).next().unwrap().unwrap().0, 2000);
     // Sequence numbers keep growing after a prune.
     assert_eq!(store.append_events(&[vec![1]]).unwrap(), 2500..2501);
+}
+
+#[test]
+fn the_matchmaker_snapshot_is_replaced_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.matchmaker_snapshot().unwrap(), None);
+        store.save_matchmaker_snapshot(10, b"first").unwrap();
+        store.save_matchmaker_snapshot(20, b"second").unwrap();
+        assert_eq!(
+            store.matchmaker_snapshot().unwrap(),
+            Some((20, b"second".to_vec()))
+        );
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.matchmaker_snapshot().unwrap(),
+        Some((20, b"second".to_vec()))
+    );
 }
 
 #[test]
