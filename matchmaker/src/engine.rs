@@ -382,6 +382,12 @@ impl Matchmaker {
         self.st.ops.iter().map(|o| o.tasks.len()).sum()
     }
 
+    /// Timeouts pending: attempts' acceptance windows and deadlines, workflows' deadlines,
+    /// requeues, and missed-deadline evidence to report.
+    pub fn timers_len(&self) -> usize {
+        self.st.timers.len()
+    }
+
     /// Whether the workflow has finished (finalized or failed).
     pub fn is_finished(&self, workflow: &WorkflowId) -> Option<bool> {
         let w = *self.st.wf_index.get(workflow)?;
@@ -1009,7 +1015,14 @@ impl State {
 
     fn release_inflight(&mut self, w: u32, i: u32) -> Option<Box<Inflight>> {
         self.free_operator(w, i);
-        self.wfs[w as usize].tasks[i as usize].inflight.take()
+        let inf = self.wfs[w as usize].tasks[i as usize].inflight.take()?;
+        // Its timers would fire as no-ops; dropped now, they do not pile up (a busy
+        // matchmaker held ~100k dead ones, each task's deadline long after its result).
+        self.timers
+            .remove(&(inf.accept_by, TimerKind::AcceptBy, w, i, inf.attempt));
+        self.timers
+            .remove(&(inf.deadline, TimerKind::Deadline, w, i, inf.attempt));
+        Some(inf)
     }
 
     /// Give back what the operator of (w, i)'s attempt holds for it in this view (once).
@@ -1162,8 +1175,12 @@ impl State {
         self.forget(w);
     }
 
-    /// Drop what a final workflow no longer needs (keeps its id so late messages are ignored).
+    /// Drop what a final workflow no longer needs (keeps its id so late messages are ignored),
+    /// its deadline's timer included.
     fn forget(&mut self, w: u32) {
+        let deadline = self.wfs[w as usize].deadline_abs;
+        self.timers
+            .remove(&(deadline, TimerKind::WorkflowDeadline, w, NONE, 0));
         let wf = &mut self.wfs[w as usize];
         wf.tasks = Vec::new();
         wf.dep_off = Vec::new();

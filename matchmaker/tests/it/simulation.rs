@@ -45,6 +45,27 @@ fn pipeline_survives_the_active_matchmaker_dying() {
 }
 
 #[test]
+fn finished_attempts_and_workflows_leave_no_timers_behind() {
+    // Every task's deadline lies long after its result: a timer kept until then would fire as
+    // a no-op, and a busy matchmaker held ~100k of them (and wrote them into its snapshots).
+    let cfg = SimConfig::new(8, 3);
+    let workflows = (0..4)
+        .map(|k| {
+            let mut w = zk_pipeline(16, 10, 5, 5, 5);
+            w.workflow.name = format!("no-timers-{k}");
+            w.workflow.deadline_ms = 600_000;
+            w.submit_at_ms = k * 50;
+            w
+        })
+        .collect();
+    let (r, sim) = Sim::new(cfg, workflows).run();
+    assert_eq!(r.completed.len(), 4, "{}", r.line());
+    let mm = sim.matchmakers()[0];
+    assert_eq!(mm.inflight_len(), 0);
+    assert_eq!(mm.timers_len(), 0, "timers of finished work are kept");
+}
+
+#[test]
 fn a_snapshot_and_the_events_after_it_rebuild_what_the_whole_log_does() {
     // Faults and a matchmaker death: snapshots cut through retries, evidence timers, held
     // results and a takeover.

@@ -183,11 +183,18 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     for op in operators {
         op.shutdown().await;
     }
-    let events = mm.api().store().last_event_seq()?.unwrap_or(0);
+    let store = mm.api().store();
+    let events = store.last_event_seq()?.map_or(0, |last| last + 1);
+    // What a restart reads: the snapshot, and the log's events not yet dropped.
+    let kept = store.iter_events_from(0).count();
+    let snapshot_kb = store
+        .matchmaker_snapshot()?
+        .map_or(0.0, |(_, bytes)| bytes.len() as f64 / 1024.0);
     // Its store stays open while anything holds an `Api`.
     drop((api, progress));
     mm.shutdown().await;
-    // The matchmaker again on its data: it reads its store and replays its whole event log.
+    // The matchmaker again on its data: it reads its store, restores its snapshot and replays
+    // the events after it.
     let restart = Instant::now();
     let mm = Node::spawn(mm_opts)
         .await
@@ -199,7 +206,7 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     let grown_kb = end_kb.saturating_sub(warm_kb) as f64;
     let tasks_per_workflow = f64::from(args.tasks + 1);
     println!(
-        "workflows={} warmup_workflows={} tasks_per_workflow={} operators={} store_cache_mb={} wall_s={:.1} rss_warm_mb={:.1} rss_end_mb={:.1} kb_per_workflow={:.2} bytes_per_task={:.0} view_tasks_end={view_tasks} matchmaker_events={events} matchmaker_restart_ms={restart_ms:.0}",
+        "workflows={} warmup_workflows={} tasks_per_workflow={} operators={} store_cache_mb={} wall_s={:.1} rss_warm_mb={:.1} rss_end_mb={:.1} kb_per_workflow={:.2} bytes_per_task={:.0} view_tasks_end={view_tasks} matchmaker_events={events} log_events_kept={kept} snapshot_kb={snapshot_kb:.0} matchmaker_restart_ms={restart_ms:.0}",
         args.workflows,
         warmup_workflows,
         args.tasks + 1,
