@@ -266,6 +266,17 @@ impl MatchmakerRole {
             if let Some(through) = self.log.last {
                 let started = std::time::Instant::now();
                 let bytes = self.encode_snapshot();
+                if bytes.len() > encoding::MAX_RECORD_BYTES {
+                    // Unreadable at the next start: keep the whole log instead (slower to
+                    // replay, but nothing is lost), and try again after as many events.
+                    self.log.since_snapshot = 0;
+                    tracing::error!(
+                        bytes = bytes.len(),
+                        limit = encoding::MAX_RECORD_BYTES,
+                        "matchmaker snapshot too large to read back; the event log is kept whole"
+                    );
+                    return;
+                }
                 match sh.store.save_matchmaker_snapshot(through, &bytes) {
                     Ok(()) => {
                         self.log.since_snapshot = 0;
