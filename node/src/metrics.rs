@@ -73,6 +73,17 @@ impl NodeMetrics {
     }
 }
 
+/// The sum of the samples named exactly `name` (every label set) in the registry's text
+/// exposition: what benches and tests read back (a histogram's `_sum` and `_count` are
+/// samples of their own).
+pub fn sample_sum(registry: &SharedRegistry, name: &str) -> f64 {
+    encode(registry)
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Content type of the OpenMetrics text exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

@@ -168,18 +168,10 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     }
     let wall = tally.started.elapsed();
     let rss_end = rss_kb();
-    let view_tasks = {
-        let registry = mm.registry();
-        let registry = registry
-            .lock()
-            .map_err(|_| anyhow::anyhow!("registry lock"))?;
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry)?;
-        text.lines()
-            .find(|l| l.starts_with("proofmesh_view_tasks "))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
+    let metric = |name| proofmesh_node::metrics::sample_sum(&mm.registry(), name);
+    let view_tasks = metric("proofmesh_view_tasks");
+    let snapshots = metric("proofmesh_matchmaker_snapshot_seconds_count");
+    let snapshot_ms = metric("proofmesh_matchmaker_snapshot_seconds_sum") * 1000.0 / snapshots;
     for op in operators {
         op.shutdown().await;
     }
@@ -206,7 +198,7 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     let grown_kb = end_kb.saturating_sub(warm_kb) as f64;
     let tasks_per_workflow = f64::from(args.tasks + 1);
     println!(
-        "workflows={} warmup_workflows={} tasks_per_workflow={} operators={} store_cache_mb={} wall_s={:.1} rss_warm_mb={:.1} rss_end_mb={:.1} kb_per_workflow={:.2} bytes_per_task={:.0} view_tasks_end={view_tasks} matchmaker_events={events} log_events_kept={kept} snapshot_kb={snapshot_kb:.0} matchmaker_restart_ms={restart_ms:.0}",
+        "workflows={} warmup_workflows={} tasks_per_workflow={} operators={} store_cache_mb={} wall_s={:.1} rss_warm_mb={:.1} rss_end_mb={:.1} kb_per_workflow={:.2} bytes_per_task={:.0} view_tasks_end={view_tasks} matchmaker_events={events} log_events_kept={kept} snapshots={snapshots} snapshot_kb={snapshot_kb:.0} snapshot_ms={snapshot_ms:.1} matchmaker_restart_ms={restart_ms:.0}",
         args.workflows,
         warmup_workflows,
         args.tasks + 1,

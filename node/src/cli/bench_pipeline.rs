@@ -400,18 +400,10 @@ impl Net {
         std::iter::once(&self.mm)
             .chain(self.operators.iter().flatten())
             .map(|node| {
-                let mut text = String::new();
-                let registry = node.registry();
-                let registry = registry
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
-                    return 0.0;
-                }
-                text.lines()
-                    .filter(|l| l.starts_with("proofmesh_envelopes_signed_total"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>()
+                proofmesh_node::metrics::sample_sum(
+                    &node.registry(),
+                    "proofmesh_envelopes_signed_total",
+                )
             })
             .sum()
     }
