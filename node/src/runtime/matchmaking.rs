@@ -75,6 +75,11 @@ struct LogPosition {
     last: Option<u64>,
     /// Events logged since the last snapshot (or since the start, without one).
     since_snapshot: u64,
+    /// Their encoded size.
+    bytes_since_snapshot: u64,
+    /// The last snapshot's size: the next waits for at least as many bytes of log, so that
+    /// writing snapshots costs at most as much as writing the log, however large they grow.
+    snapshot_bytes: u64,
     /// The last snapshot includes the events up to this one: those before it can be dropped.
     snapshot_through: Option<u64>,
     /// Events before `snapshot_through` may still be in the log.
@@ -176,6 +181,7 @@ impl MatchmakerRole {
                 })?;
                 log.last = Some(through);
                 log.snapshot_through = Some(through);
+                log.snapshot_bytes = bytes.len() as u64;
                 log.unpruned = true;
                 Some(snapshot)
             }
@@ -206,6 +212,7 @@ impl MatchmakerRole {
             let (seq, bytes) = row?;
             log.last = Some(seq);
             log.since_snapshot += 1;
+            log.bytes_since_snapshot += bytes.len() as u64;
             let record: LogRecord = match encoding::decode_with_limit(
                 &bytes,
                 encoding::MAX_RECORD_BYTES,
@@ -258,11 +265,15 @@ impl MatchmakerRole {
     }
 
     /// Snapshot the state once [`MatchmakerOptions::snapshot_every_events`] events were logged
-    /// since the last one, and drop a bounded number of the events a snapshot includes. Called
+    /// since the last one (and at least the last snapshot's size in bytes), and drop a bounded
+    /// number of the events a snapshot includes. Called
     /// on the 250 ms timer, after [`Self::forget_finished`] (so finished workflows' attempts
     /// and verdicts are not in it); its writes join the core's open batch, committed with it.
     pub fn compact_log(&mut self, sh: &Shared) {
-        if self.log.since_snapshot >= self.opts.snapshot_every_events.max(1) {
+        let log = &self.log;
+        if log.since_snapshot >= self.opts.snapshot_every_events.max(1)
+            && log.bytes_since_snapshot >= log.snapshot_bytes
+        {
             if let Some(through) = self.log.last {
                 let started = std::time::Instant::now();
                 let bytes = self.encode_snapshot();
@@ -270,6 +281,7 @@ impl MatchmakerRole {
                     // Unreadable at the next start: keep the whole log instead (slower to
                     // replay, but nothing is lost), and try again after as many events.
                     self.log.since_snapshot = 0;
+                    self.log.bytes_since_snapshot = 0;
                     tracing::error!(
                         bytes = bytes.len(),
                         limit = encoding::MAX_RECORD_BYTES,
@@ -280,6 +292,8 @@ impl MatchmakerRole {
                 match sh.store.save_matchmaker_snapshot(through, &bytes) {
                     Ok(()) => {
                         self.log.since_snapshot = 0;
+                        self.log.bytes_since_snapshot = 0;
+                        self.log.snapshot_bytes = bytes.len() as u64;
                         self.log.snapshot_through = Some(through);
                         self.log.unpruned = true;
                         sh.metrics.matchmaker_snapshot_bytes.set(bytes.len() as i64);
@@ -393,10 +407,12 @@ impl MatchmakerRole {
             event,
             check,
         };
-        match sh.store.append_events(&[encoding::encode(&record)]) {
+        let bytes = encoding::encode(&record);
+        match sh.store.append_events(std::slice::from_ref(&bytes)) {
             Ok(seqs) => {
                 self.log.last = seqs.last().or(self.log.last);
                 self.log.since_snapshot += 1;
+                self.log.bytes_since_snapshot += bytes.len() as u64;
             }
             // Without the log a crash would lose this event; carry on, but loudly.
             Err(e) => tracing::error!(error = %e, "cannot append to the matchmaker event log"),
