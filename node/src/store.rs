@@ -1273,16 +1273,25 @@ impl Store {
         Ok(last)
     }
 
-    /// Drop at most `at_most` of the oldest events before `seq` (a snapshot made them
-    /// unnecessary); returns how many. Bounded so that a writer batch stays short: a
+    /// Drop at most `at_most` of the oldest events that the stored matchmaker snapshot
+    /// includes, keeping its last one (it keeps the log's sequence numbers growing); returns
+    /// how many. The snapshot is read in the same transaction, so a snapshot whose commit
+    /// failed never lets its events go. Bounded so that a writer batch stays short: a
     /// snapshot can leave a million events behind it.
-    pub fn prune_events_before(&self, seq: u64, at_most: u64) -> Result<u64, StoreError> {
+    pub fn prune_snapshotted_events(&self, at_most: u64) -> Result<u64, StoreError> {
         self.write(|tx| {
+            let Some(through) = tx
+                .open_table(MATCHMAKER_SNAPSHOT)?
+                .last()?
+                .map(|(k, _)| k.value())
+            else {
+                return Ok(0);
+            };
             let mut table = tx.open_table(EVENTS)?;
             let Some(first) = table.first()?.map(|(k, _)| k.value()) else {
                 return Ok(0);
             };
-            let end = seq.min(first.saturating_add(at_most));
+            let end = through.min(first.saturating_add(at_most));
             let before = table.len()?;
             table.retain_in(first..end, |_, _| false)?;
             Ok(before - table.len()?)
@@ -1290,8 +1299,8 @@ impl Store {
     }
 
     /// Replace the matchmaker's snapshot with `snapshot`, which includes every event up to
-    /// `through`. The events it includes are dropped later ([`Self::prune_events_before`]):
-    /// a restart replays only those after `through`.
+    /// `through`. The events it includes are dropped later
+    /// ([`Self::prune_snapshotted_events`]): a restart replays only those after `through`.
     pub fn save_matchmaker_snapshot(
         &self,
         through: u64,

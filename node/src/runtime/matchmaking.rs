@@ -80,9 +80,9 @@ struct LogPosition {
     /// The last snapshot's size: the next waits for at least as many bytes of log, so that
     /// writing snapshots costs at most as much as writing the log, however large they grow.
     snapshot_bytes: u64,
-    /// The last snapshot includes the events up to this one: those before it can be dropped.
+    /// The last snapshot includes the events up to this one: a restart replays those after.
     snapshot_through: Option<u64>,
-    /// Events before `snapshot_through` may still be in the log.
+    /// Events the snapshot includes may still be in the log.
     unpruned: bool,
 }
 
@@ -306,9 +306,8 @@ impl MatchmakerRole {
                 }
             }
         }
-        if let (true, Some(through)) = (self.log.unpruned, self.log.snapshot_through) {
-            // The snapshot's last event stays: it keeps the log's sequence numbers growing.
-            match sh.store.prune_events_before(through, PRUNE_PER_TICK) {
+        if self.log.unpruned {
+            match sh.store.prune_snapshotted_events(PRUNE_PER_TICK) {
                 Ok(n) => self.log.unpruned = n == PRUNE_PER_TICK,
                 Err(e) => tracing::error!(error = %e, "cannot drop the snapshot's events"),
             }

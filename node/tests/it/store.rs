@@ -349,11 +349,16 @@ fn event_log_iterates_across_batches_and_prunes() {
         .iter()
         .enumerate()
         .all(|(i, (seq, bytes))| *seq == i as u64 && *bytes == events[i]));
-    // Pruned a bounded number at a time, oldest first, never at or past `seq`.
-    assert_eq!(store.prune_events_before(2000, 1500).unwrap(), 1500);
+    // Nothing is dropped that no stored snapshot includes.
+    assert_eq!(store.prune_snapshotted_events(1500).unwrap(), 0);
+    // Then a bounded number at a time, oldest first, up to the snapshot's last event (kept).
+    store
+        .save_matchmaker_snapshot(2000, b"through 2000")
+        .unwrap();
+    assert_eq!(store.prune_snapshotted_events(1500).unwrap(), 1500);
     assert_eq!(store.iter_events_from(0).next().unwrap().unwrap().0, 1500);
-    assert_eq!(store.prune_events_before(2000, 1500).unwrap(), 500);
-    assert_eq!(store.prune_events_before(2000, 1500).unwrap(), 0);
+    assert_eq!(store.prune_snapshotted_events(1500).unwrap(), 500);
+    assert_eq!(store.prune_snapshotted_events(1500).unwrap(), 0);
     assert_eq!(store.iter_events_from(0).next().unwrap().unwrap().0, 2000);
     // Sequence numbers keep growing after a prune.
     assert_eq!(store.append_events(&[vec![1]]).unwrap(), 2500..2501);
