@@ -96,6 +96,8 @@ pub struct NodeConfig {
     /// operator config file, or the operator config's fields inline (see
     /// `operator/operator.example.toml`).
     pub operator: Option<toml::Table>,
+    /// Matchmaker settings (used when `roles.matchmaker = true`).
+    pub matchmaker: MatchmakerSection,
     /// JSON-RPC, `/metrics` and `/health`.
     pub rpc: RpcConfig,
     /// Prometheus metrics.
@@ -148,6 +150,23 @@ pub struct RolesSection {
     pub matchmaker: bool,
 }
 
+/// `[matchmaker]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchmakerSection {
+    /// Events logged between two snapshots of the matchmaker's state: a restart restores the
+    /// last snapshot and replays at most about this many events; older ones are dropped.
+    pub snapshot_every_events: u64,
+}
+
+impl Default for MatchmakerSection {
+    fn default() -> Self {
+        MatchmakerSection {
+            snapshot_every_events: crate::runtime::DEFAULT_SNAPSHOT_EVERY_EVENTS,
+        }
+    }
+}
+
 /// `[rpc]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -185,6 +204,7 @@ impl Default for NodeConfig {
             chain: ChainSection::default(),
             roles: RolesSection::default(),
             operator: None,
+            matchmaker: MatchmakerSection::default(),
             rpc: RpcConfig::default(),
             metrics: MetricsSection::default(),
             log: LogSection::default(),
@@ -261,6 +281,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROOFMESH_OPERATOR", "roles.operator (true/false)"),
     ("PROOFMESH_MATCHMAKER", "roles.matchmaker (true/false)"),
     ("PROOFMESH_OPERATOR_CONFIG", "operator.config"),
+    (
+        "PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS",
+        "matchmaker.snapshot_every_events",
+    ),
     ("PROOFMESH_RPC_ENABLED", "rpc.enabled (true/false)"),
     ("PROOFMESH_RPC_BIND", "rpc.bind"),
     ("PROOFMESH_RPC_TOKEN", "rpc.token"),
@@ -286,6 +310,8 @@ pub struct NodeArgs {
     pub chain: ChainArgs,
     #[command(flatten)]
     pub roles: RoleArgs,
+    #[command(flatten)]
+    pub matchmaker: MatchmakerArgs,
     #[command(flatten)]
     pub rpc: RpcArgs,
     #[command(flatten)]
@@ -363,6 +389,16 @@ pub struct RpcArgs {
     pub metrics: Option<bool>,
 }
 
+/// Matchmaker flags.
+#[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Matchmaker")]
+pub struct MatchmakerArgs {
+    /// Events between snapshots of the matchmaker's state (a restart replays at most about
+    /// this many). [env: PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS]
+    #[arg(long = "matchmaker.snapshot-every-events", value_name = "EVENTS")]
+    pub snapshot_every_events: Option<u64>,
+}
+
 /// Logging flags.
 #[derive(Args, Clone, Debug, Default)]
 #[command(next_help_heading = "Logging")]
@@ -436,6 +472,10 @@ fn invalid(field: &'static str, message: String) -> ConfigError {
         "chain.stake_wei" => ("--chain.stake-wei", "PROOFMESH_STAKE_WEI"),
         "roles.operator" => ("--roles.operator", "PROOFMESH_OPERATOR"),
         "operator" | "operator.config" => ("--operator.config", "PROOFMESH_OPERATOR_CONFIG"),
+        "matchmaker.snapshot_every_events" => (
+            "--matchmaker.snapshot-every-events",
+            "PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS",
+        ),
         "rpc.bind" => ("--rpc.bind", "PROOFMESH_RPC_BIND"),
         "rpc.token" => ("--rpc.token", "PROOFMESH_RPC_TOKEN"),
         "log.filter" => ("--log.filter", "PROOFMESH_LOG"),
@@ -550,6 +590,10 @@ impl NodeConfig {
         if let Some(v) = env("PROOFMESH_METRICS") {
             self.metrics.enabled = parse_bool("PROOFMESH_METRICS", &v)?;
         }
+        if let Some(v) = env("PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS") {
+            self.matchmaker.snapshot_every_events =
+                parse_num("PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS", &v)?;
+        }
         if let Some(v) = env("PROOFMESH_LOG") {
             self.log.filter = v;
         }
@@ -611,6 +655,9 @@ impl NodeConfig {
         }
         if let Some(v) = args.rpc.metrics {
             self.metrics.enabled = v;
+        }
+        if let Some(v) = args.matchmaker.snapshot_every_events {
+            self.matchmaker.snapshot_every_events = v;
         }
         if let Some(v) = &args.log.filter {
             self.log.filter = v.clone();
@@ -675,6 +722,12 @@ impl NodeConfig {
                     "rpc.bind {} is not a loopback address, so a bearer token is required",
                     self.rpc.bind
                 ),
+            ));
+        }
+        if self.matchmaker.snapshot_every_events == 0 {
+            return Err(invalid(
+                "matchmaker.snapshot_every_events",
+                "must be at least 1 (events between snapshots; the default is 100000)".into(),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {

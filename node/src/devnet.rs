@@ -58,6 +58,9 @@ pub struct DevnetSpec {
     /// Programs the malicious operators offer (empty: all). E.g. `["final"]` makes them bid
     /// only for the final proof, the one the chain can check.
     pub malicious_programs: Vec<String>,
+    /// Every matchmaker's `snapshot_every_events` (tests take snapshots often, so that
+    /// restarts restore them).
+    pub matchmaker_snapshot_every_events: u64,
 }
 
 /// Operators' asking prices on a devnet with a chain: different, so payments tell them apart,
@@ -280,6 +283,7 @@ pub fn up(spec: &DevnetSpec) -> Result<DevnetState> {
         cfg.chain.chain_id = spec.chain_id;
         cfg.chain.rpc_url = chain_rpc.clone();
         cfg.chain.contract = contract.clone();
+        cfg.matchmaker.snapshot_every_events = spec.matchmaker_snapshot_every_events;
         let mut eth = None;
         if let (Some(funder), true) = (&funder, role != "gateway") {
             let key_path = node_dir.join("eth.key");

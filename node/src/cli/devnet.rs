@@ -101,6 +101,8 @@ pub fn run(cmd: DevnetCommand) -> Result<ExitCode> {
                 anvil,
                 operator_prices: Vec::new(),
                 malicious_programs: args.malicious_programs,
+                matchmaker_snapshot_every_events:
+                    proofmesh_node::runtime::DEFAULT_SNAPSHOT_EVERY_EVENTS,
             };
             let state = devnet::up(&spec)?;
             for line in state.status_lines() {

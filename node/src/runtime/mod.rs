@@ -28,7 +28,9 @@ pub mod settlement;
 pub mod verify;
 pub(crate) mod view;
 
-pub use options::{MatchmakerOptions, NodeOptions, OperatorOptions, SYNC_DELAY_ENV};
+pub use options::{
+    MatchmakerOptions, NodeOptions, OperatorOptions, DEFAULT_SNAPSHOT_EVERY_EVENTS, SYNC_DELAY_ENV,
+};
 pub use settlement::{NoSettlement, Settlement};
 
 use crate::network::{self, Client, Multiaddr, PeerId};

@@ -246,7 +246,10 @@ impl NodeOptions {
         }
         options.rpc = config.rpc.enabled.then(|| config.rpc.clone());
         if config.roles.matchmaker {
-            options.matchmaker = Some(MatchmakerOptions::default());
+            options.matchmaker = Some(MatchmakerOptions {
+                snapshot_every_events: config.matchmaker.snapshot_every_events,
+                ..MatchmakerOptions::default()
+            });
         }
         if let Some(operator_config) = config.operator_config()? {
             let mut op = OperatorOptions::new(operator_config);

@@ -56,6 +56,9 @@ pub fn spec(dir: PathBuf, operators: usize, matchmakers: usize) -> DevnetSpec {
         anvil: false,
         operator_prices: Vec::new(),
         malicious_programs: Vec::new(),
+        // Every few dozen events: the restart and takeover tests then restore matchmakers from
+        // snapshots, with the log's older events dropped.
+        matchmaker_snapshot_every_events: 20,
     }
 }
 

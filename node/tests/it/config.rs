@@ -122,6 +122,50 @@ fn layering_file_then_env_then_flags() {
 }
 
 #[test]
+fn the_matchmaker_snapshot_period_layers_and_reaches_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        "[roles]\nmatchmaker = true\n[matchmaker]\nsnapshot_every_events = 500\n",
+    )
+    .unwrap();
+    let file_s = file.to_str().unwrap();
+    let period = |c: &NodeConfig| c.matchmaker.snapshot_every_events;
+    let c = NodeConfig::load_with_env(&args(&["--config", file_s]), env(&[])).unwrap();
+    assert_eq!(period(&c), 500);
+    let e = env(&[("PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS", "600")]);
+    let c = NodeConfig::load_with_env(&args(&["--config", file_s]), &e).unwrap();
+    assert_eq!(period(&c), 600);
+    let flags = args(&[
+        "--config",
+        file_s,
+        "--matchmaker.snapshot-every-events",
+        "700",
+    ]);
+    let c = NodeConfig::load_with_env(&flags, &e).unwrap();
+    assert_eq!(period(&c), 700);
+    c.validate().unwrap();
+    let options = proofmesh_node::runtime::NodeOptions::from_config(&c).unwrap();
+    let matchmaker = options.matchmaker.expect("the matchmaker role is on");
+    assert_eq!(matchmaker.snapshot_every_events, 700);
+
+    // Zero is refused, naming the field, its flag and its variable.
+    let e = env(&[("PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS", "0")]);
+    let err = NodeConfig::load_with_env(&args(&["--config", file_s]), &e)
+        .and_then(|c| c.validate().map(|()| c))
+        .unwrap_err()
+        .to_string();
+    for part in [
+        "matchmaker.snapshot_every_events",
+        "--matchmaker.snapshot-every-events",
+        "PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS",
+    ] {
+        assert!(err.contains(part), "{err}");
+    }
+}
+
+#[test]
 fn errors_name_the_field_flag_and_variable() {
     let err = NodeConfig::load_with_env(&args(&["--network.listen", "not-a-multiaddr"]), env(&[]))
         .unwrap_err();
