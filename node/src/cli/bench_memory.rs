@@ -171,7 +171,11 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     let metric = |name| proofmesh_node::metrics::sample_sum(&mm.registry(), name);
     let view_tasks = metric("proofmesh_view_tasks");
     let snapshots = metric("proofmesh_matchmaker_snapshot_seconds_count");
-    let snapshot_ms = metric("proofmesh_matchmaker_snapshot_seconds_sum") * 1000.0 / snapshots;
+    let snapshot_ms = if snapshots > 0.0 {
+        metric("proofmesh_matchmaker_snapshot_seconds_sum") * 1000.0 / snapshots
+    } else {
+        0.0
+    };
     for op in operators {
         op.shutdown().await;
     }

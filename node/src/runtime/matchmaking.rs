@@ -187,7 +187,7 @@ impl MatchmakerRole {
             }
             None => None,
         };
-        let (engine, verdicts, mut operators, mut known) = match restored {
+        let (mut engine, verdicts, mut operators, mut known) = match restored {
             Some(s) => {
                 let verdicts = Verdicts::from_workflows(s.verdicts);
                 let checker = Box::new(RecordedChecker(verdicts.clone()));
@@ -201,7 +201,6 @@ impl MatchmakerRole {
                 (engine, verdicts, HashSet::new(), Known::new())
             }
         };
-        let mut engine = engine;
         // Replayed as it is read, one record at a time: the log holds every event since the
         // snapshot (or since the matchmaker first started), and collecting it (and every
         // decision it produced) first held all of it in memory at once. A result's check
@@ -266,9 +265,9 @@ impl MatchmakerRole {
 
     /// Snapshot the state once [`MatchmakerOptions::snapshot_every_events`] events were logged
     /// since the last one (and at least the last snapshot's size in bytes), and drop a bounded
-    /// number of the events a snapshot includes. Called
-    /// on the 250 ms timer, after [`Self::forget_finished`] (so finished workflows' attempts
-    /// and verdicts are not in it); its writes join the core's open batch, committed with it.
+    /// number of the events a snapshot includes. Called on the 250 ms timer, after
+    /// [`Self::forget_finished`] (so finished workflows' attempts and verdicts are not in it);
+    /// its writes join the core's open batch, committed with it.
     pub fn compact_log(&mut self, sh: &Shared) {
         let log = &self.log;
         if log.since_snapshot >= self.opts.snapshot_every_events.max(1)
@@ -322,10 +321,11 @@ impl MatchmakerRole {
             operators: &self.operators,
             known: &self.known,
         };
-        let mut bytes = Vec::with_capacity(8 + encoding::encoded_len(&snapshot));
+        let body = encoding::encode(&snapshot);
+        let mut bytes = Vec::with_capacity(8 + body.len());
         bytes.extend_from_slice(&ROLE_SNAPSHOT_FORMAT.to_le_bytes());
         bytes.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
-        bytes.extend_from_slice(&encoding::encode(&snapshot));
+        bytes.extend_from_slice(&body);
         bytes
     }
 
