@@ -313,7 +313,8 @@ impl MatchmakerRole {
         }
     }
 
-    /// The snapshot's bytes: its formats, then its fields.
+    /// The snapshot's bytes: its formats, then its fields. Not canonical (its hash maps encode
+    /// in any order), which nothing needs: a snapshot is neither signed nor hashed.
     fn encode_snapshot(&self) -> Vec<u8> {
         let snapshot = RoleSnapshotOut {
             engine: self.engine.snapshot(),
