@@ -47,6 +47,12 @@ pub struct Config {
     /// the tasks themselves (a refusal for lack of room is usually a race that is over).
     /// Doubled with each further refusal of the same task, up to 64 times this.
     pub refusal_backoff_ms: u64,
+    /// How long a finished workflow stays in the engine, in ms: late messages about it are
+    /// ignored meanwhile. After it, the workflow leaves (its slot is reused), so a long-running
+    /// matchmaker's state and snapshots do not grow with its history. Far longer than any
+    /// message lives (envelopes expire after 120 s); what still refers to the workflow then
+    /// (missed-deadline evidence to report, a place in its stream) holds it longer.
+    pub retire_after_ms: u64,
 }
 
 impl Default for Config {
@@ -68,6 +74,7 @@ impl Default for Config {
             max_skip: 32,
             max_operator_losses: 8,
             refusal_backoff_ms: 100,
+            retire_after_ms: 600_000,
         }
     }
 }

@@ -27,7 +27,7 @@ use proofmesh_protocol::messages::{
 };
 use proofmesh_protocol::{ContentId, Program, PublicKey, Resources, Workflow, WorkflowId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
 const NONE: u32 = u32::MAX;
@@ -40,6 +40,8 @@ struct ReadyKey {
     deadline: u64,
     sequence: u64,
     inv_crit: u64,
+    /// Submission order (slots are reused, so the slot does not tell it).
+    order: u64,
     wf: u32,
     task: u32,
 }
@@ -104,6 +106,8 @@ enum Phase {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct WorkflowState {
     id: WorkflowId,
+    /// Submission order among all workflows this matchmaker took.
+    order: u64,
     workflow: Workflow,
     deadline_abs: u64,
     eff_deadline: u64,
@@ -115,6 +119,31 @@ struct WorkflowState {
     remaining: u32,
     phase: Phase,
     active: bool,
+}
+
+impl WorkflowState {
+    /// What a slot holds once its workflow left: nothing but the id it had (for debugging).
+    fn left(id: WorkflowId) -> Self {
+        WorkflowState {
+            id,
+            order: 0,
+            workflow: Workflow {
+                name: String::new(),
+                ordering: None,
+                deadline_ms: 0,
+                tasks: Vec::new(),
+            },
+            deadline_abs: u64::MAX,
+            eff_deadline: u64::MAX,
+            sequence: 0,
+            tasks: Vec::new(),
+            dep_off: Vec::new(),
+            dependents: Vec::new(),
+            remaining: 0,
+            phase: Phase::Finalized,
+            active: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +203,13 @@ struct State {
     /// applied on submission. Bounded by `MAX_EARLY`.
     early: BTreeMap<WorkflowId, Vec<Event>>,
     early_len: usize,
+    /// Finished workflows (slot, `order`), with when they leave ([`Config::retire_after_ms`]);
+    /// in that order, since workflows finish in time order.
+    retiring: VecDeque<(u64, u32, u64)>,
+    /// Slots of workflows that left, for the next submissions.
+    free_slots: Vec<u32>,
+    /// Workflows submitted so far (the next one's `order`).
+    submitted: u64,
     /// Decisions of the event being handled (empty between events, so not in a snapshot).
     #[serde(skip)]
     out: Vec<Decision>,
@@ -277,6 +313,9 @@ impl Matchmaker {
                 evidence: BTreeMap::new(),
                 early: BTreeMap::new(),
                 early_len: 0,
+                retiring: VecDeque::new(),
+                free_slots: Vec::new(),
+                submitted: 0,
                 out: Vec::new(),
             },
             checker,
@@ -348,12 +387,14 @@ impl Matchmaker {
 
     /// The earliest time at which a timeout may fire; call `tick` then.
     pub fn next_deadline(&self) -> Option<u64> {
-        let t = self.st.timers.first().map(|t| t.0);
-        let l = self.st.liveness.first().map(|l| l.0);
-        match (t, l) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.st.timers.first().map(|t| t.0),
+            self.st.liveness.first().map(|l| l.0),
+            self.st.retiring.front().map(|r| r.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether relayed result `r` would be judged now ([`Event::Relayed`]): worth checking
@@ -380,6 +421,12 @@ impl Matchmaker {
     /// Attempts in flight.
     pub fn inflight_len(&self) -> usize {
         self.st.ops.iter().map(|o| o.tasks.len()).sum()
+    }
+
+    /// Workflows held (running, or finished and not yet retired) and the slots that hold them
+    /// (some free for reuse).
+    pub fn workflows_held(&self) -> (usize, usize) {
+        (self.st.wf_index.len(), self.st.wfs.len())
     }
 
     /// Timeouts pending: attempts' acceptance windows and deadlines, workflows' deadlines,
@@ -570,7 +617,6 @@ impl State {
             return;
         }
         let n = workflow.tasks.len();
-        let w = self.wfs.len() as u32;
         let active = self.is_active_new(&id, &workflow);
         let deadline_abs = if workflow.deadline_ms == 0 {
             u64::MAX
@@ -578,8 +624,11 @@ impl State {
             submitted_at.saturating_add(workflow.deadline_ms)
         };
         let sequence = workflow.ordering.as_ref().map_or(0, |o| o.sequence);
+        let order = self.submitted;
+        self.submitted += 1;
         let mut state = WorkflowState {
             id,
+            order,
             workflow,
             deadline_abs,
             eff_deadline: deadline_abs,
@@ -595,8 +644,7 @@ impl State {
             Ok(order) => order,
             Err(why) => {
                 state.phase = Phase::Failed;
-                self.wf_index.insert(id, w);
-                self.wfs.push(state);
+                let w = self.place(id, state);
                 self.emit(
                     w,
                     Decision::WorkflowFailed {
@@ -604,6 +652,7 @@ impl State {
                         reason: FailureReason::Invalid(why),
                     },
                 );
+                self.forget(w);
                 return;
             }
         };
@@ -663,8 +712,7 @@ impl State {
         state.tasks = tasks;
         state.dep_off = counts;
         state.dependents = dependents;
-        self.wf_index.insert(id, w);
-        self.wfs.push(state);
+        let w = self.place(id, state);
         if let Some(ord) = self.wfs[w as usize].workflow.ordering.clone() {
             self.join_stream(w, &ord.stream, ord.sequence);
         }
@@ -740,6 +788,7 @@ impl State {
             deadline: wf.eff_deadline,
             sequence: wf.sequence,
             inv_crit: u64::MAX - wf.tasks[i as usize].crit_ms,
+            order: wf.order,
             wf: w,
             task: i,
         }
@@ -1175,12 +1224,30 @@ impl State {
         self.forget(w);
     }
 
+    /// A slot for a new workflow: one a retired workflow left, or a new one.
+    fn place(&mut self, id: WorkflowId, state: WorkflowState) -> u32 {
+        let w = match self.free_slots.pop() {
+            Some(w) => {
+                self.wfs[w as usize] = state;
+                w
+            }
+            None => {
+                self.wfs.push(state);
+                self.wfs.len() as u32 - 1
+            }
+        };
+        self.wf_index.insert(id, w);
+        w
+    }
+
     /// Drop what a final workflow no longer needs (keeps its id so late messages are ignored),
-    /// its deadline's timer included.
+    /// its deadline's timer included, and schedule its leaving ([`Self::retire_due`]).
     fn forget(&mut self, w: u32) {
         let deadline = self.wfs[w as usize].deadline_abs;
         self.timers
             .remove(&(deadline, TimerKind::WorkflowDeadline, w, NONE, 0));
+        let at = self.now.saturating_add(self.cfg.retire_after_ms);
+        self.retiring.push_back((at, w, self.wfs[w as usize].order));
         let wf = &mut self.wfs[w as usize];
         wf.tasks = Vec::new();
         wf.dep_off = Vec::new();
@@ -1564,8 +1631,46 @@ impl State {
 
     // ----- time -----
 
+    /// Finished workflows whose time is up leave the engine: their id is forgotten and their
+    /// slot reused. One still referred to (a missed deadline to report, a timer, a place in its
+    /// stream) waits another period.
+    fn retire_due(&mut self) {
+        while let Some(&(at, w, order)) = self.retiring.front() {
+            if at > self.now {
+                break;
+            }
+            self.retiring.pop_front();
+            let wf = &self.wfs[w as usize];
+            let finished = matches!(wf.phase, Phase::Finalized | Phase::Failed);
+            if wf.order != order || !finished || !self.wf_index.contains_key(&wf.id) {
+                continue; // Not the workflow this entry was for (defensive: never expected).
+            }
+            let in_stream = wf.workflow.ordering.as_ref().is_some_and(|o| {
+                self.streams
+                    .get(&o.stream)
+                    .is_some_and(|s| s.pending.contains(&(wf.sequence, w)))
+            });
+            let timed = self.timers.iter().any(|t| t.2 == w);
+            let evidence = self
+                .evidence
+                .range((w, 0, 0)..=(w, u32::MAX, u32::MAX))
+                .next()
+                .is_some();
+            if in_stream || timed || evidence {
+                let later = self.now.saturating_add(self.cfg.retire_after_ms.max(1));
+                self.retiring.push_back((later, w, order));
+                continue;
+            }
+            let id = wf.id;
+            self.wf_index.remove(&id);
+            self.wfs[w as usize] = WorkflowState::left(id);
+            self.free_slots.push(w);
+        }
+    }
+
     fn fire_timers(&mut self, checker: &mut dyn ResultChecker) {
         let _ = checker;
+        self.retire_due();
         while let Some(&(t, o)) = self.liveness.first() {
             if t > self.now {
                 break;

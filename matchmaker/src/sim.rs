@@ -91,6 +91,9 @@ impl SimConfig {
                 accept_timeout_ms: 5,
                 result_grace_ms: 5,
                 refusal_backoff_ms: 5,
+                // Finished workflows leave within the run, so every simulation also checks
+                // that their slots are reused safely.
+                retire_after_ms: 200,
                 ..Config::default()
             },
             heartbeat_ms: 20,

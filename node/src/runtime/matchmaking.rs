@@ -455,6 +455,10 @@ impl MatchmakerRole {
         sh.metrics
             .matchmaker_workflows
             .set(self.known.len().max(held) as i64);
+        let (engine_held, _) = self.engine.workflows_held();
+        sh.metrics
+            .matchmaker_engine_workflows
+            .set(engine_held as i64);
     }
 
     pub fn tick(&mut self, sh: &Shared, now: u64) -> Vec<Decision> {

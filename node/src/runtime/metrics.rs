@@ -59,6 +59,9 @@ pub struct RuntimeMetrics {
     /// Workflows whose attempts and result checks this node's matchmaker keeps in memory (the
     /// running ones; updated every 250 ms).
     pub matchmaker_workflows: Gauge,
+    /// Workflows the matchmaker's engine holds: running, or finished within
+    /// `retire_after_ms` (updated every 250 ms).
+    pub matchmaker_engine_workflows: Gauge,
     /// Size of the matchmaker's last snapshot (bytes).
     pub matchmaker_snapshot_bytes: Gauge,
     /// Seconds to encode and store a matchmaker snapshot.
@@ -87,6 +90,7 @@ impl RuntimeMetrics {
             view_workflows: Gauge::default(),
             view_tasks: Gauge::default(),
             matchmaker_workflows: Gauge::default(),
+            matchmaker_engine_workflows: Gauge::default(),
             matchmaker_snapshot_bytes: Gauge::default(),
             matchmaker_snapshot_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             operator_attempts: Gauge::default(),
@@ -160,6 +164,11 @@ impl RuntimeMetrics {
             "proofmesh_matchmaker_workflows",
             "Workflows whose attempts and result checks the matchmaker keeps in memory",
             m.matchmaker_workflows.clone(),
+        );
+        registry.register(
+            "proofmesh_matchmaker_engine_workflows",
+            "Workflows the matchmaker's engine holds: running, or finished within its retire_after_ms",
+            m.matchmaker_engine_workflows.clone(),
         );
         registry.register(
             "proofmesh_matchmaker_snapshot_bytes",

@@ -175,6 +175,74 @@ async fn a_matchmaker_forgets_a_finished_workflows_attempts_and_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matchmaker_engine_lets_finished_workflows_go_and_a_resubmission_does_not_rerun_one() {
+    let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut mm_options = options(mm_dir.path(), Role::Matchmaker, &[]);
+    let matchmaker = mm_options.matchmaker.as_mut().expect("a matchmaker");
+    matchmaker.config.retire_after_ms = 300;
+    let mm = Node::spawn(mm_options).await.expect("matchmaker starts");
+    let op = Node::spawn(options(op_dir.path(), Role::Operator, mm.listen_addrs()))
+        .await
+        .expect("operator starts");
+    let held = |node: &NodeHandle| metric(node, "proofmesh_matchmaker_engine_workflows");
+    let deadline = Instant::now() + WAIT;
+    let mut ids = Vec::new();
+    for k in 0..3 {
+        let id = mm
+            .api()
+            .submit(made_then_used(&format!("leaves-{k}")))
+            .await
+            .expect("submitted");
+        while mm.api().status(&id).unwrap().map(|s| s.record.state)
+            != Some(WorkflowState::Completed)
+        {
+            assert!(Instant::now() < deadline, "workflow {k} never completed");
+            sleep(Duration::from_millis(20)).await;
+        }
+        ids.push(id);
+    }
+    // 300 ms after each finished, the engine holds none of them (the gauge is refreshed every
+    // 250 ms: read it once that is sure to have happened since).
+    sleep(Duration::from_millis(1_000)).await;
+    while held(&mm) > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the engine kept {} finished workflows",
+            held(&mm)
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    // The store still answers for them, and submitting one again does not run it again: the
+    // node's store knows it, so the engine never hears of it.
+    let results = mm.api().store().results(&ids[0]).unwrap();
+    assert_eq!(results.len(), 2);
+    let answered = metric(&op, "proofmesh_operator_attempts");
+    assert_eq!(answered, 6.0, "two tasks each, answered once");
+    let again = mm
+        .api()
+        .submit(made_then_used("leaves-0"))
+        .await
+        .expect("a known workflow is accepted again");
+    assert_eq!(again, ids[0]);
+    for _ in 0..60 {
+        assert_eq!(held(&mm), 0.0, "the engine took a finished workflow back");
+        sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        metric(&op, "proofmesh_operator_attempts"),
+        answered,
+        "no task ran again"
+    );
+    assert_eq!(mm.api().store().results(&ids[0]).unwrap(), results);
+    assert_eq!(
+        mm.api().status(&ids[0]).unwrap().map(|s| s.record.state),
+        Some(WorkflowState::Completed)
+    );
+    op.shutdown().await;
+    mm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_forgets_attempts_a_while_after_their_deadline_and_refuses_them_then() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = options(dir.path(), Role::Operator, &[]);
