@@ -1,6 +1,35 @@
 use crate::common;
-use proofmesh_matchmaker::sim::{zk_pipeline, Faults, Sim, SimConfig};
+use proofmesh_matchmaker::sim::{zk_pipeline, Faults, Sim, SimConfig, SimWorkflow};
 use proofmesh_matchmaker::{Decision, Matchmaker};
+
+/// `n` pipelines of `leaves` leaves named `{name}-{k}`, submitted `every_ms` apart.
+fn staggered(name: &str, n: u64, leaves: u32, every_ms: u64) -> Vec<SimWorkflow> {
+    (0..n)
+        .map(|k| {
+            let mut w = zk_pipeline(leaves, 10, 5, 5, 5);
+            w.workflow.name = format!("{name}-{k}");
+            w.submit_at_ms = k * every_ms;
+            w
+        })
+        .collect()
+}
+
+/// Two matchmakers, the first killed at `kill_at_ms`, and operators of two GPUs each, with
+/// the standard faults at `per_attempt`.
+fn two_matchmakers_with_faults(
+    operators: usize,
+    seed: u64,
+    per_attempt: f64,
+    kill_at_ms: u64,
+) -> SimConfig {
+    let mut cfg = SimConfig::new(operators, seed);
+    cfg.gpu_mix = vec![2];
+    cfg.matchmakers = 2;
+    cfg.faults = Faults::standard();
+    cfg.faults.per_attempt = per_attempt;
+    cfg.faults.kill_matchmaker_at_ms = Some(kill_at_ms);
+    cfg
+}
 
 #[test]
 fn pipeline_without_faults_is_within_two_percent_of_ideal() {
@@ -49,15 +78,10 @@ fn finished_attempts_and_workflows_leave_no_timers_behind() {
     // Every task's deadline lies long after its result: a timer kept until then would fire as
     // a no-op, and a busy matchmaker held ~100k of them (and wrote them into its snapshots).
     let cfg = SimConfig::new(8, 3);
-    let workflows = (0..4)
-        .map(|k| {
-            let mut w = zk_pipeline(16, 10, 5, 5, 5);
-            w.workflow.name = format!("no-timers-{k}");
-            w.workflow.deadline_ms = 600_000;
-            w.submit_at_ms = k * 50;
-            w
-        })
-        .collect();
+    let mut workflows = staggered("no-timers", 4, 16, 50);
+    for w in &mut workflows {
+        w.workflow.deadline_ms = 600_000;
+    }
     let (r, sim) = Sim::new(cfg, workflows).run();
     assert_eq!(r.completed.len(), 4, "{}", r.line());
     let mm = sim.matchmakers()[0];
@@ -70,22 +94,9 @@ fn finished_workflows_leave_and_their_slots_are_reused_without_harm() {
     // 60 small workflows, one every 40 ms, under faults and with a matchmaker death: each
     // leaves the engine 100 ms after it finishes (the simulation checks every invariant after
     // every step), so the engine holds a few at a time instead of all 60.
-    let mut cfg = SimConfig::new(6, 9);
-    cfg.gpu_mix = vec![2];
-    cfg.matchmakers = 2;
-    cfg.faults = Faults::standard();
-    cfg.faults.per_attempt = 0.1;
-    cfg.faults.kill_matchmaker_at_ms = Some(900);
+    let mut cfg = two_matchmakers_with_faults(6, 9, 0.1, 900);
     cfg.matchmaker.retire_after_ms = 100;
-    let workflows = (0..60u64)
-        .map(|k| {
-            let mut w = zk_pipeline(4, 10, 5, 5, 5);
-            w.workflow.name = format!("leaves-{k}");
-            w.submit_at_ms = k * 40;
-            w
-        })
-        .collect();
-    let (r, sim) = Sim::new(cfg, workflows).run();
+    let (r, sim) = Sim::new(cfg, staggered("leaves", 60, 4, 40)).run();
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     assert_eq!(r.completed.len(), 60, "{}", r.line());
     assert_eq!(r.lost, 0);
@@ -113,12 +124,7 @@ fn finished_workflows_leave_and_their_slots_are_reused_without_harm() {
 fn a_snapshot_and_the_events_after_it_rebuild_what_the_whole_log_does() {
     // Faults and a matchmaker death: snapshots cut through retries, evidence timers, held
     // results and a takeover.
-    let mut cfg = SimConfig::new(8, 5);
-    cfg.gpu_mix = vec![2];
-    cfg.matchmakers = 2;
-    cfg.faults = Faults::standard();
-    cfg.faults.per_attempt = 0.2;
-    cfg.faults.kill_matchmaker_at_ms = Some(60);
+    let cfg = two_matchmakers_with_faults(8, 5, 0.2, 60);
     let (r, sim) = Sim::new(cfg, vec![zk_pipeline(32, 10, 5, 5, 5)]).run();
     assert_eq!(r.completed.len(), 1, "{}", r.line());
     for m in 0..sim.logs().len() {
