@@ -195,6 +195,32 @@ pub(crate) async fn deliver(
     }
 }
 
+/// Start a node on `options` again, retrying while a stopped one still holds the store (a
+/// dropped node releases it asynchronously).
+pub(crate) async fn spawn_again(options: impl Fn() -> NodeOptions) -> NodeHandle {
+    for _ in 0..50 {
+        match Node::spawn(options()).await {
+            Ok(h) => return h,
+            Err(_) => sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Node::spawn(options())
+        .await
+        .expect("node restarts on its data dir")
+}
+
+/// A matchmaker on `matchmaker`, and a test operator in `operator_dir` bootstrapped to it.
+pub(crate) async fn matchmaker_and_operator(
+    matchmaker: NodeOptions,
+    operator_dir: &Path,
+) -> (NodeHandle, NodeHandle) {
+    let mm = Node::spawn(matchmaker).await.expect("matchmaker starts");
+    let op = Node::spawn(options(operator_dir, Role::Operator, mm.listen_addrs()))
+        .await
+        .expect("operator starts");
+    (mm, op)
+}
+
 /// The sum of a metric's samples (every label set) in a node's Prometheus registry.
 pub(crate) fn metric(handle: &NodeHandle, name: &str) -> f64 {
     let mut text = String::new();
@@ -367,7 +393,8 @@ impl Cluster {
     }
 }
 
-fn sleep_workflow(name: &str, leaves: u32, leaf_ms: u32, cpu: u32) -> Workflow {
+/// `leaves` sleeps of `leaf_ms` (each `cpu` cores), then a 20 ms sleep that depends on them all.
+pub(crate) fn sleep_workflow(name: &str, leaves: u32, leaf_ms: u32, cpu: u32) -> Workflow {
     let text = format!(
         r#"
 name = "{name}"
@@ -691,19 +718,8 @@ async fn restarted_nodes_keep_workflows_and_results() {
     }
     for name in ["gw", "mm"] {
         let m = cluster.get_mut(name);
-        let role = m.role;
-        let mut handle = None;
-        // The dropped node releases its store asynchronously; retry the open briefly.
-        for _ in 0..50 {
-            match Node::spawn(options(m.dir.path(), role, &[])).await {
-                Ok(h) => {
-                    handle = Some(h);
-                    break;
-                }
-                Err(_) => sleep(Duration::from_millis(100)).await,
-            }
-        }
-        m.handle = Some(handle.expect("node restarts on its data dir"));
+        let (dir, role) = (m.dir.path().to_path_buf(), m.role);
+        m.handle = Some(spawn_again(|| options(&dir, role, &[])).await);
     }
     let gw = cluster.get("gw").api().clone();
     assert_eq!(

@@ -3,14 +3,13 @@
 //! every workflow it ever saw, and took them all back into memory at each start.
 
 use crate::cluster::{
-    attempt_one, deliver, made_then_used, metric, now_ms, options, plain_peer, self_signed_result,
-    submitted_by, Role, DOMAIN,
+    attempt_one, deliver, made_then_used, matchmaker_and_operator, metric, now_ms, options,
+    plain_peer, self_signed_result, sleep_workflow, submitted_by, Role, DOMAIN,
 };
 use proofmesh_node::network;
 use proofmesh_node::runtime::{Node, NodeHandle};
 use proofmesh_node::store::WorkflowState;
 use proofmesh_protocol::messages::{Assignment, Verdict};
-use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -133,16 +132,9 @@ async fn a_finished_workflow_leaves_memory_and_the_store_still_answers_for_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matchmaker_forgets_a_finished_workflows_attempts_and_checks() {
     let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mm = Node::spawn(options(mm_dir.path(), Role::Matchmaker, &[]))
-        .await
-        .expect("matchmaker starts");
-    let op = Node::spawn(options(op_dir.path(), Role::Operator, mm.listen_addrs()))
-        .await
-        .expect("operator starts");
-    let text = "name = \"forget\"\n[defaults]\nresources = { cpu = 1, memory_gb = 0.1 }\n\
-                [[task]]\nid = \"leaf\"\nprogram = \"sleep@1\"\nargs = [\"--ms\", \"400\"]\ncount = 4\n\
-                [[task]]\nid = \"root\"\nprogram = \"noop@1\"\ndeps = [\"leaf\"]\n";
-    let workflow = spec::load(text, Format::Toml).expect("valid").0;
+    let mm_options = options(mm_dir.path(), Role::Matchmaker, &[]);
+    let (mm, op) = matchmaker_and_operator(mm_options, op_dir.path()).await;
+    let workflow = sleep_workflow("forget", 4, 400, 1);
     let id = mm.api().submit(workflow).await.expect("submitted");
     let held = |node: &NodeHandle| metric(node, "proofmesh_matchmaker_workflows");
     let deadline = Instant::now() + WAIT;
@@ -180,10 +172,7 @@ async fn the_matchmaker_engine_lets_finished_workflows_go_and_a_resubmission_doe
     let mut mm_options = options(mm_dir.path(), Role::Matchmaker, &[]);
     let matchmaker = mm_options.matchmaker.as_mut().expect("a matchmaker");
     matchmaker.config.retire_after_ms = 300;
-    let mm = Node::spawn(mm_options).await.expect("matchmaker starts");
-    let op = Node::spawn(options(op_dir.path(), Role::Operator, mm.listen_addrs()))
-        .await
-        .expect("operator starts");
+    let (mm, op) = matchmaker_and_operator(mm_options, op_dir.path()).await;
     let held = |node: &NodeHandle| metric(node, "proofmesh_matchmaker_engine_workflows");
     let deadline = Instant::now() + WAIT;
     let mut ids = Vec::new();

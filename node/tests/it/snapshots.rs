@@ -3,11 +3,12 @@
 //! events after its snapshot. A snapshot it cannot read stops the node with an error naming
 //! it, rather than a matchmaker that forgot what it accepted.
 
-use crate::cluster::{metric, options, wait_completed, Role};
+use crate::cluster::{
+    matchmaker_and_operator, metric, options, sleep_workflow, spawn_again, wait_completed, Role,
+};
 use proofmesh_node::network::Multiaddr;
-use proofmesh_node::runtime::{Node, NodeHandle, NodeOptions};
+use proofmesh_node::runtime::{Node, NodeOptions};
 use proofmesh_node::store::Store;
-use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::ContentId;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,32 +30,14 @@ fn matchmaker_options(
     o
 }
 
-/// Start a node on `options`, retrying while a stopped one still holds the store.
-async fn spawn_again(options: impl Fn() -> NodeOptions) -> NodeHandle {
-    for _ in 0..50 {
-        match Node::spawn(options()).await {
-            Ok(h) => return h,
-            Err(_) => sleep(Duration::from_millis(100)).await,
-        }
-    }
-    Node::spawn(options()).await.expect("node restarts")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matchmaker_restarted_from_its_snapshot_finishes_its_workflow_and_keeps_its_log_short() {
     let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let every = 10;
-    let mm = Node::spawn(matchmaker_options(mm_dir.path(), every, &[]))
-        .await
-        .expect("matchmaker starts");
-    let op = Node::spawn(options(op_dir.path(), Role::Operator, mm.listen_addrs()))
-        .await
-        .expect("operator starts");
+    let mm_options = matchmaker_options(mm_dir.path(), every, &[]);
+    let (mm, op) = matchmaker_and_operator(mm_options, op_dir.path()).await;
     // 8 leaves of 400 ms on the operator's 2 slots: four rounds, so the restart lands inside.
-    let text = "name = \"snapshots\"\n[defaults]\nresources = { cpu = 1, memory_gb = 0.1 }\n\
-                [[task]]\nid = \"leaf\"\nprogram = \"sleep@1\"\nargs = [\"--ms\", \"400\"]\ncount = 8\n\
-                [[task]]\nid = \"root\"\nprogram = \"noop@1\"\ndeps = [\"leaf\"]\n";
-    let workflow = spec::load(text, Format::Toml).expect("valid").0;
+    let workflow = sleep_workflow("snapshots", 8, 400, 1);
     let tasks = workflow.tasks.len();
     let id = mm.api().submit(workflow).await.expect("submitted");
 
