@@ -351,6 +351,12 @@ impl MarketClient {
         send("refund", self.market.refund(workflow)).await
     }
 
+    /// Closes the escrow before its deadline (a settler, once a workflow ended and its work is
+    /// paid): what is left is credited to the requester's `claimable`.
+    pub async fn release(&self, workflow: B256) -> Result<TxOutcome, ChainError> {
+        send("release", self.market.release(workflow)).await
+    }
+
     /// Withdraws everything credited to this account.
     pub async fn claim(&self) -> Result<TxOutcome, ChainError> {
         send("claim", self.market.claim()).await

@@ -81,7 +81,7 @@ contract ProofMarket {
         uint32 taskCount;
         // slot 1
         address settler;
-        bool refunded;
+        bool refunded; // what was left went back to the requester (refund or release): closed
         bool proofAccepted;
         // slot 2
         uint128 held; // still in escrow
@@ -178,6 +178,7 @@ contract ProofMarket {
     event OperatorPaid(bytes32 indexed workflowId, address indexed operator, uint256 amount, uint256 tasks);
     event BatchSettled(bytes32 indexed workflowId, uint256 operators, uint256 tasks, uint256 amount, uint256 held);
     event EscrowRefunded(bytes32 indexed workflowId, address indexed requester, uint256 amount);
+    event EscrowReleased(bytes32 indexed workflowId, address indexed settler, address indexed requester, uint256 amount);
     event FinalProofAccepted(bytes32 indexed workflowId, bytes32 proofHash);
     event Slashed(
         address indexed operator,
@@ -220,6 +221,7 @@ contract ProofMarket {
     error EscrowExpired(uint64 deadline);
     error EscrowNotExpired(uint64 deadline);
     error AlreadyRefunded(bytes32 workflowId);
+    error EscrowClosed(bytes32 workflowId);
     error TaskOutOfRange(uint256 task, uint256 taskCount);
     error BadAttempt(uint256 attempt);
     error TaskAlreadyPaid(uint256 task);
@@ -360,9 +362,9 @@ contract ProofMarket {
     }
 
     /// @notice Pays operators for completed task attempts, in one transaction per batch. Only
-    /// the escrow's settler, only until the escrow deadline. Each (task) is paid at most once
-    /// over all batches; each operator's payout is credited to `claimable` and counted in its
-    /// reputation.
+    /// the escrow's settler, only until the escrow deadline or its release. Each (task) is paid
+    /// at most once over all batches; each operator's payout is credited to `claimable` and
+    /// counted in its reputation.
     function settle(bytes32 workflowId, Payout[] calldata payouts) external {
         Escrow storage e = escrows[workflowId];
         address requester = e.requester;
@@ -370,6 +372,7 @@ contract ProofMarket {
         if (!isSettler(workflowId, msg.sender)) revert NotSettler(msg.sender);
         uint64 deadline = e.deadline;
         if (block.timestamp > deadline) revert EscrowExpired(deadline);
+        if (e.refunded) revert EscrowClosed(workflowId);
         uint256 taskCount = e.taskCount;
         mapping(uint256 => uint256) storage words = paidWords[workflowId];
 
@@ -415,6 +418,22 @@ contract ProofMarket {
         e.refunded = true;
         emit EscrowRefunded(workflowId, msg.sender, amount);
         if (amount > 0) _send(msg.sender, amount);
+    }
+
+    /// @notice Closes the escrow before its deadline: a settler, once it has paid the work done
+    /// on a workflow that ended (completed, or failed for good), credits what is left to the
+    /// requester's `claimable`, so a requester is not locked out of its money until the
+    /// deadline. Nothing can be settled from the escrow afterwards. It adds no trust: a settler
+    /// can already pay the whole escrow out to operators.
+    function release(bytes32 workflowId) external {
+        Escrow storage e = _escrow(workflowId);
+        if (!isSettler(workflowId, msg.sender)) revert NotSettler(msg.sender);
+        if (e.refunded) revert AlreadyRefunded(workflowId);
+        uint256 amount = e.held;
+        e.held = 0;
+        e.refunded = true;
+        claimable[e.requester] += amount;
+        emit EscrowReleased(workflowId, msg.sender, e.requester, amount);
     }
 
     // --------------------------------------------------------------- slashing

@@ -27,6 +27,7 @@ contract Handler {
     bytes32[] public slashKeys;
     uint256 public maxTimesPaid;
     uint256 public settled; // successful settlements (progress check)
+    uint256 public settledAfterClose; // settlements of a refunded or released escrow (must stay 0)
     mapping(address => uint256) public stakeIn; // deposited as stake
     mapping(address => uint256) public stakeOut; // withdrawn or slashed
 
@@ -122,8 +123,10 @@ contract Handler {
         ps[0].tasks = new uint40[](1);
         uint256 t = task % TASKS;
         ps[0].tasks[0] = uint40((t << 8) | (1 + attempt % 3));
+        bool closed = market.escrow(wf).refunded;
         vm.prank(settler);
         try market.settle(wf, ps) {
+            if (closed) settledAfterClose += 1;
             timesPaid[wf][t] += 1;
             settled += 1;
             if (timesPaid[wf][t] > maxTimesPaid) maxTimesPaid = timesPaid[wf][t];
@@ -137,6 +140,15 @@ contract Handler {
         if (block.timestamp <= e.deadline) vm.warp(uint256(e.deadline) + 1);
         vm.prank(requester);
         market.refund(wf);
+    }
+
+    /// A settler closes an escrow early; settling it afterwards must be refused.
+    function release(uint256 seed) external {
+        bytes32 wf = _wf(seed);
+        ProofMarket.Escrow memory e = market.escrow(wf);
+        if (e.requester == address(0) || e.refunded) return;
+        vm.prank(settler);
+        market.release(wf);
     }
 
     function slashMissed(uint256 seed, uint8 task, uint8 attempt, bool asSettler) external {
@@ -264,6 +276,16 @@ contract ProofMarketInvariantTest is Test {
             sum += uint256(r.stake) + r.unbonding + market.claimable(a);
         }
         vm.assertEq(address(market).balance, sum, "balance != escrows + stakes + claimable + burned");
+    }
+
+    /// A refunded or released escrow holds nothing and pays nothing more.
+    function invariant_closedEscrowsAreEmpty() public view {
+        uint256 w = handler.wfCount();
+        for (uint256 i = 0; i < w; ++i) {
+            ProofMarket.Escrow memory e = market.escrow(handler.wfs(i));
+            if (e.refunded) vm.assertEq(e.held, 0, "a closed escrow still holds wei");
+        }
+        vm.assertEq(handler.settledAfterClose(), 0, "a closed escrow was settled");
     }
 
     function invariant_noTaskPaidTwice() public view {

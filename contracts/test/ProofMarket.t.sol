@@ -260,6 +260,66 @@ contract ProofMarketTest is Base {
         market.refund(bytes32(0));
     }
 
+    function test_release_creditsTheRestToTheRequester_andClosesTheEscrow() public {
+        uint64 deadline = uint64(block.timestamp + 1 days);
+        openEscrow(WF, 5 ether, deadline, 4);
+        registerOp(op, 1 ether);
+        vm.prank(settler);
+        market.settle(WF, one(payout(op, 1.5 ether, 0, 2, 1)));
+        // Only a settler, and only an escrow that exists.
+        vm.prank(requester);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.NotSettler.selector, requester));
+        market.release(WF);
+        vm.prank(settler);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.UnknownEscrow.selector, bytes32(uint256(1))));
+        market.release(bytes32(uint256(1)));
+        // Before the deadline, by a backup settler too; the rest goes to the requester's claimable.
+        address backup = address(0xBAC);
+        address[] memory s = new address[](1);
+        s[0] = backup;
+        vm.prank(requester);
+        market.addSettlers(WF, s);
+        uint256 balanceBefore = address(market).balance;
+        vm.expectEmit(true, true, true, true);
+        emit ProofMarket.EscrowReleased(WF, backup, requester, 3.5 ether);
+        vm.prank(backup);
+        market.release(WF);
+        ProofMarket.Escrow memory e = market.escrow(WF);
+        vm.assertEq(e.held, 0, "nothing held");
+        vm.assertEq(e.paid, 1.5 ether, "what was paid stays paid");
+        vm.assertTrue(e.refunded, "closed");
+        vm.assertEq(market.claimable(requester), 3.5 ether, "the rest, to the wei");
+        vm.assertEq(market.claimable(op), 1.5 ether, "the operator keeps its pay");
+        vm.assertEq(address(market).balance, balanceBefore, "credited, not sent");
+        // Closed: no more settling, releasing or refunding.
+        vm.prank(settler);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.EscrowClosed.selector, WF));
+        market.settle(WF, one(payout(op, 1 ether, 2, 1, 1)));
+        vm.prank(settler);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.AlreadyRefunded.selector, WF));
+        market.release(WF);
+        vm.warp(deadline + 1);
+        vm.prank(requester);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.AlreadyRefunded.selector, WF));
+        market.refund(WF);
+        // The requester takes it out with claim.
+        uint256 before = requester.balance;
+        vm.prank(requester);
+        market.claim();
+        vm.assertEq(requester.balance - before, 3.5 ether, "claimed to the wei");
+    }
+
+    function test_release_afterRefund_reverts() public {
+        uint64 deadline = uint64(block.timestamp + 1 days);
+        openEscrow(WF, 2 ether, deadline, 4);
+        vm.warp(deadline + 1);
+        vm.prank(requester);
+        market.refund(WF);
+        vm.prank(settler);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.AlreadyRefunded.selector, WF));
+        market.release(WF);
+    }
+
     // ------------------------------------------------------------- settlement
 
     function test_settle_paysAndRecords() public {

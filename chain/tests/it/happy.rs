@@ -120,6 +120,56 @@ async fn happy_path_pays_exactly() {
     assert_eq!(held, wei(5 * ETH + 4 * ETH / 10));
 }
 
+/// A settler closes an ended workflow's escrow at once: the requester gets the rest through
+/// `claim` without waiting for the deadline, and nothing more can be paid from it.
+#[tokio::test]
+async fn release_hands_the_rest_back_before_the_deadline() {
+    let env = setup().await;
+    let a = env.operator(2 * ETH).await;
+    let requester = env.actor(100).await;
+    let settler = env.actor(10).await;
+    let wf = B256::repeat_byte(0x22);
+    let deadline = env.now().await + 3_600;
+    requester
+        .open_escrow(wf, settler.account(), deadline, 4, ETH)
+        .await
+        .expect("open escrow");
+    let paid = OperatorPayout {
+        operator: a.account(),
+        amount: 3 * ETH / 10,
+        tasks: vec![(0, 1)],
+    };
+    settler.settle(wf, &[paid]).await.expect("settle");
+    let err = requester.release(wf).await.expect_err("not a settler");
+    assert!(err.to_string().contains("NotSettler"), "{err}");
+    settler.release(wf).await.expect("release");
+    let e = env.market.escrow(wf).await.unwrap();
+    assert_eq!((e.held, e.paid, e.refunded), (0, 3 * ETH / 10, true));
+    assert_eq!(
+        env.market.claimable(requester.account()).await.unwrap(),
+        wei(7 * ETH / 10),
+        "the rest, credited to the requester"
+    );
+    let late = OperatorPayout {
+        operator: a.account(),
+        amount: 1,
+        tasks: vec![(1, 1)],
+    };
+    let err = settler.settle(wf, &[late]).await.expect_err("closed");
+    assert!(err.to_string().contains("EscrowClosed"), "{err}");
+    let err = settler.release(wf).await.expect_err("twice");
+    assert!(err.to_string().contains("AlreadyRefunded"), "{err}");
+    let before = env.balance(&requester).await;
+    let tx = requester.claim().await.expect("claim");
+    assert_balance(
+        before,
+        env.balance(&requester).await,
+        wei(7 * ETH / 10),
+        &tx,
+        "requester claim",
+    );
+}
+
 #[tokio::test]
 async fn unbonding_waits_for_the_delay() {
     let env = setup().await;
