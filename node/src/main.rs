@@ -37,6 +37,10 @@ enum Command {
     Result(cli::result::ResultArgs),
     /// List known operators with their reputation counters.
     Operators(cli::operators::OperatorsArgs),
+    /// Show a workflow's escrow on-chain (--refund: take back what is left after its deadline).
+    Escrow(cli::escrow::EscrowArgs),
+    /// Withdraw what the market credited to a key (an operator's pay, a released escrow).
+    Claim(cli::escrow::ClaimArgs),
     /// Run a node (any mix of roles) until Ctrl-C or SIGTERM.
     Node(Box<proofmesh_node::config::NodeArgs>),
     /// Benchmarks over in-process nodes; the last line is `key=value` pairs.
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::Result(args) => cli::result::run(args),
         Command::Operators(args) => cli::operators::run(args),
+        Command::Escrow(args) => cli::escrow::run_escrow(args),
+        Command::Claim(args) => cli::escrow::run_claim(args),
         Command::Node(args) => cli::node::run(*args),
         Command::Bench(cmd) => cli::bench::run(cmd),
     };

@@ -1,6 +1,10 @@
-//! [`ChainSettlement`]: the matchmaker's on-chain side. The core loop hands it completed
-//! workflows and slashing evidence; one background task turns them into transactions, one at a
-//! time (one account, one nonce sequence), retrying transient errors.
+//! [`ChainSettlement`]: the matchmaker's on-chain side. The core loop hands it ended workflows
+//! and slashing evidence; one background task turns them into transactions, one at a time (one
+//! account, one nonce sequence), retrying transient errors.
+//!
+//! A workflow that ended is paid for the work accepted on it, completed or not (a failed
+//! workflow's accepted tasks were honest work), and its escrow is then released: what is left
+//! is credited to the requester at once instead of waiting for the escrow's deadline.
 //!
 //! Idempotent by construction: before paying, it reads `paidAttempt` for every task and skips
 //! what is paid already (by this node before a restart, or by another matchmaker after a
@@ -8,7 +12,7 @@
 //!
 //! Nothing completed is left unpaid by a crash: the queue lives in memory, but what it is done
 //! with is journaled in the store ([`Store::mark_chain_done`]). On start, and every
-//! [`RESCAN`] after, every completed workflow and stored piece of evidence not journaled is
+//! [`RESCAN`] after, every ended workflow and stored piece of evidence not journaled is
 //! queued again (a matchmaker killed between a workflow's completion and its settle
 //! transaction pays after its restart; a job that failed is retried).
 
@@ -44,7 +48,12 @@ const MAX_TRIES: u32 = 5;
 pub const HOLD_ENV: &str = "PROOFMESH_FAULT_HOLD_SETTLEMENT";
 
 enum Job {
-    Completed(WorkflowId),
+    /// Pay the workflow's accepted work; then, with `release`, close its escrow so the rest
+    /// goes back to the requester at once.
+    Settle {
+        workflow: WorkflowId,
+        release: bool,
+    },
     Slash(Box<SlashEvidence>),
 }
 
@@ -52,7 +61,7 @@ impl Job {
     /// The journal key: the workflow id, or the evidence's content id (as the store keeps it).
     fn key(&self) -> ContentId {
         match self {
-            Job::Completed(wf) => *wf,
+            Job::Settle { workflow, .. } => *workflow,
             Job::Slash(ev) => ContentId::of_bytes(&encoding::encode(ev.as_ref())),
         }
     }
@@ -105,7 +114,18 @@ impl Settlement for ChainSettlement {
     }
 
     fn workflow_completed(&self, workflow: &WorkflowId, _outputs: &[(TaskIndex, ContentId)]) {
-        let _ = self.jobs.send(Job::Completed(*workflow));
+        let _ = self.jobs.send(Job::Settle {
+            workflow: *workflow,
+            release: true,
+        });
+    }
+
+    fn workflow_failed(&self, workflow: &WorkflowId) {
+        // This matchmaker failed it as the active one: it holds every result it accepted.
+        let _ = self.jobs.send(Job::Settle {
+            workflow: *workflow,
+            release: true,
+        });
     }
 }
 
@@ -128,7 +148,10 @@ async fn run(client: MarketClient, store: Store, mut rx: mpsc::UnboundedReceiver
         if let Some(job) = queue.jobs.pop_front() {
             let key = job.key();
             let (what, outcome) = match job {
-                Job::Completed(wf) => ("settle", settle_workflow(&client, &store, &wf).await),
+                Job::Settle { workflow, release } => (
+                    "settle",
+                    settle_workflow(&client, &store, &workflow, release).await,
+                ),
                 Job::Slash(ev) => ("slash", slash(&client, &store, &ev).await),
             };
             queue.queued.remove(&key);
@@ -197,13 +220,32 @@ impl Queue {
     }
 }
 
-/// Completed workflows and stored evidence whose settlement is not journaled as done.
+/// Ended workflows and stored evidence whose settlement is not journaled as done.
+///
+/// A completed workflow's escrow is released after its payment: every node that holds it
+/// completed holds every task's result, so whoever settles it pays all of them first. A failed
+/// one is paid for what this node holds but not released: a node that learned of the failure
+/// may lack a result the failing matchmaker accepted, and closing the escrow would leave that
+/// work unpaid for good. Only the matchmaker that failed it releases it
+/// ([`Settlement::workflow_failed`]); if it died first, the requester refunds after the
+/// deadline.
 fn backlog(store: &Store) -> Result<Vec<Job>, crate::store::StoreError> {
     let done = store.chain_done_ids()?;
     let mut jobs = Vec::new();
     for (id, state) in store.workflows()? {
-        if state == WorkflowState::Completed && !done.contains(&id) {
-            jobs.push(Job::Completed(id));
+        if done.contains(&id) {
+            continue;
+        }
+        match state {
+            WorkflowState::Completed => jobs.push(Job::Settle {
+                workflow: id,
+                release: true,
+            }),
+            WorkflowState::Failed { .. } => jobs.push(Job::Settle {
+                workflow: id,
+                release: false,
+            }),
+            _ => {}
         }
     }
     for (id, bytes) in store.evidence()? {
@@ -228,11 +270,14 @@ fn operator_terms(store: &Store, key: &PublicKey) -> Result<Option<(Address, u12
         .and_then(|a| a.eth_address.map(|e| (Address::from(e), a.price_wei))))
 }
 
-/// Pays every task's accepted attempt of `wf` that is not paid yet, per operator, in batches.
+/// Pays every task's accepted attempt of `wf` that is not paid yet, per operator, in batches;
+/// then, with `release`, closes the escrow (the rest is credited to the requester). An escrow
+/// another settler closed already is done.
 pub async fn settle_workflow(
     client: &MarketClient,
     store: &Store,
     wf: &WorkflowId,
+    release: bool,
 ) -> Result<(), String> {
     let Some(record) = store.workflow(wf).map_err(|e| e.to_string())? else {
         return Err(format!("workflow {} is not in the store", wf.short()));
@@ -298,12 +343,35 @@ pub async fn settle_workflow(
     for batch in batches.into_iter().filter(|b| !b.is_empty()) {
         let tasks: usize = batch.iter().map(|p| p.tasks.len()).sum();
         let total: u128 = batch.iter().map(|p| p.amount).sum();
-        let out = with_retry("settle", || client.settle(key, &batch))
-            .await
-            .map_err(|e| e.to_string())?;
+        let out = match with_retry("settle", || client.settle(key, &batch)).await {
+            Ok(out) => out,
+            Err(e) if closed(&e) => {
+                tracing::info!(workflow = %wf.short(), "escrow closed by another settler: nothing more to pay");
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         tracing::info!(workflow = %wf.short(), operators = batch.len(), tasks, total_wei = total, gas = out.gas_used, tx = %out.tx_hash, "settled on-chain");
     }
+    if release {
+        match with_retry("release", || client.release(key)).await {
+            Ok(out) => {
+                tracing::info!(workflow = %wf.short(), tx = %out.tx_hash, "escrow released: the rest is the requester's to claim")
+            }
+            Err(e) if closed(&e) => {
+                tracing::info!(workflow = %wf.short(), "escrow closed already");
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
     Ok(())
+}
+
+/// The escrow was released or refunded already (by another settler, or by this node before a
+/// restart).
+fn closed(e: &ChainError) -> bool {
+    matches!(e, ChainError::Reverted { reason, .. }
+        if reason.contains("EscrowClosed") || reason.contains("AlreadyRefunded"))
 }
 
 /// Reports slashing evidence on-chain, where the contract can check it.

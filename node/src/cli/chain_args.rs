@@ -77,7 +77,7 @@ impl ChainClientArgs {
         let signer = match key {
             Some(path) => read_eth_key(&path)?,
             None if need_key => bail!(
-                "--chain-rpc needs --eth-key FILE (or PROOFMESH_ETH_KEY_FILE): the requester's key pays the escrow"
+                "--chain-rpc needs --eth-key FILE (or PROOFMESH_ETH_KEY_FILE): the key that signs (the requester's, to pay an escrow)"
             ),
             // Reads only: any key will do.
             None => parse_eth_key(&format!("{:x}", proofmesh_chain::B256::repeat_byte(0x11)))

@@ -5,6 +5,7 @@ pub mod bench_memory;
 pub mod bench_pipeline;
 pub mod chain_args;
 pub mod devnet;
+pub mod escrow;
 pub mod keys;
 pub mod node;
 pub mod operators;

@@ -745,6 +745,9 @@ pub(crate) fn decision_message(core: &mut Core, decision: Decision) -> Option<Me
             None
         }
         Decision::WorkflowFailed { workflow, reason } => {
+            // Settlement reads the store from its own task: after the batch commits.
+            let settlement = core.settlement.clone();
+            core.after_commit(move || settlement.workflow_failed(&workflow));
             Some(Message::WorkflowFailed(WorkflowFailure {
                 workflow,
                 matchmaker: me,

@@ -13,6 +13,10 @@ pub trait Settlement: Send + Sync + 'static {
 
     /// A workflow this node's matchmaker is active for completed.
     fn workflow_completed(&self, workflow: &WorkflowId, outputs: &[(TaskIndex, ContentId)]);
+
+    /// This node's matchmaker, active for `workflow`, failed it for good: the work it accepted
+    /// is still owed, and the rest of the escrow goes back to the requester.
+    fn workflow_failed(&self, workflow: &WorkflowId);
 }
 
 /// No chain: evidence is kept in the store and logged, nothing is sent anywhere.
@@ -29,5 +33,9 @@ impl Settlement for NoSettlement {
 
     fn workflow_completed(&self, workflow: &WorkflowId, outputs: &[(TaskIndex, ContentId)]) {
         tracing::info!(workflow = %workflow.short(), outputs = outputs.len(), "workflow completed");
+    }
+
+    fn workflow_failed(&self, workflow: &WorkflowId) {
+        tracing::info!(workflow = %workflow.short(), "workflow failed");
     }
 }

@@ -21,6 +21,44 @@ fn demo() -> String {
     .expect("examples/workflows/demo.toml")
 }
 
+/// Runs `proofmesh ARGS --devnet DIR` (signing as the devnet's requester) and returns its
+/// standard output; panics with its error output if it fails.
+fn cli(net: &Net, args: &[&str]) -> String {
+    let out = std::process::Command::new(crate::harness::proofmesh_bin())
+        .args(args)
+        .arg("--devnet")
+        .arg(net.dir.path())
+        .output()
+        .expect("proofmesh runs");
+    assert!(
+        out.status.success(),
+        "proofmesh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until a settler released the escrow of `key` (closed, nothing held), having paid
+/// `paid` first.
+async fn released(
+    market: &proofmesh_chain::MarketClient,
+    key: proofmesh_chain::B256,
+    paid: u128,
+) -> proofmesh_chain::bindings::ProofMarket::Escrow {
+    eventually("the escrow's release", WAIT, || async {
+        let e = market.escrow(key).await.map_err(|e| e.to_string())?;
+        if e.refunded && e.held == 0 && e.paid == paid {
+            Ok(e)
+        } else {
+            Err(format!(
+                "closed={} held={} paid={} (want {paid})",
+                e.refunded, e.held, e.paid
+            ))
+        }
+    })
+    .await
+}
+
 /// Operator name -> (advertised price, tasks completed per the gateway).
 async fn completed_by(net: &Net) -> BTreeMap<String, (u128, u64)> {
     let mut gw = net.rpc("gateway").await;
@@ -67,6 +105,9 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     let (id, workflow) = net.submit_with_escrow(&demo()).await;
     let n = workflow.tasks.len();
     let max = proofmesh_node::chain::escrow::max_payment(&workflow);
+    // The requester paid the whole ceiling (plus gas) into the escrow.
+    let after = market.balance(requester).await.expect("balance");
+    assert!(before - after >= U256::from(max));
     let mut gw = net.rpc("gateway").await;
     wait_completed(&mut gw, &id.to_hex(), "completion", WAIT, n).await;
     // The final proof verifies.
@@ -96,8 +137,46 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
         }
     })
     .await;
-    assert_eq!(escrow.held, max - expected, "the rest stays refundable");
     assert!(expected > 0 && expected <= max, "paid within the escrow");
+    // Then the settler closes the escrow: the rest is the requester's at once, not only after
+    // the deadline.
+    let escrow = released(&market, key, escrow.paid).await;
+    assert_eq!(escrow.paid, expected, "nothing paid after the release");
+    assert_eq!(
+        market.claimable(requester).await.expect("claimable"),
+        U256::from(max - expected),
+        "the rest of the escrow, credited to the requester to the wei"
+    );
+    // The CLI shows the escrow closed and withdraws the rest.
+    let shown = cli(&net, &["escrow", &id.to_hex()]);
+    for kv in [
+        "closed=true".to_owned(),
+        "held_wei=0".to_owned(),
+        format!("paid_wei={expected}"),
+        format!("requester_claimable_wei={}", max - expected),
+    ] {
+        assert!(shown.split_whitespace().any(|p| p == kv), "{kv} in {shown}");
+    }
+    let before_claim = market.balance(requester).await.expect("balance");
+    let claimed = cli(&net, &["claim"]);
+    assert!(
+        claimed
+            .split_whitespace()
+            .any(|p| p == format!("claimed_wei={}", max - expected)),
+        "{claimed}"
+    );
+    assert_eq!(
+        market.claimable(requester).await.expect("claimable"),
+        U256::ZERO,
+        "claimed"
+    );
+    let rose = market.balance(requester).await.expect("balance") - before_claim;
+    let rest = U256::from(max - expected);
+    // Less the claim's gas: ~30k gas at devnet prices, far below 0.0001 ETH.
+    assert!(
+        rose <= rest && rose + U256::from(ETH / 10_000) >= rest,
+        "the claim moved the rest ({rest} wei) to the requester, less gas: rose {rose}"
+    );
     // Under load one operator may do every task; when both worked, prices tell them apart.
     if by_op.values().all(|(_, c)| *c > 0) {
         assert!(expected < max, "prices differ per operator: {by_op:?}");
@@ -125,9 +204,6 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
             "task {t} paid once (attempt {paid})"
         );
     }
-    // The requester paid the whole ceiling (plus gas) into the escrow.
-    let after = market.balance(requester).await.expect("balance");
-    assert!(before - after >= U256::from(max));
 }
 
 // The settler's queue is in memory; what it finished is journaled in the store. A matchmaker
@@ -163,15 +239,8 @@ async fn matchmaker_killed_before_settling_pays_after_restart() {
     net.restart("matchmaker-0");
     let by_op = completed_by(&net).await;
     let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
-    eventually("settlement after the restart", WAIT, || async {
-        let e = market.escrow(key).await.map_err(|e| e.to_string())?;
-        if e.paid == expected {
-            Ok(())
-        } else {
-            Err(format!("paid {} of {expected}", e.paid))
-        }
-    })
-    .await;
+    // Paid, then released, from the store's backlog (the job in memory died with the node).
+    released(&market, key, expected).await;
     for t in 0..n as u32 {
         let paid = market.paid_attempt(key, t).await.expect("paidAttempt");
         assert!(
@@ -197,6 +266,69 @@ fn sleepers(name: &str, leaves: u32, ms: u64, timeout_s: u64) -> String {
          [[task]]\nid = \"leaf\"\nprogram = \"sleep@1\"\ncount = {leaves}\nargs = [\"--ms\", \"{ms}\"]\n\
          [[task]]\nid = \"root\"\nprogram = \"sleep@1\"\ndeps = [\"leaf\"]\nargs = [\"--ms\", \"20\"]\n"
     )
+}
+
+/// A workflow that fails for good still owes its accepted work: the matchmaker that failed it
+/// pays every accepted task, then releases the escrow, so the requester gets the rest at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_workflow_pays_the_work_done_and_hands_the_rest_back() {
+    let net = Net::up(chain_spec(2, 1));
+    let market = net.market().await;
+    // The leaves succeed; the root, run only after them, fails every attempt (the prover
+    // refuses an unknown flag), so the workflow fails after its accepted leaves.
+    let text = sleepers("e2e-failed-escrow", 4, 50, 60)
+        .replace("max_attempts = 5", "max_attempts = 2")
+        .replace("args = [\"--ms\", \"20\"]", "args = [\"--no-such-flag\"]");
+    let (id, workflow) = net.submit_with_escrow(&text).await;
+    let n = workflow.tasks.len();
+    let max = proofmesh_node::chain::escrow::max_payment(&workflow);
+    let mut gw = net.rpc("gateway").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        let s = gw.status(&id.to_hex()).await.expect("status");
+        if s.state == "failed" {
+            break s;
+        }
+        assert_ne!(s.state, "completed", "the root cannot succeed");
+        assert!(std::time::Instant::now() < deadline, "never failed: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        status.done as usize,
+        n - 1,
+        "every leaf accepted: {status:?}"
+    );
+
+    let by_op = completed_by(&net).await;
+    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+    assert_eq!(
+        by_op.values().map(|(_, c)| *c as usize).sum::<usize>(),
+        n - 1,
+        "the leaves, counted once: {by_op:?}"
+    );
+    let key = workflow_key(&id);
+    released(&market, key, expected).await;
+    for t in 0..n as u32 {
+        let paid = market.paid_attempt(key, t).await.expect("paidAttempt");
+        if t as usize == n - 1 {
+            assert_eq!(paid, 0, "the failed root is not paid");
+        } else {
+            assert!((1..=254).contains(&paid), "leaf {t} paid once ({paid})");
+        }
+    }
+    for (name, (price, completed)) in &by_op {
+        assert_eq!(
+            market.claimable(net.eth(name)).await.expect("claimable"),
+            U256::from(price * u128::from(*completed)),
+            "{name}: paid for its accepted leaves, to the wei"
+        );
+    }
+    let requester = net.requester().signer.address();
+    assert_eq!(
+        market.claimable(requester).await.expect("claimable"),
+        U256::from(max - expected),
+        "the rest of the escrow is the requester's before its deadline"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,10 +409,15 @@ async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
             .expect("claimable"),
         U256::from(price * u128::from(completed))
     );
+    // The requester was credited the rest of the escrow once the workflow completed, and its
+    // share of the slash on top.
+    let paid = market.escrow(key).await.expect("escrow").paid;
+    let rest = proofmesh_node::chain::escrow::max_payment(&workflow) - paid;
+    released(&market, key, paid).await;
     let requester = net.requester().signer.address();
     assert!(
-        market.claimable(requester).await.expect("claimable") > U256::ZERO,
-        "the requester got its share of the slash"
+        market.claimable(requester).await.expect("claimable") > U256::from(rest),
+        "the requester got its share of the slash beside the rest of the escrow ({rest} wei)"
     );
 }
 
