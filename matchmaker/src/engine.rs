@@ -545,6 +545,10 @@ impl State {
             Event::Assigned(a) => self.observed_assignment(a),
             Event::Verdict(v) => self.observed_verdict(v),
             Event::Relayed(r) => self.relayed(r, checker),
+            Event::WorkflowFailed { workflow } => match self.wf_index.get(&workflow) {
+                Some(&w) => self.end_failed(w, None),
+                None => self.buffer_early(workflow, Event::WorkflowFailed { workflow }),
+            },
             Event::Cancelled {
                 workflow,
                 task,
@@ -733,6 +737,7 @@ impl State {
                     Event::Verdict(v) => self.observed_verdict(v),
                     Event::Acceptance(a) => self.acceptance(a),
                     e @ Event::Cancelled { .. } => self.apply_early_cancel(e),
+                    Event::WorkflowFailed { .. } => self.end_failed(w, None),
                     _ => {}
                 }
             }
@@ -1341,6 +1346,13 @@ impl State {
     }
 
     fn fail_workflow(&mut self, w: u32, reason: FailureReason) {
+        self.end_failed(w, Some(reason));
+    }
+
+    /// The workflow failed: its attempts in flight are called back and it is forgotten.
+    /// `reason`: this matchmaker failed it and announces why; `None`: another one did and has
+    /// announced it ([`Event::WorkflowFailed`]).
+    fn end_failed(&mut self, w: u32, reason: Option<FailureReason>) {
         if matches!(self.wfs[w as usize].phase, Phase::Failed | Phase::Finalized) {
             return;
         }
@@ -1356,14 +1368,16 @@ impl State {
                 _ => {}
             }
         }
-        let id = self.wfs[w as usize].id;
-        self.emit(
-            w,
-            Decision::WorkflowFailed {
-                workflow: id,
-                reason,
-            },
-        );
+        if let Some(reason) = reason {
+            let id = self.wfs[w as usize].id;
+            self.emit(
+                w,
+                Decision::WorkflowFailed {
+                    workflow: id,
+                    reason,
+                },
+            );
+        }
         if self.wfs[w as usize].workflow.ordering.is_some() {
             self.finalize(w);
         }

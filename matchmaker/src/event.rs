@@ -94,6 +94,14 @@ pub enum Event {
     /// way, and taking them keeps every node's result for those tasks the same. One that fails
     /// its check is dropped, and nobody is slashed on a relay's word.
     Relayed(SignedResult),
+    /// Another trusted matchmaker's [`Decision::WorkflowFailed`], seen on gossip (appended
+    /// variant). The workflow ends here too, without a second announcement: a standby that
+    /// takes it over later must not run it again, and an ordered stream must not wait for it.
+    /// If this matchmaker is active for it, its attempts in flight are called back.
+    WorkflowFailed {
+        /// Workflow.
+        workflow: WorkflowId,
+    },
 }
 
 /// An output of [`crate::Matchmaker::handle`]: something the node must send or record.

@@ -761,6 +761,9 @@ impl Sim {
                 operator: *operator,
                 reason: reason.clone(),
             }),
+            Decision::WorkflowFailed { workflow, .. } => Some(Event::WorkflowFailed {
+                workflow: *workflow,
+            }),
             _ => None,
         };
         match d {

@@ -377,3 +377,78 @@ fn a_relayed_result_is_checked_and_taken_only_while_active() {
             || !standby.describe_task(&id, 0).starts_with("Done")
     );
 }
+
+/// A workflow the active matchmaker failed ends on the standby too: when the standby takes it
+/// over later it runs nothing of it again, and announces no second failure.
+#[test]
+fn a_workflow_the_active_one_failed_is_not_run_again_by_the_standby_taking_over() {
+    let wf = chain(3, 3);
+    let id = wf.id();
+    // Control: without the failure, the standby left alone takes the workflow over and runs it.
+    let (_active, mut standby, _ka, kb) = pair(&wf);
+    let d = standby.handle(6, Event::Matchmakers(vec![kb]));
+    assert_eq!(assignments(&d).len(), 1, "taken over and run: {d:?}");
+
+    let (_active, mut standby, _ka, kb) = pair(&wf);
+    let d = standby.handle(5, Event::WorkflowFailed { workflow: id });
+    assert!(d.is_empty(), "a follower decides nothing: {d:?}");
+    let d = standby.handle(6, Event::Matchmakers(vec![kb]));
+    assert!(
+        d.is_empty(),
+        "nothing runs again, nothing is failed twice: {d:?}"
+    );
+    assert!(!standby.is_active_for(&id) || standby.ready_len() == 0);
+}
+
+/// Heard before the submission (gossip overtakes it), the failure still ends the workflow once
+/// it arrives.
+#[test]
+fn a_failure_heard_before_its_workflow_ends_it_on_arrival() {
+    let wf = chain(2, 3);
+    let id = wf.id();
+    let mut mm = with_operators(2, 1);
+    assert!(mm
+        .handle(0, Event::WorkflowFailed { workflow: id })
+        .is_empty());
+    let (_, d) = submit(&mut mm, 1, &wf);
+    assert!(assignments(&d).is_empty(), "it never runs: {d:?}");
+    assert_eq!(mm.ready_len(), 0);
+}
+
+/// Failed elsewhere while this matchmaker is active for it: its attempt is called back, and a
+/// later sequence of the same stream no longer waits for it.
+#[test]
+fn a_stream_goes_on_past_a_sequence_another_matchmaker_failed() {
+    let mut mm = with_operators(2, 1);
+    let mk = |seq: u64| {
+        let mut w = chain(1, 3);
+        w.name = format!("block-{seq}");
+        w.ordering = Some(proofmesh_protocol::Ordering {
+            stream: "blocks".into(),
+            sequence: seq,
+        });
+        w
+    };
+    let (id1, d1) = submit(&mut mm, 0, &mk(1));
+    let (id2, d2) = submit(&mut mm, 0, &mk(2));
+    let a1 = assignments(&d1).remove(0);
+    let a2 = assignments(&d2).remove(0);
+    let d = mm.handle(5, Event::WorkflowFailed { workflow: id1 });
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::Cancel { workflow, attempt, .. }
+            if *workflow == id1 && *attempt == a1.attempt)),
+        "its attempt is called back: {d:?}"
+    );
+    assert!(
+        !d.iter()
+            .any(|x| matches!(x, Decision::WorkflowFailed { .. })),
+        "the failure was announced by the one that decided it: {d:?}"
+    );
+    let d = mm.handle(10, result_for(&a2, &keypair_of(&a2, 2), 0, 10, true));
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::WorkflowCompleted { workflow, .. } if *workflow == id2)),
+        "sequence 2 finalizes: {d:?}"
+    );
+}

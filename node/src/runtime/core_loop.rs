@@ -1810,15 +1810,15 @@ impl Core {
                 self.sh.metrics.caught_up_results.inc_by(learned as u64);
                 tracing::info!(workflow = %id.short(), learned, peer = %from, "caught up on results gossip missed");
             }
-            // A failure is a matchmaker's decision: taken only from one heard announcing.
+            // A failure is a matchmaker's decision: taken only from one heard announcing (and
+            // trusted), as if gossiped, so this node's matchmaker learns it too.
             if let Some(reason) = update.failed.filter(|_| self.matchmakers.contains(&from)) {
                 let failure = WorkflowFailure {
                     workflow: id,
                     matchmaker: from,
                     reason,
                 };
-                self.view
-                    .workflow_failed(&self.sh, &self.progress, &failure);
+                self.on_message(from, Message::WorkflowFailed(failure), Origin::Remote);
             }
             // An outcome-only view (operator-only node) takes completion from a matchmaker's
             // word; a full view completes by holding every result itself.

@@ -563,7 +563,12 @@ impl MatchmakerRole {
                     Vec::new()
                 };
             }
-            Message::Cancel(_) | Message::WorkflowFailed(_) => return Vec::new(),
+            // Another matchmaker failed it (our own failure comes back here too, a no-op then):
+            // the engine ends it, so taking it over later does not run it again.
+            Message::WorkflowFailed(f) => Event::WorkflowFailed {
+                workflow: f.workflow,
+            },
+            Message::Cancel(_) => return Vec::new(),
         };
         self.feed(sh, now, event, None)
     }
