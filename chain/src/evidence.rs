@@ -225,3 +225,68 @@ pub fn verify_binding(
         &NodeSignature(sig),
     )
 }
+
+/// The text a requester signs (EIP-191 `personal_sign`) to cancel its workflow `workflow`
+/// (its [`crate::workflow_key`]) whose escrow is on the market at `market` on `chain_id`: bound
+/// to one workflow on one market, so it cancels nothing else.
+pub fn cancel_text(workflow: B256, chain_id: u64, market: Address) -> String {
+    format!("proofmesh: cancel workflow {workflow:#x} on chain {chain_id}, market {market:#x}")
+}
+
+/// The requester's signature over [`cancel_text`] (65 bytes: r, s, v).
+pub fn sign_cancel(
+    signer: &PrivateKeySigner,
+    workflow: B256,
+    chain_id: u64,
+    market: Address,
+) -> Result<Vec<u8>, ChainError> {
+    let text = cancel_text(workflow, chain_id, market);
+    let sig = signer
+        .sign_message_sync(text.as_bytes())
+        .map_err(|e| ChainError::Signing(e.to_string()))?;
+    Ok(sig.as_bytes().to_vec())
+}
+
+/// The account that signed [`cancel_text`] for this workflow and market.
+pub fn cancel_signer(
+    signature: &[u8],
+    workflow: B256,
+    chain_id: u64,
+    market: Address,
+) -> Result<Address, ChainError> {
+    let sig = Signature::try_from(signature)
+        .map_err(|e| ChainError::Signing(format!("malformed signature: {e}")))?;
+    sig.recover_address_from_msg(cancel_text(workflow, chain_id, market).as_bytes())
+        .map_err(|e| ChainError::Signing(format!("unrecoverable signature: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_signature_names_its_signer_for_that_workflow_and_market_only() {
+        let requester = PrivateKeySigner::random();
+        let market = Address::repeat_byte(0x42);
+        let wf = B256::repeat_byte(0x07);
+        let sig = sign_cancel(&requester, wf, 31337, market).expect("sign");
+        assert_eq!(sig.len(), 65);
+        assert_eq!(
+            cancel_signer(&sig, wf, 31337, market).expect("recover"),
+            requester.address()
+        );
+        // Another workflow, chain or market recovers someone else.
+        for (w, c, m) in [
+            (B256::repeat_byte(0x08), 31337, market),
+            (wf, 1, market),
+            (wf, 31337, Address::repeat_byte(0x43)),
+        ] {
+            assert_ne!(
+                cancel_signer(&sig, w, c, m).ok(),
+                Some(requester.address()),
+                "{w} {c} {m}"
+            );
+        }
+        assert!(cancel_signer(&sig[..64], wf, 31337, market).is_err());
+    }
+}

@@ -549,6 +549,10 @@ impl State {
                 Some(&w) => self.end_failed(w, None),
                 None => self.buffer_early(workflow, Event::WorkflowFailed { workflow }),
             },
+            Event::CancelRequested { workflow } => match self.wf_index.get(&workflow) {
+                Some(&w) => self.cancel_requested(w),
+                None => self.buffer_early(workflow, Event::CancelRequested { workflow }),
+            },
             Event::Cancelled {
                 workflow,
                 task,
@@ -738,6 +742,7 @@ impl State {
                     Event::Acceptance(a) => self.acceptance(a),
                     e @ Event::Cancelled { .. } => self.apply_early_cancel(e),
                     Event::WorkflowFailed { .. } => self.end_failed(w, None),
+                    Event::CancelRequested { .. } => self.cancel_requested(w),
                     _ => {}
                 }
             }
@@ -1347,6 +1352,16 @@ impl State {
 
     fn fail_workflow(&mut self, w: u32, reason: FailureReason) {
         self.end_failed(w, Some(reason));
+    }
+
+    /// Its requester cancelled it: the active matchmaker fails it (a finished one stays as it
+    /// is). A standby does nothing: it learns the failure from the active one, or fails it
+    /// itself if the cancellation comes again once it is active.
+    fn cancel_requested(&mut self, w: u32) {
+        let wf = &self.wfs[w as usize];
+        if wf.active && wf.phase == Phase::Running {
+            self.fail_workflow(w, FailureReason::Cancelled);
+        }
     }
 
     /// The workflow failed: its attempts in flight are called back and it is forgotten.

@@ -102,6 +102,13 @@ pub enum Event {
         /// Workflow.
         workflow: WorkflowId,
     },
+    /// Its requester cancelled the workflow (appended variant; the node checked that the
+    /// requester signed it). The matchmaker active for it fails it as
+    /// [`FailureReason::Cancelled`]; the others learn the failure from it.
+    CancelRequested {
+        /// Workflow.
+        workflow: WorkflowId,
+    },
 }
 
 /// An output of [`crate::Matchmaker::handle`]: something the node must send or record.
@@ -273,6 +280,8 @@ pub enum FailureReason {
     },
     /// The workflow cannot be scheduled at all (malformed DAG).
     Invalid(String),
+    /// Its requester cancelled it (appended variant).
+    Cancelled,
 }
 
 impl fmt::Display for FailureReason {
@@ -303,6 +312,7 @@ impl fmt::Display for FailureReason {
                 )
             }
             FailureReason::Invalid(why) => write!(f, "invalid workflow: {why}"),
+            FailureReason::Cancelled => write!(f, "cancelled by its requester"),
         }
     }
 }

@@ -37,6 +37,9 @@ enum Command {
     Result(cli::result::ResultArgs),
     /// List known operators with their reputation counters.
     Operators(cli::operators::OperatorsArgs),
+    /// Cancel a workflow as its requester: its tasks stop, accepted work is paid, the rest of
+    /// the escrow goes back (--wait: until its status says failed).
+    Cancel(cli::cancel::CancelArgs),
     /// Show a workflow's escrow on-chain (--refund: take back what is left after its deadline).
     Escrow(cli::escrow::EscrowArgs),
     /// Withdraw what the market credited to a key (an operator's pay, a released escrow).
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::Result(args) => cli::result::run(args),
         Command::Operators(args) => cli::operators::run(args),
+        Command::Cancel(args) => cli::cancel::run(args),
         Command::Escrow(args) => cli::escrow::run_escrow(args),
         Command::Claim(args) => cli::escrow::run_claim(args),
         Command::Node(args) => cli::node::run(*args),

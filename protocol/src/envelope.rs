@@ -59,6 +59,8 @@ pub enum MessageKind {
     VerdictBatch,
     /// [`crate::messages::Message::Dispatch`]
     Dispatch,
+    /// [`crate::messages::WorkflowCancel`]
+    WorkflowCancel,
 }
 
 impl MessageKind {

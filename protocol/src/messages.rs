@@ -366,6 +366,20 @@ pub struct WorkflowFailure {
     pub reason: String,
 }
 
+/// A requester withdraws its workflow: the active matchmaker fails it as cancelled, calls its
+/// attempts back, pays the work accepted so far and releases the rest of the escrow. Only the
+/// requester may: the envelope is signed by the submission's `owner` key (a workflow submitted
+/// through a node's RPC is owned by that node), or `owner_eth_signature` is the submission's
+/// `owner_eth` account's EIP-191 signature over the cancel text of its escrow's market (what
+/// `proofmesh cancel` signs with the key that paid the escrow).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowCancel {
+    /// Workflow.
+    pub workflow: WorkflowId,
+    /// 65 bytes (r, s, v), or `None` when the envelope's signer is the owner.
+    pub owner_eth_signature: Option<Vec<u8>>,
+}
+
 /// Catch-up sync: a node asks a peer for what it missed about workflows it knows (results
 /// gossiped while it was down or lost to a partition). Direct request-response only, never
 /// gossiped.
@@ -484,6 +498,8 @@ pub enum Message {
     /// Assignments to one operator together with the inputs their tasks take, under one
     /// signature (see [`Dispatch`]).
     Dispatch(Dispatch),
+    /// A requester cancels its workflow (appended variant: earlier encodings are unchanged).
+    CancelWorkflow(WorkflowCancel),
 }
 
 /// Assignments from one matchmaker to one operator (1 to [`MAX_BATCH`], in the order the
@@ -530,6 +546,7 @@ impl Message {
             Message::Answers(_) => MessageKind::AnswerBatch,
             Message::Verdicts(_) => MessageKind::VerdictBatch,
             Message::Dispatch(_) => MessageKind::Dispatch,
+            Message::CancelWorkflow(_) => MessageKind::WorkflowCancel,
         }
     }
 

@@ -452,3 +452,49 @@ fn a_stream_goes_on_past_a_sequence_another_matchmaker_failed() {
         "sequence 2 finalizes: {d:?}"
     );
 }
+
+/// A requester's cancellation fails the workflow where it is active: its attempts are called
+/// back and the failure says why. A standby leaves it to the active one.
+#[test]
+fn a_cancellation_fails_the_workflow_where_it_is_active_only() {
+    let wf = chain(3, 3);
+    let id = wf.id();
+    let (mut active, mut standby, _ka, _kb) = pair(&wf);
+    assert!(standby
+        .handle(1, Event::CancelRequested { workflow: id })
+        .is_empty());
+    let mut fresh = Matchmaker::new(active.config().clone());
+    fresh.handle(
+        0,
+        Event::Matchmakers(vec![active.config().me, standby.config().me]),
+    );
+    for i in 1..=3 {
+        fresh.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
+    }
+    let (_, d) = submit(&mut fresh, 0, &wf);
+    active = fresh;
+    let a0 = assignments(&d).remove(0);
+    let d = active.handle(2, Event::CancelRequested { workflow: id });
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::Cancel { workflow, attempt, .. }
+            if *workflow == id && *attempt == a0.attempt)),
+        "its attempt is called back: {d:?}"
+    );
+    let reasons: Vec<String> = d
+        .iter()
+        .filter_map(|x| match x {
+            Decision::WorkflowFailed { workflow, reason } if *workflow == id => {
+                Some(reason.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, vec!["cancelled by its requester".to_owned()]);
+    assert!(
+        active
+            .handle(3, Event::CancelRequested { workflow: id })
+            .is_empty(),
+        "a second cancellation changes nothing"
+    );
+}

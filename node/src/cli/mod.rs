@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_memory;
 pub mod bench_pipeline;
+pub mod cancel;
 pub mod chain_args;
 pub mod devnet;
 pub mod escrow;

@@ -72,7 +72,8 @@ impl Topic {
     /// The topic a message of `kind` is published on; `None` for direct-only kinds.
     pub fn for_kind(kind: MessageKind) -> Option<Topic> {
         Some(match kind {
-            MessageKind::WorkflowSubmission => Topic::Submissions,
+            // A cancellation goes where submissions go: to every matchmaker and gateway.
+            MessageKind::WorkflowSubmission | MessageKind::WorkflowCancel => Topic::Submissions,
             MessageKind::Assignment
             | MessageKind::AssignmentBatch
             | MessageKind::Dispatch

@@ -241,4 +241,19 @@ pub trait NodeApi: Send + Sync + 'static {
 
     /// About this node.
     async fn node_info(&self) -> Result<NodeInfo, ApiError>;
+
+    /// Cancel a workflow for its requester (`owner_eth_signature`: the paying account's
+    /// signature over the cancel text, see `proofmesh_chain::evidence::cancel_text`; `None`:
+    /// this node owns the workflow). Returns once the cancellation is sent; the workflow's
+    /// status turns `failed` when its matchmaker has failed it.
+    async fn cancel(
+        &self,
+        id: WorkflowId,
+        owner_eth_signature: Option<Vec<u8>>,
+    ) -> Result<(), ApiError> {
+        let _ = (id, owner_eth_signature);
+        Err(ApiError::Invalid(
+            "this RPC server runs no node: it cannot send a cancellation".to_owned(),
+        ))
+    }
 }

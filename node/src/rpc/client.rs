@@ -208,6 +208,20 @@ impl RpcClient {
         self.call("pm_status", json!({ "id": id })).await
     }
 
+    /// `pm_cancelWorkflow`: cancel a workflow for its requester (`owner_eth_signature`: the
+    /// paying account's signature; `None`: the node owns the workflow).
+    pub async fn cancel(
+        &mut self,
+        id: &str,
+        owner_eth_signature: Option<&[u8]>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut params = json!({ "id": id });
+        if let Some(sig) = owner_eth_signature {
+            params["owner_eth_signature"] = json!(format!("0x{}", hex::encode(sig)));
+        }
+        self.call("pm_cancelWorkflow", params).await
+    }
+
     /// `pm_subscribeProgress`: returns the subscription id; statuses arrive as notifications.
     pub async fn subscribe_progress(&mut self, id: &str) -> Result<u64, ClientError> {
         self.call("pm_subscribeProgress", json!({ "id": id })).await

@@ -370,6 +370,7 @@ fn count(state: &AppState, method: &str, result: &Result<Value, RpcErr>) {
         "pm_getBlob" => "pm_getBlob",
         "pm_operators" => "pm_operators",
         "pm_nodeInfo" => "pm_nodeInfo",
+        "pm_cancelWorkflow" => "pm_cancelWorkflow",
         _ => "unknown",
     };
     m.rpc_request(method, if result.is_ok() { "ok" } else { "error" });
@@ -413,6 +414,14 @@ struct SubmitParams {
 #[serde(deny_unknown_fields)]
 struct IdParams {
     id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelParams {
+    id: String,
+    /// Hex (65 bytes), optional `0x`.
+    owner_eth_signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -487,6 +496,21 @@ async fn dispatch(state: &AppState, method: &str, raw: Value) -> Result<Value, R
                 }
             })?;
             to_value(api.submit(request).await?)
+        }
+        "pm_cancelWorkflow" => {
+            let p: CancelParams = params(raw, &["id", "owner_eth_signature"])?;
+            let id = parse_id(&p.id, "id")?;
+            let signature = match p.owner_eth_signature.as_deref() {
+                None => None,
+                Some(h) => Some(hex::decode(h.strip_prefix("0x").unwrap_or(h)).map_err(|_| {
+                    RpcErr::new(
+                        codes::INVALID_PARAMS,
+                        format!("owner_eth_signature: {h:?} is not hex"),
+                    )
+                })?),
+            };
+            api.cancel(id, signature).await?;
+            to_value(serde_json::json!({ "id": id.to_hex(), "sent": true }))
         }
         "pm_status" => {
             let p: IdParams = params(raw, &["id"])?;

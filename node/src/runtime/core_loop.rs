@@ -41,7 +41,7 @@ use proofmesh_operator::Outcome;
 use proofmesh_protocol::messages::{
     Answer, Assignment, Dispatch, FailureCause, Heartbeat, MatchmakerAnnounce, OperatorAdvert,
     SignedResult, Submission, SyncReply, SyncRequest, SyncUpdate, TaskFailure, Verdict,
-    WorkflowFailure, MAX_BATCH,
+    WorkflowCancel, WorkflowFailure, MAX_BATCH,
 };
 use proofmesh_protocol::{Domain, Envelope, Keypair, Message, PublicKey, TaskIndex, WorkflowId};
 use std::borrow::Cow;
@@ -1077,6 +1077,24 @@ impl Core {
                     let _ = reply.send(result);
                 });
             }
+            Command::Cancel {
+                workflow,
+                owner_eth_signature,
+                reply,
+            } => {
+                let cancel = WorkflowCancel {
+                    workflow,
+                    owner_eth_signature,
+                };
+                let result = self.may_cancel(&cancel).map(|()| {
+                    tracing::info!(workflow = %workflow.short(), "cancelling the workflow for its requester");
+                    let envelope = self.emit(Message::CancelWorkflow(cancel));
+                    self.hand_to_matchmakers(envelope);
+                });
+                self.after_commit(move || {
+                    let _ = reply.send(result);
+                });
+            }
             Command::LiveMatchmakers { reply } => {
                 let live = self
                     .mm
@@ -1086,6 +1104,25 @@ impl Core {
                 let _ = reply.send(live);
             }
         }
+    }
+
+    /// Whether this node may send `cancel`: it holds the workflow, the workflow has not ended,
+    /// and the requester signed it (or this node owns it).
+    fn may_cancel(&self, cancel: &WorkflowCancel) -> Result<(), NodeError> {
+        let id = cancel.workflow;
+        let record = self
+            .sh
+            .store
+            .workflow(&id)?
+            .ok_or(NodeError::UnknownWorkflow(id))?;
+        let refused = |reason: String| NodeError::CancelRefused {
+            workflow: id,
+            reason,
+        };
+        if record.state != crate::store::WorkflowState::Active {
+            return Err(refused(format!("it has ended ({})", record.state.label())));
+        }
+        super::cancel::authorize(&record.submission, &self.sh.me, cancel).map_err(refused)
     }
 
     /// Send a submission this node accepted straight to every matchmaker it knows of (those it
@@ -1120,7 +1157,11 @@ impl Core {
         let mut reply = None;
         // Authorship: a message about an operator or matchmaker must be signed by it.
         let author_ok = match &message {
-            Message::Submission(_) | Message::Verdict(_) | Message::Verdicts(_) => true,
+            // A cancellation's authority is its requester's, checked against the submission.
+            Message::Submission(_)
+            | Message::Verdict(_)
+            | Message::Verdicts(_)
+            | Message::CancelWorkflow(_) => true,
             Message::OperatorAdvert(a) => a.operator == sender,
             Message::Heartbeat(h) => h.operator == sender,
             Message::Assignment(a) => a.matchmaker == sender,
@@ -1295,6 +1336,8 @@ impl Core {
                 }
             }
             Message::WorkflowFailed(f) => self.view.workflow_failed(&self.sh, &self.progress, f),
+            // Only a matchmaker acts on it (below); the view learns the outcome from it.
+            Message::CancelWorkflow(_) => {}
             Message::SyncRequest(_)
             | Message::SyncReply(_)
             | Message::Assignments(_)

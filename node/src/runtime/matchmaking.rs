@@ -569,6 +569,27 @@ impl MatchmakerRole {
                 workflow: f.workflow,
             },
             Message::Cancel(_) => return Vec::new(),
+            Message::CancelWorkflow(c) => {
+                // Checked against the stored submission: only its requester may cancel it.
+                let record = match sh.store.workflow(&c.workflow) {
+                    Ok(Some(record)) => record,
+                    Ok(None) => {
+                        tracing::warn!(workflow = %c.workflow.short(), %sender, "cancellation of a workflow this matchmaker does not hold; ignored");
+                        return Vec::new();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read a workflow to check its cancellation");
+                        return Vec::new();
+                    }
+                };
+                if let Err(reason) = super::cancel::authorize(&record.submission, &sender, &c) {
+                    tracing::warn!(workflow = %c.workflow.short(), %sender, %reason, "cancellation refused");
+                    return Vec::new();
+                }
+                Event::CancelRequested {
+                    workflow: c.workflow,
+                }
+            }
         };
         self.feed(sh, now, event, None)
     }

@@ -17,6 +17,7 @@
 //! - [`metrics`]: the runtime's Prometheus metrics.
 
 pub mod blobs;
+pub(crate) mod cancel;
 pub(crate) mod catch_up;
 pub(crate) mod core_loop;
 pub(crate) mod matchmaking;
@@ -84,6 +85,17 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("the node has stopped")]
     Stopped,
+    /// A cancellation names a workflow this node does not hold.
+    #[error("unknown workflow {0}")]
+    UnknownWorkflow(WorkflowId),
+    /// A cancellation this node refuses (not the requester's, or the workflow has ended).
+    #[error("cannot cancel workflow {workflow}: {reason}")]
+    CancelRefused {
+        /// The workflow.
+        workflow: WorkflowId,
+        /// Why, naming what is wrong.
+        reason: String,
+    },
 }
 
 /// A change in some workflow, for progress subscriptions.
@@ -121,6 +133,12 @@ pub(crate) enum Command {
     },
     LiveMatchmakers {
         reply: oneshot::Sender<Vec<PublicKey>>,
+    },
+    /// Its requester cancels a workflow (`owner_eth_signature`: see [`proofmesh_protocol::messages::WorkflowCancel`]).
+    Cancel {
+        workflow: WorkflowId,
+        owner_eth_signature: Option<Vec<u8>>,
+        reply: oneshot::Sender<Result<(), NodeError>>,
     },
     /// Fetch a blob from peers into the store.
     FetchBlob {
@@ -227,6 +245,27 @@ impl Api {
     /// once it is stored.
     pub async fn submit(&self, workflow: Workflow) -> Result<WorkflowId, NodeError> {
         self.submit_with(workflow, None, None).await
+    }
+
+    /// Cancels `workflow` for its requester: this node checks that it may (it owns the
+    /// workflow, or `owner_eth_signature` is the paying account's, see [`proofmesh_protocol::messages::WorkflowCancel`]),
+    /// then gossips the cancellation and hands it to every matchmaker it knows. The active
+    /// matchmaker fails the workflow; its status says so once that is heard.
+    pub async fn cancel(
+        &self,
+        workflow: WorkflowId,
+        owner_eth_signature: Option<Vec<u8>>,
+    ) -> Result<(), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Cancel {
+                workflow,
+                owner_eth_signature,
+                reply,
+            })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
     }
 
     /// As [`Self::submit`], with the requester's Ethereum address and escrow.

@@ -15,6 +15,8 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         match e {
             NodeError::InvalidWorkflow(e) => ApiError::Invalid(format!("invalid workflow: {e}")),
+            NodeError::UnknownWorkflow(id) => ApiError::UnknownWorkflow(id),
+            refused @ NodeError::CancelRefused { .. } => ApiError::Invalid(refused.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -74,6 +76,14 @@ impl NodeApi for Api {
                 .map_err(|_| ApiError::UnknownBlob(id))?;
         }
         NodeApi::blob(&self.reads(), id, offset, max_len).await
+    }
+
+    async fn cancel(
+        &self,
+        id: WorkflowId,
+        owner_eth_signature: Option<Vec<u8>>,
+    ) -> Result<(), ApiError> {
+        Ok(Api::cancel(self, id, owner_eth_signature).await?)
     }
 
     async fn operators(&self) -> Result<Vec<OperatorInfo>, ApiError> {

@@ -331,6 +331,83 @@ async fn a_failed_workflow_pays_the_work_done_and_hands_the_rest_back() {
     );
 }
 
+/// The requester cancels a running workflow with `proofmesh cancel`, signed by the key that
+/// paid its escrow: its tasks stop, the leaves accepted so far are paid, and the rest of the
+/// escrow is the requester's at once. A cancellation signed by any other key is refused with
+/// the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_workflow_stops_pays_what_was_accepted_and_hands_back_the_rest() {
+    let net = Net::up(chain_spec(2, 1));
+    let market = net.market().await;
+    let (id, workflow) = net
+        .submit_with_escrow(&sleepers("e2e-cancel", 12, 1_000, 60))
+        .await;
+    let n = workflow.tasks.len();
+    let max = proofmesh_node::chain::escrow::max_payment(&workflow);
+    let mut gw = net.rpc("gateway").await;
+    let started = wait_status(&mut gw, &id.to_hex(), "a first leaf accepted", WAIT, |s| {
+        s.done >= 1
+    })
+    .await;
+    assert!((started.done as usize) < n, "still running: {started:?}");
+    let gw_rpc = net.node("gateway").rpc.clone();
+
+    // Another key's cancellation is refused, naming who signed it and who may.
+    let stranger = net.dir.path().join("stranger.key");
+    std::fs::write(
+        &stranger,
+        format!("{:x}", proofmesh_chain::B256::repeat_byte(0x5a)),
+    )
+    .expect("key file");
+    let out = std::process::Command::new(crate::harness::proofmesh_bin())
+        .args(["cancel", &id.to_hex(), "--rpc", &gw_rpc, "--eth-key"])
+        .arg(&stranger)
+        .arg("--devnet")
+        .arg(net.dir.path())
+        .output()
+        .expect("proofmesh runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a stranger cannot cancel");
+    assert!(err.contains("but the workflow's requester is"), "{err}");
+    assert_eq!(
+        gw.status(&id.to_hex()).await.expect("status").state,
+        "active"
+    );
+
+    let shown = cli(&net, &["cancel", &id.to_hex(), "--rpc", &gw_rpc, "--wait"]);
+    assert!(shown.contains("state=failed"), "{shown}");
+    assert!(shown.contains("cancelled by its requester"), "{shown}");
+    let done = gw.status(&id.to_hex()).await.expect("status").done as usize;
+    assert!(done < n, "cancelled before the end: {done} of {n}");
+
+    // The accepted leaves are paid, nothing else; the rest goes back to the requester.
+    let by_op = completed_by(&net).await;
+    let accepted: usize = by_op.values().map(|(_, c)| *c as usize).sum();
+    assert_eq!(accepted, done, "the gateway's counts: {by_op:?}");
+    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+    let key = workflow_key(&id);
+    released(&market, key, expected).await;
+    let mut paid_tasks = 0;
+    for t in 0..n as u32 {
+        if market.paid_attempt(key, t).await.expect("paidAttempt") != 0 {
+            paid_tasks += 1;
+        }
+    }
+    assert_eq!(paid_tasks, done, "each accepted task paid, and only those");
+    let requester = net.requester().signer.address();
+    assert_eq!(
+        market.claimable(requester).await.expect("claimable"),
+        U256::from(max - expected),
+        "the rest of the escrow, to the wei"
+    );
+    // Nothing of it runs any more: the count stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        gw.status(&id.to_hex()).await.expect("status").done as usize,
+        done
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
     let mut spec = chain_spec(2, 1);
