@@ -545,14 +545,20 @@ impl State {
             Event::Assigned(a) => self.observed_assignment(a),
             Event::Verdict(v) => self.observed_verdict(v),
             Event::Relayed(r) => self.relayed(r, checker),
-            Event::WorkflowFailed { workflow } => match self.wf_index.get(&workflow) {
-                Some(&w) => self.end_failed(w, None),
-                None => self.buffer_early(workflow, Event::WorkflowFailed { workflow }),
-            },
-            Event::CancelRequested { workflow } => match self.wf_index.get(&workflow) {
-                Some(&w) => self.cancel_requested(w),
-                None => self.buffer_early(workflow, Event::CancelRequested { workflow }),
-            },
+            // Not held for a workflow not known (yet): one that has left the engine would be
+            // held for good. A node's catch-up asks about the workflow once its submission
+            // arrives, and the answer brings the failure again; a requester's cancellation is
+            // sent again until the workflow has failed.
+            Event::WorkflowFailed { workflow } => {
+                if let Some(&w) = self.wf_index.get(&workflow) {
+                    self.end_failed(w, None);
+                }
+            }
+            Event::CancelRequested { workflow } => {
+                if let Some(&w) = self.wf_index.get(&workflow) {
+                    self.cancel_requested(w);
+                }
+            }
             Event::Cancelled {
                 workflow,
                 task,
@@ -741,8 +747,6 @@ impl State {
                     Event::Verdict(v) => self.observed_verdict(v),
                     Event::Acceptance(a) => self.acceptance(a),
                     e @ Event::Cancelled { .. } => self.apply_early_cancel(e),
-                    Event::WorkflowFailed { .. } => self.end_failed(w, None),
-                    Event::CancelRequested { .. } => self.cancel_requested(w),
                     _ => {}
                 }
             }

@@ -97,14 +97,16 @@ pub enum Event {
     /// Another trusted matchmaker's [`Decision::WorkflowFailed`], seen on gossip (appended
     /// variant). The workflow ends here too, without a second announcement: a standby that
     /// takes it over later must not run it again, and an ordered stream must not wait for it.
-    /// If this matchmaker is active for it, its attempts in flight are called back.
+    /// If this matchmaker is active for it, its attempts in flight are called back. Ignored for
+    /// a workflow this engine does not hold (catch-up brings it again once it does).
     WorkflowFailed {
         /// Workflow.
         workflow: WorkflowId,
     },
     /// Its requester cancelled the workflow (appended variant; the node checked that the
     /// requester signed it). The matchmaker active for it fails it as
-    /// [`FailureReason::Cancelled`]; the others learn the failure from it.
+    /// [`FailureReason::Cancelled`]; the others learn the failure from it. Ignored for a
+    /// workflow this engine does not hold.
     CancelRequested {
         /// Workflow.
         workflow: WorkflowId,
