@@ -83,6 +83,7 @@ contract ProofMarket {
         address settler;
         bool refunded; // what was left went back to the requester (refund or release): closed
         bool proofAccepted;
+        bool released; // closed by a settler: only settlers report missed deadlines from then on
         // slot 2
         uint128 held; // still in escrow
         uint128 paid; // paid out to operators so far
@@ -230,6 +231,7 @@ contract ProofMarket {
     error DeadlineNotPassed(uint64 deadline);
     error DeadlinePassed(uint64 deadline);
     error OnlySettlerBeforeEscrowDeadline(uint64 escrowDeadline);
+    error OnlySettlerAfterRelease(bytes32 workflowId);
     error TaskFulfilled(uint256 task, uint256 attempt);
     error EvidenceUsed(bytes32 key);
     error ProofIsValid();
@@ -424,7 +426,8 @@ contract ProofMarket {
     /// on a workflow that ended (completed, or failed for good), credits what is left to the
     /// requester's `claimable`, so a requester is not locked out of its money until the
     /// deadline. Nothing can be settled from the escrow afterwards. It adds no trust: a settler
-    /// can already pay the whole escrow out to operators.
+    /// can already pay the whole escrow out to operators. From then on only settlers may report
+    /// a missed deadline of the workflow's attempts (see `slashMissedDeadline`).
     function release(bytes32 workflowId) external {
         Escrow storage e = _escrow(workflowId);
         if (!isSettler(workflowId, msg.sender)) revert NotSettler(msg.sender);
@@ -432,6 +435,7 @@ contract ProofMarket {
         uint256 amount = e.held;
         e.held = 0;
         e.refunded = true;
+        e.released = true;
         claimable[e.requester] += amount;
         emit EscrowReleased(workflowId, msg.sender, e.requester, amount);
     }
@@ -441,12 +445,17 @@ contract ProofMarket {
     /// @notice Slashes `operator` for an accepted attempt whose deadline passed without that
     /// attempt being paid. Evidence: the operator's EIP-712 signature over `acc`. Before the
     /// escrow deadline only the settler may report (it alone knows whether a late settlement is
-    /// pending); afterwards anyone may.
+    /// pending); afterwards anyone may, unless a settler released the escrow.
     function slashMissedDeadline(address operator, Acceptance calldata acc, bytes calldata signature) external {
         Escrow storage e = _escrow(acc.workflowId);
         if (block.timestamp <= acc.deadline) revert DeadlineNotPassed(acc.deadline);
-        if (block.timestamp <= e.deadline && !isSettler(acc.workflowId, msg.sender)) {
-            revert OnlySettlerBeforeEscrowDeadline(e.deadline);
+        if (!isSettler(acc.workflowId, msg.sender)) {
+            if (block.timestamp <= e.deadline) revert OnlySettlerBeforeEscrowDeadline(e.deadline);
+            // A settler released the escrow: it has paid what it owed and reported what was
+            // missed. An unpaid attempt left is one it called back (superseded, or its workflow
+            // failed or was cancelled); its operator stopped as told and must not be slashed
+            // on anyone else's word.
+            if (e.released) revert OnlySettlerAfterRelease(acc.workflowId);
         }
         _checkTaskAttempt(e, acc.task, acc.attempt);
         _checkSigner(operator, hashAcceptance(acc), signature);

@@ -309,6 +309,26 @@ contract ProofMarketTest is Base {
         vm.assertEq(requester.balance - before, 3.5 ether, "claimed to the wei");
     }
 
+    /// An attempt the settler called back (superseded, or its workflow failed or was cancelled)
+    /// is unpaid and past its deadline, but after a release nobody else may slash it.
+    function test_release_leavesMissedDeadlineReportsToSettlers() public {
+        registerOp(op, 1 ether);
+        uint64 escrowDeadline = uint64(block.timestamp + 2 days);
+        openEscrow(WF, 5 ether, escrowDeadline, 4);
+        ProofMarket.Acceptance memory acc = acceptance(WF, 1, 1, uint64(block.timestamp + 1 hours));
+        bytes memory sig = signAcceptance(OP_KEY, acc);
+        vm.prank(settler);
+        market.release(WF);
+        vm.warp(escrowDeadline + 1);
+        vm.prank(reporter);
+        vm.expectRevert(abi.encodeWithSelector(ProofMarket.OnlySettlerAfterRelease.selector, WF));
+        market.slashMissedDeadline(op, acc, sig);
+        // The settler still may: it knows which attempts were really missed.
+        vm.prank(settler);
+        market.slashMissedDeadline(op, acc, sig);
+        vm.assertEq(market.reputation(op).slashed, 1, "slashed by the settler");
+    }
+
     function test_release_afterRefund_reverts() public {
         uint64 deadline = uint64(block.timestamp + 1 days);
         openEscrow(WF, 2 ether, deadline, 4);

@@ -144,7 +144,10 @@ async fn release_hands_the_rest_back_before_the_deadline() {
     assert!(err.to_string().contains("NotSettler"), "{err}");
     settler.release(wf).await.expect("release");
     let e = env.market.escrow(wf).await.unwrap();
-    assert_eq!((e.held, e.paid, e.refunded), (0, 3 * ETH / 10, true));
+    assert_eq!(
+        (e.held, e.paid, e.refunded, e.released),
+        (0, 3 * ETH / 10, true, true)
+    );
     assert_eq!(
         env.market.claimable(requester.account()).await.unwrap(),
         wei(7 * ETH / 10),

@@ -49,13 +49,14 @@ fn format_escrow(
     claimable: U256,
 ) -> String {
     format!(
-        "id={} requester={:#x} settler={:#x} held_wei={} paid_wei={} closed={} proof_accepted={} deadline={} requester_claimable_wei={}",
+        "id={} requester={:#x} settler={:#x} held_wei={} paid_wei={} closed={} released={} proof_accepted={} deadline={} requester_claimable_wei={}",
         id.to_hex(),
         e.requester,
         e.settler,
         e.held,
         e.paid,
         e.refunded,
+        e.released,
         e.proofAccepted,
         e.deadline,
         claimable

@@ -151,6 +151,7 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     let shown = cli(&net, &["escrow", &id.to_hex()]);
     for kv in [
         "closed=true".to_owned(),
+        "released=true".to_owned(),
         "held_wei=0".to_owned(),
         format!("paid_wei={expected}"),
         format!("requester_claimable_wei={}", max - expected),
