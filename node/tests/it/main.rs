@@ -1,6 +1,7 @@
 //! proofmesh-node integration tests: one binary, one module per area.
 
 mod batches;
+mod cancel;
 mod cli_workflow;
 mod cluster;
 mod config;
