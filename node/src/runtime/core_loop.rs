@@ -1336,7 +1336,8 @@ impl Core {
                 }
             }
             Message::WorkflowFailed(f) => self.view.workflow_failed(&self.sh, &self.progress, f),
-            // Only a matchmaker acts on it (below); the view learns the outcome from it.
+            // Only a matchmaker acts on it (below); the view learns the outcome from the
+            // active matchmaker's failure that follows.
             Message::CancelWorkflow(_) => {}
             Message::SyncRequest(_)
             | Message::SyncReply(_)

@@ -563,8 +563,8 @@ impl MatchmakerRole {
                     Vec::new()
                 };
             }
-            // Another matchmaker failed it (our own failure comes back here too, a no-op then):
-            // the engine ends it, so taking it over later does not run it again.
+            // Another matchmaker failed it (this one's own decisions are not fed back): the
+            // engine ends it too, so taking it over later does not run it again.
             Message::WorkflowFailed(f) => Event::WorkflowFailed {
                 workflow: f.workflow,
             },
