@@ -16,7 +16,7 @@
 //! queued again (a matchmaker killed between a workflow's completion and its settle
 //! transaction pays after its restart; a job that failed is retried).
 
-use super::identity::{acceptance_of, proof_claim_of};
+use super::identity::{acceptance_of, calldata, proof_claim_of};
 use super::retry::with_retry;
 use crate::runtime::Settlement;
 use crate::store::Store;
@@ -300,7 +300,12 @@ pub async fn settle_workflow(
         return Ok(());
     }
     let mut lines: BTreeMap<Address, OperatorPayout> = BTreeMap::new();
+    // Final proofs: the results whose operator signed an on-chain claim for them.
+    let mut finals = Vec::new();
     for (task, result) in store.results(wf).map_err(|e| e.to_string())? {
+        if result.eth_claim.is_some() {
+            finals.push(result.clone());
+        }
         let paid = with_retry("paidAttempt", || client.paid_attempt(key, task))
             .await
             .map_err(|e| e.to_string())?;
@@ -353,6 +358,9 @@ pub async fn settle_workflow(
         };
         tracing::info!(workflow = %wf.short(), operators = batch.len(), tasks, total_wei = total, gas = out.gas_used, tx = %out.tx_hash, "settled on-chain");
     }
+    if record.state == WorkflowState::Completed {
+        record_final_proof(client, store, key, &finals).await?;
+    }
     if release {
         match with_retry("release", || client.release(key)).await {
             Ok(out) => {
@@ -363,6 +371,47 @@ pub async fn settle_workflow(
             }
             Err(e) => return Err(e.to_string()),
         }
+    }
+    Ok(())
+}
+
+/// Records a completed workflow's final proof on-chain (`submitFinalProof`: the market's
+/// verifier checks it and the escrow says `proofAccepted`), so a requester's contract can rely
+/// on the proof without checking it again off-chain. Once per escrow: skipped when another
+/// settler (or this one before a restart) recorded one. A proof the verifier refuses is not an
+/// error here (the matchmaker accepted it after checking it; the contract's word is logged).
+async fn record_final_proof(
+    client: &MarketClient,
+    store: &Store,
+    key: proofmesh_chain::B256,
+    finals: &[proofmesh_protocol::messages::SignedResult],
+) -> Result<(), String> {
+    let Some(result) = finals.first() else {
+        return Ok(());
+    };
+    let escrow = with_retry("escrow", || client.escrow(key))
+        .await
+        .map_err(|e| e.to_string())?;
+    if escrow.proofAccepted {
+        return Ok(());
+    }
+    let bytes = store
+        .blob(&result.result.output)
+        .map_err(|e| e.to_string())?
+        .ok_or("the final proof is not in the store")?;
+    let (proof, inputs) = calldata(&bytes)?;
+    match with_retry("submitFinalProof", || {
+        client.submit_final_proof(key, proof.clone().into(), inputs.clone())
+    })
+    .await
+    {
+        Ok(out) => {
+            tracing::info!(task = result.result.task, tx = %out.tx_hash, gas = out.gas_used, "final proof recorded on-chain")
+        }
+        Err(ChainError::Reverted { reason, .. }) => {
+            tracing::error!(task = result.result.task, %reason, "the market's verifier refused the final proof")
+        }
+        Err(e) => return Err(e.to_string()),
     }
     Ok(())
 }

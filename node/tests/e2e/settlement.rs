@@ -142,6 +142,10 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     // the deadline.
     let escrow = released(&market, key, escrow.paid).await;
     assert_eq!(escrow.paid, expected, "nothing paid after the release");
+    assert!(
+        escrow.proofAccepted,
+        "the final proof was recorded on-chain: the market's verifier accepted it"
+    );
     assert_eq!(
         market.claimable(requester).await.expect("claimable"),
         U256::from(max - expected),
@@ -152,6 +156,7 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     for kv in [
         "closed=true".to_owned(),
         "released=true".to_owned(),
+        "proof_accepted=true".to_owned(),
         "held_wei=0".to_owned(),
         format!("paid_wei={expected}"),
         format!("requester_claimable_wei={}", max - expected),
