@@ -75,6 +75,17 @@ pub fn chain(n: u32, attempts: u32) -> Workflow {
     }
 }
 
+/// A `chain(n, 3)` named `block-SEQ`, at sequence `seq` of ordered stream `stream`.
+pub fn block(stream: &str, seq: u64, n: u32) -> Workflow {
+    let mut w = chain(n, 3);
+    w.name = format!("block-{seq}");
+    w.ordering = Some(proofmesh_protocol::Ordering {
+        stream: stream.into(),
+        sequence: seq,
+    });
+    w
+}
+
 pub fn pipeline(leaves: u32) -> Workflow {
     zk_pipeline(leaves, 10, 5, 5, 5).workflow
 }

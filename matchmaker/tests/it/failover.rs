@@ -5,21 +5,32 @@ use proofmesh_protocol::PublicKey;
 
 /// Two matchmakers A and B over the same operators; returns them with A active for `wf`.
 fn pair(wf: &proofmesh_protocol::Workflow) -> (Matchmaker, Matchmaker, PublicKey, PublicKey) {
+    let (a, b, ka, kb, _) = pair_deciding(wf);
+    (a, b, ka, kb)
+}
+
+/// [`pair`], with what the active one decided on the submission (its first assignments; the
+/// standby has not seen them).
+fn pair_deciding(
+    wf: &proofmesh_protocol::Workflow,
+) -> (Matchmaker, Matchmaker, PublicKey, PublicKey, Vec<Decision>) {
     let ka = key(201).public();
     let kb = key(202).public();
     let mut a = Matchmaker::new(Config { me: ka, ..config() });
     let mut b = Matchmaker::new(Config { me: kb, ..config() });
+    let mut decided = Vec::new();
     for m in [&mut a, &mut b] {
         m.handle(0, Event::Matchmakers(vec![ka, kb]));
         for i in 1..=3 {
             m.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
         }
-        submit(m, 0, wf);
+        let (_, d) = submit(m, 0, wf);
+        decided.extend(d);
     }
     if a.is_active_for(&wf.id()) {
-        (a, b, ka, kb)
+        (a, b, ka, kb, decided)
     } else {
-        (b, a, kb, ka)
+        (b, a, kb, ka, decided)
     }
 }
 
@@ -62,16 +73,8 @@ fn gossip(follower: &mut Matchmaker, now: u64, ds: &[Decision]) {
 fn standby_takes_over_in_flight_work_and_never_accepts_twice() {
     let wf = chain(3, 3);
     let id = wf.id();
-    let (mut active, mut standby, _ka, kb) = pair(&wf);
+    let (mut active, mut standby, _ka, kb, d) = pair_deciding(&wf);
     assert!(!standby.is_active_for(&id));
-    // Replay the submission on the active one to get its first assignment.
-    let mut fresh = Matchmaker::new(active.config().clone());
-    fresh.handle(0, Event::Matchmakers(vec![active.config().me, kb]));
-    for i in 1..=3 {
-        fresh.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
-    }
-    let (_, d) = submit(&mut fresh, 0, &wf);
-    active = fresh;
     gossip(&mut standby, 0, &d);
     let a0 = assignments(&d).remove(0);
     let k0 = keypair_of(&a0, 3);
@@ -422,15 +425,7 @@ fn a_failure_or_cancellation_of_an_unknown_workflow_is_not_held() {
 #[test]
 fn a_stream_goes_on_past_a_sequence_another_matchmaker_failed() {
     let mut mm = with_operators(2, 1);
-    let mk = |seq: u64| {
-        let mut w = chain(1, 3);
-        w.name = format!("block-{seq}");
-        w.ordering = Some(proofmesh_protocol::Ordering {
-            stream: "blocks".into(),
-            sequence: seq,
-        });
-        w
-    };
+    let mk = |seq: u64| block("blocks", seq, 1);
     let (id1, d1) = submit(&mut mm, 0, &mk(1));
     let (id2, d2) = submit(&mut mm, 0, &mk(2));
     let a1 = assignments(&d1).remove(0);
@@ -461,20 +456,10 @@ fn a_stream_goes_on_past_a_sequence_another_matchmaker_failed() {
 fn a_cancellation_fails_the_workflow_where_it_is_active_only() {
     let wf = chain(3, 3);
     let id = wf.id();
-    let (mut active, mut standby, _ka, _kb) = pair(&wf);
+    let (mut active, mut standby, _ka, _kb, d) = pair_deciding(&wf);
     assert!(standby
         .handle(1, Event::CancelRequested { workflow: id })
         .is_empty());
-    let mut fresh = Matchmaker::new(active.config().clone());
-    fresh.handle(
-        0,
-        Event::Matchmakers(vec![active.config().me, standby.config().me]),
-    );
-    for i in 1..=3 {
-        fresh.handle(0, Event::OperatorAdvert(advert(&key(i), 1, 24_576)));
-    }
-    let (_, d) = submit(&mut fresh, 0, &wf);
-    active = fresh;
     let a0 = assignments(&d).remove(0);
     let d = active.handle(2, Event::CancelRequested { workflow: id });
     assert!(

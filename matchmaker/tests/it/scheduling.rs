@@ -99,18 +99,8 @@ fn an_operator_that_stops_heartbeating_is_presumed_down_and_its_task_moves() {
 #[test]
 fn ordered_stream_finalizes_in_sequence_order() {
     let mut mm = with_operators(2, 1);
-    let mut w1 = chain(1, 3);
-    w1.name = "block-1".into();
-    w1.ordering = Some(proofmesh_protocol::Ordering {
-        stream: "blocks".into(),
-        sequence: 1,
-    });
-    let mut w2 = chain(1, 3);
-    w2.name = "block-2".into();
-    w2.ordering = Some(proofmesh_protocol::Ordering {
-        stream: "blocks".into(),
-        sequence: 2,
-    });
+    let w1 = block("blocks", 1, 1);
+    let w2 = block("blocks", 2, 1);
     // Block 2 is submitted first but block 1 goes first under contention (1 GPU each, 2 ops).
     let (id2, d2) = submit(&mut mm, 0, &w2);
     let (id1, d1) = submit(&mut mm, 0, &w1);
@@ -137,15 +127,7 @@ fn ordered_stream_finalizes_in_sequence_order() {
 #[test]
 fn earlier_sequence_wins_contention() {
     let mut mm = with_operators(1, 1);
-    let mk = |seq: u64| {
-        let mut w = chain(2, 3);
-        w.name = format!("block-{seq}");
-        w.ordering = Some(proofmesh_protocol::Ordering {
-            stream: "s".into(),
-            sequence: seq,
-        });
-        w
-    };
+    let mk = |seq: u64| block("s", seq, 2);
     // Occupy the only GPU, then queue sequence 5 before sequence 4.
     let (_, d) = submit(&mut mm, 0, &chain(1, 3));
     let busy = assignments(&d).remove(0);
