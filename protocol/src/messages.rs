@@ -368,8 +368,8 @@ pub struct WorkflowFailure {
 
 /// A requester withdraws its workflow: the active matchmaker fails it as cancelled, calls its
 /// attempts back, pays the work accepted so far and releases the rest of the escrow. Only the
-/// requester may: the envelope is signed by the submission's `owner` key (a workflow submitted
-/// through a node's RPC is owned by that node), or `owner_eth_signature` is the submission's
+/// requester may: the envelope is signed by the submission's `owner` key (a workflow file
+/// submitted through a node's RPC is owned by that node), or `owner_eth_signature` is the submission's
 /// `owner_eth` account's EIP-191 signature over the cancel text of its escrow's market (what
 /// `proofmesh cancel` signs with the key that paid the escrow).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

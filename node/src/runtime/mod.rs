@@ -134,7 +134,8 @@ pub(crate) enum Command {
     LiveMatchmakers {
         reply: oneshot::Sender<Vec<PublicKey>>,
     },
-    /// Its requester cancels a workflow (`owner_eth_signature`: see [`proofmesh_protocol::messages::WorkflowCancel`]).
+    /// Its requester cancels a workflow (`owner_eth_signature`: see
+    /// [`proofmesh_protocol::messages::WorkflowCancel`]).
     Cancel {
         workflow: WorkflowId,
         owner_eth_signature: Option<Vec<u8>>,
@@ -248,9 +249,10 @@ impl Api {
     }
 
     /// Cancels `workflow` for its requester: this node checks that it may (it owns the
-    /// workflow, or `owner_eth_signature` is the paying account's, see [`proofmesh_protocol::messages::WorkflowCancel`]),
-    /// then gossips the cancellation and hands it to every matchmaker it knows. The active
-    /// matchmaker fails the workflow; its status says so once that is heard.
+    /// workflow, or `owner_eth_signature` is the paying account's, see
+    /// [`proofmesh_protocol::messages::WorkflowCancel`]), then gossips the cancellation and
+    /// hands it to every matchmaker it knows. The active matchmaker fails the workflow; its
+    /// status says so once that is heard.
     pub async fn cancel(
         &self,
         workflow: WorkflowId,
