@@ -74,6 +74,9 @@ const EVIDENCE: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("eviden
 /// (or found to need no payment), a piece of evidence reported (or found unusable). What is
 /// completed or stored but not here is settled again after a restart.
 const CHAIN_DONE: TableDefinition<'_, Key32, u64> = TableDefinition::new("chain_done");
+/// Workflows this node's matchmaker failed as the active one (id -> ms): it owes their escrow's
+/// release once their accepted work is paid, after a restart too.
+const RELEASE_OWED: TableDefinition<'_, Key32, u64> = TableDefinition::new("release_owed");
 const META_SCHEMA: &str = "schema_version";
 const META_CHAIN_CURSOR: &str = "chain_cursor";
 
@@ -476,6 +479,7 @@ impl Store {
             tx.open_table(OPERATORS)?;
             tx.open_table(STREAMS)?;
             tx.open_table(CHAIN_DONE)?;
+            tx.open_table(RELEASE_OWED)?;
             tx.open_table(EVIDENCE)?;
         }
         tx.commit()?;
@@ -1394,6 +1398,26 @@ impl Store {
     pub fn chain_done_ids(&self) -> Result<std::collections::HashSet<ContentId>, StoreError> {
         let tx = self.begin_read()?;
         let table = tx.open_table(CHAIN_DONE)?;
+        let mut out = std::collections::HashSet::new();
+        for row in table.iter()? {
+            out.insert(ContentId(row?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// Record that this node's matchmaker failed `workflow` as the active one, so it releases
+    /// the escrow once the work is paid (written with the failure's batch).
+    pub fn mark_release_owed(&self, workflow: &WorkflowId, at_ms: u64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.open_table(RELEASE_OWED)?.insert(workflow.0, at_ms)?;
+            Ok(())
+        })
+    }
+
+    /// Every workflow recorded by [`Self::mark_release_owed`].
+    pub fn release_owed(&self) -> Result<std::collections::HashSet<WorkflowId>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(RELEASE_OWED)?;
         let mut out = std::collections::HashSet::new();
         for row in table.iter()? {
             out.insert(ContentId(row?.0.value()));

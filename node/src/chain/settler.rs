@@ -224,13 +224,12 @@ impl Queue {
 ///
 /// A completed workflow's escrow is released after its payment: every node that holds it
 /// completed holds every task's result, so whoever settles it pays all of them first. A failed
-/// one is paid for what this node holds but not released: a node that learned of the failure
-/// may lack a result the failing matchmaker accepted, and closing the escrow would leave that
-/// work unpaid for good. Only the matchmaker that failed it releases it
-/// ([`Settlement::workflow_failed`]); if it died first, the requester refunds after the
-/// deadline.
+/// one is paid for what this node holds, but released only by the matchmaker that failed it
+/// ([`Store::mark_release_owed`]): a node that learned of the failure may lack a result the
+/// failing matchmaker accepted, and closing the escrow would leave that work unpaid for good.
 fn backlog(store: &Store) -> Result<Vec<Job>, crate::store::StoreError> {
     let done = store.chain_done_ids()?;
+    let owed = store.release_owed()?;
     let mut jobs = Vec::new();
     for (id, state) in store.workflows()? {
         if done.contains(&id) {
@@ -243,7 +242,7 @@ fn backlog(store: &Store) -> Result<Vec<Job>, crate::store::StoreError> {
             }),
             WorkflowState::Failed { .. } => jobs.push(Job::Settle {
                 workflow: id,
-                release: false,
+                release: owed.contains(&id),
             }),
             _ => {}
         }

@@ -771,6 +771,11 @@ pub(crate) fn decision_message(core: &mut Core, decision: Decision) -> Option<Me
             None
         }
         Decision::WorkflowFailed { workflow, reason } => {
+            // This matchmaker, active for it, owes its escrow's release: recorded with the
+            // failure, so a restart before the release still makes it.
+            if let Err(e) = core.sh.store.mark_release_owed(&workflow, now) {
+                tracing::error!(error = %e, "cannot record a failed workflow's release as owed");
+            }
             // Settlement reads the store from its own task: after the batch commits.
             let settlement = core.settlement.clone();
             core.after_commit(move || settlement.workflow_failed(&workflow));

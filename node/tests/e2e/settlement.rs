@@ -337,6 +337,54 @@ async fn a_failed_workflow_pays_the_work_done_and_hands_the_rest_back() {
     );
 }
 
+/// The matchmaker that failed a workflow dies before settling it: after its restart it still
+/// pays the accepted work and releases the escrow (the release it owes is in its store; a node
+/// that only heard of the failure would pay but not release).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matchmaker_killed_before_settling_a_failed_workflow_releases_it_after_restart() {
+    let mut net = Net::up(chain_spec(2, 1));
+    let market = net.market().await;
+    net.kill("matchmaker-0");
+    net.restart_with_env("matchmaker-0", &[(HOLD_ENV, "1")]);
+    let text = sleepers("e2e-failed-after-crash", 3, 50, 60)
+        .replace("max_attempts = 5", "max_attempts = 1")
+        .replace("args = [\"--ms\", \"20\"]", "args = [\"--no-such-flag\"]");
+    let (id, workflow) = net.submit_with_escrow(&text).await;
+    let n = workflow.tasks.len();
+    let max = proofmesh_node::chain::escrow::max_payment(&workflow);
+    let mut gw = net.rpc("gateway").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while gw.status(&id.to_hex()).await.expect("status").state != "failed" {
+        assert!(std::time::Instant::now() < deadline, "never failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(gw);
+    let key = workflow_key(&id);
+    assert_eq!(
+        market.escrow(key).await.expect("escrow").paid,
+        0,
+        "nothing is paid while the settler is held"
+    );
+
+    net.kill("matchmaker-0");
+    net.restart("matchmaker-0");
+    let by_op = completed_by(&net).await;
+    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+    assert_eq!(
+        by_op.values().map(|(_, c)| *c as usize).sum::<usize>(),
+        n - 1,
+        "the leaves: {by_op:?}"
+    );
+    released(&market, key, expected).await;
+    assert_eq!(
+        market
+            .claimable(net.requester().signer.address())
+            .await
+            .expect("claimable"),
+        U256::from(max - expected)
+    );
+}
+
 /// The requester cancels a running workflow with `proofmesh cancel`, signed by the key that
 /// paid its escrow: its tasks stop, the leaves accepted so far are paid, and the rest of the
 /// escrow is the requester's at once. A cancellation signed by any other key is refused with

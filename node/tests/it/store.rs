@@ -385,6 +385,21 @@ fn the_matchmaker_snapshot_is_replaced_and_survives_a_reopen() {
 }
 
 #[test]
+fn a_release_owed_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (ContentId([1; 32]), ContentId([2; 32]));
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.release_owed().unwrap().is_empty());
+        store.mark_release_owed(&a, 1).unwrap();
+        store.mark_release_owed(&b, 2).unwrap();
+        store.mark_release_owed(&a, 3).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.release_owed().unwrap(), [a, b].into_iter().collect());
+}
+
+#[test]
 fn refuses_a_newer_schema_version() {
     let dir = tempfile::tempdir().unwrap();
     {
