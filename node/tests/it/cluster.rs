@@ -805,6 +805,106 @@ async fn active_matchmaker_dies_and_the_other_takes_over() {
     cluster.shutdown().await;
 }
 
+/// A workflow the active matchmaker failed (here: its owner cancelled it) ends in the standby's
+/// engine too, which lets go of its attempts, and the standby runs nothing of it when it takes
+/// over after the active one stops. Before, the standby's engine never heard of the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_workflow_ends_on_the_standby_and_is_not_run_again_when_it_takes_over() {
+    let mut cluster = Cluster::start(&[
+        ("gw", Role::Gateway),
+        ("mm1", Role::Matchmaker),
+        ("mm2", Role::Matchmaker),
+        ("op1", Role::Operator),
+    ])
+    .await;
+    cluster.wait_adverts().await;
+    let gw = cluster.get("gw").api().clone();
+    // Attempts whose deadlines pass 3 s after they start (1 s plus the 2 s grace): a standby
+    // that missed the failure takes them for lost then, and sends the tasks out again.
+    let text = r#"
+name = "cancelled-takeover"
+[defaults]
+resources = { cpu = 1, memory_gb = 0.5 }
+timeout_s = 1
+max_attempts = 4
+
+[[task]]
+id = "leaf"
+program = "sleep@1"
+args = ["--ms", "2500"]
+count = 8
+"#;
+    let workflow = spec::load(text, Format::Toml).expect("valid").0;
+    let keys = [cluster.get("mm1").key(), cluster.get("mm2").key()];
+    let active = active_matchmaker(&routing_key(&workflow.id(), &workflow), &keys)
+        .expect("two live matchmakers");
+    let (active_name, standby, standby_key) = if active == keys[0] {
+        ("mm1", "mm2", keys[1])
+    } else {
+        ("mm2", "mm1", keys[0])
+    };
+    let id = gw.submit(workflow).await.expect("submit accepted");
+    wait_status(&gw, &id, "a task running", |s| {
+        s.tasks
+            .iter()
+            .any(|t| matches!(t.state, TaskState::Running { .. }))
+    })
+    .await;
+    gw.cancel(id, None).await.expect("the owner cancels");
+    wait_status(
+        cluster.get(standby).api(),
+        &id,
+        "the standby hears the failure",
+        |s| matches!(s.record.state, WorkflowState::Failed { .. }),
+    )
+    .await;
+    // Its engine holds the workflow finished: the role lets go of its attempts (every 250 ms).
+    let deadline = Instant::now() + WAIT;
+    let held = || {
+        metric(
+            cluster.get(standby).handle.as_ref().expect("up"),
+            "proofmesh_matchmaker_workflows",
+        )
+    };
+    while held() != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the standby still keeps {} workflows' attempts",
+            held()
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    let op = cluster.get("op1").handle.as_ref().expect("up");
+    let attempts = metric(op, "proofmesh_operator_attempts");
+    assert!(attempts >= 1.0, "the operator ran the first wave");
+
+    cluster.get_mut(active_name).stop().await;
+    let deadline = Instant::now() + WAIT;
+    while cluster
+        .get(standby)
+        .api()
+        .live_matchmakers()
+        .await
+        .expect("up")
+        != vec![standby_key]
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never saw the active one go"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    // Past the first cancelled attempts' deadlines.
+    sleep(Duration::from_millis(4_500)).await;
+    let op = cluster.get("op1").handle.as_ref().expect("up");
+    assert_eq!(
+        metric(op, "proofmesh_operator_attempts"),
+        attempts,
+        "no attempt of the cancelled workflow was assigned again"
+    );
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_dies_mid_task_and_its_task_is_reassigned() {
     let mut cluster = Cluster::start(&[
