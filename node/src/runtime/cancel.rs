@@ -16,14 +16,19 @@ pub fn authorize(
     cancel: &WorkflowCancel,
 ) -> Result<(), String> {
     let Some(signature) = &cancel.owner_eth_signature else {
-        return if *signer == submission.owner {
-            Ok(())
-        } else {
-            Err(format!(
-                "only the workflow's owner may cancel it without an Ethereum signature: sent by node {signer}, owned by node {}",
-                submission.owner
-            ))
-        };
+        if *signer == submission.owner {
+            return Ok(());
+        }
+        let mut why = format!(
+            "only the workflow's owner may cancel it without an Ethereum signature: sent by node {signer}, owned by node {}",
+            submission.owner
+        );
+        if submission.owner_eth.is_some() {
+            why.push_str(
+                "; sign it with the key that paid its escrow (proofmesh cancel --eth-key FILE, or --devnet DIR)",
+            );
+        }
+        return Err(why);
     };
     let (Some(owner), Some(escrow)) = (submission.owner_eth, submission.escrow.as_ref()) else {
         return Err(
@@ -88,6 +93,7 @@ mod tests {
         assert!(authorize(&s, &owner, &plain).is_ok());
         let err = authorize(&s, &other, &plain).expect_err("not the owner");
         assert!(err.contains("only the workflow's owner"), "{err}");
+        assert!(err.contains("the key that paid its escrow"), "{err}");
 
         let signed = |by: &PrivateKeySigner| WorkflowCancel {
             workflow: id,
