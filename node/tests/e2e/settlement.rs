@@ -220,8 +220,7 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
 async fn matchmaker_killed_before_settling_pays_after_restart() {
     let mut net = Net::up(chain_spec(2, 1));
     let market = net.market().await;
-    net.kill("matchmaker-0");
-    net.restart_with_env("matchmaker-0", &[(HOLD_ENV, "1")]);
+    hold_settlement(&mut net);
 
     let (id, workflow) = net
         .submit_with_escrow(&sleepers("e2e-settle-after-crash", 4, 100, 60))
@@ -274,31 +273,52 @@ fn sleepers(name: &str, leaves: u32, ms: u64, timeout_s: u64) -> String {
     )
 }
 
+/// [`sleepers`] whose root fails every one of its `attempts` (the prover refuses an unknown
+/// flag): the leaves succeed, then the workflow fails.
+fn failing_root(name: &str, leaves: u32, attempts: u32) -> String {
+    sleepers(name, leaves, 50, 60)
+        .replace("max_attempts = 5", &format!("max_attempts = {attempts}"))
+        .replace("args = [\"--ms\", \"20\"]", "args = [\"--no-such-flag\"]")
+}
+
+/// Polls `gw` until the workflow failed (panics if it completes, or after [`WAIT`]).
+async fn wait_failed(
+    gw: &mut proofmesh_node::rpc::RpcClient,
+    id: &proofmesh_protocol::WorkflowId,
+) -> proofmesh_node::rpc::WorkflowStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s = gw.status(&id.to_hex()).await.expect("status");
+        if s.state == "failed" {
+            return s;
+        }
+        assert_ne!(s.state, "completed", "the root cannot succeed");
+        assert!(std::time::Instant::now() < deadline, "never failed: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Restarts the matchmaker with its settler held (`HOLD_ENV`): it settles nothing, as if it
+/// died in the window between deciding and settling.
+fn hold_settlement(net: &mut Net) {
+    net.kill("matchmaker-0");
+    net.restart_with_env("matchmaker-0", &[(HOLD_ENV, "1")]);
+}
+
 /// A workflow that fails for good still owes its accepted work: the matchmaker that failed it
 /// pays every accepted task, then releases the escrow, so the requester gets the rest at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_workflow_pays_the_work_done_and_hands_the_rest_back() {
     let net = Net::up(chain_spec(2, 1));
     let market = net.market().await;
-    // The leaves succeed; the root, run only after them, fails every attempt (the prover
-    // refuses an unknown flag), so the workflow fails after its accepted leaves.
-    let text = sleepers("e2e-failed-escrow", 4, 50, 60)
-        .replace("max_attempts = 5", "max_attempts = 2")
-        .replace("args = [\"--ms\", \"20\"]", "args = [\"--no-such-flag\"]");
-    let (id, workflow) = net.submit_with_escrow(&text).await;
+    // The root, run only after the leaves, fails every attempt.
+    let (id, workflow) = net
+        .submit_with_escrow(&failing_root("e2e-failed-escrow", 4, 2))
+        .await;
     let n = workflow.tasks.len();
     let max = proofmesh_node::chain::escrow::max_payment(&workflow);
     let mut gw = net.rpc("gateway").await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        let s = gw.status(&id.to_hex()).await.expect("status");
-        if s.state == "failed" {
-            break s;
-        }
-        assert_ne!(s.state, "completed", "the root cannot succeed");
-        assert!(std::time::Instant::now() < deadline, "never failed: {s:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = wait_failed(&mut gw, &id).await;
     assert_eq!(
         status.done as usize,
         n - 1,
@@ -344,20 +364,14 @@ async fn a_failed_workflow_pays_the_work_done_and_hands_the_rest_back() {
 async fn matchmaker_killed_before_settling_a_failed_workflow_releases_it_after_restart() {
     let mut net = Net::up(chain_spec(2, 1));
     let market = net.market().await;
-    net.kill("matchmaker-0");
-    net.restart_with_env("matchmaker-0", &[(HOLD_ENV, "1")]);
-    let text = sleepers("e2e-failed-after-crash", 3, 50, 60)
-        .replace("max_attempts = 5", "max_attempts = 1")
-        .replace("args = [\"--ms\", \"20\"]", "args = [\"--no-such-flag\"]");
-    let (id, workflow) = net.submit_with_escrow(&text).await;
+    hold_settlement(&mut net);
+    let (id, workflow) = net
+        .submit_with_escrow(&failing_root("e2e-failed-after-crash", 3, 1))
+        .await;
     let n = workflow.tasks.len();
     let max = proofmesh_node::chain::escrow::max_payment(&workflow);
     let mut gw = net.rpc("gateway").await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while gw.status(&id.to_hex()).await.expect("status").state != "failed" {
-        assert!(std::time::Instant::now() < deadline, "never failed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_failed(&mut gw, &id).await;
     drop(gw);
     let key = workflow_key(&id);
     assert_eq!(
