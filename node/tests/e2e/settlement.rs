@@ -59,6 +59,16 @@ async fn released(
     .await
 }
 
+/// What the operators are owed for their completed tasks: completed x price, summed.
+fn owed(by_op: &BTreeMap<String, (u128, u64)>) -> u128 {
+    by_op.values().map(|(p, c)| p * u128::from(*c)).sum()
+}
+
+/// Tasks completed, over every operator.
+fn tasks_done(by_op: &BTreeMap<String, (u128, u64)>) -> usize {
+    by_op.values().map(|(_, c)| *c as usize).sum()
+}
+
 /// Operator name -> (advertised price, tasks completed per the gateway).
 async fn completed_by(net: &Net) -> BTreeMap<String, (u128, u64)> {
     let mut gw = net.rpc("gateway").await;
@@ -121,12 +131,8 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
 
     // Each operator is paid exactly completed x its price, and the escrow paid the sum.
     let by_op = completed_by(&net).await;
-    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
-    assert_eq!(
-        by_op.values().map(|(_, c)| *c as usize).sum::<usize>(),
-        n,
-        "every task counted once: {by_op:?}"
-    );
+    let expected = owed(&by_op);
+    assert_eq!(tasks_done(&by_op), n, "every task counted once: {by_op:?}");
     let key = workflow_key(&id);
     let escrow = eventually("settlement", WAIT, || async {
         let e = market.escrow(key).await.map_err(|e| e.to_string())?;
@@ -233,17 +239,9 @@ async fn matchmaker_killed_before_settling_pays_after_restart() {
     let mut gw = net.rpc("gateway").await;
     wait_completed(&mut gw, &id.to_hex(), "completion on the gateway", WAIT, n).await;
     drop(gw);
-    assert_eq!(
-        market.escrow(key).await.expect("escrow").paid,
-        0,
-        "nothing is paid while the settler is held"
-    );
-
-    // Dies in the window, comes back without the fault: its store says what is unsettled.
-    net.kill("matchmaker-0");
-    net.restart("matchmaker-0");
+    unhold_settlement(&mut net, &market, key).await;
     let by_op = completed_by(&net).await;
-    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+    let expected = owed(&by_op);
     // Paid, then released, from the store's backlog (the job in memory died with the node).
     released(&market, key, expected).await;
     for t in 0..n as u32 {
@@ -305,6 +303,23 @@ fn hold_settlement(net: &mut Net) {
     net.restart_with_env("matchmaker-0", &[(HOLD_ENV, "1")]);
 }
 
+/// After [`hold_settlement`]: checks nothing of `key`'s escrow was paid, then kills the
+/// matchmaker (dying in the window) and starts it again without the fault: its store says
+/// what is unsettled.
+async fn unhold_settlement(
+    net: &mut Net,
+    market: &proofmesh_chain::MarketClient,
+    key: proofmesh_chain::B256,
+) {
+    assert_eq!(
+        market.escrow(key).await.expect("escrow").paid,
+        0,
+        "nothing is paid while the settler is held"
+    );
+    net.kill("matchmaker-0");
+    net.restart("matchmaker-0");
+}
+
 /// A workflow that fails for good still owes its accepted work: the matchmaker that failed it
 /// pays every accepted task, then releases the escrow, so the requester gets the rest at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,9 +341,9 @@ async fn a_failed_workflow_pays_the_work_done_and_hands_the_rest_back() {
     );
 
     let by_op = completed_by(&net).await;
-    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+    let expected = owed(&by_op);
     assert_eq!(
-        by_op.values().map(|(_, c)| *c as usize).sum::<usize>(),
+        tasks_done(&by_op),
         n - 1,
         "the leaves, counted once: {by_op:?}"
     );
@@ -374,21 +389,10 @@ async fn matchmaker_killed_before_settling_a_failed_workflow_releases_it_after_r
     wait_failed(&mut gw, &id).await;
     drop(gw);
     let key = workflow_key(&id);
-    assert_eq!(
-        market.escrow(key).await.expect("escrow").paid,
-        0,
-        "nothing is paid while the settler is held"
-    );
-
-    net.kill("matchmaker-0");
-    net.restart("matchmaker-0");
+    unhold_settlement(&mut net, &market, key).await;
     let by_op = completed_by(&net).await;
-    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
-    assert_eq!(
-        by_op.values().map(|(_, c)| *c as usize).sum::<usize>(),
-        n - 1,
-        "the leaves: {by_op:?}"
-    );
+    let expected = owed(&by_op);
+    assert_eq!(tasks_done(&by_op), n - 1, "the leaves: {by_op:?}");
     released(&market, key, expected).await;
     assert_eq!(
         market
@@ -450,9 +454,9 @@ async fn a_cancelled_workflow_stops_pays_what_was_accepted_and_hands_back_the_re
 
     // The accepted leaves are paid, nothing else; the rest goes back to the requester.
     let by_op = completed_by(&net).await;
-    let accepted: usize = by_op.values().map(|(_, c)| *c as usize).sum();
+    let accepted = tasks_done(&by_op);
     assert_eq!(accepted, done, "the gateway's counts: {by_op:?}");
-    let expected: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+    let expected = owed(&by_op);
     let key = workflow_key(&id);
     released(&market, key, expected).await;
     let mut paid_tasks = 0;
@@ -539,7 +543,7 @@ async fn operator_sigkilled_mid_task_is_slashed_for_the_missed_deadline() {
     let key = workflow_key(&id);
     eventually("settlement", WAIT, || async {
         let paid = market.escrow(key).await.map_err(|e| e.to_string())?.paid;
-        let want: u128 = by_op.values().map(|(p, c)| p * u128::from(*c)).sum();
+        let want = owed(&by_op);
         if paid == want {
             Ok(())
         } else {
