@@ -1388,36 +1388,45 @@ impl Store {
 
     /// Record that `id`'s on-chain settlement is done (at `at_ms`).
     pub fn mark_chain_done(&self, id: &ContentId, at_ms: u64) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.open_table(CHAIN_DONE)?.insert(id.0, at_ms)?;
-            Ok(())
-        })
+        self.mark_in(CHAIN_DONE, id, at_ms)
     }
 
     /// Every content id whose on-chain settlement is recorded as done (one read, for scans).
     pub fn chain_done_ids(&self) -> Result<std::collections::HashSet<ContentId>, StoreError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(CHAIN_DONE)?;
-        let mut out = std::collections::HashSet::new();
-        for row in table.iter()? {
-            out.insert(ContentId(row?.0.value()));
-        }
-        Ok(out)
+        self.ids_in(CHAIN_DONE)
     }
 
     /// Record that this node's matchmaker failed `workflow` as the active one, so it releases
     /// the escrow once the work is paid (written with the failure's batch).
     pub fn mark_release_owed(&self, workflow: &WorkflowId, at_ms: u64) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.open_table(RELEASE_OWED)?.insert(workflow.0, at_ms)?;
-            Ok(())
-        })
+        self.mark_in(RELEASE_OWED, workflow, at_ms)
     }
 
     /// Every workflow recorded by [`Self::mark_release_owed`].
     pub fn release_owed(&self) -> Result<std::collections::HashSet<WorkflowId>, StoreError> {
+        self.ids_in(RELEASE_OWED)
+    }
+
+    /// Record `id` (at `at_ms`) in a journal table of ids.
+    fn mark_in(
+        &self,
+        table: TableDefinition<'_, Key32, u64>,
+        id: &ContentId,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.open_table(table)?.insert(id.0, at_ms)?;
+            Ok(())
+        })
+    }
+
+    /// Every id in a journal table of ids (one read).
+    fn ids_in(
+        &self,
+        table: TableDefinition<'_, Key32, u64>,
+    ) -> Result<std::collections::HashSet<ContentId>, StoreError> {
         let tx = self.begin_read()?;
-        let table = tx.open_table(RELEASE_OWED)?;
+        let table = tx.open_table(table)?;
         let mut out = std::collections::HashSet::new();
         for row in table.iter()? {
             out.insert(ContentId(row?.0.value()));
