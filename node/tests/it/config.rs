@@ -26,6 +26,16 @@ fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     move |k| map.get(k).cloned()
 }
 
+/// A `node.toml` holding `text`, in a temporary directory (kept alive by the returned handle),
+/// and its path.
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap().to_owned();
+    (dir, path)
+}
+
 const EXAMPLE: &str = include_str!("../../node.example.toml");
 
 #[test]
@@ -64,14 +74,10 @@ fn commented_operator_sections_of_the_example_are_valid() {
 
 #[test]
 fn layering_file_then_env_then_flags() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("node.toml");
-    std::fs::write(
-        &file,
+    let (_dir, file_s) = config_file(
         "data_dir = \"/from/file\"\n[network]\nnetwork_id = 5\n[chain]\nchain_id = 10\n",
-    )
-    .unwrap();
-    let file_s = file.to_str().unwrap();
+    );
+    let file_s = file_s.as_str();
 
     let c = NodeConfig::load_with_env(&args(&["--config", file_s]), env(&[])).unwrap();
     assert_eq!(
@@ -123,14 +129,9 @@ fn layering_file_then_env_then_flags() {
 
 #[test]
 fn the_matchmaker_snapshot_period_layers_and_reaches_the_runtime() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("node.toml");
-    std::fs::write(
-        &file,
-        "[roles]\nmatchmaker = true\n[matchmaker]\nsnapshot_every_events = 500\n",
-    )
-    .unwrap();
-    let file_s = file.to_str().unwrap();
+    let (_dir, file_s) =
+        config_file("[roles]\nmatchmaker = true\n[matchmaker]\nsnapshot_every_events = 500\n");
+    let file_s = file_s.as_str();
     let period = |c: &NodeConfig| c.matchmaker.snapshot_every_events;
     let c = NodeConfig::load_with_env(&args(&["--config", file_s]), env(&[])).unwrap();
     assert_eq!(period(&c), 500);
@@ -237,10 +238,8 @@ fn test_config_uses_port_zero_and_a_fresh_dir() {
 #[test]
 fn trusted_matchmakers_layer_like_every_field_and_a_bad_key_is_named() {
     let (k1, k2, k3) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("node.toml");
-    std::fs::write(&file, format!("[network]\nmatchmakers = [\"{k1}\"]\n")).unwrap();
-    let file_s = file.to_str().unwrap();
+    let (_dir, file_s) = config_file(&format!("[network]\nmatchmakers = [\"{k1}\"]\n"));
+    let file_s = file_s.as_str();
     let keys = |c: &NodeConfig| -> Vec<String> {
         c.trusted_matchmakers()
             .unwrap()
