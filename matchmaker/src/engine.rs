@@ -18,6 +18,7 @@
 use crate::checker::{ResultChecker, SignatureChecker};
 use crate::config::Config;
 use crate::event::{AttemptCause, AttemptRecord, Decision, Event, FailureReason, SlashEvidence};
+use crate::fit;
 use crate::operators::OperatorState;
 use crate::rendezvous::{active_matchmaker, routing_key};
 use crate::reputation::ProgramStats;
@@ -612,7 +613,7 @@ impl State {
             live_eligible: 0,
         };
         for (o, op) in self.ops.iter_mut().enumerate() {
-            if op.runs(program) && op.price_wei <= max_price && op.could_fit(&res) {
+            if fit::eligible(op, program, &res, max_price) {
                 op.classes.push(c);
                 if op.up {
                     class.live_eligible += 1;
@@ -865,10 +866,7 @@ impl State {
                 .iter()
                 .find(|(_, &id)| id == class.program)
                 .map(|(p, _)| p);
-            if program.is_some_and(|p| op.runs(p))
-                && op.price_wei <= class.max_price
-                && op.could_fit(&class.res)
-            {
+            if program.is_some_and(|p| fit::eligible(op, p, &class.res, class.max_price)) {
                 classes.push(c as u32);
             }
         }

@@ -8,6 +8,7 @@
 //! - [`event`]: what goes in ([`Event`]) and what comes out ([`Decision`]).
 //! - [`engine`]: the state machine ([`Matchmaker`]).
 //! - [`operators`]: per-operator capacity, exact reservations and liveness.
+//! - [`fit`]: whether an operator could ever run a task, and why none could.
 //! - [`reputation`]: the operator score (on-chain counters, observed behaviour, price, load).
 //! - [`checker`]: pluggable result verification.
 //! - [`rendezvous`]: which of several matchmakers is active for a workflow.
@@ -18,6 +19,7 @@ pub mod checker;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod fit;
 pub mod operators;
 pub mod rendezvous;
 pub mod reputation;

@@ -108,7 +108,7 @@ fn main() {
     let record = store.workflow(&id).expect("read").expect("present");
     let mut status = Vec::new();
     for _ in 0..iters {
-        status.push(time(|| compute_status(&record, &store.tasks(&id).expect("tasks"))).1);
+        status.push(time(|| compute_status(&record, &store.tasks(&id).expect("tasks"), None)).1);
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()

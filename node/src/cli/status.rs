@@ -27,9 +27,13 @@ pub fn format_status(s: &WorkflowStatus) -> String {
     out.push('\n');
     for st in &s.stages {
         out.push_str(&format!(
-            "stage={} total={} done={} running={} pending={} failed={} failed_attempts={}\n",
+            "stage={} total={} done={} running={} pending={} failed={} failed_attempts={}",
             st.name, st.total, st.done, st.running, st.pending, st.failed, st.failed_attempts
         ));
+        if let Some(why) = &st.unmatched {
+            out.push_str(&format!(" unmatched={why:?}"));
+        }
+        out.push('\n');
     }
     out
 }
@@ -46,4 +50,46 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proofmesh_node::rpc::StageProgress;
+
+    #[test]
+    fn a_stage_no_operator_can_run_says_why() {
+        let stage = |name: &str, unmatched: Option<&str>| StageProgress {
+            name: name.into(),
+            total: 1,
+            pending: 1,
+            running: 0,
+            done: 0,
+            failed: 0,
+            failed_attempts: 0,
+            unmatched: unmatched.map(str::to_owned),
+        };
+        let status = WorkflowStatus {
+            id: "ab".into(),
+            name: "w".into(),
+            state: "active".into(),
+            reason: None,
+            submitted_at_ms: 0,
+            deadline_ms: 1,
+            tasks: 2,
+            done: 0,
+            stages: vec![stage("leaf", None), stage("final", Some("needs 8 cores"))],
+        };
+        let text = format_status(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "stage=leaf total=1 done=0 running=0 pending=1 failed=0 failed_attempts=0"
+        );
+        assert_eq!(
+            lines[2],
+            "stage=final total=1 done=0 running=0 pending=1 failed=0 failed_attempts=0 \
+             unmatched=\"needs 8 cores\""
+        );
+    }
 }

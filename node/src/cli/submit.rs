@@ -86,11 +86,30 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             }
         };
         println!("{}", outcome.id);
+        for line in unmatched_warnings(&outcome) {
+            eprintln!("{line}");
+        }
         if !args.wait {
             return Ok(ExitCode::SUCCESS);
         }
         wait(&mut client, &outcome.id).await
     })
+}
+
+/// One line per stage that no operator seen lately could run: the workflow is accepted, but
+/// those tasks wait for such an operator, and the requester may rather cancel it.
+pub fn unmatched_warnings(outcome: &SubmitOutcome) -> Vec<String> {
+    outcome
+        .unmatched
+        .iter()
+        .map(|u| {
+            format!(
+                "warning: stage {}: no operator seen in the last minute can run its tasks ({}); \
+                 they wait for one (`proofmesh cancel {}` stops the workflow)",
+                u.stage, u.reason, outcome.id
+            )
+        })
+        .collect()
 }
 
 struct Bars {
@@ -122,10 +141,14 @@ impl Bars {
                 bar
             });
             bar.set_position(stage.done);
-            bar.set_message(format!(
+            let mut message = format!(
                 "running={} failed={} retries={}",
                 stage.running, stage.failed, stage.failed_attempts
-            ));
+            );
+            if stage.unmatched.is_some() {
+                message.push_str(" waiting for an operator that can run it");
+            }
+            bar.set_message(message);
         }
     }
 
@@ -168,5 +191,32 @@ async fn wait(client: &mut RpcClient, id: &str) -> anyhow::Result<ExitCode> {
             status.reason.as_deref().unwrap_or("no reason given")
         );
         return Ok(ExitCode::FAILURE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proofmesh_node::rpc::UnmatchedStage;
+
+    #[test]
+    fn each_unmatched_stage_gets_a_warning_naming_it_and_how_to_stop() {
+        let mut outcome = SubmitOutcome {
+            id: "ab12".into(),
+            new: true,
+            tasks: 3,
+            unmatched: Vec::new(),
+        };
+        assert!(unmatched_warnings(&outcome).is_empty());
+        outcome.unmatched.push(UnmatchedStage {
+            stage: "final".into(),
+            reason: "needs 8 cores; operators running sleep@1 (1) have at most 2".into(),
+        });
+        assert_eq!(
+            unmatched_warnings(&outcome),
+            ["warning: stage final: no operator seen in the last minute can run its tasks (needs \
+              8 cores; operators running sleep@1 (1) have at most 2); they wait for one \
+              (`proofmesh cancel ab12` stops the workflow)"]
+        );
     }
 }

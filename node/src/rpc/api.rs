@@ -30,6 +30,20 @@ pub struct SubmitOutcome {
     pub new: bool,
     /// Tasks after expansion.
     pub tasks: u64,
+    /// Stages no operator seen lately could run (the workflow is accepted all the same, and
+    /// those tasks wait for such an operator).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmatched: Vec<UnmatchedStage>,
+}
+
+/// A stage whose tasks no operator seen in the last minute could run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmatchedStage {
+    /// Stage name.
+    pub stage: String,
+    /// Which requirement none of them meets, e.g. `needs 1 GPU(s) with 40960 MiB of VRAM;
+    /// operators running groth16-final@1 (4) have at most 0`.
+    pub reason: String,
 }
 
 /// Per-stage progress: a stage is the tasks sharing a name before `[`, e.g. `prove[0..511]`.
@@ -49,6 +63,10 @@ pub struct StageProgress {
     pub failed: u64,
     /// Failed attempts so far (retried or not).
     pub failed_attempts: u64,
+    /// Why its pending tasks find no operator, when no operator seen in the last minute could
+    /// run them (an active workflow's only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatched: Option<String>,
 }
 
 /// Result of `pm_status`, and the payload of every `pm_progress` notification.

@@ -14,10 +14,11 @@
 pub mod api;
 pub mod client;
 mod store_api;
+pub mod unmatched;
 
 pub use api::{
     ApiError, BlobSlice, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress,
-    SubmitOutcome, SubmitRequest, WorkflowStatus,
+    SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowStatus,
 };
 pub use client::{ClientError, RpcClient};
 pub use store_api::{compute_status, operator_info, StoreApi};

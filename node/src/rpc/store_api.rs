@@ -4,13 +4,17 @@
 
 use super::api::{
     ApiError, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress,
-    SubmitOutcome, SubmitRequest, WorkflowStatus,
+    SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowStatus,
 };
+use super::unmatched;
 use crate::metrics::NodeMetrics;
 use crate::network::BlobChunk;
-use crate::store::{OperatorRecord, Store, TaskRecord, TaskState, WorkflowRecord, WorkflowState};
+use crate::store::{
+    OperatorRecord, Store, StoreError, TaskRecord, TaskState, WorkflowRecord, WorkflowState,
+};
+use proofmesh_matchmaker::operators::OperatorState;
 use proofmesh_protocol::messages::Submission;
-use proofmesh_protocol::{ContentId, PublicKey, TaskIndex, WorkflowId};
+use proofmesh_protocol::{ContentId, PublicKey, TaskIndex, Workflow, WorkflowId};
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc};
@@ -24,6 +28,8 @@ pub struct StoreApi {
     changes: broadcast::Sender<WorkflowId>,
     submissions: Option<mpsc::UnboundedSender<Submission>>,
     metrics: Option<NodeMetrics>,
+    /// Whether the store's operator adverts are the market's (see [`StoreApi::blind_to_operators`]).
+    sees_operators: bool,
 }
 
 fn now_ms() -> u64 {
@@ -53,6 +59,7 @@ impl StoreApi {
             changes,
             submissions: None,
             metrics: None,
+            sees_operators: true,
         }
     }
 
@@ -60,6 +67,21 @@ impl StoreApi {
     pub fn with_submissions(mut self, tx: mpsc::UnboundedSender<Submission>) -> Self {
         self.submissions = Some(tx);
         self
+    }
+
+    /// Say nothing of stages no operator could run: the store holds no adverts to tell (a node
+    /// that only operates does not follow them).
+    pub fn blind_to_operators(mut self) -> Self {
+        self.sees_operators = false;
+        self
+    }
+
+    /// The stages of `wf` no operator the store knows could run (none when blind to them).
+    pub fn unmatched(&self, wf: &Workflow) -> Result<Vec<UnmatchedStage>, StoreError> {
+        if !self.sees_operators {
+            return Ok(Vec::new());
+        }
+        unmatched::on_submit(&self.store, wf, now_ms())
     }
 
     /// Count submissions in `metrics`.
@@ -86,17 +108,19 @@ impl StoreApi {
     }
 }
 
-/// Status of a workflow from its record and its written task records.
+/// Status of a workflow from its record and its written task records; with `operators` (those
+/// present), an active workflow's stages with pending tasks none of them could run say why.
 pub fn compute_status(
     record: &WorkflowRecord,
     tasks: &[(TaskIndex, TaskRecord)],
+    operators: Option<&[OperatorState]>,
 ) -> WorkflowStatus {
     let wf = &record.submission.workflow;
     let mut stages: Vec<StageProgress> = Vec::new();
     let mut stage_of_name: HashMap<&str, usize> = HashMap::new();
     let mut stage_of_task = Vec::with_capacity(wf.tasks.len());
     for task in &wf.tasks {
-        let name = task.name.split('[').next().unwrap_or(&task.name);
+        let name = unmatched::stage_of(&task.name);
         let idx = *stage_of_name.entry(name).or_insert_with(|| {
             stages.push(StageProgress {
                 name: name.to_owned(),
@@ -106,6 +130,7 @@ pub fn compute_status(
                 done: 0,
                 failed: 0,
                 failed_attempts: 0,
+                unmatched: None,
             });
             stages.len() - 1
         });
@@ -130,6 +155,19 @@ pub fn compute_status(
             TaskState::Failed => stage.failed += 1,
         }
         stage.pending -= 1;
+    }
+    if let Some(operators) = operators.filter(|_| record.state == WorkflowState::Active) {
+        let waiting: Vec<&str> = stages
+            .iter()
+            .filter(|s| s.pending > 0)
+            .map(|s| s.name.as_str())
+            .collect();
+        let unmatched = unmatched::unmatched_stages(wf, operators, |s| waiting.contains(&s));
+        for u in unmatched {
+            if let Some(&i) = stage_of_name.get(u.stage.as_str()) {
+                stages[i].unmatched = Some(u.reason);
+            }
+        }
     }
     let reason = match &record.state {
         WorkflowState::Failed { reason } => Some(reason.clone()),
@@ -188,11 +226,15 @@ impl NodeApi for StoreApi {
             },
             SubmitRequest::Submission(s) => *s,
         };
-        let store = self.store.clone();
+        let api = self.clone();
         let tasks = submission.workflow.tasks.len() as u64;
         let sub = submission.clone();
-        let result = blocking(move || Ok(store.put_workflow(&sub, now_ms())?)).await;
-        let (id, new) = match result {
+        let result = blocking(move || {
+            let (id, new) = api.store.put_workflow(&sub, now_ms())?;
+            Ok((id, new, api.unmatched(&sub.workflow)?))
+        })
+        .await;
+        let (id, new, unmatched) = match result {
             Ok(v) => v,
             Err(e) => {
                 self.count("error");
@@ -212,15 +254,22 @@ impl NodeApi for StoreApi {
             id: id.to_hex(),
             new,
             tasks,
+            unmatched,
         })
     }
 
     async fn status(&self, id: WorkflowId) -> Result<WorkflowStatus, ApiError> {
-        let store = self.store.clone();
+        let (store, sees_operators) = (self.store.clone(), self.sees_operators);
         blocking(move || {
             let record = store.workflow(&id)?.ok_or(ApiError::UnknownWorkflow(id))?;
             let tasks = store.tasks(&id)?;
-            Ok(compute_status(&record, &tasks))
+            let operators = match record.state {
+                WorkflowState::Active if sees_operators => {
+                    Some(unmatched::present_operators(&store.operators()?, now_ms()))
+                }
+                _ => None,
+            };
+            Ok(compute_status(&record, &tasks, operators.as_deref()))
         })
         .await
     }

@@ -239,6 +239,9 @@ pub struct Api {
     public_key: PublicKey,
     peer_id: PeerId,
     pub(crate) info: crate::rpc::NodeInfo,
+    /// Whether this node follows operator adverts (a matchmaker or gateway does; a node that
+    /// only operates does not, so it cannot say which stages no operator could run).
+    pub(crate) hears_adverts: bool,
 }
 
 impl Api {
@@ -664,6 +667,7 @@ impl Node {
             public_key: me,
             peer_id,
             info,
+            hears_adverts: !lean,
         };
         let node_metrics = crate::metrics::NodeMetrics::register(&mut registry);
         let registry = Arc::new(Mutex::new(registry));

@@ -25,30 +25,39 @@ impl From<NodeError> for ApiError {
 impl Api {
     /// The store-only API answers every read.
     fn reads(&self) -> StoreApi {
-        StoreApi::new(self.store.clone(), self.public_key, self.info.clone())
+        let api = StoreApi::new(self.store.clone(), self.public_key, self.info.clone());
+        if self.hears_adverts {
+            api
+        } else {
+            api.blind_to_operators()
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl NodeApi for Api {
     async fn submit(&self, request: SubmitRequest) -> Result<SubmitOutcome, ApiError> {
-        let (id, new, tasks) = match request {
+        let reads = self.reads();
+        let (id, new, tasks, unmatched) = match request {
             SubmitRequest::Workflow(workflow) => {
                 let tasks = workflow.tasks.len() as u64;
                 let known = self.store.has_workflow(&workflow.id())?;
+                let unmatched = reads.unmatched(&workflow)?;
                 let id = Api::submit(self, workflow).await?;
-                (id, !known, tasks)
+                (id, !known, tasks, unmatched)
             }
             SubmitRequest::Submission(s) => {
                 let tasks = s.workflow.tasks.len() as u64;
+                let unmatched = reads.unmatched(&s.workflow)?;
                 let (id, new) = self.submit_submission(*s).await?;
-                (id, new, tasks)
+                (id, new, tasks, unmatched)
             }
         };
         Ok(SubmitOutcome {
             id: id.to_hex(),
             new,
             tasks,
+            unmatched,
         })
     }
 

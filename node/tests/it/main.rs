@@ -14,3 +14,4 @@ mod rpc;
 mod snapshots;
 mod store;
 mod trust;
+mod unmatched;
