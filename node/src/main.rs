@@ -33,6 +33,8 @@ enum Command {
     Submit(cli::submit::SubmitArgs),
     /// Show a workflow's state and per-stage progress (non-zero exit for an unknown id).
     Status(cli::status::StatusArgs),
+    /// List the workflows a node holds, newest first (--state, --limit).
+    Workflows(cli::workflows::WorkflowsArgs),
     /// Download a completed workflow's final outputs.
     Result(cli::result::ResultArgs),
     /// List known operators with their reputation counters.
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Devnet(cmd) => cli::devnet::run(cmd),
         Command::Submit(args) => cli::submit::run(args),
         Command::Status(args) => cli::status::run(args),
+        Command::Workflows(args) => cli::workflows::run(args),
         Command::Result(args) => cli::result::run(args),
         Command::Operators(args) => cli::operators::run(args),
         Command::Cancel(args) => cli::cancel::run(args),

@@ -208,6 +208,19 @@ struct WorkflowMeta {
     tasks: u32,
 }
 
+/// What the store knows of a workflow without decoding its submission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkflowSummary {
+    /// Its id.
+    pub id: WorkflowId,
+    /// Its state.
+    pub state: WorkflowState,
+    /// When this node accepted it (ms since epoch).
+    pub accepted_at_ms: u64,
+    /// How many tasks it has.
+    pub tasks: u32,
+}
+
 /// A stored workflow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkflowRecord {
@@ -855,19 +868,25 @@ impl Store {
         Ok(self
             .workflow_summaries()?
             .into_iter()
-            .map(|(id, state, _)| (id, state))
+            .map(|w| (w.id, w.state))
             .collect())
     }
 
-    /// Every workflow id with its state and task count, without decoding any submission.
-    pub fn workflow_summaries(&self) -> Result<Vec<(WorkflowId, WorkflowState, u32)>, StoreError> {
+    /// Every workflow's id, state, acceptance time and task count, without decoding any
+    /// submission.
+    pub fn workflow_summaries(&self) -> Result<Vec<WorkflowSummary>, StoreError> {
         let tx = self.begin_read()?;
         let table = tx.open_table(WORKFLOW_META)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
             let meta = dec::<WorkflowMeta>("workflow state", v.value())?;
-            out.push((ContentId(k.value()), meta.state, meta.tasks));
+            out.push(WorkflowSummary {
+                id: ContentId(k.value()),
+                state: meta.state,
+                accepted_at_ms: meta.accepted_at_ms,
+                tasks: meta.tasks,
+            });
         }
         Ok(out)
     }

@@ -15,6 +15,7 @@ pub mod rpc_args;
 pub mod status;
 pub mod submit;
 pub mod workflow;
+pub mod workflows;
 
 /// Log to stderr at `filter` (a tracing `EnvFilter` directive; an invalid one logs warnings).
 pub fn init_logging(filter: &str) {

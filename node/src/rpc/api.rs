@@ -46,6 +46,26 @@ pub struct UnmatchedStage {
     pub reason: String,
 }
 
+/// One workflow in `pm_listWorkflows`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowListing {
+    /// Workflow id (hex).
+    pub id: String,
+    /// Name from the file.
+    pub name: String,
+    /// `active`, `completed` or `failed`.
+    pub state: String,
+    /// Total tasks.
+    pub tasks: u64,
+    /// Tasks with an accepted result.
+    pub done: u64,
+    /// When this node accepted it (ms since epoch).
+    pub accepted_at_ms: u64,
+}
+
+/// Most workflows one `pm_listWorkflows` answer lists.
+pub const MAX_LISTED_WORKFLOWS: usize = 1_000;
+
 /// Per-stage progress: a stage is the tasks sharing a name before `[`, e.g. `prove[0..511]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageProgress {
@@ -256,6 +276,15 @@ pub trait NodeApi: Send + Sync + 'static {
 
     /// Known operators with their reputation counters.
     async fn operators(&self) -> Result<Vec<OperatorInfo>, ApiError>;
+
+    /// The workflows this node holds, newest first, at most `limit` (up to
+    /// [`MAX_LISTED_WORKFLOWS`]), only those in `state` when given (`active`, `completed` or
+    /// `failed`; another value is [`ApiError::Invalid`]).
+    async fn workflows(
+        &self,
+        state: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowListing>, ApiError>;
 
     /// About this node.
     async fn node_info(&self) -> Result<NodeInfo, ApiError>;

@@ -3,7 +3,9 @@
 //! a response are queued for [`RpcClient::next_notification`]. One WebSocket for both calls and
 //! subscriptions means no separate HTTP client dependency.
 
-use super::api::{BlobSlice, NodeInfo, OperatorInfo, ResultInfo, SubmitOutcome, WorkflowStatus};
+use super::api::{
+    BlobSlice, NodeInfo, OperatorInfo, ResultInfo, SubmitOutcome, WorkflowListing, WorkflowStatus,
+};
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -272,6 +274,19 @@ impl RpcClient {
     /// `pm_operators`.
     pub async fn operators(&mut self) -> Result<Vec<OperatorInfo>, ClientError> {
         self.call("pm_operators", json!({})).await
+    }
+
+    /// `pm_listWorkflows`: newest first, at most `limit`, only those in `state` when given.
+    pub async fn workflows(
+        &mut self,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowListing>, ClientError> {
+        self.call(
+            "pm_listWorkflows",
+            json!({ "state": state, "limit": limit }),
+        )
+        .await
     }
 
     /// `pm_nodeInfo`.

@@ -18,7 +18,8 @@ pub mod unmatched;
 
 pub use api::{
     ApiError, BlobSlice, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress,
-    SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowStatus,
+    SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowListing, WorkflowStatus,
+    MAX_LISTED_WORKFLOWS,
 };
 pub use client::{ClientError, RpcClient};
 pub use store_api::{compute_status, operator_info, StoreApi};
@@ -372,6 +373,7 @@ fn count(state: &AppState, method: &str, result: &Result<Value, RpcErr>) {
         "pm_operators" => "pm_operators",
         "pm_nodeInfo" => "pm_nodeInfo",
         "pm_cancelWorkflow" => "pm_cancelWorkflow",
+        "pm_listWorkflows" => "pm_listWorkflows",
         _ => "unknown",
     };
     m.rpc_request(method, if result.is_ok() { "ok" } else { "error" });
@@ -415,6 +417,16 @@ struct SubmitParams {
 #[serde(deny_unknown_fields)]
 struct IdParams {
     id: String,
+}
+
+/// How many workflows `pm_listWorkflows` lists when the request names no `limit`.
+pub const DEFAULT_LISTED_WORKFLOWS: usize = 50;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    state: Option<String>,
+    limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -540,6 +552,13 @@ async fn dispatch(state: &AppState, method: &str, raw: Value) -> Result<Value, R
         "pm_nodeInfo" => {
             let _: HashMap<String, Value> = params(raw, &[])?;
             to_value(api.node_info().await?)
+        }
+        "pm_listWorkflows" => {
+            let p: ListParams = params(raw, &["state", "limit"])?;
+            to_value(
+                api.workflows(p.state, p.limit.unwrap_or(DEFAULT_LISTED_WORKFLOWS))
+                    .await?,
+            )
         }
         other => Err(RpcErr::new(
             codes::METHOD_NOT_FOUND,

@@ -4,7 +4,8 @@
 
 use super::api::{
     ApiError, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress,
-    SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowStatus,
+    SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowListing, WorkflowStatus,
+    MAX_LISTED_WORKFLOWS,
 };
 use super::unmatched;
 use crate::metrics::NodeMetrics;
@@ -347,6 +348,59 @@ impl NodeApi for StoreApi {
                 .iter()
                 .map(|(k, r)| operator_info(k, r))
                 .collect())
+        })
+        .await
+    }
+
+    async fn workflows(
+        &self,
+        state: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowListing>, ApiError> {
+        const STATES: [&str; 3] = ["active", "completed", "failed"];
+        if let Some(s) = state.as_deref().filter(|s| !STATES.contains(s)) {
+            return Err(ApiError::Invalid(format!(
+                "state: {s:?} is not a workflow state (active, completed or failed)"
+            )));
+        }
+        if limit > MAX_LISTED_WORKFLOWS {
+            return Err(ApiError::Invalid(format!(
+                "limit: {limit} is more than the {MAX_LISTED_WORKFLOWS} workflows one answer lists"
+            )));
+        }
+        let store = self.store.clone();
+        blocking(move || {
+            let mut summaries = store.workflow_summaries()?;
+            summaries.retain(|w| state.as_deref().is_none_or(|s| w.state.label() == s));
+            summaries.sort_by(|a, b| {
+                b.accepted_at_ms
+                    .cmp(&a.accepted_at_ms)
+                    .then(a.id.cmp(&b.id))
+            });
+            summaries.truncate(limit);
+            let mut out = Vec::with_capacity(summaries.len());
+            for w in summaries {
+                let Some(record) = store.workflow(&w.id)? else {
+                    continue;
+                };
+                let done = match w.state {
+                    WorkflowState::Completed => u64::from(w.tasks),
+                    _ => store
+                        .tasks(&w.id)?
+                        .iter()
+                        .filter(|(_, t)| matches!(t.state, TaskState::Done { .. }))
+                        .count() as u64,
+                };
+                out.push(WorkflowListing {
+                    id: w.id.to_hex(),
+                    name: record.submission.workflow.name,
+                    state: w.state.label().to_owned(),
+                    tasks: u64::from(w.tasks),
+                    done,
+                    accepted_at_ms: w.accepted_at_ms,
+                });
+            }
+            Ok(out)
         })
         .await
     }

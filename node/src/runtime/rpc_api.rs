@@ -6,7 +6,7 @@ use super::{Api, NodeError};
 use crate::network::BlobChunk;
 use crate::rpc::{
     ApiError, NodeApi, NodeInfo, OperatorInfo, ResultInfo, StoreApi, SubmitOutcome, SubmitRequest,
-    WorkflowStatus,
+    WorkflowListing, WorkflowStatus,
 };
 use proofmesh_protocol::{ContentId, WorkflowId};
 use tokio::sync::broadcast;
@@ -97,6 +97,14 @@ impl NodeApi for Api {
 
     async fn operators(&self) -> Result<Vec<OperatorInfo>, ApiError> {
         NodeApi::operators(&self.reads()).await
+    }
+
+    async fn workflows(
+        &self,
+        state: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowListing>, ApiError> {
+        NodeApi::workflows(&self.reads(), state, limit).await
     }
 
     async fn node_info(&self) -> Result<NodeInfo, ApiError> {

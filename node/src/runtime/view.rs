@@ -116,7 +116,8 @@ impl View {
             early: Held::new(MAX_EARLY_RESULTS, EARLY_RESULT_TTL_MS),
             finished: BoundedSet::default(),
         };
-        for (id, state, total) in sh.store.workflow_summaries()? {
+        for summary in sh.store.workflow_summaries()? {
+            let (id, state, total) = (summary.id, summary.state, summary.tasks);
             if state == WorkflowState::Completed {
                 sh.metrics.workflow_moved(None, state.label());
                 sh.metrics.tasks_in("done", u64::from(total));

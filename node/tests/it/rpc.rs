@@ -65,6 +65,35 @@ async fn start(bind: &str, token: Option<&str>) -> Result<Fixture, RpcError> {
     })
 }
 
+/// An operator with four cores that runs `noop@1` for free.
+fn noop_operator() -> OperatorAdvert {
+    OperatorAdvert {
+        operator: Keypair::generate().public(),
+        eth_address: None,
+        capacity: Capacity {
+            cpu: 4,
+            memory_mb: 8192,
+            disk_mb: 1024,
+            gpus: Vec::new(),
+        },
+        programs: vec![proofmesh_protocol::Program {
+            name: "noop".into(),
+            version: "1".into(),
+        }],
+        price_wei: 0,
+        queue: 0,
+        max_tasks: 0,
+        trusts: Vec::new(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// Minimal HTTP/1.1 client (one request per connection): status and body.
 async fn http(
     addr: SocketAddr,
@@ -132,6 +161,39 @@ async fn submit_status_and_errors_over_websocket() {
         names,
         vec![("witness", 1, 1), ("leaf", 3, 3), ("final", 1, 1)]
     );
+    // No operator is known to this node: each stage says so, over the wire as on submission.
+    let why: Vec<_> = outcome
+        .unmatched
+        .iter()
+        .map(|u| (u.stage.as_str(), u.reason.as_str()))
+        .collect();
+    assert_eq!(
+        why,
+        [
+            ("witness", "no operator is known"),
+            ("leaf", "no operator is known"),
+            ("final", "no operator is known")
+        ]
+    );
+    assert!(status
+        .stages
+        .iter()
+        .all(|s| s.unmatched.as_deref() == Some("no operator is known")));
+    // One that runs noop@1 advertises: nothing is left unexplained, and the field is gone.
+    f.api
+        .store()
+        .put_operator_advert(&noop_operator(), now_ms())
+        .unwrap();
+    let status = client.status(&outcome.id).await.unwrap();
+    assert!(
+        status.stages.iter().all(|s| s.unmatched.is_none()),
+        "{status:?}"
+    );
+    let raw: serde_json::Value = client
+        .call("pm_status", serde_json::json!({ "id": outcome.id }))
+        .await
+        .unwrap();
+    assert!(raw["stages"][0].get("unmatched").is_none(), "{raw}");
 
     // An invalid workflow: the error names the problem.
     let bad = VALID.replace(r#"deps = ["leaf"]"#, r#"deps = ["nosuchtask"]"#);
@@ -475,6 +537,18 @@ async fn cli_submit_status_result_operators_over_rpc() {
     assert_eq!(code, 0, "{err}");
     let id = out.trim().to_owned();
     assert_eq!(id.len(), 64, "submit prints the id: {out}");
+    // Stdout stays the id alone; each stage no operator can run gets a warning on stderr.
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("warning: stage "))
+            .count(),
+        3,
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: stage final: no operator seen in the last minute can run its tasks (no operator is known)"),
+        "{err}"
+    );
 
     let (code, out, _) = proofmesh(&["status", &id, "--rpc", &url, "--token", "tok"]).await;
     assert_eq!(code, 0);
@@ -485,7 +559,10 @@ async fn cli_submit_status_result_operators_over_rpc() {
         "{out}"
     );
     assert!(
-        out.contains("stage=leaf total=3 done=0 running=0 pending=3 failed=0"),
+        out.contains(
+            "stage=leaf total=3 done=0 running=0 pending=3 failed=0 failed_attempts=0 \
+             unmatched=\"no operator is known\""
+        ),
         "{out}"
     );
     let (code, _, err) =
@@ -602,4 +679,120 @@ async fn cli_submit_status_result_operators_over_rpc() {
     ])
     .await;
     assert_ne!(code, 0, "no result for a failed workflow");
+
+    let (code, out, err) = proofmesh(&["workflows", "--rpc", &url, "--token", "tok"]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines.iter().any(|l| l.starts_with(&format!(
+        "id={id} name=\"rpc-test\" state=failed tasks=5 done=0 accepted_at_ms="
+    ))));
+    let (code, out, _) = proofmesh(&[
+        "workflows",
+        "--state",
+        "completed",
+        "--limit",
+        "5",
+        "--rpc",
+        &url,
+        "--token",
+        "tok",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!(
+            "id={id2} name=\"rpc-wait\" state=completed tasks=5 done=5 "
+        )) && out.lines().count() == 1,
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn list_workflows_newest_first_by_state_and_limit() {
+    let f = start("127.0.0.1:0", None).await.unwrap();
+    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let store = f.api.store();
+    let owner = Keypair::generate();
+    let mut ids = Vec::new();
+    for (i, name) in ["first", "second", "third"].iter().enumerate() {
+        let sub = submission(name, 2, &owner);
+        let (id, _) = store.put_workflow(&sub, 1_000 + i as u64).unwrap();
+        ids.push(id);
+    }
+    store
+        .set_workflow_state(&ids[0], WorkflowState::Completed)
+        .unwrap();
+    store
+        .set_workflow_state(
+            &ids[1],
+            WorkflowState::Failed {
+                reason: "cancelled by its requester".into(),
+            },
+        )
+        .unwrap();
+    store
+        .update_task(&ids[2], 0, |t| {
+            t.state = TaskState::Done {
+                result: ContentId([1; 32]),
+            };
+        })
+        .unwrap();
+
+    let all = client.workflows(None, 50).await.unwrap();
+    let seen: Vec<_> = all
+        .iter()
+        .map(|w| {
+            (
+                w.name.as_str(),
+                w.state.as_str(),
+                w.tasks,
+                w.done,
+                w.accepted_at_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("third", "active", 4, 1, 1_002),
+            ("second", "failed", 4, 0, 1_001),
+            ("first", "completed", 4, 4, 1_000)
+        ]
+    );
+    assert_eq!(all[0].id, ids[2].to_hex());
+    let failed = client.workflows(Some("failed"), 50).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id, ids[1].to_hex());
+    let newest = client.workflows(None, 2).await.unwrap();
+    assert_eq!(newest, all[..2]);
+    // Positional params, and the defaults.
+    let positional: Vec<rpc::WorkflowListing> = client
+        .call("pm_listWorkflows", serde_json::json!(["completed"]))
+        .await
+        .unwrap();
+    assert_eq!(positional, all[2..]);
+
+    for (params, needle) in [
+        (
+            serde_json::json!({ "state": "done" }),
+            "\"done\" is not a workflow state",
+        ),
+        (
+            serde_json::json!({ "limit": 1_001 }),
+            "1001 is more than the 1000",
+        ),
+        (serde_json::json!({ "order": "asc" }), "order"),
+    ] {
+        match client
+            .call::<serde_json::Value>("pm_listWorkflows", params.clone())
+            .await
+        {
+            Err(ClientError::Rpc { code, message }) => {
+                assert_eq!(code, codes::INVALID_PARAMS, "{params}");
+                assert!(message.contains(needle), "{params}: {message}");
+            }
+            other => panic!("{params}: expected invalid params, got {other:?}"),
+        }
+    }
 }
