@@ -100,6 +100,22 @@ pub fn unmatched<'a>(
     })
 }
 
+/// The lowest and highest asking price among the operators of `ops` [`eligible`] for a task,
+/// or `None` when none is: what one attempt of it would cost, whichever of them runs it.
+pub fn asks<'a>(
+    ops: impl IntoIterator<Item = &'a OperatorState>,
+    program: &Program,
+    need: &Resources,
+    max_price: u128,
+) -> Option<(u128, u128)> {
+    ops.into_iter()
+        .filter(|op| eligible(op, program, need, max_price))
+        .fold(None, |range, op| {
+            let p = op.price_wei;
+            Some(range.map_or((p, p), |(lo, hi): (u128, u128)| (lo.min(p), hi.max(p))))
+        })
+}
+
 /// The first requirement of `need` that no operator of `ops` meets on its own.
 fn shortfall(ops: &[&OperatorState], need: &Resources) -> Option<Shortfall> {
     let most = |f: &dyn Fn(&OperatorState) -> u64| ops.iter().map(|op| f(op)).max().unwrap_or(0);
@@ -310,6 +326,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn asks_span_the_eligible_operators_only() {
+        let ops = [
+            op(1, &["leaf"], 4, 8_192, &[], 10),
+            op(2, &["leaf"], 16, 65_536, &[], 50),
+            op(3, &["leaf"], 16, 65_536, &[], 90),
+            op(4, &["agg"], 64, 65_536, &[], 1),
+        ];
+        let leaf = program("leaf");
+        assert_eq!(asks(&ops, &leaf, &need(2, 1, 0, 0), 100), Some((10, 90)));
+        assert_eq!(asks(&ops, &leaf, &need(2, 1, 0, 0), 60), Some((10, 50)));
+        assert_eq!(asks(&ops, &leaf, &need(8, 1, 0, 0), 100), Some((50, 90)));
+        assert_eq!(asks(&ops, &leaf, &need(32, 1, 0, 0), 100), None);
+    }
+
     proptest! {
         /// An explanation exactly when no operator is eligible: what the requester is told agrees
         /// with what the engine does.
@@ -332,6 +363,11 @@ mod tests {
             let any = ops.iter().any(|o| eligible(o, &program("leaf"), &need, max_price));
             let why = unmatched(&ops, &program("leaf"), &need, max_price);
             prop_assert_eq!(why.is_none(), any, "{:?}", why);
+            let range = asks(&ops, &program("leaf"), &need, max_price);
+            prop_assert_eq!(range.is_some(), any);
+            if let Some((lo, hi)) = range {
+                prop_assert!(lo <= hi && hi <= max_price);
+            }
         }
     }
 }

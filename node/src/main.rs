@@ -29,6 +29,9 @@ enum Command {
     /// Run a local network of node processes.
     #[command(subcommand)]
     Devnet(cli::devnet::DevnetCommand),
+    /// What a workflow file would cost at the asks of the operators a node saw lately, and which
+    /// stages none could run (exit 3), before any escrow is opened.
+    Quote(cli::quote::QuoteArgs),
     /// Submit a workflow file to a node; prints its id (--wait: follow it to the end).
     Submit(cli::submit::SubmitArgs),
     /// Show a workflow's state and per-stage progress (non-zero exit for an unknown id).
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Workflow(cmd) => cli::workflow::run(cmd),
         Command::Keys(cmd) => cli::keys::run(cmd),
         Command::Devnet(cmd) => cli::devnet::run(cmd),
+        Command::Quote(args) => cli::quote::run(args),
         Command::Submit(args) => cli::submit::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Workflows(args) => cli::workflows::run(args),

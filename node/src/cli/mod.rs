@@ -10,6 +10,7 @@ pub mod escrow;
 pub mod keys;
 pub mod node;
 pub mod operators;
+pub mod quote;
 pub mod result;
 pub mod rpc_args;
 pub mod status;

@@ -8,8 +8,8 @@ use super::rpc_args::{block_on, RpcArgs};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use proofmesh_node::rpc::SubmitOutcome;
 use proofmesh_node::rpc::{RpcClient, WorkflowStatus};
+use proofmesh_node::rpc::{SubmitOutcome, UnmatchedStage};
 use proofmesh_protocol::messages::Submission;
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{encoding, Keypair};
@@ -96,6 +96,14 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The warning for a stage no operator seen lately could run.
+pub fn stage_warning(u: &UnmatchedStage) -> String {
+    format!(
+        "warning: stage {}: no operator seen in the last minute can run its tasks ({})",
+        u.stage, u.reason
+    )
+}
+
 /// One line per stage that no operator seen lately could run: the workflow is accepted, but
 /// those tasks wait for such an operator, and the requester may rather cancel it.
 pub fn unmatched_warnings(outcome: &SubmitOutcome) -> Vec<String> {
@@ -104,9 +112,9 @@ pub fn unmatched_warnings(outcome: &SubmitOutcome) -> Vec<String> {
         .iter()
         .map(|u| {
             format!(
-                "warning: stage {}: no operator seen in the last minute can run its tasks ({}); \
-                 they wait for one (`proofmesh cancel {}` stops the workflow)",
-                u.stage, u.reason, outcome.id
+                "{}; they wait for one (`proofmesh cancel {}` stops the workflow)",
+                stage_warning(u),
+                outcome.id
             )
         })
         .collect()
@@ -197,7 +205,6 @@ async fn wait(client: &mut RpcClient, id: &str) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proofmesh_node::rpc::UnmatchedStage;
 
     #[test]
     fn each_unmatched_stage_gets_a_warning_naming_it_and_how_to_stop() {

@@ -36,6 +36,29 @@ pub struct SubmitOutcome {
     pub unmatched: Vec<UnmatchedStage>,
 }
 
+/// Result of `pm_quoteWorkflow`: what a workflow would cost and whether it could run, judged
+/// against the operators this node saw in the last minute, before any escrow is opened. Amounts
+/// are decimal strings of wei.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    /// The workflow's content id (hex).
+    pub id: String,
+    /// Tasks after expansion.
+    pub tasks: u64,
+    /// What its escrow holds: every task's price ceiling, summed.
+    pub escrow_wei: String,
+    /// One attempt of each task some operator could run, at the lowest ask among them.
+    pub lowest_wei: String,
+    /// The same at the highest ask (the matchmaker weighs price with reputation and load).
+    pub highest_wei: String,
+    /// Operators it was judged against.
+    pub operators: u64,
+    /// Tasks no operator could run (left out of the sums).
+    pub unmatched_tasks: u64,
+    /// Their stages, and why.
+    pub unmatched: Vec<UnmatchedStage>,
+}
+
 /// A stage whose tasks no operator seen in the last minute could run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmatchedStage {
@@ -276,6 +299,11 @@ pub trait NodeApi: Send + Sync + 'static {
 
     /// Known operators with their reputation counters.
     async fn operators(&self) -> Result<Vec<OperatorInfo>, ApiError>;
+
+    /// What `workflow` would cost at the asks of the operators this node saw lately, and which
+    /// of its stages none of them could run; [`ApiError::Invalid`] on a node that follows no
+    /// operator adverts.
+    async fn quote(&self, workflow: Workflow) -> Result<Quote, ApiError>;
 
     /// The workflows this node holds, newest first, at most `limit` (up to
     /// [`MAX_LISTED_WORKFLOWS`]), only those in `state` when given (`active`, `completed` or

@@ -4,7 +4,8 @@
 //! subscriptions means no separate HTTP client dependency.
 
 use super::api::{
-    BlobSlice, NodeInfo, OperatorInfo, ResultInfo, SubmitOutcome, WorkflowListing, WorkflowStatus,
+    BlobSlice, NodeInfo, OperatorInfo, Quote, ResultInfo, SubmitOutcome, WorkflowListing,
+    WorkflowStatus,
 };
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
@@ -274,6 +275,16 @@ impl RpcClient {
     /// `pm_operators`.
     pub async fn operators(&mut self) -> Result<Vec<OperatorInfo>, ClientError> {
         self.call("pm_operators", json!({})).await
+    }
+
+    /// `pm_quoteWorkflow`: what a workflow file's text (`format`: `toml` or `json`) would cost
+    /// at the asks of the operators the node saw lately, and which stages none could run.
+    pub async fn quote(&mut self, text: &str, format: &str) -> Result<Quote, ClientError> {
+        self.call(
+            "pm_quoteWorkflow",
+            json!({ "workflow": text, "format": format }),
+        )
+        .await
     }
 
     /// `pm_listWorkflows`: newest first, at most `limit`, only those in `state` when given.

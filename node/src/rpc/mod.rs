@@ -13,12 +13,12 @@
 
 pub mod api;
 pub mod client;
+pub mod offers;
 mod store_api;
-pub mod unmatched;
 
 pub use api::{
-    ApiError, BlobSlice, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress,
-    SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowListing, WorkflowStatus,
+    ApiError, BlobSlice, NodeApi, NodeInfo, OperatorInfo, OutputInfo, Quote, ResultInfo,
+    StageProgress, SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowListing, WorkflowStatus,
     MAX_LISTED_WORKFLOWS,
 };
 pub use client::{ClientError, RpcClient};
@@ -37,7 +37,7 @@ use axum::Router;
 use futures::{SinkExt, StreamExt};
 use proofmesh_protocol::messages::Submission;
 use proofmesh_protocol::spec::{self, Format};
-use proofmesh_protocol::{encoding, ContentId};
+use proofmesh_protocol::{encoding, ContentId, Workflow};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -374,6 +374,7 @@ fn count(state: &AppState, method: &str, result: &Result<Value, RpcErr>) {
         "pm_nodeInfo" => "pm_nodeInfo",
         "pm_cancelWorkflow" => "pm_cancelWorkflow",
         "pm_listWorkflows" => "pm_listWorkflows",
+        "pm_quoteWorkflow" => "pm_quoteWorkflow",
         _ => "unknown",
     };
     m.rpc_request(method, if result.is_ok() { "ok" } else { "error" });
@@ -424,6 +425,13 @@ pub const DEFAULT_LISTED_WORKFLOWS: usize = 50;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct QuoteParams {
+    workflow: String,
+    format: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListParams {
     state: Option<String>,
     limit: Option<usize>,
@@ -446,6 +454,30 @@ struct BlobParams {
     max_len: Option<usize>,
 }
 
+/// Parse and fully validate a workflow file's text; `format` is `toml` or `json` (by default
+/// JSON when the text starts with `{`).
+pub fn decode_workflow(text: &str, format: Option<&str>) -> Result<Workflow, ApiError> {
+    let format = match format.map(str::to_ascii_lowercase).as_deref() {
+        None => {
+            if text.trim_start().starts_with('{') {
+                Format::Json
+            } else {
+                Format::Toml
+            }
+        }
+        Some("toml") => Format::Toml,
+        Some("json") => Format::Json,
+        Some(other) => {
+            return Err(ApiError::Invalid(format!(
+                "unknown format {other:?}: use \"toml\" or \"json\""
+            )))
+        }
+    };
+    let (workflow, _summary) = spec::load(text, format)
+        .map_err(|e| ApiError::Invalid(format!("invalid workflow: {e}")))?;
+    Ok(workflow)
+}
+
 /// Decode a submit request: a workflow file's text (TOML or JSON) or a hex-encoded canonical
 /// [`Submission`]. Either way the workflow is fully validated here.
 pub fn decode_submit(
@@ -454,25 +486,7 @@ pub fn decode_submit(
     submission: Option<&str>,
 ) -> Result<SubmitRequest, ApiError> {
     match (workflow, submission) {
-        (Some(text), None) => {
-            let format = match format.map(str::to_ascii_lowercase).as_deref() {
-                None => {
-                    if text.trim_start().starts_with('{') {
-                        Format::Json
-                    } else {
-                        Format::Toml
-                    }
-                }
-                Some("toml") => Format::Toml,
-                Some("json") => Format::Json,
-                Some(other) => {
-                    return Err(ApiError::Invalid(format!("unknown format {other:?}: use \"toml\" or \"json\"")))
-                }
-            };
-            let (workflow, _summary) =
-                spec::load(text, format).map_err(|e| ApiError::Invalid(format!("invalid workflow: {e}")))?;
-            Ok(SubmitRequest::Workflow(workflow))
-        }
+        (Some(text), None) => Ok(SubmitRequest::Workflow(decode_workflow(text, format)?)),
         (None, Some(hexed)) => {
             let bytes = hex::decode(hexed.trim_start_matches("0x"))
                 .map_err(|e| ApiError::Invalid(format!("submission is not hex: {e}")))?;
@@ -552,6 +566,11 @@ async fn dispatch(state: &AppState, method: &str, raw: Value) -> Result<Value, R
         "pm_nodeInfo" => {
             let _: HashMap<String, Value> = params(raw, &[])?;
             to_value(api.node_info().await?)
+        }
+        "pm_quoteWorkflow" => {
+            let p: QuoteParams = params(raw, &["workflow", "format"])?;
+            let workflow = decode_workflow(&p.workflow, p.format.as_deref())?;
+            to_value(api.quote(workflow).await?)
         }
         "pm_listWorkflows" => {
             let p: ListParams = params(raw, &["state", "limit"])?;

@@ -3,11 +3,11 @@
 //! them and feed the matchmaker, and calls [`StoreApi::notify`] when progress changes).
 
 use super::api::{
-    ApiError, NodeApi, NodeInfo, OperatorInfo, OutputInfo, ResultInfo, StageProgress,
+    ApiError, NodeApi, NodeInfo, OperatorInfo, OutputInfo, Quote, ResultInfo, StageProgress,
     SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowListing, WorkflowStatus,
     MAX_LISTED_WORKFLOWS,
 };
-use super::unmatched;
+use super::offers;
 use crate::metrics::NodeMetrics;
 use crate::network::BlobChunk;
 use crate::store::{
@@ -82,7 +82,7 @@ impl StoreApi {
         if !self.sees_operators {
             return Ok(Vec::new());
         }
-        unmatched::on_submit(&self.store, wf, now_ms())
+        offers::unmatched_in(&self.store, wf, now_ms())
     }
 
     /// Count submissions in `metrics`.
@@ -121,7 +121,7 @@ pub fn compute_status(
     let mut stage_of_name: HashMap<&str, usize> = HashMap::new();
     let mut stage_of_task = Vec::with_capacity(wf.tasks.len());
     for task in &wf.tasks {
-        let name = unmatched::stage_of(&task.name);
+        let name = offers::stage_of(&task.name);
         let idx = *stage_of_name.entry(name).or_insert_with(|| {
             stages.push(StageProgress {
                 name: name.to_owned(),
@@ -163,7 +163,7 @@ pub fn compute_status(
             .filter(|s| s.pending > 0)
             .map(|s| s.name.as_str())
             .collect();
-        let unmatched = unmatched::unmatched_stages(wf, operators, |s| waiting.contains(&s));
+        let unmatched = offers::unmatched_stages(wf, operators, |s| waiting.contains(&s));
         for u in unmatched {
             if let Some(&i) = stage_of_name.get(u.stage.as_str()) {
                 stages[i].unmatched = Some(u.reason);
@@ -266,7 +266,7 @@ impl NodeApi for StoreApi {
             let tasks = store.tasks(&id)?;
             let operators = match record.state {
                 WorkflowState::Active if sees_operators => {
-                    Some(unmatched::present_operators(&store.operators()?, now_ms()))
+                    Some(offers::present_operators(&store.operators()?, now_ms()))
                 }
                 _ => None,
             };
@@ -348,6 +348,22 @@ impl NodeApi for StoreApi {
                 .iter()
                 .map(|(k, r)| operator_info(k, r))
                 .collect())
+        })
+        .await
+    }
+
+    async fn quote(&self, workflow: Workflow) -> Result<Quote, ApiError> {
+        if !self.sees_operators {
+            return Err(ApiError::Invalid(
+                "this node only operates and follows no operator adverts: ask a gateway or a \
+                 matchmaker for a quote"
+                    .into(),
+            ));
+        }
+        let store = self.store.clone();
+        blocking(move || {
+            let ops = offers::present_operators(&store.operators()?, now_ms());
+            Ok(offers::quote(&workflow, &ops))
         })
         .await
     }

@@ -5,10 +5,10 @@
 use super::{Api, NodeError};
 use crate::network::BlobChunk;
 use crate::rpc::{
-    ApiError, NodeApi, NodeInfo, OperatorInfo, ResultInfo, StoreApi, SubmitOutcome, SubmitRequest,
-    WorkflowListing, WorkflowStatus,
+    ApiError, NodeApi, NodeInfo, OperatorInfo, Quote, ResultInfo, StoreApi, SubmitOutcome,
+    SubmitRequest, WorkflowListing, WorkflowStatus,
 };
-use proofmesh_protocol::{ContentId, WorkflowId};
+use proofmesh_protocol::{ContentId, Workflow, WorkflowId};
 use tokio::sync::broadcast;
 
 impl From<NodeError> for ApiError {
@@ -97,6 +97,10 @@ impl NodeApi for Api {
 
     async fn operators(&self) -> Result<Vec<OperatorInfo>, ApiError> {
         NodeApi::operators(&self.reads()).await
+    }
+
+    async fn quote(&self, workflow: Workflow) -> Result<Quote, ApiError> {
+        NodeApi::quote(&self.reads(), workflow).await
     }
 
     async fn workflows(

@@ -706,6 +706,58 @@ async fn cli_submit_status_result_operators_over_rpc() {
         )) && out.lines().count() == 1,
         "{out}"
     );
+
+    // A quote: with no operator that runs noop@1, exit 3 and a warning per stage.
+    let quote = |file: String| {
+        let url = url.clone();
+        async move { proofmesh(&["quote", &file, "--rpc", &url, "--token", "tok"]).await }
+    };
+    let priced = dir.path().join("priced.toml");
+    std::fs::write(
+        &priced,
+        VALID.replace(
+            "name = \"rpc-test\"",
+            "name = \"priced\"\n[defaults]\nmax_price_wei = 9",
+        ),
+    )
+    .unwrap();
+    let priced = priced.to_str().unwrap().to_owned();
+    let (code, out, err) = quote(priced.clone()).await;
+    assert_eq!(code, 3, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains(
+            "tasks=5 escrow_wei=45 lowest_wei=0 highest_wei=0 operators=0 unmatched_tasks=5"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("warning: stage "))
+            .count(),
+        3,
+        "{err}"
+    );
+    let mut op = noop_operator();
+    op.price_wei = 4;
+    f.api.store().put_operator_advert(&op, now_ms()).unwrap();
+    let (code, out, err) = quote(priced).await;
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("escrow_wei=45 lowest_wei=20 highest_wei=20 operators=1 unmatched_tasks=0"),
+        "{out}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+    let (code, _, err) = quote(file.to_owned()).await;
+    assert_eq!(
+        code, 3,
+        "noop@1 at 4 wei is above a free workflow's ceiling: {err}"
+    );
+    assert!(
+        err.contains(
+            "its price ceiling is 0 wei; operators that could run noop@1 ask at least 4 wei"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -76,13 +76,36 @@ async fn stages_no_operator_can_run_are_named_and_run_once_one_can() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let (mm, _op) =
+    let (mm, op) =
         matchmaker_and_operator(options(mm_dir.path(), Role::Matchmaker, &[]), op_dir.path()).await;
     let deadline = Instant::now() + WAIT;
     while NodeApi::operators(mm.api()).await.unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the operator never advertised");
         sleep(Duration::from_millis(20)).await;
     }
+
+    // A quote first: the same two stages, and the two leaves priced.
+    let quote = NodeApi::quote(mm.api(), workflow()).await.expect("quoted");
+    assert_eq!(
+        (quote.tasks, quote.operators, quote.unmatched_tasks),
+        (4, 1, 2)
+    );
+    assert_eq!(
+        quote
+            .unmatched
+            .iter()
+            .map(|u| u.stage.as_str())
+            .collect::<Vec<_>>(),
+        ["wrap", "big"]
+    );
+    // A node that only operates follows no adverts: it cannot say, and says so.
+    let err = NodeApi::quote(op.api(), workflow())
+        .await
+        .expect_err("blind");
+    assert!(
+        err.to_string().contains("ask a gateway or a matchmaker"),
+        "{err}"
+    );
 
     let outcome = NodeApi::submit(mm.api(), SubmitRequest::Workflow(workflow()))
         .await
