@@ -36,6 +36,9 @@ enum Command {
     Submit(cli::submit::SubmitArgs),
     /// Show a workflow's state and per-stage progress (non-zero exit for an unknown id).
     Status(cli::status::StatusArgs),
+    /// List a workflow's tasks with their attempts and why failed ones failed (--state,
+    /// --retried).
+    Tasks(cli::tasks::TasksArgs),
     /// List the workflows a node holds, newest first (--state, --limit).
     Workflows(cli::workflows::WorkflowsArgs),
     /// Download a completed workflow's final outputs.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Quote(args) => cli::quote::run(args),
         Command::Submit(args) => cli::submit::run(args),
         Command::Status(args) => cli::status::run(args),
+        Command::Tasks(args) => cli::tasks::run(args),
         Command::Workflows(args) => cli::workflows::run(args),
         Command::Result(args) => cli::result::run(args),
         Command::Operators(args) => cli::operators::run(args),

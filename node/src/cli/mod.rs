@@ -15,6 +15,7 @@ pub mod result;
 pub mod rpc_args;
 pub mod status;
 pub mod submit;
+pub mod tasks;
 pub mod workflow;
 pub mod workflows;
 

@@ -86,6 +86,39 @@ pub struct WorkflowListing {
     pub accepted_at_ms: u64,
 }
 
+/// One task in `pm_tasks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Its index in the workflow.
+    pub task: u32,
+    /// Its name, e.g. `leaf[3]`.
+    pub name: String,
+    /// `pending`, `ready`, `assigned`, `running`, `done` or `failed`.
+    pub state: String,
+    /// The attempt assigned or running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Who holds that attempt, or whose result was accepted (hex key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// Attempts that ended without an accepted result, oldest first, with why.
+    pub failed_attempts: Vec<FailedAttempt>,
+}
+
+/// An attempt that ended without an accepted result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Who held it (hex key).
+    pub operator: String,
+    /// Why it ended, e.g. `no result by the deadline`.
+    pub cause: String,
+}
+
+/// The task states `pm_tasks` filters by.
+pub const TASK_STATES: [&str; 6] = ["pending", "ready", "assigned", "running", "done", "failed"];
+
 /// Most workflows one `pm_listWorkflows` answer lists.
 pub const MAX_LISTED_WORKFLOWS: usize = 1_000;
 
@@ -304,6 +337,16 @@ pub trait NodeApi: Send + Sync + 'static {
     /// of its stages none of them could run; [`ApiError::Invalid`] on a node that follows no
     /// operator adverts.
     async fn quote(&self, workflow: Workflow) -> Result<Quote, ApiError>;
+
+    /// Each task of workflow `id` with its attempts and why those that failed did, only those
+    /// in `state` when given (one of [`TASK_STATES`]), only those with a failed attempt when
+    /// `retried`; [`ApiError::UnknownWorkflow`] for an unknown id.
+    async fn tasks(
+        &self,
+        id: WorkflowId,
+        state: Option<String>,
+        retried: bool,
+    ) -> Result<Vec<TaskInfo>, ApiError>;
 
     /// The workflows this node holds, newest first, at most `limit` (up to
     /// [`MAX_LISTED_WORKFLOWS`]), only those in `state` when given (`active`, `completed` or

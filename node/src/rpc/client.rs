@@ -4,7 +4,7 @@
 //! subscriptions means no separate HTTP client dependency.
 
 use super::api::{
-    BlobSlice, NodeInfo, OperatorInfo, Quote, ResultInfo, SubmitOutcome, WorkflowListing,
+    BlobSlice, NodeInfo, OperatorInfo, Quote, ResultInfo, SubmitOutcome, TaskInfo, WorkflowListing,
     WorkflowStatus,
 };
 use futures::{SinkExt, StreamExt};
@@ -283,6 +283,20 @@ impl RpcClient {
         self.call(
             "pm_quoteWorkflow",
             json!({ "workflow": text, "format": format }),
+        )
+        .await
+    }
+
+    /// `pm_tasks`: each task of workflow `id` with its failed attempts and their causes.
+    pub async fn tasks(
+        &mut self,
+        id: &str,
+        state: Option<&str>,
+        retried: bool,
+    ) -> Result<Vec<TaskInfo>, ClientError> {
+        self.call(
+            "pm_tasks",
+            json!({ "id": id, "state": state, "retried": retried }),
         )
         .await
     }

@@ -17,9 +17,9 @@ pub mod offers;
 mod store_api;
 
 pub use api::{
-    ApiError, BlobSlice, NodeApi, NodeInfo, OperatorInfo, OutputInfo, Quote, ResultInfo,
-    StageProgress, SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowListing, WorkflowStatus,
-    MAX_LISTED_WORKFLOWS,
+    ApiError, BlobSlice, FailedAttempt, NodeApi, NodeInfo, OperatorInfo, OutputInfo, Quote,
+    ResultInfo, StageProgress, SubmitOutcome, SubmitRequest, TaskInfo, UnmatchedStage,
+    WorkflowListing, WorkflowStatus, MAX_LISTED_WORKFLOWS, TASK_STATES,
 };
 pub use client::{ClientError, RpcClient};
 pub use store_api::{compute_status, operator_info, StoreApi};
@@ -375,6 +375,7 @@ fn count(state: &AppState, method: &str, result: &Result<Value, RpcErr>) {
         "pm_cancelWorkflow" => "pm_cancelWorkflow",
         "pm_listWorkflows" => "pm_listWorkflows",
         "pm_quoteWorkflow" => "pm_quoteWorkflow",
+        "pm_tasks" => "pm_tasks",
         _ => "unknown",
     };
     m.rpc_request(method, if result.is_ok() { "ok" } else { "error" });
@@ -422,6 +423,15 @@ struct IdParams {
 
 /// How many workflows `pm_listWorkflows` lists when the request names no `limit`.
 pub const DEFAULT_LISTED_WORKFLOWS: usize = 50;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TasksParams {
+    id: String,
+    state: Option<String>,
+    #[serde(default)]
+    retried: bool,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -571,6 +581,11 @@ async fn dispatch(state: &AppState, method: &str, raw: Value) -> Result<Value, R
             let p: QuoteParams = params(raw, &["workflow", "format"])?;
             let workflow = decode_workflow(&p.workflow, p.format.as_deref())?;
             to_value(api.quote(workflow).await?)
+        }
+        "pm_tasks" => {
+            let p: TasksParams = params(raw, &["id", "state", "retried"])?;
+            let id = parse_id(&p.id, "id")?;
+            to_value(api.tasks(id, p.state, p.retried).await?)
         }
         "pm_listWorkflows" => {
             let p: ListParams = params(raw, &["state", "limit"])?;

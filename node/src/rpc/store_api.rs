@@ -3,9 +3,9 @@
 //! them and feed the matchmaker, and calls [`StoreApi::notify`] when progress changes).
 
 use super::api::{
-    ApiError, NodeApi, NodeInfo, OperatorInfo, OutputInfo, Quote, ResultInfo, StageProgress,
-    SubmitOutcome, SubmitRequest, UnmatchedStage, WorkflowListing, WorkflowStatus,
-    MAX_LISTED_WORKFLOWS,
+    ApiError, FailedAttempt, NodeApi, NodeInfo, OperatorInfo, OutputInfo, Quote, ResultInfo,
+    StageProgress, SubmitOutcome, SubmitRequest, TaskInfo, UnmatchedStage, WorkflowListing,
+    WorkflowStatus, MAX_LISTED_WORKFLOWS, TASK_STATES,
 };
 use super::offers;
 use crate::metrics::NodeMetrics;
@@ -187,6 +187,43 @@ pub fn compute_status(
     }
 }
 
+/// One task as `pm_tasks` shows it; `accepted` is its accepted result's attempt and operator.
+fn task_info(
+    task: TaskIndex,
+    name: &str,
+    rec: TaskRecord,
+    accepted: Option<(u32, PublicKey)>,
+) -> TaskInfo {
+    let (attempt, operator) = match (&rec.state, accepted) {
+        (
+            TaskState::Assigned { attempt, operator } | TaskState::Running { attempt, operator },
+            _,
+        ) => (Some(*attempt), Some(operator.to_hex())),
+        (TaskState::Done { .. }, Some((attempt, operator))) => {
+            (Some(attempt), Some(operator.to_hex()))
+        }
+        _ => (None, None),
+    };
+    TaskInfo {
+        task,
+        name: name.to_owned(),
+        state: rec.state.label().to_owned(),
+        attempt,
+        operator,
+        failed_attempts: rec
+            .attempts
+            .into_iter()
+            .filter_map(|a| {
+                Some(FailedAttempt {
+                    attempt: a.attempt,
+                    operator: a.operator.to_hex(),
+                    cause: a.cause?,
+                })
+            })
+            .collect(),
+    }
+}
+
 /// Operator record as the RPC shows it.
 pub fn operator_info(key: &PublicKey, record: &OperatorRecord) -> OperatorInfo {
     let advert = record.advert.as_ref();
@@ -364,6 +401,46 @@ impl NodeApi for StoreApi {
         blocking(move || {
             let ops = offers::present_operators(&store.operators()?, now_ms());
             Ok(offers::quote(&workflow, &ops))
+        })
+        .await
+    }
+
+    async fn tasks(
+        &self,
+        id: WorkflowId,
+        state: Option<String>,
+        retried: bool,
+    ) -> Result<Vec<TaskInfo>, ApiError> {
+        if let Some(s) = state.as_deref().filter(|s| !TASK_STATES.contains(s)) {
+            return Err(ApiError::Invalid(format!(
+                "state: {s:?} is not a task state ({})",
+                TASK_STATES.join(", ")
+            )));
+        }
+        let store = self.store.clone();
+        blocking(move || {
+            let record = store.workflow(&id)?.ok_or(ApiError::UnknownWorkflow(id))?;
+            let wf = &record.submission.workflow;
+            let mut records: HashMap<TaskIndex, TaskRecord> =
+                store.tasks(&id)?.into_iter().collect();
+            let accepted: HashMap<TaskIndex, (u32, PublicKey)> = store
+                .results(&id)?
+                .into_iter()
+                .map(|(i, r)| (i, (r.result.attempt, r.result.operator)))
+                .collect();
+            let mut out = Vec::new();
+            for (i, task) in wf.tasks.iter().enumerate() {
+                let i = i as TaskIndex;
+                let rec = records.remove(&i).unwrap_or_default();
+                let info = task_info(i, &task.name, rec, accepted.get(&i).copied());
+                if state.as_deref().is_some_and(|s| s != info.state)
+                    || (retried && info.failed_attempts.is_empty())
+                {
+                    continue;
+                }
+                out.push(info);
+            }
+            Ok(out)
         })
         .await
     }

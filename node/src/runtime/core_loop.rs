@@ -1334,6 +1334,7 @@ impl Core {
                         op.cancel(&(c.workflow, c.task, c.attempt), &c.reason);
                     }
                 }
+                self.view.cancelled(&self.sh, &self.progress, c);
             }
             Message::WorkflowFailed(f) => self.view.workflow_failed(&self.sh, &self.progress, f),
             // Only a matchmaker acts on it (below); the view learns the outcome from the

@@ -6,7 +6,7 @@ use super::{Api, NodeError};
 use crate::network::BlobChunk;
 use crate::rpc::{
     ApiError, NodeApi, NodeInfo, OperatorInfo, Quote, ResultInfo, StoreApi, SubmitOutcome,
-    SubmitRequest, WorkflowListing, WorkflowStatus,
+    SubmitRequest, TaskInfo, WorkflowListing, WorkflowStatus,
 };
 use proofmesh_protocol::{ContentId, Workflow, WorkflowId};
 use tokio::sync::broadcast;
@@ -101,6 +101,15 @@ impl NodeApi for Api {
 
     async fn quote(&self, workflow: Workflow) -> Result<Quote, ApiError> {
         NodeApi::quote(&self.reads(), workflow).await
+    }
+
+    async fn tasks(
+        &self,
+        id: WorkflowId,
+        state: Option<String>,
+        retried: bool,
+    ) -> Result<Vec<TaskInfo>, ApiError> {
+        NodeApi::tasks(&self.reads(), id, state, retried).await
     }
 
     async fn workflows(

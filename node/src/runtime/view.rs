@@ -9,8 +9,8 @@ use crate::bounded_set::BoundedSet;
 use crate::held::Held;
 use crate::store::{AttemptRecord, StoreError, TaskRecord, TaskState, WorkflowState};
 use proofmesh_protocol::messages::{
-    Acceptance, Assignment, OperatorAdvert, SignedResult, Submission, SyncWant, TaskFailure,
-    Verdict, WorkflowFailure,
+    Acceptance, Assignment, CancelAttempt, OperatorAdvert, SignedResult, Submission, SyncWant,
+    TaskFailure, Verdict, WorkflowFailure,
 };
 use proofmesh_protocol::{ContentId, TaskIndex, Workflow, WorkflowId};
 use std::borrow::Cow;
@@ -361,26 +361,51 @@ impl View {
 
     /// An operator declared a failure.
     pub fn failure(&mut self, sh: &Shared, progress: &Notifier, f: &TaskFailure) {
-        let (attempt, operator) = (f.attempt, f.operator);
-        let cause = format!("{:?}", f.cause);
-        self.update(sh, progress, &f.workflow, f.task, |r| {
-            if r.attempts.iter().any(|x| x.attempt == attempt) {
-                return false;
-            }
-            r.attempts.push(AttemptRecord {
-                attempt,
-                operator,
-                cause: Some(cause),
-            });
-            if attempt_of(&r.state) == attempt && !matches!(r.state, TaskState::Done { .. }) {
-                r.state = TaskState::Ready;
-            }
-            true
-        });
+        let ended = AttemptRecord {
+            attempt: f.attempt,
+            operator: f.operator,
+            cause: Some(format!("{:?}", f.cause)),
+        };
+        self.attempt_ended(sh, progress, &f.workflow, f.task, ended);
         let _ = sh
             .store
             .lazy()
-            .update_operator(&operator, |o| o.stats.failed += 1);
+            .update_operator(&f.operator, |o| o.stats.failed += 1);
+    }
+
+    /// A matchmaker called an attempt back: it timed out, its operator went down, another
+    /// matchmaker's attempt replaced it, or its workflow ended. Recorded with the reason, so the
+    /// status counts it among the failed attempts and `pm_tasks` says why (before, only declared
+    /// failures and rejected results were, and a task retried after a timeout showed none).
+    pub fn cancelled(&mut self, sh: &Shared, progress: &Notifier, c: &CancelAttempt) {
+        let ended = AttemptRecord {
+            attempt: c.attempt,
+            operator: c.operator,
+            cause: Some(c.reason.clone()),
+        };
+        self.attempt_ended(sh, progress, &c.workflow, c.task, ended);
+    }
+
+    /// Record an attempt that ended without an accepted result (once per attempt: the first
+    /// cause heard is kept); a task whose current attempt it was is ready again.
+    fn attempt_ended(
+        &mut self,
+        sh: &Shared,
+        progress: &Notifier,
+        workflow: &WorkflowId,
+        task: TaskIndex,
+        ended: AttemptRecord,
+    ) {
+        self.update(sh, progress, workflow, task, |r| {
+            if r.attempts.iter().any(|x| x.attempt == ended.attempt) {
+                return false;
+            }
+            if attempt_of(&r.state) == ended.attempt && !matches!(r.state, TaskState::Done { .. }) {
+                r.state = TaskState::Ready;
+            }
+            r.attempts.push(ended);
+            true
+        });
     }
 
     /// A matchmaker's verdict.
@@ -390,21 +415,12 @@ impl View {
             Verdict::Rejected { result, reason } => {
                 let r = &result.result;
                 let (attempt, operator) = (r.attempt, r.operator);
-                let cause = format!("invalid result: {reason}");
-                self.update(sh, progress, &r.workflow, r.task, |rec| {
-                    if rec.attempts.iter().any(|x| x.attempt == attempt) {
-                        return false;
-                    }
-                    rec.attempts.push(AttemptRecord {
-                        attempt,
-                        operator,
-                        cause: Some(cause),
-                    });
-                    if attempt_of(&rec.state) == attempt {
-                        rec.state = TaskState::Ready;
-                    }
-                    true
-                });
+                let ended = AttemptRecord {
+                    attempt,
+                    operator,
+                    cause: Some(format!("invalid result: {reason}")),
+                };
+                self.attempt_ended(sh, progress, &r.workflow, r.task, ended);
                 let _ = sh
                     .store
                     .lazy()

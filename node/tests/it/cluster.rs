@@ -963,6 +963,18 @@ async fn operator_dies_mid_task_and_its_task_is_reassigned() {
         reassigned.result.attempt >= 2,
         "the task needed another attempt"
     );
+    // The gateway heard why the first attempt ended (the matchmaker's call-back), and counts it.
+    let record = gw.store().task(&id, victim_task).expect("readable");
+    let lost = record
+        .attempts
+        .iter()
+        .find(|a| a.operator == victim_key)
+        .expect("the dead operator's attempt is recorded");
+    assert_eq!(
+        lost.cause.as_deref(),
+        Some("operator went down"),
+        "{record:?}"
+    );
     cluster.shutdown().await;
 }
 

@@ -7,8 +7,8 @@ use proofmesh_node::metrics::{NodeMetrics, SharedRegistry};
 use proofmesh_node::rpc::{
     self, codes, ClientError, NodeInfo, RpcClient, RpcError, RpcHandle, StoreApi,
 };
-use proofmesh_node::store::{Store, TaskState, WorkflowState};
-use proofmesh_protocol::messages::{Capacity, OperatorAdvert};
+use proofmesh_node::store::{AttemptRecord, Store, TaskState, WorkflowState};
+use proofmesh_protocol::messages::{Capacity, OperatorAdvert, SignedResult, TaskResult};
 use proofmesh_protocol::{encoding, ContentId, Keypair};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -680,6 +680,16 @@ async fn cli_submit_status_result_operators_over_rpc() {
     .await;
     assert_ne!(code, 0, "no result for a failed workflow");
 
+    let (code, out, err) = proofmesh(&[
+        "tasks", &id, "--state", "pending", "--rpc", &url, "--token", "tok",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 5, "{out}");
+    assert!(
+        out.starts_with("task=0 name=witness state=pending failed_attempts=0\n"),
+        "{out}"
+    );
     let (code, out, err) = proofmesh(&["workflows", "--rpc", &url, "--token", "tok"]).await;
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -846,5 +856,107 @@ async fn list_workflows_newest_first_by_state_and_limit() {
             }
             other => panic!("{params}: expected invalid params, got {other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn tasks_with_their_holders_and_why_attempts_failed() {
+    let f = start("127.0.0.1:0", None).await.unwrap();
+    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let store = f.api.store();
+    let sub = submission("tasks", 2, &Keypair::generate());
+    let (id, _) = store.put_workflow(&sub, 1).unwrap();
+    let (a, c) = (Keypair::generate().public(), Keypair::generate().public());
+    let attempt = |attempt, operator, cause: Option<&str>| AttemptRecord {
+        attempt,
+        operator,
+        cause: cause.map(str::to_owned),
+    };
+    // witness: attempt 1 timed out, attempt 2 accepted (b's); leaf[0] runs its first attempt
+    // on c; leaf[1] used up its attempts; final has no record (pending).
+    let b_key = Keypair::generate();
+    let b = b_key.public();
+    let first = signed_result(&sub, 0, ContentId([1; 32]), &b_key).result;
+    let accepted = SignedResult::sign(
+        &b_key,
+        TaskResult {
+            attempt: 2,
+            ..first
+        },
+    );
+    store.accept_result(&accepted).unwrap();
+    store
+        .update_task(&id, 0, |t| {
+            t.attempts = vec![attempt(1, a, Some("no result by the deadline"))];
+        })
+        .unwrap();
+    store
+        .update_task(&id, 1, |t| {
+            t.state = TaskState::Running {
+                attempt: 1,
+                operator: c,
+            }
+        })
+        .unwrap();
+    store
+        .update_task(&id, 2, |t| {
+            t.state = TaskState::Failed;
+            t.attempts = vec![attempt(1, c, Some("crashed (exit 3)"))];
+        })
+        .unwrap();
+
+    let all = client.tasks(&id.to_hex(), None, false).await.unwrap();
+    let seen: Vec<_> = all
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_str(),
+                t.state.as_str(),
+                t.attempt,
+                t.operator.clone(),
+                t.failed_attempts.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("witness", "done", Some(2), Some(b.to_hex()), 1),
+            ("leaf[0]", "running", Some(1), Some(c.to_hex()), 0),
+            ("leaf[1]", "failed", None, None, 1),
+            ("final", "pending", None, None, 0)
+        ]
+    );
+    assert_eq!(all[0].failed_attempts[0].operator, a.to_hex());
+    assert_eq!(all[0].failed_attempts[0].cause, "no result by the deadline");
+    let retried = client.tasks(&id.to_hex(), None, true).await.unwrap();
+    assert_eq!(retried.iter().map(|t| t.task).collect::<Vec<_>>(), [0, 2]);
+    let failed = client
+        .tasks(&id.to_hex(), Some("failed"), false)
+        .await
+        .unwrap();
+    assert_eq!(failed, all[2..3]);
+    assert!(client
+        .tasks(&id.to_hex(), Some("running"), true)
+        .await
+        .unwrap()
+        .is_empty());
+
+    match client.tasks(&id.to_hex(), Some("stuck"), false).await {
+        Err(ClientError::Rpc { code, message }) => {
+            assert_eq!(code, codes::INVALID_PARAMS);
+            assert!(
+                message.contains("\"stuck\" is not a task state"),
+                "{message}"
+            );
+        }
+        other => panic!("expected invalid params, got {other:?}"),
+    }
+    match client
+        .tasks(&ContentId([9; 32]).to_hex(), None, false)
+        .await
+    {
+        Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::UNKNOWN_WORKFLOW),
+        other => panic!("expected an unknown workflow, got {other:?}"),
     }
 }
