@@ -419,6 +419,18 @@ impl Matchmaker {
         self.st.classes.iter().map(|c| c.ready.len()).sum()
     }
 
+    /// Ready tasks (active workflows only) that no live operator could run: none runs the
+    /// program, has the capacity, or asks at most the price ceiling ([`crate::fit::eligible`]).
+    /// They wait for such an operator to join; a market-wide signal of missing capacity.
+    pub fn unmatched_ready_len(&self) -> usize {
+        self.st
+            .classes
+            .iter()
+            .filter(|c| c.live_eligible == 0)
+            .map(|c| c.ready.len())
+            .sum()
+    }
+
     /// Attempts in flight.
     pub fn inflight_len(&self) -> usize {
         self.st.ops.iter().map(|o| o.tasks.len()).sum()

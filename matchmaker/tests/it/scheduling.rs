@@ -1,5 +1,5 @@
 use crate::common::*;
-use proofmesh_matchmaker::{Decision, Matchmaker};
+use proofmesh_matchmaker::{Decision, Event, Matchmaker};
 use std::collections::BTreeSet;
 
 #[test]
@@ -170,4 +170,27 @@ fn malformed_workflows_fail_with_a_reason() {
     assert!(
         matches!(&d[..], [Decision::WorkflowFailed { reason, .. }] if reason.to_string().contains("does not exist"))
     );
+}
+
+#[test]
+fn ready_tasks_no_live_operator_could_run_are_counted_until_one_joins() {
+    // Two CPU-only operators: the witness and the leaves of the GPU pipeline find nobody.
+    let mut mm = with_operators(2, 0);
+    let (_, d) = submit(&mut mm, 0, &pipeline(4));
+    assert!(assignments(&d).is_empty(), "{d:?}");
+    assert_eq!((mm.ready_len(), mm.unmatched_ready_len()), (1, 1));
+    // A GPU operator joins: the witness goes to it and nothing ready is left unmatched.
+    let d = mm.handle(1, Event::OperatorAdvert(advert(&key(9), 1, 24_576)));
+    let a = assignments(&d);
+    assert_eq!((a.len(), a[0].task), (1, 0), "{d:?}");
+    assert_eq!(a[0].operator, key(9).public());
+    assert_eq!((mm.ready_len(), mm.unmatched_ready_len()), (0, 0));
+    // It goes down: the witness is ready again with nobody to run it.
+    let d = mm.handle(10_000, Event::Tick);
+    assert!(
+        d.iter().any(|d| matches!(d, Decision::Cancel { .. })),
+        "{d:?}"
+    );
+    assert_eq!(mm.unmatched_ready_len(), 1);
+    mm.check_invariants().expect("invariants");
 }

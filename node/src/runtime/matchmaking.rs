@@ -441,7 +441,8 @@ impl MatchmakerRole {
     /// Drop what only a running workflow needs (its attempts, when they were assigned, its
     /// results' check verdicts) for every workflow the engine has finished: a long-running
     /// matchmaker kept one entry per attempt and per result it ever saw. Cheap: one lookup
-    /// per workflow held, and per attempt in flight.
+    /// per workflow held, and per attempt in flight. Also refreshes the memory gauges, and
+    /// that of ready tasks no live operator could run (one pass over the scheduling classes).
     pub fn forget_finished(&mut self, sh: &Shared) {
         let engine = &self.engine;
         self.known
@@ -459,6 +460,9 @@ impl MatchmakerRole {
         sh.metrics
             .matchmaker_engine_workflows
             .set(engine_held as i64);
+        sh.metrics
+            .matchmaker_unmatched_ready
+            .set(self.engine.unmatched_ready_len() as i64);
     }
 
     pub fn tick(&mut self, sh: &Shared, now: u64) -> Vec<Decision> {

@@ -62,6 +62,9 @@ pub struct RuntimeMetrics {
     /// Workflows the matchmaker's engine holds: running, or finished within
     /// `retire_after_ms` (updated every 250 ms).
     pub matchmaker_engine_workflows: Gauge,
+    /// Ready tasks of the matchmaker's workflows that no live operator could run (updated
+    /// every 250 ms): work waiting for capacity the market lacks.
+    pub matchmaker_unmatched_ready: Gauge,
     /// Size of the matchmaker's last snapshot (bytes).
     pub matchmaker_snapshot_bytes: Gauge,
     /// Seconds to encode and store a matchmaker snapshot.
@@ -91,6 +94,7 @@ impl RuntimeMetrics {
             view_tasks: Gauge::default(),
             matchmaker_workflows: Gauge::default(),
             matchmaker_engine_workflows: Gauge::default(),
+            matchmaker_unmatched_ready: Gauge::default(),
             matchmaker_snapshot_bytes: Gauge::default(),
             matchmaker_snapshot_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             operator_attempts: Gauge::default(),
@@ -169,6 +173,11 @@ impl RuntimeMetrics {
             "proofmesh_matchmaker_engine_workflows",
             "Workflows the matchmaker's engine holds: running, or finished within its retire_after_ms",
             m.matchmaker_engine_workflows.clone(),
+        );
+        registry.register(
+            "proofmesh_matchmaker_unmatched_ready_tasks",
+            "Ready tasks of this matchmaker's workflows that no live operator could run (program, capacity or price): they wait for one to join",
+            m.matchmaker_unmatched_ready.clone(),
         );
         registry.register(
             "proofmesh_matchmaker_snapshot_bytes",

@@ -2,7 +2,7 @@
 //! keeps naming them while the rest runs, and once an operator that can run them advertises they
 //! run and the workflow completes (nothing fails for want of an operator).
 
-use crate::cluster::{matchmaker_and_operator, options, Role};
+use crate::cluster::{matchmaker_and_operator, metric, options, Role};
 use proofmesh_node::rpc::{NodeApi, SubmitRequest, UnmatchedStage, WorkflowStatus};
 use proofmesh_node::runtime::Node;
 use proofmesh_protocol::messages::{Capacity, GpuInfo};
@@ -140,7 +140,12 @@ async fn stages_no_operator_can_run_are_named_and_run_once_one_can() {
         unmatched(&status, "big").is_some_and(|r| r.contains("8 cores")),
         "{status:?}"
     );
-    sleep(Duration::from_millis(300)).await;
+    // The matchmaker counts both as ready with nobody to run them (refreshed every 250 ms).
+    let deadline = Instant::now() + WAIT;
+    while metric(&mm, "proofmesh_matchmaker_unmatched_ready_tasks") != 2.0 {
+        assert!(Instant::now() < deadline, "the gauge never showed both");
+        sleep(Duration::from_millis(20)).await;
+    }
     let status = NodeApi::status(mm.api(), id).await.unwrap();
     assert_eq!(
         (status.state.as_str(), status.done),
@@ -164,6 +169,11 @@ async fn stages_no_operator_can_run_are_named_and_run_once_one_can() {
     let _big = Node::spawn(big).await.expect("the big operator starts");
     let status = status_until(mm.api(), id, "completion", |s| s.state != "active").await;
     assert_eq!((status.state.as_str(), status.done), ("completed", 4));
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        metric(&mm, "proofmesh_matchmaker_unmatched_ready_tasks"),
+        0.0
+    );
     assert!(status
         .stages
         .iter()
