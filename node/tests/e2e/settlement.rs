@@ -111,14 +111,33 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     }
     let requester = net.requester().signer.address();
     let before = market.balance(requester).await.expect("balance");
+    // Quoted first, at the operators' asks: every stage can run (once the gateway heard both).
+    let mut gw = net.rpc("gateway").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let quote = loop {
+        let q = gw.quote(&demo(), "toml").await.expect("quote");
+        if q.operators == 2 && q.unmatched_tasks == 0 {
+            break q;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never quoted whole: {q:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
 
     let (id, workflow) = net.submit_with_escrow(&demo()).await;
     let n = workflow.tasks.len();
     let max = proofmesh_node::chain::escrow::max_payment(&workflow);
+    assert_eq!(quote.id, id.to_hex());
+    assert_eq!(
+        quote.escrow_wei,
+        max.to_string(),
+        "the quote names the escrow"
+    );
     // The requester paid the whole ceiling (plus gas) into the escrow.
     let after = market.balance(requester).await.expect("balance");
     assert!(before - after >= U256::from(max));
-    let mut gw = net.rpc("gateway").await;
     wait_completed(&mut gw, &id.to_hex(), "completion", WAIT, n).await;
     // The final proof verifies.
     let result = gw.result(&id.to_hex()).await.expect("result");
@@ -144,6 +163,45 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     })
     .await;
     assert!(expected > 0 && expected <= max, "paid within the escrow");
+    let (lowest, highest): (u128, u128) = (
+        quote.lowest_wei.parse().expect("wei"),
+        quote.highest_wei.parse().expect("wei"),
+    );
+    assert!(
+        lowest <= expected && expected <= highest,
+        "paid {expected}, quoted {lowest}..={highest}"
+    );
+    // Every task done, by the operator whose result was accepted, none retried; and the
+    // gateway lists the workflow completed.
+    let tasks = gw.tasks(&id.to_hex(), None, false).await.expect("tasks");
+    assert_eq!(tasks.len(), n);
+    let results = gw.result(&id.to_hex()).await.expect("result");
+    for t in &tasks {
+        assert_eq!(
+            (t.state.as_str(), t.failed_attempts.len()),
+            ("done", 0),
+            "{t:?}"
+        );
+        assert!(t.operator.is_some(), "{t:?}");
+    }
+    assert_eq!(
+        tasks
+            .iter()
+            .find(|t| t.task == results.outputs[0].task)
+            .and_then(|t| t.operator.clone()),
+        Some(results.outputs[0].operator.clone()),
+        "the final task's operator is the one whose proof was accepted"
+    );
+    let listed = gw
+        .workflows(Some("completed"), 50)
+        .await
+        .expect("workflows");
+    assert!(
+        listed
+            .iter()
+            .any(|w| w.id == id.to_hex() && w.done == n as u64),
+        "{listed:?}"
+    );
     // Then the settler closes the escrow: the rest is the requester's at once, not only after
     // the deadline.
     let escrow = released(&market, key, escrow.paid).await;
