@@ -5,7 +5,7 @@
 
 use super::rpc_args::{block_on, RpcArgs};
 use clap::{Args, ValueEnum};
-use proofmesh_node::rpc::TaskInfo;
+use proofmesh_node::rpc::{TaskInfo, TaskQuery, MAX_LISTED_TASKS};
 use std::process::ExitCode;
 
 /// A task state to list.
@@ -76,10 +76,23 @@ pub fn run(args: TasksArgs) -> anyhow::Result<ExitCode> {
     });
     block_on(async move {
         let mut client = args.rpc.connect().await?;
-        for t in client.tasks(&args.id, state, args.retried).await? {
-            println!("{}", format_task(&t));
+        // One page of at most MAX_LISTED_TASKS at a time; the next starts after its last task.
+        let mut query = TaskQuery {
+            state: state.map(str::to_owned),
+            retried: args.retried,
+            from: 0,
+            limit: Some(MAX_LISTED_TASKS),
+        };
+        loop {
+            let page = client.tasks(&args.id, &query).await?;
+            for t in &page {
+                println!("{}", format_task(t));
+            }
+            match page.last() {
+                Some(last) if page.len() == MAX_LISTED_TASKS => query.from = last.task + 1,
+                _ => return Ok(ExitCode::SUCCESS),
+            }
         }
-        Ok(ExitCode::SUCCESS)
     })
 }
 

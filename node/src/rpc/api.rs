@@ -116,6 +116,31 @@ pub struct FailedAttempt {
     pub cause: String,
 }
 
+/// Which tasks `pm_tasks` lists: from task index `from` on, at most `limit` (up to
+/// [`MAX_LISTED_TASKS`]), only those in `state` when given (one of [`TASK_STATES`]), only those
+/// with a failed attempt when `retried`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskQuery {
+    /// Only tasks in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Only tasks with a failed attempt.
+    #[serde(default)]
+    pub retried: bool,
+    /// First task index considered.
+    #[serde(default)]
+    pub from: u32,
+    /// Most tasks listed (default [`DEFAULT_LISTED_TASKS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// Most tasks one `pm_tasks` answer lists, and how many when the query names no limit (a
+/// workflow may have 100,000: page through them with `from`).
+pub const MAX_LISTED_TASKS: usize = 10_000;
+/// See [`MAX_LISTED_TASKS`].
+pub const DEFAULT_LISTED_TASKS: usize = 1_000;
+
 /// The task states `pm_tasks` filters by.
 pub const TASK_STATES: [&str; 6] = ["pending", "ready", "assigned", "running", "done", "failed"];
 
@@ -338,15 +363,9 @@ pub trait NodeApi: Send + Sync + 'static {
     /// operator adverts.
     async fn quote(&self, workflow: Workflow) -> Result<Quote, ApiError>;
 
-    /// Each task of workflow `id` with its attempts and why those that failed did, only those
-    /// in `state` when given (one of [`TASK_STATES`]), only those with a failed attempt when
-    /// `retried`; [`ApiError::UnknownWorkflow`] for an unknown id.
-    async fn tasks(
-        &self,
-        id: WorkflowId,
-        state: Option<String>,
-        retried: bool,
-    ) -> Result<Vec<TaskInfo>, ApiError>;
+    /// The tasks of workflow `id` that `query` selects, in order, with their attempts and why
+    /// those that failed did; [`ApiError::UnknownWorkflow`] for an unknown id.
+    async fn tasks(&self, id: WorkflowId, query: TaskQuery) -> Result<Vec<TaskInfo>, ApiError>;
 
     /// The workflows this node holds, newest first, at most `limit` (up to
     /// [`MAX_LISTED_WORKFLOWS`]), only those in `state` when given (`active`, `completed` or

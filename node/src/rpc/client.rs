@@ -4,8 +4,8 @@
 //! subscriptions means no separate HTTP client dependency.
 
 use super::api::{
-    BlobSlice, NodeInfo, OperatorInfo, Quote, ResultInfo, SubmitOutcome, TaskInfo, WorkflowListing,
-    WorkflowStatus,
+    BlobSlice, NodeInfo, OperatorInfo, Quote, ResultInfo, SubmitOutcome, TaskInfo, TaskQuery,
+    WorkflowListing, WorkflowStatus,
 };
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
@@ -287,18 +287,17 @@ impl RpcClient {
         .await
     }
 
-    /// `pm_tasks`: each task of workflow `id` with its failed attempts and their causes.
+    /// `pm_tasks`: the tasks of workflow `id` that `query` selects (one page), with their failed
+    /// attempts and why they failed.
     pub async fn tasks(
         &mut self,
         id: &str,
-        state: Option<&str>,
-        retried: bool,
+        query: &TaskQuery,
     ) -> Result<Vec<TaskInfo>, ClientError> {
-        self.call(
-            "pm_tasks",
-            json!({ "id": id, "state": state, "retried": retried }),
-        )
-        .await
+        let mut params = serde_json::to_value(query)
+            .map_err(|e| ClientError::Protocol(format!("encoding the query: {e}")))?;
+        params["id"] = json!(id);
+        self.call("pm_tasks", params).await
     }
 
     /// `pm_listWorkflows`: newest first, at most `limit`, only those in `state` when given.

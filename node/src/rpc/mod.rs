@@ -18,8 +18,9 @@ mod store_api;
 
 pub use api::{
     ApiError, BlobSlice, FailedAttempt, NodeApi, NodeInfo, OperatorInfo, OutputInfo, Quote,
-    ResultInfo, StageProgress, SubmitOutcome, SubmitRequest, TaskInfo, UnmatchedStage,
-    WorkflowListing, WorkflowStatus, MAX_LISTED_WORKFLOWS, TASK_STATES,
+    ResultInfo, StageProgress, SubmitOutcome, SubmitRequest, TaskInfo, TaskQuery, UnmatchedStage,
+    WorkflowListing, WorkflowStatus, DEFAULT_LISTED_TASKS, MAX_LISTED_TASKS, MAX_LISTED_WORKFLOWS,
+    TASK_STATES,
 };
 pub use client::{ClientError, RpcClient};
 pub use store_api::{compute_status, operator_info, StoreApi};
@@ -431,6 +432,9 @@ struct TasksParams {
     state: Option<String>,
     #[serde(default)]
     retried: bool,
+    #[serde(default)]
+    from: u32,
+    limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -583,9 +587,15 @@ async fn dispatch(state: &AppState, method: &str, raw: Value) -> Result<Value, R
             to_value(api.quote(workflow).await?)
         }
         "pm_tasks" => {
-            let p: TasksParams = params(raw, &["id", "state", "retried"])?;
+            let p: TasksParams = params(raw, &["id", "state", "retried", "from", "limit"])?;
             let id = parse_id(&p.id, "id")?;
-            to_value(api.tasks(id, p.state, p.retried).await?)
+            let query = TaskQuery {
+                state: p.state,
+                retried: p.retried,
+                from: p.from,
+                limit: p.limit,
+            };
+            to_value(api.tasks(id, query).await?)
         }
         "pm_listWorkflows" => {
             let p: ListParams = params(raw, &["state", "limit"])?;

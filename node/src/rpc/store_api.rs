@@ -4,8 +4,9 @@
 
 use super::api::{
     ApiError, FailedAttempt, NodeApi, NodeInfo, OperatorInfo, OutputInfo, Quote, ResultInfo,
-    StageProgress, SubmitOutcome, SubmitRequest, TaskInfo, UnmatchedStage, WorkflowListing,
-    WorkflowStatus, MAX_LISTED_WORKFLOWS, TASK_STATES,
+    StageProgress, SubmitOutcome, SubmitRequest, TaskInfo, TaskQuery, UnmatchedStage,
+    WorkflowListing, WorkflowStatus, DEFAULT_LISTED_TASKS, MAX_LISTED_TASKS, MAX_LISTED_WORKFLOWS,
+    TASK_STATES,
 };
 use super::offers;
 use crate::metrics::NodeMetrics;
@@ -405,16 +406,18 @@ impl NodeApi for StoreApi {
         .await
     }
 
-    async fn tasks(
-        &self,
-        id: WorkflowId,
-        state: Option<String>,
-        retried: bool,
-    ) -> Result<Vec<TaskInfo>, ApiError> {
-        if let Some(s) = state.as_deref().filter(|s| !TASK_STATES.contains(s)) {
+    async fn tasks(&self, id: WorkflowId, query: TaskQuery) -> Result<Vec<TaskInfo>, ApiError> {
+        if let Some(s) = query.state.as_deref().filter(|s| !TASK_STATES.contains(s)) {
             return Err(ApiError::Invalid(format!(
                 "state: {s:?} is not a task state ({})",
                 TASK_STATES.join(", ")
+            )));
+        }
+        let limit = query.limit.unwrap_or(DEFAULT_LISTED_TASKS);
+        if limit > MAX_LISTED_TASKS {
+            return Err(ApiError::Invalid(format!(
+                "limit: {limit} is more than the {MAX_LISTED_TASKS} tasks one answer lists (page \
+                 with from)"
             )));
         }
         let store = self.store.clone();
@@ -429,12 +432,15 @@ impl NodeApi for StoreApi {
                 .map(|(i, r)| (i, (r.result.attempt, r.result.operator)))
                 .collect();
             let mut out = Vec::new();
-            for (i, task) in wf.tasks.iter().enumerate() {
+            for (i, task) in wf.tasks.iter().enumerate().skip(query.from as usize) {
+                if out.len() == limit {
+                    break;
+                }
                 let i = i as TaskIndex;
                 let rec = records.remove(&i).unwrap_or_default();
                 let info = task_info(i, &task.name, rec, accepted.get(&i).copied());
-                if state.as_deref().is_some_and(|s| s != info.state)
-                    || (retried && info.failed_attempts.is_empty())
+                if query.state.as_deref().is_some_and(|s| s != info.state)
+                    || (query.retried && info.failed_attempts.is_empty())
                 {
                     continue;
                 }

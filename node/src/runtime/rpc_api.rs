@@ -6,7 +6,7 @@ use super::{Api, NodeError};
 use crate::network::BlobChunk;
 use crate::rpc::{
     ApiError, NodeApi, NodeInfo, OperatorInfo, Quote, ResultInfo, StoreApi, SubmitOutcome,
-    SubmitRequest, TaskInfo, WorkflowListing, WorkflowStatus,
+    SubmitRequest, TaskInfo, TaskQuery, WorkflowListing, WorkflowStatus,
 };
 use proofmesh_protocol::{ContentId, Workflow, WorkflowId};
 use tokio::sync::broadcast;
@@ -103,13 +103,8 @@ impl NodeApi for Api {
         NodeApi::quote(&self.reads(), workflow).await
     }
 
-    async fn tasks(
-        &self,
-        id: WorkflowId,
-        state: Option<String>,
-        retried: bool,
-    ) -> Result<Vec<TaskInfo>, ApiError> {
-        NodeApi::tasks(&self.reads(), id, state, retried).await
+    async fn tasks(&self, id: WorkflowId, query: TaskQuery) -> Result<Vec<TaskInfo>, ApiError> {
+        NodeApi::tasks(&self.reads(), id, query).await
     }
 
     async fn workflows(

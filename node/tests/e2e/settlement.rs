@@ -173,7 +173,10 @@ async fn happy_path_pays_the_agreed_amounts_to_the_wei() {
     );
     // Every task done, by the operator whose result was accepted, none retried; and the
     // gateway lists the workflow completed.
-    let tasks = gw.tasks(&id.to_hex(), None, false).await.expect("tasks");
+    let tasks = gw
+        .tasks(&id.to_hex(), &proofmesh_node::rpc::TaskQuery::default())
+        .await
+        .expect("tasks");
     assert_eq!(tasks.len(), n);
     let results = gw.result(&id.to_hex()).await.expect("result");
     for t in &tasks {

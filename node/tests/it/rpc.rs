@@ -5,7 +5,7 @@ use prometheus_client::registry::Registry;
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::metrics::{NodeMetrics, SharedRegistry};
 use proofmesh_node::rpc::{
-    self, codes, ClientError, NodeInfo, RpcClient, RpcError, RpcHandle, StoreApi,
+    self, codes, ClientError, NodeInfo, RpcClient, RpcError, RpcHandle, StoreApi, TaskQuery,
 };
 use proofmesh_node::store::{AttemptRecord, Store, TaskState, WorkflowState};
 use proofmesh_protocol::messages::{Capacity, OperatorAdvert, SignedResult, TaskResult};
@@ -905,7 +905,15 @@ async fn tasks_with_their_holders_and_why_attempts_failed() {
         })
         .unwrap();
 
-    let all = client.tasks(&id.to_hex(), None, false).await.unwrap();
+    let query = |state: Option<&str>, retried: bool| TaskQuery {
+        state: state.map(str::to_owned),
+        retried,
+        ..TaskQuery::default()
+    };
+    let all = client
+        .tasks(&id.to_hex(), &query(None, false))
+        .await
+        .unwrap();
     let seen: Vec<_> = all
         .iter()
         .map(|t| {
@@ -929,20 +937,47 @@ async fn tasks_with_their_holders_and_why_attempts_failed() {
     );
     assert_eq!(all[0].failed_attempts[0].operator, a.to_hex());
     assert_eq!(all[0].failed_attempts[0].cause, "no result by the deadline");
-    let retried = client.tasks(&id.to_hex(), None, true).await.unwrap();
+    let retried = client
+        .tasks(&id.to_hex(), &query(None, true))
+        .await
+        .unwrap();
     assert_eq!(retried.iter().map(|t| t.task).collect::<Vec<_>>(), [0, 2]);
     let failed = client
-        .tasks(&id.to_hex(), Some("failed"), false)
+        .tasks(&id.to_hex(), &query(Some("failed"), false))
         .await
         .unwrap();
     assert_eq!(failed, all[2..3]);
     assert!(client
-        .tasks(&id.to_hex(), Some("running"), true)
+        .tasks(&id.to_hex(), &query(Some("running"), true))
         .await
         .unwrap()
         .is_empty());
+    // Pages: from a task index on, at most a limit.
+    let page = TaskQuery {
+        from: 1,
+        limit: Some(2),
+        ..TaskQuery::default()
+    };
+    assert_eq!(client.tasks(&id.to_hex(), &page).await.unwrap(), all[1..3]);
+    let too_many = TaskQuery {
+        limit: Some(10_001),
+        ..TaskQuery::default()
+    };
+    match client.tasks(&id.to_hex(), &too_many).await {
+        Err(ClientError::Rpc { code, message }) => {
+            assert_eq!(code, codes::INVALID_PARAMS);
+            assert!(
+                message.contains("10001 is more than the 10000"),
+                "{message}"
+            );
+        }
+        other => panic!("expected invalid params, got {other:?}"),
+    }
 
-    match client.tasks(&id.to_hex(), Some("stuck"), false).await {
+    match client
+        .tasks(&id.to_hex(), &query(Some("stuck"), false))
+        .await
+    {
         Err(ClientError::Rpc { code, message }) => {
             assert_eq!(code, codes::INVALID_PARAMS);
             assert!(
@@ -953,7 +988,7 @@ async fn tasks_with_their_holders_and_why_attempts_failed() {
         other => panic!("expected invalid params, got {other:?}"),
     }
     match client
-        .tasks(&ContentId([9; 32]).to_hex(), None, false)
+        .tasks(&ContentId([9; 32]).to_hex(), &query(None, false))
         .await
     {
         Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::UNKNOWN_WORKFLOW),
