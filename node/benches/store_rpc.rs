@@ -1,5 +1,6 @@
 //! Store and RPC latencies: durable writes (each one a fsynced redb commit), status
-//! computation for the 1,025-task pipeline, and JSON-RPC round trips over a loopback WebSocket.
+//! computation for the 1,025-task pipeline (alone, and judged against 32 present operators as
+//! `pm_status` does), its quote, and JSON-RPC round trips over a loopback WebSocket.
 //!
 //! `cargo bench -p proofmesh-node --bench store_rpc -- [--iters 200]`
 //! The last line is `key=value` pairs (milliseconds).
@@ -7,9 +8,11 @@
 use prometheus_client::registry::Registry;
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::metrics::{NodeMetrics, SharedRegistry};
-use proofmesh_node::rpc::{self, compute_status, NodeInfo, RpcClient, StoreApi};
+use proofmesh_node::rpc::{self, compute_status, offers, NodeInfo, RpcClient, StoreApi};
 use proofmesh_node::store::{Store, TaskState};
-use proofmesh_protocol::messages::{SignedResult, Submission, TaskResult};
+use proofmesh_protocol::messages::{
+    Capacity, OperatorAdvert, SignedResult, Submission, TaskResult,
+};
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Keypair, Resources};
 use std::sync::{Arc, Mutex};
@@ -36,6 +39,28 @@ program = "noop@1"
 deps = ["agg"]
 "#
     )
+}
+
+/// Operator `i`: 16 cores, runs `noop@1`.
+fn advert(i: u32) -> OperatorAdvert {
+    OperatorAdvert {
+        operator: Keypair::from_secret_bytes([i as u8 + 1; 32]).public(),
+        eth_address: None,
+        capacity: Capacity {
+            cpu: 16,
+            memory_mb: 65_536,
+            disk_mb: 100_000,
+            gpus: Vec::new(),
+        },
+        programs: vec![proofmesh_protocol::Program {
+            name: "noop".into(),
+            version: "1".into(),
+        }],
+        price_wei: u128::from(i),
+        queue: 4,
+        max_tasks: 0,
+        trusts: Vec::new(),
+    }
 }
 
 fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
@@ -110,6 +135,29 @@ fn main() {
     for _ in 0..iters {
         status.push(time(|| compute_status(&record, &store.tasks(&id).expect("tasks"), None)).1);
     }
+    // 32 operators present that run noop@1 (every stage matched): the status of an active
+    // workflow then also reads the operators and judges its stages against them, as `pm_status`
+    // does; and the quote of the same workflow.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    for i in 0..32u32 {
+        store.put_operator_advert(&advert(i), now).expect("advert");
+    }
+    let mut status_offers = Vec::new();
+    let mut quotes = Vec::new();
+    for _ in 0..iters {
+        status_offers.push(
+            time(|| {
+                let ops = offers::present_operators(&store.operators().expect("operators"), now);
+                compute_status(&record, &store.tasks(&id).expect("tasks"), Some(&ops))
+            })
+            .1,
+        );
+        let ops = offers::present_operators(&store.operators().expect("operators"), now);
+        quotes.push(time(|| offers::quote(&record.submission.workflow, &ops)).1);
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -152,6 +200,8 @@ fn main() {
     let (acc50, acc99) = percentiles(accept);
     let (ev50, ev99) = percentiles(events);
     let (cs50, cs99) = percentiles(status);
+    let (co50, co99) = percentiles(status_offers);
+    let (q50, q99) = percentiles(quotes);
     let (rs50, rs99) = percentiles(rpc_status);
     let (sb50, sb99) = percentiles(rpc_submit);
     println!(
@@ -159,6 +209,8 @@ fn main() {
          accept_result_p50_ms={acc50:.3} accept_result_p99_ms={acc99:.3} \
          append_100_events_p50_ms={ev50:.3} append_100_events_p99_ms={ev99:.3} \
          status_1025_p50_ms={cs50:.3} status_1025_p99_ms={cs99:.3} \
+         status_1025_ops_32_p50_ms={co50:.3} status_1025_ops_32_p99_ms={co99:.3} \
+         quote_1025_ops_32_p50_ms={q50:.3} quote_1025_ops_32_p99_ms={q99:.3} \
          rpc_status_1025_p50_ms={rs50:.3} rpc_status_1025_p99_ms={rs99:.3} \
          rpc_submit_1025_p50_ms={sb50:.3} rpc_submit_1025_p99_ms={sb99:.3}"
     );
