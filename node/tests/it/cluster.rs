@@ -11,7 +11,7 @@ use proofmesh_node::runtime::{
 use proofmesh_node::store::{TaskState, WorkflowState};
 use proofmesh_operator::{OperatorConfig, ProgramSpec};
 use proofmesh_protocol::messages::{
-    Assignment, Capacity, SignedResult, Submission, SyncReply, TaskResult,
+    Assignment, Capacity, OperatorAdvert, SignedResult, Submission, SyncReply, TaskResult,
 };
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{
@@ -72,6 +72,28 @@ pub(crate) fn options(dir: &Path, role: Role, bootstrap: &[Multiaddr]) -> NodeOp
             o.operator = Some(op);
             o
         }
+    }
+}
+
+/// The advert of an operator with four cores that runs `noop@1` for free.
+pub(crate) fn noop_advert(operator: PublicKey) -> OperatorAdvert {
+    OperatorAdvert {
+        operator,
+        eth_address: None,
+        capacity: Capacity {
+            cpu: 4,
+            memory_mb: 8192,
+            disk_mb: 10_000,
+            gpus: Vec::new(),
+        },
+        programs: vec![proofmesh_protocol::Program {
+            name: "noop".into(),
+            version: "1".into(),
+        }],
+        price_wei: 0,
+        queue: 0,
+        max_tasks: 0,
+        trusts: Vec::new(),
     }
 }
 

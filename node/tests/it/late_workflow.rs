@@ -7,13 +7,13 @@
 //! waited out the attempt's deadline and slashed an operator that had delivered.
 
 use crate::cluster::{
-    attempt_one, deliver, made_then_used, now_ms, options, plain_peer, self_signed_result,
-    submitted_by, Role, DOMAIN,
+    attempt_one, deliver, made_then_used, noop_advert, now_ms, options, plain_peer,
+    self_signed_result, submitted_by, Role, DOMAIN,
 };
 use proofmesh_node::network::NetworkEvent;
 use proofmesh_node::runtime::{Node, NodeHandle};
-use proofmesh_protocol::messages::{Capacity, Heartbeat, OperatorAdvert, SignedResult, Verdict};
-use proofmesh_protocol::{Envelope, Keypair, Message, Program, WorkflowId};
+use proofmesh_protocol::messages::{Heartbeat, SignedResult, Verdict};
+use proofmesh_protocol::{Envelope, Keypair, Message, WorkflowId};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
@@ -115,24 +115,7 @@ async fn an_operators_result_that_arrives_before_its_workflow_is_judged_once_it_
     };
     let advert = seal(
         &operator,
-        Message::OperatorAdvert(OperatorAdvert {
-            operator: operator.public(),
-            eth_address: None,
-            capacity: Capacity {
-                cpu: 4,
-                memory_mb: 8192,
-                disk_mb: 10_000,
-                gpus: Vec::new(),
-            },
-            programs: vec![Program {
-                name: "noop".into(),
-                version: "1".into(),
-            }],
-            price_wei: 0,
-            queue: 0,
-            max_tasks: 0,
-            trusts: Vec::new(),
-        }),
+        Message::OperatorAdvert(noop_advert(operator.public())),
     );
     deliver(&op_client, mm.peer_id(), &advert).await;
     let deadline = Instant::now() + WAIT;

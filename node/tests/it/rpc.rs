@@ -1,5 +1,6 @@
 //! The RPC server over a real loopback socket on port 0, backed by the store alone.
 
+use crate::cluster::{noop_advert, now_ms};
 use crate::store::{signed_result, submission};
 use prometheus_client::registry::Registry;
 use proofmesh_node::config::RpcConfig;
@@ -63,35 +64,6 @@ async fn start(bind: &str, token: Option<&str>) -> Result<Fixture, RpcError> {
         server,
         owner,
     })
-}
-
-/// An operator with four cores that runs `noop@1` for free.
-fn noop_operator() -> OperatorAdvert {
-    OperatorAdvert {
-        operator: Keypair::generate().public(),
-        eth_address: None,
-        capacity: Capacity {
-            cpu: 4,
-            memory_mb: 8192,
-            disk_mb: 1024,
-            gpus: Vec::new(),
-        },
-        programs: vec![proofmesh_protocol::Program {
-            name: "noop".into(),
-            version: "1".into(),
-        }],
-        price_wei: 0,
-        queue: 0,
-        max_tasks: 0,
-        trusts: Vec::new(),
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// Minimal HTTP/1.1 client (one request per connection): status and body.
@@ -182,7 +154,7 @@ async fn submit_status_and_errors_over_websocket() {
     // One that runs noop@1 advertises: nothing is left unexplained, and the field is gone.
     f.api
         .store()
-        .put_operator_advert(&noop_operator(), now_ms())
+        .put_operator_advert(&noop_advert(Keypair::generate().public()), now_ms())
         .unwrap();
     let status = client.status(&outcome.id).await.unwrap();
     assert!(
@@ -747,7 +719,7 @@ async fn cli_submit_status_result_operators_over_rpc() {
         3,
         "{err}"
     );
-    let mut op = noop_operator();
+    let mut op = noop_advert(Keypair::generate().public());
     op.price_wei = 4;
     f.api.store().put_operator_advert(&op, now_ms()).unwrap();
     let (code, out, err) = quote(priced).await;
