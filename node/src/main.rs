@@ -34,7 +34,8 @@ enum Command {
     Quote(cli::quote::QuoteArgs),
     /// Submit a workflow file to a node; prints its id (--wait: follow it to the end).
     Submit(cli::submit::SubmitArgs),
-    /// Show a workflow's state and per-stage progress (non-zero exit for an unknown id).
+    /// Show a workflow's state and per-stage progress (non-zero exit for an unknown id; --wait:
+    /// follow it to the end).
     Status(cli::status::StatusArgs),
     /// List a workflow's tasks with their attempts and why failed ones failed (--state,
     /// --retried).

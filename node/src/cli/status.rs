@@ -1,5 +1,6 @@
 //! `proofmesh status ID`: a workflow's state and per-stage progress as `key=value` lines.
-//! Exits non-zero for an unknown id.
+//! Exits non-zero for an unknown id. `--wait` follows it to its end instead (for a workflow
+//! submitted without `submit --wait`, or by someone else).
 
 use super::rpc_args::{block_on, RpcArgs};
 use clap::Args;
@@ -11,6 +12,10 @@ use std::process::ExitCode;
 pub struct StatusArgs {
     /// Workflow id (64 hex digits).
     pub id: String,
+    /// Follow its progress (a bar per stage) until it ends, as `submit --wait` does: exit 0
+    /// when it completed, 1 when it failed.
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub rpc: RpcArgs,
 }
@@ -42,6 +47,9 @@ pub fn format_status(s: &WorkflowStatus) -> String {
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     block_on(async move {
         let mut client = args.rpc.connect().await?;
+        if args.wait {
+            return super::submit::wait(&mut client, &args.id).await;
+        }
         let status = client.status(&args.id).await?;
         print!("{}", format_status(&status));
         Ok(if status.state == "failed" {

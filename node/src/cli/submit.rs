@@ -167,7 +167,9 @@ impl Bars {
     }
 }
 
-async fn wait(client: &mut RpcClient, id: &str) -> anyhow::Result<ExitCode> {
+/// Follow workflow `id`'s progress subscription with a bar per stage until it ends: exit 0 when
+/// it completed, 1 (with its reason) when it failed.
+pub async fn wait(client: &mut RpcClient, id: &str) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     client
         .subscribe_progress(id)

@@ -603,6 +603,12 @@ async fn cli_submit_status_result_operators_over_rpc() {
     assert!(out.contains("state=completed tasks=5 done=5"), "{out}");
     let id2 = out.lines().next().unwrap().to_owned();
 
+    // Following a workflow that already ended: its end at once, exit 0 for a completed one.
+    let (code, out, err) =
+        proofmesh(&["status", &id2, "--wait", "--rpc", &url, "--token", "tok"]).await;
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("state=completed tasks=5 done=5"), "{out}");
+
     let out_dir = dir.path().join("out");
     let (code, out, err) = proofmesh(&[
         "result",
@@ -638,6 +644,10 @@ async fn cli_submit_status_result_operators_over_rpc() {
         proofmesh(&["submit", file, "--wait", "--rpc", &url, "--token", "tok"]).await;
     failer.await.unwrap();
     assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("leaf[1]") && err.contains("crashed"), "{err}");
+    let (code, _, err) =
+        proofmesh(&["status", &id, "--wait", "--rpc", &url, "--token", "tok"]).await;
+    assert_eq!(code, 1, "a failed workflow: {err}");
     assert!(err.contains("leaf[1]") && err.contains("crashed"), "{err}");
     let (code, _, _) = proofmesh(&[
         "result",
