@@ -4,7 +4,7 @@
 
 use super::rpc_args::{block_on, RpcArgs};
 use clap::{Args, ValueEnum};
-use proofmesh_node::rpc::WorkflowListing;
+use proofmesh_node::rpc::{WorkflowListing, DEFAULT_LISTED_WORKFLOWS};
 use std::process::ExitCode;
 
 /// A workflow state to list.
@@ -25,7 +25,7 @@ pub struct WorkflowsArgs {
     #[arg(long, value_enum)]
     pub state: Option<StateFilter>,
     /// Most workflows listed (newest first; at most 1000).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = DEFAULT_LISTED_WORKFLOWS)]
     pub limit: usize,
     #[command(flatten)]
     pub rpc: RpcArgs,

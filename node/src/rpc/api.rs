@@ -95,7 +95,7 @@ pub struct TaskInfo {
     pub name: String,
     /// `pending`, `ready`, `assigned`, `running`, `done` or `failed`.
     pub state: String,
-    /// The attempt assigned or running now.
+    /// The attempt assigned or running now, or the one whose result was accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
     /// Who holds that attempt, or whose result was accepted (hex key).
@@ -146,6 +146,8 @@ pub const TASK_STATES: [&str; 6] = ["pending", "ready", "assigned", "running", "
 
 /// Most workflows one `pm_listWorkflows` answer lists.
 pub const MAX_LISTED_WORKFLOWS: usize = 1_000;
+/// How many workflows `pm_listWorkflows` lists when the request names no `limit`.
+pub const DEFAULT_LISTED_WORKFLOWS: usize = 50;
 
 /// Per-stage progress: a stage is the tasks sharing a name before `[`, e.g. `prove[0..511]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ mod store_api;
 pub use api::{
     ApiError, BlobSlice, FailedAttempt, NodeApi, NodeInfo, OperatorInfo, OutputInfo, Quote,
     ResultInfo, StageProgress, SubmitOutcome, SubmitRequest, TaskInfo, TaskQuery, UnmatchedStage,
-    WorkflowListing, WorkflowStatus, DEFAULT_LISTED_TASKS, MAX_LISTED_TASKS, MAX_LISTED_WORKFLOWS,
-    TASK_STATES,
+    WorkflowListing, WorkflowStatus, DEFAULT_LISTED_TASKS, DEFAULT_LISTED_WORKFLOWS,
+    MAX_LISTED_TASKS, MAX_LISTED_WORKFLOWS, TASK_STATES,
 };
 pub use client::{ClientError, RpcClient};
 pub use store_api::{compute_status, operator_info, StoreApi};
@@ -421,9 +421,6 @@ struct SubmitParams {
 struct IdParams {
     id: String,
 }
-
-/// How many workflows `pm_listWorkflows` lists when the request names no `limit`.
-pub const DEFAULT_LISTED_WORKFLOWS: usize = 50;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
