@@ -29,6 +29,9 @@ pub fn format_status(s: &WorkflowStatus) -> String {
     if let Some(reason) = &s.reason {
         out.push_str(&format!(" reason={reason:?}"));
     }
+    if let Some(waiting) = &s.waiting_for {
+        out.push_str(&format!(" waiting_for={waiting:?}"));
+    }
     out.push('\n');
     for st in &s.stages {
         out.push_str(&format!(
@@ -66,7 +69,7 @@ mod tests {
     use proofmesh_node::rpc::StageProgress;
 
     #[test]
-    fn a_stage_no_operator_can_run_says_why() {
+    fn the_status_says_why_a_stage_or_the_workflow_waits() {
         let stage = |name: &str, unmatched: Option<&str>| StageProgress {
             name: name.into(),
             total: 1,
@@ -87,9 +90,18 @@ mod tests {
             tasks: 2,
             done: 0,
             stages: vec![stage("leaf", None), stage("final", Some("needs 8 cores"))],
+            waiting_for: None,
         };
+        let mut status = status;
+        status.waiting_for =
+            Some("sequence 4 of stream blocks (workflow cd) to finalize first".into());
         let text = format_status(&status);
         let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "id=ab name=w state=active tasks=2 done=0 waiting_for=\"sequence 4 of stream blocks \
+             (workflow cd) to finalize first\""
+        );
         assert_eq!(
             lines[1],
             "stage=leaf total=1 done=0 running=0 pending=1 failed=0 failed_attempts=0"

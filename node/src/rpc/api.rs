@@ -193,6 +193,10 @@ pub struct WorkflowStatus {
     pub done: u64,
     /// Stages in the order their first task appears.
     pub stages: Vec<StageProgress>,
+    /// For a workflow of an ordered stream whose every task is done but which is still active:
+    /// the earlier sequence of its stream it waits for to finalize first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 impl WorkflowStatus {

@@ -185,7 +185,42 @@ pub fn compute_status(
         tasks: wf.tasks.len() as u64,
         done,
         stages,
+        waiting_for: None,
     }
+}
+
+/// What an active workflow of an ordered stream waits for once its every task is done: the
+/// earliest sequence before it of its stream still active here (the matchmaker, and every
+/// node's view, finalize a stream in sequence order). `None` for any other workflow. Reads the
+/// active workflows' submissions, so only for that case.
+fn waits_for(store: &Store, wf: &Workflow) -> Result<Option<String>, StoreError> {
+    let Some(order) = &wf.ordering else {
+        return Ok(None);
+    };
+    let mut earliest: Option<(u64, WorkflowId)> = None;
+    for w in store.workflow_summaries()? {
+        if w.state != WorkflowState::Active {
+            continue;
+        }
+        let Some(other) = store.workflow(&w.id)? else {
+            continue;
+        };
+        if let Some(o) = &other.submission.workflow.ordering {
+            if o.stream == order.stream
+                && o.sequence < order.sequence
+                && earliest.is_none_or(|(q, _)| o.sequence < q)
+            {
+                earliest = Some((o.sequence, w.id));
+            }
+        }
+    }
+    Ok(earliest.map(|(q, id)| {
+        format!(
+            "sequence {q} of stream {} (workflow {}) to finalize first",
+            order.stream,
+            id.to_hex()
+        )
+    }))
 }
 
 /// One task as `pm_tasks` shows it; `accepted` is its accepted result's attempt and operator.
@@ -308,7 +343,11 @@ impl NodeApi for StoreApi {
                 }
                 _ => None,
             };
-            Ok(compute_status(&record, &tasks, operators.as_deref()))
+            let mut status = compute_status(&record, &tasks, operators.as_deref());
+            if record.state == WorkflowState::Active && status.done == status.tasks {
+                status.waiting_for = waits_for(&store, &record.submission.workflow)?;
+            }
+            Ok(status)
         })
         .await
     }

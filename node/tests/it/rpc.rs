@@ -977,3 +977,78 @@ async fn tasks_with_their_holders_and_why_attempts_failed() {
         other => panic!("expected an unknown workflow, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_finished_sequence_says_which_earlier_one_it_waits_for() {
+    let f = start("127.0.0.1:0", None).await.unwrap();
+    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let store = f.api.store();
+    let owner = Keypair::generate();
+    let block = |seq: u64| {
+        let mut sub = submission(&format!("block-{seq}"), 1, &owner);
+        sub.workflow.ordering = Some(proofmesh_protocol::Ordering {
+            stream: "blocks".into(),
+            sequence: seq,
+        });
+        sub
+    };
+    let mut ids = Vec::new();
+    for seq in [1, 2, 3] {
+        ids.push(store.put_workflow(&block(seq), seq).unwrap().0);
+    }
+    let all_done = |id: &ContentId| {
+        for t in 0..3 {
+            store
+                .update_task(id, t, |r| {
+                    r.state = TaskState::Done {
+                        result: ContentId([t as u8; 32]),
+                    }
+                })
+                .unwrap();
+        }
+    };
+    // Sequence 3 has every task done but 1 and 2 are open: it names the earliest, 1.
+    all_done(&ids[2]);
+    let status = client.status(&ids[2].to_hex()).await.unwrap();
+    assert_eq!((status.state.as_str(), status.done), ("active", 3));
+    assert_eq!(
+        status.waiting_for.as_deref(),
+        Some(
+            format!(
+                "sequence 1 of stream blocks (workflow {}) to finalize first",
+                ids[0].to_hex()
+            )
+            .as_str()
+        )
+    );
+    // Sequence 2, not done yet, waits for its own tasks: nothing said.
+    assert_eq!(
+        client.status(&ids[1].to_hex()).await.unwrap().waiting_for,
+        None
+    );
+    // Once 1 completed, 3 waits for 2.
+    store
+        .set_workflow_state(&ids[0], WorkflowState::Completed)
+        .unwrap();
+    let status = client.status(&ids[2].to_hex()).await.unwrap();
+    assert!(
+        status
+            .waiting_for
+            .as_deref()
+            .is_some_and(|w| w.starts_with("sequence 2 of stream blocks")),
+        "{status:?}"
+    );
+    // A failed 2 holds nothing back either (the view then completes 3).
+    store
+        .set_workflow_state(
+            &ids[1],
+            WorkflowState::Failed {
+                reason: "cancelled by its requester".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        client.status(&ids[2].to_hex()).await.unwrap().waiting_for,
+        None
+    );
+}
