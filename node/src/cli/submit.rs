@@ -26,6 +26,10 @@ pub struct SubmitArgs {
     /// Follow progress until the workflow completes or fails.
     #[arg(long)]
     pub wait: bool,
+    /// Quote it first and submit nothing (no escrow opened either) when some stage has no
+    /// operator the node saw lately that could run it: exit 3 with a warning per such stage.
+    #[arg(long)]
+    pub require_match: bool,
     #[command(flatten)]
     pub rpc: RpcArgs,
     /// With a chain: open the escrow (sum of task prices) before submitting.
@@ -48,6 +52,19 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     };
     block_on(async move {
         let mut client = args.rpc.connect().await?;
+        if args.require_match {
+            let quote = client
+                .quote(&text, format)
+                .await
+                .context("quoting it first")?;
+            if !quote.unmatched.is_empty() {
+                for u in &quote.unmatched {
+                    eprintln!("{}", stage_warning(u));
+                }
+                eprintln!("error: not submitted (--require-match): no escrow was opened");
+                return Ok(ExitCode::from(super::quote::UNMATCHED_EXIT));
+            }
+        }
         let outcome: SubmitOutcome = match chain {
             None => client.submit_workflow(&text, format).await?,
             Some(chain) => {

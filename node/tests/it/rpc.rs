@@ -732,7 +732,7 @@ async fn cli_submit_status_result_operators_over_rpc() {
     let mut op = noop_advert(Keypair::generate().public());
     op.price_wei = 4;
     f.api.store().put_operator_advert(&op, now_ms()).unwrap();
-    let (code, out, err) = quote(priced).await;
+    let (code, out, err) = quote(priced.clone()).await;
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(
         out.contains("escrow_wei=45 lowest_wei=20 highest_wei=20 operators=1 unmatched_tasks=0"),
@@ -750,6 +750,44 @@ async fn cli_submit_status_result_operators_over_rpc() {
         ),
         "{err}"
     );
+    // --require-match submits nothing then (a new name: not a workflow the node holds).
+    let unpriced = dir.path().join("unpriced.toml");
+    std::fs::write(&unpriced, VALID.replace("rpc-test", "unpriced")).unwrap();
+    let (code, out, err) = proofmesh(&[
+        "submit",
+        unpriced.to_str().unwrap(),
+        "--require-match",
+        "--rpc",
+        &url,
+        "--token",
+        "tok",
+    ])
+    .await;
+    assert_eq!(code, 3, "stdout: {out}\nstderr: {err}");
+    assert!(out.is_empty(), "no id printed: {out}");
+    assert!(err.contains("not submitted (--require-match)"), "{err}");
+    let (wf, _) = proofmesh_protocol::spec::load(
+        &VALID.replace("rpc-test", "unpriced"),
+        proofmesh_protocol::Format::Toml,
+    )
+    .unwrap();
+    assert!(
+        !f.api.store().has_workflow(&wf.id()).unwrap(),
+        "nothing stored"
+    );
+    // Every stage matched: submitted as usual.
+    let (code, out, err) = proofmesh(&[
+        "submit",
+        &priced,
+        "--require-match",
+        "--rpc",
+        &url,
+        "--token",
+        "tok",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim().len(), 64, "the id: {out}");
 }
 
 #[tokio::test]
