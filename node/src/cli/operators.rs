@@ -1,10 +1,11 @@
 //! `proofmesh operators`: one line per known operator, `key=value` pairs including
-//! `completed= failed= slashed=`.
+//! `completed= failed= slashed=` and `present=` (advertised within the last minute).
 
 use super::chain_args::ChainClientArgs;
 use super::rpc_args::{block_on, RpcArgs};
 use anyhow::Context;
 use clap::Args;
+use proofmesh_node::rpc::offers::SEEN_WITHIN_MS;
 use proofmesh_node::rpc::OperatorInfo;
 use std::process::ExitCode;
 
@@ -16,17 +17,26 @@ pub struct OperatorsArgs {
     /// With a chain: add each operator's on-chain payment and reputation.
     #[command(flatten)]
     pub chain: ChainClientArgs,
+    /// Only operators present: advertised within the last minute (those a quote or an
+    /// unmatched stage is judged against).
+    #[arg(long)]
+    pub present: bool,
 }
 
-/// The line for one operator.
-pub fn format_operator(o: &OperatorInfo) -> String {
+/// Whether `o` advertised within [`SEEN_WITHIN_MS`] of `now_ms`.
+pub fn is_present(o: &OperatorInfo, now_ms: u64) -> bool {
+    o.last_seen_ms.saturating_add(SEEN_WITHIN_MS) >= now_ms
+}
+
+/// The line for one operator; `present=` as of `now_ms`.
+pub fn format_operator(o: &OperatorInfo, now_ms: u64) -> String {
     let programs = if o.programs.is_empty() {
         "-".to_owned()
     } else {
         o.programs.join(",")
     };
     format!(
-        "key={} eth={} completed={} failed={} slashed={} cpu={} memory_mb={} gpus={} price_wei={} programs={} last_seen_ms={}",
+        "key={} eth={} completed={} failed={} slashed={} cpu={} memory_mb={} gpus={} price_wei={} programs={} last_seen_ms={} present={}",
         o.key,
         o.eth_address.as_deref().unwrap_or("-"),
         o.completed,
@@ -37,7 +47,8 @@ pub fn format_operator(o: &OperatorInfo) -> String {
         o.gpus,
         o.price_wei,
         programs,
-        o.last_seen_ms
+        o.last_seen_ms,
+        is_present(o, now_ms)
     )
 }
 
@@ -57,8 +68,15 @@ pub fn run(args: OperatorsArgs) -> anyhow::Result<ExitCode> {
             Some(m) => m.paid_totals().await?,
             None => Default::default(),
         };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         for o in client.operators().await? {
-            let mut line = format_operator(&o);
+            if args.present && !is_present(&o, now_ms) {
+                continue;
+            }
+            let mut line = format_operator(&o, now_ms);
             let eth = o
                 .eth_address
                 .as_deref()

@@ -552,9 +552,13 @@ async fn cli_submit_status_result_operators_over_rpc() {
     assert_eq!(out.lines().count(), 1);
     assert!(
         out.contains(&format!("key={}", op.public().to_hex()))
-            && out.contains("completed=4 failed=0 slashed=0"),
-        "{out}"
+            && out.contains("completed=4 failed=0 slashed=0")
+            && out.ends_with(" present=false\n"),
+        "never advertised: {out}"
     );
+    let (code, out, _) =
+        proofmesh(&["operators", "--present", "--rpc", &url, "--token", "tok"]).await;
+    assert_eq!((code, out.as_str()), (0, ""), "none present");
 
     // `submit --wait` on a second workflow: completes in the background -> exit 0.
     let second = VALID.replace("rpc-test", "rpc-wait");
@@ -788,6 +792,15 @@ async fn cli_submit_status_result_operators_over_rpc() {
     .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim().len(), 64, "the id: {out}");
+    // The operator that advertised is the one present.
+    let (code, out, _) =
+        proofmesh(&["operators", "--present", "--rpc", &url, "--token", "tok"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("price_wei=4 programs=noop@1") && out.ends_with(" present=true\n"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
