@@ -66,6 +66,17 @@ async fn start(bind: &str, token: Option<&str>) -> Result<Fixture, RpcError> {
     })
 }
 
+/// Asserts that `result` is the JSON-RPC error `code` with a message containing `needle`.
+fn assert_rpc_error<T: std::fmt::Debug>(result: Result<T, ClientError>, code: i64, needle: &str) {
+    match result {
+        Err(ClientError::Rpc { code: got, message }) => {
+            assert_eq!(got, code, "{message}");
+            assert!(message.contains(needle), "{needle:?} in {message}");
+        }
+        other => panic!("expected error {code} naming {needle:?}, got {other:?}"),
+    }
+}
+
 /// Minimal HTTP/1.1 client (one request per connection): status and body.
 async fn http(
     addr: SocketAddr,
@@ -169,13 +180,11 @@ async fn submit_status_and_errors_over_websocket() {
 
     // An invalid workflow: the error names the problem.
     let bad = VALID.replace(r#"deps = ["leaf"]"#, r#"deps = ["nosuchtask"]"#);
-    match client.submit_workflow(&bad, "toml").await {
-        Err(ClientError::Rpc { code, message }) => {
-            assert_eq!(code, codes::INVALID_PARAMS);
-            assert!(message.contains("nosuchtask"), "{message}");
-        }
-        other => panic!("expected an invalid-params error, got {other:?}"),
-    }
+    assert_rpc_error(
+        client.submit_workflow(&bad, "toml").await,
+        codes::INVALID_PARAMS,
+        "nosuchtask",
+    );
     match client
         .submit_workflow("name = \"x\"\n[[task]\n", "toml")
         .await
@@ -879,16 +888,13 @@ async fn list_workflows_newest_first_by_state_and_limit() {
         ),
         (serde_json::json!({ "order": "asc" }), "order"),
     ] {
-        match client
-            .call::<serde_json::Value>("pm_listWorkflows", params.clone())
-            .await
-        {
-            Err(ClientError::Rpc { code, message }) => {
-                assert_eq!(code, codes::INVALID_PARAMS, "{params}");
-                assert!(message.contains(needle), "{params}: {message}");
-            }
-            other => panic!("{params}: expected invalid params, got {other:?}"),
-        }
+        assert_rpc_error(
+            client
+                .call::<serde_json::Value>("pm_listWorkflows", params)
+                .await,
+            codes::INVALID_PARAMS,
+            needle,
+        );
     }
 }
 
@@ -996,37 +1002,24 @@ async fn tasks_with_their_holders_and_why_attempts_failed() {
         limit: Some(10_001),
         ..TaskQuery::default()
     };
-    match client.tasks(&id.to_hex(), &too_many).await {
-        Err(ClientError::Rpc { code, message }) => {
-            assert_eq!(code, codes::INVALID_PARAMS);
-            assert!(
-                message.contains("10001 is more than the 10000"),
-                "{message}"
-            );
-        }
-        other => panic!("expected invalid params, got {other:?}"),
-    }
-
-    match client
-        .tasks(&id.to_hex(), &query(Some("stuck"), false))
-        .await
-    {
-        Err(ClientError::Rpc { code, message }) => {
-            assert_eq!(code, codes::INVALID_PARAMS);
-            assert!(
-                message.contains("\"stuck\" is not a task state"),
-                "{message}"
-            );
-        }
-        other => panic!("expected invalid params, got {other:?}"),
-    }
-    match client
-        .tasks(&ContentId([9; 32]).to_hex(), &query(None, false))
-        .await
-    {
-        Err(ClientError::Rpc { code, .. }) => assert_eq!(code, codes::UNKNOWN_WORKFLOW),
-        other => panic!("expected an unknown workflow, got {other:?}"),
-    }
+    assert_rpc_error(
+        client.tasks(&id.to_hex(), &too_many).await,
+        codes::INVALID_PARAMS,
+        "10001 is more than the 10000",
+    );
+    assert_rpc_error(
+        client
+            .tasks(&id.to_hex(), &query(Some("stuck"), false))
+            .await,
+        codes::INVALID_PARAMS,
+        "\"stuck\" is not a task state",
+    );
+    let unknown = ContentId([9; 32]).to_hex();
+    assert_rpc_error(
+        client.tasks(&unknown, &query(None, false)).await,
+        codes::UNKNOWN_WORKFLOW,
+        &unknown,
+    );
 }
 
 #[tokio::test]
