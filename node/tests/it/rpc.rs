@@ -66,6 +66,14 @@ async fn start(bind: &str, token: Option<&str>) -> Result<Fixture, RpcError> {
     })
 }
 
+/// Marks workflow `id` failed as its requester's cancellation does.
+fn cancel(store: &Store, id: &ContentId) {
+    let reason = "cancelled by its requester".to_owned();
+    store
+        .set_workflow_state(id, WorkflowState::Failed { reason })
+        .unwrap();
+}
+
 /// Asserts that `result` is the JSON-RPC error `code` with a message containing `needle`.
 fn assert_rpc_error<T: std::fmt::Debug>(result: Result<T, ClientError>, code: i64, needle: &str) {
     match result {
@@ -827,14 +835,7 @@ async fn list_workflows_newest_first_by_state_and_limit() {
     store
         .set_workflow_state(&ids[0], WorkflowState::Completed)
         .unwrap();
-    store
-        .set_workflow_state(
-            &ids[1],
-            WorkflowState::Failed {
-                reason: "cancelled by its requester".into(),
-            },
-        )
-        .unwrap();
+    cancel(store, &ids[1]);
     store
         .update_task(&ids[2], 0, |t| {
             t.state = TaskState::Done {
@@ -1083,14 +1084,7 @@ async fn a_finished_sequence_says_which_earlier_one_it_waits_for() {
         "{status:?}"
     );
     // A failed 2 holds nothing back either (the view then completes 3).
-    store
-        .set_workflow_state(
-            &ids[1],
-            WorkflowState::Failed {
-                reason: "cancelled by its requester".into(),
-            },
-        )
-        .unwrap();
+    cancel(store, &ids[1]);
     assert_eq!(
         client.status(&ids[2].to_hex()).await.unwrap().waiting_for,
         None
