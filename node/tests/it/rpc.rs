@@ -494,6 +494,11 @@ async fn bearer_token_is_required_off_loopback_and_enforced_when_set() {
 }
 
 /// Run the `proofmesh` binary; returns (exit code, stdout, stderr).
+/// [`proofmesh`] `ARGS --rpc URL --token tok`.
+async fn proofmesh_at(url: &str, args: &[&str]) -> (i32, String, String) {
+    proofmesh(&[args, &["--rpc", url, "--token", "tok"]].concat()).await
+}
+
 async fn proofmesh(args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_proofmesh"))
         .args(args)
@@ -522,7 +527,7 @@ async fn cli_submit_status_result_operators_over_rpc() {
     assert_ne!(code, 0, "no token: refused");
     assert!(err.contains("401") || err.contains("Unauthorized"), "{err}");
 
-    let (code, out, err) = proofmesh(&["submit", file, "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, err) = proofmesh_at(&url, &["submit", file]).await;
     assert_eq!(code, 0, "{err}");
     let id = out.trim().to_owned();
     assert_eq!(id.len(), 64, "submit prints the id: {out}");
@@ -539,7 +544,7 @@ async fn cli_submit_status_result_operators_over_rpc() {
         "{err}"
     );
 
-    let (code, out, _) = proofmesh(&["status", &id, "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, _) = proofmesh_at(&url, &["status", &id]).await;
     assert_eq!(code, 0);
     assert!(
         out.starts_with(&format!(
@@ -554,8 +559,7 @@ async fn cli_submit_status_result_operators_over_rpc() {
         ),
         "{out}"
     );
-    let (code, _, err) =
-        proofmesh(&["status", &"ab".repeat(32), "--rpc", &url, "--token", "tok"]).await;
+    let (code, _, err) = proofmesh_at(&url, &["status", &"ab".repeat(32)]).await;
     assert_ne!(code, 0, "unknown id exits non-zero");
     assert!(err.contains("unknown workflow"), "{err}");
 
@@ -564,7 +568,7 @@ async fn cli_submit_status_result_operators_over_rpc() {
         .store()
         .update_operator(&op.public(), |r| r.stats.completed = 4)
         .unwrap();
-    let (code, out, _) = proofmesh(&["operators", "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, _) = proofmesh_at(&url, &["operators"]).await;
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 1);
     assert!(
@@ -573,8 +577,7 @@ async fn cli_submit_status_result_operators_over_rpc() {
             && out.ends_with(" present=false\n"),
         "never advertised: {out}"
     );
-    let (code, out, _) =
-        proofmesh(&["operators", "--present", "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, _) = proofmesh_at(&url, &["operators", "--present"]).await;
     assert_eq!((code, out.as_str()), (0, ""), "none present");
 
     // `submit --wait` on a second workflow: completes in the background -> exit 0.
@@ -609,39 +612,20 @@ async fn cli_submit_status_result_operators_over_rpc() {
             .unwrap();
         api.notify(id);
     });
-    let (code, out, err) = proofmesh(&[
-        "submit",
-        file2.to_str().unwrap(),
-        "--wait",
-        "--rpc",
-        &url,
-        "--token",
-        "tok",
-    ])
-    .await;
+    let (code, out, err) = proofmesh_at(&url, &["submit", file2.to_str().unwrap(), "--wait"]).await;
     finisher.await.unwrap();
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("state=completed tasks=5 done=5"), "{out}");
     let id2 = out.lines().next().unwrap().to_owned();
 
     // Following a workflow that already ended: its end at once, exit 0 for a completed one.
-    let (code, out, err) =
-        proofmesh(&["status", &id2, "--wait", "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, err) = proofmesh_at(&url, &["status", &id2, "--wait"]).await;
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("state=completed tasks=5 done=5"), "{out}");
 
     let out_dir = dir.path().join("out");
-    let (code, out, err) = proofmesh(&[
-        "result",
-        &id2,
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--rpc",
-        &url,
-        "--token",
-        "tok",
-    ])
-    .await;
+    let (code, out, err) =
+        proofmesh_at(&url, &["result", &id2, "--out", out_dir.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("task=final"), "{out}");
     assert_eq!(
@@ -661,57 +645,33 @@ async fn cli_submit_status_result_operators_over_rpc() {
             .unwrap();
         api.notify(id1);
     });
-    let (code, out, err) =
-        proofmesh(&["submit", file, "--wait", "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, err) = proofmesh_at(&url, &["submit", file, "--wait"]).await;
     failer.await.unwrap();
     assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
     assert!(err.contains("leaf[1]") && err.contains("crashed"), "{err}");
-    let (code, _, err) =
-        proofmesh(&["status", &id, "--wait", "--rpc", &url, "--token", "tok"]).await;
+    let (code, _, err) = proofmesh_at(&url, &["status", &id, "--wait"]).await;
     assert_eq!(code, 1, "a failed workflow: {err}");
     assert!(err.contains("leaf[1]") && err.contains("crashed"), "{err}");
-    let (code, _, _) = proofmesh(&[
-        "result",
-        &id,
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--rpc",
-        &url,
-        "--token",
-        "tok",
-    ])
-    .await;
+    let (code, _, _) =
+        proofmesh_at(&url, &["result", &id, "--out", out_dir.to_str().unwrap()]).await;
     assert_ne!(code, 0, "no result for a failed workflow");
 
-    let (code, out, err) = proofmesh(&[
-        "tasks", &id, "--state", "pending", "--rpc", &url, "--token", "tok",
-    ])
-    .await;
+    let (code, out, err) = proofmesh_at(&url, &["tasks", &id, "--state", "pending"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 5, "{out}");
     assert!(
         out.starts_with("task=0 name=witness state=pending failed_attempts=0\n"),
         "{out}"
     );
-    let (code, out, err) = proofmesh(&["workflows", "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, err) = proofmesh_at(&url, &["workflows"]).await;
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines.iter().any(|l| l.starts_with(&format!(
         "id={id} name=\"rpc-test\" state=failed tasks=5 done=0 accepted_at_ms="
     ))));
-    let (code, out, _) = proofmesh(&[
-        "workflows",
-        "--state",
-        "completed",
-        "--limit",
-        "5",
-        "--rpc",
-        &url,
-        "--token",
-        "tok",
-    ])
-    .await;
+    let (code, out, _) =
+        proofmesh_at(&url, &["workflows", "--state", "completed", "--limit", "5"]).await;
     assert_eq!(code, 0);
     assert!(
         out.starts_with(&format!(
@@ -723,7 +683,7 @@ async fn cli_submit_status_result_operators_over_rpc() {
     // A quote: with no operator that runs noop@1, exit 3 and a warning per stage.
     let quote = |file: String| {
         let url = url.clone();
-        async move { proofmesh(&["quote", &file, "--rpc", &url, "--token", "tok"]).await }
+        async move { proofmesh_at(&url, &["quote", &file]).await }
     };
     let priced = dir.path().join("priced.toml");
     std::fs::write(
@@ -774,15 +734,10 @@ async fn cli_submit_status_result_operators_over_rpc() {
     // --require-match submits nothing then (a new name: not a workflow the node holds).
     let unpriced = dir.path().join("unpriced.toml");
     std::fs::write(&unpriced, VALID.replace("rpc-test", "unpriced")).unwrap();
-    let (code, out, err) = proofmesh(&[
-        "submit",
-        unpriced.to_str().unwrap(),
-        "--require-match",
-        "--rpc",
+    let (code, out, err) = proofmesh_at(
         &url,
-        "--token",
-        "tok",
-    ])
+        &["submit", unpriced.to_str().unwrap(), "--require-match"],
+    )
     .await;
     assert_eq!(code, 3, "stdout: {out}\nstderr: {err}");
     assert!(out.is_empty(), "no id printed: {out}");
@@ -797,21 +752,11 @@ async fn cli_submit_status_result_operators_over_rpc() {
         "nothing stored"
     );
     // Every stage matched: submitted as usual.
-    let (code, out, err) = proofmesh(&[
-        "submit",
-        &priced,
-        "--require-match",
-        "--rpc",
-        &url,
-        "--token",
-        "tok",
-    ])
-    .await;
+    let (code, out, err) = proofmesh_at(&url, &["submit", &priced, "--require-match"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim().len(), 64, "the id: {out}");
     // The operator that advertised is the one present.
-    let (code, out, _) =
-        proofmesh(&["operators", "--present", "--rpc", &url, "--token", "tok"]).await;
+    let (code, out, _) = proofmesh_at(&url, &["operators", "--present"]).await;
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(
