@@ -464,6 +464,8 @@ async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
     // The polling round in which each node first reported each block completed. Blocks that
     // finalize together (one earlier block releasing several held ones) share a round.
     let mut first_seen: BTreeMap<(&str, u64), u32> = BTreeMap::new();
+    // The nodes that said, of a block whose task was done, which earlier block it waited for.
+    let mut waits_seen = std::collections::BTreeSet::new();
     let started = Instant::now();
     for round in 0u32.. {
         let mut all = true;
@@ -485,6 +487,17 @@ async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
                         later_completed.unwrap_or_default(),
                         s.state
                     );
+                    // Done but held back: the status names the earlier block it waits for.
+                    if let Some(w) = s.waiting_for.as_deref() {
+                        let earlier: u64 = w
+                            .strip_prefix("sequence ")
+                            .and_then(|r| r.split(' ').next())
+                            .and_then(|q| q.parse().ok())
+                            .unwrap_or_else(|| panic!("{name}: block {k} waits for {w:?}"));
+                        assert!(earlier < k && w.contains("of stream e2e-l2"), "{name}: {w}");
+                        assert!(w.contains(&ids[&earlier]), "{name}: {w} names its workflow");
+                        waits_seen.insert(*name);
+                    }
                 }
             }
         }
@@ -494,6 +507,8 @@ async fn ordered_stream_submitted_out_of_order_finalizes_in_order() {
         assert!(started.elapsed() < WAIT, "stream did not finish");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Block 5 was done ~1 s before block 1: both nodes said what it waited for meanwhile.
+    assert_eq!(waits_seen.len(), 2, "{waits_seen:?}");
     for name in ["matchmaker-0", "gateway"] {
         let order: Vec<u64> = {
             let mut v: Vec<(u32, u64)> = (1..=5).map(|k| (first_seen[&(name, k)], k)).collect();
