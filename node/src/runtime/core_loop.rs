@@ -53,6 +53,13 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The reason an operator that stops gives for the attempts it hands back.
+pub const SHUTTING_DOWN: &str = "operator shutting down";
+
+/// How long a stopping operator waits for its matchmakers to take in the attempts it hands
+/// back.
+const HAND_BACK_MAX: Duration = Duration::from_secs(2);
+
 /// Inputs handled per iteration before the store syncs and the batch's output is released.
 const BATCH: usize = 256;
 
@@ -173,6 +180,8 @@ pub(crate) struct Shared {
     pub metrics: RuntimeMetrics,
     pub tracker: TaskTracker,
     pub cancel: CancellationToken,
+    /// Cancelled when the node stops as a crash would ([`super::NodeHandle::crash`]).
+    pub crash: CancellationToken,
     pub internal: mpsc::UnboundedSender<Internal>,
     /// Envelopes to gossip, in order; with the peer that already has it (it asked for it as
     /// a direct answer), which then gets no second copy ([`Client::publish_beyond`]).
@@ -550,10 +559,61 @@ impl Core {
         if let Err(e) = self.sh.store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
         }
+        self.hand_back_attempts().await;
         if let Some(op) = &mut self.op {
             op.cancel_all();
         }
         tracing::debug!("node core stopped");
+    }
+
+    /// On a graceful stop, declare every attempt this operator still holds failed
+    /// (`Refused("operator shutting down")`), straight to the matchmaker that assigned it and on
+    /// gossip, and wait (at most [`HAND_BACK_MAX`]) for those matchmakers to take the
+    /// declarations in. The tasks move to other operators at once, and since a declared
+    /// failure is not a missed deadline, nobody is slashed for them. Before, a restarted
+    /// daemon (an upgrade) looked like a dead one: its tasks waited for the heartbeat timeout,
+    /// and its accepted attempts were slashed at their deadlines.
+    async fn hand_back_attempts(&mut self) {
+        let Some(op) = self.op.as_ref().filter(|_| !self.sh.crash.is_cancelled()) else {
+            return;
+        };
+        let held = op.held();
+        if held.is_empty() {
+            return;
+        }
+        let mut answers = Vec::new();
+        let mut gossiped = Vec::new();
+        for key in &held {
+            let (workflow, task, attempt) = *key;
+            let message = Message::Failure(TaskFailure {
+                workflow,
+                task,
+                attempt,
+                operator: self.sh.me,
+                cause: FailureCause::Refused(SHUTTING_DOWN.into()),
+            });
+            let envelope = self.seal(&message);
+            let assigner = self.assigned_by.get(key).filter(|mm| **mm != self.sh.me);
+            if let Some(peer) = assigner.and_then(network::peer_id_of) {
+                let client = &self.sh.client;
+                answers.push(client.send_direct_in_order(peer, &envelope, Vec::new()));
+            }
+            // Gossiped too, for standby matchmakers and gateways, and awaited here: the
+            // publishing task may not get to it before the network stops.
+            let client = self.sh.client.clone();
+            gossiped.push(async move { client.publish(&envelope).await });
+        }
+        tracing::info!(
+            attempts = held.len(),
+            "handing back the attempts this operator holds"
+        );
+        let sent = futures::future::join(
+            futures::future::join_all(answers),
+            futures::future::join_all(gossiped),
+        );
+        if tokio::time::timeout(HAND_BACK_MAX, sent).await.is_err() {
+            tracing::warn!("some matchmaker did not take in the handed-back attempts in time");
+        }
     }
 
     // ---- producing messages -------------------------------------------------------------------

@@ -379,6 +379,8 @@ pub struct NodeHandle {
     /// `None` once shutting down: the network stops when its last client is dropped.
     client: Option<Client>,
     cancel: CancellationToken,
+    /// Cancelled before `cancel` by [`NodeHandle::crash`].
+    crash: CancellationToken,
     supervisor: Option<JoinHandle<()>>,
 }
 
@@ -443,8 +445,18 @@ impl NodeHandle {
         Ok(self.client()?.dial(addr).await?)
     }
 
+    /// Stop the node as a crash would, for fault-injection tests: unlike
+    /// [`NodeHandle::shutdown`], an operator hands back none of the attempts it holds (they
+    /// wait for its heartbeats to stop being missed, and an accepted one is slashed at its
+    /// deadline). The store is closed afterwards, as after a shutdown.
+    pub async fn crash(self) {
+        self.crash.cancel();
+        self.shutdown().await;
+    }
+
     /// Stop the node and wait until it has fully stopped (the store is closed afterwards, so
-    /// the same data directory can be opened again).
+    /// the same data directory can be opened again). An operator first hands back the attempts
+    /// it holds, so they move at once and nobody is slashed for them.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         self.client = None;
@@ -549,6 +561,7 @@ impl Node {
         let event_loop = tokio::spawn(event_loop.run());
 
         let cancel = CancellationToken::new();
+        let crash = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let (publish_tx, publish_rx) = mpsc::unbounded_channel::<(Envelope, Option<PeerId>)>();
@@ -574,6 +587,7 @@ impl Node {
             metrics: runtime_metrics,
             tracker: tracker.clone(),
             cancel: cancel.clone(),
+            crash: crash.clone(),
             internal: internal_tx,
             publish: publish_tx,
             verified_results,
@@ -714,6 +728,7 @@ impl Node {
             registry,
             client: Some(client),
             cancel,
+            crash,
             supervisor: Some(supervisor),
         })
     }

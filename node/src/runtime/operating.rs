@@ -196,6 +196,11 @@ impl OperatorRole {
         self.supervision.start(here);
     }
 
+    /// The attempts this operator holds: running, queued, or waiting for their workflow.
+    pub fn held(&self) -> Vec<AttemptKey> {
+        self.running.keys().copied().collect()
+    }
+
     pub fn cancel_all(&mut self) {
         self.awaiting_workflow.clear();
         for (_, token) in self.running.drain() {

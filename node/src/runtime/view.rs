@@ -364,7 +364,8 @@ impl View {
         let ended = AttemptRecord {
             attempt: f.attempt,
             operator: f.operator,
-            cause: Some(format!("{:?}", f.cause)),
+            // Worded as the matchmaker words it (`operator refused: …`), as the other causes are.
+            cause: Some(proofmesh_matchmaker::AttemptCause::Declared(f.cause.clone()).to_string()),
         };
         self.attempt_ended(sh, progress, &f.workflow, f.task, ended);
         let _ = sh

@@ -276,6 +276,13 @@ impl Member {
             h.shutdown().await;
         }
     }
+
+    /// Stop as a crash would: an operator hands back nothing it holds.
+    async fn crash(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.crash().await;
+        }
+    }
 }
 
 struct Cluster {
@@ -967,7 +974,7 @@ async fn operator_dies_mid_task_and_its_task_is_reassigned() {
         .expect("runs on an operator")
         .0;
     let killed_at = Instant::now();
-    cluster.get_mut(victim).stop().await;
+    cluster.get_mut(victim).crash().await;
 
     wait_completed(&gw, &id).await;
     assert!(killed_at.elapsed() < WAIT);
@@ -996,6 +1003,82 @@ async fn operator_dies_mid_task_and_its_task_is_reassigned() {
         lost.cause.as_deref(),
         Some("operator went down"),
         "{record:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_that_stops_hands_back_its_attempts_and_is_not_slashed() {
+    let mut cluster = Cluster::start(&[
+        ("gw", Role::Gateway),
+        ("mm", Role::Matchmaker),
+        ("op1", Role::Operator),
+        ("op2", Role::Operator),
+    ])
+    .await;
+    cluster.wait_adverts().await;
+    let gw = cluster.get("gw").api().clone();
+    // One task taking a whole operator (2 cores) for 1.5 s. Its attempt's deadline is the
+    // test matchmaker's accept window, the task's 2 s timeout and the 2 s grace after it is
+    // assigned (~6 s): a crashed operator's evidence is stored then.
+    let text = r#"
+name = "hand-back"
+[defaults]
+resources = { cpu = 2, memory_gb = 0.5 }
+timeout_s = 2
+
+[[task]]
+id = "prove"
+program = "sleep@1"
+args = ["--ms", "1500"]
+"#;
+    let workflow = spec::load(text, Format::Toml).expect("valid").0;
+    let id = gw.submit(workflow).await.expect("submit accepted");
+    let status = wait_status(&gw, &id, "the task running", |s| {
+        matches!(s.tasks[0].state, TaskState::Running { .. })
+    })
+    .await;
+    let TaskState::Running { operator, .. } = status.tasks[0].state else {
+        unreachable!("waited for it")
+    };
+    let (holder, other) = if operator == cluster.get("op1").key() {
+        ("op1", "op2")
+    } else {
+        ("op2", "op1")
+    };
+    let other_key = cluster.get(other).key();
+    let stopped_at = Instant::now();
+    cluster.get_mut(holder).stop().await;
+
+    // The matchmaker took the declaration in, and the gateway heard it on gossip.
+    let mm = cluster.get("mm").handle.as_ref().expect("up");
+    for (name, api) in [("mm", mm.api()), ("gw", &gw)] {
+        let status = wait_completed(api, &id).await;
+        let record = &status.tasks[0];
+        assert_eq!(
+            record
+                .attempts
+                .first()
+                .map(|a| (a.operator, a.cause.clone())),
+            Some((
+                operator,
+                Some("operator refused: operator shutting down".to_owned())
+            )),
+            "{name}: the first attempt was handed back: {record:?}"
+        );
+    }
+    let results = gw.store().results(&id).expect("readable");
+    assert_eq!(
+        results[0].1.result.operator, other_key,
+        "it ran on the other operator"
+    );
+    // Past the first attempt's deadline (it was assigned before the stop): no evidence against
+    // the operator that stopped. Without the hand-back, the evidence is stored ~6 s after the
+    // stop (checked by disabling it).
+    sleep(Duration::from_secs(7).saturating_sub(stopped_at.elapsed())).await;
+    assert!(
+        mm.api().store().evidence().expect("readable").is_empty(),
+        "no slashing evidence for attempts handed back"
     );
     cluster.shutdown().await;
 }
