@@ -1028,6 +1028,18 @@ impl State {
 
     fn failure(&mut self, f: TaskFailure) {
         self.seen(&f.operator);
+        // A declaration for an attempt taken away as its operator went down, before that
+        // attempt's deadline, clears its missed-deadline evidence as a late result does: the
+        // operator declared in time, which is never slashed (an operator that stops hands its
+        // attempts back so, and may be presumed down before the declaration arrives).
+        if let Some(&w) = self.wf_index.get(&f.workflow) {
+            let key = (w, f.task, f.attempt);
+            if let Some((acceptance, deadline)) = self.evidence.get(&key) {
+                if self.now <= *deadline && acceptance.operator == f.operator {
+                    self.evidence.remove(&key);
+                }
+            }
+        }
         let Some((w, i)) = self.current(&f.workflow, f.task, f.attempt, &f.operator) else {
             return;
         };

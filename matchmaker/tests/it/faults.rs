@@ -177,6 +177,49 @@ fn operator_down_holding_accepted_work_is_slashed_at_the_deadline_unless_it_deli
 }
 
 #[test]
+fn operator_presumed_down_that_declares_before_the_deadline_is_not_slashed() {
+    // An operator that stops hands its attempts back; if its heartbeats were missed first, the
+    // declaration still arrives before the deadline and clears the evidence.
+    let mut mm = with_operators(2, 1);
+    let (_, d) = submit(&mut mm, 0, &chain(1, 3));
+    let a = assignments(&d).remove(0);
+    mm.handle(1, accept(&a, 1));
+    mm.handle(2, Event::OperatorDown(a.operator));
+    mm.handle(
+        3,
+        failure(&a, FailureCause::Refused("operator shutting down".into())),
+    );
+    let d = mm.tick(a.deadline_ms);
+    assert!(
+        !d.iter().any(|x| matches!(x, Decision::Slash(_))),
+        "declared in time: {d:?}"
+    );
+    mm.check_invariants().expect("invariants");
+}
+
+#[test]
+fn only_the_operators_own_declaration_clears_its_evidence() {
+    let mut mm = with_operators(2, 1);
+    let (_, d) = submit(&mut mm, 0, &chain(1, 3));
+    let a = assignments(&d).remove(0);
+    mm.handle(1, accept(&a, 1));
+    mm.handle(2, Event::OperatorDown(a.operator));
+    // A declaration in its name signed by another key (the node checks signatures; here the
+    // operator field alone differs) does not clear it.
+    let mut forged = failure(&a, FailureCause::Refused("operator shutting down".into()));
+    if let Event::Failure(f) = &mut forged {
+        f.operator = key(9).public();
+    }
+    mm.handle(3, forged);
+    let d = mm.tick(a.deadline_ms);
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::Slash(SlashEvidence::MissedDeadline { .. }))),
+        "{d:?}"
+    );
+}
+
+#[test]
 fn operator_down_holding_accepted_work_is_slashed_even_when_the_workflow_finished_first() {
     // Others finishing the workflow before the deadline do not excuse the one that accepted
     // the work and vanished (e2e: the survivor finished in under the task timeout).

@@ -555,11 +555,13 @@ impl Core {
             }
             self.commit().await;
         }
+        // First, before the last commit's sync: the matchmakers presume an operator down a
+        // few missed heartbeats after its last one.
+        self.hand_back_attempts().await;
         self.commit().await;
         if let Err(e) = self.sh.store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
         }
-        self.hand_back_attempts().await;
         if let Some(op) = &mut self.op {
             op.cancel_all();
         }

@@ -263,7 +263,10 @@ impl OperatorRole {
             Ok(admission) => admission,
             Err(e) => return refuse(e.to_string()),
         };
-        let token = sh.cancel.child_token();
+        // Not a child of the node's token: a stopping node first hands its attempts back
+        // (`Core::hand_back_attempts`), and an attempt cancelled with the node would leave its
+        // `running` entry, unannounced, before that. The core cancels them all as it ends.
+        let token = CancellationToken::new();
         self.running.insert(key, token.clone());
         if task.is_none() {
             self.awaiting_workflow.insert(key);

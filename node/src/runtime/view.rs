@@ -388,7 +388,8 @@ impl View {
     }
 
     /// Record an attempt that ended without an accepted result (once per attempt: the first
-    /// cause heard is kept); a task whose current attempt it was is ready again.
+    /// cause heard is kept, except that a later one replaces the presumption that its operator
+    /// went down); a task whose current attempt it was is ready again.
     fn attempt_ended(
         &mut self,
         sh: &Shared,
@@ -398,7 +399,17 @@ impl View {
         ended: AttemptRecord,
     ) {
         self.update(sh, progress, workflow, task, |r| {
-            if r.attempts.iter().any(|x| x.attempt == ended.attempt) {
+            if let Some(known) = r.attempts.iter_mut().find(|x| x.attempt == ended.attempt) {
+                // A specific cause (the operator's own declaration, a verdict on its late
+                // result) outweighs the matchmaker's presumption that it went down: an operator
+                // that stops hands its attempts back as its connections close, and either may
+                // be heard first.
+                let down = proofmesh_matchmaker::AttemptCause::OperatorDown.to_string();
+                let presumed = known.cause.as_deref() == Some(down.as_str());
+                if presumed && ended.operator == known.operator && ended.cause.is_some() {
+                    known.cause = ended.cause;
+                    return true;
+                }
                 return false;
             }
             if attempt_of(&r.state) == ended.attempt && !matches!(r.state, TaskState::Done { .. }) {

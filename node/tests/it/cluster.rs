@@ -1050,20 +1050,21 @@ args = ["--ms", "1500"]
     let stopped_at = Instant::now();
     cluster.get_mut(holder).stop().await;
 
-    // The matchmaker took the declaration in, and the gateway heard it on gossip.
+    // The matchmaker took the declaration in (the operator waited for its answer). The gateway
+    // hears it on gossip, best effort as the operator goes: if it has attempt 1 at all, it has
+    // it handed back, not lost (the matchmaker gossips a call-back for an operator gone down).
+    let handed_back = Some("operator refused: operator shutting down");
     let mm = cluster.get("mm").handle.as_ref().expect("up");
     for (name, api) in [("mm", mm.api()), ("gw", &gw)] {
         let status = wait_completed(api, &id).await;
         let record = &status.tasks[0];
+        let first = record.attempts.iter().find(|a| a.attempt == 1);
+        if name == "gw" && first.is_none() {
+            continue;
+        }
         assert_eq!(
-            record
-                .attempts
-                .first()
-                .map(|a| (a.operator, a.cause.clone())),
-            Some((
-                operator,
-                Some("operator refused: operator shutting down".to_owned())
-            )),
+            first.map(|a| (a.operator, a.cause.as_deref())),
+            Some((operator, handed_back)),
             "{name}: the first attempt was handed back: {record:?}"
         );
     }
