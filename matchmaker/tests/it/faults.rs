@@ -1,7 +1,7 @@
 use crate::common::*;
-use proofmesh_matchmaker::Config;
 use proofmesh_matchmaker::{AttemptCause, Decision, Event, FailureReason, SlashEvidence};
-use proofmesh_protocol::messages::{FailureCause, Verdict};
+use proofmesh_matchmaker::{Config, Matchmaker};
+use proofmesh_protocol::messages::{Assignment, FailureCause, Verdict};
 
 #[test]
 fn accept_timeout_reassigns_to_another_operator() {
@@ -176,15 +176,21 @@ fn operator_down_holding_accepted_work_is_slashed_at_the_deadline_unless_it_deli
     );
 }
 
-#[test]
-fn operator_presumed_down_that_declares_before_the_deadline_is_not_slashed() {
-    // An operator that stops hands its attempts back; if its heartbeats were missed first, the
-    // declaration still arrives before the deadline and clears the evidence.
+/// A one-task chain whose attempt was accepted at 1, then its operator presumed down at 2.
+fn accepted_then_down() -> (Matchmaker, Assignment) {
     let mut mm = with_operators(2, 1);
     let (_, d) = submit(&mut mm, 0, &chain(1, 3));
     let a = assignments(&d).remove(0);
     mm.handle(1, accept(&a, 1));
     mm.handle(2, Event::OperatorDown(a.operator));
+    (mm, a)
+}
+
+#[test]
+fn operator_presumed_down_that_declares_before_the_deadline_is_not_slashed() {
+    // An operator that stops hands its attempts back; if its heartbeats were missed first, the
+    // declaration still arrives before the deadline and clears the evidence.
+    let (mut mm, a) = accepted_then_down();
     mm.handle(
         3,
         failure(&a, FailureCause::Refused("operator shutting down".into())),
@@ -199,13 +205,9 @@ fn operator_presumed_down_that_declares_before_the_deadline_is_not_slashed() {
 
 #[test]
 fn only_the_operators_own_declaration_clears_its_evidence() {
-    let mut mm = with_operators(2, 1);
-    let (_, d) = submit(&mut mm, 0, &chain(1, 3));
-    let a = assignments(&d).remove(0);
-    mm.handle(1, accept(&a, 1));
-    mm.handle(2, Event::OperatorDown(a.operator));
-    // A declaration in its name signed by another key (the node checks signatures; here the
-    // operator field alone differs) does not clear it.
+    let (mut mm, a) = accepted_then_down();
+    // Another operator's declaration for the attempt does not clear it: only the one that
+    // accepted it may.
     let mut forged = failure(&a, FailureCause::Refused("operator shutting down".into()));
     if let Event::Failure(f) = &mut forged {
         f.operator = key(9).public();
