@@ -68,10 +68,7 @@ pub fn run(args: OperatorsArgs) -> anyhow::Result<ExitCode> {
             Some(m) => m.paid_totals().await?,
             None => Default::default(),
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = proofmesh_node::network::system_clock()();
         for o in client.operators().await? {
             if args.present && !is_present(&o, now_ms) {
                 continue;
