@@ -169,12 +169,19 @@ pub(crate) fn plain_peer(
     network::spawn(config, keypair, &mut registry).expect("network starts")
 }
 
+/// A test workflow from its TOML text.
+pub(crate) fn toml_workflow(text: &str) -> Workflow {
+    spec::load(text, Format::Toml)
+        .expect("valid test workflow")
+        .0
+}
+
 /// Two `noop` tasks, the second taking the first's output: `made`, then `uses`.
 pub(crate) fn made_then_used(name: &str) -> Workflow {
     let text = format!(
         "name = \"{name}\"\n[[task]]\nid = \"made\"\nprogram = \"noop@1\"\n\n[[task]]\nid = \"uses\"\nprogram = \"noop@1\"\ndeps = [\"made\"]\n"
     );
-    spec::load(&text, Format::Toml).expect("valid workflow").0
+    toml_workflow(&text)
 }
 
 /// `workflow` submitted by `owner`, now, without escrow.
@@ -352,6 +359,13 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::start`], then [`Cluster::wait_adverts`]: ready to schedule on every operator.
+    async fn ready(roles: &[(&str, Role)]) -> Cluster {
+        let cluster = Cluster::start(roles).await;
+        cluster.wait_adverts().await;
+        cluster
+    }
+
     /// The gateway and every matchmaker running know every running operator (its advert has
     /// arrived): before then a matchmaker schedules as if the operator did not exist.
     async fn wait_adverts(&self) {
@@ -445,9 +459,7 @@ args = ["--ms", "20"]
 deps = ["leaf"]
 "#
     );
-    spec::load(&text, Format::Toml)
-        .expect("test workflow is valid")
-        .0
+    toml_workflow(&text)
 }
 
 async fn wait_status(
@@ -839,14 +851,13 @@ async fn active_matchmaker_dies_and_the_other_takes_over() {
 /// over after the active one stops. Before, the standby's engine never heard of the failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_workflow_ends_on_the_standby_and_is_not_run_again_when_it_takes_over() {
-    let mut cluster = Cluster::start(&[
+    let mut cluster = Cluster::ready(&[
         ("gw", Role::Gateway),
         ("mm1", Role::Matchmaker),
         ("mm2", Role::Matchmaker),
         ("op1", Role::Operator),
     ])
     .await;
-    cluster.wait_adverts().await;
     let gw = cluster.get("gw").api().clone();
     // Attempts whose deadlines pass 3 s after they start (1 s plus the 2 s grace): a standby
     // that missed the failure takes them for lost then, and sends the tasks out again.
@@ -863,7 +874,7 @@ program = "sleep@1"
 args = ["--ms", "2500"]
 count = 8
 "#;
-    let workflow = spec::load(text, Format::Toml).expect("valid").0;
+    let workflow = toml_workflow(text);
     let keys = [cluster.get("mm1").key(), cluster.get("mm2").key()];
     let active = active_matchmaker(&routing_key(&workflow.id(), &workflow), &keys)
         .expect("two live matchmakers");
@@ -1009,14 +1020,13 @@ async fn operator_dies_mid_task_and_its_task_is_reassigned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_that_stops_hands_back_its_attempts_and_is_not_slashed() {
-    let mut cluster = Cluster::start(&[
+    let mut cluster = Cluster::ready(&[
         ("gw", Role::Gateway),
         ("mm", Role::Matchmaker),
         ("op1", Role::Operator),
         ("op2", Role::Operator),
     ])
     .await;
-    cluster.wait_adverts().await;
     let gw = cluster.get("gw").api().clone();
     // One task taking a whole operator (2 cores) for 1.5 s. Its attempt's deadline is the
     // test matchmaker's accept window, the task's 2 s timeout and the 2 s grace after it is
@@ -1032,7 +1042,7 @@ id = "prove"
 program = "sleep@1"
 args = ["--ms", "1500"]
 "#;
-    let workflow = spec::load(text, Format::Toml).expect("valid").0;
+    let workflow = toml_workflow(text);
     let id = gw.submit(workflow).await.expect("submit accepted");
     let status = wait_status(&gw, &id, "the task running", |s| {
         matches!(s.tasks[0].state, TaskState::Running { .. })
@@ -1146,7 +1156,7 @@ inputs = ["{proof_id}"]
 count = 4
 "#
     );
-    let workflow = spec::load(&text, Format::Toml).expect("valid").0;
+    let workflow = toml_workflow(&text);
     let n = workflow.tasks.len();
     let id = gw.submit(workflow).await.expect("submit accepted");
     wait_completed(&gw, &id).await;

@@ -3,11 +3,10 @@
 //! makes a task ready is published before that task's assignment, even though the assignment
 //! leaves for its operator first and the verdict is signed while the batch syncs.
 
-use crate::cluster::{options, plain_peer, wait_completed, Role};
+use crate::cluster::{options, plain_peer, toml_workflow, wait_completed, Role};
 use proofmesh_node::network::{NetworkEvent, Topic};
 use proofmesh_node::runtime::Node;
 use proofmesh_protocol::messages::Verdict;
-use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{Keypair, Message};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -48,7 +47,7 @@ async fn a_matchmaker_gossips_a_verdict_before_the_assignment_it_made_ready() {
             text.push_str(&format!("deps = [\"t{}\"]\n", t - 1));
         }
     }
-    let workflow = spec::load(&text, Format::Toml).expect("valid workflow").0;
+    let workflow = toml_workflow(&text);
     let id = mm.api().submit(workflow).await.expect("submitted");
     wait_completed(mm.api(), &id).await;
 

@@ -2,11 +2,10 @@
 //! keeps naming them while the rest runs, and once an operator that can run them advertises they
 //! run and the workflow completes (nothing fails for want of an operator).
 
-use crate::cluster::{matchmaker_and_operator, metric, options, Role};
+use crate::cluster::{matchmaker_and_operator, metric, options, toml_workflow, Role};
 use proofmesh_node::rpc::{NodeApi, SubmitRequest, UnmatchedStage, WorkflowStatus};
 use proofmesh_node::runtime::Node;
 use proofmesh_protocol::messages::{Capacity, GpuInfo};
-use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Workflow};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -40,7 +39,7 @@ program = "sleep@1"
 args = ["--ms", "20"]
 resources = { cpu = 8, memory_gb = 0.5 }
 "#;
-    spec::load(text, Format::Toml).expect("valid").0
+    toml_workflow(text)
 }
 
 async fn status_until(
