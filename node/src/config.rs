@@ -98,6 +98,8 @@ pub struct NodeConfig {
     pub operator: Option<toml::Table>,
     /// Matchmaker settings (used when `roles.matchmaker = true`).
     pub matchmaker: MatchmakerSection,
+    /// The store: how long finished workflows are kept.
+    pub store: StoreSection,
     /// JSON-RPC, `/metrics` and `/health`.
     pub rpc: RpcConfig,
     /// Prometheus metrics.
@@ -167,6 +169,27 @@ impl Default for MatchmakerSection {
     }
 }
 
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Seconds a finished workflow (its tasks, results and the blobs no other workflow names)
+    /// is kept after it finished, and after its on-chain settlement on a node that settles;
+    /// then it is pruned, leaving only a record of how it ended. 0 keeps everything forever.
+    pub retain_finished_secs: u64,
+}
+
+/// A week: long past any settlement, dispute or download of the final proof.
+pub const DEFAULT_RETAIN_FINISHED_SECS: u64 = 7 * 24 * 3600;
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            retain_finished_secs: DEFAULT_RETAIN_FINISHED_SECS,
+        }
+    }
+}
+
 /// `[rpc]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -205,6 +228,7 @@ impl Default for NodeConfig {
             roles: RolesSection::default(),
             operator: None,
             matchmaker: MatchmakerSection::default(),
+            store: StoreSection::default(),
             rpc: RpcConfig::default(),
             metrics: MetricsSection::default(),
             log: LogSection::default(),
@@ -285,6 +309,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS",
         "matchmaker.snapshot_every_events",
     ),
+    (
+        "PROOFMESH_STORE_RETAIN_FINISHED_SECS",
+        "store.retain_finished_secs (0: keep forever)",
+    ),
     ("PROOFMESH_RPC_ENABLED", "rpc.enabled (true/false)"),
     ("PROOFMESH_RPC_BIND", "rpc.bind"),
     ("PROOFMESH_RPC_TOKEN", "rpc.token"),
@@ -312,6 +340,8 @@ pub struct NodeArgs {
     pub roles: RoleArgs,
     #[command(flatten)]
     pub matchmaker: MatchmakerArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub rpc: RpcArgs,
     #[command(flatten)]
@@ -397,6 +427,17 @@ pub struct MatchmakerArgs {
     /// this many). [env: PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS]
     #[arg(long = "matchmaker.snapshot-every-events", value_name = "EVENTS")]
     pub snapshot_every_events: Option<u64>,
+}
+
+/// Store flags.
+#[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Store")]
+pub struct StoreArgs {
+    /// Seconds a finished workflow is kept (after its settlement, on a node that settles)
+    /// before it is pruned; 0 keeps everything forever. [env:
+    /// PROOFMESH_STORE_RETAIN_FINISHED_SECS]
+    #[arg(long = "store.retain-finished-secs", value_name = "SECS")]
+    pub retain_finished_secs: Option<u64>,
 }
 
 /// Logging flags.
@@ -594,6 +635,10 @@ impl NodeConfig {
             self.matchmaker.snapshot_every_events =
                 parse_num("PROOFMESH_MATCHMAKER_SNAPSHOT_EVERY_EVENTS", &v)?;
         }
+        if let Some(v) = env("PROOFMESH_STORE_RETAIN_FINISHED_SECS") {
+            self.store.retain_finished_secs =
+                parse_num("PROOFMESH_STORE_RETAIN_FINISHED_SECS", &v)?;
+        }
         if let Some(v) = env("PROOFMESH_LOG") {
             self.log.filter = v;
         }
@@ -658,6 +703,9 @@ impl NodeConfig {
         }
         if let Some(v) = args.matchmaker.snapshot_every_events {
             self.matchmaker.snapshot_every_events = v;
+        }
+        if let Some(v) = args.store.retain_finished_secs {
+            self.store.retain_finished_secs = v;
         }
         if let Some(v) = &args.log.filter {
             self.log.filter = v.clone();

@@ -16,6 +16,8 @@
 //!
 //! The API is synchronous (redb is). From async code call it through
 //! `tokio::task::spawn_blocking`; [`Store`] is a cheap clone (an `Arc`).
+//!
+//! Finished workflows are kept for a retention period, then pruned ([`prune`]).
 
 use crate::network::{BlobChunk, BlobProvider};
 use proofmesh_protocol::encoding::{self, DecodeError};
@@ -31,8 +33,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Schema version this code writes. Bump it, and add a migration, whenever a table or an
-/// encoded record changes shape.
-pub const SCHEMA_VERSION: u32 = 1;
+/// encoded record changes shape. Version 2 added [`BLOB_REFS`] (built from the workflows and
+/// results on the first open) and the retention tables: a version-1 binary would take a pruned
+/// workflow's gossiped copy for new work, so it must not open a version-2 store.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Blobs up to this size are stored inside redb; larger ones as files under `blobs/`.
 pub const INLINE_BLOB_MAX: usize = 256 * 1024;
@@ -77,6 +81,18 @@ const CHAIN_DONE: TableDefinition<'_, Key32, u64> = TableDefinition::new("chain_
 /// Workflows this node's matchmaker failed as the active one (id -> ms): it owes their escrow's
 /// release once their accepted work is paid, after a restart too.
 const RELEASE_OWED: TableDefinition<'_, Key32, u64> = TableDefinition::new("release_owed");
+/// (blob, workflow): the workflow reads the blob as an input or accepted it as an output. A
+/// blob loses its last row only when the last workflow naming it is pruned (see [`prune`]).
+const BLOB_REFS: TableDefinition<'_, (Key32, Key32), ()> = TableDefinition::new("blob_refs");
+/// Workflow id -> when the retention policy first saw it finished (ms): it is kept for the
+/// retention period after that.
+const FINISHED_AT: TableDefinition<'_, Key32, u64> = TableDefinition::new("finished_at");
+/// Workflow id -> encoded [`Tombstone`]: what is left of a pruned workflow, so that its id stays
+/// known (a late copy of its submission is not new work) and a question about it is answered.
+const PRUNED: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("pruned");
+mod prune;
+pub use prune::{PrunedWorkflow, Pruning, Retention, Tombstone};
+
 const META_SCHEMA: &str = "schema_version";
 const META_CHAIN_CURSOR: &str = "chain_cursor";
 
@@ -379,6 +395,9 @@ struct Inner {
     batch: Mutex<Option<redb::WriteTransaction>>,
     /// Small blobs put through a lazy handle and not written yet (see [`Store::put_blob`]).
     held_blobs: Mutex<HeldBlobs>,
+    /// Blobs put lately, which pruning leaves alone (see [`prune::RecentPuts`]). Taken around
+    /// a put's check and a prune's removal, so that neither sees the other half done.
+    recent_puts: Mutex<prune::RecentPuts>,
 }
 
 /// Blobs held in memory until the next sync writes them, with their total size.
@@ -436,6 +455,65 @@ fn dec<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Resu
     encoding::decode(bytes).map_err(|source| StoreError::Corrupt { what, source })
 }
 
+/// Bring a store written at schema version `from` up to [`SCHEMA_VERSION`], inside the open
+/// transaction.
+fn migrate(tx: &redb::WriteTransaction, from: u32) -> Result<(), StoreError> {
+    if from < 2 {
+        // Version 1 kept no blob references: index what every workflow and result names.
+        let mut refs = tx.open_table(BLOB_REFS)?;
+        for row in tx.open_table(WORKFLOWS)?.iter()? {
+            let (k, v) = row?;
+            let submission: Submission = dec("workflow", v.value())?;
+            for blob in input_blobs(&submission) {
+                refs.insert((blob.0, k.value()), ())?;
+            }
+        }
+        for row in tx.open_table(RESULTS)?.iter()? {
+            let (k, v) = row?;
+            let result: SignedResult = dec("result", v.value())?;
+            refs.insert((result.result.output.0, k.value().0), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// The blobs a submission's tasks read (each once).
+fn input_blobs(submission: &Submission) -> std::collections::BTreeSet<ContentId> {
+    submission
+        .workflow
+        .tasks
+        .iter()
+        .flat_map(|t| &t.inputs)
+        .filter_map(|input| match input {
+            proofmesh_protocol::workflow::Input::Blob(id) => Some(*id),
+            proofmesh_protocol::workflow::Input::Output(_) => None,
+        })
+        .collect()
+}
+
+/// Files under `blobs/` that no index entry names are garbage: temp files of writes a crash
+/// interrupted, a blob whose index entry a crash rolled back, or a pruned blob whose removal a
+/// crash cut short. Run at open, before any handle can write.
+fn sweep_blob_files(db: &Database, blob_dir: &Path) -> Result<(), StoreError> {
+    let Ok(entries) = fs::read_dir(blob_dir) else {
+        return Ok(());
+    };
+    let tx = db.begin_read()?;
+    let blobs = tx.open_table(BLOBS)?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let indexed = match name.parse::<ContentId>() {
+            Ok(id) => blobs.get(id.0)?.is_some(),
+            Err(_) => false,
+        };
+        if !indexed {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open (creating if needed) the store in `dir`. Refuses a database whose schema version is
     /// newer than [`SCHEMA_VERSION`]. Recovers from an unclean shutdown (redb repairs on open).
@@ -476,7 +554,11 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {} // == SCHEMA_VERSION; older versions get migrations here when they exist.
+                Some(SCHEMA_VERSION) => {}
+                Some(older) => {
+                    migrate(&tx, older)?;
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                }
                 None => {
                     meta.insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
                 }
@@ -494,16 +576,12 @@ impl Store {
             tx.open_table(CHAIN_DONE)?;
             tx.open_table(RELEASE_OWED)?;
             tx.open_table(EVIDENCE)?;
+            tx.open_table(BLOB_REFS)?;
+            tx.open_table(FINISHED_AT)?;
+            tx.open_table(PRUNED)?;
         }
         tx.commit()?;
-        // Temp files of blob writes interrupted by a crash are garbage.
-        if let Ok(entries) = fs::read_dir(&blob_dir) {
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().contains(".tmp") {
-                    let _ = fs::remove_file(entry.path());
-                }
-            }
-        }
+        sweep_blob_files(&db, &blob_dir)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -515,6 +593,7 @@ impl Store {
                 deferred_writes: AtomicU64::new(0),
                 batch: Mutex::new(None),
                 held_blobs: Mutex::new(HeldBlobs::default()),
+                recent_puts: Mutex::new(prune::RecentPuts::default()),
             }),
             mode: Mode::Immediate,
             batched: false,
@@ -804,6 +883,10 @@ impl Store {
                     false
                 } else {
                     wf.insert(id.0, encoding::encode(submission).as_slice())?;
+                    let mut refs = tx.open_table(BLOB_REFS)?;
+                    for blob in input_blobs(submission) {
+                        refs.insert((blob.0, id.0), ())?;
+                    }
                     let tasks = u32::try_from(submission.workflow.tasks.len()).unwrap_or(u32::MAX);
                     let meta = WorkflowMeta {
                         state: WorkflowState::Active,
@@ -854,13 +937,18 @@ impl Store {
         Ok(known.then_some(WorkflowState::Active))
     }
 
-    /// Whether the store holds workflow `id`.
+    /// Whether the store holds workflow `id`, or held it and pruned it (a pruned workflow's
+    /// id stays known: a late copy of its submission is not new work).
     pub fn has_workflow(&self, id: &WorkflowId) -> Result<bool, StoreError> {
-        if let Some(r) = self.in_batch(|tx| Ok(tx.open_table(WORKFLOWS)?.get(id.0)?.is_some())) {
+        if let Some(r) = self.in_batch(|tx| {
+            Ok(tx.open_table(WORKFLOWS)?.get(id.0)?.is_some()
+                || tx.open_table(PRUNED)?.get(id.0)?.is_some())
+        }) {
             return r;
         }
         let tx = self.begin_read()?;
-        Ok(tx.open_table(WORKFLOWS)?.get(id.0)?.is_some())
+        Ok(tx.open_table(WORKFLOWS)?.get(id.0)?.is_some()
+            || tx.open_table(PRUNED)?.get(id.0)?.is_some())
     }
 
     /// Every workflow id with its state.
@@ -1015,6 +1103,8 @@ impl Store {
                     return Err(StoreError::ConflictingResult { workflow: id, task });
                 }
                 results.insert((id.0, task), encoding::encode(result).as_slice())?;
+                tx.open_table(BLOB_REFS)?
+                    .insert((result.result.output.0, id.0), ())?;
                 let mut table = tx.open_table(TASKS)?;
                 let mut record = match table.get((id.0, task))? {
                     Some(v) => dec::<TaskRecord>("task", v.value())?,
@@ -1111,25 +1201,32 @@ impl Store {
 
     /// [`Store::put_blob`] for bytes already known to hash to `id` (hashed once per put).
     fn put_blob_as(&self, id: ContentId, bytes: &[u8]) -> Result<ContentId, StoreError> {
-        if self.mode == Mode::Lazy && bytes.len() <= INLINE_BLOB_MAX {
-            let mut held = self.held_blobs();
-            if held.bytes + bytes.len() <= HELD_BLOBS_MAX_BYTES {
-                if held.blobs.insert(id, bytes.to_vec()).is_none() {
-                    held.bytes += bytes.len();
+        let entry = {
+            // Noted, checked and its file written under the lock pruning removes under: a blob
+            // put again just as the last workflow naming it is pruned is never found present
+            // and then removed (the caller names it in a workflow or result next).
+            let mut recent = lock(&self.inner.recent_puts);
+            recent.note(id);
+            if self.mode == Mode::Lazy && bytes.len() <= INLINE_BLOB_MAX {
+                let mut held = self.held_blobs();
+                if held.bytes + bytes.len() <= HELD_BLOBS_MAX_BYTES {
+                    if held.blobs.insert(id, bytes.to_vec()).is_none() {
+                        held.bytes += bytes.len();
+                    }
+                    self.inner.lazy_unsynced.store(true, Ordering::Release);
+                    return Ok(id);
                 }
-                self.inner.lazy_unsynced.store(true, Ordering::Release);
+            }
+            if self.has_blob(&id)? {
                 return Ok(id);
             }
-        }
-        if self.has_blob(&id)? {
-            return Ok(id);
-        }
-        let entry = if bytes.len() <= INLINE_BLOB_MAX {
-            BlobEntry::Inline(bytes.to_vec())
-        } else {
-            self.write_blob_file(&id, bytes)?;
-            BlobEntry::File {
-                len: bytes.len() as u64,
+            if bytes.len() <= INLINE_BLOB_MAX {
+                BlobEntry::Inline(bytes.to_vec())
+            } else {
+                self.write_blob_file(&id, bytes)?;
+                BlobEntry::File {
+                    len: bytes.len() as u64,
+                }
             }
         };
         self.write(|tx| {

@@ -120,6 +120,10 @@ impl Settlement for ChainSettlement {
         });
     }
 
+    fn settles_on_chain(&self) -> bool {
+        true
+    }
+
     fn workflow_failed(&self, workflow: &WorkflowId) {
         // This matchmaker failed it as the active one: it holds every result it accepted.
         let _ = self.jobs.send(Job::Settle {

@@ -314,6 +314,19 @@ pub enum ApiError {
     /// No such workflow.
     #[error("unknown workflow id {0}: this node has no workflow with that id")]
     UnknownWorkflow(WorkflowId),
+    /// The workflow finished, and its retention on this node ended: only how it ended is left.
+    #[error(
+        "workflow {id} ended ({}) and was pruned from this node's store {} s after it finished \
+         (store.retain_finished_secs): its tasks, results and outputs are no longer kept here",
+        tombstone.state.label(),
+        tombstone.pruned_at_ms.saturating_sub(tombstone.finished_at_ms) / 1000
+    )]
+    Pruned {
+        /// The workflow.
+        id: WorkflowId,
+        /// What is left of it.
+        tombstone: Box<crate::store::Tombstone>,
+    },
     /// No such blob.
     #[error("unknown blob {0}: neither this node nor its peers have it")]
     UnknownBlob(ContentId),
@@ -328,6 +341,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) => super::codes::INVALID_PARAMS,
             ApiError::UnknownWorkflow(_) => super::codes::UNKNOWN_WORKFLOW,
+            ApiError::Pruned { .. } => super::codes::PRUNED_WORKFLOW,
             ApiError::UnknownBlob(_) => super::codes::UNKNOWN_BLOB,
             ApiError::Internal(_) => super::codes::INTERNAL,
         }

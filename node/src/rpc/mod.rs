@@ -65,6 +65,8 @@ pub mod codes {
     pub const UNKNOWN_BLOB: i64 = -32002;
     /// A subscription was requested over plain HTTP.
     pub const NEEDS_WEBSOCKET: i64 = -32003;
+    /// The workflow finished and was pruned from this node's store (its retention ended).
+    pub const PRUNED_WORKFLOW: i64 = -32004;
 }
 
 /// Default RPC port (`http://127.0.0.1:7545`). Not 8545, so a proofmesh node and an Ethereum

@@ -49,6 +49,20 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("store task: {e}")))?
 }
 
+/// Workflow `id` as `store` holds it; an error says whether it was pruned or never known.
+fn held(store: &Store, id: WorkflowId) -> Result<WorkflowRecord, ApiError> {
+    if let Some(record) = store.workflow(&id)? {
+        return Ok(record);
+    }
+    Err(match store.tombstone(&id)? {
+        Some(tombstone) => ApiError::Pruned {
+            id,
+            tombstone: Box::new(tombstone),
+        },
+        None => ApiError::UnknownWorkflow(id),
+    })
+}
+
 impl StoreApi {
     /// Answer from `store`; workflows submitted as files get `owner` as their owner. `info`
     /// supplies the static fields of `pm_nodeInfo`.
@@ -335,7 +349,7 @@ impl NodeApi for StoreApi {
     async fn status(&self, id: WorkflowId) -> Result<WorkflowStatus, ApiError> {
         let (store, sees_operators) = (self.store.clone(), self.sees_operators);
         blocking(move || {
-            let record = store.workflow(&id)?.ok_or(ApiError::UnknownWorkflow(id))?;
+            let record = held(&store, id)?;
             let tasks = store.tasks(&id)?;
             let operators = match record.state {
                 WorkflowState::Active if sees_operators => {
@@ -359,7 +373,7 @@ impl NodeApi for StoreApi {
     async fn result(&self, id: WorkflowId) -> Result<ResultInfo, ApiError> {
         let store = self.store.clone();
         blocking(move || {
-            let record = store.workflow(&id)?.ok_or(ApiError::UnknownWorkflow(id))?;
+            let record = held(&store, id)?;
             let wf = &record.submission.workflow;
             let mut has_dependent = vec![false; wf.tasks.len()];
             for task in &wf.tasks {
@@ -461,7 +475,7 @@ impl NodeApi for StoreApi {
         }
         let store = self.store.clone();
         blocking(move || {
-            let record = store.workflow(&id)?.ok_or(ApiError::UnknownWorkflow(id))?;
+            let record = held(&store, id)?;
             let wf = &record.submission.workflow;
             let mut records: HashMap<TaskIndex, TaskRecord> =
                 store.tasks(&id)?.into_iter().collect();

@@ -1172,14 +1172,18 @@ impl Core {
     /// and the requester signed it (or this node owns it).
     fn may_cancel(&self, cancel: &WorkflowCancel) -> Result<(), NodeError> {
         let id = cancel.workflow;
-        let record = self
-            .sh
-            .store
-            .workflow(&id)?
-            .ok_or(NodeError::UnknownWorkflow(id))?;
         let refused = |reason: String| NodeError::CancelRefused {
             workflow: id,
             reason,
+        };
+        let Some(record) = self.sh.store.workflow(&id)? else {
+            return Err(match self.sh.store.tombstone(&id)? {
+                Some(t) => refused(format!(
+                    "it has ended ({}) and was pruned from this node's store",
+                    t.state.label()
+                )),
+                None => NodeError::UnknownWorkflow(id),
+            });
         };
         if record.state != crate::store::WorkflowState::Active {
             return Err(refused(format!("it has ended ({})", record.state.label())));

@@ -72,6 +72,8 @@ pub struct RuntimeMetrics {
     /// Attempts this node's operator remembers having answered (until a while past their
     /// deadlines; updated with each assignment).
     pub operator_attempts: Gauge,
+    /// Bytes of blobs the retention policy removed (no remaining workflow named them).
+    pub pruned_blob_bytes: Counter,
 }
 
 impl RuntimeMetrics {
@@ -98,6 +100,7 @@ impl RuntimeMetrics {
             matchmaker_snapshot_bytes: Gauge::default(),
             matchmaker_snapshot_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             operator_attempts: Gauge::default(),
+            pruned_blob_bytes: Counter::default(),
         };
         registry.register(
             "proofmesh_tasks",
@@ -194,7 +197,33 @@ impl RuntimeMetrics {
             "Attempts the operator remembers having answered (until a while past their deadlines)",
             m.operator_attempts.clone(),
         );
+        registry.register(
+            "proofmesh_store_pruned_blob_bytes",
+            "Bytes of blobs pruned with the finished workflows past their retention that named them",
+            m.pruned_blob_bytes.clone(),
+        );
         m
+    }
+
+    /// A workflow pruned from the store: it moves to `pruned`, and its tasks leave the gauge.
+    pub fn workflow_pruned(&self, workflow: &crate::store::PrunedWorkflow) {
+        self.workflow_moved(Some(workflow.state), "pruned");
+        for (state, n) in &workflow.tasks {
+            self.tasks
+                .get_or_create(&StateLabel {
+                    state: (*state).to_owned(),
+                })
+                .dec_by(*n as i64);
+        }
+    }
+
+    /// Count `n` more workflows in state `state` (pruned ones, at start).
+    pub fn workflows_in(&self, state: &str, n: u64) {
+        self.workflows
+            .get_or_create(&StateLabel {
+                state: state.to_owned(),
+            })
+            .inc_by(n as i64);
     }
 
     /// Move one task from state `from` to `to` in the gauge.

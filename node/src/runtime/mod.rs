@@ -14,6 +14,7 @@
 //! - [`verify`]: result prechecks (output hash, proof verification) and the replayable checker.
 //! - [`blobs`]: the operator's blob store backed by the node's store.
 //! - [`settlement`]: the hook on-chain settlement plugs into.
+//! - `pruning`: the store's retention of finished workflows, run in the background.
 //! - [`metrics`]: the runtime's Prometheus metrics.
 
 pub mod blobs;
@@ -24,6 +25,7 @@ pub(crate) mod matchmaking;
 pub mod metrics;
 pub(crate) mod operating;
 pub mod options;
+mod pruning;
 mod rpc_api;
 pub mod settlement;
 pub mod verify;
@@ -600,6 +602,18 @@ impl Node {
         }
         // Publications leave in the order they were emitted.
         sh.spawn(publisher(client.clone(), publish_rx));
+        if let Some(mut retention) = options.retention.clone() {
+            retention.require_settled = settlement.settles_on_chain();
+            // Before any work comes in: a blob put from now on is kept its grace.
+            store.track_blob_puts();
+            sh.spawn(pruning::run(
+                store.clone(),
+                retention,
+                options.prune_every,
+                sh.clock.clone(),
+                sh.metrics.clone(),
+            ));
+        }
 
         let mut view = {
             let sh = sh.clone();

@@ -44,7 +44,16 @@ pub struct NodeOptions {
     /// Fault injection for tests: every durable commit of the core's batches first waits
     /// this long (a slow disk). Zero otherwise.
     pub store_sync_delay: Duration,
+    /// How long finished workflows are kept before they are pruned (`None`: forever). Its
+    /// `require_settled` is set by the node from its settlement.
+    pub retention: Option<crate::store::Retention>,
+    /// How often the store is checked for finished workflows past their retention.
+    pub prune_every: Duration,
 }
+
+/// How often a node looks for finished workflows to prune: retention is counted in hours or
+/// days, and each look reads every workflow's small state record.
+pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Events between the matchmaker's snapshots: ~25 s of a busy matchmaker (a task logs ~2
 /// events; ~2,000 noop tasks/s), so a restart replays at most that, well under a second.
@@ -139,6 +148,10 @@ impl NodeOptions {
             operator: None,
             trusted_matchmakers: Vec::new(),
             store_sync_delay: Duration::ZERO,
+            retention: Some(crate::store::Retention::keeping(Duration::from_secs(
+                crate::config::DEFAULT_RETAIN_FINISHED_SECS,
+            ))),
+            prune_every: DEFAULT_PRUNE_EVERY,
         }
     }
 
@@ -151,6 +164,8 @@ impl NodeOptions {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                 token: None,
             }),
+            // Tests that prune say so.
+            retention: None,
             ..NodeOptions::new(data_dir, domain)
         }
     }
@@ -245,6 +260,9 @@ impl NodeOptions {
             options.store_sync_delay = Duration::from_millis(ms);
         }
         options.rpc = config.rpc.enabled.then(|| config.rpc.clone());
+        options.retention = (config.store.retain_finished_secs > 0).then(|| {
+            crate::store::Retention::keeping(Duration::from_secs(config.store.retain_finished_secs))
+        });
         if config.roles.matchmaker {
             options.matchmaker = Some(MatchmakerOptions {
                 snapshot_every_events: config.matchmaker.snapshot_every_events,

@@ -17,6 +17,12 @@ pub trait Settlement: Send + Sync + 'static {
     /// This node's matchmaker, active for `workflow`, failed it for good: the work it accepted
     /// is still owed, and the rest of the escrow goes back to the requester.
     fn workflow_failed(&self, workflow: &WorkflowId);
+
+    /// Whether this node pays and releases on-chain: its store keeps a finished workflow until
+    /// that is journaled done, whatever the retention period.
+    fn settles_on_chain(&self) -> bool {
+        false
+    }
 }
 
 /// No chain: evidence is kept in the store and logged, nothing is sent anywhere.

@@ -116,6 +116,8 @@ impl View {
             early: Held::new(MAX_EARLY_RESULTS, EARLY_RESULT_TTL_MS),
             finished: BoundedSet::default(),
         };
+        sh.metrics
+            .workflows_in("pruned", sh.store.tombstone_count()?);
         for summary in sh.store.workflow_summaries()? {
             let (id, state, total) = (summary.id, summary.state, summary.tasks);
             if state == WorkflowState::Completed {

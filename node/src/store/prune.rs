@@ -1,0 +1,389 @@
+//! Retention: a finished workflow (completed, failed or cancelled) is kept for a while after it
+//! finished, then pruned. Its submission, task records and accepted results leave the store,
+//! and so does every blob that no other workflow names. What stays is a [`Tombstone`]: the id
+//! stays known (a late copy of the submission is not taken for new work), and a question about
+//! it is answered with what happened and when.
+//!
+//! A node that settles on-chain keeps a workflow until its settlement is journaled done: paying
+//! reads the results, and recording a final proof reads its output.
+//!
+//! One call prunes at most [`Retention::max_tasks`] task records, in one write transaction, so
+//! the node's own commits never wait long behind it; [`Pruning::more`] says more are due.
+
+use super::{
+    dec, input_blobs, lock, StoreError, WorkflowMeta, WorkflowState, BLOBS, BLOB_REFS, CHAIN_DONE,
+    FINISHED_AT, PRUNED, RELEASE_OWED, RESULTS, TASKS, WORKFLOWS, WORKFLOW_META,
+};
+use super::{BlobEntry, Store, TaskRecord};
+use proofmesh_protocol::encoding;
+use proofmesh_protocol::messages::SignedResult;
+use proofmesh_protocol::{ContentId, WorkflowId};
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::time::{Duration, Instant};
+
+/// Which finished workflows [`Store::prune_finished`] removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// How long a workflow is kept after it finished (counted from when the policy first saw
+    /// it finished).
+    pub keep_for: Duration,
+    /// Keep a workflow until its on-chain settlement is journaled done
+    /// ([`Store::mark_chain_done`]): set on a node that settles.
+    pub require_settled: bool,
+    /// Most task records one call removes (one workflow at least).
+    pub max_tasks: usize,
+    /// A blob put within this long is kept even when no workflow names it anymore: it is being
+    /// uploaded for, or was produced by, work that is not recorded yet.
+    pub blob_grace: Duration,
+}
+
+impl Retention {
+    /// Keep finished workflows for `keep_for`, with the default limits.
+    pub fn keeping(keep_for: Duration) -> Retention {
+        Retention {
+            keep_for,
+            require_settled: false,
+            max_tasks: 20_000,
+            blob_grace: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What is left of a pruned workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// How it ended.
+    pub state: WorkflowState,
+    /// How many tasks it had.
+    pub tasks: u32,
+    /// When this node accepted it (ms since epoch).
+    pub accepted_at_ms: u64,
+    /// When the retention policy first saw it finished (ms since epoch).
+    pub finished_at_ms: u64,
+    /// When it was pruned (ms since epoch).
+    pub pruned_at_ms: u64,
+}
+
+/// One workflow a call pruned, with what it counted in the node's gauges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrunedWorkflow {
+    /// Its id.
+    pub id: WorkflowId,
+    /// Its state's label (`completed`, `failed`).
+    pub state: &'static str,
+    /// Its tasks by state label (`pending` for those never written).
+    pub tasks: BTreeMap<&'static str, u64>,
+}
+
+/// What one call of [`Store::prune_finished`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pruning {
+    /// The workflows pruned, oldest finished first.
+    pub workflows: Vec<PrunedWorkflow>,
+    /// Blobs removed (no remaining workflow named them).
+    pub blobs: u64,
+    /// Their bytes.
+    pub blob_bytes: u64,
+    /// More workflows are due than this call's budget took.
+    pub more: bool,
+}
+
+/// When each blob was last put, while pruning runs (it skips those within its grace). Off
+/// until [`Store::track_blob_puts`]: a node that never prunes keeps no such map.
+#[derive(Debug, Default)]
+pub(super) struct RecentPuts {
+    on: bool,
+    at: HashMap<ContentId, Instant>,
+}
+
+impl RecentPuts {
+    pub(super) fn note(&mut self, id: ContentId) {
+        if self.on {
+            self.at.insert(id, Instant::now());
+        }
+    }
+
+    fn within(&self, id: &ContentId, grace: Duration) -> bool {
+        self.at.get(id).is_some_and(|t| t.elapsed() < grace)
+    }
+}
+
+impl Store {
+    /// Note every blob put from now on, so that pruning leaves blobs put within its grace
+    /// alone. Call before the node takes in any work, if it prunes.
+    pub fn track_blob_puts(&self) {
+        lock(&self.inner.recent_puts).on = true;
+    }
+
+    /// Prune the finished workflows `retention` no longer keeps (see the module docs), oldest
+    /// first, up to its task budget. Workflows seen finished for the first time are stamped
+    /// `now_ms`: their retention counts from there. Durable when it returns.
+    pub fn prune_finished(
+        &self,
+        retention: &Retention,
+        now_ms: u64,
+    ) -> Result<Pruning, StoreError> {
+        let keep_ms = u64::try_from(retention.keep_for.as_millis()).unwrap_or(u64::MAX);
+        // Chosen from a snapshot, without holding the writer.
+        let mut unstamped = Vec::new();
+        let mut due = Vec::new();
+        {
+            let tx = self.inner.db.begin_read()?;
+            let finished_at = tx.open_table(FINISHED_AT)?;
+            let done = tx.open_table(CHAIN_DONE)?;
+            for row in tx.open_table(WORKFLOW_META)?.iter()? {
+                let (k, v) = row?;
+                let meta: WorkflowMeta = dec("workflow state", v.value())?;
+                if meta.state == WorkflowState::Active {
+                    continue;
+                }
+                let finished = match finished_at.get(k.value())? {
+                    Some(at) => at.value(),
+                    None => {
+                        unstamped.push(k.value());
+                        now_ms
+                    }
+                };
+                if finished.saturating_add(keep_ms) > now_ms
+                    || (retention.require_settled && done.get(k.value())?.is_none())
+                {
+                    continue;
+                }
+                due.push((finished, ContentId(k.value()), meta.tasks as usize));
+            }
+        }
+        due.sort();
+        let mut out = Pruning::default();
+        let mut budget = retention.max_tasks;
+        let mut take = Vec::new();
+        for (finished, id, tasks) in due {
+            if !take.is_empty() && tasks > budget {
+                out.more = true;
+                break;
+            }
+            budget = budget.saturating_sub(tasks);
+            take.push((id, finished));
+        }
+        if unstamped.is_empty() && take.is_empty() {
+            return Ok(out);
+        }
+
+        // Durable before any blob file goes: a rolled-back prune must find its blobs.
+        let tx = self.inner.db.begin_write()?;
+        let mut files = Vec::new();
+        // Held from the blobs' check to their files' removal (see `Store::put_blob_as`).
+        let mut recent = lock(&self.inner.recent_puts);
+        {
+            let mut finished_at = tx.open_table(FINISHED_AT)?;
+            for id in unstamped {
+                if finished_at.get(id)?.is_none() {
+                    finished_at.insert(id, now_ms)?;
+                }
+            }
+            let mut workflows = tx.open_table(WORKFLOWS)?;
+            let mut metas = tx.open_table(WORKFLOW_META)?;
+            let mut tasks = tx.open_table(TASKS)?;
+            let mut results = tx.open_table(RESULTS)?;
+            let mut refs = tx.open_table(BLOB_REFS)?;
+            let mut done = tx.open_table(CHAIN_DONE)?;
+            let mut owed = tx.open_table(RELEASE_OWED)?;
+            let mut pruned = tx.open_table(PRUNED)?;
+            let mut named = BTreeSet::new();
+            for (id, finished) in take {
+                let meta = match metas.get(id.0)? {
+                    Some(v) => dec::<WorkflowMeta>("workflow state", v.value())?,
+                    None => continue,
+                };
+                if meta.state == WorkflowState::Active {
+                    continue;
+                }
+                let submission = workflows
+                    .remove(id.0)?
+                    .map(|v| dec("workflow", v.value()))
+                    .transpose()?;
+                for blob in submission.iter().flat_map(input_blobs) {
+                    refs.remove((blob.0, id.0))?;
+                    named.insert(blob);
+                }
+                metas.remove(id.0)?;
+                let mut counts = BTreeMap::new();
+                let mut written = Vec::new();
+                for row in tasks.range((id.0, 0)..=(id.0, u32::MAX))? {
+                    let (k, v) = row?;
+                    let record: TaskRecord = dec("task", v.value())?;
+                    *counts.entry(record.state.label()).or_default() += 1;
+                    written.push(k.value().1);
+                }
+                let never_written = u64::from(meta.tasks).saturating_sub(written.len() as u64);
+                if never_written > 0 {
+                    *counts.entry("pending").or_default() += never_written;
+                }
+                for task in written {
+                    tasks.remove((id.0, task))?;
+                }
+                let mut accepted = Vec::new();
+                for row in results.range((id.0, 0)..=(id.0, u32::MAX))? {
+                    let (k, v) = row?;
+                    let result: SignedResult = dec("result", v.value())?;
+                    accepted.push((k.value().1, result.result.output));
+                }
+                for (task, output) in accepted {
+                    results.remove((id.0, task))?;
+                    refs.remove((output.0, id.0))?;
+                    named.insert(output);
+                }
+                finished_at.remove(id.0)?;
+                done.remove(id.0)?;
+                owed.remove(id.0)?;
+                let tombstone = Tombstone {
+                    state: meta.state.clone(),
+                    tasks: meta.tasks,
+                    accepted_at_ms: meta.accepted_at_ms,
+                    finished_at_ms: finished,
+                    pruned_at_ms: now_ms,
+                };
+                pruned.insert(id.0, encoding::encode(&tombstone).as_slice())?;
+                out.workflows.push(PrunedWorkflow {
+                    id,
+                    state: meta.state.label(),
+                    tasks: counts,
+                });
+            }
+            let mut blobs = tx.open_table(BLOBS)?;
+            for blob in named {
+                let still_named = refs
+                    .range((blob.0, [0u8; 32])..=(blob.0, [0xffu8; 32]))?
+                    .next()
+                    .is_some();
+                if still_named || recent.within(&blob, retention.blob_grace) {
+                    continue;
+                }
+                let entry = blobs
+                    .remove(blob.0)?
+                    .map(|v| dec::<BlobEntry>("blob", v.value()))
+                    .transpose()?;
+                match entry {
+                    Some(BlobEntry::Inline(bytes)) => {
+                        out.blobs += 1;
+                        out.blob_bytes += bytes.len() as u64;
+                    }
+                    Some(BlobEntry::File { len }) => {
+                        out.blobs += 1;
+                        out.blob_bytes += len;
+                        files.push(self.blob_path(&blob));
+                    }
+                    None => {}
+                }
+            }
+        }
+        tx.commit()?;
+        // A crash before these leaves files no index names: the next open sweeps them.
+        for file in files {
+            let _ = fs::remove_file(file);
+        }
+        let grace = retention.blob_grace;
+        recent.at.retain(|_, t| t.elapsed() < grace);
+        Ok(out)
+    }
+
+    /// What is left of workflow `id`, if it was pruned.
+    pub fn tombstone(&self, id: &WorkflowId) -> Result<Option<Tombstone>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let table = tx.open_table(PRUNED)?;
+        let found = table.get(id.0)?;
+        found.map(|v| dec("tombstone", v.value())).transpose()
+    }
+
+    /// How many workflows were pruned.
+    pub fn tombstone_count(&self) -> Result<u64, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        Ok(tx.open_table(PRUNED)?.len()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{META, META_SCHEMA};
+    use super::*;
+    use proofmesh_protocol::messages::{Submission, TaskResult};
+    use proofmesh_protocol::{spec, Keypair, Resources};
+
+    fn reading(name: &str, input: ContentId) -> Submission {
+        let text = format!(
+            "name = \"{name}\"\n[[task]]\nid = \"only\"\nprogram = \"noop@1\"\ninputs = [\"{}\"]\n",
+            input.to_hex()
+        );
+        let (workflow, _) = spec::load(&text, spec::Format::Toml).expect("valid");
+        Submission {
+            workflow,
+            owner: Keypair::generate().public(),
+            owner_eth: None,
+            escrow: None,
+            submitted_at_ms: 0,
+        }
+    }
+
+    /// A version-1 store kept no blob references: opening it builds them from its workflows
+    /// and results, so pruning one workflow keeps what another still reads.
+    #[test]
+    fn a_version_1_store_gets_its_blob_references_built_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, output) = (b"shared input".as_slice(), b"output".as_slice());
+        let (a, b) = {
+            let store = Store::open(dir.path()).unwrap();
+            let input = store.put_blob(shared).unwrap();
+            let out = store.put_blob(output).unwrap();
+            let (a, b) = (reading("a", input), reading("b", input));
+            store.put_workflow(&a, 0).unwrap();
+            store.put_workflow(&b, 0).unwrap();
+            let operator = Keypair::generate();
+            let result = SignedResult::sign(
+                &operator,
+                TaskResult {
+                    workflow: a.workflow.id(),
+                    task: 0,
+                    attempt: 1,
+                    operator: operator.public(),
+                    output: out,
+                    output_bytes: output.len() as u64,
+                    started_ms: 0,
+                    finished_ms: 1,
+                    resources: Resources::default(),
+                    gpus: Vec::new(),
+                },
+            );
+            store.accept_result(&result).unwrap();
+            store
+                .set_workflow_state(&a.workflow.id(), WorkflowState::Completed)
+                .unwrap();
+            // As version 1 left it.
+            let tx = store.inner.db.begin_write().unwrap();
+            tx.delete_table(BLOB_REFS).unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert(META_SCHEMA, 1u32.to_le_bytes().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+            (a, b)
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let retention = Retention {
+            blob_grace: Duration::ZERO,
+            ..Retention::keeping(Duration::ZERO)
+        };
+        let pruning = store.prune_finished(&retention, 10).unwrap();
+        assert_eq!(pruning.workflows.len(), 1);
+        assert_eq!(pruning.workflows[0].id, a.workflow.id());
+        assert_eq!(pruning.blobs, 1, "a's output; b still reads the input");
+        assert_eq!(
+            store.blob(&ContentId::of_bytes(shared)).unwrap().as_deref(),
+            Some(shared)
+        );
+        assert_eq!(store.blob(&ContentId::of_bytes(output)).unwrap(), None);
+        assert!(store.workflow(&b.workflow.id()).unwrap().is_some());
+    }
+}

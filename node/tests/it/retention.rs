@@ -1,0 +1,334 @@
+//! Retention of finished workflows: pruned after their retention (and their settlement, on a
+//! node that settles), leaving a tombstone that keeps the id known; the blobs no remaining
+//! workflow names go with them, those another names or that were put again lately stay; a node
+//! prunes on its own and answers for a pruned workflow over RPC.
+
+use crate::cluster::{matchmaker_and_operator, metric, options, sleep_workflow, wait_completed};
+use crate::cluster::{toml_workflow, Role};
+use crate::store::signed_result;
+use proofmesh_node::config::RpcConfig;
+use proofmesh_node::rpc::{codes, ClientError, NodeApi, RpcClient, SubmitRequest};
+use proofmesh_node::store::{Retention, Store, WorkflowState, INLINE_BLOB_MAX};
+use proofmesh_protocol::messages::Submission;
+use proofmesh_protocol::{ContentId, Keypair, WorkflowId};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+/// A workflow whose first task reads `inputs`: a witness and `leaves` leaves after it.
+fn reading(name: &str, inputs: &[ContentId], leaves: u32) -> Submission {
+    let inputs: Vec<String> = inputs.iter().map(|i| format!("{:?}", i.to_hex())).collect();
+    let workflow = toml_workflow(&format!(
+        r#"
+name = "{name}"
+[[task]]
+id = "witness"
+program = "noop@1"
+inputs = [{}]
+[[task]]
+id = "leaf"
+program = "noop@1"
+count = {leaves}
+deps = ["witness"]
+"#,
+        inputs.join(", ")
+    ));
+    Submission {
+        workflow,
+        owner: Keypair::generate().public(),
+        owner_eth: None,
+        escrow: None,
+        submitted_at_ms: 1_000,
+    }
+}
+
+/// Every task of `sub` done with output `output`, and the workflow completed.
+fn complete(store: &Store, sub: &Submission, output: ContentId) {
+    let operator = Keypair::generate();
+    for task in 0..sub.workflow.tasks.len() as u32 {
+        store
+            .accept_result(&signed_result(sub, task, output, &operator))
+            .unwrap();
+    }
+    store
+        .set_workflow_state(&sub.workflow.id(), WorkflowState::Completed)
+        .unwrap();
+}
+
+fn keeping(ms: u64) -> Retention {
+    Retention {
+        blob_grace: Duration::ZERO,
+        ..Retention::keeping(Duration::from_millis(ms))
+    }
+}
+
+#[test]
+fn a_finished_workflow_is_pruned_after_its_retention_leaving_a_tombstone_and_the_blobs_others_name()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // A file blob both workflows read, an inline one only `a` reads, and `a`'s output.
+    let shared = store.put_blob(&vec![7u8; INLINE_BLOB_MAX + 1]).unwrap();
+    let only_a = store.put_blob(b"only a").unwrap();
+    let out_a = store.put_blob(b"a's output").unwrap();
+    let a = reading("a", &[shared, only_a], 3);
+    let b = reading("b", &[shared], 2);
+    let (a_id, b_id) = (a.workflow.id(), b.workflow.id());
+    store.put_workflow(&a, 1_000).unwrap();
+    store.put_workflow(&b, 1_000).unwrap();
+    complete(&store, &a, out_a);
+    let retention = keeping(10_000);
+
+    // Seen finished at 2,000: kept until 12,000; `b` is active.
+    assert!(store
+        .prune_finished(&retention, 2_000)
+        .unwrap()
+        .workflows
+        .is_empty());
+    assert!(store
+        .prune_finished(&retention, 11_999)
+        .unwrap()
+        .workflows
+        .is_empty());
+    assert!(store.workflow(&a_id).unwrap().is_some());
+
+    let pruning = store.prune_finished(&retention, 12_000).unwrap();
+    assert_eq!(pruning.workflows.len(), 1);
+    assert_eq!(pruning.workflows[0].id, a_id);
+    assert_eq!(pruning.workflows[0].state, "completed");
+    assert_eq!(pruning.workflows[0].tasks, BTreeMap::from([("done", 4)]));
+    assert_eq!(
+        (pruning.blobs, pruning.more),
+        (2, false),
+        "only_a and out_a"
+    );
+    assert_eq!(
+        pruning.blob_bytes,
+        (b"only a".len() + b"a's output".len()) as u64
+    );
+    assert!(store.workflow(&a_id).unwrap().is_none());
+    assert!(store.tasks(&a_id).unwrap().is_empty());
+    assert!(store.results(&a_id).unwrap().is_empty());
+    assert_eq!(store.blob(&only_a).unwrap(), None);
+    assert_eq!(store.blob(&out_a).unwrap(), None);
+    assert!(store.blob(&shared).unwrap().is_some(), "b still reads it");
+    assert!(store.workflow(&b_id).unwrap().is_some());
+    let tombstone = store.tombstone(&a_id).unwrap().expect("a tombstone");
+    assert_eq!(tombstone.state, WorkflowState::Completed);
+    assert_eq!(
+        (tombstone.tasks, tombstone.accepted_at_ms),
+        (4, 1_000),
+        "{tombstone:?}"
+    );
+    assert_eq!(
+        (tombstone.finished_at_ms, tombstone.pruned_at_ms),
+        (2_000, 12_000)
+    );
+    // Its id stays known: a late copy of the submission is not new work.
+    assert!(store.has_workflow(&a_id).unwrap());
+    assert_eq!(store.put_workflow(&a, 13_000).unwrap(), (a_id, false));
+    assert!(store.workflow(&a_id).unwrap().is_none());
+    assert!(store.workflows().unwrap().iter().all(|(id, _)| *id != a_id));
+
+    // `b` fails; once it is pruned too, nothing names the shared blob: its file goes.
+    let file = dir.path().join("blobs").join(shared.to_hex());
+    assert!(file.exists());
+    store
+        .set_workflow_state(
+            &b_id,
+            WorkflowState::Failed {
+                reason: "cancelled by its requester".into(),
+            },
+        )
+        .unwrap();
+    assert!(store
+        .prune_finished(&retention, 20_000)
+        .unwrap()
+        .workflows
+        .is_empty());
+    let pruning = store.prune_finished(&retention, 30_000).unwrap();
+    assert_eq!(pruning.workflows.len(), 1);
+    assert_eq!(pruning.workflows[0].state, "failed");
+    assert_eq!(pruning.workflows[0].tasks, BTreeMap::from([("pending", 3)]));
+    assert_eq!(pruning.blob_bytes, (INLINE_BLOB_MAX + 1) as u64);
+    assert_eq!(store.blob(&shared).unwrap(), None);
+    assert!(!file.exists(), "the shared blob's file is removed");
+    assert_eq!(store.tombstone_count().unwrap(), 2);
+
+    // Tombstones are durable.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.has_workflow(&a_id).unwrap() && store.has_workflow(&b_id).unwrap());
+    assert!(matches!(
+        store.tombstone(&b_id).unwrap().expect("b's tombstone").state,
+        WorkflowState::Failed { reason } if reason == "cancelled by its requester"
+    ));
+}
+
+#[test]
+fn a_node_that_settles_keeps_a_workflow_until_its_settlement_is_journaled_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a = reading("a", &[], 1);
+    let id = a.workflow.id();
+    store.put_workflow(&a, 1_000).unwrap();
+    complete(&store, &a, ContentId::of_bytes(b""));
+    let retention = Retention {
+        require_settled: true,
+        ..keeping(0)
+    };
+    assert!(store
+        .prune_finished(&retention, 5_000)
+        .unwrap()
+        .workflows
+        .is_empty());
+    assert!(store
+        .prune_finished(&retention, 500_000)
+        .unwrap()
+        .workflows
+        .is_empty());
+    assert!(store.workflow(&id).unwrap().is_some(), "unpaid: kept");
+    store.mark_chain_done(&id, 600_000).unwrap();
+    let pruning = store.prune_finished(&retention, 600_001).unwrap();
+    assert_eq!(pruning.workflows.len(), 1);
+    assert!(
+        !store.chain_done_ids().unwrap().contains(&id),
+        "its journal entry goes with it"
+    );
+}
+
+#[test]
+fn a_blob_put_again_within_the_grace_outlives_the_last_workflow_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (again, once) = (b"uploaded again".as_slice(), b"uploaded once".as_slice());
+    let again_id = store.put_blob(again).unwrap();
+    let once_id = store.put_blob(once).unwrap();
+    let a = reading("a", &[again_id, once_id], 1);
+    store.put_workflow(&a, 1_000).unwrap();
+    complete(&store, &a, ContentId::of_bytes(b""));
+    store.track_blob_puts();
+    // The requester uploads it again for a workflow it has not submitted yet.
+    store.put_blob(again).unwrap();
+    let retention = Retention {
+        blob_grace: Duration::from_secs(600),
+        ..keeping(0)
+    };
+    let pruning = store.prune_finished(&retention, 2_000).unwrap();
+    assert_eq!(pruning.workflows.len(), 1);
+    assert_eq!(store.blob(&again_id).unwrap().as_deref(), Some(again));
+    assert_eq!(store.blob(&once_id).unwrap(), None);
+}
+
+#[test]
+fn a_budget_prunes_the_oldest_finished_first_and_says_more_are_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let subs: Vec<Submission> = (0..3).map(|i| reading(&format!("w{i}"), &[], 4)).collect();
+    let ids: Vec<WorkflowId> = subs.iter().map(|s| s.workflow.id()).collect();
+    let retention = Retention {
+        max_tasks: 5,
+        ..keeping(10_000)
+    };
+    // Seen finished at 1,000, 2,000 and 3,000, in reverse order of their ids.
+    for (i, sub) in subs.iter().enumerate().rev() {
+        store.put_workflow(sub, 500).unwrap();
+        complete(&store, sub, ContentId::of_bytes(b""));
+        store
+            .prune_finished(&retention, 1_000 * (3 - i as u64))
+            .unwrap();
+    }
+    let mut order = Vec::new();
+    loop {
+        let pruning = store.prune_finished(&retention, 20_000).unwrap();
+        assert!(
+            pruning.workflows.len() <= 1,
+            "5 tasks: one 5-task workflow a call"
+        );
+        order.extend(pruning.workflows.iter().map(|w| w.id));
+        if !pruning.more {
+            break;
+        }
+    }
+    assert_eq!(order, vec![ids[2], ids[1], ids[0]]);
+}
+
+#[test]
+fn blob_files_no_index_names_are_swept_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_blob(&vec![1u8; INLINE_BLOB_MAX + 1]).unwrap()
+    };
+    let blobs = dir.path().join("blobs");
+    let orphan = blobs.join(ContentId::of_bytes(b"orphan").to_hex());
+    std::fs::write(&orphan, b"orphan").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!orphan.exists(), "a file no index entry names is garbage");
+    assert_eq!(
+        store.blob(&kept).unwrap().map(|b| b.len()),
+        Some(INLINE_BLOB_MAX + 1)
+    );
+}
+
+/// Over real sockets: nodes that keep finished workflows for a moment prune a completed one
+/// on their own. Its status becomes a "pruned" error naming how it ended, the gauges move it to
+/// `pruned`, and submitting it again starts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_prune_a_completed_workflow_and_answer_for_it() {
+    let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut mm_options = options(mm_dir.path(), Role::Matchmaker, &[]);
+    mm_options.retention = Some(keeping(1_000));
+    mm_options.prune_every = Duration::from_millis(100);
+    mm_options.rpc = Some(RpcConfig {
+        enabled: true,
+        bind: ([127, 0, 0, 1], 0).into(),
+        token: None,
+    });
+    let (mm, _op) = matchmaker_and_operator(mm_options, op_dir.path()).await;
+    let workflow = sleep_workflow("pruned", 3, 10, 1);
+    let tasks = workflow.tasks.len() as f64;
+    let id = mm.api().submit(workflow.clone()).await.expect("submitted");
+    wait_completed(mm.api(), &id).await;
+    assert_eq!(metric(&mm, "proofmesh_tasks{state=\"done\"}"), tasks);
+
+    let addr = mm.rpc_addr().expect("rpc");
+    let mut client = RpcClient::connect(&format!("http://{addr}"), None)
+        .await
+        .expect("rpc client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        match client.status(&id.to_hex()).await {
+            Ok(status) => assert_eq!(status.state, "completed"),
+            Err(ClientError::Rpc { code, message }) => {
+                assert_eq!(code, codes::PRUNED_WORKFLOW, "{message}");
+                break message;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "never pruned");
+        sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        message.contains("ended (completed) and was pruned")
+            && message.contains("store.retain_finished_secs"),
+        "{message}"
+    );
+    assert_eq!(metric(&mm, "proofmesh_workflows{state=\"pruned\"}"), 1.0);
+    assert_eq!(metric(&mm, "proofmesh_workflows{state=\"completed\"}"), 0.0);
+    assert_eq!(metric(&mm, "proofmesh_tasks{state=\"done\"}"), 0.0);
+
+    // The same workflow again is known, not new: nothing runs, and it stays pruned.
+    let again = NodeApi::submit(mm.api(), SubmitRequest::Workflow(workflow))
+        .await
+        .expect("a known workflow is not an error");
+    assert!(!again.new, "{again:?}");
+    sleep(Duration::from_millis(500)).await;
+    assert!(mm.api().store().workflow(&id).unwrap().is_none());
+    assert!(matches!(
+        client.status(&id.to_hex()).await,
+        Err(ClientError::Rpc { code, .. }) if code == codes::PRUNED_WORKFLOW
+    ));
+    let err = mm.api().cancel(id, None).await.expect_err("ended");
+    assert!(err.to_string().contains("was pruned"), "{err}");
+}
