@@ -9,14 +9,14 @@ use prometheus_client::registry::Registry;
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::metrics::{NodeMetrics, SharedRegistry};
 use proofmesh_node::rpc::{self, compute_status, offers, NodeInfo, RpcClient, StoreApi};
-use proofmesh_node::store::{Store, TaskState};
+use proofmesh_node::store::{Retention, Store, TaskState, WorkflowState};
 use proofmesh_protocol::messages::{
     Capacity, OperatorAdvert, SignedResult, Submission, TaskResult,
 };
 use proofmesh_protocol::spec::{self, Format};
 use proofmesh_protocol::{ContentId, Keypair, Resources};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn pipeline_text(name: &str) -> String {
     format!(
@@ -196,6 +196,10 @@ fn main() {
         (st, sub)
     });
 
+    // Pruning: completed 1,025-task workflows, each task with its own output blob, pruned one
+    // per call (one write transaction: what the node's commits may wait behind).
+    let prunes = pruned_workflows(&store, &owner, &op, iters.min(20));
+
     let (put50, put99) = percentiles(put);
     let (acc50, acc99) = percentiles(accept);
     let (ev50, ev99) = percentiles(events);
@@ -204,6 +208,7 @@ fn main() {
     let (q50, q99) = percentiles(quotes);
     let (rs50, rs99) = percentiles(rpc_status);
     let (sb50, sb99) = percentiles(rpc_submit);
+    let (pr50, pr99) = percentiles(prunes);
     println!(
         "iters={iters} put_workflow_1025_p50_ms={put50:.3} put_workflow_1025_p99_ms={put99:.3} \
          accept_result_p50_ms={acc50:.3} accept_result_p99_ms={acc99:.3} \
@@ -212,6 +217,66 @@ fn main() {
          status_1025_ops_32_p50_ms={co50:.3} status_1025_ops_32_p99_ms={co99:.3} \
          quote_1025_ops_32_p50_ms={q50:.3} quote_1025_ops_32_p99_ms={q99:.3} \
          rpc_status_1025_p50_ms={rs50:.3} rpc_status_1025_p99_ms={rs99:.3} \
-         rpc_submit_1025_p50_ms={sb50:.3} rpc_submit_1025_p99_ms={sb99:.3}"
+         rpc_submit_1025_p50_ms={sb50:.3} rpc_submit_1025_p99_ms={sb99:.3} \
+         prune_1025_p50_ms={pr50:.3} prune_1025_p99_ms={pr99:.3}"
     );
+}
+
+/// Milliseconds of each [`Store::prune_finished`] call that pruned one of `n` completed
+/// 1,025-task workflows (every task's result and output blob written in one batch first).
+fn pruned_workflows(store: &Store, owner: &Keypair, op: &Keypair, n: usize) -> Vec<f64> {
+    for i in 0..n {
+        let (workflow, _) =
+            spec::load(&pipeline_text(&format!("pruned-{i}")), Format::Toml).expect("valid");
+        let sub = Submission {
+            workflow,
+            owner: owner.public(),
+            owner_eth: None,
+            escrow: None,
+            submitted_at_ms: 0,
+        };
+        let (id, _) = store.put_workflow(&sub, 0).expect("put");
+        let batch = store.batched();
+        for task in 0..1025u32 {
+            let output = batch
+                .put_blob(format!("output {i} {task}").as_bytes())
+                .expect("blob");
+            let result = SignedResult::sign(
+                op,
+                TaskResult {
+                    workflow: id,
+                    task,
+                    attempt: 1,
+                    operator: op.public(),
+                    output,
+                    output_bytes: 16,
+                    started_ms: 0,
+                    finished_ms: 1,
+                    resources: Resources::default(),
+                    gpus: Vec::new(),
+                },
+            );
+            batch.accept_result(&result).expect("accept");
+        }
+        batch.end_batch().expect("commit");
+        store
+            .set_workflow_state(&id, WorkflowState::Completed)
+            .expect("completed");
+    }
+    let retention = Retention {
+        max_tasks: 1025,
+        blob_grace: Duration::ZERO,
+        ..Retention::keeping(Duration::ZERO)
+    };
+    let mut times = Vec::new();
+    loop {
+        let t = Instant::now();
+        let pruning = store.prune_finished(&retention, 1).expect("prune");
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if pruning.workflows.is_empty() {
+            break;
+        }
+        times.push(ms);
+    }
+    times
 }
