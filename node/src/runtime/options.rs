@@ -52,7 +52,8 @@ pub struct NodeOptions {
 }
 
 /// How often a node looks for finished workflows to prune: retention is counted in hours or
-/// days, and each look reads every workflow's small state record.
+/// days, and each look reads every workflow's small state record. A retention shorter than
+/// four of these is looked at four times per retention period.
 pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Events between the matchmaker's snapshots: ~25 s of a busy matchmaker (a task logs ~2
@@ -263,6 +264,10 @@ impl NodeOptions {
         options.retention = (config.store.retain_finished_secs > 0).then(|| {
             crate::store::Retention::keeping(Duration::from_secs(config.store.retain_finished_secs))
         });
+        // A retention shorter than four periods is looked at four times per retention.
+        options.prune_every = DEFAULT_PRUNE_EVERY
+            .min(Duration::from_secs(config.store.retain_finished_secs) / 4)
+            .max(Duration::from_millis(100));
         if config.roles.matchmaker {
             options.matchmaker = Some(MatchmakerOptions {
                 snapshot_every_events: config.matchmaker.snapshot_every_events,

@@ -296,10 +296,17 @@ async fn matchmaker_killed_before_settling_pays_after_restart() {
     let key = workflow_key(&id);
     let mut mm = net.rpc("matchmaker-0").await;
     wait_completed(&mut mm, &id.to_hex(), "completion", WAIT, n).await;
-    drop(mm);
     let mut gw = net.rpc("gateway").await;
     wait_completed(&mut gw, &id.to_hex(), "completion on the gateway", WAIT, n).await;
     drop(gw);
+    // Its retention (1 s) passes several times over, but what is not paid yet is kept.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = mm
+        .status(&id.to_hex())
+        .await
+        .expect("kept until it is settled");
+    assert_eq!(status.state, "completed");
+    drop(mm);
     unhold_settlement(&mut net, &market, key).await;
     let by_op = completed_by(&net).await;
     let expected = owed(&by_op);
@@ -318,6 +325,28 @@ async fn matchmaker_killed_before_settling_pays_after_restart() {
             U256::from(price * u128::from(*completed)),
             "{name}: paid completed x price, to the wei"
         );
+    }
+    // Settled: now the matchmaker prunes it (its retention passed long ago).
+    let mut mm = net.rpc("matchmaker-0").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match mm.status(&id.to_hex()).await {
+            Ok(status) => assert_eq!(status.state, "completed"),
+            Err(proofmesh_node::rpc::ClientError::Rpc { code, message }) => {
+                assert_eq!(
+                    code,
+                    proofmesh_node::rpc::codes::PRUNED_WORKFLOW,
+                    "{message}"
+                );
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never pruned once settled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -361,8 +390,11 @@ async fn wait_failed(
 /// died in the window between deciding and settling.
 fn hold_settlement(net: &mut Net) {
     net.kill("matchmaker-0");
-    net.restart_with_env("matchmaker-0", &[(HOLD_ENV, "1")]);
+    net.restart_with_env("matchmaker-0", &[(HOLD_ENV, "1"), RETAIN_1_S]);
 }
+
+/// Finished workflows kept for a second only (a node that settles keeps them until settled).
+const RETAIN_1_S: (&str, &str) = ("PROOFMESH_STORE_RETAIN_FINISHED_SECS", "1");
 
 /// After [`hold_settlement`]: checks nothing of `key`'s escrow was paid, then kills the
 /// matchmaker (dying in the window) and starts it again without the fault: its store says
@@ -378,7 +410,7 @@ async fn unhold_settlement(
         "nothing is paid while the settler is held"
     );
     net.kill("matchmaker-0");
-    net.restart("matchmaker-0");
+    net.restart_with_env("matchmaker-0", &[RETAIN_1_S]);
 }
 
 /// A workflow that fails for good still owes its accepted work: the matchmaker that failed it

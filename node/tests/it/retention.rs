@@ -314,6 +314,13 @@ async fn nodes_prune_a_completed_workflow_and_answer_for_it() {
             && message.contains("store.retain_finished_secs"),
         "{message}"
     );
+    let (code, _, stderr) =
+        crate::rpc::proofmesh(&["status", &id.to_hex(), "--rpc", &format!("http://{addr}")]).await;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("ended (completed) and was pruned"),
+        "{stderr}"
+    );
     assert_eq!(metric(&mm, "proofmesh_workflows{state=\"pruned\"}"), 1.0);
     assert_eq!(metric(&mm, "proofmesh_workflows{state=\"completed\"}"), 0.0);
     assert_eq!(metric(&mm, "proofmesh_tasks{state=\"done\"}"), 0.0);

@@ -499,7 +499,7 @@ async fn proofmesh_at(url: &str, args: &[&str]) -> (i32, String, String) {
     proofmesh(&[args, &["--rpc", url, "--token", "tok"]].concat()).await
 }
 
-async fn proofmesh(args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn proofmesh(args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_proofmesh"))
         .args(args)
         .env_remove("PROOFMESH_RPC")
