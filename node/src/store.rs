@@ -1201,10 +1201,10 @@ impl Store {
 
     /// [`Store::put_blob`] for bytes already known to hash to `id` (hashed once per put).
     fn put_blob_as(&self, id: ContentId, bytes: &[u8]) -> Result<ContentId, StoreError> {
-        let entry = {
-            // Noted, checked and its file written under the lock pruning removes under: a blob
-            // put again just as the last workflow naming it is pruned is never found present
-            // and then removed (the caller names it in a workflow or result next).
+        let present = {
+            // Noted and checked under the lock pruning removes under: a blob put again just as
+            // the last workflow naming it is pruned is never found present and then removed
+            // (the caller names it in a workflow or result next).
             let mut recent = lock(&self.inner.recent_puts);
             recent.note(id);
             if self.mode == Mode::Lazy && bytes.len() <= INLINE_BLOB_MAX {
@@ -1217,16 +1217,17 @@ impl Store {
                     return Ok(id);
                 }
             }
-            if self.has_blob(&id)? {
-                return Ok(id);
-            }
-            if bytes.len() <= INLINE_BLOB_MAX {
-                BlobEntry::Inline(bytes.to_vec())
-            } else {
-                self.write_blob_file(&id, bytes)?;
-                BlobEntry::File {
-                    len: bytes.len() as u64,
-                }
+            self.has_blob(&id)?
+        };
+        if present {
+            return Ok(id);
+        }
+        let entry = if bytes.len() <= INLINE_BLOB_MAX {
+            BlobEntry::Inline(bytes.to_vec())
+        } else {
+            self.write_blob_file(&id, bytes)?;
+            BlobEntry::File {
+                len: bytes.len() as u64,
             }
         };
         self.write(|tx| {

@@ -413,6 +413,8 @@ pub(crate) fn bench_node(
     o.network.kad_bootstrap_interval = production.kad_bootstrap_interval;
     o.network.publish_retry_interval = production.publish_retry_interval;
     o.rpc = None;
+    // The production retention: every blob put is noted for its grace.
+    o.retention = NodeOptions::new(dir, domain).retention;
     o
 }
 
