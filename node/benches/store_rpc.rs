@@ -198,7 +198,14 @@ fn main() {
 
     // Pruning: completed 1,025-task workflows, each task with its own output blob, pruned one
     // per call (one write transaction: what the node's commits may wait behind).
-    let prunes = pruned_workflows(&store, &owner, &op, iters.min(20));
+    // Twice over: the second round's workflows reuse the pages the first round's freed, so the
+    // file stops growing.
+    let mut prunes = pruned_workflows(&store, &owner, &op, iters.min(20), "a");
+    let file_mb =
+        |store: &Store| std::fs::metadata(store.db_path()).expect("db file").len() as f64 / 1e6;
+    let mb_once = file_mb(&store);
+    prunes.extend(pruned_workflows(&store, &owner, &op, iters.min(20), "b"));
+    let mb_twice = file_mb(&store);
 
     let (put50, put99) = percentiles(put);
     let (acc50, acc99) = percentiles(accept);
@@ -218,16 +225,24 @@ fn main() {
          quote_1025_ops_32_p50_ms={q50:.3} quote_1025_ops_32_p99_ms={q99:.3} \
          rpc_status_1025_p50_ms={rs50:.3} rpc_status_1025_p99_ms={rs99:.3} \
          rpc_submit_1025_p50_ms={sb50:.3} rpc_submit_1025_p99_ms={sb99:.3} \
-         prune_1025_p50_ms={pr50:.3} prune_1025_p99_ms={pr99:.3}"
+         prune_1025_p50_ms={pr50:.3} prune_1025_p99_ms={pr99:.3} \
+         store_mb_after_one_round={mb_once:.1} store_mb_after_two_rounds={mb_twice:.1}"
     );
 }
 
 /// Milliseconds of each [`Store::prune_finished`] call that pruned one of `n` completed
 /// 1,025-task workflows (every task's result and output blob written in one batch first).
-fn pruned_workflows(store: &Store, owner: &Keypair, op: &Keypair, n: usize) -> Vec<f64> {
+fn pruned_workflows(
+    store: &Store,
+    owner: &Keypair,
+    op: &Keypair,
+    n: usize,
+    round: &str,
+) -> Vec<f64> {
     for i in 0..n {
         let (workflow, _) =
-            spec::load(&pipeline_text(&format!("pruned-{i}")), Format::Toml).expect("valid");
+            spec::load(&pipeline_text(&format!("pruned-{round}-{i}")), Format::Toml)
+                .expect("valid");
         let sub = Submission {
             workflow,
             owner: owner.public(),
@@ -239,7 +254,7 @@ fn pruned_workflows(store: &Store, owner: &Keypair, op: &Keypair, n: usize) -> V
         let batch = store.batched();
         for task in 0..1025u32 {
             let output = batch
-                .put_blob(format!("output {i} {task}").as_bytes())
+                .put_blob(format!("output {round} {i} {task}").as_bytes())
                 .expect("blob");
             let result = SignedResult::sign(
                 op,
