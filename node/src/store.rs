@@ -81,8 +81,10 @@ const CHAIN_DONE: TableDefinition<'_, Key32, u64> = TableDefinition::new("chain_
 /// Workflows this node's matchmaker failed as the active one (id -> ms): it owes their escrow's
 /// release once their accepted work is paid, after a restart too.
 const RELEASE_OWED: TableDefinition<'_, Key32, u64> = TableDefinition::new("release_owed");
-/// (blob, workflow): the workflow reads the blob as an input or accepted it as an output. A
-/// blob loses its last row only when the last workflow naming it is pruned (see [`prune`]).
+/// (blob, workflow): the workflow reads the blob as an input, or, once it finished, accepted it
+/// as an output. An active workflow's outputs are not indexed: a row per accepted result would
+/// be one more page in every commit of the matchmaker's hot path; pruning reads them from the
+/// active workflows' results instead (see [`prune`]).
 const BLOB_REFS: TableDefinition<'_, (Key32, Key32), ()> = TableDefinition::new("blob_refs");
 /// Workflow id -> when the retention policy first saw it finished (ms): it is kept for the
 /// retention period after that.
@@ -468,11 +470,30 @@ fn migrate(tx: &redb::WriteTransaction, from: u32) -> Result<(), StoreError> {
                 refs.insert((blob.0, k.value()), ())?;
             }
         }
+        // Active workflows' outputs too: indexed early does no harm (their finish indexes
+        // them again, the same rows).
         for row in tx.open_table(RESULTS)?.iter()? {
             let (k, v) = row?;
             let result: SignedResult = dec("result", v.value())?;
             refs.insert((result.result.output.0, k.value().0), ())?;
         }
+    }
+    Ok(())
+}
+
+/// Index the outputs of `id`'s accepted results (as it finishes).
+fn index_outputs(tx: &redb::WriteTransaction, id: &WorkflowId) -> Result<(), StoreError> {
+    let mut outputs = Vec::new();
+    for row in tx
+        .open_table(RESULTS)?
+        .range((id.0, 0)..=(id.0, u32::MAX))?
+    {
+        let result: SignedResult = dec("result", row?.1.value())?;
+        outputs.push(result.result.output);
+    }
+    let mut refs = tx.open_table(BLOB_REFS)?;
+    for output in outputs {
+        refs.insert((output.0, id.0), ())?;
     }
     Ok(())
 }
@@ -986,14 +1007,20 @@ impl Store {
         state: WorkflowState,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            {
+            let finishes = {
                 let mut table = tx.open_table(WORKFLOW_META)?;
                 let mut meta: WorkflowMeta = match table.get(id.0)? {
                     Some(m) => dec("workflow state", m.value())?,
                     None => return Err(StoreError::UnknownWorkflow(*id)),
                 };
+                let finishes =
+                    meta.state == WorkflowState::Active && state != WorkflowState::Active;
                 meta.state = state;
                 table.insert(id.0, encoding::encode(&meta).as_slice())?;
+                finishes
+            };
+            if finishes {
+                index_outputs(tx, id)?;
             }
             Ok(())
         })
@@ -1002,11 +1029,15 @@ impl Store {
     // ---- tasks -----------------------------------------------------------------------------
 
     fn task_count(tx: &redb::WriteTransaction, id: &WorkflowId) -> Result<usize, StoreError> {
+        Ok(Self::meta(tx, id)?.tasks as usize)
+    }
+
+    fn meta(tx: &redb::WriteTransaction, id: &WorkflowId) -> Result<WorkflowMeta, StoreError> {
         let table = tx.open_table(WORKFLOW_META)?;
         let Some(meta) = table.get(id.0)? else {
             return Err(StoreError::UnknownWorkflow(*id));
         };
-        Ok(dec::<WorkflowMeta>("workflow state", meta.value())?.tasks as usize)
+        dec("workflow state", meta.value())
     }
 
     /// Read-modify-write one task's record in one transaction; returns the new record.
@@ -1085,8 +1116,12 @@ impl Store {
         let id = result.result.workflow;
         let task = result.result.task;
         let result_id = ContentId::of_value(result);
+        // An active workflow's outputs are not indexed: pruning must not take this one for
+        // unnamed before the workflow's finish indexes it.
+        lock(&self.inner.recent_puts).note(result.result.output);
         self.write(|tx| {
-            let tasks = Self::task_count(tx, &id)?;
+            let meta = Self::meta(tx, &id)?;
+            let tasks = meta.tasks as usize;
             if task as usize >= tasks {
                 return Err(StoreError::UnknownTask {
                     workflow: id,
@@ -1103,8 +1138,11 @@ impl Store {
                     return Err(StoreError::ConflictingResult { workflow: id, task });
                 }
                 results.insert((id.0, task), encoding::encode(result).as_slice())?;
-                tx.open_table(BLOB_REFS)?
-                    .insert((result.result.output.0, id.0), ())?;
+                if meta.state != WorkflowState::Active {
+                    // A late result of a finished workflow, whose outputs were indexed.
+                    tx.open_table(BLOB_REFS)?
+                        .insert((result.result.output.0, id.0), ())?;
+                }
                 let mut table = tx.open_table(TASKS)?;
                 let mut record = match table.get((id.0, task))? {
                     Some(v) => dec::<TaskRecord>("task", v.value())?,

@@ -605,7 +605,7 @@ impl Node {
         if let Some(mut retention) = options.retention.clone() {
             retention.require_settled = settlement.settles_on_chain();
             // Before any work comes in: a blob put from now on is kept its grace.
-            store.track_blob_puts();
+            store.track_blob_puts(retention.blob_grace);
             sh.spawn(pruning::run(
                 store.clone(),
                 retention,

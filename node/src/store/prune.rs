@@ -20,7 +20,7 @@ use proofmesh_protocol::messages::SignedResult;
 use proofmesh_protocol::{ContentId, WorkflowId};
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -92,31 +92,77 @@ pub struct Pruning {
     pub more: bool,
 }
 
-/// When each blob was last put, while pruning runs (it skips those within its grace). Off
-/// until [`Store::track_blob_puts`]: a node that never prunes keeps no such map.
-#[derive(Debug, Default)]
+/// When each blob was last put or named by an accepted result, while pruning runs (it skips
+/// those within its grace). Off until [`Store::track_blob_puts`]: a node that never prunes
+/// keeps no such map. Compact, ~24 bytes a blob: keyed by the id's first 8 bytes (two ids that
+/// share them only keep a blob longer), stamped in whole seconds, and cleared of what is past
+/// the grace whenever it has doubled.
+#[derive(Debug)]
 pub(super) struct RecentPuts {
     on: bool,
-    at: HashMap<ContentId, Instant>,
+    grace: Duration,
+    since: Instant,
+    at: HashMap<u64, u32>,
+    cleared_at_len: usize,
+}
+
+impl Default for RecentPuts {
+    fn default() -> Self {
+        RecentPuts {
+            on: false,
+            grace: Duration::ZERO,
+            since: Instant::now(),
+            at: HashMap::new(),
+            cleared_at_len: 0,
+        }
+    }
+}
+
+fn short(id: &ContentId) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&id.0[..8]);
+    u64::from_le_bytes(first)
 }
 
 impl RecentPuts {
     pub(super) fn note(&mut self, id: ContentId) {
-        if self.on {
-            self.at.insert(id, Instant::now());
+        if !self.on {
+            return;
+        }
+        let now = self.secs();
+        self.at.insert(short(&id), now);
+        if self.at.len() >= 2 * self.cleared_at_len.max(1024) {
+            self.clear_past_grace();
         }
     }
 
+    fn secs(&self) -> u32 {
+        u32::try_from(self.since.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Noted within `grace` (rounded up to whole seconds; zero: never).
     fn within(&self, id: &ContentId, grace: Duration) -> bool {
-        self.at.get(id).is_some_and(|t| t.elapsed() < grace)
+        let grace = grace.as_secs_f64().ceil() as u64;
+        self.at
+            .get(&short(id))
+            .is_some_and(|t| u64::from(self.secs().saturating_sub(*t)) < grace)
+    }
+
+    fn clear_past_grace(&mut self) {
+        let (now, grace) = (self.secs(), self.grace.as_secs_f64().ceil() as u64);
+        self.at
+            .retain(|_, t| u64::from(now.saturating_sub(*t)) < grace.max(1));
+        self.cleared_at_len = self.at.len();
     }
 }
 
 impl Store {
-    /// Note every blob put from now on, so that pruning leaves blobs put within its grace
-    /// alone. Call before the node takes in any work, if it prunes.
-    pub fn track_blob_puts(&self) {
-        lock(&self.inner.recent_puts).on = true;
+    /// Note every blob put (and output accepted) from now on, so that pruning leaves those
+    /// within `grace` alone. Call before the node takes in any work, if it prunes.
+    pub fn track_blob_puts(&self, grace: Duration) {
+        let mut recent = lock(&self.inner.recent_puts);
+        recent.on = true;
+        recent.grace = grace;
     }
 
     /// Prune the finished workflows `retention` no longer keeps (see the module docs), oldest
@@ -131,14 +177,16 @@ impl Store {
         // Chosen from a snapshot, without holding the writer.
         let mut unstamped = Vec::new();
         let mut due = Vec::new();
+        let mut active = Vec::new();
+        let tx = self.inner.db.begin_read()?;
         {
-            let tx = self.inner.db.begin_read()?;
             let finished_at = tx.open_table(FINISHED_AT)?;
             let done = tx.open_table(CHAIN_DONE)?;
             for row in tx.open_table(WORKFLOW_META)?.iter()? {
                 let (k, v) = row?;
                 let meta: WorkflowMeta = dec("workflow state", v.value())?;
                 if meta.state == WorkflowState::Active {
+                    active.push(k.value());
                     continue;
                 }
                 let finished = match finished_at.get(k.value())? {
@@ -171,6 +219,19 @@ impl Store {
         if unstamped.is_empty() && take.is_empty() {
             return Ok(out);
         }
+        // Active workflows' outputs are not indexed (see `BLOB_REFS`): read from the same
+        // snapshot. One accepted since is noted recent (`Store::accept_result`).
+        let mut named_by_active = HashSet::new();
+        if !take.is_empty() {
+            let results = tx.open_table(RESULTS)?;
+            for id in active {
+                for row in results.range((id, 0)..=(id, u32::MAX))? {
+                    let result: SignedResult = dec("result", row?.1.value())?;
+                    named_by_active.insert(result.result.output);
+                }
+            }
+        }
+        drop(tx);
 
         // Durable before any blob file goes: a rolled-back prune must find its blobs.
         let tx = self.inner.db.begin_write()?;
@@ -259,7 +320,10 @@ impl Store {
                     .range((blob.0, [0u8; 32])..=(blob.0, [0xffu8; 32]))?
                     .next()
                     .is_some();
-                if still_named || recent.within(&blob, retention.blob_grace) {
+                if still_named
+                    || named_by_active.contains(&blob)
+                    || recent.within(&blob, retention.blob_grace)
+                {
                     continue;
                 }
                 let entry = blobs
@@ -285,8 +349,7 @@ impl Store {
         for file in files {
             let _ = fs::remove_file(file);
         }
-        let grace = retention.blob_grace;
-        recent.at.retain(|_, t| t.elapsed() < grace);
+        recent.clear_past_grace();
         Ok(out)
     }
 

@@ -7,7 +7,7 @@ use crate::cluster::{matchmaker_and_operator, metric, options, sleep_workflow, w
 use crate::cluster::{toml_workflow, Role};
 use crate::store::signed_result;
 use proofmesh_node::config::RpcConfig;
-use proofmesh_node::rpc::{codes, ClientError, NodeApi, RpcClient, SubmitRequest};
+use proofmesh_node::rpc::{codes, ClientError, NodeApi, RpcClient, SubmitRequest, TaskQuery};
 use proofmesh_node::store::{Retention, Store, WorkflowState, INLINE_BLOB_MAX};
 use proofmesh_protocol::messages::Submission;
 use proofmesh_protocol::{ContentId, Keypair, WorkflowId};
@@ -207,7 +207,7 @@ fn a_blob_put_again_within_the_grace_outlives_the_last_workflow_naming_it() {
     let a = reading("a", &[again_id, once_id], 1);
     store.put_workflow(&a, 1_000).unwrap();
     complete(&store, &a, ContentId::of_bytes(b""));
-    store.track_blob_puts();
+    store.track_blob_puts(Duration::from_secs(600));
     // The requester uploads it again for a workflow it has not submitted yet.
     store.put_blob(again).unwrap();
     let retention = Retention {
@@ -314,6 +314,19 @@ async fn nodes_prune_a_completed_workflow_and_answer_for_it() {
             && message.contains("store.retain_finished_secs"),
         "{message}"
     );
+    let pruned = |r: Result<_, ClientError>| matches!(r, Err(ClientError::Rpc { code, .. }) if code == codes::PRUNED_WORKFLOW);
+    assert!(pruned(client.result(&id.to_hex()).await.map(|_| ())));
+    assert!(pruned(
+        client
+            .tasks(&id.to_hex(), &TaskQuery::default())
+            .await
+            .map(|_| ())
+    ));
+    let listed = client.workflows(None, 10).await.expect("listing");
+    assert!(
+        listed.is_empty(),
+        "a pruned workflow is not listed: {listed:?}"
+    );
     let (code, _, stderr) =
         crate::rpc::proofmesh(&["status", &id.to_hex(), "--rpc", &format!("http://{addr}")]).await;
     assert_ne!(code, 0, "{stderr}");
@@ -338,4 +351,31 @@ async fn nodes_prune_a_completed_workflow_and_answer_for_it() {
     ));
     let err = mm.api().cancel(id, None).await.expect_err("ended");
     assert!(err.to_string().contains("was pruned"), "{err}");
+}
+
+#[test]
+fn an_output_an_active_workflow_accepted_outlives_a_pruned_workflow_with_the_same_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Both produce the same bytes (a deterministic program): one blob, named by both.
+    let same = store.put_blob(b"the same proof").unwrap();
+    let (a, b) = (reading("a", &[], 1), reading("b", &[], 1));
+    store.put_workflow(&a, 1_000).unwrap();
+    store.put_workflow(&b, 1_000).unwrap();
+    complete(&store, &a, same);
+    // `b` is still running: one of its results is accepted.
+    store
+        .accept_result(&signed_result(&b, 0, same, &Keypair::generate()))
+        .unwrap();
+    let pruning = store.prune_finished(&keeping(0), 2_000).unwrap();
+    assert_eq!(pruning.workflows.len(), 1);
+    assert_eq!(pruning.blobs, 0, "{pruning:?}");
+    assert!(store.blob(&same).unwrap().is_some(), "b's accepted output");
+    // Once `b` finishes (its outputs are indexed) and is pruned, the blob goes.
+    store
+        .set_workflow_state(&b.workflow.id(), WorkflowState::Completed)
+        .unwrap();
+    let pruning = store.prune_finished(&keeping(0), 3_000).unwrap();
+    assert_eq!((pruning.workflows.len(), pruning.blobs), (1, 1));
+    assert_eq!(store.blob(&same).unwrap(), None);
 }
