@@ -81,10 +81,10 @@ const CHAIN_DONE: TableDefinition<'_, Key32, u64> = TableDefinition::new("chain_
 /// Workflows this node's matchmaker failed as the active one (id -> ms): it owes their escrow's
 /// release once their accepted work is paid, after a restart too.
 const RELEASE_OWED: TableDefinition<'_, Key32, u64> = TableDefinition::new("release_owed");
-/// (blob, workflow): the workflow reads the blob as an input, or, once it finished, accepted it
-/// as an output. An active workflow's outputs are not indexed: a row per accepted result would
-/// be one more page in every commit of the matchmaker's hot path; pruning reads them from the
-/// active workflows' results instead (see [`prune`]).
+/// (blob, workflow): the workflow reads the blob as an input, or accepted it as an output. A
+/// workflow's outputs are indexed only once the retention policy has seen it finished (off the
+/// hot path: a row per accepted result was one more page in every commit of the matchmaker);
+/// pruning reads the others' from their results (see [`prune`]).
 const BLOB_REFS: TableDefinition<'_, (Key32, Key32), ()> = TableDefinition::new("blob_refs");
 /// Workflow id -> when the retention policy first saw it finished (ms): it is kept for the
 /// retention period after that.
@@ -481,7 +481,7 @@ fn migrate(tx: &redb::WriteTransaction, from: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Index the outputs of `id`'s accepted results (as it finishes).
+/// Index the outputs of `id`'s accepted results (once it finished; see [`BLOB_REFS`]).
 fn index_outputs(tx: &redb::WriteTransaction, id: &WorkflowId) -> Result<(), StoreError> {
     let mut outputs = Vec::new();
     for row in tx
@@ -1007,20 +1007,14 @@ impl Store {
         state: WorkflowState,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            let finishes = {
+            {
                 let mut table = tx.open_table(WORKFLOW_META)?;
                 let mut meta: WorkflowMeta = match table.get(id.0)? {
                     Some(m) => dec("workflow state", m.value())?,
                     None => return Err(StoreError::UnknownWorkflow(*id)),
                 };
-                let finishes =
-                    meta.state == WorkflowState::Active && state != WorkflowState::Active;
                 meta.state = state;
                 table.insert(id.0, encoding::encode(&meta).as_slice())?;
-                finishes
-            };
-            if finishes {
-                index_outputs(tx, id)?;
             }
             Ok(())
         })
@@ -1116,8 +1110,8 @@ impl Store {
         let id = result.result.workflow;
         let task = result.result.task;
         let result_id = ContentId::of_value(result);
-        // An active workflow's outputs are not indexed: pruning must not take this one for
-        // unnamed before the workflow's finish indexes it.
+        // Outputs are indexed late (see `BLOB_REFS`): pruning must not take this one for
+        // unnamed before then.
         lock(&self.inner.recent_puts).note(result.result.output);
         self.write(|tx| {
             let meta = Self::meta(tx, &id)?;
@@ -1139,7 +1133,7 @@ impl Store {
                 }
                 results.insert((id.0, task), encoding::encode(result).as_slice())?;
                 if meta.state != WorkflowState::Active {
-                    // A late result of a finished workflow, whose outputs were indexed.
+                    // A late result of a finished workflow, whose outputs may be indexed.
                     tx.open_table(BLOB_REFS)?
                         .insert((result.result.output.0, id.0), ())?;
                 }

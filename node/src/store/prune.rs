@@ -167,7 +167,8 @@ impl Store {
 
     /// Prune the finished workflows `retention` no longer keeps (see the module docs), oldest
     /// first, up to its task budget. Workflows seen finished for the first time are stamped
-    /// `now_ms`: their retention counts from there. Durable when it returns.
+    /// `now_ms` (their retention counts from there) and their outputs indexed, from the same
+    /// budget; they are due from the next call on. Durable when it returns.
     pub fn prune_finished(
         &self,
         retention: &Retention,
@@ -177,7 +178,8 @@ impl Store {
         // Chosen from a snapshot, without holding the writer.
         let mut unstamped = Vec::new();
         let mut due = Vec::new();
-        let mut active = Vec::new();
+        // Workflows whose outputs are not indexed: active ones, and finished ones not stamped.
+        let mut unindexed = Vec::new();
         let tx = self.inner.db.begin_read()?;
         {
             let finished_at = tx.open_table(FINISHED_AT)?;
@@ -186,15 +188,12 @@ impl Store {
                 let (k, v) = row?;
                 let meta: WorkflowMeta = dec("workflow state", v.value())?;
                 if meta.state == WorkflowState::Active {
-                    active.push(k.value());
+                    unindexed.push(k.value());
                     continue;
                 }
-                let finished = match finished_at.get(k.value())? {
-                    Some(at) => at.value(),
-                    None => {
-                        unstamped.push(k.value());
-                        now_ms
-                    }
+                let Some(finished) = finished_at.get(k.value())?.map(|at| at.value()) else {
+                    unstamped.push((k.value(), meta.tasks as usize));
+                    continue;
                 };
                 if finished.saturating_add(keep_ms) > now_ms
                     || (retention.require_settled && done.get(k.value())?.is_none())
@@ -207,6 +206,17 @@ impl Store {
         due.sort();
         let mut out = Pruning::default();
         let mut budget = retention.max_tasks;
+        // Stamping a workflow indexes its outputs, a row per task: from the same budget.
+        let mut stamp = Vec::new();
+        for (id, tasks) in unstamped {
+            if !stamp.is_empty() && tasks > budget {
+                out.more = true;
+                unindexed.push(id);
+                continue;
+            }
+            budget = budget.saturating_sub(tasks);
+            stamp.push(id);
+        }
         let mut take = Vec::new();
         for (finished, id, tasks) in due {
             if !take.is_empty() && tasks > budget {
@@ -216,15 +226,15 @@ impl Store {
             budget = budget.saturating_sub(tasks);
             take.push((id, finished));
         }
-        if unstamped.is_empty() && take.is_empty() {
+        if stamp.is_empty() && take.is_empty() {
             return Ok(out);
         }
-        // Active workflows' outputs are not indexed (see `BLOB_REFS`): read from the same
-        // snapshot. One accepted since is noted recent (`Store::accept_result`).
+        // Outputs not indexed (see `BLOB_REFS`) are read from the same snapshot. One accepted
+        // since is noted recent (`Store::accept_result`).
         let mut named_by_active = HashSet::new();
         if !take.is_empty() {
             let results = tx.open_table(RESULTS)?;
-            for id in active {
+            for id in unindexed {
                 for row in results.range((id, 0)..=(id, u32::MAX))? {
                     let result: SignedResult = dec("result", row?.1.value())?;
                     named_by_active.insert(result.result.output);
@@ -240,9 +250,10 @@ impl Store {
         let mut recent = lock(&self.inner.recent_puts);
         {
             let mut finished_at = tx.open_table(FINISHED_AT)?;
-            for id in unstamped {
+            for id in stamp {
                 if finished_at.get(id)?.is_none() {
                     finished_at.insert(id, now_ms)?;
+                    super::index_outputs(&tx, &ContentId(id))?;
                 }
             }
             let mut workflows = tx.open_table(WORKFLOWS)?;
@@ -439,6 +450,11 @@ mod tests {
             blob_grace: Duration::ZERO,
             ..Retention::keeping(Duration::ZERO)
         };
+        assert!(store
+            .prune_finished(&retention, 5)
+            .unwrap()
+            .workflows
+            .is_empty());
         let pruning = store.prune_finished(&retention, 10).unwrap();
         assert_eq!(pruning.workflows.len(), 1);
         assert_eq!(pruning.workflows[0].id, a.workflow.id());

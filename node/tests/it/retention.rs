@@ -214,6 +214,12 @@ fn a_blob_put_again_within_the_grace_outlives_the_last_workflow_naming_it() {
         blob_grace: Duration::from_secs(600),
         ..keeping(0)
     };
+    // Seen finished (stamped), then pruned.
+    assert!(store
+        .prune_finished(&retention, 1_500)
+        .unwrap()
+        .workflows
+        .is_empty());
     let pruning = store.prune_finished(&retention, 2_000).unwrap();
     assert_eq!(pruning.workflows.len(), 1);
     assert_eq!(store.blob(&again_id).unwrap().as_deref(), Some(again));
@@ -367,6 +373,11 @@ fn an_output_an_active_workflow_accepted_outlives_a_pruned_workflow_with_the_sam
     store
         .accept_result(&signed_result(&b, 0, same, &Keypair::generate()))
         .unwrap();
+    assert!(store
+        .prune_finished(&keeping(0), 1_500)
+        .unwrap()
+        .workflows
+        .is_empty());
     let pruning = store.prune_finished(&keeping(0), 2_000).unwrap();
     assert_eq!(pruning.workflows.len(), 1);
     assert_eq!(pruning.blobs, 0, "{pruning:?}");
@@ -375,6 +386,11 @@ fn an_output_an_active_workflow_accepted_outlives_a_pruned_workflow_with_the_sam
     store
         .set_workflow_state(&b.workflow.id(), WorkflowState::Completed)
         .unwrap();
+    assert!(store
+        .prune_finished(&keeping(0), 2_500)
+        .unwrap()
+        .workflows
+        .is_empty());
     let pruning = store.prune_finished(&keeping(0), 3_000).unwrap();
     assert_eq!((pruning.workflows.len(), pruning.blobs), (1, 1));
     assert_eq!(store.blob(&same).unwrap(), None);
