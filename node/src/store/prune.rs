@@ -88,7 +88,9 @@ pub struct Pruning {
     pub blobs: u64,
     /// Their bytes.
     pub blob_bytes: u64,
-    /// More workflows are due than this call's budget took.
+    /// Workflows seen finished for the first time: stamped, their outputs indexed.
+    pub stamped: usize,
+    /// More workflows are due (or to be stamped) than this call's budget took.
     pub more: bool,
 }
 
@@ -219,7 +221,8 @@ impl Store {
         }
         let mut take = Vec::new();
         for (finished, id, tasks) in due {
-            if !take.is_empty() && tasks > budget {
+            // One workflow at least, stamped or pruned.
+            if (!take.is_empty() || !stamp.is_empty()) && tasks > budget {
                 out.more = true;
                 break;
             }
@@ -229,6 +232,7 @@ impl Store {
         if stamp.is_empty() && take.is_empty() {
             return Ok(out);
         }
+        out.stamped = stamp.len();
         // Outputs not indexed (see `BLOB_REFS`) are read from the same snapshot. One accepted
         // since is noted recent (`Store::accept_result`).
         let mut named_by_active = HashSet::new();
