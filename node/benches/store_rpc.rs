@@ -93,32 +93,10 @@ fn main() {
     let mut events = Vec::new();
     let mut last = None;
     for i in 0..iters {
-        let (workflow, _) =
-            spec::load(&pipeline_text(&format!("bench-{i}")), Format::Toml).expect("valid");
-        let sub = Submission {
-            workflow,
-            owner: owner.public(),
-            owner_eth: None,
-            escrow: None,
-            submitted_at_ms: 0,
-        };
+        let sub = pipeline_submission(&format!("bench-{i}"), &owner);
         let ((id, _), ms) = time(|| store.put_workflow(&sub, 0).expect("put"));
         put.push(ms);
-        let result = SignedResult::sign(
-            &op,
-            TaskResult {
-                workflow: id,
-                task: 1,
-                attempt: 1,
-                operator: op.public(),
-                output: ContentId::of_bytes(&i.to_le_bytes()),
-                output_bytes: 8,
-                started_ms: 0,
-                finished_ms: 1,
-                resources: Resources::default(),
-                gpus: Vec::new(),
-            },
-        );
+        let result = result_of(&op, id, 1, ContentId::of_bytes(&i.to_le_bytes()), 8);
         accept.push(time(|| store.accept_result(&result).expect("accept")).1);
         let batch: Vec<Vec<u8>> = (0..100).map(|j: u32| j.to_le_bytes().to_vec()).collect();
         events.push(time(|| store.append_events(&batch).expect("append")).1);
@@ -234,6 +212,43 @@ fn main() {
     );
 }
 
+/// The 1,025-task pipeline named `name`, submitted by `owner`.
+fn pipeline_submission(name: &str, owner: &Keypair) -> Submission {
+    let (workflow, _) = spec::load(&pipeline_text(name), Format::Toml).expect("valid");
+    Submission {
+        workflow,
+        owner: owner.public(),
+        owner_eth: None,
+        escrow: None,
+        submitted_at_ms: 0,
+    }
+}
+
+/// `op`'s signed result of `task` of workflow `id`, whose output is `output` (`bytes` long).
+fn result_of(
+    op: &Keypair,
+    id: ContentId,
+    task: u32,
+    output: ContentId,
+    bytes: u64,
+) -> SignedResult {
+    SignedResult::sign(
+        op,
+        TaskResult {
+            workflow: id,
+            task,
+            attempt: 1,
+            operator: op.public(),
+            output,
+            output_bytes: bytes,
+            started_ms: 0,
+            finished_ms: 1,
+            resources: Resources::default(),
+            gpus: Vec::new(),
+        },
+    )
+}
+
 /// Milliseconds of each [`Store::prune_finished`] call that first saw one of `n` completed
 /// 1,025-task workflows finished (indexing its outputs), and of each that pruned one (every
 /// task's result and output blob written in one batch first).
@@ -245,38 +260,16 @@ fn pruned_workflows(
     round: &str,
 ) -> (Vec<f64>, Vec<f64>) {
     for i in 0..n {
-        let (workflow, _) =
-            spec::load(&pipeline_text(&format!("pruned-{round}-{i}")), Format::Toml)
-                .expect("valid");
-        let sub = Submission {
-            workflow,
-            owner: owner.public(),
-            owner_eth: None,
-            escrow: None,
-            submitted_at_ms: 0,
-        };
+        let sub = pipeline_submission(&format!("pruned-{round}-{i}"), owner);
         let (id, _) = store.put_workflow(&sub, 0).expect("put");
         let batch = store.batched();
         for task in 0..1025u32 {
             let output = batch
                 .put_blob(format!("output {round} {i} {task}").as_bytes())
                 .expect("blob");
-            let result = SignedResult::sign(
-                op,
-                TaskResult {
-                    workflow: id,
-                    task,
-                    attempt: 1,
-                    operator: op.public(),
-                    output,
-                    output_bytes: 16,
-                    started_ms: 0,
-                    finished_ms: 1,
-                    resources: Resources::default(),
-                    gpus: Vec::new(),
-                },
-            );
-            batch.accept_result(&result).expect("accept");
+            batch
+                .accept_result(&result_of(op, id, task, output, 16))
+                .expect("accept");
         }
         batch.end_batch().expect("commit");
         store
