@@ -470,8 +470,8 @@ fn migrate(tx: &redb::WriteTransaction, from: u32) -> Result<(), StoreError> {
                 refs.insert((blob.0, k.value()), ())?;
             }
         }
-        // Active workflows' outputs too: indexed early does no harm (their finish indexes
-        // them again, the same rows).
+        // Every workflow's outputs, finished or not: indexed early does no harm (the pruner
+        // indexes them again when it first sees the workflow finished: the same rows).
         for row in tx.open_table(RESULTS)?.iter()? {
             let (k, v) = row?;
             let result: SignedResult = dec("result", v.value())?;
@@ -904,9 +904,12 @@ impl Store {
                     false
                 } else {
                     wf.insert(id.0, encoding::encode(submission).as_slice())?;
-                    let mut refs = tx.open_table(BLOB_REFS)?;
-                    for blob in input_blobs(submission) {
-                        refs.insert((blob.0, id.0), ())?;
+                    let inputs = input_blobs(submission);
+                    if !inputs.is_empty() {
+                        let mut refs = tx.open_table(BLOB_REFS)?;
+                        for blob in inputs {
+                            refs.insert((blob.0, id.0), ())?;
+                        }
                     }
                     let tasks = u32::try_from(submission.workflow.tasks.len()).unwrap_or(u32::MAX);
                     let meta = WorkflowMeta {

@@ -235,13 +235,13 @@ impl Store {
         out.stamped = stamp.len();
         // Outputs not indexed (see `BLOB_REFS`) are read from the same snapshot. One accepted
         // since is noted recent (`Store::accept_result`).
-        let mut named_by_active = HashSet::new();
+        let mut named_unindexed = HashSet::new();
         if !take.is_empty() {
             let results = tx.open_table(RESULTS)?;
             for id in unindexed {
                 for row in results.range((id, 0)..=(id, u32::MAX))? {
                     let result: SignedResult = dec("result", row?.1.value())?;
-                    named_by_active.insert(result.result.output);
+                    named_unindexed.insert(result.result.output);
                 }
             }
         }
@@ -336,7 +336,7 @@ impl Store {
                     .next()
                     .is_some();
                 if still_named
-                    || named_by_active.contains(&blob)
+                    || named_unindexed.contains(&blob)
                     || recent.within(&blob, retention.blob_grace)
                 {
                     continue;
