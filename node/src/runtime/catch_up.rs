@@ -91,7 +91,16 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
             Ok(Some(WorkflowState::Failed { reason })) => (Some(reason), false),
             Ok(Some(WorkflowState::Completed)) => (None, true),
             Ok(Some(WorkflowState::Active)) => (None, false),
-            Ok(None) => continue,
+            // Pruned here: how it ended is all that is left, and all an operator-only node
+            // still asking needs (it never learned the outcome, so it would ask forever).
+            Ok(None) => match sh.store.tombstone(&want.workflow) {
+                Ok(Some(t)) => match t.state {
+                    WorkflowState::Failed { reason } => (Some(reason), false),
+                    WorkflowState::Completed => (None, true),
+                    WorkflowState::Active => continue,
+                },
+                _ => continue,
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "catch-up: reading a workflow's state failed");
                 continue;

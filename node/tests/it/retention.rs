@@ -3,11 +3,12 @@
 //! workflow names go with them, those another names or that were put again lately stay; a node
 //! prunes on its own and answers for a pruned workflow over RPC.
 
-use crate::cluster::{matchmaker_and_operator, metric, options, sleep_workflow, wait_completed};
+use crate::cluster::{metric, options, sleep_workflow, wait_completed};
 use crate::cluster::{toml_workflow, Role};
 use crate::store::signed_result;
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::rpc::{codes, ClientError, NodeApi, RpcClient, SubmitRequest, TaskQuery};
+use proofmesh_node::runtime::Node;
 use proofmesh_node::store::{Retention, Store, WorkflowState, INLINE_BLOB_MAX};
 use proofmesh_protocol::messages::Submission;
 use proofmesh_protocol::{ContentId, Keypair, WorkflowId};
@@ -55,6 +56,12 @@ fn complete(store: &Store, sub: &Submission, output: ContentId) {
         .unwrap();
 }
 
+/// `store` prunes nothing at `now` (it may stamp workflows seen finished for the first time).
+fn prunes_nothing(store: &Store, retention: &Retention, now: u64) {
+    let pruning = store.prune_finished(retention, now).unwrap();
+    assert!(pruning.workflows.is_empty(), "at {now}: {pruning:?}");
+}
+
 fn keeping(ms: u64) -> Retention {
     Retention {
         blob_grace: Duration::ZERO,
@@ -80,16 +87,8 @@ fn a_finished_workflow_is_pruned_after_its_retention_leaving_a_tombstone_and_the
     let retention = keeping(10_000);
 
     // Seen finished at 2,000: kept until 12,000; `b` is active.
-    assert!(store
-        .prune_finished(&retention, 2_000)
-        .unwrap()
-        .workflows
-        .is_empty());
-    assert!(store
-        .prune_finished(&retention, 11_999)
-        .unwrap()
-        .workflows
-        .is_empty());
+    prunes_nothing(&store, &retention, 2_000);
+    prunes_nothing(&store, &retention, 11_999);
     assert!(store.workflow(&a_id).unwrap().is_some());
 
     let pruning = store.prune_finished(&retention, 12_000).unwrap();
@@ -141,11 +140,7 @@ fn a_finished_workflow_is_pruned_after_its_retention_leaving_a_tombstone_and_the
             },
         )
         .unwrap();
-    assert!(store
-        .prune_finished(&retention, 20_000)
-        .unwrap()
-        .workflows
-        .is_empty());
+    prunes_nothing(&store, &retention, 20_000);
     let pruning = store.prune_finished(&retention, 30_000).unwrap();
     assert_eq!(pruning.workflows.len(), 1);
     assert_eq!(pruning.workflows[0].state, "failed");
@@ -177,16 +172,8 @@ fn a_node_that_settles_keeps_a_workflow_until_its_settlement_is_journaled_done()
         require_settled: true,
         ..keeping(0)
     };
-    assert!(store
-        .prune_finished(&retention, 5_000)
-        .unwrap()
-        .workflows
-        .is_empty());
-    assert!(store
-        .prune_finished(&retention, 500_000)
-        .unwrap()
-        .workflows
-        .is_empty());
+    prunes_nothing(&store, &retention, 5_000);
+    prunes_nothing(&store, &retention, 500_000);
     assert!(store.workflow(&id).unwrap().is_some(), "unpaid: kept");
     store.mark_chain_done(&id, 600_000).unwrap();
     let pruning = store.prune_finished(&retention, 600_001).unwrap();
@@ -215,11 +202,7 @@ fn a_blob_put_again_within_the_grace_outlives_the_last_workflow_naming_it() {
         ..keeping(0)
     };
     // Seen finished (stamped), then pruned.
-    assert!(store
-        .prune_finished(&retention, 1_500)
-        .unwrap()
-        .workflows
-        .is_empty());
+    prunes_nothing(&store, &retention, 1_500);
     let pruning = store.prune_finished(&retention, 2_000).unwrap();
     assert_eq!(pruning.workflows.len(), 1);
     assert_eq!(store.blob(&again_id).unwrap().as_deref(), Some(again));
@@ -291,7 +274,12 @@ async fn nodes_prune_a_completed_workflow_and_answer_for_it() {
         bind: ([127, 0, 0, 1], 0).into(),
         token: None,
     });
-    let (mm, _op) = matchmaker_and_operator(mm_options, op_dir.path()).await;
+    let mm = Node::spawn(mm_options).await.expect("matchmaker starts");
+    // An operator-only node learns that its workflows ended by asking (catch-up): it prunes too.
+    let mut op_options = options(op_dir.path(), Role::Operator, mm.listen_addrs());
+    op_options.retention = Some(keeping(1_000));
+    op_options.prune_every = Duration::from_millis(100);
+    let op = Node::spawn(op_options).await.expect("operator starts");
     let workflow = sleep_workflow("pruned", 3, 10, 1);
     let tasks = workflow.tasks.len() as f64;
     let id = mm.api().submit(workflow.clone()).await.expect("submitted");
@@ -357,6 +345,12 @@ async fn nodes_prune_a_completed_workflow_and_answer_for_it() {
     ));
     let err = mm.api().cancel(id, None).await.expect_err("ended");
     assert!(err.to_string().contains("was pruned"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while op.api().store().tombstone(&id).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the operator never pruned it");
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert!(op.api().store().workflow(&id).unwrap().is_none());
 }
 
 #[test]
@@ -373,11 +367,7 @@ fn an_output_an_active_workflow_accepted_outlives_a_pruned_workflow_with_the_sam
     store
         .accept_result(&signed_result(&b, 0, same, &Keypair::generate()))
         .unwrap();
-    assert!(store
-        .prune_finished(&keeping(0), 1_500)
-        .unwrap()
-        .workflows
-        .is_empty());
+    prunes_nothing(&store, &keeping(0), 1_500);
     let pruning = store.prune_finished(&keeping(0), 2_000).unwrap();
     assert_eq!(pruning.workflows.len(), 1);
     assert_eq!(pruning.blobs, 0, "{pruning:?}");
@@ -386,11 +376,7 @@ fn an_output_an_active_workflow_accepted_outlives_a_pruned_workflow_with_the_sam
     store
         .set_workflow_state(&b.workflow.id(), WorkflowState::Completed)
         .unwrap();
-    assert!(store
-        .prune_finished(&keeping(0), 2_500)
-        .unwrap()
-        .workflows
-        .is_empty());
+    prunes_nothing(&store, &keeping(0), 2_500);
     let pruning = store.prune_finished(&keeping(0), 3_000).unwrap();
     assert_eq!((pruning.workflows.len(), pruning.blobs), (1, 1));
     assert_eq!(store.blob(&same).unwrap(), None);
