@@ -267,7 +267,7 @@ fn blob_files_no_index_names_are_swept_at_open() {
 async fn nodes_prune_a_completed_workflow_and_answer_for_it() {
     let (mm_dir, op_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut mm_options = options(mm_dir.path(), Role::Matchmaker, &[]);
-    mm_options.retention = Some(keeping(1_000));
+    mm_options.retention = Some(keeping(2_000));
     mm_options.prune_every = Duration::from_millis(100);
     mm_options.rpc = Some(RpcConfig {
         enabled: true,
