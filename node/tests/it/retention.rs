@@ -4,7 +4,7 @@
 //! prunes on its own and answers for a pruned workflow over RPC.
 
 use crate::cluster::{metric, options, sleep_workflow, wait_completed};
-use crate::cluster::{toml_workflow, Role};
+use crate::cluster::{submitted_by, toml_workflow, Role};
 use crate::store::signed_result;
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::rpc::{codes, ClientError, NodeApi, RpcClient, SubmitRequest, TaskQuery};
@@ -34,13 +34,7 @@ deps = ["witness"]
 "#,
         inputs.join(", ")
     ));
-    Submission {
-        workflow,
-        owner: Keypair::generate().public(),
-        owner_eth: None,
-        escrow: None,
-        submitted_at_ms: 1_000,
-    }
+    submitted_by(workflow, Keypair::generate().public())
 }
 
 /// Every task of `sub` done with output `output`, and the workflow completed.
