@@ -81,17 +81,25 @@ const CHAIN_DONE: TableDefinition<'_, Key32, u64> = TableDefinition::new("chain_
 /// Workflows this node's matchmaker failed as the active one (id -> ms): it owes their escrow's
 /// release once their accepted work is paid, after a restart too.
 const RELEASE_OWED: TableDefinition<'_, Key32, u64> = TableDefinition::new("release_owed");
-/// (blob, workflow): the workflow reads the blob as an input, or accepted it as an output. A
+/// (blob, workflow) -> how many of the workflow's tasks name the blob (reading it as an input, or
+/// an accepted result's output; a row goes at zero, so a workflow pruned a slice at a time keeps
+/// naming an output its remaining results share). A
 /// workflow's outputs are indexed only once the retention policy has seen it finished (off the
 /// hot path: a row per accepted result was one more page in every commit of the matchmaker);
 /// pruning reads the others' from their results (see [`prune`]).
-const BLOB_REFS: TableDefinition<'_, (Key32, Key32), ()> = TableDefinition::new("blob_refs");
+const BLOB_REFS: TableDefinition<'_, (Key32, Key32), u32> = TableDefinition::new("blob_refs");
 /// Workflow id -> when the retention policy first saw it finished (ms): it is kept for the
 /// retention period after that.
 const FINISHED_AT: TableDefinition<'_, Key32, u64> = TableDefinition::new("finished_at");
 /// Workflow id -> encoded [`Tombstone`]: what is left of a pruned workflow, so that its id stays
 /// known (a late copy of its submission is not new work) and a question about it is answered.
 const PRUNED: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("pruned");
+/// Workflow id -> how far its pruning has come: a pruned workflow's task records and results
+/// go a budget at a time, after its tombstone (see [`prune`]).
+const PRUNING: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("pruning");
+/// Workflow id -> the first task whose output is not indexed yet, for a finished workflow whose
+/// outputs the pruner indexes a budget at a time (see [`prune`]).
+const INDEXING: TableDefinition<'_, Key32, u32> = TableDefinition::new("indexing");
 mod prune;
 pub use prune::{PrunedWorkflow, Pruning, Retention, Tombstone};
 
@@ -461,39 +469,42 @@ fn dec<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Resu
 /// transaction.
 fn migrate(tx: &redb::WriteTransaction, from: u32) -> Result<(), StoreError> {
     if from < 2 {
-        // Version 1 kept no blob references: index what every workflow and result names.
+        // Version 1 kept no blob references: index what every workflow reads. Outputs are
+        // indexed by the pruner when it first sees each workflow finished, as in version 2.
         let mut refs = tx.open_table(BLOB_REFS)?;
         for row in tx.open_table(WORKFLOWS)?.iter()? {
             let (k, v) = row?;
             let submission: Submission = dec("workflow", v.value())?;
             for blob in input_blobs(&submission) {
-                refs.insert((blob.0, k.value()), ())?;
+                add_ref(&mut refs, &blob, &k.value())?;
             }
-        }
-        // Every workflow's outputs, finished or not: indexed early does no harm (the pruner
-        // indexes them again when it first sees the workflow finished: the same rows).
-        for row in tx.open_table(RESULTS)?.iter()? {
-            let (k, v) = row?;
-            let result: SignedResult = dec("result", v.value())?;
-            refs.insert((result.result.output.0, k.value().0), ())?;
         }
     }
     Ok(())
 }
 
-/// Index the outputs of `id`'s accepted results (once it finished; see [`BLOB_REFS`]).
-fn index_outputs(tx: &redb::WriteTransaction, id: &WorkflowId) -> Result<(), StoreError> {
-    let mut outputs = Vec::new();
-    for row in tx
-        .open_table(RESULTS)?
-        .range((id.0, 0)..=(id.0, u32::MAX))?
-    {
-        let result: SignedResult = dec("result", row?.1.value())?;
-        outputs.push(result.result.output);
-    }
-    let mut refs = tx.open_table(BLOB_REFS)?;
-    for output in outputs {
-        refs.insert((output.0, id.0), ())?;
+/// One more task of workflow `wf` names `blob` (see [`BLOB_REFS`]).
+fn add_ref(
+    refs: &mut redb::Table<'_, (Key32, Key32), u32>,
+    blob: &ContentId,
+    wf: &Key32,
+) -> Result<(), StoreError> {
+    let n = refs.get((blob.0, *wf))?.map_or(0, |v| v.value());
+    refs.insert((blob.0, *wf), n.saturating_add(1))?;
+    Ok(())
+}
+
+/// One task fewer of workflow `wf` names `blob`; the row goes at zero.
+fn drop_ref(
+    refs: &mut redb::Table<'_, (Key32, Key32), u32>,
+    blob: &ContentId,
+    wf: &Key32,
+) -> Result<(), StoreError> {
+    let n = refs.get((blob.0, *wf))?.map_or(0, |v| v.value());
+    if n <= 1 {
+        refs.remove((blob.0, *wf))?;
+    } else {
+        refs.insert((blob.0, *wf), n - 1)?;
     }
     Ok(())
 }
@@ -600,6 +611,8 @@ impl Store {
             tx.open_table(BLOB_REFS)?;
             tx.open_table(FINISHED_AT)?;
             tx.open_table(PRUNED)?;
+            tx.open_table(PRUNING)?;
+            tx.open_table(INDEXING)?;
         }
         tx.commit()?;
         sweep_blob_files(&db, &blob_dir)?;
@@ -908,7 +921,7 @@ impl Store {
                     if !inputs.is_empty() {
                         let mut refs = tx.open_table(BLOB_REFS)?;
                         for blob in inputs {
-                            refs.insert((blob.0, id.0), ())?;
+                            add_ref(&mut refs, &blob, &id.0)?;
                         }
                     }
                     let tasks = u32::try_from(submission.workflow.tasks.len()).unwrap_or(u32::MAX);
@@ -1136,9 +1149,9 @@ impl Store {
                 }
                 results.insert((id.0, task), encoding::encode(result).as_slice())?;
                 if meta.state != WorkflowState::Active {
-                    // A late result of a finished workflow, whose outputs may be indexed.
-                    tx.open_table(BLOB_REFS)?
-                        .insert((result.result.output.0, id.0), ())?;
+                    // A late result of a finished workflow, whose outputs may be indexed (if
+                    // not, the indexing counts it again: the blob is only kept longer).
+                    add_ref(&mut tx.open_table(BLOB_REFS)?, &result.result.output, &id.0)?;
                 }
                 let mut table = tx.open_table(TASKS)?;
                 let mut record = match table.get((id.0, task))? {

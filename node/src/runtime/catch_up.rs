@@ -93,14 +93,23 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
             Ok(Some(WorkflowState::Active)) => (None, false),
             // Pruned here: how it ended is all that is left, and all an operator-only node
             // still asking needs (it never learned the outcome, so it would ask forever).
-            Ok(None) => match sh.store.tombstone(&want.workflow) {
-                Ok(Some(t)) => match t.state {
-                    WorkflowState::Failed { reason } => (Some(reason), false),
-                    WorkflowState::Completed => (None, true),
-                    WorkflowState::Active => continue,
-                },
-                _ => continue,
-            },
+            Ok(None) => {
+                if let Ok(Some(t)) = sh.store.tombstone(&want.workflow) {
+                    // Its results are gone (or going, a slice at a time): the outcome only.
+                    let (failed, completed) = match t.state {
+                        WorkflowState::Failed { reason } => (Some(reason), false),
+                        WorkflowState::Completed => (None, true),
+                        WorkflowState::Active => continue,
+                    };
+                    reply.workflows.push(SyncUpdate {
+                        workflow: want.workflow,
+                        accepted: Vec::new(),
+                        failed,
+                        completed,
+                    });
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "catch-up: reading a workflow's state failed");
                 continue;

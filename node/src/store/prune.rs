@@ -7,14 +7,15 @@
 //! A node that settles on-chain keeps a workflow until its settlement is journaled done: paying
 //! reads the results, and recording a final proof reads its output.
 //!
-//! One call prunes at most [`Retention::max_tasks`] task records, in one write transaction, so
-//! the node's own commits never wait long behind it; [`Pruning::more`] says more are due.
+//! One call removes at most [`Retention::max_tasks`] task records, in one write transaction, so
+//! the node's own commits never wait long behind it, however large a workflow;
+//! [`Pruning::more`] says more are due.
 
+use super::{add_ref, drop_ref, BlobEntry, Key32, Store, TaskRecord};
 use super::{
     dec, input_blobs, lock, StoreError, WorkflowMeta, WorkflowState, BLOBS, BLOB_REFS, CHAIN_DONE,
-    FINISHED_AT, PRUNED, RELEASE_OWED, RESULTS, TASKS, WORKFLOWS, WORKFLOW_META,
+    FINISHED_AT, INDEXING, PRUNED, PRUNING, RELEASE_OWED, RESULTS, TASKS, WORKFLOWS, WORKFLOW_META,
 };
-use super::{BlobEntry, Store, TaskRecord};
 use proofmesh_protocol::encoding;
 use proofmesh_protocol::messages::SignedResult;
 use proofmesh_protocol::{ContentId, WorkflowId};
@@ -68,6 +69,46 @@ pub struct Tombstone {
     pub pruned_at_ms: u64,
 }
 
+/// Index the outputs of `id`'s results for tasks `from..to` (once it finished; see
+/// `BLOB_REFS`).
+fn index_outputs(
+    tx: &redb::WriteTransaction,
+    id: Key32,
+    from: u32,
+    to: u32,
+) -> Result<(), StoreError> {
+    let mut outputs = Vec::new();
+    for row in tx.open_table(RESULTS)?.range((id, from)..(id, to))? {
+        let result: SignedResult = dec("result", row?.1.value())?;
+        outputs.push(result.result.output);
+    }
+    let mut refs = tx.open_table(BLOB_REFS)?;
+    for output in outputs {
+        add_ref(&mut refs, &output, &id)?;
+    }
+    Ok(())
+}
+
+/// How far the removal of a pruned workflow's task records and results has come (they go a
+/// budget at a time, after its tombstone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Progress {
+    /// The first task index not removed yet.
+    next: u32,
+    /// How many tasks it had.
+    tasks: u32,
+}
+
+impl Progress {
+    fn of(tasks: u32) -> Progress {
+        Progress { next: 0, tasks }
+    }
+
+    fn remaining(&self) -> usize {
+        self.tasks.saturating_sub(self.next) as usize
+    }
+}
+
 /// One workflow a call pruned, with what it counted in the node's gauges.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrunedWorkflow {
@@ -88,7 +129,8 @@ pub struct Pruning {
     pub blobs: u64,
     /// Their bytes.
     pub blob_bytes: u64,
-    /// Workflows seen finished for the first time: stamped, their outputs indexed.
+    /// Workflows seen finished whose outputs are now all indexed: stamped, their retention
+    /// counting from now.
     pub stamped: usize,
     /// More workflows are due (or to be stamped) than this call's budget took.
     pub more: bool,
@@ -170,7 +212,10 @@ impl Store {
     /// Prune the finished workflows `retention` no longer keeps (see the module docs), oldest
     /// first, up to its task budget. Workflows seen finished for the first time are stamped
     /// `now_ms` (their retention counts from there) and their outputs indexed, from the same
-    /// budget; they are due from the next call on. Durable when it returns.
+    /// budget; they are due from the next call on. A workflow larger than the budget is pruned
+    /// over several calls: the first leaves its tombstone (it is pruned, as far as anyone
+    /// asking can tell) and the rest remove its task records and results, a budget at a time,
+    /// after a restart too. Durable when it returns.
     pub fn prune_finished(
         &self,
         retention: &Retention,
@@ -183,6 +228,16 @@ impl Store {
         // Workflows whose outputs are not indexed: active ones, and finished ones not stamped.
         let mut unindexed = Vec::new();
         let tx = self.inner.db.begin_read()?;
+        let mut under_way = Vec::new();
+        for row in tx.open_table(PRUNING)?.iter()? {
+            let (k, v) = row?;
+            under_way.push((k.value(), dec::<Progress>("pruning progress", v.value())?));
+        }
+        let mut indexed_to = HashMap::new();
+        for row in tx.open_table(INDEXING)?.iter()? {
+            let (k, v) = row?;
+            indexed_to.insert(k.value(), v.value());
+        }
         {
             let finished_at = tx.open_table(FINISHED_AT)?;
             let done = tx.open_table(CHAIN_DONE)?;
@@ -194,7 +249,8 @@ impl Store {
                     continue;
                 }
                 let Some(finished) = finished_at.get(k.value())?.map(|at| at.value()) else {
-                    unstamped.push((k.value(), meta.tasks as usize));
+                    unstamped.push((k.value(), meta.tasks));
+                    unindexed.push(k.value());
                     continue;
                 };
                 if finished.saturating_add(keep_ms) > now_ms
@@ -207,42 +263,66 @@ impl Store {
         }
         due.sort();
         let mut out = Pruning::default();
-        let mut budget = retention.max_tasks;
-        // Stamping a workflow indexes its outputs, a row per task: from the same budget.
-        let mut stamp = Vec::new();
-        for (id, tasks) in unstamped {
-            if !stamp.is_empty() && tasks > budget {
-                out.more = true;
-                unindexed.push(id);
-                continue;
-            }
-            budget = budget.saturating_sub(tasks);
-            stamp.push(id);
+        // One budget of task records per call: the removals under way first, then indexing
+        // the outputs of workflows seen finished (stamped once all are indexed), then new ones.
+        let max = retention.max_tasks.max(1);
+        let mut budget = max;
+        for (_, progress) in &under_way {
+            budget = budget.saturating_sub(progress.remaining());
         }
-        let mut take = Vec::new();
+        let mut index = Vec::new();
+        for (id, tasks) in unstamped {
+            if budget == 0 {
+                out.more = true;
+                break;
+            }
+            let from = indexed_to.get(&id).copied().unwrap_or(0).min(tasks);
+            let to = from
+                .saturating_add(budget.min(u32::MAX as usize) as u32)
+                .min(tasks);
+            budget -= (to - from) as usize;
+            index.push((id, from, to, tasks));
+        }
+        let indexing: usize = index
+            .iter()
+            .map(|(_, from, to, _)| (to - from) as usize)
+            .sum();
+        let mut begin = Vec::new();
         for (finished, id, tasks) in due {
-            // One workflow at least, stamped or pruned.
-            if (!take.is_empty() || !stamp.is_empty()) && tasks > budget {
+            if budget == 0 {
                 out.more = true;
                 break;
             }
             budget = budget.saturating_sub(tasks);
-            take.push((id, finished));
+            begin.push((id, finished));
         }
-        if stamp.is_empty() && take.is_empty() {
+        if index.is_empty() && begin.is_empty() && under_way.is_empty() {
             return Ok(out);
         }
-        out.stamped = stamp.len();
         // Outputs not indexed (see `BLOB_REFS`) are read from the same snapshot. One accepted
         // since is noted recent (`Store::accept_result`).
         let mut named_unindexed = HashSet::new();
-        if !take.is_empty() {
+        if !begin.is_empty() || !under_way.is_empty() {
             let results = tx.open_table(RESULTS)?;
             for id in unindexed {
                 for row in results.range((id, 0)..=(id, u32::MAX))? {
                     let result: SignedResult = dec("result", row?.1.value())?;
                     named_unindexed.insert(result.result.output);
                 }
+            }
+        }
+        // What a beginning workflow counted in the gauges, read here, off the writer: its
+        // tasks leave them at once, the rest of it being only removal.
+        let mut counted = HashMap::new();
+        {
+            let tasks = tx.open_table(TASKS)?;
+            for (id, _) in &begin {
+                let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+                for row in tasks.range((id.0, 0)..=(id.0, u32::MAX))? {
+                    let record: TaskRecord = dec("task", row?.1.value())?;
+                    *counts.entry(record.state.label()).or_default() += 1;
+                }
+                counted.insert(*id, counts);
             }
         }
         drop(tx);
@@ -253,13 +333,19 @@ impl Store {
         // Held from the blobs' check to their files' removal (see `Store::put_blob_as`).
         let mut recent = lock(&self.inner.recent_puts);
         {
-            let mut finished_at = tx.open_table(FINISHED_AT)?;
-            for id in stamp {
-                if finished_at.get(id)?.is_none() {
-                    finished_at.insert(id, now_ms)?;
-                    super::index_outputs(&tx, &ContentId(id))?;
+            let mut indexing_to = tx.open_table(INDEXING)?;
+            for (id, from, to, tasks) in index {
+                index_outputs(&tx, id, from, to)?;
+                if to < tasks {
+                    indexing_to.insert(id, to)?;
+                    out.more = true;
+                    continue;
                 }
+                indexing_to.remove(id)?;
+                tx.open_table(FINISHED_AT)?.insert(id, now_ms)?;
+                out.stamped += 1;
             }
+            let mut finished_at = tx.open_table(FINISHED_AT)?;
             let mut workflows = tx.open_table(WORKFLOWS)?;
             let mut metas = tx.open_table(WORKFLOW_META)?;
             let mut tasks = tx.open_table(TASKS)?;
@@ -268,8 +354,9 @@ impl Store {
             let mut done = tx.open_table(CHAIN_DONE)?;
             let mut owed = tx.open_table(RELEASE_OWED)?;
             let mut pruned = tx.open_table(PRUNED)?;
+            let mut pruning = tx.open_table(PRUNING)?;
             let mut named = BTreeSet::new();
-            for (id, finished) in take {
+            for (id, finished) in begin {
                 let meta = match metas.get(id.0)? {
                     Some(v) => dec::<WorkflowMeta>("workflow state", v.value())?,
                     None => continue,
@@ -282,36 +369,10 @@ impl Store {
                     .map(|v| dec("workflow", v.value()))
                     .transpose()?;
                 for blob in submission.iter().flat_map(input_blobs) {
-                    refs.remove((blob.0, id.0))?;
+                    drop_ref(&mut refs, &blob, &id.0)?;
                     named.insert(blob);
                 }
                 metas.remove(id.0)?;
-                let mut counts = BTreeMap::new();
-                let mut written = Vec::new();
-                for row in tasks.range((id.0, 0)..=(id.0, u32::MAX))? {
-                    let (k, v) = row?;
-                    let record: TaskRecord = dec("task", v.value())?;
-                    *counts.entry(record.state.label()).or_default() += 1;
-                    written.push(k.value().1);
-                }
-                let never_written = u64::from(meta.tasks).saturating_sub(written.len() as u64);
-                if never_written > 0 {
-                    *counts.entry("pending").or_default() += never_written;
-                }
-                for task in written {
-                    tasks.remove((id.0, task))?;
-                }
-                let mut accepted = Vec::new();
-                for row in results.range((id.0, 0)..=(id.0, u32::MAX))? {
-                    let (k, v) = row?;
-                    let result: SignedResult = dec("result", v.value())?;
-                    accepted.push((k.value().1, result.result.output));
-                }
-                for (task, output) in accepted {
-                    results.remove((id.0, task))?;
-                    refs.remove((output.0, id.0))?;
-                    named.insert(output);
-                }
                 finished_at.remove(id.0)?;
                 done.remove(id.0)?;
                 owed.remove(id.0)?;
@@ -323,11 +384,56 @@ impl Store {
                     pruned_at_ms: now_ms,
                 };
                 pruned.insert(id.0, encoding::encode(&tombstone).as_slice())?;
+                let mut tasks_counted = counted.remove(&id).unwrap_or_default();
+                let written: u64 = tasks_counted.values().sum();
+                let never_written = u64::from(meta.tasks).saturating_sub(written);
+                if never_written > 0 {
+                    *tasks_counted.entry("pending").or_default() += never_written;
+                }
                 out.workflows.push(PrunedWorkflow {
                     id,
                     state: meta.state.label(),
-                    tasks: counts,
+                    tasks: tasks_counted,
                 });
+                under_way.push((id.0, Progress::of(meta.tasks)));
+            }
+            // Task records and results, with what the indexing left of the budget.
+            let mut budget = max.saturating_sub(indexing).max(1);
+            for (id, mut progress) in under_way {
+                if budget == 0 {
+                    out.more = true;
+                    break;
+                }
+                let end = progress
+                    .next
+                    .saturating_add(budget.min(u32::MAX as usize) as u32);
+                let end = end.min(progress.tasks);
+                budget -= (end - progress.next) as usize;
+                let mut written = Vec::new();
+                for row in tasks.range((id, progress.next)..(id, end))? {
+                    written.push(row?.0.value().1);
+                }
+                for task in written {
+                    tasks.remove((id, task))?;
+                }
+                let mut accepted = Vec::new();
+                for row in results.range((id, progress.next)..(id, end))? {
+                    let (k, v) = row?;
+                    let result: SignedResult = dec("result", v.value())?;
+                    accepted.push((k.value().1, result.result.output));
+                }
+                for (task, output) in accepted {
+                    results.remove((id, task))?;
+                    drop_ref(&mut refs, &output, &id)?;
+                    named.insert(output);
+                }
+                progress.next = end;
+                if progress.next >= progress.tasks {
+                    pruning.remove(id)?;
+                } else {
+                    pruning.insert(id, encoding::encode(&progress).as_slice())?;
+                    out.more = true;
+                }
             }
             let mut blobs = tx.open_table(BLOBS)?;
             for blob in named {

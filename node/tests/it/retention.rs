@@ -375,3 +375,55 @@ fn an_output_an_active_workflow_accepted_outlives_a_pruned_workflow_with_the_sam
     assert_eq!((pruning.workflows.len(), pruning.blobs), (1, 1));
     assert_eq!(store.blob(&same).unwrap(), None);
 }
+
+#[test]
+fn a_workflow_larger_than_the_budget_is_pruned_over_several_calls_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let same = store.put_blob(b"every task's output").unwrap();
+    let a = reading("a", &[], 9);
+    let id = a.workflow.id();
+    store.put_workflow(&a, 1_000).unwrap();
+    complete(&store, &a, same);
+    let retention = Retention {
+        max_tasks: 4,
+        ..keeping(0)
+    };
+    // Its 10 outputs are indexed 4 at a time; it is stamped finished with the last of them.
+    let mut calls = 0;
+    loop {
+        let pruning = store.prune_finished(&retention, 1_000).unwrap();
+        calls += 1;
+        assert!(pruning.workflows.is_empty());
+        if pruning.stamped == 1 {
+            break;
+        }
+        assert!(pruning.more, "{pruning:?}");
+    }
+    assert_eq!(calls, 3);
+    // The first prune leaves its tombstone: pruned, as far as anyone asking can tell.
+    let first = store.prune_finished(&retention, 2_000).unwrap();
+    assert_eq!(first.workflows.len(), 1);
+    assert_eq!(first.workflows[0].tasks, BTreeMap::from([("done", 10)]));
+    assert!(first.more);
+    assert!(store.workflow(&id).unwrap().is_none());
+    assert!(store.tombstone(&id).unwrap().is_some());
+    assert_eq!(store.results(&id).unwrap().len(), 6, "4 of 10 removed");
+    assert!(
+        store.blob(&same).unwrap().is_some(),
+        "the results left name it"
+    );
+    // The rest go 4 at a time, after a restart too.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let second = store.prune_finished(&retention, 2_001).unwrap();
+    assert!(second.workflows.is_empty() && second.more, "{second:?}");
+    assert_eq!(store.results(&id).unwrap().len(), 2);
+    let third = store.prune_finished(&retention, 2_002).unwrap();
+    assert!(!third.more, "{third:?}");
+    assert_eq!(third.blobs, 1, "the last result naming it went");
+    assert!(store.results(&id).unwrap().is_empty());
+    assert!(store.tasks(&id).unwrap().is_empty());
+    assert_eq!(store.blob(&same).unwrap(), None);
+    prunes_nothing(&store, &retention, 2_003);
+}
