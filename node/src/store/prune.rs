@@ -132,6 +132,10 @@ pub struct Pruning {
     /// Workflows seen finished whose outputs are now all indexed: stamped, their retention
     /// counting from now.
     pub stamped: usize,
+    /// Tasks whose outputs this call indexed.
+    pub indexed: usize,
+    /// Tasks whose records and results this call removed (of pruned workflows).
+    pub removed: usize,
     /// More workflows are due (or to be stamped) than this call's budget took.
     pub more: bool,
 }
@@ -287,6 +291,7 @@ impl Store {
             .iter()
             .map(|(_, from, to, _)| (to - from) as usize)
             .sum();
+        out.indexed = indexing;
         let mut begin = Vec::new();
         for (finished, id, tasks) in due {
             if budget == 0 {
@@ -409,6 +414,7 @@ impl Store {
                     .saturating_add(budget.min(u32::MAX as usize) as u32);
                 let end = end.min(progress.tasks);
                 budget -= (end - progress.next) as usize;
+                out.removed += (end - progress.next) as usize;
                 let mut written = Vec::new();
                 for row in tasks.range((id, progress.next)..(id, end))? {
                     written.push(row?.0.value().1);
