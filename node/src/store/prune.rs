@@ -47,7 +47,7 @@ impl Retention {
         Retention {
             keep_for,
             require_settled: false,
-            // A 1,025-task workflow's prune holds the store's one writer ~17 ms.
+            // ~20 ms of the store's one writer a call (bench/node-store-rpc.md).
             max_tasks: 1_000,
             blob_grace: Duration::from_secs(120),
         }
