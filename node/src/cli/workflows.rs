@@ -1,6 +1,7 @@
 //! `proofmesh workflows`: the workflows a node holds, newest first, one `key=value` line each
 //! (`id= name= state= tasks= done= accepted_at_ms=`), for finding a workflow whose id was lost
-//! and for scripts that watch a node.
+//! and for scripts that watch a node; with `--state pruned`, those it pruned after their
+//! retention, most lately pruned first (`ended=` says how each ended).
 
 use super::rpc_args::{block_on, RpcArgs};
 use clap::{Args, ValueEnum};
@@ -16,6 +17,8 @@ pub enum StateFilter {
     Completed,
     /// Failed or cancelled.
     Failed,
+    /// Pruned after its retention (only how it ended is left).
+    Pruned,
 }
 
 /// Arguments of `proofmesh workflows`.
@@ -33,10 +36,14 @@ pub struct WorkflowsArgs {
 
 /// The line for one workflow.
 pub fn format_listing(w: &WorkflowListing) -> String {
-    format!(
+    let line = format!(
         "id={} name={:?} state={} tasks={} done={} accepted_at_ms={}",
         w.id, w.name, w.state, w.tasks, w.done, w.accepted_at_ms
-    )
+    );
+    match &w.ended {
+        Some(ended) => format!("{line} ended={ended}"),
+        None => line,
+    }
 }
 
 /// Run it.
@@ -45,6 +52,7 @@ pub fn run(args: WorkflowsArgs) -> anyhow::Result<ExitCode> {
         StateFilter::Active => "active",
         StateFilter::Completed => "completed",
         StateFilter::Failed => "failed",
+        StateFilter::Pruned => "pruned",
     });
     block_on(async move {
         let mut client = args.rpc.connect().await?;
@@ -68,10 +76,20 @@ mod tests {
             tasks: 9,
             done: 4,
             accepted_at_ms: 17,
+            ended: None,
         };
         assert_eq!(
             format_listing(&w),
             "id=ab name=\"block 7 proof\" state=active tasks=9 done=4 accepted_at_ms=17"
+        );
+        let pruned = WorkflowListing {
+            state: "pruned".into(),
+            ended: Some("failed".into()),
+            ..w
+        };
+        assert_eq!(
+            format_listing(&pruned),
+            "id=ab name=\"block 7 proof\" state=pruned tasks=9 done=4 accepted_at_ms=17 ended=failed"
         );
     }
 }

@@ -76,7 +76,7 @@ pub struct WorkflowListing {
     pub id: String,
     /// Name from the file.
     pub name: String,
-    /// `active`, `completed` or `failed`.
+    /// `active`, `completed`, `failed` or `pruned`.
     pub state: String,
     /// Total tasks.
     pub tasks: u64,
@@ -84,6 +84,9 @@ pub struct WorkflowListing {
     pub done: u64,
     /// When this node accepted it (ms since epoch).
     pub accepted_at_ms: u64,
+    /// For a pruned workflow (`state` `pruned`): how it ended, `completed` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
 }
 
 /// One task in `pm_tasks`.

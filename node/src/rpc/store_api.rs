@@ -49,6 +49,25 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("store task: {e}")))?
 }
 
+/// The workflows `store` pruned, most lately pruned first, at most `limit`.
+fn pruned_listing(store: &Store, limit: usize) -> Result<Vec<WorkflowListing>, ApiError> {
+    let mut pruned = store.tombstones()?;
+    pruned.sort_by(|(a_id, a), (b_id, b)| b.pruned_at_ms.cmp(&a.pruned_at_ms).then(a_id.cmp(b_id)));
+    Ok(pruned
+        .into_iter()
+        .take(limit)
+        .map(|(id, t)| WorkflowListing {
+            id: id.to_hex(),
+            name: t.name,
+            state: "pruned".into(),
+            tasks: u64::from(t.tasks),
+            done: t.done,
+            accepted_at_ms: t.accepted_at_ms,
+            ended: Some(t.state.label().to_owned()),
+        })
+        .collect())
+}
+
 /// Workflow `id` as `store` holds it; an error says whether it was pruned or never known.
 fn held(store: &Store, id: WorkflowId) -> Result<WorkflowRecord, ApiError> {
     if let Some(record) = store.workflow(&id)? {
@@ -509,10 +528,10 @@ impl NodeApi for StoreApi {
         state: Option<String>,
         limit: usize,
     ) -> Result<Vec<WorkflowListing>, ApiError> {
-        const STATES: [&str; 3] = ["active", "completed", "failed"];
+        const STATES: [&str; 4] = ["active", "completed", "failed", "pruned"];
         if let Some(s) = state.as_deref().filter(|s| !STATES.contains(s)) {
             return Err(ApiError::Invalid(format!(
-                "state: {s:?} is not a workflow state (active, completed or failed)"
+                "state: {s:?} is not a workflow state (active, completed, failed or pruned)"
             )));
         }
         if limit > MAX_LISTED_WORKFLOWS {
@@ -521,6 +540,9 @@ impl NodeApi for StoreApi {
             )));
         }
         let store = self.store.clone();
+        if state.as_deref() == Some("pruned") {
+            return blocking(move || pruned_listing(&store, limit)).await;
+        }
         blocking(move || {
             let mut summaries = store.workflow_summaries()?;
             summaries.retain(|w| state.as_deref().is_none_or(|s| w.state.label() == s));
@@ -550,6 +572,7 @@ impl NodeApi for StoreApi {
                     tasks: u64::from(w.tasks),
                     done,
                     accepted_at_ms: w.accepted_at_ms,
+                    ended: None,
                 });
             }
             Ok(out)

@@ -17,7 +17,7 @@ use super::{
     FINISHED_AT, INDEXING, PRUNED, PRUNING, RELEASE_OWED, RESULTS, TASKS, WORKFLOWS, WORKFLOW_META,
 };
 use proofmesh_protocol::encoding;
-use proofmesh_protocol::messages::SignedResult;
+use proofmesh_protocol::messages::{SignedResult, Submission};
 use proofmesh_protocol::{ContentId, WorkflowId};
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
@@ -57,10 +57,14 @@ impl Retention {
 /// What is left of a pruned workflow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tombstone {
+    /// Its name, from its file.
+    pub name: String,
     /// How it ended.
     pub state: WorkflowState,
     /// How many tasks it had.
     pub tasks: u32,
+    /// How many of them had an accepted result.
+    pub done: u64,
     /// When this node accepted it (ms since epoch).
     pub accepted_at_ms: u64,
     /// When the retention policy first saw it finished (ms since epoch).
@@ -369,7 +373,7 @@ impl Store {
                 if meta.state == WorkflowState::Active {
                     continue;
                 }
-                let submission = workflows
+                let submission: Option<Submission> = workflows
                     .remove(id.0)?
                     .map(|v| dec("workflow", v.value()))
                     .transpose()?;
@@ -381,15 +385,17 @@ impl Store {
                 finished_at.remove(id.0)?;
                 done.remove(id.0)?;
                 owed.remove(id.0)?;
+                let mut tasks_counted = counted.remove(&id).unwrap_or_default();
                 let tombstone = Tombstone {
+                    name: submission.map(|s| s.workflow.name).unwrap_or_default(),
                     state: meta.state.clone(),
                     tasks: meta.tasks,
+                    done: tasks_counted.get("done").copied().unwrap_or(0),
                     accepted_at_ms: meta.accepted_at_ms,
                     finished_at_ms: finished,
                     pruned_at_ms: now_ms,
                 };
                 pruned.insert(id.0, encoding::encode(&tombstone).as_slice())?;
-                let mut tasks_counted = counted.remove(&id).unwrap_or_default();
                 let written: u64 = tasks_counted.values().sum();
                 let never_written = u64::from(meta.tasks).saturating_sub(written);
                 if never_written > 0 {
@@ -486,6 +492,17 @@ impl Store {
         let table = tx.open_table(PRUNED)?;
         let found = table.get(id.0)?;
         found.map(|v| dec("tombstone", v.value())).transpose()
+    }
+
+    /// Every pruned workflow's tombstone.
+    pub fn tombstones(&self) -> Result<Vec<(WorkflowId, Tombstone)>, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in tx.open_table(PRUNED)?.iter()? {
+            let (k, v) = row?;
+            out.push((ContentId(k.value()), dec("tombstone", v.value())?));
+        }
+        Ok(out)
     }
 
     /// How many workflows were pruned.

@@ -109,10 +109,11 @@ fn a_finished_workflow_is_pruned_after_its_retention_leaving_a_tombstone_and_the
     let tombstone = store.tombstone(&a_id).unwrap().expect("a tombstone");
     assert_eq!(tombstone.state, WorkflowState::Completed);
     assert_eq!(
-        (tombstone.tasks, tombstone.accepted_at_ms),
-        (4, 1_000),
+        (tombstone.name.as_str(), tombstone.tasks, tombstone.done),
+        ("a", 4, 4),
         "{tombstone:?}"
     );
+    assert_eq!(tombstone.accepted_at_ms, 1_000);
     assert_eq!(
         (tombstone.finished_at_ms, tombstone.pruned_at_ms),
         (2_000, 12_000)
@@ -313,8 +314,21 @@ async fn nodes_prune_a_completed_workflow_and_answer_for_it() {
     let listed = client.workflows(None, 10).await.expect("listing");
     assert!(
         listed.is_empty(),
-        "a pruned workflow is not listed: {listed:?}"
+        "a pruned workflow is not held: {listed:?}"
     );
+    let pruned_list = client.workflows(Some("pruned"), 10).await.expect("listing");
+    assert_eq!(pruned_list.len(), 1, "{pruned_list:?}");
+    let listing = &pruned_list[0];
+    assert_eq!(
+        (
+            listing.id.as_str(),
+            listing.name.as_str(),
+            listing.state.as_str()
+        ),
+        (id.to_hex().as_str(), "pruned", "pruned")
+    );
+    assert_eq!((listing.tasks, listing.done), (tasks as u64, tasks as u64));
+    assert_eq!(listing.ended.as_deref(), Some("completed"));
     let (code, _, stderr) =
         crate::rpc::proofmesh(&["status", &id.to_hex(), "--rpc", &format!("http://{addr}")]).await;
     assert_ne!(code, 0, "{stderr}");
