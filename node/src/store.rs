@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Schema version this code writes. Bump it, and add a migration, whenever a table or an
-/// encoded record changes shape. Version 2 added [`BLOB_REFS`] (built from the workflows and
-/// results on the first open) and the retention tables: a version-1 binary would take a pruned
+/// encoded record changes shape. Version 2 added [`BLOB_REFS`] (the workflows' inputs indexed on
+/// the first open; outputs are indexed by the pruner) and the retention tables: a version-1 binary would take a pruned
 /// workflow's gossiped copy for new work, so it must not open a version-2 store.
 pub const SCHEMA_VERSION: u32 = 2;
 

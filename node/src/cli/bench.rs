@@ -414,7 +414,9 @@ pub(crate) fn bench_node(
     o.network.publish_retry_interval = production.publish_retry_interval;
     o.rpc = None;
     // The production retention: every blob put is noted for its grace.
-    o.retention = NodeOptions::new(dir, domain).retention;
+    o.retention = proofmesh_node::runtime::options::retention_for(
+        proofmesh_node::config::DEFAULT_RETAIN_FINISHED_SECS,
+    );
     o
 }
 

@@ -56,6 +56,12 @@ pub struct NodeOptions {
 /// four of these is looked at four times per retention period.
 pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// The retention `store.retain_finished_secs` asks for (`None` for 0: keep everything).
+pub fn retention_for(retain_finished_secs: u64) -> Option<crate::store::Retention> {
+    (retain_finished_secs > 0)
+        .then(|| crate::store::Retention::keeping(Duration::from_secs(retain_finished_secs)))
+}
+
 /// Events between the matchmaker's snapshots: ~25 s of a busy matchmaker (a task logs ~2
 /// events; ~2,000 noop tasks/s), so a restart replays at most that, well under a second.
 pub const DEFAULT_SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
@@ -149,9 +155,7 @@ impl NodeOptions {
             operator: None,
             trusted_matchmakers: Vec::new(),
             store_sync_delay: Duration::ZERO,
-            retention: Some(crate::store::Retention::keeping(Duration::from_secs(
-                crate::config::DEFAULT_RETAIN_FINISHED_SECS,
-            ))),
+            retention: retention_for(crate::config::DEFAULT_RETAIN_FINISHED_SECS),
             prune_every: DEFAULT_PRUNE_EVERY,
         }
     }
@@ -261,9 +265,7 @@ impl NodeOptions {
             options.store_sync_delay = Duration::from_millis(ms);
         }
         options.rpc = config.rpc.enabled.then(|| config.rpc.clone());
-        options.retention = (config.store.retain_finished_secs > 0).then(|| {
-            crate::store::Retention::keeping(Duration::from_secs(config.store.retain_finished_secs))
-        });
+        options.retention = retention_for(config.store.retain_finished_secs);
         // A retention shorter than four periods is looked at four times per retention.
         options.prune_every = DEFAULT_PRUNE_EVERY
             .min(Duration::from_secs(config.store.retain_finished_secs) / 4)
