@@ -38,6 +38,13 @@ struct Fixture {
     owner: Keypair,
 }
 
+/// A node's RPC on a loopback port, without a token, and a client connected to it.
+async fn started() -> (Fixture, RpcClient) {
+    let f = start("127.0.0.1:0", None).await.unwrap();
+    let client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    (f, client)
+}
+
 async fn start(bind: &str, token: Option<&str>) -> Result<Fixture, RpcError> {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -123,8 +130,7 @@ async fn http(
 
 #[tokio::test]
 async fn submit_status_and_errors_over_websocket() {
-    let f = start("127.0.0.1:0", None).await.unwrap();
-    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let (f, mut client) = started().await;
 
     let outcome = client.submit_workflow(VALID, "toml").await.unwrap();
     let (expected, _) =
@@ -234,8 +240,7 @@ async fn submit_status_and_errors_over_websocket() {
 
 #[tokio::test]
 async fn submit_an_encoded_submission() {
-    let f = start("127.0.0.1:0", None).await.unwrap();
-    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let (f, mut client) = started().await;
     let other_owner = Keypair::generate();
     let sub = submission("encoded", 2, &other_owner);
     let hexed = hex::encode(encoding::encode(&sub));
@@ -256,8 +261,7 @@ async fn submit_an_encoded_submission() {
 
 #[tokio::test]
 async fn progress_subscription_follows_changes_to_completion() {
-    let f = start("127.0.0.1:0", None).await.unwrap();
-    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let (f, mut client) = started().await;
     let id_hex = client.submit_workflow(VALID, "toml").await.unwrap().id;
     let id: ContentId = id_hex.parse().unwrap();
     let sub = f.api.store().workflow(&id).unwrap().unwrap().submission;
@@ -323,8 +327,7 @@ async fn progress_subscription_follows_changes_to_completion() {
 
 #[tokio::test]
 async fn result_blob_operators_and_node_info() {
-    let f = start("127.0.0.1:0", None).await.unwrap();
-    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let (f, mut client) = started().await;
     let id_hex = client.submit_workflow(VALID, "toml").await.unwrap().id;
     let id: ContentId = id_hex.parse().unwrap();
     let store = f.api.store().clone();
@@ -767,8 +770,7 @@ async fn cli_submit_status_result_operators_over_rpc() {
 
 #[tokio::test]
 async fn list_workflows_newest_first_by_state_and_limit() {
-    let f = start("127.0.0.1:0", None).await.unwrap();
-    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let (f, mut client) = started().await;
     let store = f.api.store();
     let owner = Keypair::generate();
     let mut ids = Vec::new();
@@ -846,8 +848,7 @@ async fn list_workflows_newest_first_by_state_and_limit() {
 
 #[tokio::test]
 async fn tasks_with_their_holders_and_why_attempts_failed() {
-    let f = start("127.0.0.1:0", None).await.unwrap();
-    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let (f, mut client) = started().await;
     let store = f.api.store();
     let sub = submission("tasks", 2, &Keypair::generate());
     let (id, _) = store.put_workflow(&sub, 1).unwrap();
@@ -970,8 +971,7 @@ async fn tasks_with_their_holders_and_why_attempts_failed() {
 
 #[tokio::test]
 async fn a_finished_sequence_says_which_earlier_one_it_waits_for() {
-    let f = start("127.0.0.1:0", None).await.unwrap();
-    let mut client = RpcClient::connect(&f.server.url(), None).await.unwrap();
+    let (f, mut client) = started().await;
     let store = f.api.store();
     let owner = Keypair::generate();
     let block = |seq: u64| {
