@@ -1645,22 +1645,19 @@ impl State {
     }
 
     /// The workflow's slot if a relayed result `r` is judged now ([`Event::Relayed`]): this
-    /// matchmaker is active for the running workflow, the task has no result yet and does not
-    /// wait for its inputs' results (a later catch-up round brings it again), and the result
-    /// is signed by an operator this matchmaker knows, for an attempt number the task allows.
-    /// Nobody vouches for a relayed result's acceptance, so a key made up for the occasion
-    /// must not get an output accepted.
+    /// matchmaker is active for the running workflow and holds the attempt `r` is for, in
+    /// flight on `r`'s operator: it made that assignment, or followed it as the assignment of
+    /// the matchmaker that was active before. Nobody vouches for a relayed result's acceptance,
+    /// so an operator's result for a task nobody assigned it (or a key made up for the occasion)
+    /// must not get an output accepted; the dead matchmaker's signed verdict relayed unchanged
+    /// ([`Event::Verdict`]) is how its other decisions count.
     fn takes_relayed(&self, r: &TaskResult) -> Option<u32> {
         let &w = self.wf_index.get(&r.workflow)?;
         let wf = &self.wfs[w as usize];
-        let open = wf
-            .tasks
-            .get(r.task as usize)
-            .is_some_and(|t| !matches!(t.status, Status::Done | Status::Waiting));
-        let attempt_ok =
-            (1..=wf.workflow.tasks.get(r.task as usize)?.max_attempts.max(1)).contains(&r.attempt);
-        let known = self.op_index.contains_key(&r.operator);
-        (wf.active && wf.phase == Phase::Running && open && attempt_ok && known).then_some(w)
+        let assigned = self
+            .current(&r.workflow, r.task, r.attempt, &r.operator)
+            .is_some();
+        (wf.active && wf.phase == Phase::Running && assigned).then_some(w)
     }
 
     fn relayed(&mut self, r: SignedResult, checker: &mut dyn ResultChecker) {
@@ -1676,9 +1673,7 @@ impl State {
         {
             return;
         }
-        if !self.call_back_other_attempt(w, i, &r) {
-            return;
-        }
+        // The attempt in flight is this one (`takes_relayed`): nothing to call back.
         self.complete_task(w, i, &r);
         self.emit(w, Decision::Verdict(Verdict::Accepted(r)));
         self.after_done(w);

@@ -89,10 +89,12 @@ pub enum Event {
     /// A result some node holds as accepted, passed on by a node that is not a trusted
     /// matchmaker (a catch-up answer from a gateway or an operator), so nobody vouches for its
     /// acceptance (appended variant). Judged by this matchmaker's checker like an operator's
-    /// result, and only if it is active for the workflow and the task has no result yet: the
-    /// only matchmaker left after the active one died learns the results that one accepted this
-    /// way, and taking them keeps every node's result for those tasks the same. One that fails
-    /// its check is dropped, and nobody is slashed on a relay's word.
+    /// result, and only if it is active for the workflow and holds that very attempt in flight
+    /// on that operator (its own assignment, or the one it followed from the matchmaker active
+    /// before): then it is the operator's result, come another way. The results the dead
+    /// matchmaker accepted otherwise count only with its signed verdict, relayed unchanged
+    /// ([`Event::Verdict`]). One that fails its check is dropped, and nobody is slashed on a
+    /// relay's word.
     Relayed(SignedResult),
     /// Another trusted matchmaker's [`Decision::WorkflowFailed`], seen on gossip (appended
     /// variant). The workflow ends here too, without a second announcement: a standby that

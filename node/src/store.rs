@@ -22,7 +22,7 @@
 use crate::network::{BlobChunk, BlobProvider};
 use proofmesh_protocol::encoding::{self, DecodeError};
 use proofmesh_protocol::messages::{OperatorAdvert, SignedResult, Submission};
-use proofmesh_protocol::{ContentId, PublicKey, TaskIndex, WorkflowId};
+use proofmesh_protocol::{ContentId, Envelope, PublicKey, TaskIndex, WorkflowId};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -100,6 +100,11 @@ const PRUNING: TableDefinition<'_, Key32, &[u8]> = TableDefinition::new("pruning
 /// Workflow id -> the first task whose output is not indexed yet, for a finished workflow whose
 /// outputs the pruner indexes a budget at a time (see [`prune`]).
 const INDEXING: TableDefinition<'_, Key32, u32> = TableDefinition::new("indexing");
+/// (workflow, statement id) -> a trusted matchmaker's signed envelope that accepted results of
+/// the workflow, as it was signed: kept by a node that relays what matchmakers decided (a
+/// gateway), so a matchmaker taking over from one that died can tell that one's decisions
+/// from an operator's claim (`SyncUpdate::vouched`). Goes with the workflow's pruning.
+const VOUCHES: TableDefinition<'_, (Key32, Key32), &[u8]> = TableDefinition::new("vouches");
 mod prune;
 pub use prune::{PrunedWorkflow, Pruning, Retention, Tombstone};
 
@@ -613,6 +618,7 @@ impl Store {
             tx.open_table(PRUNED)?;
             tx.open_table(PRUNING)?;
             tx.open_table(INDEXING)?;
+            tx.open_table(VOUCHES)?;
         }
         tx.commit()?;
         sweep_blob_files(&db, &blob_dir)?;
@@ -1230,6 +1236,36 @@ impl Store {
             out.push(dec("result", bytes)?);
         }
         Ok((out, false))
+    }
+
+    /// Keep `statement`, a trusted matchmaker's signed envelope accepting results of each of
+    /// `workflows`, to relay to a matchmaker that takes them over (see [`VOUCHES`]). Keeping
+    /// the same statement again is a no-op.
+    pub fn keep_vouch(
+        &self,
+        workflows: &[WorkflowId],
+        statement: &Envelope,
+    ) -> Result<(), StoreError> {
+        let bytes = statement.to_bytes();
+        let id = ContentId::of_bytes(&bytes);
+        self.write(|tx| {
+            let mut table = tx.open_table(VOUCHES)?;
+            for wf in workflows {
+                table.insert((wf.0, id.0), bytes.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The statements kept for a workflow ([`Store::keep_vouch`]).
+    pub fn vouches(&self, id: &WorkflowId) -> Result<Vec<Envelope>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(VOUCHES)?;
+        let mut out = Vec::new();
+        for row in table.range((id.0, [0; 32])..=(id.0, [u8::MAX; 32]))? {
+            out.push(dec("vouch", row?.1.value())?);
+        }
+        Ok(out)
     }
 
     // ---- blobs -----------------------------------------------------------------------------

@@ -213,7 +213,28 @@ impl Envelope {
         self.decode_message()
     }
 
+    /// [`Envelope::open`] without the expiry check, for a signed statement of fact relayed
+    /// long after it was made: a matchmaker's verdict that accepted a result stays true, and a
+    /// relayer shows it as the matchmaker signed it (`SyncUpdate::vouched`). Expiry guards
+    /// against replaying an action; replaying a verdict changes nothing.
+    pub fn open_statement(&self, domain: Domain) -> Result<Message, EnvelopeError> {
+        self.check_domain(domain)?;
+        self.sender.verify(&self.signing_bytes(), &self.signature)?;
+        self.decode_message()
+    }
+
     fn check_header(&self, domain: Domain, now_ms: u64) -> Result<(), EnvelopeError> {
+        self.check_domain(domain)?;
+        if now_ms > self.expires_at_ms {
+            return Err(EnvelopeError::Expired {
+                expires_at_ms: self.expires_at_ms,
+                now_ms,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_domain(&self, domain: Domain) -> Result<(), EnvelopeError> {
         if self.version != PROTOCOL_VERSION {
             return Err(EnvelopeError::Version {
                 got: self.version,
@@ -230,12 +251,6 @@ impl Envelope {
             return Err(EnvelopeError::WrongChain {
                 got: self.domain.chain_id,
                 expected: domain.chain_id,
-            });
-        }
-        if now_ms > self.expires_at_ms {
-            return Err(EnvelopeError::Expired {
-                expires_at_ms: self.expires_at_ms,
-                now_ms,
             });
         }
         Ok(())

@@ -447,8 +447,15 @@ pub struct SyncReply {
 pub struct SyncUpdate {
     /// Workflow.
     pub workflow: WorkflowId,
-    /// Accepted results the asker lacks.
+    /// Accepted results the asker lacks that the responder vouches for only by its own word
+    /// (its own verdicts, when it is a matchmaker the asker trusts).
     pub accepted: Vec<SignedResult>,
+    /// Accepted results the asker lacks, as the trusted matchmaker that accepted them signed
+    /// them: its [`Message::Verdict`] or [`Message::Verdicts`] envelope, or its
+    /// [`Message::SyncReply`], relayed unchanged (opened with [`crate::Envelope::open_statement`]).
+    /// A matchmaker taking over from one that died takes these as that one's decisions; a
+    /// result with no such envelope counts only for an attempt it saw assigned.
+    pub vouched: Vec<crate::Envelope>,
     /// Set when the workflow failed: the active matchmaker's reason.
     pub failed: Option<String>,
     /// The responder holds the workflow completed (every task done, in stream order).

@@ -272,13 +272,17 @@ fn signed(e: Event) -> proofmesh_protocol::messages::SignedResult {
     }
 }
 
-// The only matchmaker left learns the results the dead one accepted from a node nobody vouches
-// for (a gateway's catch-up answer). It checks each one and accepts it as its own verdict,
-// calling back its own attempt at that task; a copy that fails its check, or signed by a key
-// no operator advertised, is dropped, a task whose inputs have no result here yet is left for
-// a later answer, and a standby takes none.
+// The only matchmaker left after the active one died hears of results from nodes nobody vouches
+// for (a gateway's or an operator's catch-up answer). It takes one only for an attempt it holds
+// in flight on that operator (its own assignment, or one it followed from the dead matchmaker):
+// then it is that operator's result come another way, checked and accepted as its own verdict.
+// A result for an attempt it never saw assigned (the dead one's, or a task nobody assigned that
+// operator), for a task still waiting for its inputs, signed by a key no operator advertised, or
+// failing its check is dropped, and a standby takes none: the dead one's other decisions count
+// only with its signed verdict (`Event::Verdict`, relayed unchanged by the node).
 #[test]
-fn a_relayed_result_is_checked_and_taken_only_while_active() {
+fn a_relayed_result_is_taken_only_for_an_attempt_held_in_flight_while_active() {
+    use proofmesh_protocol::messages::Assignment;
     let wf = chain(3, 3);
     let id = wf.id();
     let mut mm = with_operators(3, 1);
@@ -286,38 +290,34 @@ fn a_relayed_result_is_checked_and_taken_only_while_active() {
     let ours = assignments(&d).remove(0);
     assert_eq!(ours.task, 0);
     mm.handle(1, accept(&ours, 1));
-    // The dead matchmaker's attempt at task 0 ran on another operator.
+    let ours_key = keypair_of(&ours, 3);
+    // Another known operator's well-signed result for task 0, which nobody here assigned it.
     let other = (1..=3)
         .map(key)
         .find(|k| k.public() != ours.operator)
         .unwrap();
-    let theirs = proofmesh_protocol::messages::Assignment {
+    let theirs = Assignment {
         operator: other.public(),
         ..ours.clone()
     };
-    let relayed = signed(result_for(&theirs, &other, 1, 50, true));
-    // Task 1 waits for task 0's result: its copy is left for a later answer.
-    let later = proofmesh_protocol::messages::Assignment {
-        task: 1,
-        ..theirs.clone()
-    };
-    let early = signed(result_for(&later, &other, 51, 90, true));
-    assert!(mm.handle(10, Event::Relayed(early.clone())).is_empty());
-    assert!(!mm.wants_relayed(&early.result));
-    let forged = match forged_result(&theirs, &other) {
-        Event::Result(r) => r,
-        _ => unreachable!(),
-    };
-    assert!(mm.wants_relayed(&relayed.result));
+    let unassigned = signed(result_for(&theirs, &other, 1, 50, true));
+    assert!(!mm.wants_relayed(&unassigned.result));
     assert!(
-        mm.handle(10, Event::Relayed(forged)).is_empty(),
-        "a copy that fails its check is dropped, nobody slashed"
+        mm.handle(10, Event::Relayed(unassigned)).is_empty(),
+        "an attempt this matchmaker never saw assigned is nobody's word"
     );
-    // A well-signed result by a key no operator advertised, or for an attempt the task does
-    // not allow, is not taken: nobody vouches for a relayed result's acceptance.
+    // Task 1 waits for task 0's result: nothing of it is in flight.
+    let later = Assignment {
+        task: 1,
+        ..ours.clone()
+    };
+    let early = signed(result_for(&later, &ours_key, 51, 90, true));
+    assert!(!mm.wants_relayed(&early.result));
+    assert!(mm.handle(10, Event::Relayed(early)).is_empty());
+    // A key no operator advertised, or an attempt beyond the task's: not taken.
     let stranger = key(99);
     let made_up = signed(result_for(
-        &proofmesh_protocol::messages::Assignment {
+        &Assignment {
             operator: stranger.public(),
             ..ours.clone()
         },
@@ -329,25 +329,33 @@ fn a_relayed_result_is_checked_and_taken_only_while_active() {
     assert!(!mm.wants_relayed(&made_up.result));
     assert!(mm.handle(10, Event::Relayed(made_up)).is_empty());
     let beyond = signed(result_for(
-        &proofmesh_protocol::messages::Assignment {
+        &Assignment {
             attempt: 4,
-            ..theirs.clone()
+            ..ours.clone()
         },
-        &other,
+        &ours_key,
         1,
         50,
         true,
     ));
     assert!(!mm.wants_relayed(&beyond.result), "chain(_, 3): 3 attempts");
     assert!(mm.handle(10, Event::Relayed(beyond)).is_empty());
+    // Our attempt's copy that fails its check: dropped, nobody slashed.
+    let forged = signed(forged_result(&ours, &ours_key));
+    assert!(mm.wants_relayed(&forged.result));
+    assert!(
+        mm.handle(10, Event::Relayed(forged)).is_empty(),
+        "a copy that fails its check is dropped, nobody slashed"
+    );
     assert!(mm.describe_task(&id, 0).starts_with("Inflight"));
 
+    // Our operator's result, come by a relay: taken as this matchmaker's verdict.
+    let relayed = signed(result_for(&ours, &ours_key, 1, 50, true));
+    assert!(mm.wants_relayed(&relayed.result));
     let d = mm.handle(11, Event::Relayed(relayed.clone()));
     assert!(
-        d.iter().any(
-            |x| matches!(x, Decision::Cancel { task: 0, attempt, .. } if *attempt == ours.attempt)
-        ),
-        "our own attempt is called back: {d:?}"
+        !d.iter().any(|x| matches!(x, Decision::Cancel { .. })),
+        "the attempt in flight is the one relayed: nothing called back: {d:?}"
     );
     assert!(
         d.iter()
@@ -360,25 +368,30 @@ fn a_relayed_result_is_checked_and_taken_only_while_active() {
     );
     assert!(!mm.wants_relayed(&relayed.result), "done");
     assert!(mm.handle(12, Event::Relayed(relayed)).is_empty(), "once");
-    // Now task 1's inputs are here, its copy is taken.
-    assert!(mm.wants_relayed(&early.result));
-    let d = mm.handle(13, Event::Relayed(early));
-    assert!(
-        d.iter()
-            .any(|x| matches!(x, Decision::Verdict(Verdict::Accepted(r)) if r.result.task == 1)),
-        "{d:?}"
-    );
     mm.check_invariants().expect("invariants");
 
-    // A standby judges nothing relayed: the active one does.
-    let (_active, mut standby, _, _) = pair(&wf);
-    let copy = signed(result_for(&theirs, &other, 1, 50, true));
+    // A standby judges nothing relayed; once the active one is gone, it takes the result of
+    // the attempt it followed that one assign.
+    let (_active, mut standby, _ka, kb, d) = pair_deciding(&wf);
+    gossip(&mut standby, 0, &d);
+    let a0 = assignments(&d).remove(0);
+    let copy = signed(result_for(&a0, &keypair_of(&a0, 3), 1, 50, true));
     assert!(!standby.wants_relayed(&copy.result));
-    assert!(standby.handle(14, Event::Relayed(copy)).is_empty());
+    assert!(standby.handle(14, Event::Relayed(copy.clone())).is_empty());
+    assert!(!standby.describe_task(&id, 0).starts_with("Done"));
+    standby.handle(15, Event::Matchmakers(vec![kb]));
+    assert!(standby.is_active_for(&id));
     assert!(
-        standby.describe_task(&id, 0).starts_with("Ready")
-            || !standby.describe_task(&id, 0).starts_with("Done")
+        standby.wants_relayed(&copy.result),
+        "the attempt it followed"
     );
+    let d = standby.handle(16, Event::Relayed(copy.clone()));
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::Verdict(Verdict::Accepted(r)) if *r == copy)),
+        "{d:?}"
+    );
+    standby.check_invariants().expect("invariants");
 }
 
 /// A workflow the active matchmaker failed ends on the standby too: when the standby takes it

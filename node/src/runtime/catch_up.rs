@@ -14,6 +14,14 @@
 //! attempts waits for a workflow it does not hold: its matchmaker sends each workflow it needs
 //! with its assignments, and taking in every active one would be work for nothing.
 //!
+//! Vouches: an answer from a node the asker does not trust as a matchmaker (a gateway) would
+//! be that node's word alone on which results were accepted. So a gateway keeps the signed
+//! verdicts (and catch-up answers) of the trusted matchmakers that accepted its results
+//! (`Store::keep_vouch`) and relays them unchanged ([`SyncUpdate::vouched`]); the asker takes
+//! each as that matchmaker's own decisions. A result no such statement covers still travels
+//! bare, and a matchmaker taking over counts it only for an attempt it saw assigned
+//! (`MatchmakerRole::relayed`).
+//!
 //! Polling is per workflow with backoff: a workflow is asked about once it has been quiet for
 //! [`QUIET`], then again after 2x, 4x, .. up to [`MAX_BACKOFF`] while nothing new arrives;
 //! news resets it. A busy workflow costs nothing; a restarted node asks at once.
@@ -21,8 +29,9 @@
 use super::core_loop::Shared;
 use super::view::View;
 use crate::store::WorkflowState;
-use proofmesh_protocol::messages::{SyncReply, SyncRequest, SyncUpdate};
-use proofmesh_protocol::{encoding, WorkflowId};
+use proofmesh_protocol::messages::{SignedResult, SyncReply, SyncRequest, SyncUpdate, Verdict};
+use proofmesh_protocol::{encoding, Envelope, Message, TaskIndex, WorkflowId};
+use std::collections::HashSet;
 
 /// How long a workflow must be quiet (no accepted result) before this node asks about it.
 pub const QUIET: u64 = 1_000;
@@ -106,6 +115,7 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
                         accepted: Vec::new(),
                         failed,
                         completed,
+                        vouched: Vec::new(),
                     });
                 }
                 continue;
@@ -115,11 +125,8 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
                 continue;
             }
         };
-        let (accepted, more) = if want.results {
-            match sh
-                .store
-                .results_within(&want.workflow, |task| !want.has(task), &mut budget)
-            {
+        let (vouched, accepted, more) = if want.results {
+            match to_relay(sh, &want.workflow, |task| !want.has(task), &mut budget) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "catch-up: reading results failed");
@@ -127,7 +134,7 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
                 }
             }
         } else {
-            (Vec::new(), false)
+            (Vec::new(), Vec::new(), false)
         };
         reply.more = more;
         let update = SyncUpdate {
@@ -135,8 +142,13 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
             accepted,
             failed,
             completed,
+            vouched,
         };
-        if !update.accepted.is_empty() || update.failed.is_some() || update.completed {
+        if !update.accepted.is_empty()
+            || !update.vouched.is_empty()
+            || update.failed.is_some()
+            || update.completed
+        {
             reply.workflows.push(update);
         }
         if reply.more {
@@ -176,19 +188,20 @@ fn discover(
         reply.submissions.push(record.submission);
         // With the results accepted so far: a matchmaker that learns a workflow this way may
         // be the only one left to finish it.
-        let (accepted, more) = match sh.store.results_within(&id, |_| true, budget) {
+        let (vouched, accepted, more) = match to_relay(sh, &id, |_| true, budget) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "catch-up: reading results failed");
                 continue;
             }
         };
-        if !accepted.is_empty() {
+        if !accepted.is_empty() || !vouched.is_empty() {
             reply.workflows.push(SyncUpdate {
                 workflow: id,
                 accepted,
                 failed: None,
                 completed: false,
+                vouched,
             });
         }
         if more {
@@ -196,6 +209,77 @@ fn discover(
             return;
         }
     }
+}
+
+/// The (workflow, task) of every result `message` accepts, when it is a statement a relayer
+/// may vouch with: a verdict, a batch of them, or a catch-up answer. `None` for other kinds.
+pub fn accepted_by(message: &Message) -> Option<Vec<(WorkflowId, TaskIndex)>> {
+    let of = |r: &SignedResult| (r.result.workflow, r.result.task);
+    Some(match message {
+        Message::Verdict(Verdict::Accepted(r)) => vec![of(r)],
+        Message::Verdict(Verdict::Rejected { .. }) => Vec::new(),
+        Message::Verdicts(batch) => batch
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Accepted(r) => Some(of(r)),
+                Verdict::Rejected { .. } => None,
+            })
+            .collect(),
+        Message::SyncReply(reply) => reply
+            .workflows
+            .iter()
+            .flat_map(|u| u.accepted.iter().map(of))
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// Envelope bytes besides its payload, rounded up (header and signature): for the budget.
+const ENVELOPE_OVERHEAD: usize = 160;
+
+/// What this node relays of `id`'s accepted results for the tasks `missing` accepts, within
+/// `budget` (decremented): first the kept statements (`Store::keep_vouch`) that accept any of
+/// them, each whole, then bare the results no statement covers. The flag says some were left
+/// out. A statement too big for any answer is never sent (its results go bare).
+fn to_relay(
+    sh: &Shared,
+    id: &WorkflowId,
+    missing: impl Fn(TaskIndex) -> bool,
+    budget: &mut usize,
+) -> Result<(Vec<Envelope>, Vec<SignedResult>, bool), crate::store::StoreError> {
+    let mut covered = HashSet::new();
+    let mut vouched = Vec::new();
+    for statement in sh.store.vouches(id)? {
+        let size = statement.payload.len() + ENVELOPE_OVERHEAD;
+        if size > REPLY_BUDGET {
+            continue;
+        }
+        let Some(tasks) = encoding::decode::<Message>(&statement.payload)
+            .ok()
+            .as_ref()
+            .and_then(accepted_by)
+        else {
+            continue;
+        };
+        let tasks: Vec<TaskIndex> = tasks
+            .into_iter()
+            .filter(|(w, _)| w == id)
+            .map(|(_, t)| t)
+            .collect();
+        if !tasks.iter().any(|&t| missing(t) && !covered.contains(&t)) {
+            continue;
+        }
+        if size > *budget {
+            return Ok((vouched, Vec::new(), true));
+        }
+        *budget -= size;
+        covered.extend(tasks);
+        vouched.push(statement);
+    }
+    let (accepted, more) =
+        sh.store
+            .results_within(id, |t| missing(t) && !covered.contains(&t), budget)?;
+    Ok((vouched, accepted, more))
 }
 
 #[cfg(test)]

@@ -909,6 +909,7 @@ impl Core {
                 envelope, message, ..
             } => {
                 if self.seen.insert(&envelope) {
+                    self.keep_vouch(&envelope, &message);
                     self.on_message(envelope.sender, message, Origin::Remote);
                 }
             }
@@ -997,6 +998,7 @@ impl Core {
         match done {
             Internal::Received { envelope, message } => {
                 if self.seen.insert(&envelope) {
+                    self.keep_vouch(&envelope, &message);
                     self.on_message(envelope.sender, message, Origin::Remote);
                 }
             }
@@ -1784,6 +1786,7 @@ impl Core {
                         accepted: vec![result],
                         failed: None,
                         completed: false,
+                        vouched: Vec::new(),
                     }),
                 }
             }
@@ -1916,7 +1919,12 @@ impl Core {
         }
         for update in reply.workflows {
             let id = update.workflow;
-            let learned = self.take_accepted(from, &id, update.accepted);
+            let before = self.view.done(&id);
+            for statement in update.vouched {
+                self.take_statement(from, statement);
+            }
+            let vouched = self.view.done(&id).saturating_sub(before);
+            let learned = vouched + self.take_accepted(from, &id, update.accepted);
             if learned > 0 {
                 self.sh.metrics.caught_up_results.inc_by(learned as u64);
                 tracing::info!(workflow = %id.short(), learned, peer = %from, "caught up on results gossip missed");
@@ -1939,6 +1947,70 @@ impl Core {
             if reply.more {
                 self.view.catch_up_soon(&id);
             }
+        }
+    }
+
+    /// A trusted matchmaker's signed statement of accepted results that `from` relayed
+    /// ([`SyncUpdate::vouched`]): taken as that matchmaker's own decisions, as if gossip had
+    /// brought it however long ago it was signed, and kept to relay on where this node keeps
+    /// such statements. One signed by a key whose decisions do not count here is ignored like
+    /// any such decision.
+    fn take_statement(&mut self, from: PublicKey, statement: Envelope) {
+        let message = match statement.open_statement(self.sh.domain) {
+            Ok(message) if catch_up::accepted_by(&message).is_some() => message,
+            Ok(message) => {
+                tracing::debug!(peer = %from, kind = ?message.kind(), "dropping a relayed statement that accepts no results");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %from, error = %e, "dropping a relayed statement that does not open");
+                return;
+            }
+        };
+        self.keep_vouch(&statement, &message);
+        let signer = statement.sender;
+        match message {
+            // Its accepted results only: what else it said was for the node it answered.
+            Message::SyncReply(reply) if self.sh.trusts_matchmaker(&signer) => {
+                for update in reply.workflows {
+                    self.take_accepted(signer, &update.workflow, update.accepted);
+                }
+            }
+            Message::SyncReply(_) => {
+                self.sh.metrics.untrusted_decisions.inc();
+            }
+            verdicts => {
+                self.on_message(signer, verdicts, Origin::Remote);
+            }
+        }
+    }
+
+    /// Keep a trusted matchmaker's signed statement of accepted results (`Store::keep_vouch`)
+    /// where this node relays what matchmakers decided: a gateway (a full view without a
+    /// matchmaker role; a matchmaker's answer is its own word), on a network whose matchmakers
+    /// are listed (elsewhere anyone's word counts already). Only for workflows it shows active,
+    /// or has not heard of yet: a finished one is not taken over.
+    fn keep_vouch(&self, statement: &Envelope, message: &Message) {
+        if self.mm.is_some()
+            || self.view.is_polled()
+            || statement.sender == self.sh.me
+            || !self.sh.configured_to_trust(&statement.sender)
+        {
+            return;
+        }
+        let Some(accepted) = catch_up::accepted_by(message) else {
+            return;
+        };
+        let mut workflows: Vec<WorkflowId> = accepted.into_iter().map(|(w, _)| w).collect();
+        workflows.sort();
+        workflows.dedup();
+        workflows
+            .retain(|id| self.view.tracks(id) || !self.sh.store.has_workflow(id).unwrap_or(true));
+        if workflows.is_empty() {
+            return;
+        }
+        if let Err(e) = self.sh.store.lazy().keep_vouch(&workflows, statement) {
+            tracing::warn!(error = %e, "keeping a matchmaker's verdicts to relay failed");
         }
     }
 

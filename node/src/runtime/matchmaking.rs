@@ -677,6 +677,9 @@ impl MatchmakerRole {
                 continue;
             }
             if !self.engine.wants_relayed(r) {
+                // Done already, or an attempt this matchmaker never saw assigned: only the
+                // accepting matchmaker's relayed verdict speaks for that one.
+                tracing::debug!(task = r.task, attempt = r.attempt, operator = %r.operator, "not taking a relayed result no trusted matchmaker vouches for");
                 continue;
             }
             let Some(task) = view

@@ -226,6 +226,11 @@ impl View {
         self.tracked.keys().copied().take(max).collect()
     }
 
+    /// Whether this node shows `id` active.
+    pub fn tracks(&self, id: &WorkflowId) -> bool {
+        self.tracked.contains_key(id)
+    }
+
     /// Tasks of `id` with an accepted result here.
     pub fn done(&self, id: &WorkflowId) -> usize {
         self.tracked.get(id).map_or(0, |t| t.done)

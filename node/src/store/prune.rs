@@ -14,7 +14,8 @@
 use super::{add_ref, drop_ref, BlobEntry, Key32, Store, TaskRecord};
 use super::{
     dec, input_blobs, lock, StoreError, WorkflowMeta, WorkflowState, BLOBS, BLOB_REFS, CHAIN_DONE,
-    FINISHED_AT, INDEXING, PRUNED, PRUNING, RELEASE_OWED, RESULTS, TASKS, WORKFLOWS, WORKFLOW_META,
+    FINISHED_AT, INDEXING, PRUNED, PRUNING, RELEASE_OWED, RESULTS, TASKS, VOUCHES, WORKFLOWS,
+    WORKFLOW_META,
 };
 use proofmesh_protocol::encoding;
 use proofmesh_protocol::messages::{SignedResult, Submission};
@@ -364,6 +365,7 @@ impl Store {
             let mut owed = tx.open_table(RELEASE_OWED)?;
             let mut pruned = tx.open_table(PRUNED)?;
             let mut pruning = tx.open_table(PRUNING)?;
+            let mut vouches = tx.open_table(VOUCHES)?;
             let mut named = BTreeSet::new();
             for (id, finished) in begin {
                 let meta = match metas.get(id.0)? {
@@ -382,6 +384,13 @@ impl Store {
                     named.insert(blob);
                 }
                 metas.remove(id.0)?;
+                let statements: Vec<Key32> = vouches
+                    .range((id.0, [0; 32])..=(id.0, [u8::MAX; 32]))?
+                    .map(|row| row.map(|(k, _)| k.value().1))
+                    .collect::<Result<_, _>>()?;
+                for statement in statements {
+                    vouches.remove((id.0, statement))?;
+                }
                 finished_at.remove(id.0)?;
                 done.remove(id.0)?;
                 owed.remove(id.0)?;

@@ -730,6 +730,7 @@ async fn a_direct_message_keeps_the_outputs_it_names_and_drops_other_attachments
                 accepted: vec![carried],
                 failed: None,
                 completed: false,
+                vouched: Vec::new(),
             }],
             submissions: vec![],
             more: false,

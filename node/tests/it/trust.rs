@@ -232,6 +232,7 @@ async fn an_operator_takes_pushed_inputs_on_a_configured_matchmakers_word_only()
                 accepted: vec![result],
                 failed: None,
                 completed: false,
+                vouched: Vec::new(),
             }],
             submissions: Vec::new(),
             more: false,

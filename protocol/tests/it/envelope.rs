@@ -57,6 +57,41 @@ fn sealed_envelope_opens_and_survives_the_wire() {
     ));
 }
 
+#[test]
+fn a_statement_opens_after_its_expiry_but_not_forged_or_from_another_network() {
+    let kp = Keypair::generate();
+    let env = heartbeat(&kp, 1);
+    // Long expired as an action, still a signed statement of fact.
+    assert!(matches!(
+        env.open(DOMAIN, 1_000_000),
+        Err(EnvelopeError::Expired { .. })
+    ));
+    assert!(matches!(
+        env.open_statement(DOMAIN),
+        Ok(Message::Heartbeat(_))
+    ));
+    assert!(matches!(
+        env.open_statement(Domain {
+            chain_id: 1,
+            ..DOMAIN
+        }),
+        Err(EnvelopeError::WrongChain { .. })
+    ));
+    // Claimed by another key, or with a byte of its payload changed: the signature fails.
+    let mut claimed = env.clone();
+    claimed.sender = Keypair::generate().public();
+    assert!(matches!(
+        claimed.open_statement(DOMAIN),
+        Err(EnvelopeError::Signature(_))
+    ));
+    let mut altered = env.clone();
+    *altered.payload.last_mut().unwrap() ^= 1;
+    assert!(matches!(
+        altered.open_statement(DOMAIN),
+        Err(EnvelopeError::Signature(_))
+    ));
+}
+
 /// bincode varint for u64::MAX: marker 253 then 8 bytes.
 fn huge_len() -> Vec<u8> {
     let mut v = vec![253u8];
@@ -205,6 +240,7 @@ fn sync_messages_seal_open_and_are_direct_only() {
             accepted: vec![],
             failed: Some("task 3: every attempt timed out".into()),
             completed: false,
+            vouched: Vec::new(),
         }],
         submissions: vec![],
         more: false,
