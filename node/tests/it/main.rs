@@ -10,6 +10,7 @@ mod introductions;
 mod late_workflow;
 mod memory;
 mod network;
+mod relays;
 mod retention;
 mod rpc;
 mod snapshots;
