@@ -4,14 +4,14 @@
 //! prunes on its own and answers for a pruned workflow over RPC.
 
 use crate::cluster::{metric, options, sleep_workflow, wait_completed};
-use crate::cluster::{submitted_by, toml_workflow, Role};
+use crate::cluster::{submitted_by, toml_workflow, Role, DOMAIN};
 use crate::store::signed_result;
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::rpc::{codes, ClientError, NodeApi, RpcClient, SubmitRequest, TaskQuery};
 use proofmesh_node::runtime::Node;
 use proofmesh_node::store::{Retention, Store, WorkflowState, INLINE_BLOB_MAX};
-use proofmesh_protocol::messages::Submission;
-use proofmesh_protocol::{ContentId, Keypair, WorkflowId};
+use proofmesh_protocol::messages::{Heartbeat, Submission};
+use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, WorkflowId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -78,6 +78,19 @@ fn a_finished_workflow_is_pruned_after_its_retention_leaving_a_tombstone_and_the
     store.put_workflow(&a, 1_000).unwrap();
     store.put_workflow(&b, 1_000).unwrap();
     complete(&store, &a, out_a);
+    // Matchmakers' statements a gateway keeps to relay: one names both workflows, one only `a`.
+    let statement = |nonce| {
+        let heartbeat = Message::Heartbeat(Heartbeat {
+            operator: Keypair::generate().public(),
+            at_ms: 1,
+            running: Vec::new(),
+        });
+        Envelope::seal(&Keypair::generate(), DOMAIN, &heartbeat, nonce, 1)
+    };
+    let (both, only_a_statement) = (statement(1), statement(2));
+    store.keep_vouch(&[a_id, b_id], &both).unwrap();
+    store.keep_vouch(&[a_id], &only_a_statement).unwrap();
+    assert_eq!(store.vouches(&a_id).unwrap().len(), 2);
     let retention = keeping(10_000);
 
     // Seen finished at 2,000: kept until 12,000; `b` is active.
@@ -106,6 +119,11 @@ fn a_finished_workflow_is_pruned_after_its_retention_leaving_a_tombstone_and_the
     assert_eq!(store.blob(&out_a).unwrap(), None);
     assert!(store.blob(&shared).unwrap().is_some(), "b still reads it");
     assert!(store.workflow(&b_id).unwrap().is_some());
+    assert!(
+        store.vouches(&a_id).unwrap().is_empty(),
+        "its statements go"
+    );
+    assert_eq!(store.vouches(&b_id).unwrap(), vec![both], "b's stays");
     let tombstone = store.tombstone(&a_id).unwrap().expect("a tombstone");
     assert_eq!(tombstone.state, WorkflowState::Completed);
     assert_eq!(
