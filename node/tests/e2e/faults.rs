@@ -235,8 +235,11 @@ async fn standby_matchmaker_down_at_submission_discovers_it_and_takes_over() {
 // active one dies before the standby is back. The standby, the only matchmaker left, learns
 // the workflow and the results the dead one accepted from the gateway (catch-up), and must go
 // on from there: the gateway keeps the first result accepted for each task, so running those
-// tasks again would give each a second, different result. No trusted matchmaker vouches for
-// the gateway's copies, so the standby checks each one as it would an operator's.
+// tasks again would give each a second, different result. The gateway relays them as the dead
+// one signed its verdicts (a result relayed bare counts only for an attempt the standby saw
+// assigned; `it/relays.rs` shows both). Here the standby may also get those verdicts from
+// gossip's own recent-message exchange as it reconnects: this test passed, once, with the
+// gateway keeping no verdicts at all.
 //
 // It failed 5 of 55 runs while the restarted standby knew an operator only from its next
 // periodic advert (10 s): gossip had missed the adverts sent as it connected, and a relayed
@@ -271,6 +274,11 @@ async fn both_matchmakers_down_in_turn_the_one_back_keeps_what_the_other_accepte
     assert!(
         !dead.is_empty(),
         "the first matchmaker accepted results before it died"
+    );
+    // What it relays: the verdicts as the matchmakers signed them.
+    assert!(
+        !net.store("gateway").vouches(&wf_id).unwrap().is_empty(),
+        "the gateway keeps the matchmakers' signed verdicts"
     );
     no_result_replaced(&net, &dead, &gateway);
     assert_eq!(
