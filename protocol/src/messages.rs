@@ -460,6 +460,9 @@ pub struct SyncUpdate {
     pub failed: Option<String>,
     /// The responder holds the workflow completed (every task done, in stream order).
     pub completed: bool,
+    /// The responder pruned the workflow (its retention ran out): how it ended is all it can
+    /// say, and the results the asker lacks are gone.
+    pub pruned: bool,
 }
 
 /// Every message, as decoded from an envelope's payload.

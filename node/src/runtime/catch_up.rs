@@ -116,6 +116,7 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
                         failed,
                         completed,
                         vouched: Vec::new(),
+                        pruned: true,
                     });
                 }
                 continue;
@@ -143,6 +144,7 @@ pub fn answer(sh: &Shared, view: &View, request: &SyncRequest) -> SyncReply {
             failed,
             completed,
             vouched,
+            pruned: false,
         };
         if !update.accepted.is_empty()
             || !update.vouched.is_empty()
@@ -202,6 +204,7 @@ fn discover(
                 failed: None,
                 completed: false,
                 vouched,
+                pruned: false,
             });
         }
         if more {

@@ -1787,6 +1787,7 @@ impl Core {
                         failed: None,
                         completed: false,
                         vouched: Vec::new(),
+                        pruned: false,
                     }),
                 }
             }
@@ -1940,8 +1941,12 @@ impl Core {
                 self.on_message(from, Message::WorkflowFailed(failure), Origin::Remote);
             }
             // An outcome-only view (operator-only node) takes completion from a matchmaker's
-            // word; a full view completes by holding every result itself.
-            if update.completed && self.view.is_polled() && self.matchmakers.contains(&from) {
+            // word; a full view completes by holding every result itself, unless the
+            // matchmaker pruned the workflow: its results are gone, and a gateway that was down
+            // meanwhile would show it active and ask about it for good. (A matchmaker does not
+            // take it: its engine would not follow, see the README's retention section.)
+            let outcome_only = self.view.is_polled() || (update.pruned && self.mm.is_none());
+            if update.completed && outcome_only && self.matchmakers.contains(&from) {
                 self.view.completed(&self.sh, &self.progress, &id);
             }
             if reply.more {

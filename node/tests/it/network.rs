@@ -731,6 +731,7 @@ async fn a_direct_message_keeps_the_outputs_it_names_and_drops_other_attachments
                 failed: None,
                 completed: false,
                 vouched: Vec::new(),
+                pruned: false,
             }],
             submissions: vec![],
             more: false,

@@ -90,6 +90,7 @@ async fn a_matchmaker_takes_relayed_results_on_a_trusted_matchmakers_signed_verd
         accepted: vec![results[0].clone()],
         failed: None,
         completed: false,
+        pruned: false,
         // Task 1 on the dead matchmaker's signature; task 2 on a stranger's.
         vouched: vec![
             old_verdict(&dead, results[1].clone()),

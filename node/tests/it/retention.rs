@@ -8,7 +8,7 @@ use crate::cluster::{submitted_by, toml_workflow, Role, DOMAIN};
 use crate::store::signed_result;
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::rpc::{codes, ClientError, NodeApi, RpcClient, SubmitRequest, TaskQuery};
-use proofmesh_node::runtime::Node;
+use proofmesh_node::runtime::{Node, NodeHandle};
 use proofmesh_node::store::{Retention, Store, WorkflowState, INLINE_BLOB_MAX};
 use proofmesh_protocol::messages::{Heartbeat, Submission};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, WorkflowId};
@@ -458,4 +458,73 @@ fn a_workflow_larger_than_the_budget_is_pruned_over_several_calls_and_a_restart(
     assert!(store.tasks(&id).unwrap().is_empty());
     assert_eq!(store.blob(&same).unwrap(), None);
     prunes_nothing(&store, &retention, 2_003);
+}
+
+/// A gateway down while its workflow completed, and back only after the matchmaker pruned it,
+/// can no longer get the results it lacks: it takes how the workflow ended from the
+/// matchmaker's answer (its tombstone), instead of showing it active and asking for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_back_after_its_workflow_was_pruned_elsewhere_learns_how_it_ended() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Every node lists the matchmaker: the operator's copies of results are not the
+    // gateway's to take.
+    let key = Keypair::generate();
+    let listing = |dir: &std::path::Path, role, bootstrap: &[_]| {
+        let mut o = options(dir, role, bootstrap);
+        o.trusted_matchmakers = vec![key.public()];
+        o
+    };
+    let mut mm = listing(dirs[0].path(), Role::Matchmaker, &[]);
+    mm.keypair = Some(key.clone());
+    mm.retention = Some(keeping(200));
+    mm.prune_every = Duration::from_millis(100);
+    let mm = Node::spawn(mm).await.expect("matchmaker starts");
+    let op = Node::spawn(listing(dirs[1].path(), Role::Operator, mm.listen_addrs()))
+        .await
+        .expect("operator starts");
+    let gateway = || listing(dirs[2].path(), Role::Gateway, mm.listen_addrs());
+    let gw = Node::spawn(gateway()).await.expect("gateway starts");
+    // Another gateway stays up: the matchmaker's verdicts are published to it, not held back
+    // until a peer that follows them (the first gateway, restarted) connects. It prunes the
+    // workflow too (else it would relay the matchmaker's verdicts, `it/relays.rs`).
+    let mut other = listing(dirs[3].path(), Role::Gateway, mm.listen_addrs());
+    other.retention = Some(keeping(200));
+    other.prune_every = Duration::from_millis(100);
+    let other = Node::spawn(other).await.expect("other gateway starts");
+
+    // Submitted at the gateway, which goes down before the first leaf (500 ms) is done.
+    let id = gw
+        .api()
+        .submit(sleep_workflow("gone", 2, 500, 1))
+        .await
+        .expect("submitted");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let heard = |node: &NodeHandle| node.api().status(&id).unwrap().is_some();
+    while !heard(&mm) || !heard(&other) {
+        assert!(Instant::now() < deadline, "the others never heard of it");
+        sleep(Duration::from_millis(20)).await;
+    }
+    gw.shutdown().await;
+    wait_completed(mm.api(), &id).await;
+    let pruned = |node: &NodeHandle| node.api().store().tombstone(&id).unwrap().is_some();
+    while !pruned(&mm) || !pruned(&other) {
+        assert!(Instant::now() < deadline, "the others never pruned it");
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    // Past gossip's own short memory of recent messages, which would bring the verdicts back.
+    sleep(Duration::from_secs(2)).await;
+    let gw = crate::cluster::spawn_again(gateway).await;
+    let status = gw.api().status(&id).unwrap().expect("the gateway holds it");
+    assert_eq!(status.record.state, WorkflowState::Active, "as it left it");
+    let status = wait_completed(gw.api(), &id).await;
+    assert!(
+        status.count("done") < status.tasks.len(),
+        "completed on the matchmaker's word, without the results it lacked: {:?}",
+        status.tasks
+    );
+    gw.shutdown().await;
+    other.shutdown().await;
+    op.shutdown().await;
+    mm.shutdown().await;
 }

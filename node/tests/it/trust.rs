@@ -233,6 +233,7 @@ async fn an_operator_takes_pushed_inputs_on_a_configured_matchmakers_word_only()
                 failed: None,
                 completed: false,
                 vouched: Vec::new(),
+                pruned: false,
             }],
             submissions: Vec::new(),
             more: false,

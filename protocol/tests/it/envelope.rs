@@ -241,6 +241,7 @@ fn sync_messages_seal_open_and_are_direct_only() {
             failed: Some("task 3: every attempt timed out".into()),
             completed: false,
             vouched: Vec::new(),
+            pruned: false,
         }],
         submissions: vec![],
         more: false,
