@@ -1930,6 +1930,12 @@ impl Core {
                 self.sh.metrics.caught_up_results.inc_by(learned as u64);
                 tracing::info!(workflow = %id.short(), learned, peer = %from, "caught up on results gossip missed");
             }
+            // A matchmaker pruned it: it ended and was settled long ago, and the results this
+            // node lacks are gone.
+            let pruned_there = update.pruned && self.matchmakers.contains(&from);
+            if pruned_there && (update.completed || update.failed.is_some()) {
+                self.ended_elsewhere(&id);
+            }
             // A failure is a matchmaker's decision: taken only from one heard announcing (and
             // trusted), as if gossiped, so this node's matchmaker learns it too.
             if let Some(reason) = update.failed.filter(|_| self.matchmakers.contains(&from)) {
@@ -1942,16 +1948,38 @@ impl Core {
             }
             // An outcome-only view (operator-only node) takes completion from a matchmaker's
             // word; a full view completes by holding every result itself, unless the
-            // matchmaker pruned the workflow: its results are gone, and a gateway that was down
-            // meanwhile would show it active and ask about it for good. (A matchmaker does not
-            // take it: its engine would not follow, see the README's retention section.)
-            let outcome_only = self.view.is_polled() || (update.pruned && self.mm.is_none());
+            // matchmaker pruned the workflow: a gateway or matchmaker that was down meanwhile
+            // would show it active and ask about it for good.
+            let outcome_only = self.view.is_polled() || update.pruned;
             if update.completed && outcome_only && self.matchmakers.contains(&from) {
                 self.view.completed(&self.sh, &self.progress, &id);
             }
             if reply.more {
                 self.view.catch_up_soon(&id);
             }
+        }
+    }
+
+    /// A workflow a matchmaker ended and pruned while this node was down (longer than the
+    /// retention period). That one settled it before pruning it (a node that settles keeps a
+    /// workflow until its settlement is journaled done), so this node journals its settlement
+    /// done too, and its matchmaker, if any, ends it without a word rather than run again the
+    /// tasks whose results are gone. The view takes how it ended next.
+    fn ended_elsewhere(&mut self, id: &WorkflowId) {
+        if !self.view.tracks(id) {
+            return;
+        }
+        let now = self.sh.now();
+        if let Err(e) = self.sh.store.mark_chain_done(id, now) {
+            tracing::warn!(error = %e, "journaling a pruned workflow's settlement failed");
+        }
+        tracing::info!(workflow = %id.short(), "a matchmaker ended and pruned this workflow while this node was down");
+        if let Some(decisions) = self
+            .mm
+            .as_mut()
+            .map(|m| m.ended_elsewhere(&self.sh, *id, now))
+        {
+            self.act(decisions);
         }
     }
 

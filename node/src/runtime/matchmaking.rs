@@ -465,6 +465,19 @@ impl MatchmakerRole {
             .set(self.engine.unmatched_ready_len() as i64);
     }
 
+    /// A workflow another trusted matchmaker ended, settled and pruned while this one was down
+    /// (its catch-up answer says so): it ends in this engine too, without a word, as a failure
+    /// another announced does. Taking it over instead would run again the tasks whose results
+    /// are gone.
+    pub fn ended_elsewhere(
+        &mut self,
+        sh: &Shared,
+        workflow: WorkflowId,
+        now: u64,
+    ) -> Vec<Decision> {
+        self.feed(sh, now, Event::WorkflowFailed { workflow }, None)
+    }
+
     pub fn tick(&mut self, sh: &Shared, now: u64) -> Vec<Decision> {
         self.feed(sh, now, Event::Tick, None)
     }

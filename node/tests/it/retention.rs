@@ -6,6 +6,7 @@
 use crate::cluster::{metric, options, sleep_workflow, wait_completed};
 use crate::cluster::{submitted_by, toml_workflow, Role, DOMAIN};
 use crate::store::signed_result;
+use proofmesh_matchmaker::{active_matchmaker, routing_key};
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::rpc::{codes, ClientError, NodeApi, RpcClient, SubmitRequest, TaskQuery};
 use proofmesh_node::runtime::{Node, NodeHandle};
@@ -527,4 +528,87 @@ async fn a_gateway_back_after_its_workflow_was_pruned_elsewhere_learns_how_it_en
     other.shutdown().await;
     op.shutdown().await;
     mm.shutdown().await;
+}
+
+/// A matchmaker down for longer than the retention period comes back to a workflow it holds
+/// as running, which the other matchmaker completed and pruned meanwhile. Active for it, it
+/// would run its tasks again (their results are gone) and settle it a second time; it ends it
+/// in its engine without a word, journals its settlement done, and takes how it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matchmaker_back_after_its_workflow_was_pruned_elsewhere_does_not_run_it_again() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (k1, k2) = (Keypair::generate(), Keypair::generate());
+    let listing = |dir: &std::path::Path, role, bootstrap: &[_]| {
+        let mut o = options(dir, role, bootstrap);
+        o.trusted_matchmakers = vec![k1.public(), k2.public()];
+        o
+    };
+    let mut m1 = listing(dirs[0].path(), Role::Matchmaker, &[]);
+    m1.keypair = Some(k1.clone());
+    m1.retention = Some(keeping(200));
+    m1.prune_every = Duration::from_millis(100);
+    let m1 = Node::spawn(m1).await.expect("matchmaker 1 starts");
+    let second = || {
+        let mut o = listing(dirs[1].path(), Role::Matchmaker, m1.listen_addrs());
+        o.keypair = Some(k2.clone());
+        o
+    };
+    let m2 = Node::spawn(second()).await.expect("matchmaker 2 starts");
+    // A gateway that prunes too: the verdicts are published to it, not held back for the
+    // second matchmaker's return (and it relays nothing once pruned).
+    let mut other = listing(dirs[2].path(), Role::Gateway, m1.listen_addrs());
+    other.retention = Some(keeping(200));
+    other.prune_every = Duration::from_millis(100);
+    let other = Node::spawn(other).await.expect("gateway starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m1.api().live_matchmakers().await.unwrap().len() < 2
+        || m2.api().live_matchmakers().await.unwrap().len() < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the matchmakers never heard each other"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    // A workflow the second matchmaker is active for, submitted while no operator is up.
+    let keys = [k1.public(), k2.public()];
+    let workflow = (0..)
+        .map(|i| sleep_workflow(&format!("back-{i}"), 2, 300, 1))
+        .find(|w| active_matchmaker(&routing_key(&w.id(), w), &keys) == Some(k2.public()))
+        .unwrap();
+    let tasks = workflow.tasks.len();
+    let id = m1.api().submit(workflow).await.expect("submitted");
+    let heard = |node: &NodeHandle| node.api().status(&id).unwrap().is_some();
+    while !heard(&m2) || !heard(&other) {
+        assert!(Instant::now() < deadline, "the others never heard of it");
+        sleep(Duration::from_millis(20)).await;
+    }
+    m2.shutdown().await;
+
+    // The first matchmaker runs it alone, completes it and prunes it.
+    let op = Node::spawn(listing(dirs[3].path(), Role::Operator, m1.listen_addrs()))
+        .await
+        .expect("operator starts");
+    wait_completed(m1.api(), &id).await;
+    let pruned = |node: &NodeHandle| node.api().store().tombstone(&id).unwrap().is_some();
+    while !pruned(&m1) || !pruned(&other) {
+        assert!(Instant::now() < deadline, "the others never pruned it");
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    sleep(Duration::from_secs(2)).await;
+    let m2 = crate::cluster::spawn_again(second).await;
+    let status = wait_completed(m2.api(), &id).await;
+    assert_eq!(
+        status.count("done"),
+        0,
+        "nothing ran again: {:?} of {tasks}",
+        status.tasks
+    );
+    assert!(m2.api().store().chain_done_ids().unwrap().contains(&id));
+    m2.shutdown().await;
+    op.shutdown().await;
+    other.shutdown().await;
+    m1.shutdown().await;
 }
