@@ -9,7 +9,7 @@ use crate::store::signed_result;
 use proofmesh_matchmaker::{active_matchmaker, routing_key};
 use proofmesh_node::config::RpcConfig;
 use proofmesh_node::rpc::{codes, ClientError, NodeApi, RpcClient, SubmitRequest, TaskQuery};
-use proofmesh_node::runtime::{Node, NodeHandle};
+use proofmesh_node::runtime::{Node, NodeHandle, NodeOptions};
 use proofmesh_node::store::{Retention, Store, WorkflowState, INLINE_BLOB_MAX};
 use proofmesh_protocol::messages::{Heartbeat, Submission};
 use proofmesh_protocol::{ContentId, Envelope, Keypair, Message, WorkflowId};
@@ -461,6 +461,36 @@ fn a_workflow_larger_than_the_budget_is_pruned_over_several_calls_and_a_restart(
     prunes_nothing(&store, &retention, 2_003);
 }
 
+/// Workflow `id` run and pruned while `down` is down: once `down`, `runner` and `other` have
+/// heard of it, `down` stops and an operator (`operator`) starts; `runner` completes it, both it
+/// and `other` prune it, and gossip's short memory of recent messages (which would bring the
+/// verdicts back to `down`) runs out. Returns the operator.
+async fn pruned_while_down(
+    id: &WorkflowId,
+    down: NodeHandle,
+    runner: &NodeHandle,
+    other: &NodeHandle,
+    operator: NodeOptions,
+) -> NodeHandle {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let heard = |node: &NodeHandle| node.api().status(id).unwrap().is_some();
+    while !heard(&down) || !heard(runner) || !heard(other) {
+        assert!(Instant::now() < deadline, "not every node heard of it");
+        sleep(Duration::from_millis(20)).await;
+    }
+    down.shutdown().await;
+    let op = Node::spawn(operator).await.expect("operator starts");
+    wait_completed(runner.api(), id).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pruned = |node: &NodeHandle| node.api().store().tombstone(id).unwrap().is_some();
+    while !pruned(runner) || !pruned(other) {
+        assert!(Instant::now() < deadline, "the others never pruned it");
+        sleep(Duration::from_millis(50)).await;
+    }
+    sleep(Duration::from_secs(2)).await;
+    op
+}
+
 /// A gateway down while its workflow completed, and back only after the matchmaker pruned it,
 /// can no longer get the results it lacks: it takes how the workflow ended from the
 /// matchmaker's answer (its tombstone), instead of showing it active and asking for good.
@@ -496,27 +526,9 @@ async fn a_gateway_back_after_its_workflow_was_pruned_elsewhere_learns_how_it_en
         .submit(sleep_workflow("gone", 2, 500, 1))
         .await
         .expect("submitted");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let heard = |node: &NodeHandle| node.api().status(&id).unwrap().is_some();
-    while !heard(&mm) || !heard(&other) {
-        assert!(Instant::now() < deadline, "the others never heard of it");
-        sleep(Duration::from_millis(20)).await;
-    }
-    gw.shutdown().await;
     // Then the matchmaker runs it, completes it and prunes it.
-    let op = Node::spawn(listing(dirs[1].path(), Role::Operator, mm.listen_addrs()))
-        .await
-        .expect("operator starts");
-    wait_completed(mm.api(), &id).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pruned = |node: &NodeHandle| node.api().store().tombstone(&id).unwrap().is_some();
-    while !pruned(&mm) || !pruned(&other) {
-        assert!(Instant::now() < deadline, "the others never pruned it");
-        sleep(Duration::from_millis(50)).await;
-    }
-
-    // Past gossip's own short memory of recent messages, which would bring the verdicts back.
-    sleep(Duration::from_secs(2)).await;
+    let operator = listing(dirs[1].path(), Role::Operator, mm.listen_addrs());
+    let op = pruned_while_down(&id, gw, &mm, &other, operator).await;
     let gw = crate::cluster::spawn_again(gateway).await;
     let status = gw.api().status(&id).unwrap().expect("the gateway holds it");
     assert_eq!(status.record.state, WorkflowState::Active, "as it left it");
@@ -582,26 +594,9 @@ async fn a_matchmaker_back_after_its_workflow_was_pruned_elsewhere_does_not_run_
         .unwrap();
     let tasks = workflow.tasks.len();
     let id = m1.api().submit(workflow).await.expect("submitted");
-    let heard = |node: &NodeHandle| node.api().status(&id).unwrap().is_some();
-    while !heard(&m2) || !heard(&other) {
-        assert!(Instant::now() < deadline, "the others never heard of it");
-        sleep(Duration::from_millis(20)).await;
-    }
-    m2.shutdown().await;
-
     // The first matchmaker runs it alone, completes it and prunes it.
-    let op = Node::spawn(listing(dirs[3].path(), Role::Operator, m1.listen_addrs()))
-        .await
-        .expect("operator starts");
-    wait_completed(m1.api(), &id).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pruned = |node: &NodeHandle| node.api().store().tombstone(&id).unwrap().is_some();
-    while !pruned(&m1) || !pruned(&other) {
-        assert!(Instant::now() < deadline, "the others never pruned it");
-        sleep(Duration::from_millis(50)).await;
-    }
-
-    sleep(Duration::from_secs(2)).await;
+    let operator = listing(dirs[3].path(), Role::Operator, m1.listen_addrs());
+    let op = pruned_while_down(&id, m2, &m1, &other, operator).await;
     let m2 = crate::cluster::spawn_again(second).await;
     let status = wait_completed(m2.api(), &id).await;
     assert_eq!(
