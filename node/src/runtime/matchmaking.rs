@@ -690,9 +690,15 @@ impl MatchmakerRole {
                 continue;
             }
             if !self.engine.wants_relayed(r) {
-                // Done already, or an attempt this matchmaker never saw assigned: only the
-                // accepting matchmaker's relayed verdict speaks for that one.
-                tracing::debug!(task = r.task, attempt = r.attempt, operator = %r.operator, "not taking a relayed result no trusted matchmaker vouches for");
+                // Done here already, or not this matchmaker's to judge (a standby's), is no
+                // news. Otherwise it is for an attempt this matchmaker never saw assigned: only
+                // the accepting matchmaker's relayed verdict speaks for that one.
+                let open = self.engine.is_active_for(&r.workflow)
+                    && matches!(sh.store.result(&r.workflow, r.task), Ok(None));
+                if open {
+                    sh.metrics.relayed_refused.inc();
+                    tracing::info!(workflow = %r.workflow.short(), task = r.task, attempt = r.attempt, operator = %r.operator, "refused a relayed result for an attempt this matchmaker never saw assigned, with no trusted matchmaker's verdict");
+                }
                 continue;
             }
             let Some(task) = view

@@ -48,6 +48,10 @@ pub struct RuntimeMetrics {
     /// Matchmaker decisions (verdicts, assignments, ...) ignored because their signer is not
     /// among the trusted matchmakers (`network.matchmakers`).
     pub untrusted_decisions: Counter,
+    /// Results relayed bare (no trusted matchmaker's signed verdict with them) for an open task
+    /// of a workflow this node's matchmaker runs, refused: for an attempt it never saw assigned,
+    /// they are only their operator's word (`MatchmakerRole::relayed`).
+    pub relayed_refused: Counter,
     /// Envelopes this node signed, by kind: ed25519 signing and checking is the largest share
     /// of a task's CPU, and batches exist to sign less.
     pub envelopes_signed: Family<KindLabel, Counter>,
@@ -91,6 +95,7 @@ impl RuntimeMetrics {
             catch_up_requests: Counter::default(),
             caught_up_results: Counter::default(),
             untrusted_decisions: Counter::default(),
+            relayed_refused: Counter::default(),
             envelopes_signed: Family::default(),
             view_workflows: Gauge::default(),
             view_tasks: Gauge::default(),
@@ -151,6 +156,11 @@ impl RuntimeMetrics {
             "proofmesh_untrusted_decisions",
             "Matchmaker decisions ignored: signed by a key not among network.matchmakers",
             m.untrusted_decisions.clone(),
+        );
+        registry.register(
+            "proofmesh_relayed_results_refused",
+            "Results relayed without a trusted matchmaker's verdict, for an attempt this matchmaker never saw assigned: refused",
+            m.relayed_refused.clone(),
         );
         registry.register(
             "proofmesh_envelopes_signed",

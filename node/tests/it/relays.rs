@@ -165,6 +165,10 @@ async fn a_matchmaker_takes_relayed_results_on_a_trusted_matchmakers_signed_verd
     );
     assert_eq!(done(&mm, &id), 1);
     assert!(metric(&mm, "proofmesh_untrusted_decisions_total") >= 1.0);
+    assert!(
+        metric(&mm, "proofmesh_relayed_results_refused_total") >= 1.0,
+        "the bare result's refusal is counted"
+    );
     mm.shutdown().await;
 }
 
