@@ -1934,7 +1934,7 @@ impl Core {
             // node lacks are gone.
             let pruned_there = update.pruned && self.matchmakers.contains(&from);
             if pruned_there && (update.completed || update.failed.is_some()) {
-                self.ended_elsewhere(&id);
+                self.ended_elsewhere(&id, update.completed);
             }
             // A failure is a matchmaker's decision: taken only from one heard announcing (and
             // trusted), as if gossiped, so this node's matchmaker learns it too.
@@ -1963,9 +1963,10 @@ impl Core {
     /// A workflow a matchmaker ended and pruned while this node was down (longer than the
     /// retention period). That one settled it before pruning it (a node that settles keeps a
     /// workflow until its settlement is journaled done), so this node journals its settlement
-    /// done too, and its matchmaker, if any, ends it without a word rather than run again the
-    /// tasks whose results are gone. The view takes how it ended next.
-    fn ended_elsewhere(&mut self, id: &WorkflowId) {
+    /// done too, and its matchmaker, if any, ends a completed one without a word rather than
+    /// run again the tasks whose results are gone (a failed one ends there with the failure
+    /// that follows). The view takes how it ended next.
+    fn ended_elsewhere(&mut self, id: &WorkflowId, completed: bool) {
         if !self.view.tracks(id) {
             return;
         }
@@ -1974,6 +1975,9 @@ impl Core {
             tracing::warn!(error = %e, "journaling a pruned workflow's settlement failed");
         }
         tracing::info!(workflow = %id.short(), "a matchmaker ended and pruned this workflow while this node was down");
+        if !completed {
+            return;
+        }
         if let Some(decisions) = self
             .mm
             .as_mut()
